@@ -1,0 +1,153 @@
+//! Test harness shared by the workspace's integration tests: a real S3-compatible server (moto in
+//! server mode, from the venv `tests/setup.sh` creates) on 127.0.0.1, and the tools venv.
+//!
+//! Nothing here is a mock: the worker talks HTTP to moto exactly as it talks to AWS S3.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+/// The Python venv with moto and duckdb (`tests/setup.sh`), or `$LAKELOAD_VENV`.
+pub fn venv() -> PathBuf {
+    std::env::var_os("LAKELOAD_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join(".venv"))
+}
+
+fn venv_tool(name: &str) -> PathBuf {
+    let path = venv().join("bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run tests/setup.sh first (it creates the venv with moto and duckdb), \
+         or point LAKELOAD_VENV at a venv that has them",
+        path.display()
+    );
+    path
+}
+
+/// The venv's Python, for reader checks (DuckDB).
+pub fn python() -> PathBuf {
+    venv_tool("python")
+}
+
+/// A moto S3 server on 127.0.0.1, stopped when the test process exits.
+pub struct S3Server {
+    pub endpoint: String,
+    port: u16,
+    _child: Child,
+}
+
+static SERVER: OnceLock<S3Server> = OnceLock::new();
+static BUCKETS: AtomicU32 = AtomicU32::new(0);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+impl S3Server {
+    /// The test process's server, started on first use.
+    pub fn shared() -> &'static S3Server {
+        SERVER.get_or_init(S3Server::start)
+    }
+
+    fn start() -> S3Server {
+        let moto = venv_tool("moto_server");
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("lakeload-moto-{port}.log"));
+        // A watchdog shell stops moto when this test process goes away, however it ends.
+        let script = format!(
+            "'{}' -H 127.0.0.1 -p {port} >'{}' 2>&1 & m=$!; \
+             while kill -0 {parent} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 0.5; done; \
+             kill $m 2>/dev/null",
+            moto.display(),
+            log.display(),
+            parent = std::process::id()
+        );
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not start; see {}",
+                log.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        S3Server {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+            _child: child,
+        }
+    }
+
+    /// Sends one plain HTTP request (moto does not check signatures) and returns the status.
+    pub fn request(&self, method: &str, path: &str, body: &[u8]) -> u16 {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.port,
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).expect("send");
+        stream.write_all(body).expect("send");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).expect("receive");
+        let text = String::from_utf8_lossy(&response);
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// A new, empty bucket with a unique name.
+    pub fn bucket(&self, hint: &str) -> String {
+        let n = BUCKETS.fetch_add(1, Ordering::Relaxed);
+        let clean: String = hint
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .take(30)
+            .collect();
+        let name = format!("{clean}-{}-{n}", std::process::id());
+        let status = self.request("PUT", &format!("/{name}"), b"");
+        assert_eq!(status, 200, "create bucket {name}");
+        name
+    }
+
+    /// Uploads one object.
+    pub fn put(&self, bucket: &str, key: &str, body: &[u8]) {
+        let status = self.request("PUT", &format!("/{bucket}/{key}"), body);
+        assert_eq!(status, 200, "put s3://{bucket}/{key}");
+    }
+
+    /// The environment that points the worker at this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("LAKELOAD_AWS_ENDPOINT_URL".into(), self.endpoint.clone()),
+            ("LAKELOAD_AWS_ACCESS_KEY_ID".into(), "testing".into()),
+            ("LAKELOAD_AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+            ("LAKELOAD_AWS_REGION".into(), "us-east-1".into()),
+        ]
+    }
+}

@@ -1,0 +1,82 @@
+//! The error type of a run, and the exit code each kind of error maps to (SPEC §7).
+
+use crate::storage::StorageError;
+
+/// Exit codes of the `lakeload` binary, as documented in SPEC §7.
+pub mod exit_code {
+    pub const OK: i32 = 0;
+    pub const FAILURE: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const TOO_MANY_REJECTS: i32 = 65;
+    pub const LOCKED: i32 = 75;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration mistake; the message names the key and the fix.
+    #[error("{0}")]
+    Config(String),
+
+    /// Another run holds the table's lock.
+    #[error("the table is locked by another run: {holder}")]
+    Locked { holder: String },
+
+    /// Rejected rows exceed `run.max_reject_ratio`; nothing was committed.
+    #[error(
+        "{rejected} of {read} rows were rejected ({ratio:.4} > run.max_reject_ratio = {limit}); \
+         nothing was committed. See {rejects_file} for the lines and reasons, fix the source \
+         or raise run.max_reject_ratio"
+    )]
+    TooManyRejects {
+        rejected: u64,
+        read: u64,
+        ratio: f64,
+        limit: f64,
+        rejects_file: String,
+    },
+
+    /// The run lost its lock (another run took it over); it stopped writing.
+    #[error("the run lost its lock on the table: {0}; it wrote nothing more")]
+    LockLost(String),
+
+    /// SIGINT or SIGTERM arrived.
+    #[error("interrupted by {0}")]
+    Interrupted(&'static str),
+
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) => exit_code::USAGE,
+            Error::Locked { .. } => exit_code::LOCKED,
+            Error::TooManyRejects { .. } => exit_code::TOO_MANY_REJECTS,
+            Error::LockLost(_) | Error::Interrupted(_) | Error::Storage(_) | Error::Other(_) => {
+                exit_code::FAILURE
+            }
+        }
+    }
+
+    pub fn other(message: impl std::fmt::Display) -> Self {
+        Error::Other(message.to_string())
+    }
+}
+
+impl From<polars::error::PolarsError> for Error {
+    fn from(e: polars::error::PolarsError) -> Self {
+        Error::Other(format!("parquet: {e}"))
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Other(format!("i/o: {e}"))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

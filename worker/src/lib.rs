@@ -1,0 +1,34 @@
+//! lakeload: pipe-separated, gzip-compressed text files → a de-duplicated, date-partitioned
+//! Parquet table. The `lakeload` binary is a thin CLI over this library; the operator reuses
+//! its configuration and summary types.
+//!
+//! Data flows one way: [`config`] → [`plan`] (source listing vs [`state`]) → [`reader`] (read &
+//! clean, [`row`]) → [`router`] (rows by date) → [`merge`] (latest row per key) → [`table`]
+//! (write) → [`state`] (commit) → [`summary`]. [`run`] drives it under the table [`lock`].
+
+pub mod config;
+pub mod dates;
+pub mod demo;
+pub mod error;
+pub mod generate;
+pub mod location;
+pub mod lock;
+pub mod merge;
+pub mod plan;
+pub mod preview;
+pub mod progress;
+pub mod reader;
+pub mod rejects;
+pub mod report;
+pub mod router;
+pub mod row;
+pub mod run;
+pub mod runlog;
+pub mod state;
+pub mod status;
+pub mod storage;
+pub mod summary;
+pub mod table;
+
+pub use config::Config;
+pub use error::{Error, Result};

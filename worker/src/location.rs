@@ -1,0 +1,110 @@
+//! Where a source or a table lives: an S3 bucket and prefix, or a local folder.
+
+use std::fmt;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// `s3://bucket/prefix`; the prefix has no leading or trailing `/` (may be empty).
+    S3 { bucket: String, prefix: String },
+    /// An absolute local folder.
+    Local(PathBuf),
+}
+
+impl Location {
+    /// Parses `s3://bucket/prefix`, `file:///abs/path` or a plain path (made absolute).
+    pub fn parse(value: &str) -> Result<Location, String> {
+        let value = value.trim();
+        if let Some(rest) = value.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err("missing bucket name: expected s3://bucket/prefix".into());
+            }
+            return Ok(Location::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.trim_matches('/').to_string(),
+            });
+        }
+        let path = if let Some(rest) = value.strip_prefix("file://") {
+            if !rest.starts_with('/') {
+                return Err("file:// URLs need an absolute path, e.g. file:///data/in".into());
+            }
+            PathBuf::from(rest)
+        } else if value.contains("://") {
+            return Err("expected s3://bucket/prefix, file:///abs/path or a folder path".into());
+        } else if value.is_empty() {
+            return Err("is empty".into());
+        } else {
+            PathBuf::from(value)
+        };
+        let absolute = if path.is_absolute() {
+            path
+        } else {
+            std::env::current_dir()
+                .map_err(|e| format!("cannot resolve a relative path: {e}"))?
+                .join(path)
+        };
+        Ok(Location::Local(normalize(absolute)))
+    }
+
+    /// The URL of `key` under this location.
+    pub fn join(&self, key: &str) -> String {
+        match self {
+            Location::S3 { .. } => format!("{self}/{key}"),
+            Location::Local(p) => p.join(key).display().to_string(),
+        }
+    }
+}
+
+/// Removes `.` and `..` components without touching the file system.
+fn normalize(path: PathBuf) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            Location::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            Location::Local(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_form() {
+        assert_eq!(
+            Location::parse("s3://b/p/q/").unwrap(),
+            Location::S3 {
+                bucket: "b".into(),
+                prefix: "p/q".into()
+            }
+        );
+        assert_eq!(Location::parse("s3://b").unwrap().to_string(), "s3://b");
+        assert_eq!(
+            Location::parse("file:///data/in").unwrap(),
+            Location::Local("/data/in".into())
+        );
+        assert_eq!(
+            Location::parse("/a/./b/../c").unwrap(),
+            Location::Local("/a/c".into())
+        );
+        assert!(Location::parse("gs://x").is_err());
+        assert!(Location::parse("s3:///x").is_err());
+        assert!(Location::parse("file://rel").is_err());
+    }
+}

@@ -1,0 +1,252 @@
+//! The `lakeload` command line: parses arguments, loads the configuration, calls the library
+//! and maps the outcome to an exit code (SPEC §7).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use lakeload::config::{self, Config, LogFormat, RawConfig};
+use lakeload::error::{Error, exit_code};
+
+#[derive(Parser)]
+#[command(
+    name = "lakeload",
+    version,
+    about = "Gzip'd pipe-separated files → a de-duplicated, date-partitioned Parquet table"
+)]
+struct Cli {
+    /// Config file (default: $LAKELOAD_CONFIG, else ./common.conf if present).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    /// Override a setting, e.g. --set run.mode=full (repeatable).
+    #[arg(long = "set", global = true, value_name = "SECTION.KEY=VALUE")]
+    sets: Vec<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load new source files into the table (or rebuild it with --mode full).
+    Run {
+        #[arg(long, value_parser = ["full", "incremental"])]
+        mode: Option<String>,
+        /// Print the run summary as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what a run would do; changes nothing and takes no lock.
+    Plan {
+        #[arg(long, value_parser = ["full", "incremental"])]
+        mode: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the last runs, rows and bytes by date, and the lock holder.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a lock left by a crashed run.
+    Unlock {
+        /// Remove it even if its lease is still live.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Generate sample data into a local folder and load it (full, then incremental).
+    Demo {
+        /// Folder for the sample source files, the table and a common.conf.
+        #[arg(default_value = "lakeload-demo")]
+        dir: PathBuf,
+    },
+    /// Write synthetic source files.
+    Generate {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        files: usize,
+        /// Lines per file.
+        #[arg(long, default_value_t = 10_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 4)]
+        files_per_day: usize,
+        /// First landing day, YYYY-MM-DD.
+        #[arg(long, default_value = "2026-11-01")]
+        start: chrono::NaiveDate,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Share of rows re-sending an earlier key.
+        #[arg(long, default_value_t = 0.05)]
+        duplicate_ratio: f64,
+        /// Share of bad lines.
+        #[arg(long, default_value_t = 0.001)]
+        bad_ratio: f64,
+        /// Number of the first file (to add a later batch beside an earlier one).
+        #[arg(long, default_value_t = 0)]
+        first_file: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(dispatch(cli)),
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            exit_code::FAILURE
+        }
+    };
+    lakeload::runlog::cleanup();
+    ExitCode::from(code as u8)
+}
+
+fn load_config(cli: &Cli, mode: Option<&str>) -> Result<Config, Error> {
+    let mut raw: RawConfig = config::load_raw(cli.config.as_deref(), &cli.sets)?;
+    if let Some(mode) = mode {
+        raw.apply_sets(&[format!("run.mode={mode}")])?;
+    }
+    let config = Config::from_raw(&raw)?;
+    lakeload::runlog::init(config.logging.format, &config.logging.level);
+    Ok(config)
+}
+
+fn fail(e: &Error) -> i32 {
+    eprintln!("error: {e}");
+    e.exit_code()
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    match serde_json::to_string(value) {
+        Ok(json) => println!("{json}"),
+        Err(e) => eprintln!("error: cannot print JSON: {e}"),
+    }
+}
+
+async fn dispatch(cli: Cli) -> i32 {
+    let interactive = std::io::stderr().is_terminal();
+    match &cli.command {
+        Command::Run { mode, json } => {
+            let config = match load_config(&cli, mode.as_deref()) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            let report = lakeload::run::run(&config, interactive && !*json).await;
+            match (&report.summary, *json) {
+                (Some(summary), true) => print_json(summary),
+                (Some(summary), false) => eprint!("{}", lakeload::report::format_summary(summary)),
+                (None, true) => {
+                    let e = report.result.as_ref().err();
+                    print_json(&serde_json::json!({
+                        "status": "failed",
+                        "exit_code": e.map_or(exit_code::FAILURE, Error::exit_code),
+                        "error": e.map(ToString::to_string),
+                    }));
+                }
+                (None, false) => {}
+            }
+            match report.result {
+                Ok(()) => exit_code::OK,
+                Err(e) if report.summary.is_some() => e.exit_code(),
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Plan { mode, json } => {
+            let config = match load_config(&cli, mode.as_deref()) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            match lakeload::preview::preview(&config).await {
+                Ok(p) if *json => {
+                    print_json(&p);
+                    exit_code::OK
+                }
+                Ok(p) => {
+                    print!("{}", lakeload::preview::format_preview(&p));
+                    exit_code::OK
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Status { json } => {
+            let config = match load_config(&cli, None) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            match lakeload::status::status(&config).await {
+                Ok(s) if *json => {
+                    print_json(&s);
+                    exit_code::OK
+                }
+                Ok(s) => {
+                    print!("{}", lakeload::status::format_status(&s));
+                    exit_code::OK
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Unlock { force } => {
+            let config = match load_config(&cli, None) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            match lakeload::lock::unlock(&config, *force).await {
+                Ok(message) => {
+                    println!("{message}");
+                    exit_code::OK
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Demo { dir } => {
+            lakeload::runlog::init(LogFormat::Text, "warn");
+            match lakeload::demo::demo(dir, interactive).await {
+                Ok(_) => exit_code::OK,
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Generate {
+            dir,
+            files,
+            rows,
+            files_per_day,
+            start,
+            seed,
+            duplicate_ratio,
+            bad_ratio,
+            first_file,
+        } => {
+            let options = lakeload::generate::GenerateOptions {
+                dir: dir.clone(),
+                files: *files,
+                rows_per_file: *rows,
+                files_per_day: *files_per_day,
+                start: *start,
+                seed: *seed,
+                duplicate_ratio: *duplicate_ratio,
+                bad_ratio: *bad_ratio,
+                first_file: *first_file,
+            };
+            match lakeload::generate::generate(&options) {
+                Ok(r) => {
+                    println!(
+                        "wrote {} files, {} lines, {} under {}",
+                        r.files,
+                        r.lines,
+                        lakeload::report::bytes(r.bytes),
+                        dir.display()
+                    );
+                    exit_code::OK
+                }
+                Err(e) => fail(&Error::Other(format!(
+                    "cannot write to {}: {e}",
+                    dir.display()
+                ))),
+            }
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Read & clean one source file: gzip (multi-member) → lines → rows, rejects and counts.
+
+use std::io::{BufRead, BufReader, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use flate2::read::MultiGzDecoder;
+
+use crate::row::{LineOutcome, LineParser, Reject, Row};
+
+/// Rows are handed on in batches of this many, so a large file is never held whole.
+pub const BATCH_ROWS: usize = 32 * 1024;
+
+/// What reading one file produced, besides the rows and rejects it handed on.
+#[derive(Debug, Default, Clone)]
+pub struct FileCounts {
+    /// Lines read, blank ones included (the header line, if configured, is not a row).
+    pub lines: u64,
+    pub blank: u64,
+    pub rows: u64,
+    pub rejected: u64,
+    /// Compressed bytes read.
+    pub bytes: u64,
+    /// Partition dates of the file's rows.
+    pub dates: std::collections::BTreeSet<i32>,
+}
+
+/// Live counters the progress display reads while files are being read.
+#[derive(Debug, Default)]
+pub struct ReadProgress {
+    pub bytes: AtomicU64,
+    pub lines: AtomicU64,
+}
+
+/// Counts the compressed bytes flowing through, for progress and the summary.
+struct CountingReader<R> {
+    inner: R,
+    total: u64,
+    progress: Arc<ReadProgress>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.total += n as u64;
+        self.progress.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Decompresses and parses a whole file, handing rows and rejects to `emit` in batches.
+/// Runs on a blocking thread.
+pub fn read_file(
+    input: Box<dyn Read + Send>,
+    parser: &LineParser,
+    file: u32,
+    skip_header: bool,
+    progress: Arc<ReadProgress>,
+    emit: &mut dyn FnMut(Vec<Row>, Vec<Reject>) -> std::io::Result<()>,
+) -> std::io::Result<FileCounts> {
+    let mut counting = CountingReader {
+        inner: input,
+        total: 0,
+        progress: progress.clone(),
+    };
+    let mut out = FileCounts::default();
+    let mut rows = Vec::with_capacity(BATCH_ROWS);
+    let mut rejects = Vec::new();
+    {
+        let mut lines = BufReader::with_capacity(256 * 1024, MultiGzDecoder::new(&mut counting));
+        let mut buf = Vec::with_capacity(1024);
+        let mut number = 0u64;
+        loop {
+            buf.clear();
+            // A last line without `\n` is still a line; a final `\n` does not start another.
+            if lines.read_until(b'\n', &mut buf)? == 0 {
+                break;
+            }
+            number += 1;
+            if buf.last() == Some(&b'\n') {
+                buf.pop();
+            }
+            if skip_header && number == 1 {
+                continue;
+            }
+            out.lines += 1;
+            if number % 4096 == 0 {
+                progress.lines.fetch_add(4096, Ordering::Relaxed);
+            }
+            match parser.parse(&buf, file, number) {
+                LineOutcome::Blank => out.blank += 1,
+                LineOutcome::Row(row) => {
+                    out.rows += 1;
+                    if let Some(date) = row.date(parser.partition_date()) {
+                        out.dates.insert(date);
+                    }
+                    rows.push(row);
+                    if rows.len() == BATCH_ROWS {
+                        emit(
+                            std::mem::replace(&mut rows, Vec::with_capacity(BATCH_ROWS)),
+                            std::mem::take(&mut rejects),
+                        )?;
+                    }
+                }
+                LineOutcome::Rejected(reject) => {
+                    out.rejected += 1;
+                    rejects.push(reject);
+                }
+            }
+        }
+        emit(rows, rejects)?;
+        progress.lines.fetch_add(number % 4096, Ordering::Relaxed);
+    }
+    // Drain any trailing bytes the decoder did not need, so the byte count is the object size.
+    std::io::copy(&mut counting, &mut std::io::sink())?;
+    out.bytes = counting.total;
+    Ok(out)
+}

@@ -1,0 +1,520 @@
+//! One run, end to end: lock → plan → read & clean → route by date → merge each date → write →
+//! commit state → summary, log and rejects (SPEC §4–6).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::config::{Config, Mode};
+use crate::dates::format_days;
+use crate::error::{Error, Result, exit_code};
+use crate::lock::TableLock;
+use crate::merge::{FileInfo, FileTable, MergeCounts, Merger};
+use crate::plan::{Plan, plan};
+use crate::reader::{FileCounts, read_file};
+use crate::rejects::{RejectsWriter, rejects_key};
+use crate::router::DateRouter;
+use crate::row::{LineParser, Reject, Row};
+use crate::state::{FileRecord, JsonStateStore, PartitionRecord, STATE_VERSION, State, StateStore};
+use crate::storage::{self, DynStorage, ObjectMeta};
+use crate::summary::{ManifestEntry, RowCounts, RunSummary};
+use crate::table::{ParquetTable, Table};
+
+/// A new run id: sortable by start time, unique enough to never collide in one table.
+pub fn new_run_id(now: DateTime<Utc>) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(now.timestamp_nanos_opt().unwrap_or_default() as u128);
+    h.write_u32(std::process::id());
+    format!(
+        "{}-{:06x}",
+        now.format("%Y%m%dT%H%M%S%3fZ"),
+        h.finish() & 0xff_ffff
+    )
+}
+
+pub fn summary_key(run_id: &str) -> String {
+    format!("_lakeload/runs/{run_id}.json")
+}
+
+pub fn log_key(run_id: &str) -> String {
+    format!("_lakeload/logs/{run_id}.log")
+}
+
+/// Storage, table and state of one configuration.
+pub struct Target {
+    pub source: DynStorage,
+    pub storage: DynStorage,
+    pub table: Arc<dyn Table>,
+    pub state: Arc<dyn StateStore>,
+}
+
+impl Target {
+    pub async fn open(config: &Config) -> Result<Target> {
+        let source = storage::open(&config.source.url, &config.aws).await?;
+        let storage = storage::open(&config.target.url, &config.aws).await?;
+        let schema = Arc::new(config.schema.clone());
+        Ok(Target {
+            source,
+            table: Arc::new(ParquetTable::new(
+                storage.clone(),
+                config.target.layout,
+                schema,
+            )),
+            state: Arc::new(JsonStateStore::new(storage.clone())),
+            storage,
+        })
+    }
+
+    /// Source files matching `source.pattern`, at any depth.
+    pub async fn list_sources(&self, config: &Config) -> Result<Vec<ObjectMeta>> {
+        if let crate::location::Location::Local(path) = &config.source.url
+            && !path.is_dir()
+        {
+            return Err(Error::Config(format!(
+                "source.url = {}: no such folder; point it at the folder holding the .gz files",
+                path.display()
+            )));
+        }
+        let listing = self.source.list("").await?;
+        Ok(listing
+            .into_iter()
+            .filter(|o| config.source.pattern.matches(storage::file_name(&o.key)))
+            .collect())
+    }
+}
+
+/// Everything a run learns as it goes; becomes the summary even when the run fails midway.
+#[derive(Default)]
+struct RunStats {
+    files: Vec<ManifestEntry>,
+    bytes_read: u64,
+    counts: RowCounts,
+    dates_written: BTreeSet<i32>,
+    dates_deleted: BTreeSet<String>,
+    bytes_written: u64,
+    table_changed: bool,
+    rejects: RejectsWriter,
+}
+
+/// What `run` returns: the summary (absent when the run never held the lock) and the outcome.
+pub struct RunReport {
+    pub summary: Option<RunSummary>,
+    pub result: Result<()>,
+}
+
+/// Runs the ETL once. `interactive` draws a progress bar.
+pub async fn run(config: &Config, interactive: bool) -> RunReport {
+    let started_at = Utc::now();
+    let run_id = new_run_id(started_at);
+    let target = match Target::open(config).await {
+        Ok(t) => t,
+        Err(e) => {
+            return RunReport {
+                summary: None,
+                result: Err(e),
+            };
+        }
+    };
+    let lease = std::time::Duration::from_secs(config.lock.lease_seconds);
+    let lock = match TableLock::acquire(target.storage.clone(), &run_id, lease).await {
+        Ok(lock) => lock,
+        Err(e) => {
+            return RunReport {
+                summary: None,
+                result: Err(e),
+            };
+        }
+    };
+    tracing::info!(
+        "run {run_id}: {} mode, {} → {}",
+        config.run.mode,
+        config.source.url,
+        config.target.url
+    );
+
+    let mut stats = RunStats::default();
+    let result = tokio::select! {
+        r = execute(config, &target, &lock, &run_id, interactive, &mut stats) => r,
+        signal = shutdown_signal() => {
+            tracing::warn!("received {signal}: stopping; the table keeps every date written so far");
+            Err(Error::Interrupted(signal))
+        }
+    };
+    let summary = finish(config, &target, lock, &run_id, started_at, stats, &result).await;
+    RunReport {
+        summary: Some(summary),
+        result,
+    }
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+async fn execute(
+    config: &Config,
+    target: &Target,
+    lock: &TableLock,
+    run_id: &str,
+    interactive: bool,
+    stats: &mut RunStats,
+) -> Result<()> {
+    let mode = config.run.mode;
+    let loaded = target.state.load().await?;
+    let listing = target.list_sources(config).await?;
+    let plan: Plan = plan(mode, listing, &loaded.state, config.run.on_changed_file)?;
+    let files: Vec<ObjectMeta> = plan.to_process().cloned().collect();
+    let existing = match mode {
+        Mode::Full => target.table.list().await?,
+        Mode::Incremental => Vec::new(),
+    };
+    if mode == Mode::Full && files.is_empty() && !existing.is_empty() {
+        return Err(Error::Other(format!(
+            "no source file under {} matches source.pattern = {}; a full run would empty the \
+             table, so it stops here. Check source.url and source.pattern",
+            config.source.url, config.source.pattern
+        )));
+    }
+    tracing::info!(
+        "plan: {} file(s) to read ({} new, {} changed, {} unchanged), {} bytes",
+        files.len(),
+        plan.count(crate::plan::FileStatus::New),
+        plan.count(crate::plan::FileStatus::Changed),
+        plan.count(crate::plan::FileStatus::Unchanged),
+        files.iter().map(|f| f.size).sum::<u64>()
+    );
+
+    // Read & clean, routing rows by date.
+    let shared_files: Arc<[FileInfo]> = files
+        .iter()
+        .map(|f| FileInfo {
+            key: f.key.as_str().into(),
+            modified_micros: f.last_modified.timestamp_micros(),
+        })
+        .collect();
+    let mut router = DateRouter::new(
+        LineParser::new(&config.schema, config.source.delimiter).partition_date(),
+        config.run.memory_limit,
+        config.run.spill_dir.clone(),
+    );
+    let per_file = read_all(config, target, &files, &mut router, stats, interactive).await?;
+    for (meta, counts) in files.iter().zip(&per_file) {
+        stats.files.push(ManifestEntry {
+            key: meta.key.clone(),
+            size: meta.size,
+            etag: meta.etag.clone(),
+            rows: counts.rows,
+        });
+        stats.bytes_read += counts.bytes;
+        stats.counts.rows_read += counts.lines;
+        stats.counts.rows_blank += counts.blank;
+        stats.counts.rows_rejected += counts.rejected;
+    }
+    if router.spilled_bytes() > 0 {
+        tracing::info!(
+            "rows above run.memory_limit were spilled to disk: {} bytes",
+            router.spilled_bytes()
+        );
+    }
+
+    // Too many rejects: stop before anything is committed.
+    let (read, rejected) = (stats.counts.rows_read, stats.counts.rows_rejected);
+    let ratio = if read == 0 {
+        0.0
+    } else {
+        rejected as f64 / read as f64
+    };
+    if ratio > config.run.max_reject_ratio {
+        return Err(Error::TooManyRejects {
+            rejected,
+            read,
+            ratio,
+            limit: config.run.max_reject_ratio,
+            rejects_file: target.storage.url(&rejects_key(run_id)),
+        });
+    }
+
+    // Merge each date and write it.
+    let dates: Vec<i32> = router.dates().into_iter().collect();
+    tracing::info!("merging {} date(s)", dates.len());
+    let schema = Arc::new(config.schema.clone());
+    let order = config.run.order;
+    let table = target.table.clone();
+    let mut merges = futures::stream::iter(dates)
+        .map(|date| {
+            let rows = tokio::task::block_in_place(|| router.take(date));
+            let (schema, table, shared_files) =
+                (schema.clone(), table.clone(), shared_files.clone());
+            async move {
+                let rows = rows?;
+                let mut files = FileTable::new(shared_files);
+                let mut all = match mode {
+                    Mode::Incremental => table.read_date(date, &mut files).await?,
+                    Mode::Full => Vec::new(),
+                };
+                all.extend(rows);
+                let (kept, counts, files) = tokio::task::spawn_blocking(move || {
+                    let (kept, counts) = Merger {
+                        schema: &schema,
+                        order,
+                        files: &files,
+                    }
+                    .merge(all);
+                    (kept, counts, files)
+                })
+                .await
+                .map_err(Error::other)?;
+                lock.ensure_held()?;
+                let rows = kept.len() as u64;
+                let bytes = table.write_date(date, kept, files).await?;
+                Ok::<_, Error>((date, counts, rows, bytes))
+            }
+        })
+        .buffer_unordered(config.run.threads.clamp(1, 8));
+    let mut merged = MergeCounts::default();
+    let mut partitions = Vec::new();
+    while let Some(result) = merges.next().await {
+        let (date, counts, rows, bytes) = result?;
+        partitions.push((date, rows, bytes));
+        stats.table_changed = true;
+        stats.dates_written.insert(date);
+        stats.bytes_written += bytes;
+        merged += counts;
+        stats.counts.rows_inserted = merged.inserted;
+        stats.counts.rows_updated = merged.updated;
+        stats.counts.rows_superseded = merged.superseded;
+    }
+    drop(merges);
+
+    // Full mode: dates (and any other data objects) with no rows left go last.
+    if mode == Mode::Full {
+        let written: BTreeSet<String> = stats
+            .dates_written
+            .iter()
+            .map(|d| target.table.key_for(*d))
+            .collect();
+        for object in existing.iter().filter(|o| !written.contains(&o.key)) {
+            lock.ensure_held()?;
+            target.table.delete(&object.key).await?;
+            stats.table_changed = true;
+            stats.dates_deleted.insert(
+                object
+                    .date
+                    .map(format_days)
+                    .unwrap_or_else(|| object.key.clone()),
+            );
+        }
+    }
+
+    // Commit the state: every processed file, after its rows are in the table.
+    let records = files
+        .iter()
+        .zip(&per_file)
+        .map(|(meta, counts)| FileRecord {
+            key: meta.key.clone(),
+            size: meta.size,
+            etag: meta.etag.clone(),
+            last_modified: meta.last_modified,
+            rows: counts.rows,
+            rows_rejected: counts.rejected,
+            dates: counts.dates.iter().map(|d| format_days(*d)).collect(),
+            run_id: run_id.to_string(),
+        });
+    let mut state = match mode {
+        Mode::Full => State::default(),
+        Mode::Incremental => loaded.state.clone(),
+    };
+    state.upsert(records);
+    for (date, rows, bytes) in partitions {
+        let record = PartitionRecord {
+            key: target.table.key_for(date),
+            rows,
+            bytes,
+            run_id: run_id.to_string(),
+        };
+        state.partitions.insert(format_days(date), record);
+    }
+    for date in &stats.dates_deleted {
+        state.partitions.remove(date);
+    }
+    state.version = STATE_VERSION;
+    state.updated_at = Some(Utc::now());
+    state.last_run_id = Some(run_id.to_string());
+    lock.ensure_held()?;
+    target.state.commit(&state, loaded.etag.as_deref()).await?;
+    stats.table_changed = true;
+    Ok(())
+}
+
+/// Reads every file in parallel (`run.threads` gzip streams at a time) into the router.
+async fn read_all(
+    config: &Config,
+    target: &Target,
+    files: &[ObjectMeta],
+    router: &mut DateRouter,
+    stats: &mut RunStats,
+    interactive: bool,
+) -> Result<Vec<FileCounts>> {
+    let parser = Arc::new(LineParser::new(&config.schema, config.source.delimiter));
+    let progress = crate::progress::Progress::start(
+        files.len() as u64,
+        files.iter().map(|f| f.size).sum(),
+        interactive,
+    );
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<(u32, Vec<Row>, Vec<Reject>)>(config.run.threads * 2);
+    let header = config.source.header;
+    let readers = {
+        let progress = progress.clone();
+        let source = target.source.clone();
+        async move {
+            let results: Vec<(usize, FileCounts)> = futures::stream::iter(files.iter().enumerate())
+                .map(|(id, meta)| {
+                    let (tx, parser, source, progress) = (tx.clone(), parser.clone(), source.clone(), progress.clone());
+                    let key = meta.key.clone();
+                    async move {
+                        let url = source.url(&key);
+                        let input = source.open(&key).await?;
+                        let counters = progress.counters();
+                        let counts = tokio::task::spawn_blocking(move || {
+                            let mut emit = |rows, rejects| {
+                                tx.blocking_send((id as u32, rows, rejects))
+                                    .map_err(|_| std::io::Error::other("the run stopped"))
+                            };
+                            read_file(input.into_blocking(), &parser, id as u32, header, counters, &mut emit)
+                        })
+                        .await
+                        .map_err(Error::other)?
+                        .map_err(|e| {
+                            Error::Other(format!(
+                                "cannot read source file {url}: {e}; it must be gzip-compressed text \
+                                 (fix or remove the file, or narrow source.pattern)"
+                            ))
+                        })?;
+                        progress.file_done();
+                        tracing::debug!(
+                            "read {key}: {} lines, {} rows, {} rejected, {} blank",
+                            counts.lines,
+                            counts.rows,
+                            counts.rejected,
+                            counts.blank
+                        );
+                        Ok::<_, Error>((id, counts))
+                    }
+                })
+                .buffer_unordered(config.run.threads)
+                .try_collect()
+                .await?;
+            Ok::<_, Error>(results)
+        }
+    };
+    let collect = async {
+        while let Some((id, rows, rejects)) = rx.recv().await {
+            if !rejects.is_empty() {
+                stats.rejects.add(&files[id as usize].key, &rejects);
+            }
+            tokio::task::block_in_place(|| router.push(rows)).map_err(|e| {
+                Error::Other(format!("cannot spill rows to disk (run.spill_dir): {e}"))
+            })?;
+        }
+        Ok::<_, Error>(())
+    };
+    let (read, collected) = tokio::join!(readers, collect);
+    progress.finish();
+    collected?;
+    let mut per_file = read?;
+    per_file.sort_by_key(|(id, _)| *id);
+    Ok(per_file.into_iter().map(|(_, c)| c).collect())
+}
+
+/// Writes the rejects, the summary and the log, then releases the lock.
+async fn finish(
+    config: &Config,
+    target: &Target,
+    lock: TableLock,
+    run_id: &str,
+    started_at: DateTime<Utc>,
+    stats: RunStats,
+    result: &Result<()>,
+) -> RunSummary {
+    let storage = &target.storage;
+    let rejects_url = if stats.rejects.count() > 0 {
+        let key = rejects_key(run_id);
+        match storage.put(&key, stats.rejects.finish()).await {
+            Ok(()) => Some(storage.url(&key)),
+            Err(e) => {
+                tracing::error!("could not write the rejects file: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let finished_at = Utc::now();
+    let (status, code, error) = match result {
+        Ok(()) => ("succeeded", exit_code::OK, None),
+        Err(e) => ("failed", e.exit_code(), Some(e.to_string())),
+    };
+    let summary = RunSummary {
+        run_id: run_id.to_string(),
+        mode: config.run.mode,
+        status: status.to_string(),
+        started_at,
+        finished_at,
+        duration_seconds: (finished_at - started_at).num_milliseconds() as f64 / 1000.0,
+        exit_code: code,
+        error,
+        source_url: config.source.url.to_string(),
+        target_url: config.target.url.to_string(),
+        files: stats.files.iter().map(|f| f.key.clone()).collect(),
+        manifest: stats.files,
+        bytes_read: stats.bytes_read,
+        counts: stats.counts,
+        dates_written: stats
+            .dates_written
+            .iter()
+            .map(|d| format_days(*d))
+            .collect(),
+        dates_deleted: stats.dates_deleted.into_iter().collect(),
+        bytes_written: stats.bytes_written,
+        table_changed: stats.table_changed,
+        rejects_url,
+        log_url: Some(storage.url(&log_key(run_id))),
+        state_url: Some(target.state.url()),
+        lakeload_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    match &summary.error {
+        None => tracing::info!("run {run_id} succeeded in {:.1}s", summary.duration_seconds),
+        Some(e) => tracing::error!("run {run_id} failed: {e}"),
+    }
+    if let Ok(json) = serde_json::to_vec_pretty(&summary)
+        && let Err(e) = storage.put(&summary_key(run_id), Bytes::from(json)).await
+    {
+        tracing::error!("could not write the run summary: {e}");
+    }
+    if let Some(capture) = crate::runlog::capture()
+        && let Err(e) = storage
+            .put(&log_key(run_id), Bytes::from(capture.contents()))
+            .await
+    {
+        tracing::error!("could not upload the run log: {e}");
+    }
+    if let Err(e) = lock.release().await {
+        tracing::error!("could not release the lock: {e}; remove it with `lakeload unlock`");
+    }
+    summary
+}

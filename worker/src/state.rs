@@ -1,0 +1,146 @@
+//! `_lakeload/state.json`: which source files are in the table (SPEC §6), behind the
+//! [`StateStore`] trait. Commits are compare-and-swap on the object's ETag, so a concurrent
+//! writer or a run that lost its lock is detected instead of overwritten.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::storage::{DynStorage, PutCondition, StorageError};
+use crate::table::META_DIR;
+
+pub const STATE_VERSION: u32 = 1;
+
+/// One processed source file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub key: String,
+    pub size: u64,
+    pub etag: Option<String>,
+    pub last_modified: DateTime<Utc>,
+    /// Rows the file contributed to the table's candidates (lines minus blank and rejected).
+    pub rows: u64,
+    pub rows_rejected: u64,
+    /// Dates its rows belong to, `YYYY-MM-DD`.
+    pub dates: Vec<String>,
+    pub run_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub last_run_id: Option<String>,
+    /// Sorted by key.
+    pub files: Vec<FileRecord>,
+    /// What the table holds per date, `YYYY-MM-DD` → rows and bytes of its object.
+    #[serde(default)]
+    pub partitions: BTreeMap<String, PartitionRecord>,
+}
+
+/// One date's object in the table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionRecord {
+    pub key: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub run_id: String,
+}
+
+impl State {
+    pub fn by_key(&self) -> BTreeMap<&str, &FileRecord> {
+        self.files.iter().map(|f| (f.key.as_str(), f)).collect()
+    }
+
+    /// Adds or replaces records, keeping the list sorted by key.
+    pub fn upsert(&mut self, records: impl IntoIterator<Item = FileRecord>) {
+        let mut map: BTreeMap<String, FileRecord> = std::mem::take(&mut self.files)
+            .into_iter()
+            .map(|f| (f.key.clone(), f))
+            .collect();
+        for r in records {
+            map.insert(r.key.clone(), r);
+        }
+        self.files = map.into_values().collect();
+    }
+}
+
+/// A loaded state and the version it was loaded at.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub state: State,
+    /// `None`: no state object existed.
+    pub etag: Option<String>,
+}
+
+#[async_trait::async_trait]
+pub trait StateStore: Send + Sync {
+    async fn load(&self) -> Result<Loaded>;
+    /// Writes `state` if the stored state is still the one loaded as `expected`; returns the new
+    /// version.
+    async fn commit(&self, state: &State, expected: Option<&str>) -> Result<String>;
+    fn url(&self) -> String;
+}
+
+/// The state as a JSON object in the table's storage.
+pub struct JsonStateStore {
+    storage: DynStorage,
+}
+
+impl JsonStateStore {
+    pub const KEY: &'static str = "_lakeload/state.json";
+
+    pub fn new(storage: DynStorage) -> Self {
+        debug_assert!(Self::KEY.starts_with(META_DIR));
+        JsonStateStore { storage }
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for JsonStateStore {
+    async fn load(&self) -> Result<Loaded> {
+        let Some((bytes, meta)) = self.storage.get(Self::KEY).await? else {
+            return Ok(Loaded::default());
+        };
+        let state: State = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Other(format!(
+                "{} is not a valid lakeload state ({e}); restore it from a backup, or run with \
+                 --mode full to rebuild the table and the state",
+                self.url()
+            ))
+        })?;
+        if state.version > STATE_VERSION {
+            return Err(Error::Other(format!(
+                "{} was written by a newer lakeload (state version {}); upgrade lakeload",
+                self.url(),
+                state.version
+            )));
+        }
+        Ok(Loaded {
+            state,
+            etag: meta.etag,
+        })
+    }
+
+    async fn commit(&self, state: &State, expected: Option<&str>) -> Result<String> {
+        let body = Bytes::from(serde_json::to_vec_pretty(state).map_err(Error::other)?);
+        let condition = match expected {
+            Some(etag) => PutCondition::IfMatch(etag.to_string()),
+            None => PutCondition::IfAbsent,
+        };
+        match self.storage.put_if(Self::KEY, body, condition).await {
+            Ok(etag) => Ok(etag),
+            Err(StorageError::PreconditionFailed { url }) => Err(Error::LockLost(format!(
+                "{url} was changed by another writer since this run loaded it"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn url(&self) -> String {
+        self.storage.url(Self::KEY)
+    }
+}

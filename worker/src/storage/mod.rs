@@ -1,0 +1,137 @@
+//! Object storage behind one small trait: S3 (and S3-compatible stores) or a local folder.
+//!
+//! Keys are `/`-separated paths relative to the storage root (the URL's prefix or folder).
+//! Writes are whole-object replacements; `put_if` adds the two conditional writes that the
+//! lock and the state need (create-if-absent and compare-and-swap on the ETag).
+
+mod local;
+mod s3;
+
+use std::io::Read;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio::io::AsyncRead;
+
+pub use local::LocalStorage;
+pub use s3::S3Storage;
+
+use crate::config::AwsConfig;
+use crate::location::Location;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{url}: not found")]
+    NotFound { url: String },
+    /// A conditional write lost: the object exists (`IfAbsent`) or changed (`IfMatch`).
+    #[error("{url}: precondition failed (the object was created or changed by someone else)")]
+    PreconditionFailed { url: String },
+    #[error("{op} {url}: {message}")]
+    Other {
+        op: &'static str,
+        url: String,
+        message: String,
+    },
+}
+
+/// What a listing or a HEAD knows about an object.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectMeta {
+    /// Path relative to the storage root, `/`-separated.
+    pub key: String,
+    pub size: u64,
+    /// S3: the ETag without quotes. Local: modification time and size, which change together
+    /// with the content for every practical purpose.
+    pub etag: Option<String>,
+    /// Truncated to microseconds: the precision the table's `_source_modified` column keeps,
+    /// so order comparisons agree between fresh and stored rows.
+    pub last_modified: DateTime<Utc>,
+}
+
+/// Condition for [`Storage::put_if`].
+#[derive(Debug, Clone)]
+pub enum PutCondition {
+    /// Only if no object exists under the key (S3 `If-None-Match: *`).
+    IfAbsent,
+    /// Only if the object's current ETag is this one (S3 `If-Match`).
+    IfMatch(String),
+}
+
+/// A streaming reader over an object's bytes; consumed on a blocking thread.
+pub enum ObjectReader {
+    Blocking(Box<dyn Read + Send>),
+    Async(Pin<Box<dyn AsyncRead + Send>>),
+}
+
+impl ObjectReader {
+    /// Turns the reader into a blocking `Read`. Must be called on a blocking thread inside the
+    /// tokio runtime (e.g. in `spawn_blocking`) for the async variant.
+    pub fn into_blocking(self) -> Box<dyn Read + Send> {
+        match self {
+            ObjectReader::Blocking(r) => r,
+            ObjectReader::Async(r) => Box::new(tokio_util::io::SyncIoBridge::new(r)),
+        }
+    }
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+#[async_trait::async_trait]
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// The root of this storage, as a URL (for messages and summaries).
+    fn root(&self) -> &Location;
+
+    /// The URL of one key.
+    fn url(&self, key: &str) -> String {
+        self.root().join(key)
+    }
+
+    /// Every object under `prefix` (`""` = everything), at any depth, paging as needed.
+    async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>>;
+
+    async fn head(&self, key: &str) -> StorageResult<Option<ObjectMeta>>;
+
+    /// The whole object, or `None` if it does not exist.
+    async fn get(&self, key: &str) -> StorageResult<Option<(Bytes, ObjectMeta)>>;
+
+    /// Streams the object.
+    async fn open(&self, key: &str) -> StorageResult<ObjectReader>;
+
+    /// Replaces the object as a whole (readers see the old or the new object, never a mix).
+    async fn put(&self, key: &str, body: Bytes) -> StorageResult<()>;
+
+    /// A conditional write; returns the new ETag.
+    async fn put_if(
+        &self,
+        key: &str,
+        body: Bytes,
+        condition: PutCondition,
+    ) -> StorageResult<String>;
+
+    /// Removes the object; removing a missing object is not an error.
+    async fn delete(&self, key: &str) -> StorageResult<()>;
+}
+
+pub type DynStorage = Arc<dyn Storage>;
+
+/// Opens the storage for a location.
+pub async fn open(location: &Location, aws: &AwsConfig) -> StorageResult<DynStorage> {
+    Ok(match location {
+        Location::Local(path) => Arc::new(LocalStorage::new(path.clone())),
+        Location::S3 { bucket, prefix } => {
+            Arc::new(S3Storage::connect(location.clone(), bucket, prefix, aws).await?)
+        }
+    })
+}
+
+/// Truncates to microseconds, the precision of stored timestamps.
+pub fn to_micros_precision(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+/// The last path segment of a key.
+pub fn file_name(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
+}

@@ -1,0 +1,416 @@
+//! The command line as a user meets it: configuration sources, errors, exit codes, the lock.
+
+use crate::common::*;
+use crate::full::{expected_arrival, write_local_inputs};
+
+fn conf(dir: &std::path::Path, body: &str) -> std::path::PathBuf {
+    let path = dir.join("common.conf");
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+#[test]
+fn config_file_env_and_set_layer_in_that_order() {
+    let dir = tempdir();
+    let (source, table) = (dir.path().join("in"), dir.path().join("out"));
+    write_local_inputs(&source);
+    // common.conf in the working folder is found without --config; its ratio would fail the
+    // run (exit 65), the env var raises it, and --set picks the mode.
+    conf(
+        dir.path(),
+        &format!(
+            "[source]\nurl = {}\n[target]\nurl = {}\n[run]\nmode = incremental\nmax_reject_ratio = 0.01\n",
+            source.display(),
+            table.display()
+        ),
+    );
+    let out = Lakeload::new(dir.path())
+        .env("LAKELOAD_RUN_MAX_REJECT_RATIO", "0.5")
+        .args(["--set", "run.mode=full", "run", "--json"])
+        .output();
+    assert_exit(&out, 0);
+    let summary = summary_json(&out);
+    assert_eq!(summary["mode"], "full");
+    assert_eq!(summary["rows_inserted"], 11);
+
+    // LAKELOAD_CONFIG names another file.
+    let other = dir.path().join("elsewhere.conf");
+    std::fs::write(
+        &other,
+        format!(
+            "[source]\nurl = {}\n[target]\nurl = {}\n",
+            source.display(),
+            table.display()
+        ),
+    )
+    .unwrap();
+    let out = Lakeload::new(std::path::Path::new("/"))
+        .env("LAKELOAD_CONFIG", &other)
+        .args(["run", "--json", "--set", "run.max_reject_ratio=1"])
+        .output();
+    assert_exit(&out, 0);
+    assert_eq!(summary_json(&out)["mode"], "incremental");
+}
+
+#[test]
+fn config_mistakes_exit_2_and_name_the_key() {
+    let dir = tempdir();
+    let cases: Vec<(Lakeload, &[&str])> = vec![
+        (
+            Lakeload::new(dir.path()).args(["--config", "/nonexistent/common.conf", "run"]),
+            &["/nonexistent/common.conf"],
+        ),
+        (
+            Lakeload::new(dir.path()).args(["run"]),
+            &["source.url is not set", "LAKELOAD_SOURCE_URL"],
+        ),
+        (
+            Lakeload::new(dir.path()).args(["run", "--set", "run.mdoe=full"]),
+            &["unknown key `run.mdoe`", "did you mean `run.mode`"],
+        ),
+        (
+            Lakeload::new(dir.path())
+                .env("LAKELOAD_SOURCE_URL", "/a")
+                .env("LAKELOAD_TARGET_URL", "/b")
+                .env("LAKELOAD_RUN_ORDER", "random")
+                .args(["run"]),
+            &[
+                "run.order",
+                "`random`",
+                "LAKELOAD_RUN_ORDER",
+                "arrival or name",
+            ],
+        ),
+        (
+            Lakeload::new(dir.path())
+                .env("LAKELOAD_SOURCE_URL", "gs://x")
+                .env("LAKELOAD_TARGET_URL", "/b")
+                .args(["run"]),
+            &["source.url", "s3://bucket/prefix"],
+        ),
+        (
+            Lakeload::new(dir.path()).args(["run", "--mode", "sideways"]),
+            &["sideways"],
+        ),
+    ];
+    for (cmd, needles) in cases {
+        let out = cmd.output();
+        assert_exit(&out, 2);
+        let err = stderr(&out);
+        for needle in needles {
+            assert!(
+                err.contains(needle),
+                "stderr should mention {needle:?}:\n{err}"
+            );
+        }
+        assert!(
+            !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+            "{err}"
+        );
+    }
+
+    conf(
+        dir.path(),
+        "[source]\nurl = /in\n[target]\nurl = /out\n[run]\nthreds = 4\n",
+    );
+    let out = Lakeload::new(dir.path()).args(["run"]).output();
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("unknown key `run.threds`") && stderr(&out).contains("common.conf"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn secrets_are_never_printed() {
+    let dir = tempdir();
+    conf(
+        dir.path(),
+        "[aws_params]\ns3_source_bucket = in\ns3_target_bucket = out\naws_key = AKIAEXAMPLE\n\
+         aws_secret_key = hunter2-very-secret\naws_region = eu-west-1\n[run]\nmax_reject_ratio = 7\n",
+    );
+    let out = Lakeload::new(dir.path()).args(["run"]).output();
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("run.max_reject_ratio"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("hunter2"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn original_aws_params_shape_runs_against_s3() {
+    let s3 = S3Server::shared();
+    let (source_bucket, table_bucket) = (s3.bucket("legacy-in"), s3.bucket("legacy-out"));
+    s3.put(
+        &source_bucket,
+        "2024/x.gz",
+        &gzip(b"a|b|c|d|e|2024-05-01|2024-05-01|h\n"),
+    );
+    let dir = tempdir();
+    conf(
+        dir.path(),
+        &format!(
+            "[aws_params]\ns3_source_bucket = {source_bucket}\ns3_target_bucket = {table_bucket}\n\
+             aws_key = testing\naws_secret_key = testing-secret\naws_region = us-east-1\n"
+        ),
+    );
+    let out = Lakeload::new(dir.path())
+        .env("LAKELOAD_AWS_ENDPOINT_URL", &s3.endpoint)
+        .args(["run", "--mode", "full", "--json"])
+        .output();
+    assert_exit(&out, 0);
+    assert_eq!(summary_json(&out)["rows_inserted"], 1);
+    let table = open_storage(&format!("s3://{table_bucket}"), Some(s3)).await;
+    let rows = table_rows(&table).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0][0].as_deref(), Some("a"));
+    assert!(!stderr(&out).contains("testing-secret"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn too_many_rejects_exit_65_and_commit_nothing() {
+    let dir = tempdir();
+    let (source, table) = (dir.path().join("in"), dir.path().join("out"));
+    write_local_inputs(&source);
+    // Default run.max_reject_ratio = 0.01; 6 of 22 lines are bad.
+    let out = Lakeload::new(dir.path())
+        .args(["run", "--mode", "full", "--json"])
+        .env("LAKELOAD_SOURCE_URL", &source)
+        .env("LAKELOAD_TARGET_URL", &table)
+        .output();
+    assert_exit(&out, 65);
+    let summary = summary_json(&out);
+    assert_eq!(summary["exit_code"], 65);
+    assert_eq!(summary["status"], "failed");
+    assert_eq!(summary["rows_rejected"], 6);
+    assert!(
+        summary["error"]
+            .as_str()
+            .unwrap()
+            .contains("run.max_reject_ratio")
+    );
+    let storage = open_storage(&path_str(&table), None).await;
+    assert!(read_table(&storage).await.is_empty(), "no data written");
+    assert!(
+        !table.join("_lakeload/state.json").exists(),
+        "no state committed"
+    );
+    let run_id = summary["run_id"].as_str().unwrap();
+    assert!(
+        table
+            .join(format!("_lakeload/rejects/{run_id}.jsonl.gz"))
+            .exists(),
+        "rejects kept to fix the source"
+    );
+    let log = std::fs::read_to_string(table.join(format!("_lakeload/logs/{run_id}.log"))).unwrap();
+    assert!(
+        log.contains("failed"),
+        "the log is uploaded when the run fails:\n{log}"
+    );
+    assert!(!table.join("_lakeload/lock").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_lock_exits_75_and_changes_nothing() {
+    for s3 in [None, Some(S3Server::shared())] {
+        let dir = tempdir();
+        let source = dir.path().join("in");
+        write_local_inputs(&source);
+        let table_url = match s3 {
+            Some(server) => format!("s3://{}/t", server.bucket("locked")),
+            None => path_str(&dir.path().join("out")),
+        };
+        let table = open_storage(&table_url, s3).await;
+        let now = chrono::Utc::now();
+        let holder = serde_json::json!({
+            "run_id": "other-run", "host": "elsewhere", "pid": 4242,
+            "started_at": now, "lease_expires_at": now + chrono::Duration::seconds(600),
+        });
+        table
+            .put(
+                "_lakeload/lock",
+                serde_json::to_vec(&holder).unwrap().into(),
+            )
+            .await
+            .unwrap();
+        let before: Vec<String> = table
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+
+        let mut cmd = Lakeload::new(dir.path())
+            .args(["run", "--mode", "full", "--set", "run.max_reject_ratio=0.5"])
+            .env("LAKELOAD_SOURCE_URL", &source)
+            .env("LAKELOAD_TARGET_URL", &table_url);
+        if let Some(server) = s3 {
+            cmd = cmd.envs(server.env());
+        }
+        let out = cmd.output();
+        assert_exit(&out, 75);
+        assert!(
+            stderr(&out).contains("other-run") && stderr(&out).contains("elsewhere"),
+            "{}",
+            stderr(&out)
+        );
+        let after: Vec<String> = table
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        assert_eq!(before, after, "nothing written");
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(
+                &table.get("_lakeload/lock").await.unwrap().unwrap().0
+            )
+            .unwrap()["run_id"],
+            "other-run"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_lock_is_taken_over() {
+    let dir = tempdir();
+    let (source, table) = (dir.path().join("in"), dir.path().join("out"));
+    write_local_inputs(&source);
+    let storage = open_storage(&path_str(&table), None).await;
+    let past = chrono::Utc::now() - chrono::Duration::seconds(3600);
+    let holder = serde_json::json!({
+        "run_id": "crashed-run", "host": "gone", "pid": 1, "started_at": past, "lease_expires_at": past,
+    });
+    storage
+        .put(
+            "_lakeload/lock",
+            serde_json::to_vec(&holder).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let out = Lakeload::new(dir.path())
+        .args([
+            "run",
+            "--mode",
+            "full",
+            "--json",
+            "--set",
+            "run.max_reject_ratio=0.5",
+        ])
+        .env("LAKELOAD_SOURCE_URL", &source)
+        .env("LAKELOAD_TARGET_URL", &table)
+        .output();
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains("took over the lock of crashed-run"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        table_rows(&storage).await,
+        expected_arrival(&|k| {
+            crate::full::inputs()
+                .into_iter()
+                .find(|(key, _, _)| *key == k)
+                .unwrap()
+                .2 as i64
+                * 1_000_000
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_the_run_releases_the_lock_and_uploads_the_log() {
+    let dir = tempdir();
+    let (source, table) = (dir.path().join("in"), dir.path().join("out"));
+    let generated = Lakeload::new(dir.path())
+        .args([
+            "generate",
+            &path_str(&source),
+            "--files",
+            "24",
+            "--rows",
+            "120000",
+        ])
+        .output();
+    assert_exit(&generated, 0);
+    let child = Lakeload::new(dir.path())
+        .args(["run", "--mode", "full", "--json", "--set", "run.threads=1"])
+        .env("LAKELOAD_SOURCE_URL", &source)
+        .env("LAKELOAD_TARGET_URL", &table)
+        .command()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the run holds the lock, then interrupt it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !table.join("_lakeload/lock").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    assert_exit(&out, 1);
+    let summary = summary_json(&out);
+    assert_eq!(summary["status"], "failed");
+    assert!(
+        summary["error"].as_str().unwrap().contains("SIGTERM"),
+        "{summary}"
+    );
+    assert!(
+        !table.join("_lakeload/lock").exists(),
+        "lock removed on SIGTERM"
+    );
+    let run_id = summary["run_id"].as_str().unwrap();
+    assert!(table.join(format!("_lakeload/logs/{run_id}.log")).exists());
+    assert!(
+        !table.join("_lakeload/state.json").exists(),
+        "interrupted before the state commit"
+    );
+}
+
+#[test]
+fn demo_runs_from_an_empty_folder() {
+    let dir = tempdir();
+    let out = Lakeload::new(dir.path())
+        .args(["demo", "demo-here"])
+        .output();
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    assert!(
+        text.contains("(full) succeeded") && text.contains("(incremental) succeeded"),
+        "{text}"
+    );
+    assert!(text.contains("duckdb -c"), "{text}");
+    assert!(
+        dir.path()
+            .join("demo-here/table/_lakeload/state.json")
+            .exists()
+    );
+    // Running it again reuses its own folder; a foreign non-empty folder is refused.
+    assert_exit(
+        &Lakeload::new(dir.path())
+            .args(["demo", "demo-here"])
+            .output(),
+        0,
+    );
+    std::fs::create_dir_all(dir.path().join("mine")).unwrap();
+    std::fs::write(dir.path().join("mine/precious.txt"), "keep").unwrap();
+    let out = Lakeload::new(dir.path()).args(["demo", "mine"]).output();
+    assert_exit(&out, 2);
+    assert!(dir.path().join("mine/precious.txt").exists());
+}

@@ -1,0 +1,227 @@
+//! Helpers for end-to-end tests: run the built `lakeload` binary, write gzip inputs, and read
+//! the resulting table back with polars (independently of the worker's own decoder).
+
+use std::collections::BTreeMap;
+use std::io::{Cursor, Write};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use lakeload::config::AwsConfig;
+use lakeload::location::Location;
+use lakeload::storage::{self, DynStorage};
+use polars::prelude::*;
+
+pub use lakeload_testkit::S3Server;
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = GzEncoder::new(Vec::new(), Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// Several gzip members back to back: one valid gzip file.
+pub fn multi_member_gzip(parts: &[&[u8]]) -> Vec<u8> {
+    parts.iter().flat_map(|p| gzip(p)).collect()
+}
+
+/// Writes a file and sets its modification time (the arrival time of `run.order = arrival`).
+pub fn write_file(root: &Path, key: &str, bytes: &[u8], modified_unix: u64) {
+    let path = root.join(key);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    let f = std::fs::File::options().write(true).open(&path).unwrap();
+    f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(modified_unix))
+        .unwrap();
+}
+
+/// The `lakeload` binary with a clean environment (no inherited `LAKELOAD_*`).
+pub struct Lakeload {
+    cmd: Command,
+}
+
+impl Lakeload {
+    pub fn new(cwd: &Path) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lakeload"));
+        cmd.current_dir(cwd);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("LAKELOAD_") || k.starts_with("AWS_") {
+                cmd.env_remove(k);
+            }
+        }
+        // No credentials or config from the machine running the tests.
+        cmd.env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+        cmd.env("AWS_EC2_METADATA_DISABLED", "true");
+        Lakeload { cmd }
+    }
+
+    pub fn env(mut self, k: &str, v: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.cmd.env(k, v);
+        self
+    }
+
+    pub fn envs(mut self, vars: Vec<(String, String)>) -> Self {
+        self.cmd.envs(vars);
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(mut self, args: I) -> Self {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn output(mut self) -> Output {
+        self.cmd.output().expect("run lakeload")
+    }
+
+    pub fn command(self) -> Command {
+        self.cmd
+    }
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[track_caller]
+pub fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "exit code; stdout:\n{}\nstderr:\n{}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// The JSON summary printed by `run --json`.
+pub fn summary_json(o: &Output) -> serde_json::Value {
+    serde_json::from_str(stdout(o).trim())
+        .unwrap_or_else(|e| panic!("summary JSON ({e}): {}\n{}", stdout(o), stderr(o)))
+}
+
+/// A table row: every column as text (`None` = NULL). Dates `YYYY-MM-DD`, `_source_modified`
+/// as microseconds since the epoch.
+pub type TableRow = Vec<Option<String>>;
+
+pub async fn open_storage(url: &str, s3: Option<&S3Server>) -> DynStorage {
+    let aws = match s3 {
+        Some(server) => AwsConfig {
+            endpoint_url: Some(server.endpoint.clone()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("testing".into()),
+            secret_access_key: Some(lakeload::config::Secret::new("testing")),
+            ..AwsConfig::default()
+        },
+        None => AwsConfig::default(),
+    };
+    storage::open(&Location::parse(url).unwrap(), &aws)
+        .await
+        .unwrap()
+}
+
+/// Every `.parquet` object under the table root: key → rows.
+pub async fn read_table(storage: &DynStorage) -> BTreeMap<String, Vec<TableRow>> {
+    let mut out = BTreeMap::new();
+    for meta in storage.list("").await.unwrap() {
+        if !meta.key.ends_with(".parquet") {
+            continue;
+        }
+        let (bytes, _) = storage.get(&meta.key).await.unwrap().unwrap();
+        out.insert(meta.key.clone(), parquet_rows(&bytes));
+    }
+    out
+}
+
+/// All rows of the table, sorted.
+pub async fn table_rows(storage: &DynStorage) -> Vec<TableRow> {
+    let mut rows: Vec<TableRow> = read_table(storage).await.into_values().flatten().collect();
+    rows.sort();
+    rows
+}
+
+pub fn parquet_rows(bytes: &[u8]) -> Vec<TableRow> {
+    let frame = ParquetReader::new(Cursor::new(bytes)).finish().unwrap();
+    let names: Vec<String> = frame
+        .get_column_names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    let mut columns: Vec<Vec<Option<String>>> = Vec::new();
+    for name in &names {
+        let column = frame.column(name).unwrap();
+        let values: Vec<Option<String>> = match column.dtype() {
+            DataType::Date => {
+                let days = column.cast(&DataType::Int32).unwrap();
+                days.i32()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.map(lakeload::dates::format_days))
+                    .collect()
+            }
+            DataType::Datetime(TimeUnit::Microseconds, None) => {
+                let micros = column.cast(&DataType::Int64).unwrap();
+                micros
+                    .i64()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.map(|v| v.to_string()))
+                    .collect()
+            }
+            DataType::String => column
+                .str()
+                .unwrap()
+                .iter()
+                .map(|v| v.map(str::to_string))
+                .collect(),
+            DataType::Int64 => column
+                .i64()
+                .unwrap()
+                .iter()
+                .map(|v| v.map(|v| v.to_string()))
+                .collect(),
+            other => panic!("column {name} has unexpected type {other:?}"),
+        };
+        columns.push(values);
+    }
+    (0..frame.height())
+        .map(|r| columns.iter().map(|c| c[r].clone()).collect())
+        .collect()
+}
+
+/// The column names of a table object.
+pub fn parquet_schema(bytes: &[u8]) -> Vec<(String, String)> {
+    let frame = ParquetReader::new(Cursor::new(bytes)).finish().unwrap();
+    frame
+        .columns()
+        .iter()
+        .map(|c| (c.name().to_string(), format!("{:?}", c.dtype())))
+        .collect()
+}
+
+/// Builds an expected row from `|`-separated text (empty = NULL) plus lineage.
+pub fn row(values: &str, file: &str, line: u64, modified_micros: i64) -> TableRow {
+    let mut r: TableRow = values
+        .split('|')
+        .map(|v| (!v.is_empty()).then(|| v.to_string()))
+        .collect();
+    r.push(Some(file.to_string()));
+    r.push(Some(line.to_string()));
+    r.push(Some(modified_micros.to_string()));
+    r
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
