@@ -81,12 +81,7 @@ pub const KEYS: &[KeySpec] = &[
         Some("c1,c2,c3,c4,c5,c6,c7,c8"),
         "column names, in file order"
     ),
-    key!(
-        "schema",
-        "date_columns",
-        Some("c6,c7"),
-        "columns parsed as dates"
-    ),
+    key!("schema", "date_columns", Some("c6,c7"), "columns parsed as dates"),
     key!(
         "schema",
         "key",
@@ -271,8 +266,7 @@ impl RawConfig {
             for (key, value) in props.iter() {
                 let key = key.trim().to_ascii_lowercase();
                 let name = if section == "aws_params" {
-                    let Some((_, canonical)) =
-                        AWS_PARAMS_ALIASES.iter().find(|(alias, _)| *alias == key)
+                    let Some((_, canonical)) = AWS_PARAMS_ALIASES.iter().find(|(alias, _)| *alias == key)
                     else {
                         return Err(Error::Config(format!(
                             "{origin}: unknown key `aws_params.{key}`; [aws_params] accepts {}",
@@ -288,12 +282,7 @@ impl RawConfig {
                     } else {
                         value.to_string()
                     };
-                    raw.insert_checked(
-                        canonical,
-                        value,
-                        origin.clone(),
-                        &format!("aws_params.{key}"),
-                    )?;
+                    raw.insert_checked(canonical, value, origin.clone(), &format!("aws_params.{key}"))?;
                     continue;
                 } else {
                     format!("{section}.{key}")
@@ -305,13 +294,7 @@ impl RawConfig {
         Ok(raw)
     }
 
-    fn insert_checked(
-        &mut self,
-        name: &str,
-        value: String,
-        origin: Origin,
-        spelled: &str,
-    ) -> Result<()> {
+    fn insert_checked(&mut self, name: &str, value: String, origin: Origin, spelled: &str) -> Result<()> {
         if let Some((_, previous)) = self.values.get(name)
             && *previous == origin
         {
@@ -356,8 +339,7 @@ impl RawConfig {
             };
             let name = name.trim().to_ascii_lowercase();
             lookup_key(&name, &Origin::Set)?;
-            self.values
-                .insert(name, (value.trim().to_string(), Origin::Set));
+            self.values.insert(name, (value.trim().to_string(), Origin::Set));
         }
         Ok(())
     }
@@ -372,9 +354,7 @@ impl RawConfig {
         if let Some((v, o)) = self.values.get(name) {
             return Some((v.as_str(), o));
         }
-        let spec = KEYS
-            .iter()
-            .find(|k| format!("{}.{}", k.section, k.key) == name)?;
+        let spec = KEYS.iter().find(|k| format!("{}.{}", k.section, k.key) == name)?;
         spec.default.map(|d| (d, &Origin::Default))
     }
 
@@ -406,10 +386,7 @@ fn bucket_to_url(value: &str) -> String {
 }
 
 fn lookup_key(name: &str, origin: &Origin) -> Result<&'static KeySpec> {
-    if let Some(spec) = KEYS
-        .iter()
-        .find(|k| format!("{}.{}", k.section, k.key) == name)
-    {
+    if let Some(spec) = KEYS.iter().find(|k| format!("{}.{}", k.section, k.key) == name) {
         return Ok(spec);
     }
     let (section, key) = name.split_once('.').unwrap_or((name, ""));
@@ -425,9 +402,7 @@ fn lookup_key(name: &str, origin: &Origin) -> Result<&'static KeySpec> {
     } else {
         format!("[{section}] accepts {}", in_section.join(", "))
     };
-    Err(Error::Config(format!(
-        "unknown key `{name}` in {origin}; {hint}"
-    )))
+    Err(Error::Config(format!("unknown key `{name}` in {origin}; {hint}")))
 }
 
 /// Edit distance of at most 2: enough to catch a typo.
@@ -662,11 +637,7 @@ impl Reader<'_> {
         self.optional(name).unwrap_or_default()
     }
 
-    fn parse<T>(
-        &self,
-        name: &str,
-        parse: impl FnOnce(&str) -> std::result::Result<T, String>,
-    ) -> Result<T> {
+    fn parse<T>(&self, name: &str, parse: impl FnOnce(&str) -> std::result::Result<T, String>) -> Result<T> {
         let value = self.string(name);
         parse(&value).map_err(|why| self.bad(name, why))
     }
@@ -687,10 +658,7 @@ impl Reader<'_> {
             let Some(index) = all.iter().position(|c| c == part) else {
                 return Err(self.bad(
                     name,
-                    format!(
-                        "`{part}` is not a column; schema.columns = {}",
-                        all.join(",")
-                    ),
+                    format!("`{part}` is not a column; schema.columns = {}", all.join(",")),
                 ));
             };
             if out.contains(&index) {
@@ -816,9 +784,7 @@ impl Config {
         };
         r.parse("target.format", |s| match s.to_ascii_lowercase().as_str() {
             "parquet" => Ok(()),
-            "delta" => {
-                Err("Delta Lake output is planned but not available yet; use parquet".into())
-            }
+            "delta" => Err("Delta Lake output is planned but not available yet; use parquet".into()),
             _ => Err("expected parquet".into()),
         })?;
         if source.url == target.url {
@@ -843,22 +809,18 @@ impl Config {
                 Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
                 _ => Err("expected a number from 0 to 1, e.g. 0.01".into()),
             })?,
-            on_changed_file: r.parse("run.on_changed_file", |s| {
-                match s.to_ascii_lowercase().as_str() {
-                    "reprocess" => Ok(OnChangedFile::Reprocess),
-                    "ignore" => Ok(OnChangedFile::Ignore),
-                    "fail" => Ok(OnChangedFile::Fail),
-                    _ => Err("expected reprocess, ignore or fail".into()),
-                }
+            on_changed_file: r.parse("run.on_changed_file", |s| match s.to_ascii_lowercase().as_str() {
+                "reprocess" => Ok(OnChangedFile::Reprocess),
+                "ignore" => Ok(OnChangedFile::Ignore),
+                "fail" => Ok(OnChangedFile::Fail),
+                _ => Err("expected reprocess, ignore or fail".into()),
             })?,
             threads: r.parse("run.threads", |s| {
                 let n: usize = s
                     .parse()
                     .map_err(|_| "expected a whole number (0 = one per core)".to_string())?;
                 Ok(if n == 0 {
-                    std::thread::available_parallelism()
-                        .map(|n| n.get())
-                        .unwrap_or(2)
+                    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
                 } else {
                     n
                 })
@@ -893,12 +855,10 @@ impl Config {
             })?,
         };
         let logging = LoggingConfig {
-            format: r.parse("logging.format", |s| {
-                match s.to_ascii_lowercase().as_str() {
-                    "text" => Ok(LogFormat::Text),
-                    "json" => Ok(LogFormat::Json),
-                    _ => Err("expected text or json".into()),
-                }
+            format: r.parse("logging.format", |s| match s.to_ascii_lowercase().as_str() {
+                "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                _ => Err("expected text or json".into()),
             })?,
             level: r.parse("logging.level", |s| {
                 let level = s.to_ascii_lowercase();
@@ -954,9 +914,7 @@ mod tests {
 
     #[test]
     fn env_overrides_file_and_set_overrides_env() {
-        let mut r = raw(&format!(
-            "{MINIMAL}[run]\nmode = incremental\norder = name\n"
-        ));
+        let mut r = raw(&format!("{MINIMAL}[run]\nmode = incremental\norder = name\n"));
         r.apply_env([("LAKELOAD_RUN_MODE".to_string(), "full".to_string())])
             .unwrap();
         assert_eq!(Config::from_raw(&r).unwrap().run.mode, Mode::Full);

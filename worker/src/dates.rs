@@ -64,22 +64,14 @@ fn parse_iso(b: &[u8]) -> Option<NaiveDate> {
     if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
-    let date = NaiveDate::from_ymd_opt(
-        digits(&b[0..4])? as i32,
-        digits(&b[5..7])?,
-        digits(&b[8..10])?,
-    )?;
+    let date = NaiveDate::from_ymd_opt(digits(&b[0..4])? as i32, digits(&b[5..7])?, digits(&b[8..10])?)?;
     if b.len() == 10 {
         return Some(date);
     }
     if !(b[10] == b' ' || b[10] == b'T') || b.len() < 19 || b[13] != b':' || b[16] != b':' {
         return None;
     }
-    let (hour, minute, second) = (
-        digits(&b[11..13])?,
-        digits(&b[14..16])?,
-        digits(&b[17..19])?,
-    );
+    let (hour, minute, second) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
     // Second 60 is a leap second, which ISO 8601 allows.
     if hour > 23 || minute > 59 || second > 60 {
         return None;
@@ -96,9 +88,7 @@ fn parse_iso(b: &[u8]) -> Option<NaiveDate> {
         [] | [b'Z'] => Some(date),
         [b'+' | b'-', zone @ ..] => {
             let (h, m) = match zone {
-                [h1, h2, b':', m1, m2] | [h1, h2, m1, m2] => {
-                    (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?)
-                }
+                [h1, h2, b':', m1, m2] | [h1, h2, m1, m2] => (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?),
                 _ => return None,
             };
             (h <= 23 && m <= 59).then_some(date)
@@ -133,14 +123,8 @@ mod tests {
 
     #[test]
     fn date_is_as_written_without_zone_conversion() {
-        assert_eq!(
-            iso("2024-03-01T23:30:00-05:00").as_deref(),
-            Some("2024-03-01")
-        );
-        assert_eq!(
-            iso("2024-03-01T00:30:00+09:00").as_deref(),
-            Some("2024-03-01")
-        );
+        assert_eq!(iso("2024-03-01T23:30:00-05:00").as_deref(), Some("2024-03-01"));
+        assert_eq!(iso("2024-03-01T00:30:00+09:00").as_deref(), Some("2024-03-01"));
     }
 
     #[test]

@@ -81,8 +81,7 @@ struct SentKey {
 }
 
 pub fn generate(options: &GenerateOptions) -> std::io::Result<GenerateReport> {
-    let mut rng =
-        Rng(options.seed ^ (options.first_file as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
+    let mut rng = Rng(options.seed ^ (options.first_file as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
     let mut recent: Vec<SentKey> = Vec::with_capacity(4096);
     let mut report = GenerateReport::default();
     let mut line = String::with_capacity(256);

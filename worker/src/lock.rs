@@ -189,9 +189,7 @@ impl TableLock {
         self.renewer.abort();
         let run_id = self.shared.lock().expect("lock state").info.run_id.clone();
         match current_holder(&self.storage).await? {
-            Holder::Held { info, .. } if info.run_id == run_id => {
-                Ok(self.storage.delete(LOCK_KEY).await?)
-            }
+            Holder::Held { info, .. } if info.run_id == run_id => Ok(self.storage.delete(LOCK_KEY).await?),
             _ => Ok(()),
         }
     }
@@ -203,12 +201,7 @@ impl Drop for TableLock {
     }
 }
 
-async fn renew(
-    storage: DynStorage,
-    shared: Arc<Mutex<Shared>>,
-    lost: Arc<AtomicBool>,
-    lease: Duration,
-) {
+async fn renew(storage: DynStorage, shared: Arc<Mutex<Shared>>, lost: Arc<AtomicBool>, lease: Duration) {
     loop {
         tokio::time::sleep(lease / 3).await;
         let (etag, mut info) = {
@@ -221,10 +214,7 @@ async fn renew(
             Ok(b) => Bytes::from(b),
             Err(_) => continue,
         };
-        match storage
-            .put_if(LOCK_KEY, body, PutCondition::IfMatch(etag))
-            .await
-        {
+        match storage.put_if(LOCK_KEY, body, PutCondition::IfMatch(etag)).await {
             Ok(new_etag) => {
                 let mut s = shared.lock().expect("lock state");
                 s.etag = new_etag;

@@ -91,10 +91,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let code = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let code = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime.block_on(dispatch(cli)),
         Err(e) => {
             eprintln!("error: cannot start: {e}");
@@ -242,10 +239,7 @@ async fn dispatch(cli: Cli) -> i32 {
                     );
                     exit_code::OK
                 }
-                Err(e) => fail(&Error::Other(format!(
-                    "cannot write to {}: {e}",
-                    dir.display()
-                ))),
+                Err(e) => fail(&Error::Other(format!("cannot write to {}: {e}", dir.display()))),
             }
         }
     }

@@ -99,10 +99,7 @@ impl Merger<'_> {
 
     /// Which row is later by SPEC §2's order tuple; ties go to the newer generation.
     fn order_cmp(&self, a: &Row, b: &Row) -> Ordering {
-        let (fa, fb) = (
-            self.files.get(a.lineage.file),
-            self.files.get(b.lineage.file),
-        );
+        let (fa, fb) = (self.files.get(a.lineage.file), self.files.get(b.lineage.file));
         let by_time = match self.order {
             Order::Arrival => fa.modified_micros.cmp(&fb.modified_micros),
             Order::Name => Ordering::Equal,
@@ -144,13 +141,8 @@ impl Merger<'_> {
         }
         flush(&mut group, &mut kept);
         kept.sort_unstable_by(|a, b| {
-            let (fa, fb) = (
-                self.files.get(a.lineage.file),
-                self.files.get(b.lineage.file),
-            );
-            fa.key
-                .cmp(&fb.key)
-                .then(a.lineage.line.cmp(&b.lineage.line))
+            let (fa, fb) = (self.files.get(a.lineage.file), self.files.get(b.lineage.file));
+            fa.key.cmp(&fb.key).then(a.lineage.line.cmp(&b.lineage.line))
         });
         (kept, counts)
     }

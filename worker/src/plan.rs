@@ -46,8 +46,7 @@ impl Plan {
 
 /// A file changed if its size or ETag (local: modification time) differs from the state's record.
 pub fn has_changed(meta: &ObjectMeta, record: &FileRecord) -> bool {
-    meta.size != record.size
-        || (meta.etag.is_some() && record.etag.is_some() && meta.etag != record.etag)
+    meta.size != record.size || (meta.etag.is_some() && record.etag.is_some() && meta.etag != record.etag)
 }
 
 pub fn plan(
@@ -76,18 +75,13 @@ pub fn plan(
             process,
         });
     }
-    let listed: std::collections::BTreeSet<&str> =
-        files.iter().map(|f| f.meta.key.as_str()).collect();
+    let listed: std::collections::BTreeSet<&str> = files.iter().map(|f| f.meta.key.as_str()).collect();
     let deleted = known
         .keys()
         .filter(|k| !listed.contains(*k))
         .map(|k| k.to_string())
         .collect();
-    let plan = Plan {
-        mode,
-        files,
-        deleted,
-    };
+    let plan = Plan { mode, files, deleted };
 
     if mode == Mode::Incremental {
         let changed: Vec<&str> = plan
@@ -97,12 +91,7 @@ pub fn plan(
             .map(|f| f.meta.key.as_str())
             .collect();
         if !changed.is_empty() {
-            let shown = changed
-                .iter()
-                .take(20)
-                .copied()
-                .collect::<Vec<_>>()
-                .join(", ");
+            let shown = changed.iter().take(20).copied().collect::<Vec<_>>().join(", ");
             let more = if changed.len() > 20 {
                 format!(" and {} more", changed.len() - 20)
             } else {

@@ -69,9 +69,7 @@ pub async fn preview(config: &Config) -> Result<Preview> {
                 })
                 .await
                 .map_err(Error::other)?
-                .map_err(|e| {
-                    Error::Other(format!("cannot read source file {}: {e}", source.url(&key)))
-                })
+                .map_err(|e| Error::Other(format!("cannot read source file {}: {e}", source.url(&key))))
             }
         })
         .buffered(config.run.threads)
@@ -84,11 +82,7 @@ pub async fn preview(config: &Config) -> Result<Preview> {
         .collect();
     let existing = &loaded.state.partitions;
     let dates_to_delete: Vec<String> = match config.run.mode {
-        Mode::Full => existing
-            .keys()
-            .filter(|d| !dates.contains(*d))
-            .cloned()
-            .collect(),
+        Mode::Full => existing.keys().filter(|d| !dates.contains(*d)).cloned().collect(),
         Mode::Incremental => Vec::new(),
     };
     let bytes_to_rewrite = dates
@@ -138,11 +132,7 @@ pub fn format_preview(p: &Preview) -> String {
             FileStatus::Changed => "changed",
             FileStatus::Unchanged => "unchanged",
         };
-        out += &format!(
-            "    {status:<9} {:>10}  {}\n",
-            bytes(f.meta.size),
-            f.meta.key
-        );
+        out += &format!("    {status:<9} {:>10}  {}\n", bytes(f.meta.size), f.meta.key);
     }
     if p.files.len() > 50 {
         out += &format!("    … and {} more\n", p.files.len() - 50);

@@ -84,7 +84,7 @@ pub fn read_file(
                 continue;
             }
             out.lines += 1;
-            if number % 4096 == 0 {
+            if number.is_multiple_of(4096) {
                 progress.lines.fetch_add(4096, Ordering::Relaxed);
             }
             match parser.parse(&buf, file, number) {

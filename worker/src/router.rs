@@ -99,12 +99,7 @@ impl DateRouter {
                 None => builder.tempdir()?,
             });
         }
-        let dir = self
-            .spill
-            .as_ref()
-            .expect("just created")
-            .path()
-            .to_path_buf();
+        let dir = self.spill.as_ref().expect("just created").path().to_path_buf();
         let buckets = std::mem::take(&mut self.buckets);
         tracing::debug!(
             "memory budget reached: spilling {} dates to {}",
@@ -181,9 +176,7 @@ fn read_spill(path: &Path, rows: &mut Vec<Row>) -> std::io::Result<()> {
             } else {
                 let mut bytes = vec![0u8; len as usize];
                 input.read_exact(&mut bytes)?;
-                values.push(Some(
-                    String::from_utf8(bytes).map_err(std::io::Error::other)?,
-                ));
+                values.push(Some(String::from_utf8(bytes).map_err(std::io::Error::other)?));
             }
         }
         input.read_exact(&mut u32_buf)?;
@@ -231,10 +224,7 @@ mod tests {
         assert!(router.spilled_bytes() > 0);
         assert_eq!(router.dates().into_iter().collect::<Vec<_>>(), vec![10, 11]);
         let rows = router.take(10).unwrap();
-        let ids: Vec<_> = rows
-            .iter()
-            .map(|r| r.field(0).unwrap().to_string())
-            .collect();
+        let ids: Vec<_> = rows.iter().map(|r| r.field(0).unwrap().to_string()).collect();
         assert_eq!(ids, vec!["a", "c"]);
         assert_eq!(rows[0].field(1), None);
         assert_eq!(rows[0].field(2), Some("é|x"));

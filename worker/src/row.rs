@@ -30,8 +30,7 @@ pub struct Lineage {
 impl Row {
     /// Builds a row from field values (`None` = NULL). Used for rows read back from the table.
     pub fn from_values(values: &[Option<&str>], dates: Vec<Option<i32>>, lineage: Lineage) -> Row {
-        let mut text =
-            String::with_capacity(values.iter().map(|v| v.map_or(0, str::len) + 1).sum());
+        let mut text = String::with_capacity(values.iter().map(|v| v.map_or(0, str::len) + 1).sum());
         let mut ends = Vec::with_capacity(values.len());
         for (i, v) in values.iter().enumerate() {
             if i > 0 {
@@ -50,11 +49,7 @@ impl Row {
 
     /// The value of column `i`; an empty field is NULL.
     pub fn field(&self, i: usize) -> Option<&str> {
-        let start = if i == 0 {
-            0
-        } else {
-            self.ends[i - 1] as usize + 1
-        };
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize + 1 };
         let end = self.ends[i] as usize;
         (end > start).then(|| &self.text[start..end])
     }
@@ -199,10 +194,7 @@ impl LineParser {
                 None => {
                     return reject(
                         RejectReason::BadDate,
-                        format!(
-                            "{}: `{value}` is not a valid date",
-                            self.column_names[column]
-                        ),
+                        format!("{}: `{value}` is not a valid date", self.column_names[column]),
                     );
                 }
             }
@@ -265,10 +257,7 @@ mod tests {
         assert_eq!(reason(b"a|b|c|d|e|2024-01-01|2024-01-02|h"), "row");
         assert_eq!(reason(b"a|b|c|d|e|2024-01-01|2024-01-02|h\r"), "row");
         assert_eq!(reason(b"a|b|c|d|e|2024-01-01|2024-01-02"), "field_count");
-        assert_eq!(
-            reason(b"a|b|c|d|e|2024-01-01|2024-01-02|h|i"),
-            "field_count"
-        );
+        assert_eq!(reason(b"a|b|c|d|e|2024-01-01|2024-01-02|h|i"), "field_count");
         assert_eq!(reason(b"\xff|b|c|d|e|2024-01-01|2024-01-02|h"), "encoding");
         assert_eq!(reason(b"a|b|c|d|e|2024-02-30|2024-01-02|h"), "bad_date");
         assert_eq!(reason(b"a|b|c|d|e|2024-01-01||h"), "missing_partition");
@@ -277,8 +266,7 @@ mod tests {
 
     #[test]
     fn empty_fields_are_null_and_text_is_verbatim() {
-        let LineOutcome::Row(row) =
-            parser().parse(b"|\"q\" | |d||2024-01-01|2024-01-02T10:00:00Z|", 3, 9)
+        let LineOutcome::Row(row) = parser().parse(b"|\"q\" | |d||2024-01-01|2024-01-02T10:00:00Z|", 3, 9)
         else {
             panic!("expected a row")
         };
@@ -319,9 +307,6 @@ mod tests {
 
     #[test]
     fn invalid_bytes_are_escaped() {
-        assert_eq!(
-            escape_invalid_utf8(b"ok \xc3\xa9 \xff\xfe!"),
-            "ok é \\xFF\\xFE!"
-        );
+        assert_eq!(escape_invalid_utf8(b"ok \xc3\xa9 \xff\xfe!"), "ok é \\xFF\\xFE!");
     }
 }

@@ -59,11 +59,7 @@ impl Target {
         let schema = Arc::new(config.schema.clone());
         Ok(Target {
             source,
-            table: Arc::new(ParquetTable::new(
-                storage.clone(),
-                config.target.layout,
-                schema,
-            )),
+            table: Arc::new(ParquetTable::new(storage.clone(), config.target.layout, schema)),
             state: Arc::new(JsonStateStore::new(storage.clone())),
             storage,
         })
@@ -153,10 +149,8 @@ pub async fn run(config: &Config, interactive: bool) -> RunReport {
 
 async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         return std::future::pending().await;
     };
     tokio::select! {
@@ -257,8 +251,7 @@ async fn execute(
     let mut merges = futures::stream::iter(dates)
         .map(|date| {
             let rows = tokio::task::block_in_place(|| router.take(date));
-            let (schema, table, shared_files) =
-                (schema.clone(), table.clone(), shared_files.clone());
+            let (schema, table, shared_files) = (schema.clone(), table.clone(), shared_files.clone());
             async move {
                 let rows = rows?;
                 let mut files = FileTable::new(shared_files);
@@ -311,29 +304,23 @@ async fn execute(
             lock.ensure_held()?;
             target.table.delete(&object.key).await?;
             stats.table_changed = true;
-            stats.dates_deleted.insert(
-                object
-                    .date
-                    .map(format_days)
-                    .unwrap_or_else(|| object.key.clone()),
-            );
+            stats
+                .dates_deleted
+                .insert(object.date.map(format_days).unwrap_or_else(|| object.key.clone()));
         }
     }
 
     // Commit the state: every processed file, after its rows are in the table.
-    let records = files
-        .iter()
-        .zip(&per_file)
-        .map(|(meta, counts)| FileRecord {
-            key: meta.key.clone(),
-            size: meta.size,
-            etag: meta.etag.clone(),
-            last_modified: meta.last_modified,
-            rows: counts.rows,
-            rows_rejected: counts.rejected,
-            dates: counts.dates.iter().map(|d| format_days(*d)).collect(),
-            run_id: run_id.to_string(),
-        });
+    let records = files.iter().zip(&per_file).map(|(meta, counts)| FileRecord {
+        key: meta.key.clone(),
+        size: meta.size,
+        etag: meta.etag.clone(),
+        last_modified: meta.last_modified,
+        rows: counts.rows,
+        rows_rejected: counts.rejected,
+        dates: counts.dates.iter().map(|d| format_days(*d)).collect(),
+        run_id: run_id.to_string(),
+    });
     let mut state = match mode {
         Mode::Full => State::default(),
         Mode::Incremental => loaded.state.clone(),
@@ -375,8 +362,7 @@ async fn read_all(
         files.iter().map(|f| f.size).sum(),
         interactive,
     );
-    let (tx, mut rx) =
-        tokio::sync::mpsc::channel::<(u32, Vec<Row>, Vec<Reject>)>(config.run.threads * 2);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(u32, Vec<Row>, Vec<Reject>)>(config.run.threads * 2);
     let header = config.source.header;
     let readers = {
         let progress = progress.clone();
@@ -384,7 +370,8 @@ async fn read_all(
         async move {
             let results: Vec<(usize, FileCounts)> = futures::stream::iter(files.iter().enumerate())
                 .map(|(id, meta)| {
-                    let (tx, parser, source, progress) = (tx.clone(), parser.clone(), source.clone(), progress.clone());
+                    let (tx, parser, source, progress) =
+                        (tx.clone(), parser.clone(), source.clone(), progress.clone());
                     let key = meta.key.clone();
                     async move {
                         let url = source.url(&key);
@@ -395,7 +382,14 @@ async fn read_all(
                                 tx.blocking_send((id as u32, rows, rejects))
                                     .map_err(|_| std::io::Error::other("the run stopped"))
                             };
-                            read_file(input.into_blocking(), &parser, id as u32, header, counters, &mut emit)
+                            read_file(
+                                input.into_blocking(),
+                                &parser,
+                                id as u32,
+                                header,
+                                counters,
+                                &mut emit,
+                            )
                         })
                         .await
                         .map_err(Error::other)?
@@ -427,9 +421,8 @@ async fn read_all(
             if !rejects.is_empty() {
                 stats.rejects.add(&files[id as usize].key, &rejects);
             }
-            tokio::task::block_in_place(|| router.push(rows)).map_err(|e| {
-                Error::Other(format!("cannot spill rows to disk (run.spill_dir): {e}"))
-            })?;
+            tokio::task::block_in_place(|| router.push(rows))
+                .map_err(|e| Error::Other(format!("cannot spill rows to disk (run.spill_dir): {e}")))?;
         }
         Ok::<_, Error>(())
     };
@@ -484,11 +477,7 @@ async fn finish(
         manifest: stats.files,
         bytes_read: stats.bytes_read,
         counts: stats.counts,
-        dates_written: stats
-            .dates_written
-            .iter()
-            .map(|d| format_days(*d))
-            .collect(),
+        dates_written: stats.dates_written.iter().map(|d| format_days(*d)).collect(),
         dates_deleted: stats.dates_deleted.into_iter().collect(),
         bytes_written: stats.bytes_written,
         table_changed: stats.table_changed,

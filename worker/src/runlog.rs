@@ -86,8 +86,7 @@ impl<'a> MakeWriter<'a> for MakeFile {
 /// Installs the global subscriber. `RUST_LOG`, if set, replaces the level filter.
 pub fn init(format: LogFormat, level: &str) {
     let filter = |level: &str| {
-        EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| EnvFilter::new(format!("warn,lakeload={level}")))
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("warn,lakeload={level}")))
     };
     // The uploaded log is the full one: per-file detail is logged at debug.
     let file_level = if level == "trace" { "trace" } else { "debug" };
@@ -115,10 +114,7 @@ pub fn init(format: LogFormat, level: &str) {
     let file_layer = capture.as_ref().map(|c| {
         let make = MakeFile(c.file.clone());
         match format {
-            LogFormat::Json => tracing_subscriber::fmt::layer()
-                .json()
-                .with_writer(make)
-                .boxed(),
+            LogFormat::Json => tracing_subscriber::fmt::layer().json().with_writer(make).boxed(),
             LogFormat::Text => tracing_subscriber::fmt::layer()
                 .with_ansi(false)
                 .with_writer(make)

@@ -109,8 +109,7 @@ pub fn format_status(s: &Status) -> String {
             }
         ),
         (None, true) => {
-            "lock   an unreadable lock object exists; `lakeload unlock --force` removes it\n"
-                .to_string()
+            "lock   an unreadable lock object exists; `lakeload unlock --force` removes it\n".to_string()
         }
         (None, false) => "lock   free\n".to_string(),
     }

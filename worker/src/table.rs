@@ -113,16 +113,14 @@ impl Table for ParquetTable {
         };
         let schema = self.schema.clone();
         let url = self.storage.url(&key);
-        let (rows, lineage_files) = tokio::task::spawn_blocking(move || decode(&bytes, &schema))
+        let decoded = tokio::task::spawn_blocking(move || decode(&bytes, &schema))
             .await
             .map_err(Error::other)?
             .map_err(|e| Error::Other(format!("cannot read table object {url}: {e}")))?;
         // Re-point lineage ids from the object's own file list to the run's file table.
-        let ids: Vec<u32> = lineage_files
-            .iter()
-            .map(|(k, m)| files.intern(k, *m))
-            .collect();
-        Ok(rows
+        let ids: Vec<u32> = decoded.files.iter().map(|(k, m)| files.intern(k, *m)).collect();
+        Ok(decoded
+            .rows
             .into_iter()
             .map(|mut r| {
                 r.lineage.file = ids[r.lineage.file as usize];
@@ -163,10 +161,7 @@ pub fn encode(rows: &[Row], schema: &SchemaConfig, files: &FileTable) -> Result<
         };
         columns.push(series.into_column());
     }
-    let file_keys: Vec<&str> = rows
-        .iter()
-        .map(|r| &*files.get(r.lineage.file).key)
-        .collect();
+    let file_keys: Vec<&str> = rows.iter().map(|r| &*files.get(r.lineage.file).key).collect();
     let lines: Vec<i64> = rows.iter().map(|r| r.lineage.line as i64).collect();
     let modified: Vec<i64> = rows
         .iter()
@@ -187,17 +182,21 @@ pub fn encode(rows: &[Row], schema: &SchemaConfig, files: &FileTable) -> Result<
     Ok(Bytes::from(out))
 }
 
-/// A table object → rows, with lineage file ids indexing the returned `(key, modified)` list.
-pub fn decode(bytes: &[u8], schema: &SchemaConfig) -> Result<(Vec<Row>, Vec<(String, i64)>)> {
+/// A decoded table object.
+pub struct Decoded {
+    /// Lineage file ids index `files`.
+    pub rows: Vec<Row>,
+    /// `(_source_file, _source_modified)` pairs named by the rows.
+    pub files: Vec<(String, i64)>,
+}
+
+/// A table object → rows.
+pub fn decode(bytes: &[u8], schema: &SchemaConfig) -> Result<Decoded> {
     let frame = ParquetReader::new(Cursor::new(bytes)).finish()?;
     let n = frame.height();
     let text_column = |name: &str| -> Result<Vec<Option<String>>> {
         let column = frame.column(name)?.cast(&DataType::String)?;
-        Ok(column
-            .str()?
-            .iter()
-            .map(|v| v.map(str::to_string))
-            .collect())
+        Ok(column.str()?.iter().map(|v| v.map(str::to_string)).collect())
     };
     let int_column = |name: &str, dtype: DataType| -> Result<Vec<Option<i64>>> {
         let column = frame.column(name)?.cast(&dtype)?.cast(&DataType::Int64)?;
@@ -215,10 +214,7 @@ pub fn decode(bytes: &[u8], schema: &SchemaConfig) -> Result<(Vec<Row>, Vec<(Str
     }
     let file_keys = text_column(LINEAGE_FILE)?;
     let lines = int_column(LINEAGE_LINE, DataType::Int64)?;
-    let modified = int_column(
-        LINEAGE_MODIFIED,
-        DataType::Datetime(TimeUnit::Microseconds, None),
-    )?;
+    let modified = int_column(LINEAGE_MODIFIED, DataType::Datetime(TimeUnit::Microseconds, None))?;
 
     let mut lineage_files: Vec<(String, i64)> = Vec::new();
     let mut lineage_ids: std::collections::HashMap<(&str, i64), usize> = Default::default();
@@ -229,12 +225,10 @@ pub fn decode(bytes: &[u8], schema: &SchemaConfig) -> Result<(Vec<Row>, Vec<(Str
                 "row {r} has no lineage; the object was not written by lakeload"
             )));
         };
-        let file = *lineage_ids
-            .entry((key.as_str(), modified))
-            .or_insert_with(|| {
-                lineage_files.push((key.clone(), modified));
-                lineage_files.len() - 1
-            });
+        let file = *lineage_ids.entry((key.as_str(), modified)).or_insert_with(|| {
+            lineage_files.push((key.clone(), modified));
+            lineage_files.len() - 1
+        });
         let row_values: Vec<Option<&str>> = values.iter().map(|c| c[r].as_deref()).collect();
         let row_dates = dates.iter().map(|c| c[r].map(|d| d as i32)).collect();
         rows.push(Row::from_values(
@@ -247,5 +241,8 @@ pub fn decode(bytes: &[u8], schema: &SchemaConfig) -> Result<(Vec<Row>, Vec<(Str
             },
         ));
     }
-    Ok((rows, lineage_files))
+    Ok(Decoded {
+        rows,
+        files: lineage_files,
+    })
 }

@@ -55,10 +55,7 @@ impl LocalStorage {
     fn write_temp(&self, path: &Path, body: &[u8]) -> std::io::Result<PathBuf> {
         let dir = path.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir)?;
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("object");
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
         let temp = dir.join(format!(
             "{TEMP_PREFIX}{}-{}-{name}",
             std::process::id(),
@@ -81,12 +78,7 @@ impl LocalStorage {
         })
     }
 
-    fn put_if_blocking(
-        &self,
-        key: &str,
-        body: &[u8],
-        condition: PutCondition,
-    ) -> StorageResult<String> {
+    fn put_if_blocking(&self, key: &str, body: &[u8], condition: PutCondition) -> StorageResult<String> {
         let path = self.path(key);
         let temp = self
             .write_temp(&path, body)
@@ -106,9 +98,7 @@ impl LocalStorage {
                 // sidecar file; the check and the rename happen under it.
                 let guard_path = path.with_file_name(format!(
                     "{TEMP_PREFIX}cas-{}",
-                    path.file_name()
-                        .and_then(|n| n.to_str())
-                        .unwrap_or("object")
+                    path.file_name().and_then(|n| n.to_str()).unwrap_or("object")
                 ));
                 let guard = fs::OpenOptions::new()
                     .create(true)
@@ -117,9 +107,7 @@ impl LocalStorage {
                     .open(&guard_path)
                     .map_err(|e| self.err("put", key, e))?;
                 guard.lock().map_err(|e| self.err("put", key, e))?;
-                let current = fs::metadata(&path)
-                    .ok()
-                    .map(|m| Self::meta(key.to_string(), &m));
+                let current = fs::metadata(&path).ok().map(|m| Self::meta(key.to_string(), &m));
                 match current.and_then(|m| m.etag) {
                     Some(etag) if etag == expected => {
                         fs::rename(&temp, &path).map_err(|e| self.err("put", key, e))
@@ -243,9 +231,7 @@ impl Storage for LocalStorage {
     async fn open(&self, key: &str) -> StorageResult<ObjectReader> {
         match fs::File::open(self.path(key)) {
             Ok(f) => Ok(ObjectReader::Blocking(Box::new(f))),
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                Err(StorageError::NotFound { url: self.url(key) })
-            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(StorageError::NotFound { url: self.url(key) }),
             Err(e) => Err(self.err("get", key, e)),
         }
     }
@@ -256,12 +242,7 @@ impl Storage for LocalStorage {
         blocking(move || this.put_blocking(&key, &body)).await
     }
 
-    async fn put_if(
-        &self,
-        key: &str,
-        body: Bytes,
-        condition: PutCondition,
-    ) -> StorageResult<String> {
+    async fn put_if(&self, key: &str, body: Bytes, condition: PutCondition) -> StorageResult<String> {
         let this = LocalStorage::new(self.root.clone());
         let key = key.to_string();
         blocking(move || this.put_if_blocking(&key, &body, condition)).await
@@ -289,10 +270,7 @@ mod tests {
         let again = s
             .put_if("a/lock", Bytes::from_static(b"2"), PutCondition::IfAbsent)
             .await;
-        assert!(matches!(
-            again,
-            Err(StorageError::PreconditionFailed { .. })
-        ));
+        assert!(matches!(again, Err(StorageError::PreconditionFailed { .. })));
         let stale = s
             .put_if(
                 "a/lock",
@@ -300,25 +278,12 @@ mod tests {
                 PutCondition::IfMatch("nope".into()),
             )
             .await;
-        assert!(matches!(
-            stale,
-            Err(StorageError::PreconditionFailed { .. })
-        ));
-        s.put_if(
-            "a/lock",
-            Bytes::from_static(b"four"),
-            PutCondition::IfMatch(etag),
-        )
-        .await
-        .unwrap();
-        s.put("b/c/d.txt", Bytes::from_static(b"x")).await.unwrap();
-        let keys: Vec<String> = s
-            .list("")
+        assert!(matches!(stale, Err(StorageError::PreconditionFailed { .. })));
+        s.put_if("a/lock", Bytes::from_static(b"four"), PutCondition::IfMatch(etag))
             .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.key)
-            .collect();
+            .unwrap();
+        s.put("b/c/d.txt", Bytes::from_static(b"x")).await.unwrap();
+        let keys: Vec<String> = s.list("").await.unwrap().into_iter().map(|m| m.key).collect();
         assert_eq!(keys, vec!["a/lock", "b/c/d.txt"]);
         assert_eq!(s.list("b/").await.unwrap().len(), 1);
         assert_eq!(&s.get("a/lock").await.unwrap().unwrap().0[..], b"four");

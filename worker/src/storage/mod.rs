@@ -103,12 +103,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     async fn put(&self, key: &str, body: Bytes) -> StorageResult<()>;
 
     /// A conditional write; returns the new ETag.
-    async fn put_if(
-        &self,
-        key: &str,
-        body: Bytes,
-        condition: PutCondition,
-    ) -> StorageResult<String>;
+    async fn put_if(&self, key: &str, body: Bytes, condition: PutCondition) -> StorageResult<String>;
 
     /// Removes the object; removing a missing object is not an error.
     async fn delete(&self, key: &str) -> StorageResult<()>;

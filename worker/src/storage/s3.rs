@@ -107,11 +107,7 @@ impl S3Storage {
                 .bucket(&self.bucket)
                 .key(&full)
                 .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
                 .send()
                 .await
                 .map_err(|e| self.err("put", key, e))?;
@@ -264,15 +260,11 @@ impl Storage for S3Storage {
             etag: clean_etag(output.e_tag()),
             last_modified: to_chrono(output.last_modified()),
         };
-        let bytes = output
-            .body
-            .collect()
-            .await
-            .map_err(|e| StorageError::Other {
-                op: "get",
-                url: self.url(key),
-                message: e.to_string(),
-            })?;
+        let bytes = output.body.collect().await.map_err(|e| StorageError::Other {
+            op: "get",
+            url: self.url(key),
+            message: e.to_string(),
+        })?;
         Ok(Some((bytes.into_bytes(), meta)))
     }
 
@@ -303,12 +295,7 @@ impl Storage for S3Storage {
         Ok(())
     }
 
-    async fn put_if(
-        &self,
-        key: &str,
-        body: Bytes,
-        condition: PutCondition,
-    ) -> StorageResult<String> {
+    async fn put_if(&self, key: &str, body: Bytes, condition: PutCondition) -> StorageResult<String> {
         let request = self
             .client
             .put_object()

@@ -74,12 +74,7 @@ fn config_mistakes_exit_2_and_name_the_key() {
                 .env("LAKELOAD_TARGET_URL", "/b")
                 .env("LAKELOAD_RUN_ORDER", "random")
                 .args(["run"]),
-            &[
-                "run.order",
-                "`random`",
-                "LAKELOAD_RUN_ORDER",
-                "arrival or name",
-            ],
+            &["run.order", "`random`", "LAKELOAD_RUN_ORDER", "arrival or name"],
         ),
         (
             Lakeload::new(dir.path())
@@ -98,10 +93,7 @@ fn config_mistakes_exit_2_and_name_the_key() {
         assert_exit(&out, 2);
         let err = stderr(&out);
         for needle in needles {
-            assert!(
-                err.contains(needle),
-                "stderr should mention {needle:?}:\n{err}"
-            );
+            assert!(err.contains(needle), "stderr should mention {needle:?}:\n{err}");
         }
         assert!(
             !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
@@ -132,11 +124,7 @@ fn secrets_are_never_printed() {
     );
     let out = Lakeload::new(dir.path()).args(["run"]).output();
     assert_exit(&out, 2);
-    assert!(
-        stderr(&out).contains("run.max_reject_ratio"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("run.max_reject_ratio"), "{}", stderr(&out));
     assert!(!stderr(&out).contains("hunter2"), "{}", stderr(&out));
 }
 
@@ -194,10 +182,7 @@ async fn too_many_rejects_exit_65_and_commit_nothing() {
     );
     let storage = open_storage(&path_str(&table), None).await;
     assert!(read_table(&storage).await.is_empty(), "no data written");
-    assert!(
-        !table.join("_lakeload/state.json").exists(),
-        "no state committed"
-    );
+    assert!(!table.join("_lakeload/state.json").exists(), "no state committed");
     let run_id = summary["run_id"].as_str().unwrap();
     assert!(
         table
@@ -230,19 +215,10 @@ async fn a_held_lock_exits_75_and_changes_nothing() {
             "started_at": now, "lease_expires_at": now + chrono::Duration::seconds(600),
         });
         table
-            .put(
-                "_lakeload/lock",
-                serde_json::to_vec(&holder).unwrap().into(),
-            )
+            .put("_lakeload/lock", serde_json::to_vec(&holder).unwrap().into())
             .await
             .unwrap();
-        let before: Vec<String> = table
-            .list("")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.key)
-            .collect();
+        let before: Vec<String> = table.list("").await.unwrap().into_iter().map(|m| m.key).collect();
 
         let mut cmd = Lakeload::new(dir.path())
             .args(["run", "--mode", "full", "--set", "run.max_reject_ratio=0.5"])
@@ -258,13 +234,7 @@ async fn a_held_lock_exits_75_and_changes_nothing() {
             "{}",
             stderr(&out)
         );
-        let after: Vec<String> = table
-            .list("")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.key)
-            .collect();
+        let after: Vec<String> = table.list("").await.unwrap().into_iter().map(|m| m.key).collect();
         assert_eq!(before, after, "nothing written");
         assert_eq!(
             serde_json::from_slice::<serde_json::Value>(
@@ -287,10 +257,7 @@ async fn an_expired_lock_is_taken_over() {
         "run_id": "crashed-run", "host": "gone", "pid": 1, "started_at": past, "lease_expires_at": past,
     });
     storage
-        .put(
-            "_lakeload/lock",
-            serde_json::to_vec(&holder).unwrap().into(),
-        )
+        .put("_lakeload/lock", serde_json::to_vec(&holder).unwrap().into())
         .await
         .unwrap();
     let out = Lakeload::new(dir.path())
@@ -371,10 +338,7 @@ async fn sigterm_stops_the_run_releases_the_lock_and_uploads_the_log() {
         summary["error"].as_str().unwrap().contains("SIGTERM"),
         "{summary}"
     );
-    assert!(
-        !table.join("_lakeload/lock").exists(),
-        "lock removed on SIGTERM"
-    );
+    assert!(!table.join("_lakeload/lock").exists(), "lock removed on SIGTERM");
     let run_id = summary["run_id"].as_str().unwrap();
     assert!(table.join(format!("_lakeload/logs/{run_id}.log")).exists());
     assert!(
@@ -386,9 +350,7 @@ async fn sigterm_stops_the_run_releases_the_lock_and_uploads_the_log() {
 #[test]
 fn demo_runs_from_an_empty_folder() {
     let dir = tempdir();
-    let out = Lakeload::new(dir.path())
-        .args(["demo", "demo-here"])
-        .output();
+    let out = Lakeload::new(dir.path()).args(["demo", "demo-here"]).output();
     assert_exit(&out, 0);
     let text = stdout(&out);
     assert!(
@@ -396,18 +358,9 @@ fn demo_runs_from_an_empty_folder() {
         "{text}"
     );
     assert!(text.contains("duckdb -c"), "{text}");
-    assert!(
-        dir.path()
-            .join("demo-here/table/_lakeload/state.json")
-            .exists()
-    );
+    assert!(dir.path().join("demo-here/table/_lakeload/state.json").exists());
     // Running it again reuses its own folder; a foreign non-empty folder is refused.
-    assert_exit(
-        &Lakeload::new(dir.path())
-            .args(["demo", "demo-here"])
-            .output(),
-        0,
-    );
+    assert_exit(&Lakeload::new(dir.path()).args(["demo", "demo-here"]).output(), 0);
     std::fs::create_dir_all(dir.path().join("mine")).unwrap();
     std::fs::write(dir.path().join("mine/precious.txt"), "keep").unwrap();
     let out = Lakeload::new(dir.path()).args(["demo", "mine"]).output();

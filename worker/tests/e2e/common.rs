@@ -122,9 +122,7 @@ pub async fn open_storage(url: &str, s3: Option<&S3Server>) -> DynStorage {
         },
         None => AwsConfig::default(),
     };
-    storage::open(&Location::parse(url).unwrap(), &aws)
-        .await
-        .unwrap()
+    storage::open(&Location::parse(url).unwrap(), &aws).await.unwrap()
 }
 
 /// Every `.parquet` object under the table root: key → rows.
@@ -149,11 +147,7 @@ pub async fn table_rows(storage: &DynStorage) -> Vec<TableRow> {
 
 pub fn parquet_rows(bytes: &[u8]) -> Vec<TableRow> {
     let frame = ParquetReader::new(Cursor::new(bytes)).finish().unwrap();
-    let names: Vec<String> = frame
-        .get_column_names()
-        .iter()
-        .map(|n| n.to_string())
-        .collect();
+    let names: Vec<String> = frame.get_column_names().iter().map(|n| n.to_string()).collect();
     let mut columns: Vec<Vec<Option<String>>> = Vec::new();
     for name in &names {
         let column = frame.column(name).unwrap();

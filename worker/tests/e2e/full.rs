@@ -45,8 +45,7 @@ k12|too|many|fields|a|b|2024-01-08|2024-01-08|s12|extra\n",
         b"m2|no-newline|a|b|c|2024-01-09|2024-01-09|s2",
     ]);
     let deep =
-        b"k1|other-date|x|y|z|2024-01-04|2024-01-04|s1\nk13|leap|a|b|c|2024-02-29|2024-02-29|s13\n"
-            .to_vec();
+        b"k1|other-date|x|y|z|2024-01-04|2024-01-04|s1\nk13|leap|a|b|c|2024-02-29|2024-02-29|s13\n".to_vec();
     vec![
         ("b/early.gz", gzip(&early), EARLY),
         ("a/late.gz", gzip(&late), LATE),
@@ -180,11 +179,7 @@ fn check_summary(summary: &serde_json::Value) {
     assert_eq!(n("rows_superseded"), 3);
     assert_eq!(
         n("rows_read"),
-        n("rows_blank")
-            + n("rows_rejected")
-            + n("rows_inserted")
-            + n("rows_updated")
-            + n("rows_superseded")
+        n("rows_blank") + n("rows_rejected") + n("rows_inserted") + n("rows_updated") + n("rows_superseded")
     );
     assert_eq!(summary["exit_code"], 0);
     assert_eq!(summary["mode"], "full");
@@ -223,10 +218,8 @@ fn read_rejects(bytes: &[u8]) -> Vec<serde_json::Value> {
     flate2::read::MultiGzDecoder::new(bytes)
         .read_to_string(&mut text)
         .unwrap();
-    let mut records: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let mut records: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     records.sort_by_key(|r| {
         (
             r["file"].as_str().unwrap().to_string(),
@@ -259,10 +252,7 @@ fn check_rejects(records: &[serde_json::Value]) {
     .map(|(f, l, r)| (f.to_string(), *l, r.to_string()))
     .collect();
     assert_eq!(got, want);
-    assert_eq!(
-        records[0]["raw"],
-        "k8|caf\\xE9|a|b|c|2024-01-07|2024-01-07|s8"
-    );
+    assert_eq!(records[0]["raw"], "k8|caf\\xE9|a|b|c|2024-01-07|2024-01-07|s8");
     assert_eq!(records[3]["raw"], "k4|too|few|fields");
 }
 
@@ -288,10 +278,7 @@ async fn full_run_on_local_folders_matches_hand_derived_rows() {
     check_summary(&summary);
 
     let storage = open_storage(&path_str(&table), None).await;
-    assert_eq!(
-        table_rows(&storage).await,
-        expected_arrival(&local_modified)
-    );
+    assert_eq!(table_rows(&storage).await, expected_arrival(&local_modified));
 
     // Layout: one object per date, nothing else ending in .parquet.
     let objects = read_table(&storage).await;
@@ -338,19 +325,16 @@ async fn full_run_on_local_folders_matches_hand_derived_rows() {
 
     // Rejects, state, summary and log are under _lakeload/.
     let run_id = summary["run_id"].as_str().unwrap();
-    let rejects =
-        std::fs::read(table.join(format!("_lakeload/rejects/{run_id}.jsonl.gz"))).unwrap();
+    let rejects = std::fs::read(table.join(format!("_lakeload/rejects/{run_id}.jsonl.gz"))).unwrap();
     check_rejects(&read_rejects(&rejects));
-    let stored: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(table.join(format!("_lakeload/runs/{run_id}.json"))).unwrap(),
-    )
-    .unwrap();
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(table.join(format!("_lakeload/runs/{run_id}.json"))).unwrap())
+            .unwrap();
     assert_eq!(stored["rows_inserted"], 11);
     let log = std::fs::read_to_string(table.join(format!("_lakeload/logs/{run_id}.log"))).unwrap();
     assert!(log.contains(run_id) && log.contains("succeeded"), "{log}");
     let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(table.join("_lakeload/state.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(table.join("_lakeload/state.json")).unwrap()).unwrap();
     let state_files: Vec<&str> = state["files"]
         .as_array()
         .unwrap()
@@ -419,10 +403,7 @@ async fn full_run_on_s3_matches_hand_derived_rows() {
             "run.max_reject_ratio=0.5",
         ])
         .envs(s3.env())
-        .env(
-            "LAKELOAD_SOURCE_URL",
-            format!("s3://{source_bucket}/landing"),
-        )
+        .env("LAKELOAD_SOURCE_URL", format!("s3://{source_bucket}/landing"))
         .env("LAKELOAD_TARGET_URL", format!("s3://{table_bucket}/events"))
         .output();
     assert_exit(&out, 0);
@@ -557,11 +538,7 @@ async fn duckdb_reads_the_table_with_hive_partitioning() {
         .arg(script)
         .output()
         .unwrap();
-    assert!(
-        py.status.success(),
-        "{}",
-        String::from_utf8_lossy(&py.stderr)
-    );
+    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
     let text = String::from_utf8_lossy(&py.stdout);
     for expected in [
         "'c1': 'VARCHAR'",
