@@ -312,7 +312,7 @@ impl RawConfig {
             let Some(rest) = var.strip_prefix("LAKELOAD_") else {
                 continue;
             };
-            if rest == "CONFIG" {
+            if rest == "CONFIG" || var == crate::faults::ENV {
                 continue;
             }
             let lower = rest.to_ascii_lowercase();

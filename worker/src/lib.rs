@@ -10,6 +10,7 @@ pub mod config;
 pub mod dates;
 pub mod demo;
 pub mod error;
+pub mod faults;
 pub mod generate;
 pub mod location;
 pub mod lock;

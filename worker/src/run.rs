@@ -56,13 +56,18 @@ impl Target {
     pub async fn open(config: &Config) -> Result<Target> {
         let source = storage::open(&config.source.url, &config.aws).await?;
         let storage = storage::open(&config.target.url, &config.aws).await?;
+        Ok(Target::new(config, source, storage))
+    }
+
+    /// A target over given storage (e.g. instrumented in tests).
+    pub fn new(config: &Config, source: DynStorage, storage: DynStorage) -> Target {
         let schema = Arc::new(config.schema.clone());
-        Ok(Target {
+        Target {
             source,
             table: Arc::new(ParquetTable::new(storage.clone(), config.target.layout, schema)),
             state: Arc::new(JsonStateStore::new(storage.clone())),
             storage,
-        })
+        }
     }
 
     /// Source files matching `source.pattern`, at any depth.
@@ -104,17 +109,19 @@ pub struct RunReport {
 
 /// Runs the ETL once. `interactive` draws a progress bar.
 pub async fn run(config: &Config, interactive: bool) -> RunReport {
+    match Target::open(config).await {
+        Ok(target) => run_on(config, &target, interactive).await,
+        Err(e) => RunReport {
+            summary: None,
+            result: Err(e),
+        },
+    }
+}
+
+/// Runs the ETL once on already opened storage.
+pub async fn run_on(config: &Config, target: &Target, interactive: bool) -> RunReport {
     let started_at = Utc::now();
     let run_id = new_run_id(started_at);
-    let target = match Target::open(config).await {
-        Ok(t) => t,
-        Err(e) => {
-            return RunReport {
-                summary: None,
-                result: Err(e),
-            };
-        }
-    };
     let lease = std::time::Duration::from_secs(config.lock.lease_seconds);
     let lock = match TableLock::acquire(target.storage.clone(), &run_id, lease).await {
         Ok(lock) => lock,
@@ -134,13 +141,13 @@ pub async fn run(config: &Config, interactive: bool) -> RunReport {
 
     let mut stats = RunStats::default();
     let result = tokio::select! {
-        r = execute(config, &target, &lock, &run_id, interactive, &mut stats) => r,
+        r = execute(config, target, &lock, &run_id, interactive, &mut stats) => r,
         signal = shutdown_signal() => {
             tracing::warn!("received {signal}: stopping; the table keeps every date written so far");
             Err(Error::Interrupted(signal))
         }
     };
-    let summary = finish(config, &target, lock, &run_id, started_at, stats, &result).await;
+    let summary = finish(config, target, lock, &run_id, started_at, stats, &result).await;
     RunReport {
         summary: Some(summary),
         result,
@@ -271,9 +278,11 @@ async fn execute(
                 })
                 .await
                 .map_err(Error::other)?;
+                crate::faults::pause_point("before_date_write").await;
                 lock.ensure_held()?;
                 let rows = kept.len() as u64;
                 let bytes = table.write_date(date, kept, files).await?;
+                crate::faults::pause_point("after_date_write").await;
                 Ok::<_, Error>((date, counts, rows, bytes))
             }
         })
@@ -301,6 +310,7 @@ async fn execute(
             .map(|d| target.table.key_for(*d))
             .collect();
         for object in existing.iter().filter(|o| !written.contains(&o.key)) {
+            crate::faults::pause_point("before_delete").await;
             lock.ensure_held()?;
             target.table.delete(&object.key).await?;
             stats.table_changed = true;
@@ -341,6 +351,7 @@ async fn execute(
     state.version = STATE_VERSION;
     state.updated_at = Some(Utc::now());
     state.last_run_id = Some(run_id.to_string());
+    crate::faults::pause_point("before_state_commit").await;
     lock.ensure_held()?;
     target.state.commit(&state, loaded.etag.as_deref()).await?;
     stats.table_changed = true;

@@ -1,0 +1,658 @@
+//! SPEC §4's invariant: any sequence of incremental runs over append-only sources gives the rows
+//! (all columns) of one full run, also when a run is killed at any point and a new run follows.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use lakeload::config::{Config, Mode, RawConfig};
+use lakeload::run::{RunReport, Target};
+use proptest::prelude::*;
+
+use crate::common::*;
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+/// Where a case's files and tables live.
+#[derive(Clone)]
+enum Place {
+    Local(std::path::PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+impl Place {
+    fn url(&self, name: &str) -> String {
+        match self {
+            Place::Local(dir) => dir.join(name).display().to_string(),
+            Place::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}/{name}"),
+        }
+    }
+
+    fn s3(&self) -> Option<&'static S3Server> {
+        matches!(self, Place::S3 { .. }).then(S3Server::shared)
+    }
+
+    /// Adds a source file; `arrival` sets a local file's modification time (S3 stamps its own).
+    fn add_source(&self, key: &str, bytes: &[u8], arrival: u64) {
+        match self {
+            Place::Local(dir) => write_file(&dir.join("src"), key, bytes, arrival),
+            Place::S3 { bucket, prefix } => {
+                S3Server::shared().put(bucket, &format!("{prefix}/src/{key}"), bytes)
+            }
+        }
+    }
+
+    fn config(&self, table: &str, mode: Mode, order: &str) -> Config {
+        let mut raw = RawConfig::default();
+        raw.set("source.url", self.url("src"));
+        raw.set("target.url", self.url(table));
+        raw.set("run.mode", mode.to_string());
+        raw.set("run.order", order);
+        raw.set("run.max_reject_ratio", "1");
+        raw.set("run.threads", "2");
+        if let Some(s3) = self.s3() {
+            raw.set("aws.endpoint_url", s3.endpoint.clone());
+            raw.set("aws.access_key_id", "testing");
+            raw.set("aws.secret_access_key", "testing");
+            raw.set("aws.region", "us-east-1");
+        }
+        Config::from_raw(&raw).unwrap()
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        self.s3().map(S3Server::env).unwrap_or_default()
+    }
+
+    async fn rows(&self, table: &str) -> Vec<TableRow> {
+        table_rows(&open_storage(&self.url(table), self.s3()).await).await
+    }
+}
+
+fn check_accounting(report: &RunReport) {
+    let summary = report.summary.as_ref().expect("summary");
+    assert!(
+        report.result.is_ok(),
+        "run failed: {:?}",
+        report.result.as_ref().err().map(ToString::to_string)
+    );
+    assert!(
+        summary.counts.balances(),
+        "accounting identity: {:?}",
+        summary.counts
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property: random sources, split at random into incremental runs, equal one full run.
+
+#[derive(Debug, Clone)]
+struct SourceFile {
+    key: String,
+    lines: Vec<String>,
+    /// Seconds after a base time; equal values give arrival ties.
+    arrival: u64,
+    /// Which incremental run first sees it.
+    batch: usize,
+}
+
+fn line() -> impl Strategy<Value = String> {
+    let good = (
+        prop::sample::select(vec!["a", "b", "c", ""]),
+        "[a-z]{0,3}",
+        prop::sample::select(vec!["", "2024-01-01", "2024-01-02T10:00:00Z"]),
+        prop::sample::select(vec![
+            "2024-01-01",
+            "2024-01-02",
+            "2024-01-03 23:59:59",
+            "2024-02-29T00:00:00+01:00",
+        ]),
+        prop::sample::select(vec!["x", ""]),
+    )
+        .prop_map(|(id, v, c6, c7, c8)| format!("{id}|{v}|||{v}|{c6}|{c7}|{c8}"));
+    prop_oneof![
+        8 => good,
+        1 => Just(String::new()),
+        1 => prop::sample::select(vec!["too|few", "a|b|||c|2024-01-01|2024-02-30|x", "a|b|||c|2024-01-01||x"]).prop_map(String::from),
+    ]
+}
+
+fn sources() -> impl Strategy<Value = (Vec<SourceFile>, usize)> {
+    (1usize..=4).prop_flat_map(|batches| {
+        let file = (
+            prop::sample::select(vec!["", "d1/", "d2/x/"]),
+            prop::collection::vec(line(), 0..8),
+            0u64..4,
+            0..batches,
+        );
+        (prop::collection::vec(file, 1..7), Just(batches)).prop_map(|(files, batches)| {
+            let files = files
+                .into_iter()
+                .enumerate()
+                .map(|(i, (dir, lines, arrival, batch))| SourceFile {
+                    key: format!("{dir}f{i}.gz"),
+                    lines,
+                    arrival,
+                    batch,
+                })
+                .collect();
+            (files, batches)
+        })
+    })
+}
+
+fn incremental_equals_full(place: Place, files: Vec<SourceFile>, batches: usize, order: &str) {
+    let base = 1_800_000_000u64;
+    if let Place::Local(dir) = &place {
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+    }
+    runtime().block_on(async {
+        let incremental = place.config("inc", Mode::Incremental, order);
+        for batch in 0..batches {
+            for f in files.iter().filter(|f| f.batch == batch) {
+                let text: String = f.lines.iter().map(|l| format!("{l}\n")).collect();
+                place.add_source(&f.key, &gzip(text.as_bytes()), base + f.arrival * 1000);
+            }
+            check_accounting(&lakeload::run::run(&incremental, false).await);
+        }
+        check_accounting(&lakeload::run::run(&place.config("full", Mode::Full, order), false).await);
+        let (inc, full) = (place.rows("inc").await, place.rows("full").await);
+        assert_eq!(inc, full, "incremental runs differ from one full run");
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn incremental_runs_equal_one_full_run_local((files, batches) in sources(), by_name in any::<bool>()) {
+        let dir = tempdir();
+        incremental_equals_full(Place::Local(dir.path().to_path_buf()), files, batches, if by_name { "name" } else { "arrival" });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+    #[test]
+    fn incremental_runs_equal_one_full_run_s3((files, batches) in sources(), by_name in any::<bool>()) {
+        static CASE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        static BUCKET: OnceLock<String> = OnceLock::new();
+        let bucket = BUCKET.get_or_init(|| S3Server::shared().bucket("prop")).clone();
+        let prefix = format!("case{}", CASE.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        incremental_equals_full(Place::S3 { bucket, prefix }, files, batches, if by_name { "name" } else { "arrival" });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crash injection: SIGKILL a real worker at chosen and at random points, then run again.
+
+/// Runs the binary; if `pause` is set, waits for it to pause there and SIGKILLs it. Returns
+/// false if the run ended before reaching the point.
+fn run_and_kill(
+    place: &Place,
+    table: &str,
+    mode: &str,
+    pause: Option<&str>,
+    kill_after: Option<Duration>,
+) -> bool {
+    let mut cmd = Lakeload::new(std::path::Path::new("/"))
+        .envs(place.env())
+        .env("LAKELOAD_SOURCE_URL", place.url("src"))
+        .env("LAKELOAD_TARGET_URL", place.url(table))
+        .env("LAKELOAD_RUN_MAX_REJECT_RATIO", "1")
+        .args(["run", "--mode", mode])
+        .command();
+    if let Some(point) = pause {
+        cmd.env(lakeload::faults::ENV, point);
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let paused = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains(lakeload::faults::MARKER))
+    });
+    if let Some(delay) = kill_after {
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        child.wait().unwrap();
+        return true;
+    }
+    if pause.is_some() {
+        // The reader thread returns at the marker (then we kill) or at EOF (the run ended).
+        let reached = paused.join().unwrap();
+        let _ = child.kill(); // SIGKILL
+        child.wait().unwrap();
+        return reached;
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "run failed: {status}");
+    true
+}
+
+fn unlock(place: &Place, table: &str) {
+    let out = Lakeload::new(std::path::Path::new("/"))
+        .envs(place.env())
+        .env("LAKELOAD_SOURCE_URL", place.url("src"))
+        .env("LAKELOAD_TARGET_URL", place.url(table))
+        .args(["unlock", "--force"])
+        .output();
+    assert_exit(&out, 0);
+}
+
+fn crash_then_recover(place_for: impl Fn(usize) -> Place) {
+    // Two batches of generated files: duplicates, late rows for earlier dates, bad lines.
+    let staging = tempdir();
+    for first in [0, 4] {
+        let out = Lakeload::new(staging.path())
+            .args([
+                "generate",
+                "batch",
+                "--files",
+                "4",
+                "--rows",
+                "2000",
+                "--files-per-day",
+                "1",
+            ])
+            .args(["--bad-ratio", "0.01", "--first-file", &first.to_string()])
+            .output();
+        assert_exit(&out, 0);
+    }
+    let root = staging.path().join("batch");
+    let mut files: Vec<(String, Vec<u8>)> = walk(&root)
+        .into_iter()
+        .map(|p| {
+            (
+                p.strip_prefix(&root).unwrap().display().to_string(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 8);
+
+    // Each scenario: a table loaded with the first batch, the second batch arrives, a run is
+    // SIGKILLed at a point, the lock is cleared as an operator would, and a new run converges
+    // to what one full run over all files gives.
+    let scenarios: Vec<(&str, Option<&str>, Option<Duration>)> = vec![
+        ("incremental", Some("before_date_write:1"), None),
+        ("incremental", Some("before_date_write:3"), None),
+        ("incremental", Some("after_date_write:1"), None),
+        ("incremental", Some("after_date_write:4"), None),
+        ("incremental", Some("before_state_commit:1"), None),
+        ("full", Some("after_date_write:2"), None),
+        ("full", Some("before_state_commit:1"), None),
+        ("incremental", None, Some(Duration::from_millis(40))),
+        ("incremental", None, Some(Duration::from_millis(120))),
+        ("full", None, Some(Duration::from_millis(80))),
+    ];
+    for (n, (mode, pause, delay)) in scenarios.into_iter().enumerate() {
+        let place = place_for(n);
+        for (i, (key, bytes)) in files.iter().enumerate().take(4) {
+            place.add_source(key, bytes, 1_800_000_000 + i as u64);
+        }
+        assert!(run_and_kill(&place, "table", "incremental", None, None));
+        for (i, (key, bytes)) in files.iter().enumerate().skip(4) {
+            place.add_source(key, bytes, 1_800_000_000 + i as u64);
+        }
+        let reached = run_and_kill(&place, "table", mode, pause, delay);
+        assert!(reached, "{mode} run ended before reaching {pause:?}");
+        unlock(&place, "table");
+        assert!(run_and_kill(&place, "table", "incremental", None, None));
+        assert!(run_and_kill(&place, "full", "full", None, None));
+        let (got, expected) =
+            runtime().block_on(async { (place.rows("table").await, place.rows("full").await) });
+        assert!(expected.len() > 10_000, "the scenario loads real volume");
+        assert_eq!(
+            got.len(),
+            expected.len(),
+            "{mode} killed at {pause:?}/{delay:?}: row count"
+        );
+        assert!(
+            got == expected,
+            "{mode} killed at {pause:?}/{delay:?}: rows differ"
+        );
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn killed_runs_converge_local() {
+    let dir = tempdir();
+    crash_then_recover(|n| Place::Local(dir.path().join(format!("scenario{n}"))));
+}
+
+#[test]
+fn killed_runs_converge_s3() {
+    let bucket = S3Server::shared().bucket("crash");
+    crash_then_recover(|n| Place::S3 {
+        bucket: bucket.clone(),
+        prefix: format!("scenario{n}"),
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Changed and deleted source files (SPEC §4), plan vs run, and touching 2 of 100 dates.
+
+fn run_cli(
+    dir: &std::path::Path,
+    source: &std::path::Path,
+    table: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
+    Lakeload::new(dir)
+        .env("LAKELOAD_SOURCE_URL", source)
+        .env("LAKELOAD_TARGET_URL", table)
+        .env("LAKELOAD_RUN_MAX_REJECT_RATIO", "1")
+        .args(args)
+        .output()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changed_and_deleted_files() {
+    let dir = tempdir();
+    let (source, table) = (dir.path().join("in"), dir.path().join("out"));
+    write_file(
+        &source,
+        "a.gz",
+        &gzip(b"k1|old|||||2024-01-01|x\nk2|only-old|||||2024-01-01|x\n"),
+        1_000,
+    );
+    write_file(&source, "b.gz", &gzip(b"k9|b|||||2024-01-02|x\n"), 1_000);
+    assert_exit(&run_cli(dir.path(), &source, &table, &["run"]), 0);
+
+    // a.gz is rewritten (new size and mtime): reprocessed by default, with a warning naming it.
+    write_file(
+        &source,
+        "a.gz",
+        &gzip(b"k1|new-version|||||2024-01-01|x\n"),
+        2_000,
+    );
+    let out = run_cli(dir.path(), &source, &table, &["run", "--json"]);
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains("changed") && stderr(&out).contains("a.gz"),
+        "{}",
+        stderr(&out)
+    );
+    let summary = summary_json(&out);
+    assert_eq!(summary["files"], serde_json::json!(["a.gz"]));
+    assert_eq!(summary["rows_updated"], 1);
+    let storage = open_storage(&path_str(&table), None).await;
+    let values: Vec<Option<String>> = table_rows(&storage)
+        .await
+        .into_iter()
+        .map(|r| r[1].clone())
+        .collect();
+    // The new version wins; the old version's other rows stay (incremental merges, never drops).
+    assert_eq!(
+        values,
+        [
+            Some("new-version".into()),
+            Some("only-old".into()),
+            Some("b".into())
+        ]
+    );
+
+    // ignore: not read; fail: exit 1 naming the file, nothing changed.
+    write_file(&source, "a.gz", &gzip(b"k1|third|||||2024-01-01|x\n"), 3_000);
+    let out = run_cli(
+        dir.path(),
+        &source,
+        &table,
+        &["run", "--json", "--set", "run.on_changed_file=ignore"],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(summary_json(&out)["files"], serde_json::json!([]));
+    let out = run_cli(
+        dir.path(),
+        &source,
+        &table,
+        &["run", "--set", "run.on_changed_file=fail"],
+    );
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("a.gz") && stderr(&out).contains("run.on_changed_file"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A deleted source file keeps its rows in incremental mode; full removes them.
+    std::fs::remove_file(source.join("b.gz")).unwrap();
+    assert_exit(
+        &run_cli(
+            dir.path(),
+            &source,
+            &table,
+            &["run", "--set", "run.on_changed_file=ignore"],
+        ),
+        0,
+    );
+    assert!(
+        table_rows(&storage)
+            .await
+            .iter()
+            .any(|r| r[1].as_deref() == Some("b"))
+    );
+    assert_exit(
+        &run_cli(dir.path(), &source, &table, &["run", "--mode", "full"]),
+        0,
+    );
+    let values: Vec<Option<String>> = table_rows(&storage)
+        .await
+        .into_iter()
+        .map(|r| r[1].clone())
+        .collect();
+    assert_eq!(values, [Some("third".into())]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_predicts_the_run_and_changes_nothing() {
+    let dir = tempdir();
+    let (source, table) = (dir.path().join("in"), dir.path().join("out"));
+    write_file(
+        &source,
+        "old.gz",
+        &gzip(b"k1|v|||||2024-01-01|x\nk2|v|||||2024-01-02|x\n"),
+        1_000,
+    );
+    assert_exit(&run_cli(dir.path(), &source, &table, &["run"]), 0);
+    write_file(
+        &source,
+        "new.gz",
+        &gzip(b"k3|v|||||2024-01-02|x\nk4|v|||||2024-01-05|x\n\n"),
+        2_000,
+    );
+
+    let storage = open_storage(&path_str(&table), None).await;
+    let before = storage.list("").await.unwrap();
+    let out = run_cli(dir.path(), &source, &table, &["plan", "--json"]);
+    assert_exit(&out, 0);
+    let plan = summary_json(&out);
+    assert_eq!(storage.list("").await.unwrap(), before, "plan writes nothing");
+    assert_eq!(
+        (plan["files_new"].as_u64(), plan["files_unchanged"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(plan["rows_to_read"], 3);
+    assert!(
+        plan["bytes_to_rewrite"].as_u64().unwrap() > 0,
+        "2024-01-02 exists and is rewritten"
+    );
+
+    let out = run_cli(dir.path(), &source, &table, &["run", "--json"]);
+    assert_exit(&out, 0);
+    let run = summary_json(&out);
+    assert_eq!(plan["dates_to_write"], run["dates_written"]);
+    assert_eq!(
+        plan["dates_to_write"],
+        serde_json::json!(["2024-01-02", "2024-01-05"])
+    );
+    let planned: Vec<&str> = plan["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(serde_json::json!(planned), run["files"]);
+    assert_eq!(plan["rows_to_read"], run["rows_read"]);
+
+    let text = run_cli(dir.path(), &source, &table, &["plan"]);
+    assert_exit(&text, 0);
+    assert!(
+        stdout(&text).contains("0 new, 0 changed, 2 unchanged"),
+        "{}",
+        stdout(&text)
+    );
+}
+
+/// Storage that records every GET and PUT key; the storage underneath is real.
+#[derive(Debug)]
+struct Recording {
+    inner: lakeload::storage::DynStorage,
+    gets: std::sync::Mutex<Vec<String>>,
+    puts: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl lakeload::storage::Storage for Recording {
+    fn root(&self) -> &lakeload::location::Location {
+        self.inner.root()
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> lakeload::storage::StorageResult<Vec<lakeload::storage::ObjectMeta>> {
+        self.inner.list(prefix).await
+    }
+    async fn head(
+        &self,
+        key: &str,
+    ) -> lakeload::storage::StorageResult<Option<lakeload::storage::ObjectMeta>> {
+        self.inner.head(key).await
+    }
+    async fn get(
+        &self,
+        key: &str,
+    ) -> lakeload::storage::StorageResult<Option<(bytes::Bytes, lakeload::storage::ObjectMeta)>> {
+        self.gets.lock().unwrap().push(key.to_string());
+        self.inner.get(key).await
+    }
+    async fn open(&self, key: &str) -> lakeload::storage::StorageResult<lakeload::storage::ObjectReader> {
+        self.gets.lock().unwrap().push(key.to_string());
+        self.inner.open(key).await
+    }
+    async fn put(&self, key: &str, body: bytes::Bytes) -> lakeload::storage::StorageResult<()> {
+        self.puts.lock().unwrap().push(key.to_string());
+        self.inner.put(key, body).await
+    }
+    async fn put_if(
+        &self,
+        key: &str,
+        body: bytes::Bytes,
+        condition: lakeload::storage::PutCondition,
+    ) -> lakeload::storage::StorageResult<String> {
+        self.puts.lock().unwrap().push(key.to_string());
+        self.inner.put_if(key, body, condition).await
+    }
+    async fn delete(&self, key: &str) -> lakeload::storage::StorageResult<()> {
+        self.puts.lock().unwrap().push(key.to_string());
+        self.inner.delete(key).await
+    }
+}
+
+#[test]
+fn touching_2_of_100_dates_reads_and_writes_only_those() {
+    for s3 in [false, true] {
+        let dir = tempdir();
+        let place = if s3 {
+            Place::S3 {
+                bucket: S3Server::shared().bucket("hundred"),
+                prefix: "t".into(),
+            }
+        } else {
+            Place::Local(dir.path().to_path_buf())
+        };
+        let start = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+        let day = |n: u64| (start + chrono::Days::new(n)).format("%Y-%m-%d").to_string();
+        let mut text = String::new();
+        for n in 0..100 {
+            text += &format!("k|v{n}|||||{}|x\n", day(n));
+        }
+        place.add_source("history.gz", &gzip(text.as_bytes()), 1_000);
+        runtime().block_on(async {
+            let config = place.config("table", Mode::Incremental, "arrival");
+            check_accounting(&lakeload::run::run(&config, false).await);
+            assert_eq!(place.rows("table").await.len(), 100);
+
+            place.add_source(
+                "late.gz",
+                &gzip(format!("k|late|||||{}|x\nk|new|||||{}|x\n", day(10), day(70)).as_bytes()),
+                2_000,
+            );
+            let source = open_storage(&place.url("src"), place.s3()).await;
+            let recording = Arc::new(Recording {
+                inner: open_storage(&place.url("table"), place.s3()).await,
+                gets: Default::default(),
+                puts: Default::default(),
+            });
+            let target = Target::new(&config, source, recording.clone());
+            let report = lakeload::run::run_on(&config, &target, false).await;
+            check_accounting(&report);
+            let data = |keys: &std::sync::Mutex<Vec<String>>| -> Vec<String> {
+                let mut k: Vec<String> = keys
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|k| k.ends_with(".parquet"))
+                    .cloned()
+                    .collect();
+                k.sort();
+                k
+            };
+            let touched = vec![
+                format!("year=2024/month=01/day=11/{}.snappy.parquet", day(10)),
+                format!("year=2024/month=03/day=11/{}.snappy.parquet", day(70)),
+            ];
+            assert_eq!(
+                data(&recording.gets),
+                touched,
+                "only the two touched dates are read"
+            );
+            assert_eq!(
+                data(&recording.puts),
+                touched,
+                "only the two touched dates are written"
+            );
+            assert_eq!(report.summary.as_ref().unwrap().counts.rows_updated, 2);
+            let rows = place.rows("table").await;
+            assert_eq!(rows.len(), 100);
+            assert!(rows.iter().any(|r| r[1].as_deref() == Some("late")));
+        });
+    }
+}
