@@ -535,6 +535,9 @@ pub struct RunConfig {
     pub on_changed_file: OnChangedFile,
     pub threads: usize,
     pub spill_dir: Option<PathBuf>,
+    /// Set by `lakeload run --run-id` (the operator names runs so it can find their summary);
+    /// otherwise each run makes its own.
+    pub run_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -826,6 +829,7 @@ impl Config {
                 })
             })?,
             spill_dir: r.optional("run.spill_dir").map(PathBuf::from),
+            run_id: None,
         };
 
         let aws = AwsConfig {
@@ -991,5 +995,17 @@ mod tests {
         assert_eq!(parse_delimiter("\\t").unwrap(), b'\t');
         assert_eq!(parse_delimiter(",").unwrap(), b',');
         assert!(parse_delimiter("||").is_err());
+    }
+}
+
+/// A run id given from outside: 1–100 of `A-Z a-z 0-9 . _ -` (it becomes part of object keys).
+pub fn validate_run_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 100
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!("--run-id `{id}`: use 1 to 100 letters, digits, `.`, `_` or `-`")))
     }
 }

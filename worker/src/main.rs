@@ -37,6 +37,10 @@ enum Command {
         /// Print the run summary as one JSON object on stdout.
         #[arg(long)]
         json: bool,
+        /// Name the run (default: start time + random suffix); its summary is
+        /// `_lakeload/runs/<run id>.json`.
+        #[arg(long, value_name = "ID")]
+        run_id: Option<String>,
     },
     /// Show what a run would do; changes nothing and takes no lock.
     Plan {
@@ -127,11 +131,17 @@ fn print_json(value: &impl serde::Serialize) {
 async fn dispatch(cli: Cli) -> i32 {
     let interactive = std::io::stderr().is_terminal();
     match &cli.command {
-        Command::Run { mode, json } => {
-            let config = match load_config(&cli, mode.as_deref()) {
+        Command::Run { mode, json, run_id } => {
+            let mut config = match load_config(&cli, mode.as_deref()) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
+            if let Some(id) = run_id {
+                if let Err(e) = config::validate_run_id(id) {
+                    return fail(&e);
+                }
+                config.run.run_id = Some(id.clone());
+            }
             let report = lakeload::run::run(&config, interactive && !*json).await;
             match (&report.summary, *json) {
                 (Some(summary), true) => print_json(summary),
