@@ -891,6 +891,22 @@ impl Config {
     }
 }
 
+/// A run id given from outside: 1–100 of `A-Z a-z 0-9 . _ -` (it becomes part of object keys).
+pub fn validate_run_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 100
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "--run-id `{id}`: use 1 to 100 letters, digits, `.`, `_` or `-`"
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -995,17 +1011,5 @@ mod tests {
         assert_eq!(parse_delimiter("\\t").unwrap(), b'\t');
         assert_eq!(parse_delimiter(",").unwrap(), b',');
         assert!(parse_delimiter("||").is_err());
-    }
-}
-
-/// A run id given from outside: 1–100 of `A-Z a-z 0-9 . _ -` (it becomes part of object keys).
-pub fn validate_run_id(id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 100
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Config(format!("--run-id `{id}`: use 1 to 100 letters, digits, `.`, `_` or `-`")))
     }
 }

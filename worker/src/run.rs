@@ -121,7 +121,11 @@ pub async fn run(config: &Config, interactive: bool) -> RunReport {
 /// Runs the ETL once on already opened storage.
 pub async fn run_on(config: &Config, target: &Target, interactive: bool) -> RunReport {
     let started_at = Utc::now();
-    let run_id = config.run.run_id.clone().unwrap_or_else(|| new_run_id(started_at));
+    let run_id = config
+        .run
+        .run_id
+        .clone()
+        .unwrap_or_else(|| new_run_id(started_at));
     let lease = std::time::Duration::from_secs(config.lock.lease_seconds);
     let lock = match TableLock::acquire(target.storage.clone(), &run_id, lease).await {
         Ok(lock) => lock,

@@ -1,0 +1,425 @@
+//! The controller's edge: observe an `EtlRun`'s Job and Lease (and, once the Job ended, the
+//! worker's summary), ask [`decide`] what to do, and carry the actions out against the API.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::crd::{EtlRun, Phase};
+use crate::decide::{
+    Action, EventType, FINALIZER, JobState, LeaseState, Observed, SummaryFetch, decide, holder_identity,
+};
+use crate::job::{MANAGED_BY, build_job, build_lease, job_name, lease_name, run_id, table_id};
+use crate::metrics::Metrics;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub worker_image: String,
+    pub lease_seconds: i64,
+    /// Finished runs kept per target, whatever their TTL.
+    pub keep_last: usize,
+    /// `None`: all namespaces.
+    pub namespace: Option<String>,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    /// Consecutive failures per run, for the error policy's backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+fn to_chrono(t: &k8s_openapi::jiff::Timestamp) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.as_microsecond()).unwrap_or_default()
+}
+
+pub fn job_state(job: &Job) -> JobState {
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let is = |kind: &str| conditions.iter().find(|c| c.type_ == kind && c.status == "True");
+    if is("Complete").is_some() {
+        JobState::Succeeded
+    } else if let Some(c) = is("Failed") {
+        JobState::Failed {
+            message: format!(
+                "Job failed ({}{})",
+                c.reason.clone().unwrap_or_default(),
+                c.message.as_ref().map(|m| format!(": {m}")).unwrap_or_default()
+            ),
+        }
+    } else {
+        JobState::Active
+    }
+}
+
+pub fn lease_state(lease: &Lease) -> LeaseState {
+    let spec = lease.spec.clone().unwrap_or_default();
+    LeaseState {
+        holder: spec.holder_identity.filter(|h| !h.is_empty()),
+        renewed: spec.renew_time.or(spec.acquire_time).map(|t| to_chrono(&t.0)),
+        duration_seconds: i64::from(spec.lease_duration_seconds.unwrap_or(0)),
+        resource_version: lease.metadata.resource_version.clone().unwrap_or_default(),
+    }
+}
+
+/// Reads the worker's `_lakeload/runs/<run id>.json` from the target store, with the run's
+/// credentials Secret if it has one, else the operator's own AWS chain.
+async fn fetch_summary(run: &EtlRun, ctx: &Context) -> SummaryFetch {
+    match try_fetch_summary(run, ctx).await {
+        Ok(Some(s)) => SummaryFetch::Found(Box::new(s)),
+        Ok(None) => SummaryFetch::Missing,
+        Err(e) => SummaryFetch::Error(e),
+    }
+}
+
+async fn try_fetch_summary(
+    run: &EtlRun,
+    ctx: &Context,
+) -> Result<Option<lakeload::summary::RunSummary>, String> {
+    use lakeload::config::{AwsConfig, Secret as Hidden};
+    let setting = |k: &str| run.spec.settings.get(k).cloned();
+    let mut aws = AwsConfig {
+        region: setting("aws.region"),
+        endpoint_url: setting("aws.endpoint_url"),
+        profile: setting("aws.profile"),
+        force_path_style: setting("aws.force_path_style").map(|v| v == "true"),
+        ..AwsConfig::default()
+    };
+    if let Some(name) = &run.spec.credentials_secret {
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
+        let secret = secrets
+            .get(name)
+            .await
+            .map_err(|e| format!("Secret {name}: {e}"))?;
+        let data = secret.data.unwrap_or_default();
+        let value = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(&v.0).into_owned());
+        aws.access_key_id = value("AWS_ACCESS_KEY_ID");
+        aws.secret_access_key = value("AWS_SECRET_ACCESS_KEY").map(Hidden::new);
+        aws.session_token = value("AWS_SESSION_TOKEN").map(Hidden::new);
+        if aws.region.is_none() {
+            aws.region = value("AWS_REGION").or_else(|| value("AWS_DEFAULT_REGION"));
+        }
+    }
+    let location =
+        lakeload::location::Location::parse(&run.spec.target.url).map_err(|e| format!("target.url: {e}"))?;
+    let storage = lakeload::storage::open(&location, &aws)
+        .await
+        .map_err(|e| e.to_string())?;
+    let key = lakeload::run::summary_key(&run_id(run));
+    match storage.get(&key).await.map_err(|e| e.to_string())? {
+        None => Ok(None),
+        Some((body, _)) => serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", storage.url(&key))),
+    }
+}
+
+/// Whether a finished run is among the newest `keep_last` finished runs of its target.
+async fn among_kept(run: &EtlRun, runs: &Api<EtlRun>, keep_last: usize) -> Result<bool, Error> {
+    let table = table_id(&run.spec.target.url);
+    let mut finished: Vec<(String, String)> = runs
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|r| table_id(&r.spec.target.url) == table)
+        .filter_map(|r| {
+            let status = r.status.clone()?;
+            status.phase.filter(|p| p.is_finished())?;
+            Some((status.finished_at.unwrap_or_default(), r.name_any()))
+        })
+        .collect();
+    finished.sort_by(|a, b| b.cmp(a));
+    Ok(finished
+        .iter()
+        .take(keep_last)
+        .any(|(_, name)| *name == run.name_any()))
+}
+
+pub async fn reconcile(run: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    ctx.metrics.reconciles.inc();
+    let namespace = run.namespace().unwrap_or_default();
+    let name = run.name_any();
+    let runs: Api<EtlRun> = Api::namespaced(ctx.client.clone(), &namespace);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &namespace);
+
+    let job = jobs.get_opt(&job_name(&run)).await?;
+    let lease = leases.get_opt(&lease_name(&run)).await?;
+    let finished = run
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(Phase::is_finished);
+    let kept = if finished && run.spec.ttl_seconds_after_finished.is_some() {
+        among_kept(&run, &runs, ctx.settings.keep_last).await?
+    } else {
+        true
+    };
+    let mut observed = Observed {
+        run: &run,
+        job: job.as_ref().map(job_state),
+        lease: lease.as_ref().map(lease_state),
+        summary: None,
+        among_kept: kept,
+        now: Utc::now(),
+        lease_seconds: ctx.settings.lease_seconds,
+    };
+    let mut actions = decide(&observed);
+    if actions.contains(&Action::FetchSummary) {
+        observed.summary = Some(fetch_summary(&run, &ctx).await);
+        actions = decide(&observed);
+    }
+    tracing::debug!(run = %name, ?actions, "reconcile");
+
+    let me = holder_identity(&run);
+    let acquired = lease
+        .as_ref()
+        .and_then(|l| l.spec.as_ref()?.acquire_time.as_ref().map(|t| to_chrono(&t.0)));
+    let mut requeue: Option<Duration> = None;
+    for action in actions {
+        match action {
+            Action::AddFinalizer => {
+                let mut finalizers = run.finalizers().to_vec();
+                finalizers.push(FINALIZER.to_string());
+                let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": run.resource_version()}});
+                runs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+            }
+            Action::RemoveFinalizer => {
+                let finalizers: Vec<String> = run
+                    .finalizers()
+                    .iter()
+                    .filter(|f| *f != FINALIZER)
+                    .cloned()
+                    .collect();
+                let patch = json!({"metadata": {"finalizers": finalizers}});
+                match runs
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Err(e) if is_status(&e, 404) => {}
+                    other => {
+                        other?;
+                    }
+                }
+            }
+            Action::CreateLease => {
+                let object = build_lease(&run, &me, ctx.settings.lease_seconds, Utc::now(), None);
+                match leases.create(&PostParams::default(), &object).await {
+                    Ok(_) => {}
+                    // Someone else created it first: decide again with what is there now.
+                    Err(e) if is_status(&e, 409) => return Ok(Requeue::requeue(Duration::from_millis(500))),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Action::TakeLease { resource_version } | Action::RenewLease { resource_version } => {
+                let keep_acquired = lease_state_holder(&lease) == Some(me.as_str());
+                let mut object = build_lease(
+                    &run,
+                    &me,
+                    ctx.settings.lease_seconds,
+                    Utc::now(),
+                    if keep_acquired { acquired } else { None },
+                );
+                object.metadata.resource_version = Some(resource_version);
+                match leases
+                    .replace(&lease_name(&run), &PostParams::default(), &object)
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if is_status(&e, 409) => return Ok(Requeue::requeue(Duration::from_millis(500))),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Action::ReleaseLease { resource_version } => {
+                let params = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        resource_version: Some(resource_version),
+                        uid: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                match leases.delete(&lease_name(&run), &params).await {
+                    Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
+                    other => {
+                        other?;
+                    }
+                }
+            }
+            Action::CreateJob => {
+                let object = build_job(&run, &ctx.settings.worker_image);
+                match jobs.create(&PostParams::default(), &object).await {
+                    // Already there (an operator restart between create and status patch): adopt it.
+                    Err(e) if is_status(&e, 409) => {}
+                    other => {
+                        other?;
+                    }
+                }
+            }
+            Action::DeleteJob => match jobs.delete(&job_name(&run), &DeleteParams::background()).await {
+                Err(e) if is_status(&e, 404) => {}
+                other => {
+                    other?;
+                }
+            },
+            Action::FetchSummary => {}
+            Action::PatchStatus(mut status) => {
+                status.observed_generation = run.metadata.generation;
+                let before = run.status.as_ref().and_then(|s| s.phase);
+                runs.patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({"status": status})),
+                )
+                .await?;
+                if status.phase != before
+                    && let Some(phase) = status.phase
+                {
+                    record_phase(&ctx.metrics, phase, &status);
+                }
+            }
+            Action::Event {
+                kind,
+                reason,
+                message,
+            } => {
+                let event = Event {
+                    type_: match kind {
+                        EventType::Normal => KubeEventType::Normal,
+                        EventType::Warning => KubeEventType::Warning,
+                    },
+                    reason: reason.to_string(),
+                    note: Some(message.chars().take(1000).collect()),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                };
+                if let Err(e) = ctx.recorder.publish(&event, &run.object_ref(&())).await {
+                    tracing::warn!(run = %name, "could not publish event {reason}: {e}");
+                }
+            }
+            Action::DeleteRun => {
+                tracing::info!(run = %name, "deleting finished run after ttlSecondsAfterFinished");
+                match runs.delete(&name, &DeleteParams::default()).await {
+                    Err(e) if is_status(&e, 404) => {}
+                    other => {
+                        other?;
+                    }
+                }
+            }
+            Action::Requeue(after) => requeue = Some(requeue.map_or(after, |r| r.min(after))),
+        }
+    }
+    ctx.failures
+        .lock()
+        .expect("failures")
+        .remove(&format!("{namespace}/{name}"));
+    Ok(requeue.map_or_else(Requeue::await_change, Requeue::requeue))
+}
+
+fn lease_state_holder(lease: &Option<Lease>) -> Option<&str> {
+    lease.as_ref()?.spec.as_ref()?.holder_identity.as_deref()
+}
+
+fn record_phase(metrics: &Metrics, phase: Phase, status: &crate::crd::EtlRunStatus) {
+    metrics.phase(phase.as_str());
+    if phase.is_finished() {
+        for (kind, n) in [
+            ("read", status.rows_read),
+            ("inserted", status.rows_inserted),
+            ("updated", status.rows_updated),
+            ("superseded", status.rows_superseded),
+            ("rejected", status.rows_rejected),
+            ("blank", status.rows_blank),
+        ] {
+            metrics.rows(kind, n.unwrap_or(0));
+        }
+        let parse = |t: &Option<String>| t.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+        if let (Some(start), Some(end)) = (parse(&status.started_at), parse(&status.finished_at)) {
+            metrics
+                .run_duration
+                .observe((end - start).num_milliseconds().max(0) as f64 / 1000.0);
+        }
+    }
+}
+
+/// Retries failed reconciles with exponential backoff per run (1 s doubling to 5 min).
+pub fn error_policy(run: Arc<EtlRun>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    ctx.metrics.reconcile_failures.inc();
+    let key = format!("{}/{}", run.namespace().unwrap_or_default(), run.name_any());
+    let attempt = {
+        let mut failures = ctx.failures.lock().expect("failures");
+        let n = failures.entry(key.clone()).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let delay = Duration::from_secs((1u64 << attempt.min(9)).min(300));
+    tracing::warn!(run = %key, attempt, "reconcile failed: {error}; retrying in {delay:?}");
+    Requeue::requeue(delay)
+}
+
+/// Runs the controller until SIGTERM/SIGINT.
+pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
+    let (runs, jobs): (Api<EtlRun>, Api<Job>) = match &settings.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let reporter = Reporter {
+        controller: MANAGED_BY.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        settings,
+        metrics: metrics.clone(),
+        failures: Mutex::new(HashMap::new()),
+    });
+    metrics.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    tracing::info!("lakeload-operator watching EtlRuns");
+    Controller::new(runs, watcher::Config::default())
+        .owns(
+            jobs,
+            watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}")),
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!("controller: {e}");
+            }
+        })
+        .await;
+}

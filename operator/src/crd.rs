@@ -1,0 +1,208 @@
+//! The `EtlRun` custom resource (group `lakeload.io`, version `v1alpha1`, SPEC §8). The CRD in
+//! `crds/etlrun.yaml` is generated from these types (`lakeload-operator crd`).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One run of the lakeload worker against a table.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "lakeload.io",
+    version = "v1alpha1",
+    kind = "EtlRun",
+    plural = "etlruns",
+    shortname = "etl",
+    namespaced,
+    status = "EtlRunStatus",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
+    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.target.url"}"#,
+    printcolumn = r#"{"name":"Rows","type":"integer","jsonPath":".status.rowsRead"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EtlRunSpec {
+    /// `incremental` (default) merges new files; `full` rebuilds the table.
+    #[serde(default)]
+    pub mode: RunMode,
+    pub source: SourceSpec,
+    pub target: TargetSpec,
+    /// Any other worker setting as `section.key: value` (SPEC §7), e.g. `run.order: name`,
+    /// `aws.endpoint_url: http://minio:9000`. Passed to the worker as `LAKELOAD_<SECTION>_<KEY>`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
+    /// Worker image (default: the operator's `--worker-image`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// A Secret with `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` (and optionally
+    /// `AWS_SESSION_TOKEN`); without it the pod's service account (IRSA) or instance role is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub active_deadline_seconds: Option<i64>,
+    /// Pod retries (default 1). Config errors (exit 2) and too many rejects (exit 65) never retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10))]
+    pub backoff_limit: Option<i32>,
+    /// Delete this EtlRun this long after it finished (the operator keeps the last
+    /// `--keep-last` finished runs per target regardless).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i64>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunMode {
+    Full,
+    #[default]
+    Incremental,
+}
+
+impl RunMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunMode::Full => "full",
+            RunMode::Incremental => "incremental",
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSpec {
+    /// `s3://bucket/prefix`
+    #[schemars(length(min = 1))]
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<bool>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetSpec {
+    /// `s3://bucket/prefix`: the table root. Runs with the same target share one Lease.
+    #[schemars(length(min = 1))]
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Layout>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    Ymd,
+    Date,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl Phase {
+    pub fn is_finished(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Running => "Running",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+        }
+    }
+}
+
+/// A processed file (the manifest is capped at [`MANIFEST_CAP`] entries).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestEntry {
+    pub key: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    pub rows: u64,
+}
+
+pub const MANIFEST_CAP: usize = 1_000;
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EtlRunStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Machine-readable cause of the phase, e.g. `LockedBy`, `JobFailed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_name: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_read: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_read: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_blank: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_rejected: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_inserted: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_updated: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_superseded: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dates_written: Vec<String>,
+    /// The files this run processed, at most 1,000; `manifestTotal` counts them all and
+    /// `stateUrl` holds the full list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifest: Vec<ManifestEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_total: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// The CRD as YAML, exactly as checked in under `crds/etlrun.yaml`.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let body = serde_yaml::to_string(&EtlRun::crd()).expect("the CRD serializes");
+    format!("# Generated by `lakeload-operator crd` from operator/src/crd.rs; do not edit.\n{body}")
+}

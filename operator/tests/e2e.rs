@@ -1,0 +1,846 @@
+//! The operator against a real kube-apiserver + etcd (built from source, tests/controlplane) and a
+//! real S3 server (moto). The test plays the kubelet: it runs the worker binary for each Job the
+//! operator creates, with the Job's env and args, and patches the Job's status as the Job
+//! controller would. The operator runs as its own process with the service account and RBAC of
+//! `deploy/operator.yaml` (no cluster-admin), watching one namespace per test.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, ResourceExt};
+use lakeload_operator::crd::{EtlRun, Phase};
+use lakeload_testkit::S3Server;
+use lakeload_testkit::controlplane::ControlPlane;
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+fn workspace() -> PathBuf {
+    lakeload_testkit::workspace()
+}
+
+fn operator_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_lakeload-operator"))
+}
+
+/// The worker binary, built beside the operator by `cargo test --workspace`.
+fn worker_bin() -> PathBuf {
+    let path = operator_bin().parent().unwrap().join("lakeload");
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace (cargo test --release --workspace)",
+        path.display()
+    );
+    path
+}
+
+async fn client_for(kubeconfig: &Path) -> Client {
+    let config = kube::Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(kubeconfig).unwrap(),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+async fn admin() -> Client {
+    client_for(
+        &tokio::task::spawn_blocking(|| ControlPlane::shared().admin_kubeconfig.clone())
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+/// Installs the checked-in CRD once per test process.
+async fn install_crd(client: &Client) {
+    static DONE: OnceCell<()> = OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let text = std::fs::read_to_string(workspace().join("crds/etlrun.yaml")).unwrap();
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
+        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        match api.create(&PostParams::default(), &crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => panic!("install CRD: {e}"),
+        }
+        wait_for("CRD established", Duration::from_secs(30), || async {
+            api.get("etlruns.lakeload.io")
+                .await
+                .ok()
+                .and_then(|c| c.status?.conditions)
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+        })
+        .await;
+    })
+    .await;
+}
+
+async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The objects of `deploy/operator.yaml` of one kind, moved into `namespace`.
+fn deploy_objects<K: serde::de::DeserializeOwned + kube::Resource>(kind: &str, namespace: &str) -> Vec<K> {
+    let text = std::fs::read_to_string(workspace().join("deploy/operator.yaml")).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .filter_map(|doc| {
+            let value = serde_yaml::Value::deserialize(doc).ok()?;
+            (value.get("kind")?.as_str()? == kind).then_some(value)
+        })
+        .map(|mut value| {
+            value["metadata"]["namespace"] = namespace.into();
+            if let Some(subjects) = value.get_mut("subjects").and_then(|s| s.as_sequence_mut()) {
+                for s in subjects {
+                    s["namespace"] = namespace.into();
+                }
+            }
+            serde_yaml::from_value(value).unwrap()
+        })
+        .collect()
+}
+
+use serde::Deserialize;
+
+/// One test's namespace, service accounts, S3 buckets and operator process.
+struct Env {
+    admin: Client,
+    ns: String,
+    operator_kubeconfig: PathBuf,
+    scheduler_kubeconfig: PathBuf,
+    metrics_port: u16,
+    operator: Option<Child>,
+    s3: &'static S3Server,
+    source_bucket: String,
+    keep_last: usize,
+}
+
+impl Env {
+    async fn new(name: &str, keep_last: usize) -> Env {
+        let admin = admin().await;
+        install_crd(&admin).await;
+        let ns = format!("{name}-{}", std::process::id());
+        Api::<Namespace>::all(admin.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+            )
+            .await
+            .unwrap();
+        for sa in deploy_objects::<ServiceAccount>("ServiceAccount", &ns) {
+            Api::<ServiceAccount>::namespaced(admin.clone(), &ns)
+                .create(&PostParams::default(), &sa)
+                .await
+                .unwrap();
+        }
+        for role in deploy_objects::<Role>("Role", &ns) {
+            Api::<Role>::namespaced(admin.clone(), &ns)
+                .create(&PostParams::default(), &role)
+                .await
+                .unwrap();
+        }
+        for binding in deploy_objects::<RoleBinding>("RoleBinding", &ns) {
+            Api::<RoleBinding>::namespaced(admin.clone(), &ns)
+                .create(&PostParams::default(), &binding)
+                .await
+                .unwrap();
+        }
+        let plane = tokio::task::spawn_blocking(ControlPlane::shared).await.unwrap();
+        let token = |sa: &'static str| {
+            let admin = admin.clone();
+            let ns = ns.clone();
+            async move {
+                let request = TokenRequest {
+                    spec: TokenRequestSpec {
+                        audiences: vec![],
+                        expiration_seconds: Some(3600),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                let api: Api<ServiceAccount> = Api::namespaced(admin, &ns);
+                let response: TokenRequest = api
+                    .create_subresource("token", sa, &PostParams::default(), &request)
+                    .await
+                    .unwrap();
+                response.status.unwrap().token
+            }
+        };
+        let operator_kubeconfig =
+            plane.kubeconfig_for(&format!("{ns}-operator"), &token("lakeload-operator").await);
+        let scheduler_kubeconfig =
+            plane.kubeconfig_for(&format!("{ns}-scheduler"), &token("lakeload-scheduler").await);
+
+        let s3 = tokio::task::spawn_blocking(S3Server::shared).await.unwrap();
+        let source_bucket = s3.bucket(name);
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "aws"},
+            "stringData": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(admin.clone(), &ns)
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+        let mut env = Env {
+            admin,
+            ns,
+            operator_kubeconfig,
+            scheduler_kubeconfig,
+            metrics_port: lakeload_testkit::free_port(),
+            operator: None,
+            s3,
+            source_bucket,
+            keep_last,
+        };
+        env.start_operator();
+        env
+    }
+
+    fn start_operator(&mut self) {
+        let log =
+            std::fs::File::create(std::env::temp_dir().join(format!("lakeload-operator-{}.log", self.ns)))
+                .unwrap();
+        let child = Command::new(operator_bin())
+            .args([
+                "run",
+                "--namespace",
+                &self.ns,
+                "--lease-seconds",
+                "15",
+                "--worker-image",
+                "lakeload:test",
+            ])
+            .args(["--metrics-addr", &format!("127.0.0.1:{}", self.metrics_port)])
+            .args(["--keep-last", &self.keep_last.to_string()])
+            .env("KUBECONFIG", &self.operator_kubeconfig)
+            .env("RUST_LOG", "info,lakeload_operator=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.operator = Some(child);
+    }
+
+    fn stop_operator(&mut self) {
+        if let Some(mut child) = self.operator.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn runs(&self) -> Api<EtlRun> {
+        Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    fn jobs(&self) -> Api<Job> {
+        Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    fn leases(&self) -> Api<Lease> {
+        Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    /// Source files: `files` gzip files under `prefix/` of the test's source bucket.
+    fn add_source(&self, prefix: &str, lines: &[&str]) {
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, text.as_bytes()).unwrap();
+        self.s3.put(
+            &self.source_bucket,
+            &format!("{prefix}/part-{}.gz", lines.len()),
+            &gz.finish().unwrap(),
+        );
+    }
+
+    fn etlrun(&self, name: &str, source_prefix: &str, table: &str) -> EtlRun {
+        serde_json::from_value(json!({
+            "apiVersion": "lakeload.io/v1alpha1",
+            "kind": "EtlRun",
+            "metadata": {"name": name, "namespace": self.ns},
+            "spec": {
+                "mode": "incremental",
+                "source": {"url": format!("s3://{}/{source_prefix}", self.source_bucket)},
+                "target": {"url": format!("s3://{}/tables/{table}", self.source_bucket)},
+                "credentialsSecret": "aws",
+                "settings": {"aws.endpoint_url": self.s3.endpoint, "run.max_reject_ratio": "0.5"},
+                "backoffLimit": 0
+            }
+        }))
+        .unwrap()
+    }
+
+    async fn create(&self, run: &EtlRun) {
+        self.runs().create(&PostParams::default(), run).await.unwrap();
+    }
+
+    async fn run_of(&self, name: &str) -> EtlRun {
+        self.runs().get(name).await.unwrap()
+    }
+
+    async fn wait_phase(&self, name: &str, phase: Phase) -> EtlRun {
+        wait_for(
+            &format!("{name} to reach {phase:?}"),
+            Duration::from_secs(60),
+            || async {
+                self.runs()
+                    .get_opt(name)
+                    .await
+                    .unwrap()
+                    .and_then(|r| r.status?.phase)
+                    == Some(phase)
+            },
+        )
+        .await;
+        self.run_of(name).await
+    }
+
+    async fn wait_job(&self, run: &str) -> Job {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let jobs = self
+                .jobs()
+                .list(&ListParams::default().labels(&format!("lakeload.io/run={run}")))
+                .await
+                .unwrap();
+            if let Some(job) = jobs.items.into_iter().next() {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for a Job for {run}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Plays the kubelet and the Job controller for one Job: runs the worker with the Job's
+    /// args and env (Secret refs resolved) and records the outcome in the Job's status.
+    async fn run_job(&self, job: &Job) -> i32 {
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let container = &pod.containers[0];
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        for from in container.env_from.clone().unwrap_or_default() {
+            let name = from.secret_ref.unwrap().name;
+            let secret = Api::<Secret>::namespaced(self.admin.clone(), &self.ns)
+                .get(&name)
+                .await
+                .unwrap();
+            for (k, v) in secret.data.unwrap_or_default() {
+                env.insert(k, String::from_utf8(v.0).unwrap());
+            }
+        }
+        for var in container.env.clone().unwrap_or_default() {
+            env.insert(var.name, var.value.unwrap_or_default());
+        }
+        let args = container.args.clone().unwrap_or_default();
+        let started = chrono::Utc::now();
+        let output = tokio::process::Command::new(worker_bin())
+            .args(&args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(&env)
+            .current_dir(std::env::temp_dir())
+            .output()
+            .await
+            .unwrap();
+        let code = output.status.code().unwrap_or(1);
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let start = started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let condition = |kind: &str, reason: &str| {
+            json!({"type": kind, "status": "True", "reason": reason, "message": format!("worker exited {code}"),
+                   "lastProbeTime": now, "lastTransitionTime": now})
+        };
+        let status = if code == 0 {
+            json!({"startTime": start, "completionTime": now, "succeeded": 1, "active": 0, "ready": 0,
+                   "conditions": [condition("SuccessCriteriaMet", "CompletionsReached"), condition("Complete", "CompletionsReached")]})
+        } else {
+            json!({"startTime": start, "failed": 1, "active": 0, "ready": 0,
+                   "conditions": [condition("FailureTarget", "BackoffLimitExceeded"), condition("Failed", "BackoffLimitExceeded")]})
+        };
+        self.jobs()
+            .patch_status(
+                &job.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"status": status})),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("patch Job status: {e}"));
+        code
+    }
+
+    async fn summary(&self, table: &str, run_id: &str) -> serde_json::Value {
+        let aws = lakeload::config::AwsConfig {
+            endpoint_url: Some(self.s3.endpoint.clone()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("testing".into()),
+            secret_access_key: Some(lakeload::config::Secret::new("testing")),
+            ..Default::default()
+        };
+        let location =
+            lakeload::location::Location::parse(&format!("s3://{}/tables/{table}", self.source_bucket))
+                .unwrap();
+        let storage = lakeload::storage::open(&location, &aws).await.unwrap();
+        let (body, _) = storage
+            .get(&format!("_lakeload/runs/{run_id}.json"))
+            .await
+            .unwrap()
+            .expect("summary");
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    async fn events(&self, name: &str) -> Vec<String> {
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.admin.clone(), &self.ns);
+        let mut reasons: Vec<String> = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .filter_map(|e| e.reason)
+            .collect();
+        reasons.sort();
+        reasons
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.stop_operator();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_etlrun_runs_its_worker_under_a_lease_and_records_the_summary() {
+    let env = Env::new("lifecycle", 5).await;
+    env.add_source(
+        "in",
+        &[
+            "a|x|||||2024-01-01|1",
+            "b|y|||||2024-01-02|1",
+            "a|z|||||2024-01-01|1",
+            "bad|line",
+        ],
+    );
+    env.create(&env.etlrun("first", "in", "events")).await;
+
+    let job = env.wait_job("first").await;
+    // While the Job lives, this run holds the table's Lease.
+    let run = env.run_of("first").await;
+    let status = run.status.clone().unwrap();
+    assert_eq!(status.phase, Some(Phase::Running));
+    let lease = env
+        .leases()
+        .get(status.lease_name.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        lease
+            .spec
+            .unwrap()
+            .holder_identity
+            .unwrap()
+            .starts_with(&format!("{}/first#", env.ns))
+    );
+    // The Job: owned by the run, the worker's settings as env, the run id in its args.
+    let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("EtlRun", "first", Some(true))
+    );
+    let container = &job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    assert_eq!(container.image.as_deref(), Some("lakeload:test"));
+    let env_vars: BTreeMap<String, String> = container
+        .env
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.name, v.value.unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        env_vars["LAKELOAD_SOURCE_URL"],
+        format!("s3://{}/in", env.source_bucket)
+    );
+    assert_eq!(env_vars["LAKELOAD_RUN_MODE"], "incremental");
+    assert_eq!(env_vars["LAKELOAD_AWS_ENDPOINT_URL"], env.s3.endpoint);
+    let run_id = status.run_id.clone().unwrap();
+    assert_eq!(
+        container.args.clone().unwrap(),
+        [
+            "run",
+            "--mode",
+            "incremental",
+            "--json",
+            "--run-id",
+            run_id.as_str()
+        ]
+    );
+
+    assert_eq!(env.run_job(&job).await, 0);
+    let run = env.wait_phase("first", Phase::Succeeded).await;
+    let status = run.status.unwrap();
+    let summary = env.summary("events", &run_id).await;
+    assert_eq!(status.rows_read, summary["rows_read"].as_u64());
+    assert_eq!(status.rows_inserted, Some(2));
+    assert_eq!(status.rows_superseded, Some(1));
+    assert_eq!(status.rows_rejected, Some(1));
+    assert_eq!(status.dates_written, ["2024-01-01", "2024-01-02"]);
+    assert_eq!(status.manifest.len(), 1);
+    assert_eq!(status.manifest[0].key, "part-4.gz");
+    assert_eq!(status.manifest[0].rows, 3);
+    assert_eq!(status.manifest_total, Some(1));
+    assert!(status.state_url.unwrap().ends_with("/_lakeload/state.json"));
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Succeeded" && c.status == "True")
+    );
+    wait_for("the Lease to be released", Duration::from_secs(30), || async {
+        env.leases()
+            .get_opt(status.lease_name.as_deref().unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+    let events = env.events("first").await;
+    assert!(
+        events.contains(&"JobCreated".to_string()) && events.contains(&"Succeeded".to_string()),
+        "{events:?}"
+    );
+
+    // Metrics and health endpoints.
+    let metrics = http_get(env.metrics_port, "/metrics").await;
+    assert!(
+        metrics.contains("lakeload_operator_runs_total{phase=\"Succeeded\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lakeload_operator_rows_total{kind=\"inserted\"} 2"),
+        "{metrics}"
+    );
+    assert!(http_get(env.metrics_port, "/healthz").await.contains("ok"));
+    assert!(http_get(env.metrics_port, "/readyz").await.contains("ready"));
+}
+
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_run_for_the_same_table_waits_locked_by_until_the_first_ends() {
+    let env = Env::new("two-runs", 5).await;
+    env.add_source("in", &["a|x|||||2024-01-01|1"]);
+    env.create(&env.etlrun("one", "in", "shared")).await;
+    let job = env.wait_job("one").await;
+    env.create(&env.etlrun("two", "in", "shared")).await;
+    let waiting = env.wait_phase("two", Phase::Pending).await;
+    let status = waiting.status.unwrap();
+    assert_eq!(status.reason.as_deref(), Some("LockedBy"));
+    assert!(status.message.unwrap().contains("/one#"), "names the holder");
+    assert!(
+        env.jobs()
+            .list(&ListParams::default().labels("lakeload.io/run=two"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(env.events("two").await.contains(&"LockedBy".to_string()));
+
+    assert_eq!(env.run_job(&job).await, 0);
+    env.wait_phase("one", Phase::Succeeded).await;
+    let job = env.wait_job("two").await;
+    assert_eq!(env.run_job(&job).await, 0);
+    env.wait_phase("two", Phase::Succeeded).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_worker_fails_the_run_with_a_reason() {
+    let env = Env::new("failing", 5).await;
+    env.add_source("in", &["only|bad|lines", "more|bad"]);
+    env.create(&env.etlrun("broken", "in", "t")).await;
+    let job = env.wait_job("broken").await;
+    assert_eq!(env.run_job(&job).await, 65, "too many rejects");
+    let run = env.wait_phase("broken", Phase::Failed).await;
+    let status = run.status.unwrap();
+    assert_eq!(status.reason.as_deref(), Some("JobFailed"));
+    assert_eq!(status.exit_code, Some(65));
+    assert!(status.message.unwrap().contains("max_reject_ratio"));
+    assert_eq!(status.rows_rejected, Some(2));
+    assert!(env.events("broken").await.contains(&"Failed".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_run_deletes_its_job_and_releases_the_lease() {
+    let env = Env::new("deleting", 5).await;
+    env.add_source("in", &["a|x|||||2024-01-01|1"]);
+    env.create(&env.etlrun("doomed", "in", "t")).await;
+    let job = env.wait_job("doomed").await;
+    let lease_name = env.run_of("doomed").await.status.unwrap().lease_name.unwrap();
+    assert!(env.leases().get_opt(&lease_name).await.unwrap().is_some());
+    env.runs()
+        .delete("doomed", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the run to be gone", Duration::from_secs(30), || async {
+        env.runs().get_opt("doomed").await.unwrap().is_none()
+    })
+    .await;
+    assert!(
+        env.jobs().get_opt(&job.name_any()).await.unwrap().is_none(),
+        "Job deleted"
+    );
+    assert!(
+        env.leases().get_opt(&lease_name).await.unwrap().is_none(),
+        "Lease released"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_restart_adopts_the_running_job() {
+    let mut env = Env::new("restart", 5).await;
+    env.add_source("in", &["a|x|||||2024-01-01|1"]);
+    env.create(&env.etlrun("survivor", "in", "t")).await;
+    let job = env.wait_job("survivor").await;
+    env.stop_operator();
+    env.start_operator();
+    // Give the new operator time to reconcile the running run.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let jobs = env.jobs().list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(jobs.len(), 1, "no second Job");
+    assert_eq!(jobs[0].metadata.uid, job.metadata.uid);
+    assert_eq!(env.run_job(&job).await, 0);
+    env.wait_phase("survivor", Phase::Succeeded).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduled_runs_are_created_from_a_template_and_finished_runs_expire() {
+    let env = Env::new("schedule", 1).await;
+    env.add_source("in", &["a|x|||||2024-01-01|1"]);
+    let mut template = env.etlrun("nightly", "in", "t");
+    template.metadata.name = None;
+    template.metadata.generate_name = Some("nightly-".into());
+    template.spec.ttl_seconds_after_finished = Some(1);
+    let file = std::env::temp_dir().join(format!("{}-template.yaml", env.ns));
+    std::fs::write(&file, serde_yaml::to_string(&template).unwrap()).unwrap();
+
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        // The CronJob's container, with the scheduler's least-privilege account.
+        let out = Command::new(operator_bin())
+            .args(["create-run", "--template"])
+            .arg(&file)
+            .args(["--namespace", &env.ns])
+            .env("KUBECONFIG", &env.scheduler_kubeconfig)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let created = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_string();
+        let job = env.wait_job(&created).await;
+        assert_eq!(env.run_job(&job).await, 0);
+        env.wait_phase(&created, Phase::Succeeded).await;
+        names.push(created);
+        tokio::time::sleep(Duration::from_millis(1100)).await; // names carry the second
+    }
+    // ttlSecondsAfterFinished = 1 and --keep-last 1: the older run goes, the newer stays.
+    wait_for(
+        "the older run to be collected",
+        Duration::from_secs(30),
+        || async { env.runs().get_opt(&names[0]).await.unwrap().is_none() },
+    )
+    .await;
+    assert!(env.runs().get_opt(&names[1]).await.unwrap().is_some());
+}
+
+#[test]
+fn the_checked_in_crd_is_current() {
+    let checked_in = std::fs::read_to_string(workspace().join("crds/etlrun.yaml")).unwrap();
+    assert!(
+        checked_in == lakeload_operator::crd::crd_yaml(),
+        "crds/etlrun.yaml is stale: regenerate it with `cargo run --release -p lakeload-operator -- crd > crds/etlrun.yaml`"
+    );
+    let chart = std::fs::read_to_string(workspace().join("charts/lakeload/crds/etlrun.yaml")).unwrap();
+    assert!(
+        chart == checked_in,
+        "charts/lakeload/crds/etlrun.yaml must be a copy of crds/etlrun.yaml"
+    );
+}
+
+/// The Helm CLI, built from source once per machine by tests/helm/build.sh.
+fn helm() -> PathBuf {
+    let out = Command::new("bash")
+        .arg(workspace().join("tests/helm/build.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tests/helm/build.sh failed");
+    PathBuf::from(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap()
+            .trim(),
+    )
+}
+
+fn helm_template(helm: &Path, namespace: &str, sets: &[&str]) -> Vec<serde_yaml::Value> {
+    let mut cmd = Command::new(helm);
+    cmd.args(["template", "lakeload"])
+        .arg(workspace().join("charts/lakeload"))
+        .args(["--namespace", namespace]);
+    for set in sets {
+        cmd.args(["--set", set]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_yaml::Deserializer::from_str(&String::from_utf8(out.stdout).unwrap())
+        .filter_map(|doc| serde_yaml::Value::deserialize(doc).ok())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn of_kind<'a>(objects: &'a [serde_yaml::Value], kind: &str) -> Vec<&'a serde_yaml::Value> {
+    objects
+        .iter()
+        .filter(|o| o["kind"].as_str() == Some(kind))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_helm_chart_lints_renders_and_applies_to_the_api_server() {
+    let helm = tokio::task::spawn_blocking(helm).await.unwrap();
+    let lint = Command::new(&helm)
+        .args(["lint", "--strict"])
+        .arg(workspace().join("charts/lakeload"))
+        .output()
+        .unwrap();
+    assert!(
+        lint.status.success(),
+        "helm lint: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+
+    // The default render is what deploy/operator.yaml spells out by hand: same operator rules.
+    let rendered = helm_template(&helm, "lakeload", &[]);
+    let chart_role = of_kind(&rendered, "Role")[0];
+    let text = std::fs::read_to_string(workspace().join("deploy/operator.yaml")).unwrap();
+    let deploy: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .filter_map(|d| serde_yaml::Value::deserialize(d).ok())
+        .collect();
+    let deploy_role = of_kind(&deploy, "Role")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "lakeload-operator")
+        .unwrap();
+    assert_eq!(
+        chart_role["rules"], deploy_role["rules"],
+        "chart and deploy/ grant the operator the same rules"
+    );
+
+    // Every object of the full render (scheduler, CronJob, all-namespaces RBAC) is accepted by
+    // the real API server.
+    let admin = admin().await;
+    install_crd(&admin).await;
+    let ns = format!("chart-{}", std::process::id());
+    Api::<Namespace>::all(admin.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let full = helm_template(
+        &helm,
+        &ns,
+        &[
+            "schedule.enabled=true",
+            "watchAllNamespaces=true",
+            "workerServiceAccount=etl",
+        ],
+    );
+    let kinds: Vec<&str> = full.iter().filter_map(|o| o["kind"].as_str()).collect();
+    for kind in [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "CronJob",
+    ] {
+        assert!(kinds.contains(&kind), "the full render has a {kind}: {kinds:?}");
+    }
+    let discovery = kube::discovery::Discovery::new(admin.clone())
+        .run()
+        .await
+        .unwrap();
+    for object in &full {
+        let object: kube::api::DynamicObject = serde_yaml::from_value(object.clone()).unwrap();
+        let gvk = kube::api::GroupVersionKind::try_from(object.types.as_ref().unwrap()).unwrap();
+        let (resource, caps) = discovery.resolve_gvk(&gvk).unwrap();
+        let api: Api<kube::api::DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
+            Api::namespaced_with(admin.clone(), &ns, &resource)
+        } else {
+            Api::all_with(admin.clone(), &resource)
+        };
+        let name = object.name_any();
+        let params = PatchParams::apply("lakeload-tests").force();
+        api.patch(&name, &params, &Patch::Apply(&object))
+            .await
+            .unwrap_or_else(|e| panic!("the API server rejects {} {name}: {e}", gvk.kind));
+    }
+    // The scheduled template inside the ConfigMap is a valid EtlRun.
+    let config_map = of_kind(&full, "ConfigMap")[0];
+    let template: EtlRun = serde_yaml::from_str(config_map["data"]["etlrun.yaml"].as_str().unwrap()).unwrap();
+    assert_eq!(template.spec.service_account_name.as_deref(), Some("etl"));
+    assert_eq!(
+        template.metadata.generate_name.as_deref(),
+        Some("lakeload-scheduled-")
+    );
+}

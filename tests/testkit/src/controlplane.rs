@@ -1,0 +1,209 @@
+//! A real Kubernetes control plane for the operator tests: etcd and kube-apiserver built from
+//! source by `tests/controlplane/build.sh` (cached per machine), started on 127.0.0.1 once per
+//! test process and stopped when it exits. There is no kubelet or controller-manager: the tests
+//! play the kubelet's part themselves.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::{free_port, workspace};
+
+pub struct ControlPlane {
+    /// Kubeconfig of the cluster admin (group system:masters).
+    pub admin_kubeconfig: PathBuf,
+    pub server: String,
+    pub dir: PathBuf,
+    _etcd: Child,
+    _apiserver: Child,
+}
+
+static PLANE: OnceLock<ControlPlane> = OnceLock::new();
+
+/// Builds (or finds in the cache) the binaries; returns their folder.
+pub fn binaries() -> PathBuf {
+    let out = Command::new("bash")
+        .arg(workspace().join("tests/controlplane/build.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run tests/controlplane/build.sh");
+    assert!(
+        out.status.success(),
+        "tests/controlplane/build.sh failed (see its output above)"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let dir = PathBuf::from(
+        text.lines()
+            .last()
+            .expect("build.sh prints the binary folder")
+            .trim(),
+    );
+    assert!(
+        dir.join("kube-apiserver").exists() && dir.join("etcd").exists(),
+        "{} lacks the binaries",
+        dir.display()
+    );
+    dir
+}
+
+/// Starts `program args…` under a watchdog shell that stops it when this process goes away.
+fn start_guarded(program: &Path, args: &[String], log: &Path) -> Child {
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect();
+    let script = format!(
+        "'{}' {} >'{}' 2>&1 & p=$!; \
+         while kill -0 {parent} 2>/dev/null && kill -0 $p 2>/dev/null; do sleep 0.5; done; kill $p 2>/dev/null",
+        program.display(),
+        quoted.join(" "),
+        log.display(),
+        parent = std::process::id()
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start process")
+}
+
+fn wait_port(port: u16, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start; see {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    let status = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "openssl {args:?} failed (is openssl installed?)"
+    );
+}
+
+impl ControlPlane {
+    pub fn shared() -> &'static ControlPlane {
+        PLANE.get_or_init(ControlPlane::start)
+    }
+
+    fn start() -> ControlPlane {
+        let bin = binaries();
+        let dir = tempfile::Builder::new()
+            .prefix("lakeload-k8s-")
+            .tempdir()
+            .expect("tempdir")
+            .keep();
+        let (etcd_client, etcd_peer, secure) = (free_port(), free_port(), free_port());
+
+        let etcd_log = dir.join("etcd.log");
+        let etcd = start_guarded(
+            &bin.join("etcd"),
+            &[
+                format!("--data-dir={}", dir.join("etcd").display()),
+                format!("--listen-client-urls=http://127.0.0.1:{etcd_client}"),
+                format!("--advertise-client-urls=http://127.0.0.1:{etcd_client}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                format!("--initial-cluster=default=http://127.0.0.1:{etcd_peer}"),
+                "--unsafe-no-fsync".into(),
+            ],
+            &etcd_log,
+        );
+        wait_port(etcd_client, "etcd", &etcd_log);
+
+        openssl(&["genrsa", "-out", "sa.key", "2048"], &dir);
+        openssl(&["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"], &dir);
+        let token = "lakeload-test-admin-token";
+        std::fs::write(
+            dir.join("tokens.csv"),
+            format!("{token},admin,admin-uid,system:masters\n"),
+        )
+        .unwrap();
+
+        let api_log = dir.join("kube-apiserver.log");
+        let apiserver = start_guarded(
+            &bin.join("kube-apiserver"),
+            &[
+                format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
+                format!("--cert-dir={}", dir.join("certs").display()),
+                format!("--secure-port={secure}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                format!("--token-auth-file={}", dir.join("tokens.csv").display()),
+                "--authorization-mode=RBAC".into(),
+                format!("--service-account-key-file={}", dir.join("sa.pub").display()),
+                format!(
+                    "--service-account-signing-key-file={}",
+                    dir.join("sa.key").display()
+                ),
+                "--service-account-issuer=https://kubernetes.default.svc".into(),
+                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                "--disable-admission-plugins=ServiceAccount".into(),
+                // No kube-proxy or endpoints here: skip reconciling the `kubernetes` Service.
+                "--endpoint-reconciler-type=none".into(),
+            ],
+            &api_log,
+        );
+        wait_port(secure, "kube-apiserver", &api_log);
+        let server = format!("https://127.0.0.1:{secure}");
+        let admin_kubeconfig = dir.join("admin.kubeconfig");
+        std::fs::write(&admin_kubeconfig, kubeconfig(&server, token)).unwrap();
+
+        // Ready when /readyz answers 200 (the CRD and RBAC controllers have started).
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let ok = Command::new("curl")
+                .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+                .arg(format!("Authorization: Bearer {token}"))
+                .arg(format!("{server}/readyz"))
+                .output()
+                .map(|o| o.stdout == b"200")
+                .unwrap_or(false);
+            if ok {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kube-apiserver not ready; see {}",
+                api_log.display()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        ControlPlane {
+            admin_kubeconfig,
+            server,
+            dir,
+            _etcd: etcd,
+            _apiserver: apiserver,
+        }
+    }
+
+    /// A kubeconfig for a bearer token (e.g. a service account's).
+    pub fn kubeconfig_for(&self, name: &str, token: &str) -> PathBuf {
+        let path = self.dir.join(format!("{name}.kubeconfig"));
+        std::fs::write(&path, kubeconfig(&self.server, token)).unwrap();
+        path
+    }
+}
+
+fn kubeconfig(server: &str, token: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\n\
+         users:\n- name: user\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: user\n\
+         current-context: test\n"
+    )
+}
