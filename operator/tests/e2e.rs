@@ -692,6 +692,34 @@ async fn scheduled_runs_are_created_from_a_template_and_finished_runs_expire() {
     assert!(env.runs().get_opt(&names[1]).await.unwrap().is_some());
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_whose_holder_stopped_renewing_is_taken_over() {
+    let env = Env::new("takeover", 5).await;
+    env.add_source("in", &["a|x|||||2024-01-01|1"]);
+    let run = env.etlrun("heir", "in", "orphaned");
+    // A Lease left by a holder that stopped renewing two minutes ago (15 s leases here).
+    let stale = (chrono::Utc::now() - chrono::Duration::seconds(120))
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let lease: Lease = serde_json::from_value(json!({
+        "metadata": {"name": lakeload_operator::job::lease_name(&run)},
+        "spec": {"holderIdentity": format!("{}/ghost#dead", env.ns), "leaseDurationSeconds": 15,
+                 "acquireTime": stale, "renewTime": stale}
+    }))
+    .unwrap();
+    env.leases().create(&PostParams::default(), &lease).await.unwrap();
+    env.create(&run).await;
+    let job = env.wait_job("heir").await;
+    let held = env
+        .leases()
+        .get(&lakeload_operator::job::lease_name(&run))
+        .await
+        .unwrap();
+    assert!(held.spec.unwrap().holder_identity.unwrap().contains("/heir#"));
+    assert!(env.events("heir").await.contains(&"LeaseTakenOver".to_string()));
+    assert_eq!(env.run_job(&job).await, 0);
+    env.wait_phase("heir", Phase::Succeeded).await;
+}
+
 #[test]
 fn the_checked_in_crd_is_current() {
     let checked_in = std::fs::read_to_string(workspace().join("crds/etlrun.yaml")).unwrap();
@@ -835,6 +863,35 @@ async fn the_helm_chart_lints_renders_and_applies_to_the_api_server() {
             .await
             .unwrap_or_else(|e| panic!("the API server rejects {} {name}: {e}", gvk.kind));
     }
+    // `helm install` as the README writes it, against the real API server.
+    let kubeconfig = tokio::task::spawn_blocking(|| ControlPlane::shared().admin_kubeconfig.clone())
+        .await
+        .unwrap();
+    let install_ns = format!("helm-{}", std::process::id());
+    let install = Command::new(&helm)
+        .args(["install", "lakeload"])
+        .arg(workspace().join("charts/lakeload"))
+        .args([
+            "--namespace",
+            &install_ns,
+            "--create-namespace",
+            "--set",
+            "schedule.enabled=true",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        install.status.success(),
+        "helm install: {}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(admin.clone(), &install_ns);
+    assert!(deployments.get_opt("lakeload-operator").await.unwrap().is_some());
+    let cronjobs: Api<k8s_openapi::api::batch::v1::CronJob> = Api::namespaced(admin.clone(), &install_ns);
+    assert!(cronjobs.get_opt("lakeload-schedule").await.unwrap().is_some());
+
     // The scheduled template inside the ConfigMap is a valid EtlRun.
     let config_map = of_kind(&full, "ConfigMap")[0];
     let template: EtlRun = serde_yaml::from_str(config_map["data"]["etlrun.yaml"].as_str().unwrap()).unwrap();

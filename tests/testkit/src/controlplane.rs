@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::{free_port, workspace};
+use crate::{free_port, start_guarded, workspace};
 
 pub struct ControlPlane {
     /// Kubeconfig of the cluster admin (group system:masters).
@@ -46,28 +46,6 @@ pub fn binaries() -> PathBuf {
         dir.display()
     );
     dir
-}
-
-/// Starts `program args…` under a watchdog shell that stops it when this process goes away.
-fn start_guarded(program: &Path, args: &[String], log: &Path) -> Child {
-    let quoted: Vec<String> = args
-        .iter()
-        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
-        .collect();
-    let script = format!(
-        "'{}' {} >'{}' 2>&1 & p=$!; \
-         while kill -0 {parent} 2>/dev/null && kill -0 $p 2>/dev/null; do sleep 0.5; done; kill $p 2>/dev/null",
-        program.display(),
-        quoted.join(" "),
-        log.display(),
-        parent = std::process::id()
-    );
-    Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start process")
 }
 
 fn wait_port(port: u16, what: &str, log: &Path) {

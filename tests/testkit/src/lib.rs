@@ -54,6 +54,29 @@ pub struct S3Server {
 static SERVER: OnceLock<S3Server> = OnceLock::new();
 static BUCKETS: AtomicU32 = AtomicU32::new(0);
 
+/// Starts `program args…` (output to `log`) under a watchdog shell that stops it when this
+/// test process goes away, however it ends.
+pub fn start_guarded(program: &Path, args: &[String], log: &Path) -> Child {
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect();
+    let script = format!(
+        "'{}' {} >'{}' 2>&1 & p=$!; \
+         while kill -0 {parent} 2>/dev/null && kill -0 $p 2>/dev/null; do sleep 0.5; done; kill $p 2>/dev/null",
+        program.display(),
+        quoted.join(" "),
+        log.display(),
+        parent = std::process::id()
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start process")
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -73,21 +96,13 @@ impl S3Server {
         let moto = venv_tool("moto_server");
         let port = free_port();
         let log = std::env::temp_dir().join(format!("lakeload-moto-{port}.log"));
-        // A watchdog shell stops moto when this test process goes away, however it ends.
-        let script = format!(
-            "'{}' -H 127.0.0.1 -p {port} >'{}' 2>&1 & m=$!; \
-             while kill -0 {parent} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 0.5; done; \
-             kill $m 2>/dev/null",
-            moto.display(),
-            log.display(),
-            parent = std::process::id()
-        );
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
+        let args = [
+            "-H".to_string(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ];
+        let child = start_guarded(&moto, &args, &log);
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(

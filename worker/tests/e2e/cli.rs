@@ -367,3 +367,55 @@ fn demo_runs_from_an_empty_folder() {
     assert_exit(&out, 2);
     assert!(dir.path().join("mine/precious.txt").exists());
 }
+
+#[test]
+fn status_and_unlock() {
+    let dir = tempdir();
+    let (source, table) = (dir.path().join("in"), dir.path().join("out"));
+    write_local_inputs(&source);
+    let cmd = |args: &[&str]| {
+        Lakeload::new(dir.path())
+            .env("LAKELOAD_SOURCE_URL", &source)
+            .env("LAKELOAD_TARGET_URL", &table)
+            .env("LAKELOAD_RUN_MAX_REJECT_RATIO", "0.5")
+            .args(args)
+            .output()
+    };
+    let run = cmd(&["run", "--json"]);
+    assert_exit(&run, 0);
+    let run_id = summary_json(&run)["run_id"].as_str().unwrap().to_string();
+    let status = cmd(&["status", "--json"]);
+    assert_exit(&status, 0);
+    let status = summary_json(&status);
+    assert_eq!(status["files"], 4);
+    assert_eq!(status["rows"], 11);
+    assert_eq!(status["dates"].as_array().unwrap().len(), 7);
+    assert_eq!(status["runs"][0]["run_id"], run_id.as_str());
+    assert!(status["lock"].is_null());
+    let text = cmd(&["status"]);
+    assert!(
+        stdout(&text).contains("lock   free") && stdout(&text).contains("2024-02-29"),
+        "{}",
+        stdout(&text)
+    );
+
+    // A live lock is shown, and unlock refuses it without --force.
+    let now = chrono::Utc::now();
+    let holder = serde_json::json!({"run_id": "busy-run", "host": "h1", "pid": 7, "started_at": now,
+                                    "lease_expires_at": now + chrono::Duration::seconds(600)});
+    std::fs::write(table.join("_lakeload/lock"), serde_json::to_vec(&holder).unwrap()).unwrap();
+    assert!(stdout(&cmd(&["status"])).contains("busy-run"));
+    let refused = cmd(&["unlock"]);
+    assert_exit(&refused, 75);
+    assert!(
+        stderr(&refused).contains("busy-run") && stderr(&refused).contains("--force"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(table.join("_lakeload/lock").exists());
+    let forced = cmd(&["unlock", "--force"]);
+    assert_exit(&forced, 0);
+    assert!(stdout(&forced).contains("busy-run"));
+    assert!(!table.join("_lakeload/lock").exists());
+    assert!(stdout(&cmd(&["unlock"])).contains("no lock"));
+}

@@ -5,3 +5,4 @@ mod cli;
 mod common;
 mod full;
 mod incremental;
+mod storage;
