@@ -316,11 +316,13 @@ impl RawConfig {
                 continue;
             }
             let lower = rest.to_ascii_lowercase();
-            let Some((section, key)) = lower.split_once('_') else {
-                return Err(Error::Config(format!(
-                    "environment variable {var} is not a lakeload setting; use \
-                     LAKELOAD_<SECTION>_<KEY>, e.g. LAKELOAD_SOURCE_URL"
-                )));
+            // Only variables naming one of our sections are settings; others that happen to
+            // share the prefix (LAKELOAD_VENV, LAKELOAD_OPERATOR_…) belong to other tools.
+            let Some((section, key)) = lower
+                .split_once('_')
+                .filter(|(s, _)| KEYS.iter().any(|k| k.section == *s))
+            else {
+                continue;
             };
             let name = format!("{section}.{key}");
             lookup_key(&name, &Origin::Env(var.clone()))?;
