@@ -33,6 +33,15 @@ impl FileTable {
         }
     }
 
+    /// How many file ids there are.
+    pub fn len(&self) -> usize {
+        self.shared.len() + self.local.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn get(&self, id: u32) -> &FileInfo {
         let id = id as usize;
         match self.shared.get(id) {
@@ -97,25 +106,57 @@ impl Merger<'_> {
         Ordering::Equal
     }
 
-    /// Which row is later by SPEC §2's order tuple; ties go to the newer generation.
-    fn order_cmp(&self, a: &Row, b: &Row) -> Ordering {
-        let (fa, fb) = (self.files.get(a.lineage.file), self.files.get(b.lineage.file));
-        let by_time = match self.order {
-            Order::Arrival => fa.modified_micros.cmp(&fb.modified_micros),
-            Order::Name => Ordering::Equal,
-        };
-        by_time
-            .then_with(|| fa.key.cmp(&fb.key))
-            .then(a.lineage.line.cmp(&b.lineage.line))
-            .then(a.lineage.generation.cmp(&b.lineage.generation))
+    /// Rank of every file id under `key` (ids are dense: shared first, then local).
+    fn ranks(&self, key: impl Fn(&FileInfo, &FileInfo) -> Ordering) -> Vec<u32> {
+        let count = self.files.len();
+        let mut ids: Vec<u32> = (0..count as u32).collect();
+        ids.sort_by(|a, b| key(self.files.get(*a), self.files.get(*b)));
+        let mut rank = vec![0u32; count];
+        for (r, id) in ids.into_iter().enumerate() {
+            rank[id as usize] = r as u32;
+        }
+        rank
+    }
+
+    fn key_hash(&self, row: &Row) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for &column in &self.schema.key {
+            match self.schema.date_columns.iter().position(|c| *c == column) {
+                Some(j) => row.date(j).hash(&mut h),
+                None => row.field(column).hash(&mut h),
+            }
+        }
+        h.finish()
     }
 
     /// Merges rows already in the table (generation 0) with new rows (generation 1). Returns the
     /// kept rows in lineage order (file key, line), which makes the written file deterministic.
-    pub fn merge(&self, mut rows: Vec<Row>) -> (Vec<Row>, MergeCounts) {
-        rows.sort_unstable_by(|a, b| self.key_cmp(a, b).then_with(|| self.order_cmp(a, b)));
+    ///
+    /// Rows are sorted by (key hash, key, order): the hash and the precomputed file ranks turn
+    /// almost every comparison into integer comparisons; equal keys still end up adjacent, and
+    /// the order within a key is exactly SPEC §2's.
+    pub fn merge(&self, rows: Vec<Row>) -> (Vec<Row>, MergeCounts) {
+        let order_rank = self.ranks(|a, b| match self.order {
+            Order::Arrival => a
+                .modified_micros
+                .cmp(&b.modified_micros)
+                .then_with(|| a.key.cmp(&b.key)),
+            Order::Name => a.key.cmp(&b.key),
+        });
+        let mut keyed: Vec<(u64, u32, Row)> = rows
+            .into_iter()
+            .map(|r| (self.key_hash(&r), order_rank[r.lineage.file as usize], r))
+            .collect();
+        keyed.sort_unstable_by(|(ha, ra, a), (hb, rb, b)| {
+            ha.cmp(hb).then_with(|| self.key_cmp(a, b)).then_with(|| {
+                ra.cmp(rb)
+                    .then(a.lineage.line.cmp(&b.lineage.line))
+                    .then(a.lineage.generation.cmp(&b.lineage.generation))
+            })
+        });
         let mut counts = MergeCounts::default();
-        let mut kept = Vec::with_capacity(rows.len());
+        let mut kept = Vec::with_capacity(keyed.len());
         let mut group: Vec<Row> = Vec::new();
         let mut flush = |group: &mut Vec<Row>, kept: &mut Vec<Row>| {
             let Some(winner) = group.pop() else { return };
@@ -131,19 +172,19 @@ impl Merger<'_> {
             kept.push(winner);
             group.clear();
         };
-        for row in rows {
+        let mut last_hash = None;
+        for (hash, _, row) in keyed {
             if let Some(last) = group.last()
-                && self.key_cmp(last, &row) != Ordering::Equal
+                && (last_hash != Some(hash) || self.key_cmp(last, &row) != Ordering::Equal)
             {
                 flush(&mut group, &mut kept);
             }
+            last_hash = Some(hash);
             group.push(row);
         }
         flush(&mut group, &mut kept);
-        kept.sort_unstable_by(|a, b| {
-            let (fa, fb) = (self.files.get(a.lineage.file), self.files.get(b.lineage.file));
-            fa.key.cmp(&fb.key).then(a.lineage.line.cmp(&b.lineage.line))
-        });
+        let name_rank = self.ranks(|a, b| a.key.cmp(&b.key).then(a.modified_micros.cmp(&b.modified_micros)));
+        kept.sort_unstable_by_key(|r| (name_rank[r.lineage.file as usize], r.lineage.line));
         (kept, counts)
     }
 }

@@ -272,12 +272,14 @@ async fn execute(
                 };
                 all.extend(rows);
                 let (kept, counts, files) = tokio::task::spawn_blocking(move || {
+                    let started = std::time::Instant::now();
                     let (kept, counts) = Merger {
                         schema: &schema,
                         order,
                         files: &files,
                     }
                     .merge(all);
+                    tracing::debug!("merged {} in {:?}", format_days(date), started.elapsed());
                     (kept, counts, files)
                 })
                 .await

@@ -131,9 +131,14 @@ impl Table for ParquetTable {
 
     async fn write_date(&self, date: i32, rows: Vec<Row>, files: FileTable) -> Result<u64> {
         let schema = self.schema.clone();
-        let bytes = tokio::task::spawn_blocking(move || encode(&rows, &schema, &files))
-            .await
-            .map_err(Error::other)??;
+        let bytes = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let bytes = encode(&rows, &schema, &files);
+            tracing::debug!("encoded {} rows in {:?}", rows.len(), started.elapsed());
+            bytes
+        })
+        .await
+        .map_err(Error::other)??;
         let size = bytes.len() as u64;
         self.storage.put(&self.key_for(date), bytes).await?;
         Ok(size)
