@@ -98,6 +98,20 @@ where
     }
 }
 
+/// An admin client, the CRD installed, and a new namespace `<name>-<pid>` (never deleted: with
+/// no controller-manager a namespace would stay Terminating).
+async fn fresh_namespace(name: &str) -> (Client, String) {
+    let admin = admin().await;
+    install_crd(&admin).await;
+    let ns = format!("{name}-{}", std::process::id());
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+    Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    (admin, ns)
+}
+
 /// The objects of `deploy/operator.yaml` of one kind, moved into `namespace`.
 fn deploy_objects<K: serde::de::DeserializeOwned + kube::Resource>(kind: &str, namespace: &str) -> Vec<K> {
     let text = std::fs::read_to_string(workspace().join("deploy/operator.yaml")).unwrap();
@@ -135,16 +149,7 @@ struct Env {
 
 impl Env {
     async fn new(name: &str, keep_last: usize) -> Env {
-        let admin = admin().await;
-        install_crd(&admin).await;
-        let ns = format!("{name}-{}", std::process::id());
-        Api::<Namespace>::all(admin.clone())
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-            )
-            .await
-            .unwrap();
+        let (admin, ns) = fresh_namespace(name).await;
         for sa in deploy_objects::<ServiceAccount>("ServiceAccount", &ns) {
             Api::<ServiceAccount>::namespaced(admin.clone(), &ns)
                 .create(&PostParams::default(), &sa)
@@ -811,16 +816,7 @@ async fn the_helm_chart_lints_renders_and_applies_to_the_api_server() {
 
     // Every object of the full render (scheduler, CronJob, all-namespaces RBAC) is accepted by
     // the real API server.
-    let admin = admin().await;
-    install_crd(&admin).await;
-    let ns = format!("chart-{}", std::process::id());
-    Api::<Namespace>::all(admin.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    let (admin, ns) = fresh_namespace("chart").await;
     let full = helm_template(
         &helm,
         &ns,
