@@ -98,3 +98,32 @@ impl Progress {
         }
     }
 }
+
+/// A bar counting finished items (e.g. dates written), on a terminal only; cleared when
+/// dropped, also when the run stops early.
+pub struct CountBar(ProgressBar);
+
+impl CountBar {
+    pub fn inc(&self) {
+        self.0.inc(1);
+    }
+}
+
+impl Drop for CountBar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+        crate::runlog::set_progress_bar(None);
+    }
+}
+
+pub fn count_bar(total: u64, what: &str, interactive: bool) -> Option<CountBar> {
+    if !interactive || total == 0 {
+        return None;
+    }
+    let bar = ProgressBar::new(total);
+    let template = format!("{{spinner}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {what}");
+    bar.set_style(ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.enable_steady_tick(Duration::from_millis(200));
+    crate::runlog::set_progress_bar(Some(bar.clone()));
+    Some(CountBar(bar))
+}

@@ -256,6 +256,7 @@ async fn execute(
     // Merge each date and write it.
     let dates: Vec<i32> = router.dates().into_iter().collect();
     tracing::info!("merging {} date(s)", dates.len());
+    let date_bar = crate::progress::count_bar(dates.len() as u64, "dates written", interactive);
     let schema = Arc::new(config.schema.clone());
     let order = config.run.order;
     let table = target.table.clone();
@@ -297,6 +298,9 @@ async fn execute(
     let mut partitions = Vec::new();
     while let Some(result) = merges.next().await {
         let (date, counts, rows, bytes) = result?;
+        if let Some(bar) = &date_bar {
+            bar.inc();
+        }
         partitions.push((date, rows, bytes));
         stats.table_changed = true;
         stats.dates_written.insert(date);
@@ -307,6 +311,7 @@ async fn execute(
         stats.counts.rows_superseded = merged.superseded;
     }
     drop(merges);
+    drop(date_bar);
 
     // Full mode: dates (and any other data objects) with no rows left go last.
     if mode == Mode::Full {
