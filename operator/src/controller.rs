@@ -243,7 +243,8 @@ pub async fn reconcile(run: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue, E
                 }
             }
             Action::TakeLease { resource_version } | Action::RenewLease { resource_version } => {
-                let keep_acquired = lease_state_holder(&lease) == Some(me.as_str());
+                let keep_acquired =
+                    observed.lease.as_ref().and_then(|l| l.holder.as_deref()) == Some(me.as_str());
                 let mut object = build_lease(
                     &run,
                     &me,
@@ -344,10 +345,6 @@ pub async fn reconcile(run: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue, E
         .expect("failures")
         .remove(&format!("{namespace}/{name}"));
     Ok(requeue.map_or_else(Requeue::await_change, Requeue::requeue))
-}
-
-fn lease_state_holder(lease: &Option<Lease>) -> Option<&str> {
-    lease.as_ref()?.spec.as_ref()?.holder_identity.as_deref()
 }
 
 fn record_phase(metrics: &Metrics, phase: Phase, status: &crate::crd::EtlRunStatus) {

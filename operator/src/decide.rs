@@ -228,7 +228,7 @@ pub fn decide(o: &Observed) -> Vec<Action> {
         }
         Some(finished) => match &o.summary {
             None => vec![Action::FetchSummary],
-            Some(summary) => finish(o, &current, finished, summary),
+            Some(summary) => finish(o, &current, &me, finished, summary),
         },
         None if phase == Some(Phase::Running) => {
             // The Job was removed from under a running EtlRun.
@@ -325,7 +325,13 @@ fn start(o: &Observed, current: &EtlRunStatus, me: &str) -> Vec<Action> {
 }
 
 /// The Job ended: write the worker's counts and manifest into the status, release the Lease.
-fn finish(o: &Observed, current: &EtlRunStatus, job: &JobState, summary: &SummaryFetch) -> Vec<Action> {
+fn finish(
+    o: &Observed,
+    current: &EtlRunStatus,
+    me: &str,
+    job: &JobState,
+    summary: &SummaryFetch,
+) -> Vec<Action> {
     let mut next = current.clone();
     next.finished_at = Some(rfc3339(o.now));
     let (phase, reason, message) = match (job, summary) {
@@ -404,11 +410,7 @@ fn finish(o: &Observed, current: &EtlRunStatus, job: &JobState, summary: &Summar
     };
     set_condition(&mut next, "Succeeded", succeeded, reason, &message, o.now);
     let mut actions = vec![Action::PatchStatus(Box::new(next))];
-    if let Some(lease) = o
-        .lease
-        .as_ref()
-        .filter(|l| l.holder.as_deref() == Some(holder_identity(o.run).as_str()))
-    {
+    if let Some(lease) = o.lease.as_ref().filter(|l| l.holder.as_deref() == Some(me)) {
         actions.push(Action::ReleaseLease {
             resource_version: lease.resource_version.clone(),
         });

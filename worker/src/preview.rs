@@ -11,9 +11,9 @@ use serde::Serialize;
 
 use crate::config::{Config, Mode};
 use crate::dates::format_days;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::plan::{FileStatus, PlannedFile, plan};
-use crate::reader::{ReadProgress, read_file};
+use crate::reader::{ReadProgress, read_source};
 use crate::report::{bytes, thousands};
 use crate::row::LineParser;
 use crate::run::Target;
@@ -56,20 +56,8 @@ pub async fn preview(config: &Config) -> Result<Preview> {
         .map(|(id, f)| {
             let (parser, source, key) = (parser.clone(), target.source.clone(), f.meta.key.clone());
             async move {
-                let input = source.open(&key).await?;
-                tokio::task::spawn_blocking(move || {
-                    read_file(
-                        input.into_blocking(),
-                        &parser,
-                        id as u32,
-                        header,
-                        Arc::new(ReadProgress::default()),
-                        &mut |_, _| Ok(()),
-                    )
-                })
-                .await
-                .map_err(Error::other)?
-                .map_err(|e| Error::Other(format!("cannot read source file {}: {e}", source.url(&key))))
+                let progress = Arc::new(ReadProgress::default());
+                read_source(&source, &key, parser, id as u32, header, progress, |_, _| Ok(())).await
             }
         })
         .buffered(config.run.threads)

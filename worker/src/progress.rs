@@ -22,18 +22,7 @@ impl Progress {
     /// `interactive`: draw a bar (stderr is a terminal); else log a line every 10 seconds.
     pub fn start(files_total: u64, bytes_total: u64, interactive: bool) -> Arc<Progress> {
         let counters = Arc::new(ReadProgress::default());
-        let bar = interactive.then(|| {
-            let bar = ProgressBar::new(bytes_total);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar.enable_steady_tick(Duration::from_millis(200));
-            crate::runlog::set_progress_bar(Some(bar.clone()));
-            bar
-        });
+        let bar = interactive.then(|| terminal_bar(bytes_total, "{bytes}/{total_bytes} {msg}"));
         let progress = Arc::new(Progress {
             bar,
             files_total,
@@ -120,10 +109,16 @@ pub fn count_bar(total: u64, what: &str, interactive: bool) -> Option<CountBar> 
     if !interactive || total == 0 {
         return None;
     }
-    let bar = ProgressBar::new(total);
-    let template = format!("{{spinner}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {what}");
+    Some(CountBar(terminal_bar(total, &format!("{{pos}}/{{len}} {what}"))))
+}
+
+/// A steadily ticking bar of `len` steps, `counter` drawn after the bar, that log lines to
+/// stderr go around (see `runlog::set_progress_bar`).
+fn terminal_bar(len: u64, counter: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    let template = format!("{{spinner}} [{{elapsed_precise}}] {{wide_bar}} {counter}");
     bar.set_style(ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()));
     bar.enable_steady_tick(Duration::from_millis(200));
     crate::runlog::set_progress_bar(Some(bar.clone()));
-    Some(CountBar(bar))
+    bar
 }

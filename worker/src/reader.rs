@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use flate2::read::MultiGzDecoder;
 
+use crate::error::{Error, Result};
 use crate::row::{LineOutcome, LineParser, Reject, Row};
+use crate::storage::DynStorage;
 
 /// Rows are handed on in batches of this many, so a large file is never held whole.
 pub const BATCH_ROWS: usize = 32 * 1024;
@@ -115,4 +117,37 @@ pub fn read_file(
     std::io::copy(&mut counting, &mut std::io::sink())?;
     out.bytes = counting.total;
     Ok(out)
+}
+
+/// Opens source object `key` and reads it with [`read_file`] on a blocking thread; used by runs
+/// and by `plan`, so both fail alike on a file that is not gzip'd text.
+pub async fn read_source(
+    source: &DynStorage,
+    key: &str,
+    parser: Arc<LineParser>,
+    file: u32,
+    skip_header: bool,
+    progress: Arc<ReadProgress>,
+    mut emit: impl FnMut(Vec<Row>, Vec<Reject>) -> std::io::Result<()> + Send + 'static,
+) -> Result<FileCounts> {
+    let input = source.open(key).await?;
+    tokio::task::spawn_blocking(move || {
+        read_file(
+            input.into_blocking(),
+            &parser,
+            file,
+            skip_header,
+            progress,
+            &mut emit,
+        )
+    })
+    .await
+    .map_err(Error::other)?
+    .map_err(|e| {
+        Error::Other(format!(
+            "cannot read source file {}: {e}; it must be gzip-compressed text \
+             (fix or remove the file, or narrow source.pattern)",
+            source.url(key)
+        ))
+    })
 }

@@ -14,7 +14,7 @@ use crate::error::{Error, Result, exit_code};
 use crate::lock::TableLock;
 use crate::merge::{FileInfo, FileTable, MergeCounts, Merger};
 use crate::plan::{Plan, plan};
-use crate::reader::{FileCounts, read_file};
+use crate::reader::{FileCounts, read_source};
 use crate::rejects::{RejectsWriter, rejects_key};
 use crate::router::DateRouter;
 use crate::row::{LineParser, Reject, Row};
@@ -396,31 +396,20 @@ async fn read_all(
                         (tx.clone(), parser.clone(), source.clone(), progress.clone());
                     let key = meta.key.clone();
                     async move {
-                        let url = source.url(&key);
-                        let input = source.open(&key).await?;
-                        let counters = progress.counters();
-                        let counts = tokio::task::spawn_blocking(move || {
-                            let mut emit = |rows, rejects| {
-                                tx.blocking_send((id as u32, rows, rejects))
-                                    .map_err(|_| std::io::Error::other("the run stopped"))
-                            };
-                            read_file(
-                                input.into_blocking(),
-                                &parser,
-                                id as u32,
-                                header,
-                                counters,
-                                &mut emit,
-                            )
-                        })
-                        .await
-                        .map_err(Error::other)?
-                        .map_err(|e| {
-                            Error::Other(format!(
-                                "cannot read source file {url}: {e}; it must be gzip-compressed text \
-                                 (fix or remove the file, or narrow source.pattern)"
-                            ))
-                        })?;
+                        let emit = move |rows, rejects| {
+                            tx.blocking_send((id as u32, rows, rejects))
+                                .map_err(|_| std::io::Error::other("the run stopped"))
+                        };
+                        let counts = read_source(
+                            &source,
+                            &key,
+                            parser,
+                            id as u32,
+                            header,
+                            progress.counters(),
+                            emit,
+                        )
+                        .await?;
                         progress.file_done();
                         tracing::debug!(
                             "read {key}: {} lines, {} rows, {} rejected, {} blank",

@@ -3,13 +3,12 @@
 //! test process and stopped when it exits. There is no kubelet or controller-manager: the tests
 //! play the kubelet's part themselves.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::{free_port, start_guarded, workspace};
+use crate::{free_port, start_guarded, wait_port, workspace};
 
 pub struct ControlPlane {
     /// Kubeconfig of the cluster admin (group system:masters).
@@ -46,18 +45,6 @@ pub fn binaries() -> PathBuf {
         dir.display()
     );
     dir
-}
-
-fn wait_port(port: u16, what: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not start; see {}",
-            log.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn openssl(args: &[&str], dir: &Path) {

@@ -77,6 +77,19 @@ pub fn start_guarded(program: &Path, args: &[String], log: &Path) -> Child {
         .expect("start process")
 }
 
+/// Waits (up to a minute) until a server accepts connections on 127.0.0.1:`port`.
+pub fn wait_port(port: u16, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start; see {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -103,15 +116,7 @@ impl S3Server {
             port.to_string(),
         ];
         let child = start_guarded(&moto, &args, &log);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not start; see {}",
-                log.display()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_port(port, "moto_server", &log);
         S3Server {
             endpoint: format!("http://127.0.0.1:{port}"),
             port,
