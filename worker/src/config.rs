@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::location::Location;
+pub use crate::secret::Secret;
+pub use crate::storage::AwsConfig;
 
 /// One configuration key: its section, name, default and a short help text.
 pub struct KeySpec {
@@ -173,6 +175,36 @@ pub const KEYS: &[KeySpec] = &[
         "force_path_style",
         None,
         "true for path-style URLs (default: true when endpoint_url is set)"
+    ),
+    key!(
+        "aws",
+        "connect_timeout_seconds",
+        Some("5"),
+        "time to open a connection to S3"
+    ),
+    key!(
+        "aws",
+        "read_timeout_seconds",
+        Some("30"),
+        "longest wait for the next bytes of an S3 reply"
+    ),
+    key!(
+        "aws",
+        "attempt_timeout_seconds",
+        Some("120"),
+        "one attempt of one S3 request"
+    ),
+    key!(
+        "aws",
+        "operation_timeout_seconds",
+        Some("300"),
+        "one S3 request, all retries included"
+    ),
+    key!(
+        "aws",
+        "max_attempts",
+        Some("5"),
+        "attempts per S3 request (transient errors are retried)"
     ),
     key!(
         "lock",
@@ -478,26 +510,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// A value that must never be printed.
-#[derive(Clone, PartialEq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(****)")
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
     pub url: Location,
@@ -523,8 +535,11 @@ pub struct SchemaConfig {
 }
 
 impl SchemaConfig {
-    pub fn is_date(&self, column: usize) -> bool {
-        self.date_columns.contains(&column)
+    /// Where column `column`'s value sits among a row's parsed dates, if it is a date column.
+    /// Rows keep their dates in `date_columns` order (the order the user listed them), and
+    /// every reader and writer of rows goes through this one mapping.
+    pub fn date_slot(&self, column: usize) -> Option<usize> {
+        self.date_columns.iter().position(|c| *c == column)
     }
 }
 
@@ -540,17 +555,6 @@ pub struct RunConfig {
     /// Set by `lakeload run --run-id` (the operator names runs so it can find their summary);
     /// otherwise each run makes its own.
     pub run_id: Option<String>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct AwsConfig {
-    pub region: Option<String>,
-    pub endpoint_url: Option<String>,
-    pub access_key_id: Option<String>,
-    pub secret_access_key: Option<Secret>,
-    pub session_token: Option<Secret>,
-    pub profile: Option<String>,
-    pub force_path_style: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -792,8 +796,8 @@ impl Config {
             "delta" => Err("Delta Lake output is planned but not available yet; use parquet".into()),
             _ => Err("expected parquet".into()),
         })?;
-        if source.url == target.url {
-            return Err(r.bad("target.url", "must differ from source.url"));
+        if let Some(why) = crate::location::overlap_error(&source.url, &target.url) {
+            return Err(r.bad("target.url", why));
         }
 
         let run = RunConfig {
@@ -805,8 +809,10 @@ impl Config {
             })?,
             memory_limit: r.parse("run.memory_limit", |s| {
                 let bytes = parse_size(s)?;
-                if bytes < 16 * 1024 * 1024 {
-                    return Err("must be at least 16MiB".into());
+                // Tiny budgets are allowed (they spill nearly every batch): the tests run the
+                // spill path that way.
+                if bytes < 1024 {
+                    return Err("must be at least 1KiB (1GiB or more suits most runs)".into());
                 }
                 Ok(bytes)
             })?,
@@ -834,18 +840,39 @@ impl Config {
             run_id: None,
         };
 
+        let seconds = |name: &str| {
+            r.parse(name, |s| match s.parse::<f64>() {
+                Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(std::time::Duration::from_secs_f64(v)),
+                _ => Err("expected a number of seconds above 0, e.g. 30".to_string()),
+            })
+        };
         let aws = AwsConfig {
             region: r.optional("aws.region"),
             endpoint_url: r.optional("aws.endpoint_url"),
             access_key_id: r.optional("aws.access_key_id"),
-            secret_access_key: r.optional("aws.secret_access_key").map(Secret),
-            session_token: r.optional("aws.session_token").map(Secret),
+            secret_access_key: r.optional("aws.secret_access_key").map(Secret::new),
+            session_token: r.optional("aws.session_token").map(Secret::new),
             profile: r.optional("aws.profile"),
             force_path_style: match r.optional("aws.force_path_style") {
                 None => None,
                 Some(_) => Some(r.bool("aws.force_path_style")?),
             },
+            connect_timeout: seconds("aws.connect_timeout_seconds")?,
+            read_timeout: seconds("aws.read_timeout_seconds")?,
+            attempt_timeout: seconds("aws.attempt_timeout_seconds")?,
+            operation_timeout: seconds("aws.operation_timeout_seconds")?,
+            max_attempts: r.parse("aws.max_attempts", |s| match s.parse::<u32>() {
+                Ok(v) if (1..=20).contains(&v) => Ok(v),
+                _ => Err("expected a whole number from 1 to 20".to_string()),
+            })?,
         };
+        if aws.attempt_timeout > aws.operation_timeout {
+            return Err(r.bad(
+                "aws.attempt_timeout_seconds",
+                "is longer than aws.operation_timeout_seconds, which bounds all attempts together; \
+                 raise aws.operation_timeout_seconds or lower this",
+            ));
+        }
         if aws.access_key_id.is_some() != aws.secret_access_key.is_some() {
             return Err(Error::Config(
                 "aws.access_key_id and aws.secret_access_key go together: set both, or neither \

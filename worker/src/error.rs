@@ -21,11 +21,13 @@ pub enum Error {
     #[error("the table is locked by another run: {holder}")]
     Locked { holder: String },
 
-    /// Rejected rows exceed `run.max_reject_ratio`; nothing was committed.
+    /// Rejected rows exceed `run.max_reject_ratio`; nothing was committed. `complete` is false
+    /// when the run stopped reading early, once the ratio could no longer end under the limit.
     #[error(
-        "{rejected} of {read} rows were rejected ({ratio:.4} > run.max_reject_ratio = {limit}); \
+        "{rejected} of {read} rows {}were rejected ({ratio:.4} > run.max_reject_ratio = {limit}); \
          nothing was committed. See {rejects_file} for the lines and reasons, fix the source \
-         or raise run.max_reject_ratio"
+         or raise run.max_reject_ratio",
+        if *complete { "" } else { "read so far (reading stopped: the ratio could no longer end under the limit) " }
     )]
     TooManyRejects {
         rejected: u64,
@@ -33,6 +35,7 @@ pub enum Error {
         ratio: f64,
         limit: f64,
         rejects_file: String,
+        complete: bool,
     },
 
     /// The run lost its lock (another run took it over); it stopped writing.

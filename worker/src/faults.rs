@@ -1,6 +1,11 @@
-//! A test hook for crash-injection tests: with `LAKELOAD_TEST_PAUSE_AT=<point>:<n>` the worker
-//! stops at the n-th time it reaches `<point>`, says so on stderr, and waits, so the test can
-//! SIGKILL it exactly there. Without the variable, `pause_point` does nothing.
+//! A test hook for fault-injection tests: `LAKELOAD_TEST_PAUSE_AT=<point>:<n>[:<action>]` acts
+//! the n-th time the worker reaches `<point>`, after saying so on stderr. Actions:
+//! - none: wait forever, so the test can SIGKILL the worker exactly there;
+//! - `stop`: stop the whole process (SIGSTOP), as a paused VM or a long GC pause would, until
+//!   the test sends SIGCONT: nothing runs meanwhile, lease renewal included;
+//! - `sleep<ms>`: sleep that long, with everything else (lease renewal) still running.
+//!
+//! Without the variable, `pause_point` does nothing.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,23 +15,75 @@ pub const ENV: &str = "LAKELOAD_TEST_PAUSE_AT";
 /// What a test waits for on stderr.
 pub const MARKER: &str = "lakeload-test-paused-at";
 
-static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
-static HITS: AtomicU64 = AtomicU64::new(0);
-
-fn target() -> &'static Option<(String, u64)> {
-    TARGET.get_or_init(|| {
-        let value = std::env::var(ENV).ok()?;
-        let (point, n) = value.rsplit_once(':').unwrap_or((&value, "1"));
-        Some((point.to_string(), n.parse().unwrap_or(1)))
-    })
+#[derive(Debug, Clone, PartialEq)]
+enum Action {
+    Wait,
+    Stop,
+    Sleep(std::time::Duration),
 }
 
-/// Points: `before_date_write`, `after_date_write`, `before_delete`, `before_state_commit`.
+static TARGET: OnceLock<Option<(String, u64, Action)>> = OnceLock::new();
+static HITS: AtomicU64 = AtomicU64::new(0);
+
+fn parse(value: &str) -> (String, u64, Action) {
+    let mut parts = value.split(':');
+    let point = parts.next().unwrap_or_default().to_string();
+    let n = parts.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+    let action = match parts.next() {
+        Some("stop") => Action::Stop,
+        Some(a) if a.starts_with("sleep") => a["sleep".len()..]
+            .parse()
+            .map(|ms| Action::Sleep(std::time::Duration::from_millis(ms)))
+            .unwrap_or(Action::Wait),
+        _ => Action::Wait,
+    };
+    (point, n, action)
+}
+
+fn target() -> &'static Option<(String, u64, Action)> {
+    TARGET.get_or_init(|| std::env::var(ENV).ok().map(|v| parse(&v)))
+}
+
+/// Points: `before_date_write`, `after_date_write`, `before_delete`, `before_state_commit`,
+/// `multipart_part_uploaded`, `after_read`.
 pub async fn pause_point(point: &str) {
-    let Some((wanted, n)) = target() else { return };
+    let Some((wanted, n, action)) = target() else {
+        return;
+    };
     if wanted != point || HITS.fetch_add(1, Ordering::SeqCst) + 1 != *n {
         return;
     }
     eprintln!("{MARKER} {point}:{n}");
-    std::future::pending::<()>().await;
+    match action {
+        Action::Wait => std::future::pending::<()>().await,
+        Action::Stop => {
+            // SAFETY: raise has no preconditions; SIGSTOP stops every thread of the process.
+            unsafe {
+                libc::raise(libc::SIGSTOP);
+            }
+        }
+        Action::Sleep(d) => tokio::time::sleep(*d).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_point_count_and_action() {
+        assert_eq!(
+            parse("before_date_write"),
+            ("before_date_write".into(), 1, Action::Wait)
+        );
+        assert_eq!(parse("after_read:2:stop"), ("after_read".into(), 2, Action::Stop));
+        assert_eq!(
+            parse("after_read:1:sleep2500"),
+            (
+                "after_read".into(),
+                1,
+                Action::Sleep(std::time::Duration::from_millis(2500))
+            )
+        );
+    }
 }

@@ -25,6 +25,7 @@ pub mod router;
 pub mod row;
 pub mod run;
 pub mod runlog;
+pub mod secret;
 pub mod state;
 pub mod status;
 pub mod storage;

@@ -56,6 +56,62 @@ impl Location {
     }
 }
 
+/// Where `inner` sits under `outer`, as a `/`-separated key prefix relative to `outer`
+/// (`""`: the same place); `None` when `inner` is not under `outer`. Compares whole path
+/// segments: `s3://b/x` does not contain `s3://b/xy`.
+pub fn relative_under(outer: &Location, inner: &Location) -> Option<String> {
+    match (outer, inner) {
+        (
+            Location::S3 {
+                bucket: ob,
+                prefix: op,
+            },
+            Location::S3 {
+                bucket: ib,
+                prefix: ip,
+            },
+        ) if ob == ib => {
+            if op.is_empty() {
+                Some(ip.clone())
+            } else if ip == op {
+                Some(String::new())
+            } else {
+                ip.strip_prefix(op.as_str())?
+                    .strip_prefix('/')
+                    .map(str::to_string)
+            }
+        }
+        (Location::Local(o), Location::Local(i)) => {
+            let rest = i.strip_prefix(o).ok()?;
+            Some(
+                rest.components()
+                    .map(|c| c.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/"),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// The config error for a table root that would hold the source files (SPEC §1, §3): a full
+/// run replaces and deletes objects under the table root, so the source must live outside it.
+/// A table root *inside* the source folder is fine: listings skip it (see `run::Target`).
+pub fn overlap_error(source: &Location, target: &Location) -> Option<String> {
+    let inside = relative_under(target, source)?;
+    Some(if inside.is_empty() {
+        "is the same place as source.url; put the table in its own folder or prefix, e.g. \
+         <source.url>/table or another bucket"
+            .to_string()
+    } else {
+        format!(
+            "contains source.url (the source is `{inside}/` under the table root), and full runs \
+             replace and delete objects under the table root; choose a target.url outside the \
+             source, e.g. a sibling folder or another bucket"
+        )
+    })
+}
+
 /// Removes `.` and `..` components without touching the file system.
 fn normalize(path: PathBuf) -> PathBuf {
     let mut out = PathBuf::new();
@@ -106,5 +162,44 @@ mod tests {
         assert!(Location::parse("gs://x").is_err());
         assert!(Location::parse("s3:///x").is_err());
         assert!(Location::parse("file://rel").is_err());
+    }
+
+    #[test]
+    fn overlap_is_judged_by_whole_segments() {
+        let l = |s: &str| Location::parse(s).unwrap();
+        assert_eq!(
+            relative_under(&l("s3://b/x"), &l("s3://b/x/t")).as_deref(),
+            Some("t")
+        );
+        assert_eq!(
+            relative_under(&l("s3://b"), &l("s3://b/x/t")).as_deref(),
+            Some("x/t")
+        );
+        assert_eq!(
+            relative_under(&l("s3://b/x"), &l("s3://b/x")).as_deref(),
+            Some("")
+        );
+        assert_eq!(relative_under(&l("s3://b/x"), &l("s3://b/xy")), None);
+        assert_eq!(relative_under(&l("s3://b/x"), &l("s3://c/x/t")), None);
+        assert_eq!(
+            relative_under(&l("/d/in"), &l("/d/in/out/t")).as_deref(),
+            Some("out/t")
+        );
+        assert_eq!(relative_under(&l("/d/in"), &l("/d/input")), None);
+        assert!(
+            overlap_error(&l("s3://b/x"), &l("s3://b/x/t")).is_none(),
+            "table inside the source: allowed"
+        );
+        assert!(
+            overlap_error(&l("s3://b/x/in"), &l("s3://b/x"))
+                .unwrap()
+                .contains("contains source.url")
+        );
+        assert!(
+            overlap_error(&l("/d/x"), &l("/d/x"))
+                .unwrap()
+                .contains("same place")
+        );
+        assert!(overlap_error(&l("/d/x"), &l("s3://b/x")).is_none());
     }
 }

@@ -2,10 +2,20 @@
 //! holding a lease that a background task renews with compare-and-swap. A lease that expired
 //! (its run died without cleaning up) can be taken over; the conditional write lets only one
 //! contender win.
+//!
+//! Fencing has three layers, so a run that stalled (a paused process, a hung request) cannot
+//! write after another run took its lock over:
+//! - the holder judges its own lease on the monotonic clock, from the moment it *sent* its last
+//!   successful renewal, and stops writing a safety margin before it ends ([`TableLock::ensure_held`]);
+//! - contenders judge a lease by the store's clock (the lock's Last-Modified against the store's
+//!   `Date`), so a skewed clock on either side cannot end a live lease early;
+//! - every table and state write is conditional on the version the run read (see
+//!   `table::Seen` and `state::StateStore::commit`), so even a request that lands late is
+//!   refused by the store.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -16,6 +26,9 @@ use crate::storage::{DynStorage, PutCondition, StorageError};
 
 pub const LOCK_KEY: &str = "_lakeload/lock";
 
+/// Slack for stores whose Last-Modified and Date headers have one-second precision.
+const STORE_CLOCK_SLACK: chrono::Duration = chrono::Duration::seconds(1);
+
 /// The lock object's content.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LockInfo {
@@ -23,12 +36,18 @@ pub struct LockInfo {
     pub host: String,
     pub pid: u32,
     pub started_at: DateTime<Utc>,
+    /// For people reading the lock, by the holder's clock. Contenders judge the lease by
+    /// `lease_seconds` on the store's clock when they can.
     pub lease_expires_at: DateTime<Utc>,
+    /// The lease length; absent in locks of older versions.
+    #[serde(default)]
+    pub lease_seconds: Option<u64>,
     #[serde(default)]
     pub version: String,
 }
 
 impl LockInfo {
+    /// By the local clock only: for display, and for locks without `lease_seconds`.
     pub fn is_live(&self, now: DateTime<Utc>) -> bool {
         self.lease_expires_at > now
     }
@@ -45,6 +64,23 @@ impl LockInfo {
     }
 }
 
+/// Whether a lease has ended. With the store's clock (`store_now`) and the lease length, the
+/// lock's own Last-Modified (stamped by the store at the last renewal) decides: no clock of any
+/// run takes part. Otherwise the holder's stated expiry is compared with the local clock.
+pub fn lease_expired(
+    info: &LockInfo,
+    last_modified: DateTime<Utc>,
+    store_now: Option<DateTime<Utc>>,
+    local_now: DateTime<Utc>,
+) -> bool {
+    match (info.lease_seconds, store_now) {
+        (Some(seconds), Some(now)) => {
+            now > last_modified + chrono::Duration::seconds(seconds as i64) + STORE_CLOCK_SLACK
+        }
+        _ => !info.is_live(local_now),
+    }
+}
+
 /// What is in the lock object right now.
 #[derive(Debug, Clone)]
 pub enum Holder {
@@ -52,6 +88,8 @@ pub enum Holder {
     Held {
         info: LockInfo,
         etag: Option<String>,
+        /// Whether its lease has ended (see [`lease_expired`]).
+        expired: bool,
     },
     /// The object exists but is not a lakeload lock we can read.
     Unreadable {
@@ -64,6 +102,7 @@ pub async fn current_holder(storage: &DynStorage) -> Result<Holder> {
         None => Holder::Free,
         Some((bytes, meta)) => match serde_json::from_slice::<LockInfo>(&bytes) {
             Ok(info) => Holder::Held {
+                expired: lease_expired(&info, meta.last_modified, storage.store_now(), Utc::now()),
                 info,
                 etag: meta.etag,
             },
@@ -81,15 +120,20 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-struct Shared {
+/// The lease as the holder last secured it.
+struct Lease {
     etag: String,
     info: LockInfo,
+    /// When the write that secured it was *sent*: the store stamped it later, so the lease
+    /// as others judge it ends no earlier than `confirmed + lease`.
+    confirmed: Instant,
 }
 
 /// A held lock. Renewed in the background until released or dropped.
 pub struct TableLock {
     storage: DynStorage,
-    shared: Arc<Mutex<Shared>>,
+    lease: Duration,
+    shared: Arc<Mutex<Lease>>,
     lost: Arc<AtomicBool>,
     renewer: tokio::task::JoinHandle<()>,
 }
@@ -104,16 +148,18 @@ impl TableLock {
             pid: std::process::id(),
             started_at: now,
             lease_expires_at: now + lease,
+            lease_seconds: Some(lease.as_secs()),
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
         let body = Bytes::from(serde_json::to_vec_pretty(&info).map_err(Error::other)?);
         // A few rounds: the holder may release between our create and our read.
         for _ in 0..3 {
+            let sent = Instant::now();
             match storage
                 .put_if(LOCK_KEY, body.clone(), PutCondition::IfAbsent)
                 .await
             {
-                Ok(etag) => return Ok(Self::hold(storage, etag, info, lease)),
+                Ok(etag) => return Ok(Self::hold(storage, etag, info, sent, lease)),
                 Err(StorageError::PreconditionFailed { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -128,19 +174,25 @@ impl TableLock {
                         ),
                     });
                 }
-                Holder::Held { info: held, etag } if !held.is_live(Utc::now()) => {
+                Holder::Held {
+                    info: held,
+                    etag,
+                    expired: true,
+                } => {
                     let Some(etag) = etag else { continue };
+                    let sent = Instant::now();
                     match storage
                         .put_if(LOCK_KEY, body.clone(), PutCondition::IfMatch(etag))
                         .await
                     {
                         Ok(new_etag) => {
                             tracing::warn!(
-                                "took over the lock of {}: its lease expired at {}",
+                                "took over the lock of {}: its lease of {}s ran out (last renewed \
+                                 by the store's clock)",
                                 held.run_id,
-                                held.lease_expires_at
+                                held.lease_seconds.map_or("?".into(), |s| s.to_string())
                             );
-                            return Ok(Self::hold(storage, new_etag, info, lease));
+                            return Ok(Self::hold(storage, new_etag, info, sent, lease));
                         }
                         Err(StorageError::PreconditionFailed { .. }) => continue,
                         Err(e) => return Err(e.into()),
@@ -161,36 +213,73 @@ impl TableLock {
         })
     }
 
-    fn hold(storage: DynStorage, etag: String, info: LockInfo, lease: Duration) -> TableLock {
-        let shared = Arc::new(Mutex::new(Shared { etag, info }));
+    fn hold(storage: DynStorage, etag: String, info: LockInfo, sent: Instant, lease: Duration) -> TableLock {
+        let shared = Arc::new(Mutex::new(Lease {
+            etag,
+            info,
+            confirmed: sent,
+        }));
         let lost = Arc::new(AtomicBool::new(false));
         let renewer = tokio::spawn(renew(storage.clone(), shared.clone(), lost.clone(), lease));
         TableLock {
             storage,
+            lease,
             shared,
             lost,
             renewer,
         }
     }
 
-    /// Fails if the lease could not be kept; called before every data and state write.
-    pub fn ensure_held(&self) -> Result<()> {
-        if self.lost.load(Ordering::SeqCst) {
-            return Err(Error::LockLost(format!(
-                "the lease on {} was lost or taken over",
-                self.storage.url(LOCK_KEY)
-            )));
-        }
-        Ok(())
+    /// Writes stop this long before the lease ends, so a write that starts in time also lands
+    /// in time. Renewals come every third of the lease, so a healthy run never gets near it.
+    pub fn safety_margin(lease: Duration) -> Duration {
+        lease / 4
     }
 
-    /// Stops renewing and removes the lock, if it is still ours.
+    /// Fails unless the lease is securely held: not lost, and by the monotonic clock more than
+    /// the safety margin away from its end. Called before every data and state write.
+    pub async fn ensure_held(&self) -> Result<()> {
+        let confirmed = self.shared.lock().expect("lock state").confirmed;
+        let deadline = confirmed + self.lease;
+        let lost = self.lost.load(Ordering::SeqCst);
+        let late = Instant::now() + Self::safety_margin(self.lease) >= deadline;
+        if !lost && !late {
+            return Ok(());
+        }
+        self.lost.store(true, Ordering::SeqCst);
+        let why = if late {
+            format!(
+                "its lease on {} was last secured {:.1}s ago (lease {}s)",
+                self.storage.url(LOCK_KEY),
+                confirmed.elapsed().as_secs_f64(),
+                self.lease.as_secs()
+            )
+        } else {
+            format!("{} was changed by someone else", self.storage.url(LOCK_KEY))
+        };
+        let own = self.shared.lock().expect("lock state").info.run_id.clone();
+        let holder = match current_holder(&self.storage).await {
+            Ok(Holder::Held { info, .. }) if info.run_id != own => {
+                format!("; the table is now held by {}", info.describe())
+            }
+            Ok(Holder::Free) => "; the lock is free now".to_string(),
+            _ => String::new(),
+        };
+        Err(Error::LockLost(format!("{why}{holder}")))
+    }
+
+    /// Stops renewing and removes the lock if it is still ours: a delete conditional on our
+    /// last version, so there is no window in which another run's new lock could be removed.
     pub async fn release(self) -> Result<()> {
         self.renewer.abort();
-        let run_id = self.shared.lock().expect("lock state").info.run_id.clone();
-        match current_holder(&self.storage).await? {
-            Holder::Held { info, .. } if info.run_id == run_id => Ok(self.storage.delete(LOCK_KEY).await?),
-            _ => Ok(()),
+        let etag = self.shared.lock().expect("lock state").etag.clone();
+        match self.storage.delete_if(LOCK_KEY, &etag).await {
+            Ok(()) => Ok(()),
+            Err(StorageError::PreconditionFailed { .. }) => {
+                tracing::warn!("the lock is no longer ours; left it to its holder");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -201,26 +290,37 @@ impl Drop for TableLock {
     }
 }
 
-async fn renew(storage: DynStorage, shared: Arc<Mutex<Shared>>, lost: Arc<AtomicBool>, lease: Duration) {
+async fn renew(storage: DynStorage, shared: Arc<Mutex<Lease>>, lost: Arc<AtomicBool>, lease: Duration) {
+    let mut wait = lease / 3;
     loop {
-        tokio::time::sleep(lease / 3).await;
-        let (etag, mut info) = {
+        tokio::time::sleep(wait).await;
+        let (etag, mut info, confirmed) = {
             let s = shared.lock().expect("lock state");
-            (s.etag.clone(), s.info.clone())
+            (s.etag.clone(), s.info.clone(), s.confirmed)
         };
-        let previous_expiry = info.lease_expires_at;
+        let deadline = confirmed + lease;
         info.lease_expires_at = Utc::now() + lease;
         let body = match serde_json::to_vec_pretty(&info) {
             Ok(b) => Bytes::from(b),
             Err(_) => continue,
         };
-        match storage.put_if(LOCK_KEY, body, PutCondition::IfMatch(etag)).await {
-            Ok(new_etag) => {
+        let sent = Instant::now();
+        // A renewal that cannot finish before the lease ends is of no use; give up on it then.
+        let attempt = tokio::time::timeout(
+            deadline.saturating_duration_since(sent),
+            storage.put_if(LOCK_KEY, body, PutCondition::IfMatch(etag)),
+        )
+        .await;
+        let secured = matches!(attempt, Ok(Ok(_)));
+        match attempt {
+            Ok(Ok(new_etag)) => {
                 let mut s = shared.lock().expect("lock state");
                 s.etag = new_etag;
                 s.info = info;
+                s.confirmed = sent;
+                wait = lease / 3;
             }
-            Err(StorageError::PreconditionFailed { .. }) => {
+            Ok(Err(StorageError::PreconditionFailed { .. })) => {
                 tracing::error!(
                     "lost the table lock: {} was changed by someone else",
                     storage.url(LOCK_KEY)
@@ -228,13 +328,16 @@ async fn renew(storage: DynStorage, shared: Arc<Mutex<Shared>>, lost: Arc<Atomic
                 lost.store(true, Ordering::SeqCst);
                 return;
             }
-            Err(e) => {
-                tracing::warn!("could not renew the lock lease: {e}");
-                if Utc::now() >= previous_expiry {
-                    lost.store(true, Ordering::SeqCst);
-                    return;
-                }
+            Ok(Err(e)) => {
+                tracing::warn!("could not renew the lock lease: {e}; retrying");
+                wait = Duration::from_secs(1).min(lease / 10);
             }
+            Err(_) => tracing::warn!("renewing the lock lease timed out"),
+        }
+        if !secured && Instant::now() >= deadline {
+            tracing::error!("the lock lease ran out before it could be renewed");
+            lost.store(true, Ordering::SeqCst);
+            return;
         }
     }
 }
@@ -244,9 +347,11 @@ async fn renew(storage: DynStorage, shared: Arc<Mutex<Shared>>, lost: Arc<Atomic
 pub async fn unlock(config: &crate::config::Config, force: bool) -> Result<String> {
     let storage = crate::storage::open(&config.target.url, &config.aws).await?;
     let url = storage.url(LOCK_KEY);
-    let removed = match current_holder(&storage).await? {
+    let (removed, etag) = match current_holder(&storage).await? {
         Holder::Free => return Ok(format!("no lock on {url}")),
-        Holder::Held { info, .. } if info.is_live(Utc::now()) && !force => {
+        Holder::Held {
+            info, expired: false, ..
+        } if !force => {
             return Err(Error::Locked {
                 holder: format!(
                     "{}; its lease is live, so the run may still be working. Stop it, wait for the \
@@ -262,9 +367,52 @@ pub async fn unlock(config: &crate::config::Config, force: bool) -> Result<Strin
                 ),
             });
         }
-        Holder::Held { info, .. } => format!("removed the lock of {}", info.describe()),
-        Holder::Unreadable { .. } => format!("removed the unreadable lock object {url}"),
+        Holder::Held { info, etag, .. } => (format!("removed the lock of {}", info.describe()), etag),
+        Holder::Unreadable { etag } => (format!("removed the unreadable lock object {url}"), etag),
     };
-    storage.delete(LOCK_KEY).await?;
+    // Only the lock we looked at: a run that took the lock since is not disturbed.
+    match etag {
+        Some(etag) => match storage.delete_if(LOCK_KEY, &etag).await {
+            Err(StorageError::PreconditionFailed { .. }) => {
+                return Err(Error::Locked {
+                    holder: format!("{url} changed while unlocking: another run took the lock"),
+                });
+            }
+            other => other?,
+        },
+        None => storage.delete(LOCK_KEY).await?,
+    }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(lease_seconds: Option<u64>, expires: DateTime<Utc>) -> LockInfo {
+        LockInfo {
+            run_id: "r".into(),
+            host: "h".into(),
+            pid: 1,
+            started_at: expires,
+            lease_expires_at: expires,
+            lease_seconds,
+            version: String::new(),
+        }
+    }
+
+    #[test]
+    fn leases_are_judged_by_the_store_clock_when_known() {
+        let t = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+        // The holder's clock is an hour behind: its stated expiry is long past by ours, but the
+        // store renewed the object 10s ago, so the 30s lease is live.
+        let skewed = info(Some(30), t(-3600));
+        assert!(!lease_expired(&skewed, t(-10), Some(t(0)), t(0)));
+        assert!(lease_expired(&skewed, t(-32), Some(t(0)), t(0)));
+        // One second of slack for whole-second Last-Modified stamps.
+        assert!(!lease_expired(&skewed, t(-31), Some(t(0)), t(0)));
+        // Without the store's clock (or an older lock), the stated expiry and our clock decide.
+        assert!(lease_expired(&skewed, t(-10), None, t(0)));
+        assert!(!lease_expired(&info(None, t(5)), t(-100), Some(t(0)), t(0)));
+    }
 }

@@ -95,7 +95,7 @@ pub struct Merger<'a> {
 impl Merger<'_> {
     fn key_cmp(&self, a: &Row, b: &Row) -> Ordering {
         for &column in &self.schema.key {
-            let ord = match self.schema.date_columns.iter().position(|c| *c == column) {
+            let ord = match self.schema.date_slot(column) {
                 Some(j) => a.date(j).cmp(&b.date(j)),
                 None => a.field(column).cmp(&b.field(column)),
             };
@@ -106,14 +106,23 @@ impl Merger<'_> {
         Ordering::Equal
     }
 
-    /// Rank of every file id under `key` (ids are dense: shared first, then local).
+    /// Rank of every file id under `key` (ids are dense: shared first, then local). Files that
+    /// `key` finds equal get the same rank: a stored row's file and this run's file of the same
+    /// name (and, by arrival, the same modified time) are one position in the order, and the
+    /// tie goes on to the line number and then the generation, exactly as SPEC §2 orders them.
     fn ranks(&self, key: impl Fn(&FileInfo, &FileInfo) -> Ordering) -> Vec<u32> {
         let count = self.files.len();
         let mut ids: Vec<u32> = (0..count as u32).collect();
         ids.sort_by(|a, b| key(self.files.get(*a), self.files.get(*b)));
         let mut rank = vec![0u32; count];
-        for (r, id) in ids.into_iter().enumerate() {
-            rank[id as usize] = r as u32;
+        let mut current = 0u32;
+        for (position, pair) in ids.iter().enumerate() {
+            if position > 0
+                && key(self.files.get(ids[position - 1]), self.files.get(*pair)) != Ordering::Equal
+            {
+                current += 1;
+            }
+            rank[*pair as usize] = current;
         }
         rank
     }
@@ -122,7 +131,7 @@ impl Merger<'_> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         for &column in &self.schema.key {
-            match self.schema.date_columns.iter().position(|c| *c == column) {
+            match self.schema.date_slot(column) {
                 Some(j) => row.date(j).hash(&mut h),
                 None => row.field(column).hash(&mut h),
             }
@@ -184,7 +193,13 @@ impl Merger<'_> {
         }
         flush(&mut group, &mut kept);
         let name_rank = self.ranks(|a, b| a.key.cmp(&b.key).then(a.modified_micros.cmp(&b.modified_micros)));
-        kept.sort_unstable_by_key(|r| (name_rank[r.lineage.file as usize], r.lineage.line));
+        kept.sort_unstable_by_key(|r| {
+            (
+                name_rank[r.lineage.file as usize],
+                r.lineage.line,
+                r.lineage.generation,
+            )
+        });
         (kept, counts)
     }
 }
@@ -285,6 +300,60 @@ mod tests {
         ]);
         assert_eq!(values(&kept), vec!["2", "3"]);
         assert_eq!(counts.superseded, 1);
+    }
+
+    /// Issue 7 (1): the stored row names its file through the table's lineage columns, so it
+    /// gets a file id of its own; the re-processed version must still win the tie.
+    #[test]
+    fn a_changed_file_wins_ties_against_its_stored_version() {
+        let schema = schema();
+        for order in [Order::Name, Order::Arrival] {
+            let mut files = files();
+            // a.gz as stored: same key, same modified time (a `cp -p` re-delivery).
+            let stored = files.intern("a.gz", 200);
+            assert_ne!(stored, 0, "the stored file gets its own id");
+            let m = Merger {
+                schema: &schema,
+                order,
+                files: &files,
+            };
+            let (kept, counts) = m.merge(vec![
+                row(Some("k"), "old", stored, 1, 0),
+                row(Some("k"), "corrected", 0, 1, 1),
+                row(Some("j"), "old-later-line", stored, 5, 0),
+                row(Some("j"), "new-earlier-line", 0, 4, 1),
+            ]);
+            assert_eq!(
+                values(&kept),
+                vec!["corrected", "old-later-line"],
+                "{order:?}: the tuple (…, file, line) decides first, the version last"
+            );
+            assert_eq!(
+                counts,
+                MergeCounts {
+                    inserted: 0,
+                    updated: 1,
+                    superseded: 1
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_newer_modified_time_wins_by_arrival_whatever_the_line() {
+        let schema = schema();
+        let mut files = files();
+        let stored = files.intern("a.gz", 100);
+        let m = Merger {
+            schema: &schema,
+            order: Order::Arrival,
+            files: &files,
+        };
+        let (kept, _) = m.merge(vec![
+            row(Some("k"), "old", stored, 9, 0),
+            row(Some("k"), "new", 0, 1, 1),
+        ]);
+        assert_eq!(values(&kept), vec!["new"]);
     }
 
     #[test]

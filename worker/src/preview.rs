@@ -54,10 +54,10 @@ pub async fn preview(config: &Config) -> Result<Preview> {
     let header = config.source.header;
     let counts: Vec<crate::reader::FileCounts> = futures::stream::iter(to_read.iter().enumerate())
         .map(|(id, f)| {
-            let (parser, source, key) = (parser.clone(), target.source.clone(), f.meta.key.clone());
+            let (parser, source, meta) = (parser.clone(), target.source.clone(), f.meta.clone());
             async move {
                 let progress = Arc::new(ReadProgress::default());
-                read_source(&source, &key, parser, id as u32, header, progress, |_, _| Ok(())).await
+                read_source(&source, &meta, parser, id as u32, header, progress, |_, _| Ok(())).await
             }
         })
         .buffered(config.run.threads)

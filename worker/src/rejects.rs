@@ -1,6 +1,8 @@
 //! `_lakeload/rejects/<run_id>.jsonl.gz`: one JSON object per rejected line (SPEC §6).
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use flate2::Compression;
@@ -24,23 +26,41 @@ pub fn rejects_key(run_id: &str) -> String {
     format!("_lakeload/rejects/{run_id}.jsonl.gz")
 }
 
-/// Collects rejects (compressed as they arrive, so they stay small in memory).
+/// Collects rejects, compressed as they arrive into a scratch file (in `run.spill_dir`), so
+/// a run with millions of bad lines holds none of them in memory.
 pub struct RejectsWriter {
-    encoder: GzEncoder<Vec<u8>>,
+    spill_dir: Option<PathBuf>,
+    encoder: Option<GzEncoder<BufWriter<File>>>,
     count: u64,
 }
 
-impl Default for RejectsWriter {
-    fn default() -> Self {
+impl RejectsWriter {
+    pub fn new(spill_dir: Option<PathBuf>) -> Self {
         RejectsWriter {
-            encoder: GzEncoder::new(Vec::new(), Compression::default()),
+            spill_dir,
+            encoder: None,
             count: 0,
         }
     }
-}
 
-impl RejectsWriter {
-    pub fn add(&mut self, file: &str, rejects: &[Reject]) {
+    pub fn add(&mut self, file: &str, rejects: &[Reject]) -> std::io::Result<()> {
+        if rejects.is_empty() {
+            return Ok(());
+        }
+        let encoder = match &mut self.encoder {
+            Some(encoder) => encoder,
+            None => {
+                let scratch = match &self.spill_dir {
+                    Some(dir) => {
+                        std::fs::create_dir_all(dir)?;
+                        tempfile::tempfile_in(dir)?
+                    }
+                    None => tempfile::tempfile()?,
+                };
+                self.encoder
+                    .insert(GzEncoder::new(BufWriter::new(scratch), Compression::default()))
+            }
+        };
         for r in rejects {
             let record = RejectRecord {
                 file: file.to_string(),
@@ -49,18 +69,126 @@ impl RejectsWriter {
                 detail: r.detail.clone(),
                 raw: escape_invalid_utf8(&r.raw),
             };
-            // Writing to a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut self.encoder, &record);
-            let _ = self.encoder.write_all(b"\n");
+            serde_json::to_writer(&mut *encoder, &record)?;
+            encoder.write_all(b"\n")?;
             self.count += 1;
         }
+        Ok(())
     }
 
     pub fn count(&self) -> u64 {
         self.count
     }
 
-    pub fn finish(self) -> Bytes {
-        Bytes::from(self.encoder.finish().unwrap_or_default())
+    /// The finished `.jsonl.gz` file's bytes, or `None` when there was no reject.
+    pub fn finish(self) -> std::io::Result<Option<Bytes>> {
+        let Some(encoder) = self.encoder else {
+            return Ok(None);
+        };
+        let mut file = encoder.finish()?.into_inner().map_err(|e| e.into_error())?;
+        file.seek(SeekFrom::Start(0))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(Some(Bytes::from(bytes)))
+    }
+}
+
+/// Deflate expands a byte to at most 1032 bytes, and a line takes at least one byte: so a
+/// gzip file of `n` bytes holds at most `1032 n + 1` lines. This bounds the lines still to come.
+const MAX_LINES_PER_GZIP_BYTE: u64 = 1032;
+
+/// `run.max_reject_ratio`, checked as rows stream in: the run stops as soon as the ratio can
+/// no longer end under the limit, however the files still being read turn out.
+#[derive(Debug)]
+pub struct RejectGate {
+    limit: f64,
+    rejected: u64,
+    /// Lines of the files read to the end.
+    lines_done: u64,
+    /// Upper bound on the lines of the files not read to the end yet.
+    lines_pending_bound: u64,
+}
+
+impl RejectGate {
+    /// `sizes`: the compressed sizes of every file the run reads.
+    pub fn new(limit: f64, sizes: impl IntoIterator<Item = u64>) -> Self {
+        RejectGate {
+            limit,
+            rejected: 0,
+            lines_done: 0,
+            lines_pending_bound: sizes.into_iter().map(Self::bound).fold(0, u64::saturating_add),
+        }
+    }
+
+    fn bound(size: u64) -> u64 {
+        size.saturating_mul(MAX_LINES_PER_GZIP_BYTE).saturating_add(1)
+    }
+
+    pub fn rejected(&mut self, n: u64) {
+        self.rejected += n;
+    }
+
+    /// A file of `size` compressed bytes was read to the end: `lines` is now exact.
+    pub fn file_done(&mut self, size: u64, lines: u64) {
+        self.lines_pending_bound = self.lines_pending_bound.saturating_sub(Self::bound(size));
+        self.lines_done += lines;
+    }
+
+    /// Whether the final ratio is certain to exceed the limit.
+    pub fn certainly_exceeded(&self) -> bool {
+        let most_lines = self.lines_done.saturating_add(self.lines_pending_bound);
+        self.rejected > 0 && self.rejected as f64 > self.limit * most_lines as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_stops_only_once_the_outcome_is_certain() {
+        // Two files of 10 bytes; the first, all bad, has 100 lines.
+        let mut gate = RejectGate::new(0.5, [10, 10]);
+        gate.rejected(100);
+        assert!(
+            !gate.certainly_exceeded(),
+            "the second file may hold 10,321 good lines"
+        );
+        gate.file_done(10, 100);
+        assert!(!gate.certainly_exceeded());
+        gate.file_done(10, 50);
+        assert!(gate.certainly_exceeded(), "100 of 150 > 0.5");
+        let mut fine = RejectGate::new(0.9, [10]);
+        fine.rejected(1);
+        fine.file_done(10, 100);
+        assert!(!fine.certainly_exceeded());
+        // A tiny remaining file cannot rescue a huge reject count.
+        let mut early = RejectGate::new(0.01, [1_000_000, 10]);
+        early.rejected(900_000);
+        early.file_done(1_000_000, 1_000_000);
+        assert!(early.certainly_exceeded(), "10 bytes hold at most 10,321 lines");
+    }
+
+    #[test]
+    fn rejects_are_spilled_and_read_back() {
+        let mut w = RejectsWriter::new(None);
+        assert!(w.add("f.gz", &[]).is_ok());
+        let reject = Reject {
+            line: 3,
+            reason: crate::row::RejectReason::FieldCount,
+            detail: "expected 8 fields".into(),
+            raw: b"a|\xff".to_vec(),
+        };
+        w.add("f.gz", &[reject.clone(), reject]).unwrap();
+        assert_eq!(w.count(), 2);
+        let bytes = w.finish().unwrap().unwrap();
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        let first: RejectRecord = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!((first.line, first.raw.as_str()), (3, "a|\\xFF"));
+        assert_eq!(text.lines().count(), 2);
+        assert!(RejectsWriter::new(None).finish().unwrap().is_none());
     }
 }

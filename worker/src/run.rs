@@ -1,7 +1,7 @@
 //! One run, end to end: lock → plan → read & clean → route by date → merge each date → write →
 //! commit state → summary, log and rejects (SPEC §4–6).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,13 +15,13 @@ use crate::lock::TableLock;
 use crate::merge::{FileInfo, FileTable, MergeCounts, Merger};
 use crate::plan::{Plan, plan};
 use crate::reader::{FileCounts, read_source};
-use crate::rejects::{RejectsWriter, rejects_key};
+use crate::rejects::{RejectGate, RejectsWriter, rejects_key};
 use crate::router::DateRouter;
 use crate::row::{LineParser, Reject, Row};
-use crate::state::{FileRecord, JsonStateStore, PartitionRecord, STATE_VERSION, State, StateStore};
+use crate::state::{FileRecord, JsonStateStore, Loaded, PartitionRecord, STATE_VERSION, State, StateStore};
 use crate::storage::{self, DynStorage, ObjectMeta};
 use crate::summary::{ManifestEntry, RowCounts, RunSummary};
-use crate::table::{ParquetTable, Table};
+use crate::table::{DataObject, ParquetTable, Seen, Table};
 
 /// A new run id: sortable by start time, unique enough to never collide in one table.
 pub fn new_run_id(now: DateTime<Utc>) -> String {
@@ -70,7 +70,8 @@ impl Target {
         }
     }
 
-    /// Source files matching `source.pattern`, at any depth.
+    /// Source files matching `source.pattern`, at any depth. A table root inside the source
+    /// folder is skipped whole: its rejects (`*.jsonl.gz`) and data are never read as source.
     pub async fn list_sources(&self, config: &Config) -> Result<Vec<ObjectMeta>> {
         if let crate::location::Location::Local(path) = &config.source.url
             && !path.is_dir()
@@ -80,16 +81,22 @@ impl Target {
                 path.display()
             )));
         }
+        let table_root = crate::location::relative_under(&config.source.url, &config.target.url)
+            .map(|rel| format!("{rel}/"));
         let listing = self.source.list("").await?;
         Ok(listing
             .into_iter()
+            .filter(|o| {
+                table_root
+                    .as_ref()
+                    .is_none_or(|root| !o.key.starts_with(root.as_str()))
+            })
             .filter(|o| config.source.pattern.matches(storage::file_name(&o.key)))
             .collect())
     }
 }
 
 /// Everything a run learns as it goes; becomes the summary even when the run fails midway.
-#[derive(Default)]
 struct RunStats {
     files: Vec<ManifestEntry>,
     bytes_read: u64,
@@ -99,6 +106,21 @@ struct RunStats {
     bytes_written: u64,
     table_changed: bool,
     rejects: RejectsWriter,
+}
+
+impl RunStats {
+    fn new(config: &Config) -> Self {
+        RunStats {
+            files: Vec::new(),
+            bytes_read: 0,
+            counts: RowCounts::default(),
+            dates_written: BTreeSet::new(),
+            dates_deleted: BTreeSet::new(),
+            bytes_written: 0,
+            table_changed: false,
+            rejects: RejectsWriter::new(config.run.spill_dir.clone()),
+        }
+    }
 }
 
 /// What `run` returns: the summary (absent when the run never held the lock) and the outcome.
@@ -143,7 +165,7 @@ pub async fn run_on(config: &Config, target: &Target, interactive: bool) -> RunR
         config.target.url
     );
 
-    let mut stats = RunStats::default();
+    let mut stats = RunStats::new(config);
     let result = tokio::select! {
         r = execute(config, target, &lock, &run_id, interactive, &mut stats) => r,
         signal = shutdown_signal() => {
@@ -170,6 +192,13 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
+/// What the run will do: the files to read and, in full mode, the table's objects now.
+struct Work {
+    files: Vec<ObjectMeta>,
+    existing: Vec<DataObject>,
+}
+
+/// The stages of a run, in order; each hands the next what it needs.
 async fn execute(
     config: &Config,
     target: &Target,
@@ -178,10 +207,48 @@ async fn execute(
     interactive: bool,
     stats: &mut RunStats,
 ) -> Result<()> {
-    let mode = config.run.mode;
     let loaded = target.state.load().await?;
+    let work = plan_work(config, target, &loaded.state).await?;
+    let mut router = DateRouter::new(
+        LineParser::new(&config.schema, config.source.delimiter).partition_date(),
+        config.run.memory_limit,
+        config.run.spill_dir.clone(),
+    );
+    let per_file = ingest(
+        config,
+        target,
+        run_id,
+        &work.files,
+        &mut router,
+        stats,
+        interactive,
+    )
+    .await?;
+    check_reject_ratio(config, target, run_id, stats, true)?;
+    crate::faults::pause_point("after_read").await;
+    let partitions = merge_and_write(config, target, lock, &work, &mut router, stats, interactive).await?;
+    if config.run.mode == Mode::Full {
+        delete_emptied(target, lock, &work.existing, stats).await?;
+    }
+    commit_state(
+        target,
+        lock,
+        run_id,
+        config.run.mode,
+        loaded,
+        &work.files,
+        &per_file,
+        partitions,
+        stats,
+    )
+    .await
+}
+
+/// Plan: the source listing against the state (SPEC §4).
+async fn plan_work(config: &Config, target: &Target, state: &State) -> Result<Work> {
+    let mode = config.run.mode;
     let listing = target.list_sources(config).await?;
-    let plan: Plan = plan(mode, listing, &loaded.state, config.run.on_changed_file)?;
+    let plan: Plan = plan(mode, listing, state, config.run.on_changed_file)?;
     let files: Vec<ObjectMeta> = plan.to_process().cloned().collect();
     let existing = match mode {
         Mode::Full => target.table.list().await?,
@@ -202,21 +269,20 @@ async fn execute(
         plan.count(crate::plan::FileStatus::Unchanged),
         files.iter().map(|f| f.size).sum::<u64>()
     );
+    Ok(Work { files, existing })
+}
 
-    // Read & clean, routing rows by date.
-    let shared_files: Arc<[FileInfo]> = files
-        .iter()
-        .map(|f| FileInfo {
-            key: f.key.as_str().into(),
-            modified_micros: f.last_modified.timestamp_micros(),
-        })
-        .collect();
-    let mut router = DateRouter::new(
-        LineParser::new(&config.schema, config.source.delimiter).partition_date(),
-        config.run.memory_limit,
-        config.run.spill_dir.clone(),
-    );
-    let per_file = read_all(config, target, &files, &mut router, stats, interactive).await?;
+/// Read & clean every file into the router, and count what was read.
+async fn ingest(
+    config: &Config,
+    target: &Target,
+    run_id: &str,
+    files: &[ObjectMeta],
+    router: &mut DateRouter,
+    stats: &mut RunStats,
+    interactive: bool,
+) -> Result<Vec<FileCounts>> {
+    let per_file = read_all(config, target, run_id, files, router, stats, interactive).await?;
     for (meta, counts) in files.iter().zip(&per_file) {
         stats.files.push(ManifestEntry {
             key: meta.key.clone(),
@@ -235,8 +301,17 @@ async fn execute(
             router.spilled_bytes()
         );
     }
+    Ok(per_file)
+}
 
-    // Too many rejects: stop before anything is committed.
+/// Too many rejects: stop before anything is committed. `complete`: every file was read.
+fn check_reject_ratio(
+    config: &Config,
+    target: &Target,
+    run_id: &str,
+    stats: &RunStats,
+    complete: bool,
+) -> Result<()> {
     let (read, rejected) = (stats.counts.rows_read, stats.counts.rows_rejected);
     let ratio = if read == 0 {
         0.0
@@ -244,16 +319,55 @@ async fn execute(
         rejected as f64 / read as f64
     };
     if ratio > config.run.max_reject_ratio {
-        return Err(Error::TooManyRejects {
-            rejected,
-            read,
-            ratio,
-            limit: config.run.max_reject_ratio,
-            rejects_file: target.storage.url(&rejects_key(run_id)),
-        });
+        return Err(too_many_rejects(config, target, run_id, rejected, read, complete));
     }
+    Ok(())
+}
 
-    // Merge each date and write it.
+fn too_many_rejects(
+    config: &Config,
+    target: &Target,
+    run_id: &str,
+    rejected: u64,
+    read: u64,
+    complete: bool,
+) -> Error {
+    Error::TooManyRejects {
+        rejected,
+        read,
+        ratio: if read == 0 {
+            1.0
+        } else {
+            rejected as f64 / read as f64
+        },
+        limit: config.run.max_reject_ratio,
+        rejects_file: target.storage.url(&rejects_key(run_id)),
+        complete,
+    }
+}
+
+/// Merge each date with what the table holds and write it, `run.threads` dates at a time.
+/// Returns `(date, rows, bytes)` of every date written.
+async fn merge_and_write(
+    config: &Config,
+    target: &Target,
+    lock: &TableLock,
+    work: &Work,
+    router: &mut DateRouter,
+    stats: &mut RunStats,
+    interactive: bool,
+) -> Result<Vec<(i32, u64, u64)>> {
+    let mode = config.run.mode;
+    let shared_files: Arc<[FileInfo]> = work
+        .files
+        .iter()
+        .map(|f| FileInfo {
+            key: f.key.as_str().into(),
+            modified_micros: f.last_modified.timestamp_micros(),
+        })
+        .collect();
+    // Full mode writes over what it listed: each date's write is conditional on that version.
+    let listed: HashMap<&str, &DataObject> = work.existing.iter().map(|o| (o.key.as_str(), o)).collect();
     let dates: Vec<i32> = router.dates().into_iter().collect();
     tracing::info!("merging {} date(s)", dates.len());
     let date_bar = crate::progress::count_bar(dates.len() as u64, "dates written", interactive);
@@ -264,12 +378,16 @@ async fn execute(
         .map(|date| {
             let rows = tokio::task::block_in_place(|| router.take(date));
             let (schema, table, shared_files) = (schema.clone(), table.clone(), shared_files.clone());
+            let listed_version = match listed.get(table.key_for(date).as_str()) {
+                Some(object) => Seen::of(object.etag.clone()),
+                None => Seen::Absent,
+            };
             async move {
                 let rows = rows?;
                 let mut files = FileTable::new(shared_files);
-                let mut all = match mode {
+                let (mut all, seen) = match mode {
                     Mode::Incremental => table.read_date(date, &mut files).await?,
-                    Mode::Full => Vec::new(),
+                    Mode::Full => (Vec::new(), listed_version),
                 };
                 all.extend(rows);
                 let (kept, counts, files) = tokio::task::spawn_blocking(move || {
@@ -286,9 +404,9 @@ async fn execute(
                 .await
                 .map_err(Error::other)?;
                 crate::faults::pause_point("before_date_write").await;
-                lock.ensure_held()?;
+                lock.ensure_held().await?;
                 let rows = kept.len() as u64;
-                let bytes = table.write_date(date, kept, files).await?;
+                let bytes = table.write_date(date, kept, files, seen).await?;
                 crate::faults::pause_point("after_date_write").await;
                 Ok::<_, Error>((date, counts, rows, bytes))
             }
@@ -310,29 +428,48 @@ async fn execute(
         stats.counts.rows_updated = merged.updated;
         stats.counts.rows_superseded = merged.superseded;
     }
-    drop(merges);
-    drop(date_bar);
+    Ok(partitions)
+}
 
-    // Full mode: dates (and any other data objects) with no rows left go last.
-    if mode == Mode::Full {
-        let written: BTreeSet<String> = stats
-            .dates_written
-            .iter()
-            .map(|d| target.table.key_for(*d))
-            .collect();
-        for object in existing.iter().filter(|o| !written.contains(&o.key)) {
-            crate::faults::pause_point("before_delete").await;
-            lock.ensure_held()?;
-            target.table.delete(&object.key).await?;
-            stats.table_changed = true;
-            stats
-                .dates_deleted
-                .insert(object.date.map(format_days).unwrap_or_else(|| object.key.clone()));
-        }
+/// Full mode: dates (and any other data objects) with no rows left go last.
+async fn delete_emptied(
+    target: &Target,
+    lock: &TableLock,
+    existing: &[DataObject],
+    stats: &mut RunStats,
+) -> Result<()> {
+    let written: BTreeSet<String> = stats
+        .dates_written
+        .iter()
+        .map(|d| target.table.key_for(*d))
+        .collect();
+    for object in existing.iter().filter(|o| !written.contains(&o.key)) {
+        crate::faults::pause_point("before_delete").await;
+        lock.ensure_held().await?;
+        target.table.delete(object).await?;
+        stats.table_changed = true;
+        stats
+            .dates_deleted
+            .insert(object.date.map(format_days).unwrap_or_else(|| object.key.clone()));
     }
+    Ok(())
+}
 
-    // Commit the state: every processed file, after its rows are in the table.
-    let records = files.iter().zip(&per_file).map(|(meta, counts)| FileRecord {
+/// Commit the state: every processed file, after its rows are in the table; conditional on
+/// the state this run loaded, so a run that lost its lock cannot overwrite a newer state.
+#[allow(clippy::too_many_arguments)]
+async fn commit_state(
+    target: &Target,
+    lock: &TableLock,
+    run_id: &str,
+    mode: Mode,
+    loaded: Loaded,
+    files: &[ObjectMeta],
+    per_file: &[FileCounts],
+    partitions: Vec<(i32, u64, u64)>,
+    stats: &mut RunStats,
+) -> Result<()> {
+    let records = files.iter().zip(per_file).map(|(meta, counts)| FileRecord {
         key: meta.key.clone(),
         size: meta.size,
         etag: meta.etag.clone(),
@@ -344,7 +481,7 @@ async fn execute(
     });
     let mut state = match mode {
         Mode::Full => State::default(),
-        Mode::Incremental => loaded.state.clone(),
+        Mode::Incremental => loaded.state,
     };
     state.upsert(records);
     for (date, rows, bytes) in partitions {
@@ -363,16 +500,29 @@ async fn execute(
     state.updated_at = Some(Utc::now());
     state.last_run_id = Some(run_id.to_string());
     crate::faults::pause_point("before_state_commit").await;
-    lock.ensure_held()?;
+    lock.ensure_held().await?;
     target.state.commit(&state, loaded.etag.as_deref()).await?;
     stats.table_changed = true;
     Ok(())
 }
 
-/// Reads every file in parallel (`run.threads` gzip streams at a time) into the router.
+/// What readers hand the collector.
+enum Ingested {
+    Batch {
+        file: u32,
+        rows: Vec<Row>,
+        rejects: Vec<Reject>,
+    },
+    /// The file was read to the end: its line count is exact.
+    Done { file: u32, lines: u64 },
+}
+
+/// Reads every file in parallel (`run.threads` gzip streams at a time) into the router,
+/// stopping early once the reject ratio can no longer end under `run.max_reject_ratio`.
 async fn read_all(
     config: &Config,
     target: &Target,
+    run_id: &str,
     files: &[ObjectMeta],
     router: &mut DateRouter,
     stats: &mut RunStats,
@@ -384,7 +534,7 @@ async fn read_all(
         files.iter().map(|f| f.size).sum(),
         interactive,
     );
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(u32, Vec<Row>, Vec<Reject>)>(config.run.threads * 2);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Ingested>(config.run.threads * 2);
     let header = config.source.header;
     let readers = {
         let progress = progress.clone();
@@ -394,30 +544,31 @@ async fn read_all(
                 .map(|(id, meta)| {
                     let (tx, parser, source, progress) =
                         (tx.clone(), parser.clone(), source.clone(), progress.clone());
-                    let key = meta.key.clone();
                     async move {
+                        let file = id as u32;
+                        let batches = tx.clone();
                         let emit = move |rows, rejects| {
-                            tx.blocking_send((id as u32, rows, rejects))
+                            batches
+                                .blocking_send(Ingested::Batch { file, rows, rejects })
                                 .map_err(|_| std::io::Error::other("the run stopped"))
                         };
-                        let counts = read_source(
-                            &source,
-                            &key,
-                            parser,
-                            id as u32,
-                            header,
-                            progress.counters(),
-                            emit,
-                        )
-                        .await?;
+                        let counts =
+                            read_source(&source, meta, parser, file, header, progress.counters(), emit)
+                                .await?;
                         progress.file_done();
                         tracing::debug!(
-                            "read {key}: {} lines, {} rows, {} rejected, {} blank",
+                            "read {}: {} lines, {} rows, {} rejected, {} blank",
+                            meta.key,
                             counts.lines,
                             counts.rows,
                             counts.rejected,
                             counts.blank
                         );
+                        let done = Ingested::Done {
+                            file,
+                            lines: counts.lines,
+                        };
+                        tx.send(done).await.map_err(|_| Error::other("the run stopped"))?;
                         Ok::<_, Error>((id, counts))
                     }
                 })
@@ -427,20 +578,51 @@ async fn read_all(
             Ok::<_, Error>(results)
         }
     };
-    let collect = async {
-        while let Some((id, rows, rejects)) = rx.recv().await {
-            if !rejects.is_empty() {
-                stats.rejects.add(&files[id as usize].key, &rejects);
+    let collect = async move {
+        let mut gate = RejectGate::new(config.run.max_reject_ratio, files.iter().map(|f| f.size));
+        let mut rejected_so_far = 0u64;
+        let mut lines_so_far = 0u64;
+        while let Some(message) = rx.recv().await {
+            match message {
+                Ingested::Batch { file, rows, rejects } => {
+                    if !rejects.is_empty() {
+                        gate.rejected(rejects.len() as u64);
+                        rejected_so_far += rejects.len() as u64;
+                        stats
+                            .rejects
+                            .add(&files[file as usize].key, &rejects)
+                            .map_err(|e| {
+                                Error::Other(format!("cannot spill rejects to disk (run.spill_dir): {e}"))
+                            })?;
+                    }
+                    tokio::task::block_in_place(|| router.push(rows)).map_err(|e| {
+                        Error::Other(format!("cannot spill rows to disk (run.spill_dir): {e}"))
+                    })?;
+                }
+                Ingested::Done { file, lines } => {
+                    gate.file_done(files[file as usize].size, lines);
+                    lines_so_far += lines;
+                }
             }
-            tokio::task::block_in_place(|| router.push(rows))
-                .map_err(|e| Error::Other(format!("cannot spill rows to disk (run.spill_dir): {e}")))?;
+            if gate.certainly_exceeded() {
+                stats.counts.rows_read = lines_so_far;
+                stats.counts.rows_rejected = rejected_so_far;
+                return Err(too_many_rejects(
+                    config,
+                    target,
+                    run_id,
+                    rejected_so_far,
+                    lines_so_far,
+                    false,
+                ));
+            }
         }
         Ok::<_, Error>(())
     };
-    let (read, collected) = tokio::join!(readers, collect);
+    let outcome = futures::future::try_join(readers, collect).await;
     progress.finish();
-    collected?;
-    let mut per_file = read?;
+    let (read, ()) = outcome?;
+    let mut per_file = read;
     per_file.sort_by_key(|(id, _)| *id);
     Ok(per_file.into_iter().map(|(_, c)| c).collect())
 }
@@ -456,17 +638,22 @@ async fn finish(
     result: &Result<()>,
 ) -> RunSummary {
     let storage = &target.storage;
-    let rejects_url = if stats.rejects.count() > 0 {
-        let key = rejects_key(run_id);
-        match storage.put(&key, stats.rejects.finish()).await {
-            Ok(()) => Some(storage.url(&key)),
-            Err(e) => {
-                tracing::error!("could not write the rejects file: {e}");
-                None
+    let rejects_url = match stats.rejects.finish() {
+        Ok(None) => None,
+        Ok(Some(bytes)) => {
+            let key = rejects_key(run_id);
+            match storage.put(&key, bytes).await {
+                Ok(()) => Some(storage.url(&key)),
+                Err(e) => {
+                    tracing::error!("could not write the rejects file: {e}");
+                    None
+                }
             }
         }
-    } else {
-        None
+        Err(e) => {
+            tracing::error!("could not read back the spilled rejects: {e}");
+            None
+        }
     };
     let finished_at = Utc::now();
     let (status, code, error) = match result {
@@ -513,6 +700,8 @@ async fn finish(
     {
         tracing::error!("could not upload the run log: {e}");
     }
+    // Uploads cut short (an interrupted run) are aborted before the lock goes.
+    storage.settle().await;
     if let Err(e) = lock.release().await {
         tracing::error!("could not release the lock: {e}; remove it with `lakeload unlock`");
     }

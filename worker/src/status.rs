@@ -33,6 +33,8 @@ pub struct Status {
     /// Latest first.
     pub runs: Vec<RunSummary>,
     pub lock: Option<LockInfo>,
+    /// Whether the lock's lease has ended (judged by the store's clock when it is known).
+    pub lock_expired: bool,
     /// Set when a lock object exists but cannot be read.
     pub lock_unreadable: bool,
 }
@@ -70,10 +72,10 @@ pub async fn status(config: &Config) -> Result<Status> {
             runs.push(summary);
         }
     }
-    let (lock, lock_unreadable) = match current_holder(&target.storage).await? {
-        Holder::Free => (None, false),
-        Holder::Held { info, .. } => (Some(info), false),
-        Holder::Unreadable { .. } => (None, true),
+    let (lock, lock_expired, lock_unreadable) = match current_holder(&target.storage).await? {
+        Holder::Free => (None, false, false),
+        Holder::Held { info, expired, .. } => (Some(info), expired, false),
+        Holder::Unreadable { .. } => (None, false, true),
     };
     Ok(Status {
         table_url: config.target.url.to_string(),
@@ -85,6 +87,7 @@ pub async fn status(config: &Config) -> Result<Status> {
         last_run_id: state.last_run_id,
         runs,
         lock,
+        lock_expired,
         lock_unreadable,
     })
 }
@@ -102,11 +105,7 @@ pub fn format_status(s: &Status) -> String {
         (Some(info), _) => format!(
             "lock   held by {}{}\n",
             info.describe(),
-            if info.is_live(chrono::Utc::now()) {
-                ""
-            } else {
-                " (lease expired)"
-            }
+            if s.lock_expired { " (lease expired)" } else { "" }
         ),
         (None, true) => {
             "lock   an unreadable lock object exists; `lakeload unlock --force` removes it\n".to_string()

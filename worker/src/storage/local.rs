@@ -93,33 +93,51 @@ impl LocalStorage {
                 }
                 Err(e) => Err(self.err("put", key, e)),
             },
-            PutCondition::IfMatch(expected) => {
-                // Serialise compare-and-swap between processes with an advisory lock on a
-                // sidecar file; the check and the rename happen under it.
-                let guard_path = path.with_file_name(format!(
-                    "{TEMP_PREFIX}cas-{}",
-                    path.file_name().and_then(|n| n.to_str()).unwrap_or("object")
-                ));
-                let guard = fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&guard_path)
-                    .map_err(|e| self.err("put", key, e))?;
-                guard.lock().map_err(|e| self.err("put", key, e))?;
-                let current = fs::metadata(&path).ok().map(|m| Self::meta(key.to_string(), &m));
-                match current.and_then(|m| m.etag) {
-                    Some(etag) if etag == expected => {
-                        fs::rename(&temp, &path).map_err(|e| self.err("put", key, e))
-                    }
-                    _ => Err(StorageError::PreconditionFailed { url: self.url(key) }),
-                }
-            }
+            PutCondition::IfMatch(expected) => self.compare_and(key, "put", &expected, || {
+                fs::rename(&temp, &path).map_err(|e| self.err("put", key, e))
+            }),
         };
         let _ = fs::remove_file(&temp);
         result?;
         let meta = fs::metadata(&path).map_err(|e| self.err("put", key, e))?;
         Ok(Self::meta(key.to_string(), &meta).etag.unwrap_or_default())
+    }
+
+    /// Runs `action` only if the object's ETag is `expected`, serialised between processes
+    /// with an advisory lock on a sidecar file: the check and the action happen under it.
+    fn compare_and(
+        &self,
+        key: &str,
+        op: &'static str,
+        expected: &str,
+        action: impl FnOnce() -> StorageResult<()>,
+    ) -> StorageResult<()> {
+        let path = self.path(key);
+        // One guard file per key, all in one hidden folder at the root (skipped by listings),
+        // so table partitions hold nothing but their Parquet object. Never removed: removing
+        // a guard another process holds would let a third take a second one.
+        let guards = self.root.join(format!("{TEMP_PREFIX}cas"));
+        fs::create_dir_all(&guards).map_err(|e| self.err(op, key, e))?;
+        let guard_path = guards.join(key.replace('%', "%25").replace('/', "%2F"));
+        let guard = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&guard_path)
+            .map_err(|e| self.err(op, key, e))?;
+        guard.lock().map_err(|e| self.err(op, key, e))?;
+        let current = fs::metadata(&path).ok().map(|m| Self::meta(key.to_string(), &m));
+        match current.and_then(|m| m.etag) {
+            Some(etag) if etag == expected => action(),
+            _ => Err(StorageError::PreconditionFailed { url: self.url(key) }),
+        }
+    }
+
+    fn delete_if_blocking(&self, key: &str, etag: &str) -> StorageResult<()> {
+        if !self.path(key).exists() {
+            return Ok(());
+        }
+        self.compare_and(key, "delete", etag, || self.delete_blocking(key))
     }
 
     fn list_blocking(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
@@ -228,12 +246,26 @@ impl Storage for LocalStorage {
         }
     }
 
-    async fn open(&self, key: &str) -> StorageResult<ObjectReader> {
-        match fs::File::open(self.path(key)) {
-            Ok(f) => Ok(ObjectReader::Blocking(Box::new(f))),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(StorageError::NotFound { url: self.url(key) }),
-            Err(e) => Err(self.err("get", key, e)),
+    async fn open_at(&self, key: &str, offset: u64, etag: Option<&str>) -> StorageResult<ObjectReader> {
+        use std::io::{Seek, SeekFrom};
+        let mut file = match fs::File::open(self.path(key)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(StorageError::NotFound { url: self.url(key) });
+            }
+            Err(e) => return Err(self.err("get", key, e)),
+        };
+        if let Some(expected) = etag {
+            let meta = file.metadata().map_err(|e| self.err("get", key, e))?;
+            if Self::meta(key.to_string(), &meta).etag.as_deref() != Some(expected) {
+                return Err(StorageError::PreconditionFailed { url: self.url(key) });
+            }
         }
+        if offset > 0 {
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| self.err("get", key, e))?;
+        }
+        Ok(ObjectReader::Blocking(Box::new(file)))
     }
 
     async fn put(&self, key: &str, body: Bytes) -> StorageResult<()> {
@@ -252,6 +284,17 @@ impl Storage for LocalStorage {
         let this = LocalStorage::new(self.root.clone());
         let key = key.to_string();
         blocking(move || this.delete_blocking(&key)).await
+    }
+
+    async fn delete_if(&self, key: &str, etag: &str) -> StorageResult<()> {
+        let this = LocalStorage::new(self.root.clone());
+        let (key, etag) = (key.to_string(), etag.to_string());
+        blocking(move || this.delete_if_blocking(&key, &etag)).await
+    }
+
+    /// Local files are stamped by this machine's clock.
+    fn store_now(&self) -> Option<DateTime<Utc>> {
+        Some(Utc::now())
     }
 }
 
@@ -284,9 +327,15 @@ mod tests {
             .unwrap();
         s.put("b/c/d.txt", Bytes::from_static(b"x")).await.unwrap();
         let keys: Vec<String> = s.list("").await.unwrap().into_iter().map(|m| m.key).collect();
-        assert_eq!(keys, vec!["a/lock", "b/c/d.txt"]);
+        assert_eq!(keys, vec!["a/lock", "b/c/d.txt"], "guard files are not listed");
         assert_eq!(s.list("b/").await.unwrap().len(), 1);
         assert_eq!(&s.get("a/lock").await.unwrap().unwrap().0[..], b"four");
+        let stale = s.delete_if("a/lock", "not-the-etag").await;
+        assert!(matches!(stale, Err(StorageError::PreconditionFailed { .. })));
+        let current = s.head("a/lock").await.unwrap().unwrap().etag.unwrap();
+        s.delete_if("a/lock", &current).await.unwrap();
+        assert!(s.head("a/lock").await.unwrap().is_none());
+        s.delete_if("a/lock", &current).await.unwrap();
         s.delete("b/c/d.txt").await.unwrap();
         assert!(!dir.path().join("b").exists(), "empty folders are removed");
         s.delete("b/c/d.txt").await.unwrap();

@@ -1,8 +1,9 @@
 //! Object storage behind one small trait: S3 (and S3-compatible stores) or a local folder.
 //!
 //! Keys are `/`-separated paths relative to the storage root (the URL's prefix or folder).
-//! Writes are whole-object replacements; `put_if` adds the two conditional writes that the
-//! lock and the state need (create-if-absent and compare-and-swap on the ETag).
+//! Writes are whole-object replacements; `put_if` and `delete_if` add the conditional writes
+//! that fence a run's writes (create-if-absent and compare-and-swap on the ETag): the lock, the
+//! state and every table object are written only if they are still what the run last saw.
 
 mod local;
 mod s3;
@@ -16,9 +17,8 @@ use chrono::{DateTime, Utc};
 use tokio::io::AsyncRead;
 
 pub use local::LocalStorage;
-pub use s3::S3Storage;
+pub use s3::{AwsConfig, S3Storage};
 
-use crate::config::AwsConfig;
 use crate::location::Location;
 
 #[derive(Debug, thiserror::Error)]
@@ -97,16 +97,37 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     async fn get(&self, key: &str) -> StorageResult<Option<(Bytes, ObjectMeta)>>;
 
     /// Streams the object.
-    async fn open(&self, key: &str) -> StorageResult<ObjectReader>;
+    async fn open(&self, key: &str) -> StorageResult<ObjectReader> {
+        self.open_at(key, 0, None).await
+    }
+
+    /// Streams the object from byte `offset` on; with `etag`, only if it is still that
+    /// version (`PreconditionFailed` otherwise), so a resumed read never splices two versions.
+    async fn open_at(&self, key: &str, offset: u64, etag: Option<&str>) -> StorageResult<ObjectReader>;
 
     /// Replaces the object as a whole (readers see the old or the new object, never a mix).
     async fn put(&self, key: &str, body: Bytes) -> StorageResult<()>;
 
-    /// A conditional write; returns the new ETag.
+    /// A conditional write; returns the new ETag. A write whose first attempt succeeded but
+    /// whose reply was lost is recognised as this caller's own (the object holds exactly
+    /// `body`) instead of being reported as `PreconditionFailed`.
     async fn put_if(&self, key: &str, body: Bytes, condition: PutCondition) -> StorageResult<String>;
 
     /// Removes the object; removing a missing object is not an error.
     async fn delete(&self, key: &str) -> StorageResult<()>;
+
+    /// Removes the object only if its ETag is still `etag` (`PreconditionFailed` otherwise);
+    /// a missing object is not an error.
+    async fn delete_if(&self, key: &str, etag: &str) -> StorageResult<()>;
+
+    /// The store's own clock now, as far as its recent replies tell (`None`: unknown). Lock
+    /// leases are judged by it, so a contender's skewed clock cannot take a live lock.
+    fn store_now(&self) -> Option<DateTime<Utc>> {
+        None
+    }
+
+    /// Waits for background clean-up, such as aborting multipart uploads that were cut short.
+    async fn settle(&self) {}
 }
 
 pub type DynStorage = Arc<dyn Storage>;

@@ -1,5 +1,8 @@
 //! S3 and S3-compatible stores through `aws-sdk-s3`.
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -9,8 +12,50 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::{ObjectMeta, ObjectReader, PutCondition, Storage, StorageError, StorageResult};
-use crate::config::AwsConfig;
 use crate::location::Location;
+use crate::secret::Secret;
+
+/// How to reach S3: the `[aws]` settings (SPEC §7). Unset credentials mean the standard AWS
+/// chain. The timeouts bound every request, so a hung connection cannot stall a run past its
+/// lock lease; retries stop at `max_attempts` or at `operation_timeout`, whichever comes first.
+#[derive(Debug, Clone)]
+pub struct AwsConfig {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    pub session_token: Option<Secret>,
+    pub profile: Option<String>,
+    pub force_path_style: Option<bool>,
+    /// Time to open a connection.
+    pub connect_timeout: Duration,
+    /// Longest wait for the next bytes of a reply.
+    pub read_timeout: Duration,
+    /// One attempt of one request.
+    pub attempt_timeout: Duration,
+    /// One request, all attempts and back-off included.
+    pub operation_timeout: Duration,
+    pub max_attempts: u32,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        AwsConfig {
+            region: None,
+            endpoint_url: None,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+            profile: None,
+            force_path_style: None,
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(30),
+            attempt_timeout: Duration::from_secs(120),
+            operation_timeout: Duration::from_secs(300),
+            max_attempts: 5,
+        }
+    }
+}
 
 /// Objects above this size are uploaded in parts.
 const MULTIPART_THRESHOLD: usize = 32 * 1024 * 1024;
@@ -23,6 +68,82 @@ pub struct S3Storage {
     /// The key prefix of the root, with a trailing `/` unless empty.
     prefix: String,
     location: Location,
+    clock: StoreClock,
+    /// Aborts of multipart uploads that were cut short, running in the background.
+    aborts: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+/// The store's time from a reply's `Date` header, and the local instant the reply arrived.
+type StoreReading = (DateTime<Utc>, Instant);
+
+/// The store's clock as its replies' `Date` headers tell it.
+#[derive(Debug, Clone, Default)]
+struct StoreClock(Arc<Mutex<Option<StoreReading>>>);
+
+impl StoreClock {
+    fn now(&self) -> Option<DateTime<Utc>> {
+        let (date, seen) = (*self.0.lock().ok()?)?;
+        Some(date + seen.elapsed())
+    }
+}
+
+impl aws_sdk_s3::config::Intercept for StoreClock {
+    fn name(&self) -> &'static str {
+        "lakeload-store-clock"
+    }
+
+    fn read_after_transmit(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextRef<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let date = context
+            .response()
+            .headers()
+            .get("date")
+            .and_then(|d| DateTime::parse_from_rfc2822(d).ok());
+        if let (Some(date), Ok(mut clock)) = (date, self.0.lock()) {
+            *clock = Some((date.with_timezone(&Utc), Instant::now()));
+        }
+        Ok(())
+    }
+}
+
+/// Aborts a multipart upload unless disarmed: a date write cut short (SIGTERM, another date's
+/// error) must not leave parts behind that the bucket bills for.
+struct AbortOnDrop {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    aborts: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    armed: bool,
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let request = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id);
+        let key = self.key.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let task = runtime.spawn(async move {
+                if let Err(e) = request.send().await {
+                    tracing::warn!("could not abort the multipart upload of {key}: {e}");
+                }
+            });
+            if let Ok(mut aborts) = self.aborts.lock() {
+                aborts.push(task);
+            }
+        }
+    }
 }
 
 impl S3Storage {
@@ -32,8 +153,9 @@ impl S3Storage {
         prefix: &str,
         aws: &AwsConfig,
     ) -> StorageResult<Self> {
+        let clock = StoreClock::default();
         Ok(S3Storage {
-            client: client(aws).await,
+            client: client(aws, clock.clone()).await,
             bucket: bucket.to_string(),
             prefix: if prefix.is_empty() {
                 String::new()
@@ -41,6 +163,8 @@ impl S3Storage {
                 format!("{prefix}/")
             },
             location,
+            clock,
+            aborts: Arc::default(),
         })
     }
 
@@ -69,7 +193,14 @@ impl S3Storage {
         }
     }
 
-    async fn put_multipart(&self, key: &str, body: Bytes) -> StorageResult<()> {
+    /// Uploads in parts; the condition, if any, applies when the parts are put together, so
+    /// the object changes at once or not at all.
+    async fn put_multipart(
+        &self,
+        key: &str,
+        body: Bytes,
+        condition: Option<&PutCondition>,
+    ) -> StorageResult<String> {
         let full = self.full_key(key);
         let created = self
             .client
@@ -79,64 +210,89 @@ impl S3Storage {
             .send()
             .await
             .map_err(|e| self.err("put", key, e))?;
-        let upload_id = created.upload_id().unwrap_or_default().to_string();
-        let result = async {
-            let mut parts = Vec::new();
-            for (i, chunk) in body.chunks(PART_SIZE).enumerate() {
-                let number = i as i32 + 1;
-                let part = self
-                    .client
-                    .upload_part()
-                    .bucket(&self.bucket)
-                    .key(&full)
-                    .upload_id(&upload_id)
-                    .part_number(number)
-                    .body(ByteStream::from(body.slice_ref(chunk)))
-                    .send()
-                    .await
-                    .map_err(|e| self.err("put", key, e))?;
-                parts.push(
-                    CompletedPart::builder()
-                        .set_e_tag(part.e_tag)
-                        .part_number(number)
-                        .build(),
-                );
-            }
-            self.client
-                .complete_multipart_upload()
+        let mut guard = AbortOnDrop {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: full.clone(),
+            upload_id: created.upload_id().unwrap_or_default().to_string(),
+            aborts: self.aborts.clone(),
+            armed: true,
+        };
+        let upload_id = guard.upload_id.clone();
+        let mut parts = Vec::new();
+        for (i, chunk) in body.chunks(PART_SIZE).enumerate() {
+            let number = i as i32 + 1;
+            let part = self
+                .client
+                .upload_part()
                 .bucket(&self.bucket)
                 .key(&full)
                 .upload_id(&upload_id)
-                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .part_number(number)
+                .body(ByteStream::from(body.slice_ref(chunk)))
                 .send()
                 .await
                 .map_err(|e| self.err("put", key, e))?;
-            Ok(())
+            parts.push(
+                CompletedPart::builder()
+                    .set_e_tag(part.e_tag)
+                    .part_number(number)
+                    .build(),
+            );
+            crate::faults::pause_point("multipart_part_uploaded").await;
         }
-        .await;
-        if result.is_err() {
-            let _ = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&full)
-                .upload_id(&upload_id)
-                .send()
-                .await;
+        let request = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .upload_id(&upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build());
+        let request = match condition {
+            None => request,
+            Some(PutCondition::IfAbsent) => request.if_none_match("*"),
+            Some(PutCondition::IfMatch(etag)) => request.if_match(format!("\"{etag}\"")),
+        };
+        let output = request.send().await.map_err(|e| self.err("put", key, e))?;
+        guard.armed = false;
+        Ok(clean_etag(output.e_tag()).unwrap_or_default())
+    }
+
+    /// A conditional write came back 412: if the object holds exactly `body`, it is our own
+    /// write whose reply was lost and that the SDK retried; anything else lost the race.
+    async fn recognise_own_write(&self, key: &str, body: &Bytes) -> StorageResult<String> {
+        match self.get(key).await? {
+            Some((stored, meta)) if stored == *body => {
+                tracing::debug!(
+                    "{}: the conditional write had landed; its reply was lost",
+                    self.url(key)
+                );
+                Ok(meta.etag.unwrap_or_default())
+            }
+            _ => Err(StorageError::PreconditionFailed { url: self.url(key) }),
         }
-        result
     }
 }
 
-/// Builds a client: static credentials from `[aws]` if set, else the standard AWS chain.
-async fn client(aws: &AwsConfig) -> Client {
+/// Builds a client: static credentials from `[aws]` if set, else the standard AWS chain; the
+/// timeouts and retry budget of `[aws]`; `clock` hears every reply's `Date`.
+async fn client(aws: &AwsConfig, clock: StoreClock) -> Client {
     use aws_config::meta::region::RegionProviderChain;
     use aws_sdk_s3::config::{Credentials, Region};
 
     let region = RegionProviderChain::first_try(aws.region.clone().map(Region::new))
         .or_default_provider()
         .or_else(Region::new("us-east-1"));
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(region);
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(aws.connect_timeout)
+        .read_timeout(aws.read_timeout)
+        .operation_attempt_timeout(aws.attempt_timeout)
+        .operation_timeout(aws.operation_timeout)
+        .build();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(region)
+        .timeout_config(timeouts)
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(aws.max_attempts));
     if let Some(profile) = &aws.profile {
         loader = loader.profile_name(profile);
     }
@@ -157,6 +313,7 @@ async fn client(aws: &AwsConfig) -> Client {
     let path_style = aws.force_path_style.unwrap_or(aws.endpoint_url.is_some());
     let config = aws_sdk_s3::config::Builder::from(&shared)
         .force_path_style(path_style)
+        .interceptor(clock)
         .build();
     Client::from_conf(config)
 }
@@ -268,21 +425,25 @@ impl Storage for S3Storage {
         Ok(Some((bytes.into_bytes(), meta)))
     }
 
-    async fn open(&self, key: &str) -> StorageResult<ObjectReader> {
-        let output = self
+    async fn open_at(&self, key: &str, offset: u64, etag: Option<&str>) -> StorageResult<ObjectReader> {
+        let mut request = self
             .client
             .get_object()
             .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-            .map_err(|e| self.err("get", key, e))?;
+            .key(self.full_key(key));
+        if offset > 0 {
+            request = request.range(format!("bytes={offset}-"));
+        }
+        if let Some(etag) = etag {
+            request = request.if_match(format!("\"{etag}\""));
+        }
+        let output = request.send().await.map_err(|e| self.err("get", key, e))?;
         Ok(ObjectReader::Async(Box::pin(output.body.into_async_read())))
     }
 
     async fn put(&self, key: &str, body: Bytes) -> StorageResult<()> {
         if body.len() > MULTIPART_THRESHOLD {
-            return self.put_multipart(key, body).await;
+            return self.put_multipart(key, body, None).await.map(drop);
         }
         self.client
             .put_object()
@@ -296,32 +457,68 @@ impl Storage for S3Storage {
     }
 
     async fn put_if(&self, key: &str, body: Bytes, condition: PutCondition) -> StorageResult<String> {
-        let request = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key));
-        let request = match condition {
-            PutCondition::IfAbsent => request.if_none_match("*"),
-            PutCondition::IfMatch(etag) => request.if_match(format!("\"{etag}\"")),
+        let written = if body.len() > MULTIPART_THRESHOLD {
+            self.put_multipart(key, body.clone(), Some(&condition)).await
+        } else {
+            let request = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(self.full_key(key));
+            let request = match condition {
+                PutCondition::IfAbsent => request.if_none_match("*"),
+                PutCondition::IfMatch(etag) => request.if_match(format!("\"{etag}\"")),
+            };
+            request
+                .body(ByteStream::from(body.clone()))
+                .send()
+                .await
+                .map(|output| clean_etag(output.e_tag()).unwrap_or_default())
+                .map_err(|e| self.err("put", key, e))
         };
-        let output = request
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| self.err("put", key, e))?;
-        Ok(clean_etag(output.e_tag()).unwrap_or_default())
+        match written {
+            Err(StorageError::PreconditionFailed { .. }) => self.recognise_own_write(key, &body).await,
+            other => other,
+        }
     }
 
     async fn delete(&self, key: &str) -> StorageResult<()> {
-        match self
+        self.delete_matching(key, None).await
+    }
+
+    async fn delete_if(&self, key: &str, etag: &str) -> StorageResult<()> {
+        self.delete_matching(key, Some(etag)).await
+    }
+
+    fn store_now(&self) -> Option<DateTime<Utc>> {
+        self.clock.now()
+    }
+
+    async fn settle(&self) {
+        let pending: Vec<_> = self
+            .aborts
+            .lock()
+            .map(|mut a| std::mem::take(&mut *a))
+            .unwrap_or_default();
+        for task in pending {
+            let _ = task.await;
+        }
+    }
+}
+
+impl S3Storage {
+    /// DeleteObject, with `If-Match` when `etag` is given. A missing object is not an error:
+    /// that is also how a retried delete whose first reply was lost comes back.
+    async fn delete_matching(&self, key: &str, etag: Option<&str>) -> StorageResult<()> {
+        let mut request = self
             .client
             .delete_object()
             .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-        {
+            .key(self.full_key(key));
+        if let Some(etag) = etag {
+            request = request.if_match(format!("\"{etag}\""));
+        }
+        match request.send().await {
             Ok(_) => Ok(()),
             Err(e) => match self.err("delete", key, e) {
                 StorageError::NotFound { .. } => Ok(()),

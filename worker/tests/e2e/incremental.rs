@@ -563,9 +563,14 @@ impl lakeload::storage::Storage for Recording {
         self.gets.lock().unwrap().push(key.to_string());
         self.inner.get(key).await
     }
-    async fn open(&self, key: &str) -> lakeload::storage::StorageResult<lakeload::storage::ObjectReader> {
+    async fn open_at(
+        &self,
+        key: &str,
+        offset: u64,
+        etag: Option<&str>,
+    ) -> lakeload::storage::StorageResult<lakeload::storage::ObjectReader> {
         self.gets.lock().unwrap().push(key.to_string());
-        self.inner.open(key).await
+        self.inner.open_at(key, offset, etag).await
     }
     async fn put(&self, key: &str, body: bytes::Bytes) -> lakeload::storage::StorageResult<()> {
         self.puts.lock().unwrap().push(key.to_string());
@@ -583,6 +588,16 @@ impl lakeload::storage::Storage for Recording {
     async fn delete(&self, key: &str) -> lakeload::storage::StorageResult<()> {
         self.puts.lock().unwrap().push(key.to_string());
         self.inner.delete(key).await
+    }
+    async fn delete_if(&self, key: &str, etag: &str) -> lakeload::storage::StorageResult<()> {
+        self.puts.lock().unwrap().push(key.to_string());
+        self.inner.delete_if(key, etag).await
+    }
+    fn store_now(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.inner.store_now()
+    }
+    async fn settle(&self) {
+        self.inner.settle().await
     }
 }
 
