@@ -207,6 +207,12 @@ pub const KEYS: &[KeySpec] = &[
         "attempts per S3 request (transient errors are retried)"
     ),
     key!(
+        "aws",
+        "multipart_part_size_mib",
+        Some("16"),
+        "part size of multipart uploads; objects over twice this size are sent in parts"
+    ),
+    key!(
         "lock",
         "lease_seconds",
         Some("120"),
@@ -864,6 +870,11 @@ impl Config {
             max_attempts: r.parse("aws.max_attempts", |s| match s.parse::<u32>() {
                 Ok(v) if (1..=20).contains(&v) => Ok(v),
                 _ => Err("expected a whole number from 1 to 20".to_string()),
+            })?,
+            part_size_mib: r.parse("aws.multipart_part_size_mib", |s| match s.parse::<usize>() {
+                // S3 refuses parts under 5 MiB (but the last) and allows 5 GiB at most.
+                Ok(v) if (5..=5120).contains(&v) => Ok(v),
+                _ => Err("expected a whole number of MiB from 5 to 5120 (S3's part size limits)".to_string()),
             })?,
         };
         if aws.attempt_timeout > aws.operation_timeout {

@@ -44,7 +44,8 @@ fn target() -> &'static Option<(String, u64, Action)> {
     TARGET.get_or_init(|| std::env::var(ENV).ok().map(|v| parse(&v)))
 }
 
-/// Points: `before_date_write`, `after_date_write`, `before_delete`, `before_state_commit`,
+/// Points: `before_date_write`, `date_write_checked` (lease checked, PUT not yet sent),
+/// `after_date_write`, `before_delete`, `before_state_commit`,
 /// `multipart_part_uploaded`, `after_read`.
 pub async fn pause_point(point: &str) {
     let Some((wanted, n, action)) = target() else {

@@ -405,6 +405,9 @@ async fn merge_and_write(
                 .map_err(Error::other)?;
                 crate::faults::pause_point("before_date_write").await;
                 lock.ensure_held().await?;
+                // A stall here (after the check, before the PUT lands) is what the conditional
+                // write in `write_date` guards against.
+                crate::faults::pause_point("date_write_checked").await;
                 let rows = kept.len() as u64;
                 let bytes = table.write_date(date, kept, files, seen).await?;
                 crate::faults::pause_point("after_date_write").await;

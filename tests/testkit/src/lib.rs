@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod controlplane;
+pub mod faultproxy;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -126,6 +127,11 @@ impl S3Server {
 
     /// Sends one plain HTTP request (moto does not check signatures) and returns the status.
     pub fn request(&self, method: &str, path: &str, body: &[u8]) -> u16 {
+        self.exchange(method, path, body).0
+    }
+
+    /// Sends one plain HTTP request and returns the status and the body.
+    pub fn exchange(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -137,10 +143,16 @@ impl S3Server {
         let mut response = Vec::new();
         stream.read_to_end(&mut response).expect("receive");
         let text = String::from_utf8_lossy(&response);
-        text.split_whitespace()
+        let status = text
+            .split_whitespace()
             .nth(1)
             .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
     }
 
     /// A new, empty bucket with a unique name.

@@ -36,6 +36,8 @@ pub struct AwsConfig {
     /// One request, all attempts and back-off included.
     pub operation_timeout: Duration,
     pub max_attempts: u32,
+    /// Multipart uploads send parts of this many MiB; objects over two parts use them.
+    pub part_size_mib: usize,
 }
 
 impl Default for AwsConfig {
@@ -53,13 +55,10 @@ impl Default for AwsConfig {
             attempt_timeout: Duration::from_secs(120),
             operation_timeout: Duration::from_secs(300),
             max_attempts: 5,
+            part_size_mib: 16,
         }
     }
 }
-
-/// Objects above this size are uploaded in parts.
-const MULTIPART_THRESHOLD: usize = 32 * 1024 * 1024;
-const PART_SIZE: usize = 16 * 1024 * 1024;
 
 #[derive(Debug)]
 pub struct S3Storage {
@@ -69,6 +68,8 @@ pub struct S3Storage {
     prefix: String,
     location: Location,
     clock: StoreClock,
+    /// Multipart part size in bytes; objects above two parts are uploaded in parts.
+    part_size: usize,
     /// Aborts of multipart uploads that were cut short, running in the background.
     aborts: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
@@ -164,6 +165,7 @@ impl S3Storage {
             },
             location,
             clock,
+            part_size: aws.part_size_mib * 1024 * 1024,
             aborts: Arc::default(),
         })
     }
@@ -220,7 +222,7 @@ impl S3Storage {
         };
         let upload_id = guard.upload_id.clone();
         let mut parts = Vec::new();
-        for (i, chunk) in body.chunks(PART_SIZE).enumerate() {
+        for (i, chunk) in body.chunks(self.part_size).enumerate() {
             let number = i as i32 + 1;
             let part = self
                 .client
@@ -442,7 +444,7 @@ impl Storage for S3Storage {
     }
 
     async fn put(&self, key: &str, body: Bytes) -> StorageResult<()> {
-        if body.len() > MULTIPART_THRESHOLD {
+        if body.len() > 2 * self.part_size {
             return self.put_multipart(key, body, None).await.map(drop);
         }
         self.client
@@ -457,7 +459,7 @@ impl Storage for S3Storage {
     }
 
     async fn put_if(&self, key: &str, body: Bytes, condition: PutCondition) -> StorageResult<String> {
-        let written = if body.len() > MULTIPART_THRESHOLD {
+        let written = if body.len() > 2 * self.part_size {
             self.put_multipart(key, body.clone(), Some(&condition)).await
         } else {
             let request = self

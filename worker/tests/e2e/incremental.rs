@@ -10,7 +10,7 @@ use proptest::prelude::*;
 
 use crate::common::*;
 
-fn runtime() -> &'static tokio::runtime::Runtime {
+pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
@@ -23,25 +23,25 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 
 /// Where a case's files and tables live.
 #[derive(Clone)]
-enum Place {
+pub(crate) enum Place {
     Local(std::path::PathBuf),
     S3 { bucket: String, prefix: String },
 }
 
 impl Place {
-    fn url(&self, name: &str) -> String {
+    pub(crate) fn url(&self, name: &str) -> String {
         match self {
             Place::Local(dir) => dir.join(name).display().to_string(),
             Place::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}/{name}"),
         }
     }
 
-    fn s3(&self) -> Option<&'static S3Server> {
+    pub(crate) fn s3(&self) -> Option<&'static S3Server> {
         matches!(self, Place::S3 { .. }).then(S3Server::shared)
     }
 
     /// Adds a source file; `arrival` sets a local file's modification time (S3 stamps its own).
-    fn add_source(&self, key: &str, bytes: &[u8], arrival: u64) {
+    pub(crate) fn add_source(&self, key: &str, bytes: &[u8], arrival: u64) {
         match self {
             Place::Local(dir) => write_file(&dir.join("src"), key, bytes, arrival),
             Place::S3 { bucket, prefix } => {
@@ -50,7 +50,7 @@ impl Place {
         }
     }
 
-    fn config(&self, table: &str, mode: Mode, order: &str) -> Config {
+    pub(crate) fn config(&self, table: &str, mode: Mode, order: &str) -> Config {
         let mut raw = RawConfig::default();
         raw.set("source.url", self.url("src"));
         raw.set("target.url", self.url(table));
@@ -67,16 +67,20 @@ impl Place {
         Config::from_raw(&raw).unwrap()
     }
 
-    fn env(&self) -> Vec<(String, String)> {
+    pub(crate) fn env(&self) -> Vec<(String, String)> {
         self.s3().map(S3Server::env).unwrap_or_default()
     }
 
-    async fn rows(&self, table: &str) -> Vec<TableRow> {
+    pub(crate) async fn rows(&self, table: &str) -> Vec<TableRow> {
         table_rows(&open_storage(&self.url(table), self.s3()).await).await
+    }
+
+    pub(crate) fn rows_blocking(&self, table: &str) -> Vec<TableRow> {
+        runtime().block_on(self.rows(table))
     }
 }
 
-fn check_accounting(report: &RunReport) {
+pub(crate) fn check_accounting(report: &RunReport) {
     let summary = report.summary.as_ref().expect("summary");
     assert!(
         report.result.is_ok(),

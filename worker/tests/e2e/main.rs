@@ -3,6 +3,7 @@
 
 mod cli;
 mod common;
+mod fencing;
 mod full;
 mod incremental;
 mod storage;
