@@ -100,6 +100,11 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// moto does not verify signatures, but treats requests without one as anonymous, and refuses
+/// anonymous overwrites and deletes of existing objects.
+const ANY_SIGNATURE: &str = "Authorization: AWS4-HMAC-SHA256 \
+    Credential=testing/20240101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0";
+
 impl S3Server {
     /// The test process's server, started on first use.
     pub fn shared() -> &'static S3Server {
@@ -134,7 +139,7 @@ impl S3Server {
     pub fn exchange(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\n{ANY_SIGNATURE}\r\nConnection: close\r\n\r\n",
             self.port,
             body.len()
         );

@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::io::{ErrorKind, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -44,7 +45,16 @@ impl LocalStorage {
         let modified: DateTime<Utc> = m.modified().map(DateTime::from).unwrap_or_default();
         let modified = super::to_micros_precision(modified);
         ObjectMeta {
-            etag: Some(format!("{:x}-{:x}", modified.timestamp_micros(), m.len())),
+            // The change time is in the version because `cp -p` and `rsync -a` restore the
+            // modification time, and a corrected value can keep the size: only the ctime,
+            // which no user tool can set back, then tells the two versions apart.
+            etag: Some(format!(
+                "{:x}-{:x}-{:x}.{:x}",
+                modified.timestamp_micros(),
+                m.len(),
+                m.ctime(),
+                m.ctime_nsec()
+            )),
             key,
             size: m.len(),
             last_modified: modified,
@@ -118,7 +128,8 @@ impl LocalStorage {
         // a guard another process holds would let a third take a second one.
         let guards = self.root.join(format!("{TEMP_PREFIX}cas"));
         fs::create_dir_all(&guards).map_err(|e| self.err(op, key, e))?;
-        let guard_path = guards.join(key.replace('%', "%25").replace('/', "%2F"));
+        // The suffix keeps a reader's `**/*.parquet` glob off the guards.
+        let guard_path = guards.join(format!("{}.guard", key.replace('%', "%25").replace('/', "%2F")));
         let guard = fs::OpenOptions::new()
             .create(true)
             .truncate(false)

@@ -42,8 +42,8 @@ pub struct ObjectMeta {
     /// Path relative to the storage root, `/`-separated.
     pub key: String,
     pub size: u64,
-    /// S3: the ETag without quotes. Local: modification time and size, which change together
-    /// with the content for every practical purpose.
+    /// S3: the ETag without quotes. Local: modification time, size and change time (ctime):
+    /// any rewrite changes the ctime, even one that restores the modification time.
     pub etag: Option<String>,
     /// Truncated to microseconds: the precision the table's `_source_modified` column keeps,
     /// so order comparisons agree between fresh and stored rows.

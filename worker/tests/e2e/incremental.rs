@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use lakeload::config::{Config, Mode, RawConfig};
 use lakeload::run::{RunReport, Target};
-use proptest::prelude::*;
 
 use crate::common::*;
 
@@ -51,6 +50,17 @@ impl Place {
     }
 
     pub(crate) fn config(&self, table: &str, mode: Mode, order: &str) -> Config {
+        self.config_with(table, mode, order, &[])
+    }
+
+    /// [`Place::config`] with more keys set.
+    pub(crate) fn config_with(
+        &self,
+        table: &str,
+        mode: Mode,
+        order: &str,
+        extra: &[(&str, String)],
+    ) -> Config {
         let mut raw = RawConfig::default();
         raw.set("source.url", self.url("src"));
         raw.set("target.url", self.url(table));
@@ -63,6 +73,9 @@ impl Place {
             raw.set("aws.access_key_id", "testing");
             raw.set("aws.secret_access_key", "testing");
             raw.set("aws.region", "us-east-1");
+        }
+        for (key, value) in extra {
+            raw.set(key, value.clone());
         }
         Config::from_raw(&raw).unwrap()
     }
@@ -92,105 +105,6 @@ pub(crate) fn check_accounting(report: &RunReport) {
         "accounting identity: {:?}",
         summary.counts
     );
-}
-
-// ---------------------------------------------------------------------------------------------
-// Property: random sources, split at random into incremental runs, equal one full run.
-
-#[derive(Debug, Clone)]
-struct SourceFile {
-    key: String,
-    lines: Vec<String>,
-    /// Seconds after a base time; equal values give arrival ties.
-    arrival: u64,
-    /// Which incremental run first sees it.
-    batch: usize,
-}
-
-fn line() -> impl Strategy<Value = String> {
-    let good = (
-        prop::sample::select(vec!["a", "b", "c", ""]),
-        "[a-z]{0,3}",
-        prop::sample::select(vec!["", "2024-01-01", "2024-01-02T10:00:00Z"]),
-        prop::sample::select(vec![
-            "2024-01-01",
-            "2024-01-02",
-            "2024-01-03 23:59:59",
-            "2024-02-29T00:00:00+01:00",
-        ]),
-        prop::sample::select(vec!["x", ""]),
-    )
-        .prop_map(|(id, v, c6, c7, c8)| format!("{id}|{v}|||{v}|{c6}|{c7}|{c8}"));
-    prop_oneof![
-        8 => good,
-        1 => Just(String::new()),
-        1 => prop::sample::select(vec!["too|few", "a|b|||c|2024-01-01|2024-02-30|x", "a|b|||c|2024-01-01||x"]).prop_map(String::from),
-    ]
-}
-
-fn sources() -> impl Strategy<Value = (Vec<SourceFile>, usize)> {
-    (1usize..=4).prop_flat_map(|batches| {
-        let file = (
-            prop::sample::select(vec!["", "d1/", "d2/x/"]),
-            prop::collection::vec(line(), 0..8),
-            0u64..4,
-            0..batches,
-        );
-        (prop::collection::vec(file, 1..7), Just(batches)).prop_map(|(files, batches)| {
-            let files = files
-                .into_iter()
-                .enumerate()
-                .map(|(i, (dir, lines, arrival, batch))| SourceFile {
-                    key: format!("{dir}f{i}.gz"),
-                    lines,
-                    arrival,
-                    batch,
-                })
-                .collect();
-            (files, batches)
-        })
-    })
-}
-
-fn incremental_equals_full(place: Place, files: Vec<SourceFile>, batches: usize, order: &str) {
-    let base = 1_800_000_000u64;
-    if let Place::Local(dir) = &place {
-        std::fs::create_dir_all(dir.join("src")).unwrap();
-    }
-    runtime().block_on(async {
-        let incremental = place.config("inc", Mode::Incremental, order);
-        for batch in 0..batches {
-            for f in files.iter().filter(|f| f.batch == batch) {
-                let text: String = f.lines.iter().map(|l| format!("{l}\n")).collect();
-                place.add_source(&f.key, &gzip(text.as_bytes()), base + f.arrival * 1000);
-            }
-            check_accounting(&lakeload::run::run(&incremental, false).await);
-        }
-        check_accounting(&lakeload::run::run(&place.config("full", Mode::Full, order), false).await);
-        let (inc, full) = (place.rows("inc").await, place.rows("full").await);
-        assert_eq!(inc, full, "incremental runs differ from one full run");
-    });
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
-    #[test]
-    fn incremental_runs_equal_one_full_run_local((files, batches) in sources(), by_name in any::<bool>()) {
-        let dir = tempdir();
-        incremental_equals_full(Place::Local(dir.path().to_path_buf()), files, batches, if by_name { "name" } else { "arrival" });
-    }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(100))]
-    #[test]
-    fn incremental_runs_equal_one_full_run_s3((files, batches) in sources(), by_name in any::<bool>()) {
-        static CASE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        static BUCKET: OnceLock<String> = OnceLock::new();
-        let bucket = BUCKET.get_or_init(|| S3Server::shared().bucket("prop")).clone();
-        let prefix = format!("case{}", CASE.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        incremental_equals_full(Place::S3 { bucket, prefix }, files, batches, if by_name { "name" } else { "arrival" });
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

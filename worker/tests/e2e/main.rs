@@ -6,4 +6,5 @@ mod common;
 mod fencing;
 mod full;
 mod incremental;
+mod property;
 mod storage;
