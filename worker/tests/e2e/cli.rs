@@ -419,3 +419,45 @@ fn status_and_unlock() {
     assert!(!table.join("_lakeload/lock").exists());
     assert!(stdout(&cmd(&["unlock"])).contains("no lock"));
 }
+
+#[test]
+fn a_reject_ratio_that_can_no_longer_pass_stops_reading_early() {
+    let dir = tempdir();
+    let (source, table) = (dir.path().join("in"), dir.path().join("out"));
+    // The oldest file is 100 000 bad lines; 20 one-line files follow. Once the bad file is
+    // read, even if every later file held as many lines as its size allows, the ratio stays
+    // above 1 %.
+    let bad = "too|few\n".repeat(100_000);
+    write_file(&source, "a-bad.gz", &gzip(bad.as_bytes()), 1_000);
+    for i in 0..20 {
+        let line = format!("k{i}|v|||v|2024-01-01|2024-01-01|x\n");
+        write_file(
+            &source,
+            &format!("good-{i:02}.gz"),
+            &gzip(line.as_bytes()),
+            2_000 + i,
+        );
+    }
+    let out = Lakeload::new(dir.path())
+        .args(["run", "--mode", "full", "--json", "--set", "run.threads=1"])
+        .env("LAKELOAD_SOURCE_URL", &source)
+        .env("LAKELOAD_TARGET_URL", &table)
+        .output();
+    assert_exit(&out, 65);
+    let summary = summary_json(&out);
+    let error = summary["error"].as_str().unwrap();
+    assert!(error.contains("reading stopped"), "{error}");
+    assert_eq!(summary["rows_rejected"], 100_000);
+    let read = summary["rows_read"].as_u64().unwrap();
+    assert!(
+        read < 100_020,
+        "stopped before reading every file: {read} rows read"
+    );
+    assert!(!table.join("_lakeload/state.json").exists(), "no state committed");
+    // Every reject is in the rejects file (spilled to disk while the run went on).
+    let run_id = summary["run_id"].as_str().unwrap();
+    let rejects = std::fs::read(table.join(format!("_lakeload/rejects/{run_id}.jsonl.gz"))).unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&rejects[..]), &mut text).unwrap();
+    assert_eq!(text.lines().count(), 100_000);
+}
