@@ -185,8 +185,8 @@ impl Read for ResumingReader {
                 Ok(reader) => self.inner = reader.into_blocking(),
                 Err(crate::storage::StorageError::PreconditionFailed { .. }) => {
                     return Err(std::io::Error::other(StoreReadError(format!(
-                        "the file changed while this run was reading it (at byte {}); the next \
-                         run reads the new version",
+                        "it changed while this run was reading it (at byte {}); the next run \
+                         reads the new version",
                         self.offset
                     ))));
                 }
@@ -209,7 +209,18 @@ pub async fn read_source(
     mut emit: impl FnMut(Vec<Row>, Vec<Reject>) -> std::io::Result<()> + Send + 'static,
 ) -> Result<FileCounts> {
     let key = meta.key.as_str();
-    let input = source.open(key).await?;
+    // Pinned to the listed version: the state records that version, so its rows must be the
+    // ones read.
+    let input = match source.open_at(key, 0, meta.etag.as_deref()).await {
+        Err(crate::storage::StorageError::PreconditionFailed { .. }) => {
+            return Err(Error::Other(format!(
+                "source file {} changed while this run was reading it (after it was listed); \
+                 the next run reads the new version",
+                source.url(key)
+            )));
+        }
+        other => other?,
+    };
     let (storage, key_owned, etag) = (source.clone(), key.to_string(), meta.etag.clone());
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {

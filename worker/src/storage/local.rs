@@ -67,7 +67,9 @@ impl LocalStorage {
         fs::create_dir_all(dir)?;
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
         let temp = dir.join(format!(
-            "{TEMP_PREFIX}{}-{}-{name}",
+            // Never ending in `.parquet`: a reader's glob must not pick up a half-written file
+            // or one a crash left behind.
+            "{TEMP_PREFIX}{}-{}-{name}.partial",
             std::process::id(),
             TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
