@@ -7,6 +7,8 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 bash tests/setup.sh
+# The demo command and this one share one build; fail fast if they would not.
+bash tests/check-shared-build.sh
 # The operator tests need a real kube-apiserver and etcd: built from source once per machine
 # (~20 min on 2 cores the first time), then taken from $HOME/.cache/lakeload/controlplane.
 bash tests/controlplane/build.sh >/dev/null
