@@ -8,26 +8,31 @@ cd "$(dirname "$0")/.."
 python3 - <<'PY'
 import subprocess, sys
 
-def features(args):
+def units(args):
+    """Every (package, feature set) cargo tree shows: a package built for the target and for
+    the host (build scripts, proc macros) with different features appears twice."""
     out = subprocess.run(
-        ["cargo", "tree", *args, "--target", "all", "--prefix", "none", "-f", "{p}|{f}"],
+        ["cargo", "tree", *args, "--prefix", "none", "-f", "{p}|{f}"],
         capture_output=True, text=True, check=True).stdout
-    found = {}
+    found = set()
     for line in out.splitlines():
         if "|" not in line:
             continue
         package, feats = line.split("|", 1)
-        package = package.replace(" (*)", "").strip()
-        found.setdefault(package, set()).update(
-            f for f in feats.replace("(*)", "").strip().split(",") if f)
+        package = package.replace(" (*)", "").replace(" (proc-macro)", "").strip()
+        feats = frozenset(f for f in feats.replace("(*)", "").strip().split(",") if f)
+        found.add((package, feats))
     return found
 
-demo = features(["-p", "lakeload", "-e", "normal,build"])
-tests = features(["--workspace", "-e", "normal,build,dev"])
-drift = [(p, sorted(tests.get(p, set()) - f), sorted(f - tests.get(p, set())))
-         for p, f in sorted(demo.items()) if f != tests.get(p, set())]
-for package, missing, extra in drift:
-    print(f"{package}: the demo build lacks {missing}, has extra {extra}", file=sys.stderr)
+demo = units(["-p", "lakeload", "-e", "normal,build"])
+tests = units(["--workspace", "-e", "normal,build,dev"])
+by_package = {}
+for package, feats in tests:
+    by_package.setdefault(package, []).append(sorted(feats))
+drift = sorted((p, sorted(f)) for p, f in demo - tests)
+for package, feats in drift:
+    print(f"{package}: the demo builds it with {feats}, the tests with "
+          f"{' or '.join(map(str, by_package.get(package, [])))}", file=sys.stderr)
 if drift:
     print("the demo and the tests would build these dependencies twice; add the features to "
           "the feature-unification block of worker/Cargo.toml", file=sys.stderr)

@@ -5,7 +5,7 @@
 #   tests/controlplane/build.sh            # prints the binary folder on its last stdout line
 #
 # Output: ${LAKELOAD_CONTROLPLANE_DIR:-$HOME/.cache/lakeload/controlplane}/<k8s-version>/
-#         {kube-apiserver,etcd}
+#         {kube-apiserver,kube-controller-manager,kube-scheduler,kubelet,etcd}
 # Idempotent: a binary that already exists there is not rebuilt (delete it to force).
 # Versions come from ./go.mod (k8s.io/kubernetes) and ./etcd/go.mod (go.etcd.io/etcd/server/v3).
 # Needs Go >= 1.24 (or GOTOOLCHAIN=auto to fetch it) and the Go module proxy; about
@@ -25,7 +25,7 @@ etcd_version="$(awk '$1 == "require" && $2 == "go.etcd.io/etcd/server/v3" {print
 
 out="${LAKELOAD_CONTROLPLANE_DIR:-$HOME/.cache/lakeload/controlplane}/$k8s_version"
 mkdir -p "$out"
-trap 'rm -f "$out/kube-apiserver.tmp.$$" "$out/etcd.tmp.$$"' EXIT
+trap 'rm -f "$out"/*.tmp.$$' EXIT
 
 # The test harness makes a service-account key pair with openssl.
 if ! command -v openssl >/dev/null 2>&1; then
@@ -44,20 +44,22 @@ export CGO_ENABLED=0
 # -buildvcs=false: the etcd main package lives in this git repo; don't stamp it.
 gobuild=(nice -n 10 "$GO" build -mod=readonly -buildvcs=false -trimpath)
 
-if [ ! -x "$out/kube-apiserver" ]; then
-  log "building kube-apiserver $k8s_version into $out (takes a while)"
-  minor="${k8s_version#v1.}"; minor="${minor%%.*}"
-  ldflags="-s -w"
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-  done
+# kube-apiserver for every operator test; the controller-manager, scheduler and kubelet for the
+# single-node cluster whose kubelet runs the worker image (tests/cluster). One module, one version.
+minor="${k8s_version#v1.}"; minor="${minor%%.*}"
+ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+  ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+done
+for cmd in ${LAKELOAD_CONTROLPLANE_COMMANDS:-kube-apiserver kube-controller-manager kube-scheduler kubelet}; do
+  [ -x "$out/$cmd" ] && continue
+  log "building $cmd $k8s_version into $out (takes a while)"
   start=$SECONDS
-  (cd "$here" && "${gobuild[@]}" -ldflags="$ldflags" -o "$out/kube-apiserver.tmp.$$" \
-      k8s.io/kubernetes/cmd/kube-apiserver)
-  mv -f "$out/kube-apiserver.tmp.$$" "$out/kube-apiserver"
-  log "kube-apiserver built in $((SECONDS - start))s"
-fi
+  (cd "$here" && "${gobuild[@]}" -ldflags="$ldflags" -o "$out/$cmd.tmp.$$" "k8s.io/kubernetes/cmd/$cmd")
+  mv -f "$out/$cmd.tmp.$$" "$out/$cmd"
+  log "$cmd built in $((SECONDS - start))s"
+done
 
 if [ ! -x "$out/etcd" ]; then
   log "building etcd $etcd_version into $out"

@@ -1,0 +1,24 @@
+# Sourced: points podman at a config and storage of the project's own under
+# $LAKELOAD_PODMAN_DIR (default $HOME/.cache/lakeload/podman), with the settings this kind of
+# machine needs (../shared/TESTING.md): runc (crun fails on its cgroup layout), ulimits it can
+# apply, overlay storage. Images built there stay cached between test runs.
+podman_dir="${LAKELOAD_PODMAN_DIR:-$HOME/.cache/lakeload/podman}"
+mkdir -p "$podman_dir"/{storage,run,tmp,static,volumes}
+hard_nofile="$(ulimit -Hn)"
+cat > "$podman_dir/storage.conf" <<CONF
+[storage]
+driver = "overlay"
+graphroot = "$podman_dir/storage"
+runroot = "$podman_dir/run"
+CONF
+cat > "$podman_dir/containers.conf" <<CONF
+[containers]
+default_ulimits = ["nofile=$hard_nofile:$hard_nofile", "nproc=32768:32768"]
+[engine]
+runtime = "runc"
+tmp_dir = "$podman_dir/tmp"
+static_dir = "$podman_dir/static"
+volume_path = "$podman_dir/volumes"
+CONF
+export CONTAINERS_STORAGE_CONF="$podman_dir/storage.conf"
+export CONTAINERS_CONF="$podman_dir/containers.conf"
