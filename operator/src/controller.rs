@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
@@ -19,7 +19,8 @@ use serde_json::json;
 
 use crate::crd::{EtlRun, Phase};
 use crate::decide::{
-    Action, EventType, FINALIZER, JobState, LeaseState, Observed, SummaryFetch, decide, holder_identity,
+    Action, EventType, FINALIZER, JobState, LeaseState, Observed, PodState, Policy, Stuck, SummaryFetch,
+    decide, holder_identity,
 };
 use crate::job::{MANAGED_BY, build_job, build_lease, job_name, lease_name, run_id, table_id};
 use crate::metrics::Metrics;
@@ -27,11 +28,11 @@ use crate::metrics::Metrics;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub worker_image: String,
-    pub lease_seconds: i64,
     /// Finished runs kept per target, whatever their TTL.
     pub keep_last: usize,
     /// `None`: all namespaces.
     pub namespace: Option<String>,
+    pub policy: Policy,
 }
 
 pub struct Context {
@@ -41,6 +42,7 @@ pub struct Context {
     pub recorder: Recorder,
     /// Consecutive failures per run, for the error policy's backoff.
     failures: Mutex<HashMap<String, u32>>,
+    pub renewals: crate::renew::Renewals,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +62,9 @@ fn to_chrono(t: &k8s_openapi::jiff::Timestamp) -> DateTime<Utc> {
 }
 
 pub fn job_state(job: &Job) -> JobState {
+    if job.metadata.deletion_timestamp.is_some() {
+        return JobState::Deleting;
+    }
     let conditions = job
         .status
         .as_ref()
@@ -78,6 +83,62 @@ pub fn job_state(job: &Job) -> JobState {
         }
     } else {
         JobState::Active
+    }
+}
+
+/// Waiting reasons of a container that will not start by itself soon.
+const STUCK_REASONS: [&str; 6] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+pub fn pod_state(pod: &Pod) -> PodState {
+    let status = pod.status.clone().unwrap_or_default();
+    let phase = status.phase.unwrap_or_default();
+    let since = pod
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| to_chrono(&t.0))
+        .unwrap_or_default();
+    let worker = status
+        .container_statuses
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.name == "worker");
+    let state = worker.as_ref().and_then(|c| c.state.clone());
+    let waiting = state
+        .as_ref()
+        .and_then(|s| s.waiting.clone())
+        .filter(|w| w.reason.as_deref().is_some_and(|r| STUCK_REASONS.contains(&r)))
+        .map(|w| Stuck {
+            reason: w.reason.unwrap_or_default(),
+            message: w.message.unwrap_or_default(),
+            since,
+        });
+    let unschedulable = status
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        .map(|c| Stuck {
+            reason: c.reason.unwrap_or_else(|| "Unschedulable".into()),
+            message: c.message.unwrap_or_default(),
+            since,
+        });
+    let terminated = state.and_then(|s| s.terminated);
+    PodState {
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        active: phase != "Succeeded" && phase != "Failed",
+        stuck: waiting.or(unschedulable),
+        exit_code: terminated.as_ref().map(|t| t.exit_code),
+        termination_message: terminated
+            .and_then(|t| t.message)
+            .filter(|m| !m.trim().is_empty()),
     }
 }
 
@@ -165,15 +226,28 @@ async fn among_kept(run: &EtlRun, runs: &Api<EtlRun>, keep_last: usize) -> Resul
         .any(|(_, name)| *name == run.name_any()))
 }
 
-pub async fn reconcile(run: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+pub async fn reconcile(cached: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     ctx.metrics.reconciles.inc();
-    let namespace = run.namespace().unwrap_or_default();
-    let name = run.name_any();
+    let namespace = cached.namespace().unwrap_or_default();
+    let name = cached.name_any();
     let runs: Api<EtlRun> = Api::namespaced(ctx.client.clone(), &namespace);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &namespace);
 
+    // Decide from the run as stored now, not as the watch cache last saw it: a status this
+    // operator just wrote must not be written (and counted, and announced) twice.
+    let Some(run) = runs.get_opt(&name).await? else {
+        return Ok(Requeue::await_change());
+    };
     let job = jobs.get_opt(&job_name(&run)).await?;
+    let pod_list = if job.is_some() || run.metadata.deletion_timestamp.is_some() || run.status.is_some() {
+        pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={}", job_name(&run))))
+            .await?
+            .items
+    } else {
+        Vec::new()
+    };
     let lease = leases.get_opt(&lease_name(&run)).await?;
     let finished = run
         .status
@@ -188,11 +262,12 @@ pub async fn reconcile(run: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue, E
     let mut observed = Observed {
         run: &run,
         job: job.as_ref().map(job_state),
+        pods: pod_list.iter().map(pod_state).collect(),
         lease: lease.as_ref().map(lease_state),
         summary: None,
         among_kept: kept,
         now: Utc::now(),
-        lease_seconds: ctx.settings.lease_seconds,
+        policy: &ctx.settings.policy,
     };
     let mut actions = decide(&observed);
     if actions.contains(&Action::FetchSummary) {
@@ -200,6 +275,7 @@ pub async fn reconcile(run: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue, E
         actions = decide(&observed);
     }
     tracing::debug!(run = %name, ?actions, "reconcile");
+    ctx.renewals.track(&run, &observed, &actions);
 
     let me = holder_identity(&run);
     let acquired = lease
@@ -234,7 +310,7 @@ pub async fn reconcile(run: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue, E
                 }
             }
             Action::CreateLease => {
-                let object = build_lease(&run, &me, ctx.settings.lease_seconds, Utc::now(), None);
+                let object = build_lease(&run, &me, ctx.settings.policy.lease_seconds, Utc::now(), None);
                 match leases.create(&PostParams::default(), &object).await {
                     Ok(_) => {}
                     // Someone else created it first: decide again with what is there now.
@@ -248,7 +324,7 @@ pub async fn reconcile(run: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue, E
                 let mut object = build_lease(
                     &run,
                     &me,
-                    ctx.settings.lease_seconds,
+                    ctx.settings.policy.lease_seconds,
                     Utc::now(),
                     if keep_acquired { acquired } else { None },
                 );
@@ -297,12 +373,21 @@ pub async fn reconcile(run: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue, E
             Action::PatchStatus(mut status) => {
                 status.observed_generation = run.metadata.generation;
                 let before = run.status.as_ref().and_then(|s| s.phase);
-                runs.patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&json!({"status": status})),
-                )
-                .await?;
+                // At the resourceVersion decided on: a concurrent change makes this a conflict
+                // and the run is decided again, instead of a status written twice.
+                let patch = json!({
+                    "metadata": {"resourceVersion": run.resource_version()},
+                    "status": status,
+                });
+                match runs
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Err(e) if is_status(&e, 409) => return Ok(Requeue::requeue(Duration::from_millis(200))),
+                    other => {
+                        other?;
+                    }
+                }
                 if status.phase != before
                     && let Some(phase) = status.phase
                 {
@@ -403,7 +488,16 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
         settings,
         metrics: metrics.clone(),
         failures: Mutex::new(HashMap::new()),
+        renewals: Default::default(),
     });
+    let renewer = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            ctx.renewals
+                .run(ctx.client.clone(), ctx.settings.policy.lease_seconds)
+                .await
+        })
+    };
     metrics.ready.store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!("lakeload-operator watching EtlRuns");
     Controller::new(runs, watcher::Config::default())
@@ -419,4 +513,5 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
             }
         })
         .await;
+    renewer.abort();
 }

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration, Volume, VolumeMount,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -45,8 +47,12 @@ pub struct EtlRunSpec {
     pub credentials_secret: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Must be one of the operator's allowed service accounts (`--allowed-service-accounts`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
+    /// Merged into the worker pod: scheduling, metadata (e.g. IRSA annotations), volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<WorkerPodTemplate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub active_deadline_seconds: Option<i64>,
@@ -59,6 +65,59 @@ pub struct EtlRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub ttl_seconds_after_finished: Option<i64>,
+}
+
+/// What a run may add to its worker pod. The operator's own labels, security context, command
+/// and environment win over these; the namespace's Pod Security admission still applies (e.g.
+/// `hostNetwork` and `hostPath` volumes need the `privileged` level).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerPodTemplate {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "objects")]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "object")]
+    pub affinity: Option<Affinity>,
+    /// Run in the node's network namespace (e.g. to reach an S3 endpoint on the node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_network: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "objects")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Pod volumes, mounted into the worker with `volumeMounts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "objects")]
+    pub volumes: Vec<Volume>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "objects")]
+    pub volume_mounts: Vec<VolumeMount>,
+    /// Extra environment for the worker (e.g. `AWS_CA_BUNDLE`); `LAKELOAD_*` settings belong in
+    /// `settings`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "objects")]
+    pub env: Vec<EnvVar>,
+}
+
+// Core Kubernetes types are validated by the API server when the pod is created; the CRD keeps
+// them opaque rather than inlining thousands of lines of their schemas.
+fn object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+}
+
+fn objects(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+    })
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -198,6 +257,12 @@ pub struct EtlRunStatus {
     pub summary_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// RFC 3339: a run waiting for the table's S3 lock starts a new Job after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<String>,
+    /// Failed reads of the finished run's summary so far (retried, then the run fails).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary_read_failures: Option<u32>,
 }
 
 /// The CRD as YAML, exactly as checked in under `crds/etlrun.yaml`.

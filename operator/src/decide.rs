@@ -1,20 +1,60 @@
 //! The reconcile decision, as a pure function: what the operator observed about one `EtlRun`
-//! (the run, its Job, its target's Lease, the worker's summary) → the actions to take. All
-//! Kubernetes and S3 calls happen at the edge (`controller.rs`), so every branch here is a unit
-//! test over a table of observed states.
+//! (the run, its Job and pods, its target's Lease, the worker's summary) → the actions to take.
+//! All Kubernetes and S3 calls happen at the edge (`controller.rs`), so every branch here is a
+//! unit test over a table of observed states.
+//!
+//! Two rules hold throughout: the table's Lease is held while any pod of the run may still run
+//! (deleting a run, failing it or putting it back to wait first stops its pods), and a run is
+//! only started again once its previous Job is gone.
 
 use chrono::{DateTime, Duration, Utc};
 
 use crate::crd::{EtlRun, EtlRunStatus, MANIFEST_CAP, ManifestEntry, Phase};
+use crate::job::EXIT_LOCKED;
 
 pub const FINALIZER: &str = "lakeload.io/release-lease";
+/// Reads of a finished run's summary before the run is failed as `SummaryUnreadable`.
+pub const SUMMARY_ATTEMPTS: u32 = 5;
 
 /// What the Job says about the worker.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobState {
     Active,
+    /// Being deleted (it has a deletion timestamp); its pods may still run.
+    Deleting,
     Succeeded,
-    Failed { message: String },
+    Failed {
+        message: String,
+    },
+}
+
+/// One pod of the run's Job.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PodState {
+    pub name: String,
+    /// Not yet Succeeded or Failed: it runs, or may still start.
+    pub active: bool,
+    /// Why it has not started, if it is stuck: a waiting reason of the worker container
+    /// (`ErrImagePull`, `CreateContainerConfigError`, …) or `Unschedulable`.
+    pub stuck: Option<Stuck>,
+    pub exit_code: Option<i32>,
+    /// The worker's last log lines, when it failed (`FallbackToLogsOnError`).
+    pub termination_message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stuck {
+    pub reason: String,
+    pub message: String,
+    /// When the pod was created: how long it has been unable to start.
+    pub since: DateTime<Utc>,
+}
+
+impl Stuck {
+    /// Reasons no wait can cure: the run fails at once.
+    fn is_permanent(&self) -> bool {
+        matches!(self.reason.as_str(), "ErrImageNeverPull" | "InvalidImageName")
+    }
 }
 
 /// The target table's Lease, as observed.
@@ -44,17 +84,52 @@ pub enum SummaryFetch {
     Error(String),
 }
 
+/// The operator's settings that decisions depend on.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub lease_seconds: i64,
+    /// How long a pod may stay unable to start (image pull, missing Secret, unschedulable).
+    pub start_timeout_seconds: i64,
+    /// Wait before a run whose worker found the S3 lock taken starts a new Job.
+    pub lock_retry_seconds: i64,
+    /// `spec.image` must match one of these (exact, or a prefix ending in `*`).
+    pub allowed_images: Vec<String>,
+    /// `spec.serviceAccountName` must be one of these (exact, or a prefix ending in `*`).
+    pub allowed_service_accounts: Vec<String>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            lease_seconds: 60,
+            start_timeout_seconds: 300,
+            lock_retry_seconds: 60,
+            allowed_images: Vec::new(),
+            allowed_service_accounts: Vec::new(),
+        }
+    }
+}
+
+fn allowed(value: &str, list: &[String]) -> bool {
+    list.iter().any(|pattern| match pattern.strip_suffix('*') {
+        Some(prefix) => value.starts_with(prefix),
+        None => value == pattern,
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct Observed<'a> {
     pub run: &'a EtlRun,
     pub job: Option<JobState>,
+    /// The pods of the run's Job (empty when it has none, or no Job).
+    pub pods: Vec<PodState>,
     pub lease: Option<LeaseState>,
     /// `None` until the edge has fetched it (it does so when `decide` asks).
     pub summary: Option<SummaryFetch>,
     /// Whether this run is one of the newest `keep_last` finished runs of its target.
     pub among_kept: bool,
     pub now: DateTime<Utc>,
-    pub lease_seconds: i64,
+    pub policy: &'a Policy,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +155,7 @@ pub enum Action {
         resource_version: String,
     },
     CreateJob,
+    /// Delete the Job; the garbage collector then stops its pods.
     DeleteJob,
     /// Fetch the worker's summary, then decide again.
     FetchSummary,
@@ -108,6 +184,7 @@ pub fn holder_identity(run: &EtlRun) -> String {
 /// Sets a condition, keeping its transition time when its status does not change.
 fn set_condition(
     status: &mut EtlRunStatus,
+    run: &EtlRun,
     kind: &str,
     value: &str,
     reason: &str,
@@ -127,7 +204,7 @@ fn set_condition(
         reason: reason.to_string(),
         message: message.chars().take(1000).collect(),
         last_transition_time: transition,
-        observed_generation: None,
+        observed_generation: run.metadata.generation,
     });
 }
 
@@ -139,29 +216,85 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+fn parse_time(t: Option<&str>) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(t?)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 fn secs(s: i64) -> std::time::Duration {
     std::time::Duration::from_secs(s.max(1) as u64)
 }
 
-pub fn decide(o: &Observed) -> Vec<Action> {
-    let run = o.run;
-    let me = holder_identity(run);
-    let ours = |l: &LeaseState| l.holder.as_deref() == Some(me.as_str());
-    let current = status(run);
-    let phase = current.phase;
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
-    // Deletion: stop the Job (no garbage collector may be running), release the Lease, let go.
-    if run.metadata.deletion_timestamp.is_some() {
-        let mut actions = Vec::new();
-        if o.job.is_some() {
+impl Observed<'_> {
+    /// Whether the run guards its table now: it holds the Lease and has a Job, or a pod that
+    /// may still run. The edge keeps such Leases renewed on a timer of its own, so that a
+    /// reconcile in error back-off cannot let one lapse.
+    pub fn guarding(&self) -> bool {
+        self.ours().is_some() && (self.job.is_some() || self.pods_active())
+    }
+
+    fn ours(&self) -> Option<&LeaseState> {
+        let me = holder_identity(self.run);
+        self.lease
+            .as_ref()
+            .filter(|l| l.holder.as_deref() == Some(me.as_str()))
+    }
+
+    fn pods_active(&self) -> bool {
+        self.pods.iter().any(|p| p.active)
+    }
+
+    /// Renews our Lease if a third of it has passed.
+    fn renew_if_due(&self, actions: &mut Vec<Action>) {
+        if let Some(lease) = self.ours() {
+            let due = lease
+                .renewed
+                .is_none_or(|r| self.now - r >= Duration::seconds(self.policy.lease_seconds / 3));
+            if due {
+                actions.push(Action::RenewLease {
+                    resource_version: lease.resource_version.clone(),
+                });
+            }
+        }
+    }
+
+    /// Stops the run's Job and keeps the table guarded until its pods are gone; then releases
+    /// the Lease. Returns whether the run is clear (no Job, no pod).
+    fn wind_down(&self, actions: &mut Vec<Action>) -> bool {
+        if matches!(
+            self.job,
+            Some(JobState::Active | JobState::Succeeded | JobState::Failed { .. })
+        ) {
             actions.push(Action::DeleteJob);
         }
-        if let Some(lease) = o.lease.as_ref().filter(|l| ours(l)) {
+        if self.job.is_some() || self.pods_active() {
+            self.renew_if_due(actions);
+            actions.push(Action::Requeue(SETTLE));
+            return false;
+        }
+        if let Some(lease) = self.ours() {
             actions.push(Action::ReleaseLease {
                 resource_version: lease.resource_version.clone(),
             });
         }
-        actions.push(Action::RemoveFinalizer);
+        true
+    }
+}
+
+pub fn decide(o: &Observed) -> Vec<Action> {
+    let run = o.run;
+    let current = status(run);
+    let phase = current.phase;
+
+    // Deletion: stop the Job, wait for its pods to stop, release the Lease, let go.
+    if run.metadata.deletion_timestamp.is_some() {
+        let mut actions = Vec::new();
+        if o.wind_down(&mut actions) {
+            actions.push(Action::RemoveFinalizer);
+        }
         return actions;
     }
     let has_finalizer = run
@@ -176,20 +309,25 @@ pub fn decide(o: &Observed) -> Vec<Action> {
         ];
     }
 
-    // Finished: make sure the Lease is released, then garbage-collect after the TTL.
+    // Finished: the Job ended (or was stopped); release the Lease once no pod can run, then
+    // garbage-collect after the TTL.
     if phase.is_some_and(Phase::is_finished) {
         let mut actions = Vec::new();
-        if let Some(lease) = o.lease.as_ref().filter(|l| ours(l)) {
+        if o.pods_active() || matches!(o.job, Some(JobState::Active | JobState::Deleting)) {
+            // A run failed while its pod was stuck: stop it before letting go of the table.
+            o.wind_down(&mut actions);
+            return actions;
+        }
+        if let Some(lease) = o.ours() {
             actions.push(Action::ReleaseLease {
                 resource_version: lease.resource_version.clone(),
             });
         }
         if let (Some(ttl), Some(finished)) = (
             run.spec.ttl_seconds_after_finished,
-            current.finished_at.as_deref(),
-        ) && let Ok(finished) = DateTime::parse_from_rfc3339(finished)
-        {
-            let expires = finished.with_timezone(&Utc) + Duration::seconds(ttl);
+            parse_time(current.finished_at.as_deref()),
+        ) {
+            let expires = finished + Duration::seconds(ttl);
             if o.now < expires {
                 actions.push(Action::Requeue(secs((expires - o.now).num_seconds() + 1)));
             } else if o.among_kept {
@@ -204,62 +342,171 @@ pub fn decide(o: &Observed) -> Vec<Action> {
     }
 
     match &o.job {
-        Some(JobState::Active) => {
+        Some(JobState::Deleting) => {
+            // Our own stop (a lock retry) in progress: guard the table until it is gone.
             let mut actions = Vec::new();
-            if let Some(lease) = o.lease.as_ref().filter(|l| ours(l)) {
-                let due = lease
-                    .renewed
-                    .is_none_or(|r| o.now - r >= Duration::seconds(o.lease_seconds / 3));
-                if due {
-                    actions.push(Action::RenewLease {
-                        resource_version: lease.resource_version.clone(),
-                    });
-                }
-            }
-            if phase != Some(Phase::Running) {
-                let mut next = current.clone();
-                next.phase = Some(Phase::Running);
-                next.reason = Some("JobRunning".into());
-                next.message = Some("the worker is running".into());
-                actions.push(Action::PatchStatus(Box::new(next)));
-            }
-            actions.push(Action::Requeue(secs(o.lease_seconds / 3)));
+            o.wind_down(&mut actions);
             actions
         }
+        Some(JobState::Active) => active(o, &current),
         Some(finished) => match &o.summary {
             None => vec![Action::FetchSummary],
-            Some(summary) => finish(o, &current, &me, finished, summary),
+            Some(summary) => finish(o, &current, finished, summary),
         },
         None if phase == Some(Phase::Running) => {
             // The Job was removed from under a running EtlRun.
             let mut next = current.clone();
-            next.phase = Some(Phase::Failed);
-            next.reason = Some("JobMissing".into());
-            next.message = Some(format!(
+            let message = format!(
                 "Job {} disappeared before it finished",
                 current.job_name.unwrap_or_default()
-            ));
+            );
+            next.phase = Some(Phase::Failed);
+            next.reason = Some("JobMissing".into());
+            next.message = Some(message.clone());
             next.finished_at = Some(rfc3339(o.now));
+            set_condition(
+                &mut next,
+                run,
+                "Succeeded",
+                "False",
+                "JobMissing",
+                &message,
+                o.now,
+            );
             let mut actions = vec![Action::PatchStatus(Box::new(next))];
-            if let Some(lease) = o.lease.as_ref().filter(|l| ours(l)) {
-                actions.push(Action::ReleaseLease {
-                    resource_version: lease.resource_version.clone(),
-                });
-            }
+            o.wind_down(&mut actions);
             actions
         }
-        None => start(o, &current, &me),
+        None => start(o, &current),
     }
 }
 
-/// No Job yet: take the Lease if we can, then create the Job.
-fn start(o: &Observed, current: &EtlRunStatus, me: &str) -> Vec<Action> {
+/// The Job runs: keep the Lease, watch for a pod that cannot start.
+fn active(o: &Observed, current: &EtlRunStatus) -> Vec<Action> {
+    let mut actions = Vec::new();
+    o.renew_if_due(&mut actions);
+    let timeout = Duration::seconds(o.policy.start_timeout_seconds);
+    if let Some((pod, stuck)) = o.pods.iter().find_map(|p| {
+        let stuck = p.stuck.as_ref()?;
+        (p.active && (stuck.is_permanent() || o.now - stuck.since >= timeout)).then_some((p, stuck))
+    }) {
+        let message = format!(
+            "pod {} could not start: {}: {}",
+            pod.name, stuck.reason, stuck.message
+        );
+        let mut next = current.clone();
+        next.phase = Some(Phase::Failed);
+        next.reason = Some("PodNotStarted".into());
+        next.message = Some(message.clone());
+        next.finished_at = Some(rfc3339(o.now));
+        set_condition(
+            &mut next,
+            o.run,
+            "Succeeded",
+            "False",
+            "PodNotStarted",
+            &message,
+            o.now,
+        );
+        actions.push(Action::PatchStatus(Box::new(next)));
+        actions.push(Action::Event {
+            kind: EventType::Warning,
+            reason: "PodNotStarted",
+            message,
+        });
+        actions.push(Action::DeleteJob);
+        actions.push(Action::Requeue(SETTLE));
+        return actions;
+    }
+    if current.phase != Some(Phase::Running) || current.reason.as_deref() != Some("JobRunning") {
+        let mut next = current.clone();
+        next.phase = Some(Phase::Running);
+        next.reason = Some("JobRunning".into());
+        next.message = Some("the worker is running".into());
+        actions.push(Action::PatchStatus(Box::new(next)));
+    }
+    // Stuck pods are looked at again when their deadline passes.
+    let next_look = o
+        .pods
+        .iter()
+        .filter_map(|p| p.stuck.as_ref())
+        .map(|s| (s.since + timeout - o.now).num_seconds() + 1)
+        .fold(o.policy.lease_seconds / 3, i64::min);
+    actions.push(Action::Requeue(secs(next_look)));
+    actions
+}
+
+fn fail_now(o: &Observed, current: &EtlRunStatus, reason: &'static str, message: String) -> Vec<Action> {
+    let mut next = current.clone();
+    next.phase = Some(Phase::Failed);
+    next.reason = Some(reason.into());
+    next.message = Some(message.clone());
+    next.finished_at = Some(rfc3339(o.now));
+    set_condition(&mut next, o.run, "Succeeded", "False", reason, &message, o.now);
+    vec![
+        Action::PatchStatus(Box::new(next)),
+        Action::Event {
+            kind: EventType::Warning,
+            reason,
+            message,
+        },
+    ]
+}
+
+/// No Job yet: check what the run asks for, take the Lease if we can, then create the Job.
+fn start(o: &Observed, current: &EtlRunStatus) -> Vec<Action> {
+    let me = holder_identity(o.run);
+    let spec = &o.run.spec;
+    if let Some(image) = &spec.image
+        && !allowed(image, &o.policy.allowed_images)
+    {
+        return fail_now(
+            o,
+            current,
+            "ImageNotAllowed",
+            format!(
+                "spec.image {image} is not among the operator's allowed images ({}); ask the \
+                 operator's admin to add it (chart value operator.allowedImages)",
+                o.policy.allowed_images.join(", ")
+            ),
+        );
+    }
+    if let Some(account) = &spec.service_account_name
+        && !allowed(account, &o.policy.allowed_service_accounts)
+    {
+        return fail_now(
+            o,
+            current,
+            "ServiceAccountNotAllowed",
+            format!(
+                "spec.serviceAccountName {account} is not among the operator's allowed service \
+                 accounts ({}); ask the operator's admin to add it (chart value \
+                 operator.allowedServiceAccounts)",
+                if o.policy.allowed_service_accounts.is_empty() {
+                    "none".to_string()
+                } else {
+                    o.policy.allowed_service_accounts.join(", ")
+                }
+            ),
+        );
+    }
+    if o.pods_active() {
+        // Pods of an earlier Job of this run are still stopping.
+        return vec![Action::Requeue(SETTLE)];
+    }
+    if let Some(after) = parse_time(current.retry_after.as_deref())
+        && o.now < after
+    {
+        return vec![Action::Requeue(secs((after - o.now).num_seconds() + 1))];
+    }
     let mut actions = Vec::new();
     match &o.lease {
         None => actions.push(Action::CreateLease),
-        Some(l) if l.holder.as_deref() == Some(me) || l.holder.is_none() => actions.push(Action::TakeLease {
-            resource_version: l.resource_version.clone(),
-        }),
+        Some(l) if l.holder.as_deref() == Some(me.as_str()) || l.holder.is_none() => {
+            actions.push(Action::TakeLease {
+                resource_version: l.resource_version.clone(),
+            })
+        }
         Some(l) if l.expired(o.now) => {
             actions.push(Action::TakeLease {
                 resource_version: l.resource_version.clone(),
@@ -283,7 +530,15 @@ fn start(o: &Observed, current: &EtlRunStatus, me: &str) -> Vec<Action> {
             next.reason = Some("LockedBy".into());
             next.message = Some(message.clone());
             next.lease_name = Some(crate::job::lease_name(o.run));
-            set_condition(&mut next, "Succeeded", "Unknown", "LockedBy", &message, o.now);
+            set_condition(
+                &mut next,
+                o.run,
+                "Succeeded",
+                "Unknown",
+                "LockedBy",
+                &message,
+                o.now,
+            );
             if changed {
                 actions.push(Action::PatchStatus(Box::new(next)));
                 actions.push(Action::Event {
@@ -305,9 +560,11 @@ fn start(o: &Observed, current: &EtlRunStatus, me: &str) -> Vec<Action> {
     next.job_name = Some(job.clone());
     next.run_id = Some(crate::job::run_id(o.run));
     next.lease_name = Some(crate::job::lease_name(o.run));
-    next.started_at = Some(rfc3339(o.now));
+    next.started_at.get_or_insert_with(|| rfc3339(o.now));
+    next.retry_after = None;
     set_condition(
         &mut next,
+        o.run,
         "Succeeded",
         "Unknown",
         "JobCreated",
@@ -320,19 +577,73 @@ fn start(o: &Observed, current: &EtlRunStatus, me: &str) -> Vec<Action> {
         reason: "JobCreated",
         message: format!("created Job {job}"),
     });
-    actions.push(Action::Requeue(secs(o.lease_seconds / 3)));
+    actions.push(Action::Requeue(secs(o.policy.lease_seconds / 3)));
     actions
 }
 
+/// The worker's exit code, from its summary or else from its pod.
+fn exit_code(o: &Observed, summary: &SummaryFetch) -> Option<i32> {
+    match summary {
+        SummaryFetch::Found(s) => Some(s.exit_code),
+        _ => o.pods.iter().rev().find_map(|p| p.exit_code),
+    }
+}
+
 /// The Job ended: write the worker's counts and manifest into the status, release the Lease.
-fn finish(
-    o: &Observed,
-    current: &EtlRunStatus,
-    me: &str,
-    job: &JobState,
-    summary: &SummaryFetch,
-) -> Vec<Action> {
+/// A worker that found the S3 lock taken puts the run back to wait instead.
+fn finish(o: &Observed, current: &EtlRunStatus, job: &JobState, summary: &SummaryFetch) -> Vec<Action> {
     let mut next = current.clone();
+    if let SummaryFetch::Error(e) = summary {
+        let failures = current.summary_read_failures.unwrap_or(0) + 1;
+        if failures < SUMMARY_ATTEMPTS {
+            next.summary_read_failures = Some(failures);
+            next.message = Some(format!(
+                "cannot read the run summary yet (attempt {failures} of {SUMMARY_ATTEMPTS}): {e}"
+            ));
+            let mut actions = vec![Action::PatchStatus(Box::new(next))];
+            o.renew_if_due(&mut actions);
+            actions.push(Action::Requeue(secs(1 << failures.min(6))));
+            return actions;
+        }
+    }
+    if matches!(job, JobState::Failed { .. }) && exit_code(o, summary) == Some(EXIT_LOCKED) {
+        let said = o
+            .pods
+            .iter()
+            .rev()
+            .find_map(|p| p.termination_message.as_deref())
+            .and_then(|m| m.lines().rev().find(|l| l.contains("lock")))
+            .unwrap_or("another writer holds the table's S3 lock");
+        let message = format!(
+            "the table's S3 lock is held outside this operator ({}); trying again in {}s",
+            said.trim(),
+            o.policy.lock_retry_seconds
+        );
+        next.phase = Some(Phase::Pending);
+        next.reason = Some("LockedBy".into());
+        next.message = Some(message.clone());
+        next.retry_after = Some(rfc3339(o.now + Duration::seconds(o.policy.lock_retry_seconds)));
+        set_condition(
+            &mut next,
+            o.run,
+            "Succeeded",
+            "Unknown",
+            "LockedBy",
+            &message,
+            o.now,
+        );
+        let mut actions = vec![
+            Action::PatchStatus(Box::new(next)),
+            Action::Event {
+                kind: EventType::Normal,
+                reason: "LockedBy",
+                message,
+            },
+        ];
+        o.wind_down(&mut actions);
+        actions.push(Action::Requeue(secs(o.policy.lock_retry_seconds)));
+        return actions;
+    }
     next.finished_at = Some(rfc3339(o.now));
     let (phase, reason, message) = match (job, summary) {
         (JobState::Succeeded, SummaryFetch::Found(s)) => (
@@ -360,20 +671,26 @@ fn finish(
             "NoSummary",
             "the Job succeeded but the worker wrote no run summary".to_string(),
         ),
-        (JobState::Failed { message }, SummaryFetch::Missing) => (
-            Phase::Failed,
-            "JobFailed",
-            format!(
-                "{message}; the worker wrote no run summary (another writer may hold the table's \
-                 S3 lock, or it failed before starting): see the Job's pod logs"
-            ),
-        ),
+        (JobState::Failed { message }, SummaryFetch::Missing) => {
+            let said = o
+                .pods
+                .iter()
+                .rev()
+                .find_map(|p| p.termination_message.as_deref())
+                .map(|m| format!("; its last words: {}", m.trim()))
+                .unwrap_or_else(|| "; see the Job's pod logs".to_string());
+            (
+                Phase::Failed,
+                "JobFailed",
+                format!("{message}; the worker wrote no run summary{said}"),
+            )
+        }
         (_, SummaryFetch::Error(e)) => (
             Phase::Failed,
             "SummaryUnreadable",
-            format!("cannot read the run summary: {e}"),
+            format!("cannot read the run summary after {SUMMARY_ATTEMPTS} attempts: {e}"),
         ),
-        (JobState::Active, _) => unreachable!("finish is only called for ended Jobs"),
+        (JobState::Active | JobState::Deleting, _) => unreachable!("finish is only called for ended Jobs"),
     };
     if let SummaryFetch::Found(s) = summary {
         let c = &s.counts;
@@ -399,6 +716,8 @@ fn finish(
             })
             .collect();
         next.state_url = s.state_url.clone();
+    } else if let Some(code) = exit_code(o, summary) {
+        next.exit_code = Some(code);
     }
     next.phase = Some(phase);
     next.reason = Some(reason.into());
@@ -408,9 +727,11 @@ fn finish(
     } else {
         "False"
     };
-    set_condition(&mut next, "Succeeded", succeeded, reason, &message, o.now);
+    set_condition(&mut next, o.run, "Succeeded", succeeded, reason, &message, o.now);
     let mut actions = vec![Action::PatchStatus(Box::new(next))];
-    if let Some(lease) = o.lease.as_ref().filter(|l| l.holder.as_deref() == Some(me)) {
+    if !o.pods_active()
+        && let Some(lease) = o.ours()
+    {
         actions.push(Action::ReleaseLease {
             resource_version: lease.resource_version.clone(),
         });
@@ -458,6 +779,7 @@ mod tests {
             credentials_secret: None,
             resources: None,
             service_account_name: None,
+            pod_template: None,
             active_deadline_seconds: None,
             backoff_limit: None,
             ttl_seconds_after_finished: None,
@@ -472,16 +794,61 @@ mod tests {
         r
     }
 
+    fn policy() -> &'static Policy {
+        static POLICY: std::sync::OnceLock<Policy> = std::sync::OnceLock::new();
+        POLICY.get_or_init(|| Policy {
+            start_timeout_seconds: 120,
+            lock_retry_seconds: 30,
+            allowed_images: vec!["lakeload:1".into(), "registry.example/lakeload:*".into()],
+            allowed_service_accounts: vec!["etl-*".into()],
+            ..Policy::default()
+        })
+    }
+
     fn observe<'a>(run: &'a EtlRun, job: Option<JobState>, lease: Option<LeaseState>) -> Observed<'a> {
         Observed {
             run,
             job,
+            pods: Vec::new(),
             lease,
             summary: None,
             among_kept: false,
             now: now(),
-            lease_seconds: 60,
+            policy: policy(),
         }
+    }
+
+    fn pod(active: bool) -> PodState {
+        PodState {
+            name: "r-job-abcde".into(),
+            active,
+            ..Default::default()
+        }
+    }
+
+    fn stuck(reason: &str, secs_ago: i64) -> PodState {
+        PodState {
+            stuck: Some(Stuck {
+                reason: reason.into(),
+                message: format!("{reason} details"),
+                since: now() - Duration::seconds(secs_ago),
+            }),
+            ..pod(true)
+        }
+    }
+
+    fn status_of(actions: &[Action]) -> &EtlRunStatus {
+        actions
+            .iter()
+            .find_map(|a| match a {
+                Action::PatchStatus(s) => Some(s.as_ref()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no status patch in {actions:?}"))
+    }
+
+    fn releases(actions: &[Action]) -> bool {
+        actions.iter().any(|a| matches!(a, Action::ReleaseLease { .. }))
     }
 
     fn lease(holder: &str, renewed_secs_ago: i64) -> LeaseState {
@@ -503,6 +870,7 @@ mod tests {
     fn running() -> Option<EtlRunStatus> {
         Some(EtlRunStatus {
             phase: Some(Phase::Running),
+            reason: Some("JobRunning".into()),
             job_name: Some("r-job".into()),
             ..Default::default()
         })
@@ -713,7 +1081,193 @@ mod tests {
             panic!()
         };
         assert_eq!(s.reason.as_deref(), Some("JobFailed"));
-        assert!(s.message.as_deref().unwrap().contains("S3 lock"));
+        assert!(s.message.as_deref().unwrap().contains("no run summary"));
+        // The worker's last log lines, when the pod left them, are quoted.
+        o.pods = vec![PodState {
+            exit_code: Some(1),
+            termination_message: Some("error: cannot reach s3://in".into()),
+            ..pod(false)
+        }];
+        let s = status_of(&decide(&o)).clone();
+        assert!(
+            s.message.as_deref().unwrap().contains("cannot reach s3://in"),
+            "{s:?}"
+        );
+        assert_eq!(s.exit_code, Some(1));
+    }
+
+    #[test]
+    fn a_pod_that_cannot_start_fails_the_run_but_the_table_stays_guarded_until_it_is_gone() {
+        let r = run("r", true, running());
+        let me = holder_identity(&r);
+        let mut o = observe(&r, Some(JobState::Active), Some(lease(&me, 5)));
+        o.pods = vec![stuck("ImagePullBackOff", 110)];
+        let waiting = decide(&o);
+        assert!(
+            !waiting
+                .iter()
+                .any(|a| matches!(a, Action::PatchStatus(s) if s.phase == Some(Phase::Failed)))
+        );
+        assert!(
+            waiting.contains(&Action::Requeue(std::time::Duration::from_secs(11))),
+            "looks again when the start timeout ends: {waiting:?}"
+        );
+
+        o.pods = vec![stuck("ImagePullBackOff", 121)];
+        let failing = decide(&o);
+        let s = status_of(&failing);
+        assert_eq!(
+            (s.phase, s.reason.as_deref()),
+            (Some(Phase::Failed), Some("PodNotStarted"))
+        );
+        assert!(s.message.as_deref().unwrap().contains("ImagePullBackOff details"));
+        assert!(failing.contains(&Action::DeleteJob));
+        assert!(!releases(&failing), "the Lease is kept while the pod exists");
+
+        // Failed, its Job being deleted, the pod still there: keep guarding.
+        let failed = Some(s.clone());
+        let r2 = run("r", true, failed.clone());
+        let mut o2 = observe(&r2, Some(JobState::Deleting), Some(lease(&me, 30)));
+        o2.pods = vec![stuck("ImagePullBackOff", 125)];
+        let guarding = decide(&o2);
+        assert!(!releases(&guarding) && o2.guarding(), "{guarding:?}");
+        assert!(guarding.contains(&Action::RenewLease {
+            resource_version: "7".into()
+        }));
+        // Gone: let go of the table.
+        let o3 = observe(&r2, None, Some(lease(&me, 30)));
+        assert!(releases(&decide(&o3)));
+    }
+
+    #[test]
+    fn an_image_that_can_never_be_used_fails_at_once() {
+        let r = run("r", true, running());
+        let mut o = observe(&r, Some(JobState::Active), None);
+        for reason in ["ErrImageNeverPull", "InvalidImageName"] {
+            o.pods = vec![stuck(reason, 1)];
+            assert_eq!(
+                phase_of(&decide(&o)),
+                Some((Phase::Failed, "PodNotStarted".into())),
+                "{reason}"
+            );
+        }
+        o.pods = vec![stuck("CreateContainerConfigError", 1)];
+        assert_eq!(
+            phase_of(&decide(&o)),
+            None,
+            "a missing Secret may still be created"
+        );
+    }
+
+    #[test]
+    fn a_worker_locked_out_by_an_outside_writer_waits_and_starts_again() {
+        let r = run("r", true, running());
+        let me = holder_identity(&r);
+        let mut o = observe(
+            &r,
+            Some(JobState::Failed {
+                message: "Job failed (PodFailurePolicy)".into(),
+            }),
+            Some(lease(&me, 5)),
+        );
+        o.pods = vec![PodState {
+            exit_code: Some(75),
+            termination_message: Some(
+                "{\"level\":\"INFO\"}\nerror: table is locked by run 2024-x on host laptop (pid 7)\n".into(),
+            ),
+            ..pod(false)
+        }];
+        o.summary = Some(SummaryFetch::Missing);
+        let actions = decide(&o);
+        let s = status_of(&actions);
+        assert_eq!(
+            (s.phase, s.reason.as_deref()),
+            (Some(Phase::Pending), Some("LockedBy"))
+        );
+        assert!(
+            s.message
+                .as_deref()
+                .unwrap()
+                .contains("locked by run 2024-x on host laptop"),
+            "{s:?}"
+        );
+        assert_eq!(
+            s.retry_after.as_deref(),
+            Some(rfc3339(now() + Duration::seconds(30)).as_str())
+        );
+        assert!(s.finished_at.is_none());
+        assert!(actions.contains(&Action::DeleteJob));
+
+        // The old Job gone, before the retry time: wait; after it: a new Lease and Job.
+        let r2 = run("r", true, Some(s.clone()));
+        let early = observe(&r2, None, None);
+        assert!(matches!(decide(&early)[..], [Action::Requeue(_)]));
+        let mut later = observe(&r2, None, None);
+        later.now = now() + Duration::seconds(31);
+        let actions = decide(&later);
+        assert!(actions.contains(&Action::CreateLease) && actions.contains(&Action::CreateJob));
+        assert!(status_of(&actions).retry_after.is_none());
+    }
+
+    #[test]
+    fn an_unreadable_summary_is_read_again_a_few_times_then_fails_the_run() {
+        let mut status = running().unwrap();
+        for attempt in 1..SUMMARY_ATTEMPTS {
+            let r = run("r", true, Some(status.clone()));
+            let mut o = observe(&r, Some(JobState::Succeeded), None);
+            o.summary = Some(SummaryFetch::Error("connection reset".into()));
+            let actions = decide(&o);
+            let s = status_of(&actions);
+            assert_eq!(s.phase, Some(Phase::Running), "attempt {attempt}");
+            assert_eq!(s.summary_read_failures, Some(attempt));
+            assert!(actions.iter().any(|a| matches!(a, Action::Requeue(_))));
+            status = s.clone();
+        }
+        let r = run("r", true, Some(status));
+        let mut o = observe(&r, Some(JobState::Succeeded), None);
+        o.summary = Some(SummaryFetch::Error("connection reset".into()));
+        assert_eq!(
+            phase_of(&decide(&o)),
+            Some((Phase::Failed, "SummaryUnreadable".into()))
+        );
+    }
+
+    #[test]
+    fn images_and_service_accounts_must_be_allowed() {
+        let mut r = run("r", true, None);
+        r.spec.image = Some("evil/miner:latest".into());
+        let actions = decide(&observe(&r, None, None));
+        assert_eq!(
+            phase_of(&actions),
+            Some((Phase::Failed, "ImageNotAllowed".into()))
+        );
+        assert!(!actions.contains(&Action::CreateJob) && !actions.contains(&Action::CreateLease));
+        for image in ["lakeload:1", "registry.example/lakeload:2.0"] {
+            r.spec.image = Some(image.into());
+            assert!(
+                decide(&observe(&r, None, None)).contains(&Action::CreateJob),
+                "{image}"
+            );
+        }
+        r.spec.service_account_name = Some("cluster-admin".into());
+        assert_eq!(
+            phase_of(&decide(&observe(&r, None, None))),
+            Some((Phase::Failed, "ServiceAccountNotAllowed".into()))
+        );
+        r.spec.service_account_name = Some("etl-reader".into());
+        assert!(decide(&observe(&r, None, None)).contains(&Action::CreateJob));
+    }
+
+    #[test]
+    fn conditions_carry_the_generation_they_were_decided_for() {
+        let mut r = run("r", true, None);
+        r.metadata.generation = Some(3);
+        let actions = decide(&observe(&r, None, None));
+        let s = status_of(&actions);
+        assert!(
+            s.conditions.iter().all(|c| c.observed_generation == Some(3)),
+            "{s:?}"
+        );
     }
 
     #[test]
@@ -723,11 +1277,28 @@ mod tests {
             k8s_openapi::jiff::Timestamp::from_second(now().timestamp()).unwrap(),
         ));
         let me = holder_identity(&r);
-        let actions = decide(&observe(&r, Some(JobState::Active), Some(lease(&me, 5))));
+        // The Job and its pod still there: stop it, keep the table guarded and the finalizer.
+        let mut o = observe(&r, Some(JobState::Active), Some(lease(&me, 5)));
+        o.pods = vec![pod(true)];
+        let actions = decide(&o);
+        assert_eq!(actions[0], Action::DeleteJob);
+        assert!(
+            !releases(&actions) && !actions.contains(&Action::RemoveFinalizer),
+            "{actions:?}"
+        );
+        // The Job gone but its pod still stopping: same.
+        let mut o = observe(&r, None, Some(lease(&me, 5)));
+        o.pods = vec![pod(true)];
+        let actions = decide(&o);
+        assert!(
+            !releases(&actions) && !actions.contains(&Action::RemoveFinalizer),
+            "{actions:?}"
+        );
+        // Nothing left running: release and let go.
+        let actions = decide(&observe(&r, None, Some(lease(&me, 5))));
         assert_eq!(
             actions,
             vec![
-                Action::DeleteJob,
                 Action::ReleaseLease {
                     resource_version: "7".into()
                 },

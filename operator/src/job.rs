@@ -4,11 +4,13 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::{
-    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EnvFromSource, EnvVar, PodSpec, PodTemplateSpec, SecretEnvSource,
+    Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, PodSecurityContext, PodSpec,
+    PodTemplateSpec, SeccompProfile, SecretEnvSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Resource;
@@ -20,8 +22,17 @@ pub const LABEL_RUN: &str = "lakeload.io/run";
 pub const LABEL_TABLE: &str = "lakeload.io/table";
 pub const MANAGED_BY: &str = "lakeload-operator";
 
-/// Exit codes that a retry cannot fix: configuration errors and too many rejected rows.
-const NO_RETRY_EXIT_CODES: [i32; 2] = [2, 65];
+/// Exit codes a pod retry cannot fix: configuration errors (2), too many rejected rows (65),
+/// and the table's S3 lock held by another writer (75: the operator waits and starts a new Job).
+pub const NO_RETRY_EXIT_CODES: [i32; 3] = [2, 65, 75];
+/// The worker's exit code when another writer holds the table's S3 lock.
+pub const EXIT_LOCKED: i32 = 75;
+/// Where the worker spills (TMPDIR in the image): an emptyDir, the root filesystem being
+/// read-only.
+const SPILL_DIR: &str = "/tmp";
+/// Share of the container's memory limit given to `run.memory_limit`: the rest is the worker's
+/// own footprint (binary, runtime, I/O buffers) beyond the rows it counts.
+const MEMORY_LIMIT_SHARE: (u64, u64) = (3, 4);
 
 /// A short, stable name for a table: the first 16 hex digits of SHA-256 of its URL.
 pub fn table_id(target_url: &str) -> String {
@@ -65,13 +76,67 @@ pub fn run_id(run: &EtlRun) -> String {
     )
 }
 
+/// A label value (63 characters at most) naming the run: its name, or for longer names (an
+/// EtlRun name may have 253) a prefix and a hash of the whole name.
+pub fn run_label(run: &EtlRun) -> String {
+    let name = run.metadata.name.as_deref().unwrap_or_default();
+    if name.len() <= 63 {
+        return name.to_string();
+    }
+    let digest = Sha256::digest(name.as_bytes());
+    let hash: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+    let prefix: String = name.chars().take(52).collect();
+    format!("{}-{hash}", prefix.trim_end_matches(['-', '.']))
+}
+
 pub fn labels(run: &EtlRun) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".into(), "lakeload".into()),
         ("app.kubernetes.io/managed-by".into(), MANAGED_BY.into()),
-        (LABEL_RUN.into(), run.metadata.name.clone().unwrap_or_default()),
+        (LABEL_RUN.into(), run_label(run)),
         (LABEL_TABLE.into(), table_id(&run.spec.target.url)),
     ])
+}
+
+/// A Kubernetes quantity (`512Mi`, `2G`, `1.5Gi`, `2147483648`, `1e9`) in bytes.
+pub fn quantity_bytes(quantity: &str) -> Option<u64> {
+    let q = quantity.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        s if s.starts_with(['e', 'E']) => 10f64.powi(s[1..].parse().ok()?),
+        _ => return None,
+    };
+    let bytes = number * factor;
+    (bytes.is_finite() && bytes >= 0.0).then_some(bytes as u64)
+}
+
+/// `run.memory_limit` for the worker from its container's memory limit, unless the run sets
+/// it itself.
+fn derived_memory_limit(run: &EtlRun) -> Option<String> {
+    if run.spec.settings.contains_key("run.memory_limit") {
+        return None;
+    }
+    let limit = run.spec.resources.as_ref()?.limits.as_ref()?.get("memory")?;
+    let bytes = quantity_bytes(&limit.0)?;
+    Some((bytes / MEMORY_LIMIT_SHARE.1 * MEMORY_LIMIT_SHARE.0).to_string())
 }
 
 /// `section.key` → `LAKELOAD_SECTION_KEY`.
@@ -105,6 +170,9 @@ pub fn worker_env(run: &EtlRun) -> Vec<EnvVar> {
     settings
         .entry("logging.format".into())
         .or_insert_with(|| "json".into());
+    if let Some(limit) = derived_memory_limit(run) {
+        settings.insert("run.memory_limit".into(), limit);
+    }
     settings
         .into_iter()
         .map(|(k, v)| EnvVar {
@@ -120,6 +188,23 @@ pub fn build_job(run: &EtlRun, default_image: &str) -> Job {
     let owner = run
         .controller_owner_ref(&())
         .expect("a stored EtlRun has a name and uid");
+    let template = spec.pod_template.clone().unwrap_or_default();
+    // The run's extra variables first: where a name repeats, the operator's settings win.
+    let mut env = worker_env(run);
+    let ours: std::collections::BTreeSet<String> = env.iter().map(|e| e.name.clone()).collect();
+    env.extend(template.env.into_iter().filter(|e| !ours.contains(&e.name)));
+    let mut volume_mounts = vec![VolumeMount {
+        name: "spill".into(),
+        mount_path: SPILL_DIR.into(),
+        ..Default::default()
+    }];
+    volume_mounts.extend(template.volume_mounts);
+    let mut volumes = vec![Volume {
+        name: "spill".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }];
+    volumes.extend(template.volumes);
     let container = Container {
         name: "worker".into(),
         image: Some(spec.image.clone().unwrap_or_else(|| default_image.to_string())),
@@ -131,7 +216,7 @@ pub fn build_job(run: &EtlRun, default_image: &str) -> Job {
             "--run-id".into(),
             run_id(run),
         ]),
-        env: Some(worker_env(run)),
+        env: Some(env),
         env_from: spec.credentials_secret.as_ref().map(|name| {
             vec![EnvFromSource {
                 secret_ref: Some(SecretEnvSource {
@@ -142,8 +227,24 @@ pub fn build_job(run: &EtlRun, default_image: &str) -> Job {
             }]
         }),
         resources: spec.resources.clone(),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            ..Default::default()
+        }),
+        // The worker's last log lines become the pod's termination message: the operator
+        // quotes them when a pod fails before writing its summary (e.g. locked, exit 75).
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        volume_mounts: Some(volume_mounts),
         ..Default::default()
     };
+    let mut pod_labels = template.labels;
+    pod_labels.extend(labels(run));
     Job {
         metadata: ObjectMeta {
             name: Some(job_name(run)),
@@ -156,25 +257,56 @@ pub fn build_job(run: &EtlRun, default_image: &str) -> Job {
             backoff_limit: Some(spec.backoff_limit.unwrap_or(1)),
             active_deadline_seconds: spec.active_deadline_seconds,
             pod_failure_policy: Some(PodFailurePolicy {
-                rules: vec![PodFailurePolicyRule {
-                    action: "FailJob".into(),
-                    on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
-                        container_name: Some("worker".into()),
-                        operator: "In".into(),
-                        values: NO_RETRY_EXIT_CODES.to_vec(),
-                    }),
-                    ..Default::default()
-                }],
+                rules: vec![
+                    PodFailurePolicyRule {
+                        action: "FailJob".into(),
+                        on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                            container_name: Some("worker".into()),
+                            operator: "In".into(),
+                            values: NO_RETRY_EXIT_CODES.to_vec(),
+                        }),
+                        ..Default::default()
+                    },
+                    // Evicted or preempted pods are retried without counting against
+                    // backoffLimit.
+                    PodFailurePolicyRule {
+                        action: "Ignore".into(),
+                        on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                            type_: "DisruptionTarget".into(),
+                            status: "True".into(),
+                        }]),
+                        ..Default::default()
+                    },
+                ],
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels(run)),
+                    labels: Some(pod_labels),
+                    annotations: (!template.annotations.is_empty()).then_some(template.annotations),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
                     service_account_name: spec.service_account_name.clone(),
+                    // The worker never calls the Kubernetes API.
+                    automount_service_account_token: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..Default::default()
+                    }),
                     containers: vec![container],
+                    volumes: Some(volumes),
+                    node_selector: (!template.node_selector.is_empty()).then_some(template.node_selector),
+                    tolerations: (!template.tolerations.is_empty()).then_some(template.tolerations),
+                    affinity: template.affinity,
+                    host_network: template.host_network,
+                    priority_class_name: template.priority_class_name,
+                    image_pull_secrets: (!template.image_pull_secrets.is_empty())
+                        .then_some(template.image_pull_secrets),
                     ..Default::default()
                 }),
             },
@@ -216,5 +348,193 @@ pub fn build_lease(
             renew_time: Some(micro(now)),
             ..Default::default()
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{EtlRunSpec, SourceSpec, TargetSpec, WorkerPodTemplate};
+    use k8s_openapi::api::core::v1::ResourceRequirements;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    fn run(name: &str) -> EtlRun {
+        let mut run = EtlRun::new(
+            name,
+            EtlRunSpec {
+                mode: Default::default(),
+                source: SourceSpec {
+                    url: "s3://in/x".into(),
+                    pattern: None,
+                    delimiter: None,
+                    header: None,
+                },
+                target: TargetSpec {
+                    url: "s3://out/t".into(),
+                    layout: None,
+                },
+                settings: Default::default(),
+                image: None,
+                credentials_secret: None,
+                resources: None,
+                service_account_name: None,
+                pod_template: None,
+                active_deadline_seconds: None,
+                backoff_limit: None,
+                ttl_seconds_after_finished: None,
+            },
+        );
+        run.metadata.namespace = Some("ns".into());
+        run.metadata.uid = Some("0123456789abcdef".into());
+        run
+    }
+
+    fn is_label_value(v: &str) -> bool {
+        v.len() <= 63
+            && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && v.chars().next().is_none_or(|c| c.is_ascii_alphanumeric())
+            && v.chars().last().is_none_or(|c| c.is_ascii_alphanumeric())
+    }
+
+    #[test]
+    fn names_and_labels_fit_whatever_the_run_name_length() {
+        for len in [1, 40, 63, 64, 200, 253] {
+            let name: String = (0..len).map(|i| if i % 10 == 9 { '-' } else { 'a' }).collect();
+            let name = name.trim_end_matches('-').to_string();
+            let job = build_job(&run(&name), "lakeload:1");
+            let job_name = job.metadata.name.clone().unwrap();
+            assert!(is_label_value(&job_name), "{len}: job name {job_name}");
+            for (k, v) in job.metadata.labels.clone().unwrap() {
+                assert!(is_label_value(&v), "{len}: label {k}={v}");
+            }
+        }
+        // Long names that share a prefix still get different labels.
+        let a = format!("{}-a", "x".repeat(70));
+        let b = format!("{}-b", "x".repeat(70));
+        assert_ne!(run_label(&run(&a)), run_label(&run(&b)));
+    }
+
+    #[test]
+    fn quantities_become_bytes() {
+        for (q, bytes) in [
+            ("512Mi", Some(512 << 20)),
+            ("2Gi", Some(2 << 30)),
+            ("1.5Gi", Some(3 << 29)),
+            ("1G", Some(1_000_000_000)),
+            ("2147483648", Some(2_147_483_648)),
+            ("1e9", Some(1_000_000_000)),
+            ("500M", Some(500_000_000)),
+            ("lots", None),
+            ("5Xi", None),
+        ] {
+            assert_eq!(quantity_bytes(q), bytes, "{q}");
+        }
+    }
+
+    fn env_of(job: &Job) -> BTreeMap<String, String> {
+        job.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.value.unwrap_or_default()))
+            .collect()
+    }
+
+    #[test]
+    fn the_memory_limit_follows_the_container_limit_unless_set() {
+        let mut r = run("r");
+        assert!(!env_of(&build_job(&r, "i")).contains_key("LAKELOAD_RUN_MEMORY_LIMIT"));
+        r.spec.resources = Some(ResourceRequirements {
+            limits: Some(BTreeMap::from([("memory".into(), Quantity("2Gi".into()))])),
+            ..Default::default()
+        });
+        assert_eq!(
+            env_of(&build_job(&r, "i"))
+                .get("LAKELOAD_RUN_MEMORY_LIMIT")
+                .map(String::as_str),
+            Some("1610612736"),
+            "three quarters of 2 GiB"
+        );
+        r.spec.settings.insert("run.memory_limit".into(), "1GiB".into());
+        assert_eq!(
+            env_of(&build_job(&r, "i"))
+                .get("LAKELOAD_RUN_MEMORY_LIMIT")
+                .map(String::as_str),
+            Some("1GiB")
+        );
+    }
+
+    #[test]
+    fn the_pod_template_is_merged_but_cannot_override_the_worker() {
+        let mut r = run("r");
+        r.spec.pod_template = Some(WorkerPodTemplate {
+            labels: BTreeMap::from([
+                ("team".into(), "data".into()),
+                (LABEL_RUN.into(), "spoofed".into()),
+            ]),
+            annotations: BTreeMap::from([(
+                "eks.amazonaws.com/role-arn".into(),
+                "arn:aws:iam::1:role/etl".into(),
+            )]),
+            node_selector: BTreeMap::from([("pool".into(), "etl".into())]),
+            host_network: Some(true),
+            env: vec![
+                EnvVar {
+                    name: "AWS_CA_BUNDLE".into(),
+                    value: Some("/etc/ca/ca.pem".into()),
+                    ..Default::default()
+                },
+                EnvVar {
+                    name: "LAKELOAD_TARGET_URL".into(),
+                    value: Some("s3://elsewhere".into()),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        });
+        let job = build_job(&r, "lakeload:1");
+        let template = job.spec.as_ref().unwrap().template.clone();
+        let meta = template.metadata.unwrap();
+        let labels = meta.labels.unwrap();
+        assert_eq!(labels.get("team").map(String::as_str), Some("data"));
+        assert_eq!(labels.get(LABEL_RUN).map(String::as_str), Some("r"));
+        assert!(
+            meta.annotations
+                .unwrap()
+                .contains_key("eks.amazonaws.com/role-arn")
+        );
+        let pod = template.spec.unwrap();
+        assert_eq!(pod.host_network, Some(true));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let env = env_of(&job);
+        assert_eq!(
+            env.get("AWS_CA_BUNDLE").map(String::as_str),
+            Some("/etc/ca/ca.pem")
+        );
+        assert_eq!(
+            env.get("LAKELOAD_TARGET_URL").map(String::as_str),
+            Some("s3://out/t")
+        );
+        let worker = &pod.containers[0];
+        let security = worker.security_context.clone().unwrap();
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert!(
+            worker
+                .volume_mounts
+                .clone()
+                .unwrap()
+                .iter()
+                .any(|m| m.mount_path == "/tmp"),
+            "the spill folder is writable"
+        );
     }
 }

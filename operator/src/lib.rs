@@ -8,5 +8,7 @@ pub mod controller;
 pub mod crd;
 pub mod decide;
 pub mod job;
+pub mod leader;
 pub mod metrics;
+pub mod renew;
 pub mod schedule;

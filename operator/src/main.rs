@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use lakeload_operator::controller::{self, Settings};
+use lakeload_operator::decide::Policy;
+use lakeload_operator::leader::Election;
 use lakeload_operator::metrics::Metrics;
 
 #[derive(Parser)]
@@ -47,6 +49,38 @@ struct RunArgs {
     /// text or json.
     #[arg(long, env = "LAKELOAD_OPERATOR_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Images an EtlRun may name in spec.image, comma-separated; `prefix*` allows a repository.
+    /// The worker image is always allowed (it is what runs without spec.image).
+    #[arg(
+        long,
+        env = "LAKELOAD_OPERATOR_ALLOWED_IMAGES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    allowed_images: Vec<String>,
+    /// Service accounts an EtlRun may name in spec.serviceAccountName, comma-separated
+    /// (`prefix*` allowed). Default: none (worker pods run as the namespace's default).
+    #[arg(
+        long,
+        env = "LAKELOAD_OPERATOR_ALLOWED_SERVICE_ACCOUNTS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    allowed_service_accounts: Vec<String>,
+    /// A worker pod that cannot start this long (image pull, missing Secret, unschedulable)
+    /// fails its run.
+    #[arg(long, env = "LAKELOAD_OPERATOR_START_TIMEOUT_SECONDS", default_value_t = 300)]
+    start_timeout_seconds: i64,
+    /// A run whose worker found the table's S3 lock taken (exit 75) tries again after this.
+    #[arg(long, env = "LAKELOAD_OPERATOR_LOCK_RETRY_SECONDS", default_value_t = 60)]
+    lock_retry_seconds: i64,
+    /// Elect one leader among the operator's replicas with a Lease.
+    #[arg(long, env = "LAKELOAD_OPERATOR_LEADER_ELECT", default_value_t = false)]
+    leader_elect: bool,
+    /// Namespace of the leader-election Lease (default: $POD_NAMESPACE, else the watched
+    /// namespace, else `default`).
+    #[arg(long, env = "LAKELOAD_OPERATOR_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -127,15 +161,58 @@ async fn main() -> ExitCode {
                 args.metrics_addr,
                 metrics.clone(),
             ));
+            let namespace = args.namespace.filter(|n| !n.is_empty());
+            let mut allowed_images: Vec<String> = args
+                .allowed_images
+                .into_iter()
+                .filter(|i| !i.trim().is_empty())
+                .collect();
+            allowed_images.push(args.worker_image.clone());
+            let lease_seconds = args.lease_seconds.max(15);
             let settings = Settings {
                 worker_image: args.worker_image,
-                lease_seconds: args.lease_seconds.max(15),
                 keep_last: args.keep_last,
-                namespace: args.namespace.filter(|n| !n.is_empty()),
+                namespace: namespace.clone(),
+                policy: Policy {
+                    lease_seconds,
+                    start_timeout_seconds: args.start_timeout_seconds.max(1),
+                    lock_retry_seconds: args.lock_retry_seconds.max(1),
+                    allowed_images,
+                    allowed_service_accounts: args
+                        .allowed_service_accounts
+                        .into_iter()
+                        .filter(|a| !a.trim().is_empty())
+                        .collect(),
+                },
             };
-            controller::run(client, settings, metrics).await;
+            let code = if args.leader_elect {
+                let election = Election {
+                    namespace: args
+                        .leader_election_namespace
+                        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                        .or(namespace)
+                        .unwrap_or_else(|| "default".into()),
+                    name: "lakeload-operator-leader".into(),
+                    identity: std::env::var("POD_NAME")
+                        .unwrap_or_else(|_| format!("lakeload-operator-{}", std::process::id())),
+                    lease_seconds,
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+                    _ = election.acquire(&client) => {
+                        tokio::select! {
+                            _ = controller::run(client.clone(), settings, metrics) => ExitCode::SUCCESS,
+                            // Lost: exit, and let the Deployment restart this replica as a follower.
+                            _ = election.keep(&client) => ExitCode::FAILURE,
+                        }
+                    }
+                }
+            } else {
+                controller::run(client, settings, metrics).await;
+                ExitCode::SUCCESS
+            };
             server.abort();
-            ExitCode::SUCCESS
+            code
         }
     }
 }

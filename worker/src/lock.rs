@@ -174,11 +174,14 @@ impl TableLock {
                         ),
                     });
                 }
+                // Expired, or held under this very run id: a retry of the same run (a Job's
+                // next pod after the previous one was killed). Either way the old holder is
+                // fenced: its next renewal or conditional write fails on the new ETag.
                 Holder::Held {
                     info: held,
                     etag,
-                    expired: true,
-                } => {
+                    expired,
+                } if expired || held.run_id == run_id => {
                     let Some(etag) = etag else { continue };
                     let sent = Instant::now();
                     match storage
@@ -186,12 +189,20 @@ impl TableLock {
                         .await
                     {
                         Ok(new_etag) => {
-                            tracing::warn!(
-                                "took over the lock of {}: its lease of {}s ran out (last renewed \
-                                 by the store's clock)",
-                                held.run_id,
-                                held.lease_seconds.map_or("?".into(), |s| s.to_string())
-                            );
+                            if held.run_id == run_id {
+                                tracing::warn!(
+                                    "took over the lock an earlier attempt of this run ({}) left \
+                                     behind",
+                                    held.describe()
+                                );
+                            } else {
+                                tracing::warn!(
+                                    "took over the lock of {}: its lease of {}s ran out (last \
+                                     renewed by the store's clock)",
+                                    held.run_id,
+                                    held.lease_seconds.map_or("?".into(), |s| s.to_string())
+                                );
+                            }
                             return Ok(Self::hold(storage, new_etag, info, sent, lease));
                         }
                         Err(StorageError::PreconditionFailed { .. }) => continue,

@@ -7,3 +7,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "lakeload.roleKind" -}}
 {{- if .Values.watchAllNamespaces }}ClusterRole{{ else }}Role{{ end }}
 {{- end }}
+{{- define "lakeload.operatorImage" -}}
+{{ .Values.image.operator.repository }}:{{ .Values.image.operator.tag | default .Chart.AppVersion }}
+{{- end }}
+{{- define "lakeload.workerImage" -}}
+{{ .Values.image.worker.repository }}:{{ .Values.image.worker.tag | default .Chart.AppVersion }}
+{{- end }}
+{{- /* Non-root, no privileges, read-only root: what both images are built for. */ -}}
+{{- define "lakeload.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities: {drop: [ALL]}
+{{- end }}
+{{- define "lakeload.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+seccompProfile: {type: RuntimeDefault}
+{{- end }}

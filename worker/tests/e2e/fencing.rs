@@ -139,6 +139,40 @@ fn a_run_paused_past_its_lease_writes_nothing_and_names_the_new_holder() {
 }
 
 #[test]
+fn a_retry_under_the_same_run_id_takes_over_the_lock_its_killed_attempt_left() {
+    // A Kubernetes Job's next pod runs with the same --run-id after the previous pod was
+    // killed (OOM, node drain) while it held the table's lock.
+    let dir = tempdir();
+    for place in places("same-run-retry", dir.path()) {
+        add(&place, "a.gz", 5, 300, 1_000);
+        add(&place, "b.gz", 6, 300, 2_000);
+        let mut first = Running::spawn(
+            worker(&place, "t", "run-job")
+                .env("LAKELOAD_LOCK_LEASE_SECONDS", "600")
+                .env(faults::ENV, "before_date_write:1:stop"),
+        );
+        first.wait_for(faults::MARKER, PAUSE_TIMEOUT);
+        first.signal("KILL");
+        let _ = first.finish();
+        assert!(lock_exists(&place, "t"), "the killed attempt left its lock");
+
+        // Another run is still refused: the lease has 10 minutes to go.
+        let other = worker(&place, "t", "run-other").output();
+        assert_exit(&other, 75);
+
+        let retry = worker(&place, "t", "run-job").output();
+        assert_exit(&retry, 0);
+        assert!(
+            stderr(&retry).contains("an earlier attempt of this run (run run-job"),
+            "{}",
+            stderr(&retry)
+        );
+        assert_eq!(place.rows_blocking("t"), reference(&place));
+        assert!(!lock_exists(&place, "t"), "the retry released the lock");
+    }
+}
+
+#[test]
 fn a_write_stalled_after_the_lease_check_is_refused_by_the_store() {
     let dir = tempdir();
     for place in places("stalled-write", dir.path()) {

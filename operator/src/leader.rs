@@ -1,0 +1,141 @@
+//! Leader election for `replicas > 1`: one operator reconciles, the others wait on a Lease
+//! (`coordination.k8s.io`) and take over when the leader stops renewing it. A leader that
+//! cannot renew within the Lease's duration stops, so that two never reconcile at once.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::Client;
+use kube::api::{Api, PostParams};
+
+#[derive(Debug, Clone)]
+pub struct Election {
+    pub namespace: String,
+    pub name: String,
+    pub identity: String,
+    pub lease_seconds: i64,
+}
+
+fn micro(t: DateTime<Utc>) -> MicroTime {
+    MicroTime(k8s_openapi::jiff::Timestamp::from_microsecond(t.timestamp_micros()).unwrap_or_default())
+}
+
+fn to_chrono(t: &MicroTime) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.0.as_microsecond()).unwrap_or_default()
+}
+
+enum Attempt {
+    Leading,
+    Held(String),
+}
+
+impl Election {
+    fn lease(&self, acquired: DateTime<Utc>, resource_version: Option<String>) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                namespace: Some(self.namespace.clone()),
+                resource_version,
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(self.identity.clone()),
+                lease_duration_seconds: Some(self.lease_seconds as i32),
+                acquire_time: Some(micro(acquired)),
+                renew_time: Some(micro(Utc::now())),
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// One try to take or renew leadership.
+    async fn attempt(&self, leases: &Api<Lease>) -> Result<Attempt, kube::Error> {
+        let Some(current) = leases.get_opt(&self.name).await? else {
+            return match leases
+                .create(&PostParams::default(), &self.lease(Utc::now(), None))
+                .await
+            {
+                Ok(_) => Ok(Attempt::Leading),
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(Attempt::Held("?".into())),
+                Err(e) => Err(e),
+            };
+        };
+        let spec = current.spec.clone().unwrap_or_default();
+        let holder = spec.holder_identity.clone().unwrap_or_default();
+        let renewed = spec
+            .renew_time
+            .as_ref()
+            .or(spec.acquire_time.as_ref())
+            .map(to_chrono);
+        let duration = i64::from(spec.lease_duration_seconds.unwrap_or(0));
+        let expired = renewed.is_none_or(|r| r + chrono::Duration::seconds(duration) < Utc::now());
+        let ours = holder == self.identity;
+        if !(ours || holder.is_empty() || expired) {
+            return Ok(Attempt::Held(holder));
+        }
+        let acquired = match (ours, spec.acquire_time.as_ref()) {
+            (true, Some(t)) => to_chrono(t),
+            _ => Utc::now(),
+        };
+        let lease = self.lease(acquired, current.metadata.resource_version.clone());
+        match leases.replace(&self.name, &PostParams::default(), &lease).await {
+            Ok(_) => Ok(Attempt::Leading),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Attempt::Held(holder)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until this process leads.
+    pub async fn acquire(&self, client: &Client) {
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &self.namespace);
+        let mut announced = None;
+        loop {
+            match self.attempt(&leases).await {
+                Ok(Attempt::Leading) => {
+                    tracing::info!(lease = %self.name, identity = %self.identity, "leading");
+                    return;
+                }
+                Ok(Attempt::Held(holder)) => {
+                    if announced.as_ref() != Some(&holder) {
+                        tracing::info!(lease = %self.name, "{holder} leads; waiting");
+                        announced = Some(holder);
+                    }
+                }
+                Err(e) => tracing::warn!(lease = %self.name, "leader election: {e}"),
+            }
+            tokio::time::sleep(self.retry_period()).await;
+        }
+    }
+
+    /// Renews leadership until it is lost (another holder, or no successful renewal for a
+    /// whole Lease duration); then returns.
+    pub async fn keep(&self, client: &Client) {
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &self.namespace);
+        let mut last = Utc::now();
+        loop {
+            tokio::time::sleep(self.retry_period()).await;
+            match self.attempt(&leases).await {
+                Ok(Attempt::Leading) => last = Utc::now(),
+                Ok(Attempt::Held(holder)) => {
+                    tracing::error!(lease = %self.name, "lost leadership to {holder}");
+                    return;
+                }
+                Err(e) => tracing::warn!(lease = %self.name, "cannot renew leadership: {e}"),
+            }
+            // Stop before the Lease can lapse for others: a margin of one retry period.
+            if Utc::now() - last
+                >= chrono::Duration::seconds(self.lease_seconds)
+                    - chrono::Duration::from_std(self.retry_period()).unwrap_or_default()
+            {
+                tracing::error!(lease = %self.name, "could not renew leadership in time");
+                return;
+            }
+        }
+    }
+
+    fn retry_period(&self) -> Duration {
+        Duration::from_secs((self.lease_seconds / 3).max(1) as u64)
+    }
+}

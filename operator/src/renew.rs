@@ -1,0 +1,88 @@
+//! Lease renewal on a timer of its own. Reconciles renew a run's Lease too, but a reconcile
+//! that keeps failing waits out an exponential back-off longer than the Lease; this task
+//! renews every Lease a run guards its table with, every third of the Lease, whatever the
+//! reconciles are doing.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::Utc;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, PostParams};
+use kube::{Client, ResourceExt};
+
+use crate::crd::EtlRun;
+use crate::decide::{Action, Observed, holder_identity};
+use crate::job::lease_name;
+
+/// Leases to renew: (namespace, Lease name) → holder identity.
+#[derive(Default)]
+pub struct Renewals {
+    held: Mutex<HashMap<(String, String), String>>,
+}
+
+impl Renewals {
+    /// Records what a reconcile saw and decided: renew while the run guards its table, stop
+    /// once it releases the Lease.
+    pub fn track(&self, run: &EtlRun, observed: &Observed, actions: &[Action]) {
+        let key = (run.namespace().unwrap_or_default(), lease_name(run));
+        let mut held = self.held.lock().expect("renewals");
+        let releasing = actions.iter().any(|a| matches!(a, Action::ReleaseLease { .. }));
+        if observed.guarding() && !releasing {
+            held.insert(key, holder_identity(run));
+        } else if held.get(&key) == Some(&holder_identity(run)) {
+            held.remove(&key);
+        }
+    }
+
+    fn snapshot(&self) -> Vec<((String, String), String)> {
+        let held = self.held.lock().expect("renewals");
+        held.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    fn forget(&self, key: &(String, String), holder: &str) {
+        let mut held = self.held.lock().expect("renewals");
+        if held.get(key).map(String::as_str) == Some(holder) {
+            held.remove(key);
+        }
+    }
+
+    /// Renews every tracked Lease that its run still holds, every `lease_seconds / 3`.
+    pub async fn run(&self, client: Client, lease_seconds: i64) {
+        let period = Duration::from_secs((lease_seconds / 3).max(1) as u64);
+        loop {
+            tokio::time::sleep(period).await;
+            for (key, holder) in self.snapshot() {
+                let leases: Api<Lease> = Api::namespaced(client.clone(), &key.0);
+                match renew(&leases, &key.1, &holder).await {
+                    Ok(true) => {}
+                    Ok(false) => self.forget(&key, &holder),
+                    Err(e) => tracing::warn!(lease = %key.1, namespace = %key.0, "cannot renew: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// Renews the Lease if `holder` still holds it; `Ok(false)` when it does not (any more).
+async fn renew(leases: &Api<Lease>, name: &str, holder: &str) -> Result<bool, kube::Error> {
+    let Some(mut lease) = leases.get_opt(name).await? else {
+        return Ok(false);
+    };
+    let spec = lease.spec.get_or_insert_with(Default::default);
+    if spec.holder_identity.as_deref() != Some(holder) {
+        return Ok(false);
+    }
+    let now =
+        k8s_openapi::jiff::Timestamp::from_microsecond(Utc::now().timestamp_micros()).unwrap_or_default();
+    spec.renew_time = Some(MicroTime(now));
+    // resourceVersion is kept: a concurrent change (release, takeover) wins, and the next
+    // round looks again.
+    match leases.replace(name, &PostParams::default(), &lease).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(true),
+        Err(e) => Err(e),
+    }
+}
