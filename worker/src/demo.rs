@@ -61,14 +61,14 @@ pub async fn demo(dir: &Path, interactive: bool) -> Result<DemoReport> {
         ..GenerateOptions::default()
     };
     let generated = generate(&first)?;
-    println!(
+    crate::outln!(
         "1. Generated {} source files ({} lines, some duplicated across files, a few bad) under {}\n",
         generated.files,
         generated.lines,
         source.display()
     );
 
-    println!("2. Full run: builds the table from every source file\n");
+    crate::outln!("2. Full run: builds the table from every source file\n");
     let mut full = config.clone();
     full.run.mode = crate::config::Mode::Full;
     run_step(&full, interactive).await?;
@@ -80,31 +80,32 @@ pub async fn demo(dir: &Path, interactive: bool) -> Result<DemoReport> {
         ..first.clone()
     };
     let generated = generate(&second)?;
-    println!(
+    crate::outln!(
         "3. {} new files arrived ({} lines: new days, late rows for earlier days, re-sent rows)\n",
-        generated.files, generated.lines
+        generated.files,
+        generated.lines
     );
 
-    println!("4. Incremental run: reads only the new files, rewrites only the dates they touch\n");
+    crate::outln!("4. Incremental run: reads only the new files, rewrites only the dates they touch\n");
     run_step(&config, interactive).await?;
 
-    println!("5. Status\n");
+    crate::outln!("5. Status\n");
     let status = crate::status::status(&config).await?;
-    println!("{}", crate::status::format_status(&status));
+    crate::outln!("{}", crate::status::format_status(&status));
 
     let glob = table.join("**").join("*.parquet");
-    println!("The table is in {}", table.display());
-    println!("Read it with DuckDB:");
-    println!(
+    crate::outln!("The table is in {}", table.display());
+    crate::outln!("Read it with DuckDB:");
+    crate::outln!(
         "  duckdb -c \"SELECT c7, count(*) AS rows FROM read_parquet('{}', hive_partitioning = true) GROUP BY c7 ORDER BY c7\"",
         glob.display()
     );
-    println!("or pandas:");
-    println!(
+    crate::outln!("or pandas:");
+    crate::outln!(
         "  python3 -c \"import pandas as pd; print(pd.read_parquet('{}').groupby('c7').size())\"",
         table.display()
     );
-    println!(
+    crate::outln!(
         "Run it again yourself: lakeload --config {} run",
         config_file.display()
     );
@@ -118,7 +119,7 @@ pub async fn demo(dir: &Path, interactive: bool) -> Result<DemoReport> {
 async fn run_step(config: &Config, interactive: bool) -> Result<()> {
     let report = crate::run::run(config, interactive).await;
     if let Some(summary) = &report.summary {
-        println!("{}", format_summary(summary));
+        crate::outln!("{}", format_summary(summary));
     }
     report.result
 }

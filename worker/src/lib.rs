@@ -34,3 +34,32 @@ pub mod table;
 
 pub use config::Config;
 pub use error::{Error, Result};
+
+/// `println!` for the CLI's output. When the reader has gone away (`lakeload status | head -1`)
+/// the program ends quietly, as Unix tools do, instead of panicking with a backtrace.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        $crate::stdout_result(writeln!(std::io::stdout().lock(), $($arg)*));
+    }};
+}
+
+/// `print!` for the CLI's output; see [`outln!`].
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        $crate::stdout_result(write!(std::io::stdout().lock(), $($arg)*));
+    }};
+}
+
+#[doc(hidden)]
+pub fn stdout_result(result: std::io::Result<()>) {
+    if let Err(e) = result {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write the output: {e}");
+    }
+}

@@ -123,7 +123,7 @@ fn fail(e: &Error) -> i32 {
 
 fn print_json(value: &impl serde::Serialize) {
     match serde_json::to_string(value) {
-        Ok(json) => println!("{json}"),
+        Ok(json) => lakeload::outln!("{json}"),
         Err(e) => eprintln!("error: cannot print JSON: {e}"),
     }
 }
@@ -173,7 +173,7 @@ async fn dispatch(cli: Cli) -> i32 {
                     exit_code::OK
                 }
                 Ok(p) => {
-                    print!("{}", lakeload::preview::format_preview(&p));
+                    lakeload::out!("{}", lakeload::preview::format_preview(&p));
                     exit_code::OK
                 }
                 Err(e) => fail(&e),
@@ -190,7 +190,7 @@ async fn dispatch(cli: Cli) -> i32 {
                     exit_code::OK
                 }
                 Ok(s) => {
-                    print!("{}", lakeload::status::format_status(&s));
+                    lakeload::out!("{}", lakeload::status::format_status(&s));
                     exit_code::OK
                 }
                 Err(e) => fail(&e),
@@ -203,7 +203,7 @@ async fn dispatch(cli: Cli) -> i32 {
             };
             match lakeload::lock::unlock(&config, *force).await {
                 Ok(message) => {
-                    println!("{message}");
+                    lakeload::outln!("{message}");
                     exit_code::OK
                 }
                 Err(e) => fail(&e),
@@ -240,7 +240,7 @@ async fn dispatch(cli: Cli) -> i32 {
             };
             match lakeload::generate::generate(&options) {
                 Ok(r) => {
-                    println!(
+                    lakeload::outln!(
                         "wrote {} files, {} lines, {} under {}",
                         r.files,
                         r.lines,

@@ -461,3 +461,38 @@ fn a_reject_ratio_that_can_no_longer_pass_stops_reading_early() {
     std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&rejects[..]), &mut text).unwrap();
     assert_eq!(text.lines().count(), 100_000);
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // `lakeload status --json | head -c 10`: the reader leaves before the output is written.
+    let dir = tempdir();
+    let (source, table) = (dir.path().join("in"), dir.path().join("out"));
+    write_local_inputs(&source);
+    let config = conf(
+        dir.path(),
+        &format!(
+            "[source]\nurl = {}\n[target]\nurl = {}\n[run]\nmax_reject_ratio = 1\n",
+            source.display(),
+            table.display()
+        ),
+    );
+    assert_exit(&Lakeload::new(dir.path()).args(["run"]).output(), 0);
+    for args in [vec!["status", "--json"], vec!["status"], vec!["plan"]] {
+        let mut child = Lakeload::new(dir.path())
+            .args(["--config".to_string(), config.display().to_string()])
+            .args(&args)
+            .command()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}

@@ -1,0 +1,709 @@
+//! The operator as users deploy it, on a real single-node cluster (tests/cluster/up.sh): the
+//! podman-built images imported into containerd, the operator installed by `helm install` and
+//! running as a Deployment, worker Jobs run by the real Job controller and kubelet (pod retries,
+//! podFailurePolicy, garbage collection), scheduled runs created by the real CronJob controller.
+//! Pods use the host's network to reach moto and the API server on 127.0.0.1.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, ResourceExt};
+use lakeload_operator::crd::{EtlRun, Phase};
+use lakeload_operator::job::{job_name, lease_name};
+use lakeload_testkit::S3Server;
+use lakeload_testkit::cluster::{Cluster, OPERATOR_IMAGE, WORKER_IMAGE};
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+const PAUSE_ENV: &str = "LAKELOAD_TEST_PAUSE_AT";
+const PAUSE_MARKER: &str = "lakeload-test-paused-at";
+/// The namespace of the helm release (and of its scheduled runs).
+const RELEASE_NS: &str = "lakeload-system";
+
+/// What the tests of this process share. Clients are not shared: each test has its own tokio
+/// runtime, and a client dies with the runtime it was made in.
+struct Shared {
+    cluster: &'static Cluster,
+    s3: &'static S3Server,
+    /// Bucket of the chart's scheduled runs.
+    cron_bucket: String,
+    cron_lines: usize,
+}
+
+fn gzip(text: &str) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(text.as_bytes()).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// `n` lines over four dates, keys repeating, in the default schema.
+fn lines(seed: u64, n: usize) -> String {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    let mut text = String::new();
+    for _ in 0..n {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let key = (x >> 33) % 50;
+        let day = 1 + (x >> 40) % 4;
+        text += &format!("k{key}|v{x:x}|||{}|2024-01-0{day}|2024-01-0{day}|x\n", x >> 50);
+    }
+    text
+}
+
+/// Uploads `files` source files of `n` lines each; returns the number of lines.
+fn upload_sources(s3: &S3Server, bucket: &str, files: u64, n: usize) -> usize {
+    for f in 0..files {
+        s3.put(bucket, &format!("src/part-{f}.gz"), &gzip(&lines(f + 1, n)));
+    }
+    files as usize * n
+}
+
+async fn client_for(kubeconfig: &PathBuf) -> Client {
+    let config = kube::Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(kubeconfig).unwrap(),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+fn helm() -> PathBuf {
+    let out = Command::new("bash")
+        .arg(lakeload_testkit::workspace().join("tests/helm/build.sh"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tests/helm/build.sh failed");
+    PathBuf::from(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap()
+            .trim(),
+    )
+}
+
+fn s3_settings(s3: &S3Server) -> serde_json::Value {
+    json!({
+        "aws.endpoint_url": s3.endpoint,
+        "aws.region": "us-east-1",
+        "aws.force_path_style": "true",
+    })
+}
+
+async fn create_namespace(admin: &Client, name: &str) {
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    match Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create namespace {name}: {e}"),
+    }
+    // moto takes any key; the Secret is what a user would create for AWS.
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "aws"},
+        "stringData": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    }))
+    .unwrap();
+    match Api::<Secret>::namespaced(admin.clone(), name)
+        .create(&PostParams::default(), &secret)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create Secret: {e}"),
+    }
+}
+
+/// One test's view: the shared set-up and a client of its own.
+struct Setup {
+    admin: Client,
+    cluster: &'static Cluster,
+    s3: &'static S3Server,
+    cron_bucket: String,
+    cron_lines: usize,
+}
+
+/// The cluster, the S3 server, and the operator installed with `helm install` (once per test
+/// process), its CronJob scheduling a run every minute.
+async fn setup() -> Setup {
+    let shared = shared().await;
+    Setup {
+        admin: client_for(&shared.cluster.kubeconfig).await,
+        cluster: shared.cluster,
+        s3: shared.s3,
+        cron_bucket: shared.cron_bucket.clone(),
+        cron_lines: shared.cron_lines,
+    }
+}
+
+async fn shared() -> &'static Shared {
+    static SHARED: OnceCell<Shared> = OnceCell::const_new();
+    SHARED
+        .get_or_init(|| async {
+            let cluster = tokio::task::spawn_blocking(Cluster::shared).await.unwrap();
+            let s3 = tokio::task::spawn_blocking(S3Server::shared).await.unwrap();
+            let admin = client_for(&cluster.kubeconfig).await;
+            let cron_bucket = s3.bucket("cron");
+            let cron_lines = upload_sources(s3, &cron_bucket, 2, 200);
+            create_namespace(&admin, RELEASE_NS).await;
+
+            let (repository, tag) = OPERATOR_IMAGE.rsplit_once(':').unwrap();
+            let (worker_repository, worker_tag) = WORKER_IMAGE.rsplit_once(':').unwrap();
+            let values = json!({
+                "image": {
+                    "operator": {"repository": repository, "tag": tag},
+                    "worker": {"repository": worker_repository, "tag": worker_tag},
+                    "pullPolicy": "Never",
+                },
+                "watchAllNamespaces": true,
+                "operator": {
+                    "leaseSeconds": 15,
+                    "startTimeoutSeconds": 20,
+                    "lockRetrySeconds": 5,
+                    "hostNetwork": true,
+                    "metricsPort": lakeload_testkit::free_port(),
+                    "logFormat": "text",
+                    "allowedImages": ["localhost/*"],
+                    // In-cluster config, pointed at the API server on the node's loopback.
+                    "extraEnv": [
+                        {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
+                        {"name": "KUBERNETES_SERVICE_PORT", "value": cluster.api_port.to_string()},
+                        {"name": "RUST_LOG", "value": "info,lakeload_operator=debug"},
+                    ],
+                },
+                "schedule": {
+                    "enabled": true,
+                    "cron": "* * * * *",
+                    "template": {
+                        "mode": "incremental",
+                        "source": {"url": format!("s3://{cron_bucket}/src")},
+                        "target": {"url": format!("s3://{cron_bucket}/table")},
+                        "credentialsSecret": "aws",
+                        "settings": s3_settings(s3),
+                        "podTemplate": {"hostNetwork": true},
+                        "ttlSecondsAfterFinished": 3600,
+                    },
+                },
+            });
+            let values_file = cluster.dir.join("values.json");
+            std::fs::write(&values_file, values.to_string()).unwrap();
+            let helm = tokio::task::spawn_blocking(helm).await.unwrap();
+            let install = Command::new(helm)
+                .args(["install", "lakeload"])
+                .arg(lakeload_testkit::workspace().join("charts/lakeload"))
+                .args([
+                    "--namespace",
+                    RELEASE_NS,
+                    "--wait",
+                    "--timeout",
+                    "180s",
+                    "--values",
+                ])
+                .arg(&values_file)
+                .env("KUBECONFIG", &cluster.kubeconfig)
+                .output()
+                .unwrap();
+            assert!(
+                install.status.success(),
+                "helm install: {}{}\n{}",
+                String::from_utf8_lossy(&install.stdout),
+                String::from_utf8_lossy(&install.stderr),
+                operator_logs(cluster)
+            );
+            let deployments: Api<Deployment> = Api::namespaced(admin.clone(), RELEASE_NS);
+            let ready = deployments
+                .get("lakeload-operator")
+                .await
+                .unwrap()
+                .status
+                .and_then(|s| s.ready_replicas);
+            assert_eq!(ready, Some(1), "the operator Deployment is ready");
+            Shared {
+                cluster,
+                s3,
+                cron_bucket,
+                cron_lines,
+            }
+        })
+        .await
+}
+
+/// The operator's container log, for failure messages.
+fn operator_logs(cluster: &Cluster) -> String {
+    let mut text = String::new();
+    for entry in walk(&cluster.dir.join("pod-logs")) {
+        if entry.to_string_lossy().contains("lakeload-operator") {
+            let log = std::fs::read_to_string(&entry).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            text += &format!("--- {}\n", entry.display());
+            text += &tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+        }
+    }
+    text
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// A namespace of the test's own with the `aws` Secret, and a bucket with sources.
+async fn fresh(name: &str, lines_per_file: usize) -> (Setup, String, String, usize) {
+    let setup = setup().await;
+    let ns = format!("{name}-{}", std::process::id());
+    create_namespace(&setup.admin, &ns).await;
+    let bucket = setup.s3.bucket(name);
+    let lines = upload_sources(setup.s3, &bucket, 3, lines_per_file);
+    (setup, ns, bucket, lines)
+}
+
+async fn create_run(setup: &Setup, ns: &str, name: &str, bucket: &str, extra: serde_json::Value) -> EtlRun {
+    let mut spec = json!({
+        "mode": "full",
+        "source": {"url": format!("s3://{bucket}/src")},
+        "target": {"url": format!("s3://{bucket}/table")},
+        "credentialsSecret": "aws",
+        "settings": s3_settings(setup.s3),
+        "podTemplate": {"hostNetwork": true},
+    });
+    merge(&mut spec, extra);
+    let run: EtlRun = serde_json::from_value(json!({
+        "apiVersion": "lakeload.io/v1alpha1",
+        "kind": "EtlRun",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }))
+    .unwrap();
+    Api::<EtlRun>::namespaced(setup.admin.clone(), ns)
+        .create(&PostParams::default(), &run)
+        .await
+        .unwrap()
+}
+
+fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
+    match (into, from) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (slot, value) => *slot = value,
+    }
+}
+
+/// Waits until the run reaches a finished phase (or `until` says so); returns it.
+async fn wait_run(
+    setup: &Setup,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+    until: impl Fn(&EtlRun) -> bool,
+) -> EtlRun {
+    let runs: Api<EtlRun> = Api::namespaced(setup.admin.clone(), ns);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let run = runs.get(name).await.unwrap();
+        if until(&run) {
+            return run;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "run {ns}/{name} did not get there in {timeout:?}; status: {}\n{}\n{}",
+                serde_json::to_string_pretty(&run.status).unwrap(),
+                describe_pods(setup, ns).await,
+                operator_logs(setup.cluster)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn finished(run: &EtlRun) -> bool {
+    run.status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(Phase::is_finished)
+}
+
+async fn describe_pods(setup: &Setup, ns: &str) -> String {
+    let pods: Api<Pod> = Api::namespaced(setup.admin.clone(), ns);
+    let mut text = String::new();
+    for pod in pods
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
+        text += &format!(
+            "pod {}: {}\n",
+            pod.name_any(),
+            serde_json::to_string(&pod.status).unwrap_or_default()
+        );
+        if let Ok(log) = pods.logs(&pod.name_any(), &LogParams::default()).await {
+            text += &format!(
+                "  log: {}\n",
+                log.lines().rev().take(10).collect::<Vec<_>>().join("\n  ")
+            );
+        }
+    }
+    text
+}
+
+async fn job_pods(setup: &Setup, ns: &str, run: &EtlRun) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(setup.admin.clone(), ns);
+    let mut list = pods
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={}", job_name(run))))
+        .await
+        .unwrap()
+        .items;
+    list.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
+    list
+}
+
+fn exit_code(pod: &Pod) -> Option<i32> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == "worker")?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()
+        .map(|t| t.exit_code)
+}
+
+/// Rows per date of a table, from `lakeload status --json` run on this host.
+fn rows_by_date(s3: &S3Server, table: &str) -> BTreeMap<String, u64> {
+    let worker = PathBuf::from(env!("CARGO_BIN_EXE_lakeload-operator"))
+        .parent()
+        .unwrap()
+        .join("lakeload");
+    let out = Command::new(worker)
+        .args(["status", "--json"])
+        .envs(s3.env())
+        .env("LAKELOAD_SOURCE_URL", "s3://unused/x")
+        .env("LAKELOAD_TARGET_URL", table)
+        .env("LAKELOAD_AWS_FORCE_PATH_STYLE", "true")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    status["dates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["date"].as_str().unwrap().to_string(),
+                d["rows"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The same full load run on this host with the binary the image was built from.
+fn reference_rows(s3: &S3Server, bucket: &str) -> BTreeMap<String, u64> {
+    let worker = PathBuf::from(env!("CARGO_BIN_EXE_lakeload-operator"))
+        .parent()
+        .unwrap()
+        .join("lakeload");
+    let out = Command::new(worker)
+        .args(["run", "--mode", "full"])
+        .envs(s3.env())
+        .env("LAKELOAD_SOURCE_URL", format!("s3://{bucket}/src"))
+        .env("LAKELOAD_TARGET_URL", format!("s3://{bucket}/reference"))
+        .env("LAKELOAD_AWS_FORCE_PATH_STYLE", "true")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    rows_by_date(s3, &format!("s3://{bucket}/reference"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_etlrun_runs_the_worker_image_to_succeeded() {
+    let (ref setup, ns, bucket, lines) = fresh("succeeds", 300).await;
+    let run = create_run(setup, &ns, "load", &bucket, json!({})).await;
+    let done = wait_run(setup, &ns, "load", Duration::from_secs(180), finished).await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    assert_eq!(status.rows_read, Some(lines as u64));
+    assert_eq!(status.manifest_total, Some(3));
+    assert_eq!(
+        rows_by_date(setup.s3, &format!("s3://{bucket}/table")),
+        reference_rows(setup.s3, &bucket),
+        "the table the pod wrote is the one a local run writes"
+    );
+    let pods = job_pods(setup, &ns, &run).await;
+    assert_eq!(pods.len(), 1);
+    assert_eq!(exit_code(&pods[0]), Some(0));
+    // The table is free again.
+    let leases: Api<Lease> = Api::namespaced(setup.admin.clone(), &ns);
+    assert!(leases.get_opt(&lease_name(&run)).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_error_is_not_retried_and_a_killed_worker_is() {
+    let (ref setup, ns, bucket, lines) = fresh("retries", 200).await;
+
+    // Exit 2 (a configuration mistake) fails the Job at once: podFailurePolicy FailJob.
+    let bad = create_run(
+        setup,
+        &ns,
+        "bad",
+        &bucket,
+        json!({"settings": {"run.order": "sideways"}, "backoffLimit": 3}),
+    )
+    .await;
+    let done = wait_run(setup, &ns, "bad", Duration::from_secs(180), finished).await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Failed), "{status:?}");
+    assert_eq!(status.exit_code, Some(2), "{status:?}");
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("run.order"),
+        "{status:?}"
+    );
+    let pods = job_pods(setup, &ns, &bad).await;
+    assert_eq!(pods.len(), 1, "a config error is not retried");
+
+    // A worker SIGKILLed (as the OOM killer does) is retried, and the retry, under the same run
+    // id, takes over the S3 lock its killed attempt held.
+    let run = create_run(
+        setup,
+        &ns,
+        "killed",
+        &bucket,
+        json!({
+            "mode": "incremental",
+            "backoffLimit": 2,
+            "podTemplate": {"env": [{"name": PAUSE_ENV, "value": "after_read:1:sleep10000"}]},
+        }),
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(setup.admin.clone(), &ns);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let first = loop {
+        let found = job_pods(setup, &ns, &run).await;
+        if let Some(pod) = found.first()
+            && pods
+                .logs(&pod.name_any(), &LogParams::default())
+                .await
+                .is_ok_and(|l| l.contains(PAUSE_MARKER))
+        {
+            break pod.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first worker never paused\n{}",
+            describe_pods(setup, &ns).await
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let container = first
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0]
+        .container_id
+        .clone()
+        .unwrap();
+    let id = container.trim_start_matches("containerd://");
+    let kill = Command::new("ctr")
+        .args(["--address"])
+        .arg(setup.cluster.dir.join("containerd/containerd.sock"))
+        .args([
+            "--namespace",
+            "k8s.io",
+            "tasks",
+            "kill",
+            "--signal",
+            "SIGKILL",
+            id,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        kill.status.success(),
+        "ctr kill: {}",
+        String::from_utf8_lossy(&kill.stderr)
+    );
+
+    let done = wait_run(setup, &ns, "killed", Duration::from_secs(240), finished).await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    assert_eq!(status.rows_read, Some(lines as u64));
+    let attempts = job_pods(setup, &ns, &run).await;
+    assert_eq!(attempts.len(), 2, "one retry");
+    assert_eq!(exit_code(&attempts[0]), Some(137));
+    assert_eq!(exit_code(&attempts[1]), Some(0));
+    let retry_log = pods
+        .logs(&attempts[1].name_any(), &LogParams::default())
+        .await
+        .unwrap();
+    assert!(
+        retry_log.contains("an earlier attempt of this run"),
+        "{retry_log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_that_does_not_exist_fails_the_run_with_the_reason() {
+    let (ref setup, ns, bucket, _) = fresh("no-image", 10).await;
+    let run = create_run(
+        setup,
+        &ns,
+        "ghost",
+        &bucket,
+        json!({"image": "localhost/lakeload:does-not-exist"}),
+    )
+    .await;
+    let done = wait_run(setup, &ns, "ghost", Duration::from_secs(180), finished).await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Failed), "{status:?}");
+    assert_eq!(status.reason.as_deref(), Some("PodNotStarted"), "{status:?}");
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.contains("ErrImagePull") || message.contains("ImagePullBackOff"),
+        "{message}"
+    );
+    // The pod is stopped and the table's Lease released.
+    let leases: Api<Lease> = Api::namespaced(setup.admin.clone(), &ns);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while leases.get_opt(&lease_name(&run)).await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the Lease was not released");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(job_pods(setup, &ns, &run).await.is_empty());
+
+    // An image outside the allow-list never gets a pod.
+    create_run(
+        setup,
+        &ns,
+        "evil",
+        &bucket,
+        json!({"image": "docker.io/someone/miner:latest"}),
+    )
+    .await;
+    let done = wait_run(setup, &ns, "evil", Duration::from_secs(60), finished).await;
+    assert_eq!(done.status.unwrap().reason.as_deref(), Some("ImageNotAllowed"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_run_collects_its_job_and_pods_and_frees_the_table() {
+    let (ref setup, ns, bucket, _) = fresh("delete", 50).await;
+    let run = create_run(
+        setup,
+        &ns,
+        "doomed",
+        &bucket,
+        json!({"podTemplate": {"env": [{"name": PAUSE_ENV, "value": "after_read:1:sleep120000"}]}}),
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(setup.admin.clone(), &ns);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let found = job_pods(setup, &ns, &run).await;
+        if let Some(pod) = found.first()
+            && pods
+                .logs(&pod.name_any(), &LogParams::default())
+                .await
+                .is_ok_and(|l| l.contains(PAUSE_MARKER))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker never started\n{}",
+            describe_pods(setup, &ns).await
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let runs: Api<EtlRun> = Api::namespaced(setup.admin.clone(), &ns);
+    runs.delete("doomed", &DeleteParams::default()).await.unwrap();
+    let jobs: Api<Job> = Api::namespaced(setup.admin.clone(), &ns);
+    let leases: Api<Lease> = Api::namespaced(setup.admin.clone(), &ns);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let run_gone = runs.get_opt("doomed").await.unwrap().is_none();
+        let job_gone = jobs.get_opt(&job_name(&run)).await.unwrap().is_none();
+        let pods_left = job_pods(setup, &ns, &run).await;
+        let lease = leases.get_opt(&lease_name(&run)).await.unwrap();
+        if run_gone && job_gone && pods_left.is_empty() && lease.is_none() {
+            break;
+        }
+        // While a pod of the run still exists, the run (its finalizer) and the Lease stay.
+        if !pods_left.is_empty() {
+            assert!(
+                lease.is_some(),
+                "the Lease was released while a worker pod still existed"
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run gone {run_gone}, job gone {job_gone}, pods {}, lease {}",
+            pods_left.len(),
+            lease.is_some()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_charts_cronjob_creates_runs_that_succeed() {
+    let setup = &setup().await;
+    let runs: Api<EtlRun> = Api::namespaced(setup.admin.clone(), RELEASE_NS);
+    let deadline = Instant::now() + Duration::from_secs(200);
+    let succeeded = loop {
+        let list = runs.list(&ListParams::default()).await.unwrap().items;
+        if let Some(run) = list.iter().find(|r| {
+            r.name_any().starts_with("lakeload-scheduled-")
+                && r.status.as_ref().and_then(|s| s.phase) == Some(Phase::Succeeded)
+                && r.status.as_ref().and_then(|s| s.rows_read).unwrap_or(0) > 0
+        }) {
+            break run.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled run succeeded: {:?}\n{}",
+            list.iter()
+                .map(|r| (r.name_any(), r.status.clone()))
+                .collect::<Vec<_>>(),
+            operator_logs(setup.cluster)
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert_eq!(
+        succeeded.status.unwrap().rows_read,
+        Some(setup.cron_lines as u64),
+        "the first scheduled run loads every file"
+    );
+    assert!(!rows_by_date(setup.s3, &format!("s3://{}/table", setup.cron_bucket)).is_empty());
+}

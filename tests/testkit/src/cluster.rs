@@ -1,0 +1,89 @@
+//! A real single-node Kubernetes cluster (tests/cluster/up.sh): control plane, controller-
+//! manager, scheduler and a kubelet on containerd + runc, with the project's podman-built images
+//! (tests/images/build.sh) imported. Started once per test process, stopped when it exits.
+
+use std::path::PathBuf;
+use std::process::Child;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::{start_guarded, workspace};
+
+pub struct Cluster {
+    /// Kubeconfig of the cluster admin.
+    pub kubeconfig: PathBuf,
+    /// The API server's port on 127.0.0.1 (for pods on the host network).
+    pub api_port: u16,
+    /// Logs of every component (`*.log`) and of every container (`pod-logs/`).
+    pub dir: PathBuf,
+    _cluster: Child,
+}
+
+/// Where tests/images/build.sh leaves `worker.tar` and `operator.tar`.
+pub fn images_dir() -> PathBuf {
+    std::env::var_os("LAKELOAD_PODMAN_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/lakeload/podman")))
+        .expect("HOME or LAKELOAD_PODMAN_DIR")
+        .join("images")
+}
+
+/// The images the tests run: built by tests/images/build.sh from this checkout's binaries.
+pub const WORKER_IMAGE: &str = "localhost/lakeload:dev";
+pub const OPERATOR_IMAGE: &str = "localhost/lakeload-operator:dev";
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+
+impl Cluster {
+    pub fn shared() -> &'static Cluster {
+        CLUSTER.get_or_init(Cluster::start)
+    }
+
+    fn start() -> Cluster {
+        let images: Vec<PathBuf> = ["worker.tar", "operator.tar"]
+            .iter()
+            .map(|f| images_dir().join(f))
+            .collect();
+        for image in &images {
+            assert!(
+                image.exists(),
+                "{} is missing: build the images first with tests/images/build.sh \
+                 (tests/run-all.sh does)",
+                image.display()
+            );
+        }
+        let parent = tempfile::Builder::new()
+            .prefix("lakeload-cluster-")
+            .tempdir()
+            .expect("tempdir")
+            .keep();
+        let dir = parent.join("c");
+        let log = parent.join("up.log");
+        let mut args = vec![dir.display().to_string()];
+        args.extend(images.iter().map(|i| i.display().to_string()));
+        let child = start_guarded(&workspace().join("tests/cluster/up.sh"), &args, &log);
+        let deadline = Instant::now() + Duration::from_secs(240);
+        while !dir.join("ready").exists() {
+            let up = std::fs::read_to_string(&log).unwrap_or_default();
+            let failed = ["exited;", "not ready after", "cannot import"]
+                .iter()
+                .any(|s| up.contains(s));
+            assert!(
+                !failed && Instant::now() < deadline,
+                "the test cluster did not start; tests/cluster/up.sh said:\n{up}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let api_port = std::fs::read_to_string(dir.join("api-port"))
+            .expect("api-port")
+            .trim()
+            .parse()
+            .expect("a port");
+        Cluster {
+            kubeconfig: dir.join("kubeconfig"),
+            api_port,
+            dir,
+            _cluster: child,
+        }
+    }
+}
