@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace: unit tests, and end-to-end tests of the built binaries
-# against local folders, a real S3-compatible server (moto on 127.0.0.1) and a real
-# kube-apiserver + etcd (built from source, tests/controlplane).
+# against local folders, a real S3-compatible server (moto on 127.0.0.1), a real
+# kube-apiserver + etcd (built from source, tests/controlplane), the container images (podman)
+# and a real single-node cluster whose kubelet runs them (tests/cluster).
 # First run on a fresh machine: creates the test venv and builds everything (~40 min on 2 cores).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -14,6 +15,10 @@ bash tests/check-shared-build.sh
 bash tests/controlplane/build.sh >/dev/null
 # The chart tests run `helm lint` / `helm template` with a helm built the same way.
 bash tests/helm/build.sh >/dev/null
+# The container tests run images built from this checkout's binaries (podman, Dockerfile's
+# runtime stages; the Debian base is made once per machine with debootstrap).
+cargo test --release --workspace --no-run
+bash tests/images/build.sh >/dev/null
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e

@@ -16,6 +16,10 @@ cat > "$podman_dir/containers.conf" <<CONF
 default_ulimits = ["nofile=$hard_nofile:$hard_nofile", "nproc=32768:32768"]
 [engine]
 runtime = "runc"
+# No systemd here (PID 1 is not an init system): without these, every run waits 20 s for a
+# container-exit event that never comes ("Exceeded conmon timeout").
+cgroup_manager = "cgroupfs"
+events_logger = "file"
 tmp_dir = "$podman_dir/tmp"
 static_dir = "$podman_dir/static"
 volume_path = "$podman_dir/volumes"

@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod fencing;
 mod full;
+mod image;
 mod incremental;
 mod property;
 mod storage;
