@@ -22,7 +22,7 @@ bash tests/images/build.sh >/dev/null
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --release --workspace "$@" 2>&1 | tee "$log"
+cargo test --release --workspace --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line over every test binary.

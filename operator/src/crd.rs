@@ -265,6 +265,37 @@ pub struct EtlRunStatus {
     pub summary_read_failures: Option<u32>,
 }
 
+/// A minimal stored run for unit tests: namespace `ns`, a uid derived from the name.
+#[cfg(test)]
+pub(crate) fn sample_run(name: &str) -> EtlRun {
+    let spec = EtlRunSpec {
+        mode: Default::default(),
+        source: SourceSpec {
+            url: "s3://in/x".into(),
+            pattern: None,
+            delimiter: None,
+            header: None,
+        },
+        target: TargetSpec {
+            url: "s3://out/t".into(),
+            layout: None,
+        },
+        settings: Default::default(),
+        image: None,
+        credentials_secret: None,
+        resources: None,
+        service_account_name: None,
+        pod_template: None,
+        active_deadline_seconds: None,
+        backoff_limit: None,
+        ttl_seconds_after_finished: None,
+    };
+    let mut run = EtlRun::new(name, spec);
+    run.metadata.namespace = Some("ns".into());
+    run.metadata.uid = Some(format!("{name}-0000-uid"));
+    run
+}
+
 /// The CRD as YAML, exactly as checked in under `crds/etlrun.yaml`.
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;

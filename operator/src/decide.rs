@@ -752,7 +752,6 @@ fn finish(o: &Observed, current: &EtlRunStatus, job: &JobState, summary: &Summar
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{EtlRunSpec, SourceSpec, TargetSpec};
     use lakeload::summary::{ManifestEntry as WorkerEntry, RowCounts, RunSummary};
 
     fn now() -> DateTime<Utc> {
@@ -762,31 +761,7 @@ mod tests {
     }
 
     fn run(name: &str, finalized: bool, status: Option<EtlRunStatus>) -> EtlRun {
-        let spec = EtlRunSpec {
-            mode: Default::default(),
-            source: SourceSpec {
-                url: "s3://in/x".into(),
-                pattern: None,
-                delimiter: None,
-                header: None,
-            },
-            target: TargetSpec {
-                url: "s3://out/t".into(),
-                layout: None,
-            },
-            settings: Default::default(),
-            image: None,
-            credentials_secret: None,
-            resources: None,
-            service_account_name: None,
-            pod_template: None,
-            active_deadline_seconds: None,
-            backoff_limit: None,
-            ttl_seconds_after_finished: None,
-        };
-        let mut r = EtlRun::new(name, spec);
-        r.metadata.namespace = Some("ns".into());
-        r.metadata.uid = Some(format!("{name}-0000-uid"));
+        let mut r = crate::crd::sample_run(name);
         if finalized {
             r.metadata.finalizers = Some(vec![FINALIZER.into()]);
         }

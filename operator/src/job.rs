@@ -354,39 +354,12 @@ pub fn build_lease(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{EtlRunSpec, SourceSpec, TargetSpec, WorkerPodTemplate};
+    use crate::crd::WorkerPodTemplate;
     use k8s_openapi::api::core::v1::ResourceRequirements;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     fn run(name: &str) -> EtlRun {
-        let mut run = EtlRun::new(
-            name,
-            EtlRunSpec {
-                mode: Default::default(),
-                source: SourceSpec {
-                    url: "s3://in/x".into(),
-                    pattern: None,
-                    delimiter: None,
-                    header: None,
-                },
-                target: TargetSpec {
-                    url: "s3://out/t".into(),
-                    layout: None,
-                },
-                settings: Default::default(),
-                image: None,
-                credentials_secret: None,
-                resources: None,
-                service_account_name: None,
-                pod_template: None,
-                active_deadline_seconds: None,
-                backoff_limit: None,
-                ttl_seconds_after_finished: None,
-            },
-        );
-        run.metadata.namespace = Some("ns".into());
-        run.metadata.uid = Some("0123456789abcdef".into());
-        run
+        crate::crd::sample_run(name)
     }
 
     fn is_label_value(v: &str) -> bool {

@@ -45,25 +45,14 @@ fn gzip(text: &str) -> Vec<u8> {
     encoder.finish().unwrap()
 }
 
-/// `n` lines over four dates, keys repeating, in the default schema.
-fn lines(seed: u64, n: usize) -> String {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-    let mut text = String::new();
-    for _ in 0..n {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let key = (x >> 33) % 50;
-        let day = 1 + (x >> 40) % 4;
-        text += &format!("k{key}|v{x:x}|||{}|2024-01-0{day}|2024-01-0{day}|x\n", x >> 50);
-    }
-    text
-}
-
 /// Uploads `files` source files of `n` lines each; returns the number of lines.
 fn upload_sources(s3: &S3Server, bucket: &str, files: u64, n: usize) -> usize {
     for f in 0..files {
-        s3.put(bucket, &format!("src/part-{f}.gz"), &gzip(&lines(f + 1, n)));
+        s3.put(
+            bucket,
+            &format!("src/part-{f}.gz"),
+            &gzip(&lakeload_testkit::sample_lines(f + 1, n, 50, 4)),
+        );
     }
     files as usize * n
 }
@@ -76,21 +65,6 @@ async fn client_for(kubeconfig: &PathBuf) -> Client {
     .await
     .unwrap();
     Client::try_from(config).unwrap()
-}
-
-fn helm() -> PathBuf {
-    let out = Command::new("bash")
-        .arg(lakeload_testkit::workspace().join("tests/helm/build.sh"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "tests/helm/build.sh failed");
-    PathBuf::from(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap()
-            .trim(),
-    )
 }
 
 fn s3_settings(s3: &S3Server) -> serde_json::Value {
@@ -200,7 +174,7 @@ async fn shared() -> &'static Shared {
             });
             let values_file = cluster.dir.join("values.json");
             std::fs::write(&values_file, values.to_string()).unwrap();
-            let helm = tokio::task::spawn_blocking(helm).await.unwrap();
+            let helm = tokio::task::spawn_blocking(lakeload_testkit::helm).await.unwrap();
             let install = Command::new(helm)
                 .args(["install", "lakeload"])
                 .arg(lakeload_testkit::workspace().join("charts/lakeload"))
@@ -381,6 +355,28 @@ async fn job_pods(setup: &Setup, ns: &str, run: &EtlRun) -> Vec<Pod> {
     list
 }
 
+/// Waits until the run's first worker pod has paused at its test hook; returns that pod.
+async fn wait_paused(setup: &Setup, ns: &str, run: &EtlRun) -> Pod {
+    let pods: Api<Pod> = Api::namespaced(setup.admin.clone(), ns);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(pod) = job_pods(setup, ns, run).await.first()
+            && pods
+                .logs(&pod.name_any(), &LogParams::default())
+                .await
+                .is_ok_and(|l| l.contains(PAUSE_MARKER))
+        {
+            return pod.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker never reached its pause\n{}",
+            describe_pods(setup, ns).await
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 fn exit_code(pod: &Pod) -> Option<i32> {
     pod.status
         .as_ref()?
@@ -445,8 +441,10 @@ fn reference_rows(s3: &S3Server, bucket: &str) -> BTreeMap<String, u64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_etlrun_runs_the_worker_image_to_succeeded() {
     let (ref setup, ns, bucket, lines) = fresh("succeeds", 300).await;
-    let run = create_run(setup, &ns, "load", &bucket, json!({})).await;
-    let done = wait_run(setup, &ns, "load", Duration::from_secs(180), finished).await;
+    // A name far past the 63 characters of a label or Job name.
+    let name = format!("nightly-load-of-the-events-table-{}", "x".repeat(200));
+    let run = create_run(setup, &ns, &name, &bucket, json!({})).await;
+    let done = wait_run(setup, &ns, &name, Duration::from_secs(180), finished).await;
     let status = done.status.clone().unwrap();
     assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
     assert_eq!(status.rows_read, Some(lines as u64));
@@ -507,24 +505,7 @@ async fn a_config_error_is_not_retried_and_a_killed_worker_is() {
     )
     .await;
     let pods: Api<Pod> = Api::namespaced(setup.admin.clone(), &ns);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let first = loop {
-        let found = job_pods(setup, &ns, &run).await;
-        if let Some(pod) = found.first()
-            && pods
-                .logs(&pod.name_any(), &LogParams::default())
-                .await
-                .is_ok_and(|l| l.contains(PAUSE_MARKER))
-        {
-            break pod.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the first worker never paused\n{}",
-            describe_pods(setup, &ns).await
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let first = wait_paused(setup, &ns, &run).await;
     let container = first
         .status
         .as_ref()
@@ -627,25 +608,7 @@ async fn deleting_a_run_collects_its_job_and_pods_and_frees_the_table() {
         json!({"podTemplate": {"env": [{"name": PAUSE_ENV, "value": "after_read:1:sleep120000"}]}}),
     )
     .await;
-    let pods: Api<Pod> = Api::namespaced(setup.admin.clone(), &ns);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let found = job_pods(setup, &ns, &run).await;
-        if let Some(pod) = found.first()
-            && pods
-                .logs(&pod.name_any(), &LogParams::default())
-                .await
-                .is_ok_and(|l| l.contains(PAUSE_MARKER))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the worker never started\n{}",
-            describe_pods(setup, &ns).await
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_paused(setup, &ns, &run).await;
     let runs: Api<EtlRun> = Api::namespaced(setup.admin.clone(), &ns);
     runs.delete("doomed", &DeleteParams::default()).await.unwrap();
     let jobs: Api<Job> = Api::namespaced(setup.admin.clone(), &ns);
@@ -706,4 +669,56 @@ async fn the_charts_cronjob_creates_runs_that_succeed() {
         "the first scheduled run loads every file"
     );
     assert!(!rows_by_date(setup.s3, &format!("s3://{}/table", setup.cron_bucket)).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_locked_from_outside_the_cluster_waits_pending_then_runs() {
+    let (ref setup, ns, bucket, lines) = fresh("locked", 100).await;
+    // A writer outside the cluster (a laptop) holds the table's S3 lock.
+    let now = chrono::Utc::now();
+    let lock = json!({
+        "run_id": "laptop-run",
+        "host": "laptop",
+        "pid": 4242,
+        "started_at": now,
+        "lease_expires_at": now + chrono::Duration::hours(1),
+        "lease_seconds": 3600,
+        "version": "0.1.0",
+    });
+    setup
+        .s3
+        .put(&bucket, "table/_lakeload/lock", lock.to_string().as_bytes());
+    let run = create_run(setup, &ns, "patient", &bucket, json!({})).await;
+    let waiting = wait_run(setup, &ns, "patient", Duration::from_secs(180), |r| {
+        r.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("LockedBy")
+            && r.status.as_ref().and_then(|s| s.retry_after.as_ref()).is_some()
+    })
+    .await;
+    let status = waiting.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Pending), "{status:?}");
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("laptop-run"),
+        "{status:?}"
+    );
+
+    // The laptop finishes: the next attempt runs.
+    assert_eq!(
+        setup
+            .s3
+            .request("DELETE", &format!("/{bucket}/table/_lakeload/lock"), b""),
+        204
+    );
+    let done = wait_run(setup, &ns, "patient", Duration::from_secs(180), finished).await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    assert_eq!(status.rows_read, Some(lines as u64));
+    assert_eq!(
+        job_pods(setup, &ns, &run).await.len(),
+        1,
+        "the locked-out Job was replaced"
+    );
 }

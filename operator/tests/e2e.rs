@@ -739,23 +739,6 @@ fn the_checked_in_crd_is_current() {
     );
 }
 
-/// The Helm CLI, built from source once per machine by tests/helm/build.sh.
-fn helm() -> PathBuf {
-    let out = Command::new("bash")
-        .arg(workspace().join("tests/helm/build.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "tests/helm/build.sh failed");
-    PathBuf::from(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap()
-            .trim(),
-    )
-}
-
 fn helm_template(helm: &Path, namespace: &str, sets: &[&str]) -> Vec<serde_yaml::Value> {
     let mut cmd = Command::new(helm);
     cmd.args(["template", "lakeload"])
@@ -785,7 +768,7 @@ fn of_kind<'a>(objects: &'a [serde_yaml::Value], kind: &str) -> Vec<&'a serde_ya
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_helm_chart_lints_renders_and_applies_to_the_api_server() {
-    let helm = tokio::task::spawn_blocking(helm).await.unwrap();
+    let helm = tokio::task::spawn_blocking(lakeload_testkit::helm).await.unwrap();
     let lint = Command::new(&helm)
         .args(["lint", "--strict"])
         .arg(workspace().join("charts/lakeload"))
@@ -896,4 +879,49 @@ async fn the_helm_chart_lints_renders_and_applies_to_the_api_server() {
         template.metadata.generate_name.as_deref(),
         Some("lakeload-scheduled-")
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_operator_replica_leads_and_another_takes_over_when_it_stops() {
+    use lakeload_operator::leader::Election;
+    let (admin, ns) = fresh_namespace("leader").await;
+    let election = |identity: &str| Election {
+        namespace: ns.clone(),
+        name: "lakeload-operator-leader".into(),
+        identity: identity.into(),
+        lease_seconds: 3,
+    };
+    let (a, b) = (election("replica-a"), election("replica-b"));
+    a.acquire(&admin).await;
+    let a_keeps = tokio::spawn({
+        let (a, client) = (a.clone(), admin.clone());
+        async move { a.keep(&client).await }
+    });
+    let b_waits = tokio::spawn({
+        let (b, client) = (b.clone(), admin.clone());
+        async move { b.acquire(&client).await }
+    });
+    // Twice the Lease: B must not lead while A renews.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(!b_waits.is_finished(), "two replicas led at once");
+    assert!(!a_keeps.is_finished(), "the leader gave up while renewing fine");
+
+    // A stops (its pod is killed): B leads once A's Lease has run out.
+    a_keeps.abort();
+    tokio::time::timeout(Duration::from_secs(15), b_waits)
+        .await
+        .expect("the standby replica took over")
+        .unwrap();
+    let holder = Api::<Lease>::namespaced(admin.clone(), &ns)
+        .get("lakeload-operator-leader")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity;
+    assert_eq!(holder.as_deref(), Some("replica-b"));
+    // A coming back finds it lost its leadership, and stops instead of reconciling beside B.
+    tokio::time::timeout(Duration::from_secs(10), a.keep(&admin))
+        .await
+        .expect("the old leader notices");
 }

@@ -77,10 +77,13 @@ alive() {
   done
 }
 used_ports=" "
+# Below the kernel's ephemeral range (ip_local_port_range, 32768 and up by default): a port
+# chosen there can be taken by any outgoing connection before the server binds it.
 free_port() {
-  local p
+  local p low
+  low="$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
   for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((20000 + RANDOM % (low - 20000)))
     case "$used_ports" in *" $p "*) continue ;; esac
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then used_ports+="$p "; echo "$p"; return 0; fi
   done

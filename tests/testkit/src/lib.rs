@@ -92,6 +92,43 @@ pub fn wait_port(port: u16, what: &str, log: &Path) {
     }
 }
 
+/// `n` source lines in the default schema (`key|value|||n|date|date|x`, eight fields), keys from
+/// `keys` distinct values repeating, dates over the first `days` days of February 2024; the
+/// same seed gives the same lines.
+pub fn sample_lines(seed: u64, n: usize, keys: u64, days: u64) -> String {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(7);
+    let mut text = String::new();
+    for _ in 0..n {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let day = 1 + (x >> 40) % days.clamp(1, 9);
+        text += &format!(
+            "k{}|v{x:x}|||{}|2024-02-0{day}|2024-02-0{day}|x\n",
+            (x >> 33) % keys.max(1),
+            x >> 52
+        );
+    }
+    text
+}
+
+/// The Helm CLI, built from source once per machine by tests/helm/build.sh.
+pub fn helm() -> PathBuf {
+    let out = Command::new("bash")
+        .arg(workspace().join("tests/helm/build.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run tests/helm/build.sh");
+    assert!(out.status.success(), "tests/helm/build.sh failed");
+    PathBuf::from(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .expect("build.sh prints the helm path")
+            .trim(),
+    )
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -54,20 +54,7 @@ fn run_image(conf: &Path, args: &[&str]) -> Output {
 }
 
 fn lines(seed: u64, n: usize) -> String {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(7);
-    let mut text = String::new();
-    for _ in 0..n {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let day = 1 + (x >> 40) % 5;
-        text += &format!(
-            "k{}|v{x:x}|||{}|2024-02-0{day}|2024-02-0{day}|x\n",
-            (x >> 33) % 80,
-            x >> 52
-        );
-    }
-    text
+    lakeload_testkit::sample_lines(seed, n, 80, 5)
 }
 
 fn conf(dir: &Path, bucket: &str, table: &str, extra: &str) -> std::path::PathBuf {
