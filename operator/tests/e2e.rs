@@ -925,3 +925,81 @@ async fn one_operator_replica_leads_and_another_takes_over_when_it_stops() {
         .await
         .expect("the old leader notices");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guarded_tables_lease_is_renewed_whatever_the_reconciles_do() {
+    // The renewal timer alone (no reconcile runs here, as when reconciles sit in error
+    // back-off) keeps a running Job's Lease from lapsing, and stops once the Lease is not the
+    // run's any more.
+    use lakeload_operator::decide::{Action, JobState, LeaseState, Observed, Policy, holder_identity};
+    use lakeload_operator::job::{build_lease, lease_name};
+    use lakeload_operator::renew::Renewals;
+    let (admin, ns) = fresh_namespace("renewal").await;
+    let mut run: EtlRun = serde_json::from_value(json!({
+        "apiVersion": "lakeload.io/v1alpha1",
+        "kind": "EtlRun",
+        "metadata": {"name": "guarded", "namespace": ns, "uid": "0123456789"},
+        "spec": {"source": {"url": "s3://in/x"}, "target": {"url": "s3://out/t"}},
+    }))
+    .unwrap();
+    run.metadata.namespace = Some(ns.clone());
+    let me = holder_identity(&run);
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), &ns);
+    let started = chrono::Utc::now();
+    leases
+        .create(&PostParams::default(), &build_lease(&run, &me, 3, started, None))
+        .await
+        .unwrap();
+    let renewed = |lease: &Lease| {
+        let t = lease.spec.as_ref().unwrap().renew_time.as_ref().unwrap();
+        chrono::DateTime::from_timestamp_micros(t.0.as_microsecond()).unwrap()
+    };
+    let policy = Policy {
+        lease_seconds: 3,
+        ..Policy::default()
+    };
+    let observed = Observed {
+        run: &run,
+        job: Some(JobState::Active),
+        pods: Vec::new(),
+        lease: Some(LeaseState {
+            holder: Some(me.clone()),
+            renewed: Some(started),
+            duration_seconds: 3,
+            resource_version: String::new(),
+        }),
+        summary: None,
+        among_kept: true,
+        now: started,
+        policy: &policy,
+    };
+    let renewals = std::sync::Arc::new(Renewals::default());
+    renewals.track(&run, &observed, &[]);
+    let timer = tokio::spawn({
+        let (renewals, client) = (renewals.clone(), admin.clone());
+        async move { renewals.run(client, 3).await }
+    });
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let lease = leases.get(&lease_name(&run)).await.unwrap();
+        assert!(
+            chrono::Utc::now() - renewed(&lease) < chrono::Duration::seconds(3),
+            "the Lease lapsed: renewed {}",
+            renewed(&lease)
+        );
+    }
+    // Released by the run: the timer lets go.
+    renewals.track(
+        &run,
+        &observed,
+        &[Action::ReleaseLease {
+            resource_version: String::new(),
+        }],
+    );
+    // (a round already under way may still renew once)
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let last = renewed(&leases.get(&lease_name(&run)).await.unwrap());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(renewed(&leases.get(&lease_name(&run)).await.unwrap()), last);
+    timer.abort();
+}
