@@ -515,3 +515,59 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
         .await;
     renewer.abort();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "w-1", "creationTimestamp": "2026-11-23T12:00:00Z"},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn pods_read_as_running_stuck_or_ended() {
+        let pulling = pod_state(&pod(json!({
+            "phase": "Pending",
+            "containerStatuses": [{"name": "worker", "image": "x", "imageID": "", "ready": false,
+                "restartCount": 0, "state": {"waiting": {"reason": "ImagePullBackOff",
+                "message": "Back-off pulling image \"x\""}}}],
+        })));
+        assert!(pulling.active);
+        let stuck = pulling.stuck.unwrap();
+        assert_eq!(stuck.reason, "ImagePullBackOff");
+        assert!(stuck.message.contains("Back-off pulling"));
+        assert_eq!(stuck.since.to_rfc3339(), "2026-11-23T12:00:00+00:00");
+
+        // Creating its container is a normal wait, not a stuck pod.
+        let creating = pod_state(&pod(json!({
+            "phase": "Pending",
+            "containerStatuses": [{"name": "worker", "image": "x", "imageID": "", "ready": false,
+                "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}],
+        })));
+        assert!(creating.active && creating.stuck.is_none());
+
+        let unschedulable = pod_state(&pod(json!({
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": "0/3 nodes are available: 3 Insufficient memory."}],
+        })));
+        assert_eq!(unschedulable.stuck.unwrap().reason, "Unschedulable");
+
+        let locked = pod_state(&pod(json!({
+            "phase": "Failed",
+            "containerStatuses": [{"name": "worker", "image": "x", "imageID": "", "ready": false,
+                "restartCount": 0, "state": {"terminated": {"exitCode": 75,
+                "message": "error: locked by run r1\n"}}}],
+        })));
+        assert!(!locked.active);
+        assert_eq!(locked.exit_code, Some(75));
+        assert_eq!(
+            locked.termination_message.as_deref(),
+            Some("error: locked by run r1\n")
+        );
+    }
+}
