@@ -7,24 +7,23 @@
 #   docker build --target operator -t lakeload-operator:0.1.0 .
 #   docker run --rm -v $PWD/common.conf:/app/common.conf:ro lakeload:0.1.0 run
 #
-# BINARIES=source (default) compiles both programs in a Rust image. BINARIES=prebuilt takes
-# them from ./prebuilt/ in the build context instead; the tests build images that way on machines
-# with no Rust image to pull. Either way the runtime stages below are the same.
+# The build stage compiles both programs in a Rust image. If the context holds ./prebuilt/
+# with both binaries, it copies those instead; the tests build images that way (with
+# RUST_IMAGE set to the plain base: nothing is compiled), on machines with no Rust image to
+# pull. Either way the runtime stages below are the same.
 ARG BASE_IMAGE=debian:bookworm-slim
 ARG RUST_IMAGE=rust:1.95-slim-bookworm
-ARG BINARIES=source
 
-FROM ${RUST_IMAGE} AS source
+FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p lakeload -p lakeload-operator \
-    && mkdir -p /out \
-    && cp target/release/lakeload target/release/lakeload-operator /out/
-
-FROM scratch AS prebuilt
-COPY prebuilt/lakeload prebuilt/lakeload-operator /out/
-
-FROM ${BINARIES} AS binaries
+RUN mkdir -p /out \
+    && if [ -x prebuilt/lakeload ] && [ -x prebuilt/lakeload-operator ]; then \
+         cp prebuilt/lakeload prebuilt/lakeload-operator /out/; \
+       else \
+         cargo build --release --locked -p lakeload -p lakeload-operator \
+         && cp target/release/lakeload target/release/lakeload-operator /out/; \
+       fi
 
 FROM ${BASE_IMAGE} AS runtime
 # CA certificates for HTTPS to S3 and the Kubernetes API; nothing else beyond the base.
@@ -43,12 +42,12 @@ WORKDIR /app
 USER 10001:10001
 
 FROM runtime AS operator
-COPY --from=binaries /out/lakeload-operator /usr/local/bin/lakeload-operator
+COPY --from=build /out/lakeload-operator /usr/local/bin/lakeload-operator
 ENTRYPOINT ["/usr/local/bin/lakeload-operator"]
 
 # Last, so that a plain `docker build .` gives the worker.
 FROM runtime AS worker
-COPY --from=binaries /out/lakeload /usr/local/bin/lakeload
+COPY --from=build /out/lakeload /usr/local/bin/lakeload
 # `docker run … lakeload run` reads ./common.conf, i.e. /app/common.conf: mount it there.
 ENTRYPOINT ["/usr/local/bin/lakeload"]
 CMD ["run"]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the two runtime images of ./Dockerfile with podman, from binaries built on this host
-# (BINARIES=prebuilt: there is no Rust image to pull here), and saves them for containerd:
+# (./prebuilt/ in the build context: there is no Rust image to pull here), and saves them for
+# containerd:
 #
 #   tests/images/build.sh      # last stdout line: the folder with worker.tar and operator.tar
 #
@@ -47,7 +48,7 @@ cp "$root/Dockerfile" "$context/"
 cp "$target/lakeload" "$target/lakeload-operator" "$context/prebuilt/"
 
 # apt inside the build fetches ca-certificates from the base image's (plain HTTP) mirror.
-build_args=(--network host --pull=never --build-arg BASE_IMAGE="$base" --build-arg BINARIES=prebuilt)
+build_args=(--network host --pull=never --build-arg BASE_IMAGE="$base" --build-arg RUST_IMAGE="$base")
 out="${LAKELOAD_PODMAN_DIR:-$HOME/.cache/lakeload/podman}/images"
 mkdir -p "$out"
 for image in worker:lakeload operator:lakeload-operator; do
