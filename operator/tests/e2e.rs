@@ -797,6 +797,31 @@ async fn the_helm_chart_lints_renders_and_applies_to_the_api_server() {
         "chart and deploy/ grant the operator the same rules"
     );
 
+    // Named credentials Secrets narrow the operator's Secret access to those names.
+    let narrowed = helm_template(
+        &helm,
+        "lakeload",
+        &["operator.credentialsSecrets={aws-prod,aws-dev}"],
+    );
+    let secrets_rule = of_kind(&narrowed, "Role")[0]["rules"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|r| r["resources"][0] == "secrets")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        secrets_rule["resourceNames"],
+        serde_yaml::to_value(["aws-prod", "aws-dev"]).unwrap()
+    );
+    assert!(
+        chart_role["rules"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .all(|r| r["resourceNames"].is_null())
+    );
+
     // Every object of the full render (scheduler, CronJob, all-namespaces RBAC) is accepted by
     // the real API server.
     let (admin, ns) = fresh_namespace("chart").await;
