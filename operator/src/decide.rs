@@ -457,38 +457,41 @@ fn fail_now(o: &Observed, current: &EtlRunStatus, reason: &'static str, message:
 fn start(o: &Observed, current: &EtlRunStatus) -> Vec<Action> {
     let me = holder_identity(o.run);
     let spec = &o.run.spec;
-    if let Some(image) = &spec.image
-        && !allowed(image, &o.policy.allowed_images)
-    {
-        return fail_now(
-            o,
-            current,
+    let asks = [
+        (
+            "spec.image",
+            spec.image.as_deref(),
+            &o.policy.allowed_images,
             "ImageNotAllowed",
-            format!(
-                "spec.image {image} is not among the operator's allowed images ({}); ask the \
-                 operator's admin to add it (chart value operator.allowedImages)",
-                o.policy.allowed_images.join(", ")
-            ),
-        );
-    }
-    if let Some(account) = &spec.service_account_name
-        && !allowed(account, &o.policy.allowed_service_accounts)
-    {
-        return fail_now(
-            o,
-            current,
+            "operator.allowedImages",
+        ),
+        (
+            "spec.serviceAccountName",
+            spec.service_account_name.as_deref(),
+            &o.policy.allowed_service_accounts,
             "ServiceAccountNotAllowed",
-            format!(
-                "spec.serviceAccountName {account} is not among the operator's allowed service \
-                 accounts ({}); ask the operator's admin to add it (chart value \
-                 operator.allowedServiceAccounts)",
-                if o.policy.allowed_service_accounts.is_empty() {
-                    "none".to_string()
-                } else {
-                    o.policy.allowed_service_accounts.join(", ")
-                }
-            ),
-        );
+            "operator.allowedServiceAccounts",
+        ),
+    ];
+    for (field, value, list, reason, chart_value) in asks {
+        if let Some(value) = value
+            && !allowed(value, list)
+        {
+            let listed = if list.is_empty() {
+                "none".to_string()
+            } else {
+                list.join(", ")
+            };
+            return fail_now(
+                o,
+                current,
+                reason,
+                format!(
+                    "{field} {value} is not allowed by the operator (allowed: {listed}); ask its \
+                     admin to add it (chart value {chart_value})"
+                ),
+            );
+        }
     }
     if o.pods_active() {
         // Pods of an earlier Job of this run are still stopping.

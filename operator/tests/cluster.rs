@@ -682,19 +682,11 @@ async fn the_charts_cronjob_creates_runs_that_succeed() {
 async fn a_table_locked_from_outside_the_cluster_waits_pending_then_runs() {
     let (ref setup, ns, bucket, lines) = fresh("locked", 100).await;
     // A writer outside the cluster (a laptop) holds the table's S3 lock.
-    let now = chrono::Utc::now();
-    let lock = json!({
-        "run_id": "laptop-run",
-        "host": "laptop",
-        "pid": 4242,
-        "started_at": now,
-        "lease_expires_at": now + chrono::Duration::hours(1),
-        "lease_seconds": 3600,
-        "version": "0.1.0",
-    });
-    setup
-        .s3
-        .put(&bucket, "table/_lakeload/lock", lock.to_string().as_bytes());
+    setup.s3.put(
+        &bucket,
+        "table/_lakeload/lock",
+        lakeload_testkit::foreign_lock("laptop-run").as_bytes(),
+    );
     let run = create_run(setup, &ns, "patient", &bucket, json!({})).await;
     let waiting = wait_run(setup, &ns, "patient", Duration::from_secs(180), |r| {
         r.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("LockedBy")

@@ -112,6 +112,18 @@ pub fn sample_lines(seed: u64, n: usize, keys: u64, days: u64) -> String {
     text
 }
 
+/// The body of a table lock (`_lakeload/lock`) held for an hour by another writer, as a run
+/// on someone's laptop would leave it.
+pub fn foreign_lock(run_id: &str) -> String {
+    let now = chrono::Utc::now();
+    let at = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    format!(
+        r#"{{"run_id":"{run_id}","host":"laptop","pid":4242,"started_at":"{}","lease_expires_at":"{}","lease_seconds":3600,"version":"0.1.0"}}"#,
+        at(now),
+        at(now + chrono::Duration::hours(1))
+    )
+}
+
 /// The Helm CLI, built from source once per machine by tests/helm/build.sh.
 pub fn helm() -> PathBuf {
     let out = Command::new("bash")

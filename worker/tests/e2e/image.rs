@@ -136,17 +136,11 @@ fn the_worker_image_exits_2_on_a_config_mistake_and_75_when_the_table_is_locked(
     assert!(stderr(&bad).contains("run.order"), "{}", stderr(&bad));
 
     // Another writer (a laptop, say) holds the table's lock for an hour.
-    let now = chrono::Utc::now();
-    let lock = serde_json::json!({
-        "run_id": "laptop-run",
-        "host": "laptop",
-        "pid": 4242,
-        "started_at": now,
-        "lease_expires_at": now + chrono::Duration::hours(1),
-        "lease_seconds": 3600,
-        "version": "0.1.0",
-    });
-    s3.put(&bucket, "t/_lakeload/lock", lock.to_string().as_bytes());
+    s3.put(
+        &bucket,
+        "t/_lakeload/lock",
+        lakeload_testkit::foreign_lock("laptop-run").as_bytes(),
+    );
     let locked = run_image(&conf(dir.path(), &bucket, "t", ""), &["run"]);
     assert_exit(&locked, 75);
     assert!(stderr(&locked).contains("laptop-run"), "{}", stderr(&locked));
