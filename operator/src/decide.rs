@@ -208,6 +208,27 @@ fn set_condition(
     });
 }
 
+/// Sets phase, reason and message, and the `Succeeded` condition that goes with them (`True`
+/// once succeeded, `False` once failed, `Unknown` before).
+fn set_phase(
+    status: &mut EtlRunStatus,
+    run: &EtlRun,
+    phase: Phase,
+    reason: &str,
+    message: &str,
+    now: DateTime<Utc>,
+) {
+    status.phase = Some(phase);
+    status.reason = Some(reason.into());
+    status.message = Some(message.into());
+    let value = match phase {
+        Phase::Succeeded => "True",
+        Phase::Failed => "False",
+        Phase::Pending | Phase::Running => "Unknown",
+    };
+    set_condition(status, run, "Succeeded", value, reason, message, now);
+}
+
 fn status(run: &EtlRun) -> EtlRunStatus {
     run.status.clone().unwrap_or_default()
 }
@@ -241,6 +262,14 @@ impl Observed<'_> {
         self.lease
             .as_ref()
             .filter(|l| l.holder.as_deref() == Some(me.as_str()))
+    }
+
+    /// The termination message (last log lines) of the newest pod that left one.
+    fn last_words(&self) -> Option<&str> {
+        self.pods
+            .iter()
+            .rev()
+            .find_map(|p| p.termination_message.as_deref())
     }
 
     fn pods_active(&self) -> bool {
@@ -360,19 +389,8 @@ pub fn decide(o: &Observed) -> Vec<Action> {
                 "Job {} disappeared before it finished",
                 current.job_name.unwrap_or_default()
             );
-            next.phase = Some(Phase::Failed);
-            next.reason = Some("JobMissing".into());
-            next.message = Some(message.clone());
+            set_phase(&mut next, run, Phase::Failed, "JobMissing", &message, o.now);
             next.finished_at = Some(rfc3339(o.now));
-            set_condition(
-                &mut next,
-                run,
-                "Succeeded",
-                "False",
-                "JobMissing",
-                &message,
-                o.now,
-            );
             let mut actions = vec![Action::PatchStatus(Box::new(next))];
             o.wind_down(&mut actions);
             actions
@@ -394,26 +412,7 @@ fn active(o: &Observed, current: &EtlRunStatus) -> Vec<Action> {
             "pod {} could not start: {}: {}",
             pod.name, stuck.reason, stuck.message
         );
-        let mut next = current.clone();
-        next.phase = Some(Phase::Failed);
-        next.reason = Some("PodNotStarted".into());
-        next.message = Some(message.clone());
-        next.finished_at = Some(rfc3339(o.now));
-        set_condition(
-            &mut next,
-            o.run,
-            "Succeeded",
-            "False",
-            "PodNotStarted",
-            &message,
-            o.now,
-        );
-        actions.push(Action::PatchStatus(Box::new(next)));
-        actions.push(Action::Event {
-            kind: EventType::Warning,
-            reason: "PodNotStarted",
-            message,
-        });
+        actions.extend(fail_now(o, current, "PodNotStarted", message));
         actions.push(Action::DeleteJob);
         actions.push(Action::Requeue(SETTLE));
         return actions;
@@ -438,11 +437,8 @@ fn active(o: &Observed, current: &EtlRunStatus) -> Vec<Action> {
 
 fn fail_now(o: &Observed, current: &EtlRunStatus, reason: &'static str, message: String) -> Vec<Action> {
     let mut next = current.clone();
-    next.phase = Some(Phase::Failed);
-    next.reason = Some(reason.into());
-    next.message = Some(message.clone());
+    set_phase(&mut next, o.run, Phase::Failed, reason, &message, o.now);
     next.finished_at = Some(rfc3339(o.now));
-    set_condition(&mut next, o.run, "Succeeded", "False", reason, &message, o.now);
     vec![
         Action::PatchStatus(Box::new(next)),
         Action::Event {
@@ -529,19 +525,8 @@ fn start(o: &Observed, current: &EtlRunStatus) -> Vec<Action> {
             let mut next = current.clone();
             let changed =
                 next.reason.as_deref() != Some("LockedBy") || next.message.as_deref() != Some(&message);
-            next.phase = Some(Phase::Pending);
-            next.reason = Some("LockedBy".into());
-            next.message = Some(message.clone());
+            set_phase(&mut next, o.run, Phase::Pending, "LockedBy", &message, o.now);
             next.lease_name = Some(crate::job::lease_name(o.run));
-            set_condition(
-                &mut next,
-                o.run,
-                "Succeeded",
-                "Unknown",
-                "LockedBy",
-                &message,
-                o.now,
-            );
             if changed {
                 actions.push(Action::PatchStatus(Box::new(next)));
                 actions.push(Action::Event {
@@ -611,10 +596,7 @@ fn finish(o: &Observed, current: &EtlRunStatus, job: &JobState, summary: &Summar
     }
     if matches!(job, JobState::Failed { .. }) && exit_code(o, summary) == Some(EXIT_LOCKED) {
         let said = o
-            .pods
-            .iter()
-            .rev()
-            .find_map(|p| p.termination_message.as_deref())
+            .last_words()
             .and_then(|m| m.lines().rev().find(|l| l.contains("lock")))
             .unwrap_or("another writer holds the table's S3 lock");
         let message = format!(
@@ -622,19 +604,8 @@ fn finish(o: &Observed, current: &EtlRunStatus, job: &JobState, summary: &Summar
             said.trim(),
             o.policy.lock_retry_seconds
         );
-        next.phase = Some(Phase::Pending);
-        next.reason = Some("LockedBy".into());
-        next.message = Some(message.clone());
+        set_phase(&mut next, o.run, Phase::Pending, "LockedBy", &message, o.now);
         next.retry_after = Some(rfc3339(o.now + Duration::seconds(o.policy.lock_retry_seconds)));
-        set_condition(
-            &mut next,
-            o.run,
-            "Succeeded",
-            "Unknown",
-            "LockedBy",
-            &message,
-            o.now,
-        );
         let mut actions = vec![
             Action::PatchStatus(Box::new(next)),
             Action::Event {
@@ -676,10 +647,7 @@ fn finish(o: &Observed, current: &EtlRunStatus, job: &JobState, summary: &Summar
         ),
         (JobState::Failed { message }, SummaryFetch::Missing) => {
             let said = o
-                .pods
-                .iter()
-                .rev()
-                .find_map(|p| p.termination_message.as_deref())
+                .last_words()
                 .map(|m| format!("; its last words: {}", m.trim()))
                 .unwrap_or_else(|| "; see the Job's pod logs".to_string());
             (
@@ -722,15 +690,7 @@ fn finish(o: &Observed, current: &EtlRunStatus, job: &JobState, summary: &Summar
     } else if let Some(code) = exit_code(o, summary) {
         next.exit_code = Some(code);
     }
-    next.phase = Some(phase);
-    next.reason = Some(reason.into());
-    next.message = Some(message.clone());
-    let succeeded = if phase == Phase::Succeeded {
-        "True"
-    } else {
-        "False"
-    };
-    set_condition(&mut next, o.run, "Succeeded", succeeded, reason, &message, o.now);
+    set_phase(&mut next, o.run, phase, reason, &message, o.now);
     let mut actions = vec![Action::PatchStatus(Box::new(next))];
     if !o.pods_active()
         && let Some(lease) = o.ours()
