@@ -57,7 +57,7 @@ fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
-fn to_chrono(t: &k8s_openapi::jiff::Timestamp) -> DateTime<Utc> {
+pub fn to_chrono(t: &k8s_openapi::jiff::Timestamp) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.as_microsecond()).unwrap_or_default()
 }
 

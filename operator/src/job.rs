@@ -316,6 +316,11 @@ pub fn build_job(run: &EtlRun, default_image: &str) -> Job {
     }
 }
 
+/// A Lease's time (`MicroTime`) from a chrono time.
+pub fn micro_time(t: DateTime<Utc>) -> MicroTime {
+    MicroTime(k8s_openapi::jiff::Timestamp::from_microsecond(t.timestamp_micros()).unwrap_or_default())
+}
+
 /// The Lease object this run holds.
 pub fn build_lease(
     run: &EtlRun,
@@ -324,9 +329,6 @@ pub fn build_lease(
     now: DateTime<Utc>,
     acquired: Option<DateTime<Utc>>,
 ) -> Lease {
-    let micro = |t: DateTime<Utc>| {
-        MicroTime(k8s_openapi::jiff::Timestamp::from_microsecond(t.timestamp_micros()).unwrap_or_default())
-    };
     Lease {
         metadata: ObjectMeta {
             name: Some(lease_name(run)),
@@ -344,8 +346,8 @@ pub fn build_lease(
         spec: Some(LeaseSpec {
             holder_identity: Some(holder.to_string()),
             lease_duration_seconds: Some(seconds as i32),
-            acquire_time: Some(micro(acquired.unwrap_or(now))),
-            renew_time: Some(micro(now)),
+            acquire_time: Some(micro_time(acquired.unwrap_or(now))),
+            renew_time: Some(micro_time(now)),
             ..Default::default()
         }),
     }

@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, PostParams};
+
+use crate::controller::{lease_state, to_chrono};
+use crate::job::micro_time;
 
 #[derive(Debug, Clone)]
 pub struct Election {
@@ -16,14 +19,6 @@ pub struct Election {
     pub name: String,
     pub identity: String,
     pub lease_seconds: i64,
-}
-
-fn micro(t: DateTime<Utc>) -> MicroTime {
-    MicroTime(k8s_openapi::jiff::Timestamp::from_microsecond(t.timestamp_micros()).unwrap_or_default())
-}
-
-fn to_chrono(t: &MicroTime) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(t.0.as_microsecond()).unwrap_or_default()
 }
 
 enum Attempt {
@@ -43,8 +38,8 @@ impl Election {
             spec: Some(LeaseSpec {
                 holder_identity: Some(self.identity.clone()),
                 lease_duration_seconds: Some(self.lease_seconds as i32),
-                acquire_time: Some(micro(acquired)),
-                renew_time: Some(micro(Utc::now())),
+                acquire_time: Some(micro_time(acquired)),
+                renew_time: Some(micro_time(Utc::now())),
                 ..Default::default()
             }),
         }
@@ -62,21 +57,16 @@ impl Election {
                 Err(e) => Err(e),
             };
         };
-        let spec = current.spec.clone().unwrap_or_default();
-        let holder = spec.holder_identity.clone().unwrap_or_default();
-        let renewed = spec
-            .renew_time
-            .as_ref()
-            .or(spec.acquire_time.as_ref())
-            .map(to_chrono);
-        let duration = i64::from(spec.lease_duration_seconds.unwrap_or(0));
-        let expired = renewed.is_none_or(|r| r + chrono::Duration::seconds(duration) < Utc::now());
+        // Judged as the table Leases are: free, expired, or held.
+        let observed = lease_state(&current);
+        let holder = observed.holder.clone().unwrap_or_default();
         let ours = holder == self.identity;
-        if !(ours || holder.is_empty() || expired) {
+        if !(ours || observed.holder.is_none() || observed.expired(Utc::now())) {
             return Ok(Attempt::Held(holder));
         }
-        let acquired = match (ours, spec.acquire_time.as_ref()) {
-            (true, Some(t)) => to_chrono(t),
+        let kept = current.spec.as_ref().and_then(|s| s.acquire_time.as_ref());
+        let acquired = match (ours, kept) {
+            (true, Some(t)) => to_chrono(&t.0),
             _ => Utc::now(),
         };
         let lease = self.lease(acquired, current.metadata.resource_version.clone());

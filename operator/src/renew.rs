@@ -9,13 +9,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 
 use crate::crd::EtlRun;
 use crate::decide::{Action, Observed, holder_identity};
-use crate::job::lease_name;
+use crate::job::{lease_name, micro_time};
 
 /// Leases to renew: (namespace, Lease name) → holder identity.
 #[derive(Default)]
@@ -75,9 +74,7 @@ async fn renew(leases: &Api<Lease>, name: &str, holder: &str) -> Result<bool, ku
     if spec.holder_identity.as_deref() != Some(holder) {
         return Ok(false);
     }
-    let now =
-        k8s_openapi::jiff::Timestamp::from_microsecond(Utc::now().timestamp_micros()).unwrap_or_default();
-    spec.renew_time = Some(MicroTime(now));
+    spec.renew_time = Some(micro_time(Utc::now()));
     // resourceVersion is kept: a concurrent change (release, takeover) wins, and the next
     // round looks again.
     match leases.replace(name, &PostParams::default(), &lease).await {
