@@ -4,6 +4,9 @@
 //! podFailurePolicy, garbage collection), scheduled runs created by the real CronJob controller.
 //! Pods use the host's network to reach moto and the API server on 127.0.0.1.
 
+mod common;
+use common::client_for;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,7 +18,6 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
 use lakeload_operator::crd::{EtlRun, Phase};
 use lakeload_operator::job::{job_name, lease_name};
@@ -55,16 +57,6 @@ fn upload_sources(s3: &S3Server, bucket: &str, files: u64, n: usize) -> usize {
         );
     }
     files as usize * n
-}
-
-async fn client_for(kubeconfig: &PathBuf) -> Client {
-    let config = kube::Config::from_custom_kubeconfig(
-        Kubeconfig::read_from(kubeconfig).unwrap(),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    Client::try_from(config).unwrap()
 }
 
 fn s3_settings(s3: &S3Server) -> serde_json::Value {

@@ -4,6 +4,9 @@
 //! controller would. The operator runs as its own process with the service account and RBAC of
 //! `deploy/operator.yaml` (no cluster-admin), watching one namespace per test.
 
+mod common;
+use common::client_for;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,7 +19,6 @@ use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
 use lakeload_operator::crd::{EtlRun, Phase};
 use lakeload_testkit::S3Server;
@@ -41,16 +43,6 @@ fn worker_bin() -> PathBuf {
         path.display()
     );
     path
-}
-
-async fn client_for(kubeconfig: &Path) -> Client {
-    let config = kube::Config::from_custom_kubeconfig(
-        Kubeconfig::read_from(kubeconfig).unwrap(),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    Client::try_from(config).unwrap()
 }
 
 async fn admin() -> Client {
