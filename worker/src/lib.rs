@@ -6,6 +6,7 @@
 //! clean, [`row`]) → [`router`] (rows by date) → [`merge`] (latest row per key) → [`table`]
 //! (write) → [`state`] (commit) → [`summary`]. [`run`] drives it under the table [`lock`].
 
+pub mod block;
 pub mod config;
 pub mod dates;
 pub mod demo;
@@ -26,6 +27,7 @@ pub mod row;
 pub mod run;
 pub mod runlog;
 pub mod secret;
+pub mod spill;
 pub mod state;
 pub mod status;
 pub mod storage;

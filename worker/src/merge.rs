@@ -1,13 +1,12 @@
 //! Merge the rows of one date: keep the latest row per key (SPEC §2), and count what happened.
-//!
-//! Deduplication sorts by (key, order) instead of hashing: no per-row key allocation, and the
-//! winner of each key group is simply its last row.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use crate::config::{Order, SchemaConfig};
-use crate::row::Row;
+use hashbrown::hash_table::{Entry, HashTable};
+
+use crate::block::{KeyColumns, RowBlock};
+use crate::config::Order;
 
 /// A source file as the lineage columns record it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,26 +85,23 @@ impl std::ops::AddAssign for MergeCounts {
     }
 }
 
+/// A row of a merge's input: (block index, row index).
+pub type RowRef = (u32, u32);
+
 pub struct Merger<'a> {
-    pub schema: &'a SchemaConfig,
+    pub keys: &'a KeyColumns,
     pub order: Order,
     pub files: &'a FileTable,
 }
 
-impl Merger<'_> {
-    fn key_cmp(&self, a: &Row, b: &Row) -> Ordering {
-        for &column in &self.schema.key {
-            let ord = match self.schema.date_slot(column) {
-                Some(j) => a.date(j).cmp(&b.date(j)),
-                None => a.field(column).cmp(&b.field(column)),
-            };
-            if ord != Ordering::Equal {
-                return ord;
-            }
-        }
-        Ordering::Equal
-    }
+/// The current winner of one key.
+struct Winner {
+    at: RowRef,
+    /// A row already in the table had this key.
+    had_stored: bool,
+}
 
+impl Merger<'_> {
     /// Rank of every file id under `key` (ids are dense: shared first, then local). Files that
     /// `key` finds equal get the same rank: a stored row's file and this run's file of the same
     /// name (and, by arrival, the same modified time) are one position in the order, and the
@@ -127,25 +123,11 @@ impl Merger<'_> {
         rank
     }
 
-    fn key_hash(&self, row: &Row) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        for &column in &self.schema.key {
-            match self.schema.date_slot(column) {
-                Some(j) => row.date(j).hash(&mut h),
-                None => row.field(column).hash(&mut h),
-            }
-        }
-        h.finish()
-    }
-
-    /// Merges rows already in the table (generation 0) with new rows (generation 1). Returns the
-    /// kept rows in lineage order (file key, line), which makes the written file deterministic.
-    ///
-    /// Rows are sorted by (key hash, key, order): the hash and the precomputed file ranks turn
-    /// almost every comparison into integer comparisons; equal keys still end up adjacent, and
-    /// the order within a key is exactly SPEC §2's.
-    pub fn merge(&self, rows: Vec<Row>) -> (Vec<Row>, MergeCounts) {
+    /// Merges rows already in the table (generation 0) with new rows (generation 1), spread
+    /// over `blocks`: one pass through a hash table keyed by the precomputed key hash keeps the
+    /// latest row per key. Returns the kept rows in lineage order (file key, line), which makes
+    /// the written file deterministic, and the counts.
+    pub fn merge(&self, blocks: &[RowBlock]) -> (Vec<RowRef>, MergeCounts) {
         let order_rank = self.ranks(|a, b| match self.order {
             Order::Arrival => a
                 .modified_micros
@@ -153,62 +135,92 @@ impl Merger<'_> {
                 .then_with(|| a.key.cmp(&b.key)),
             Order::Name => a.key.cmp(&b.key),
         });
-        let mut keyed: Vec<(u64, u32, Row)> = rows
-            .into_iter()
-            .map(|r| (self.key_hash(&r), order_rank[r.lineage.file as usize], r))
-            .collect();
-        keyed.sort_unstable_by(|(ha, ra, a), (hb, rb, b)| {
-            ha.cmp(hb).then_with(|| self.key_cmp(a, b)).then_with(|| {
-                ra.cmp(rb)
-                    .then(a.lineage.line.cmp(&b.lineage.line))
-                    .then(a.lineage.generation.cmp(&b.lineage.generation))
-            })
-        });
+        let position = |(b, r): RowRef| {
+            let block = &blocks[b as usize];
+            let r = r as usize;
+            (
+                order_rank[block.file(r) as usize],
+                block.line(r),
+                block.generation(r),
+            )
+        };
+        let total: usize = blocks.iter().map(RowBlock::len).sum();
+        let mut winners: HashTable<Winner> = HashTable::with_capacity(total);
         let mut counts = MergeCounts::default();
-        let mut kept = Vec::with_capacity(keyed.len());
-        let mut group: Vec<Row> = Vec::new();
-        let mut flush = |group: &mut Vec<Row>, kept: &mut Vec<Row>| {
-            let Some(winner) = group.pop() else { return };
-            let new_losers = group.iter().filter(|r| r.lineage.generation > 0).count() as u64;
-            counts.superseded += new_losers;
-            if winner.lineage.generation > 0 {
-                if group.iter().any(|r| r.lineage.generation == 0) {
+        for (b, block) in blocks.iter().enumerate() {
+            for r in 0..block.len() {
+                let at = (b as u32, r as u32);
+                let stored = block.generation(r) == 0;
+                let hash = block.hash(r);
+                let entry = winners.entry(
+                    hash,
+                    |w| {
+                        self.keys
+                            .equal(&blocks[w.at.0 as usize], w.at.1 as usize, block, r)
+                    },
+                    |w| blocks[w.at.0 as usize].hash(w.at.1 as usize),
+                );
+                match entry {
+                    Entry::Vacant(slot) => {
+                        slot.insert(Winner {
+                            at,
+                            had_stored: stored,
+                        });
+                    }
+                    Entry::Occupied(mut slot) => {
+                        let winner = slot.get_mut();
+                        winner.had_stored |= stored;
+                        let loser = if position(at) > position(winner.at) {
+                            std::mem::replace(&mut winner.at, at)
+                        } else {
+                            at
+                        };
+                        if blocks[loser.0 as usize].generation(loser.1 as usize) > 0 {
+                            counts.superseded += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let name_rank = self.ranks(|a, b| a.key.cmp(&b.key).then(a.modified_micros.cmp(&b.modified_micros)));
+        let mut kept: Vec<(u32, u64, u8, RowRef)> = Vec::with_capacity(winners.len());
+        for winner in winners {
+            let (b, r) = (winner.at.0 as usize, winner.at.1 as usize);
+            let block = &blocks[b];
+            if block.generation(r) > 0 {
+                if winner.had_stored {
                     counts.updated += 1;
                 } else {
                     counts.inserted += 1;
                 }
             }
-            kept.push(winner);
-            group.clear();
-        };
-        let mut last_hash = None;
-        for (hash, _, row) in keyed {
-            if let Some(last) = group.last()
-                && (last_hash != Some(hash) || self.key_cmp(last, &row) != Ordering::Equal)
-            {
-                flush(&mut group, &mut kept);
-            }
-            last_hash = Some(hash);
-            group.push(row);
+            kept.push((
+                name_rank[block.file(r) as usize],
+                block.line(r),
+                block.generation(r),
+                winner.at,
+            ));
         }
-        flush(&mut group, &mut kept);
-        let name_rank = self.ranks(|a, b| a.key.cmp(&b.key).then(a.modified_micros.cmp(&b.modified_micros)));
-        kept.sort_unstable_by_key(|r| {
-            (
-                name_rank[r.lineage.file as usize],
-                r.lineage.line,
-                r.lineage.generation,
-            )
-        });
-        (kept, counts)
+        kept.sort_unstable();
+        (kept.into_iter().map(|k| k.3).collect(), counts)
     }
+}
+
+/// Copies the rows `at` of `blocks` into one block.
+pub fn gather(blocks: &[RowBlock], at: &[RowRef], columns: usize, date_slots: usize) -> RowBlock {
+    let mut out = RowBlock::new(columns, date_slots);
+    for &(b, r) in at {
+        out.push_from(&blocks[b as usize], r as usize);
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block::{Lineage, RowBuilder};
+    use crate::config::SchemaConfig;
     use crate::config::{Config, RawConfig};
-    use crate::row::Lineage;
 
     fn schema() -> SchemaConfig {
         let mut raw = RawConfig::default();
@@ -221,16 +233,29 @@ mod tests {
         Config::from_raw(&raw).unwrap().schema
     }
 
-    fn row(id: Option<&str>, v: &str, file: u32, line: u64, generation: u8) -> Row {
-        Row::from_values(
+    fn row(id: Option<&str>, v: &str, file: u32, line: u64, generation: u8) -> RowBlock {
+        let mut block = RowBlock::new(3, 1);
+        RowBuilder::new(&schema()).push(
+            &mut block,
             &[id, Some("x"), Some(v)],
-            vec![Some(1)],
+            &[1],
             Lineage {
                 file,
                 line,
                 generation,
             },
-        )
+        );
+        block
+    }
+
+    /// Merges, and gives the kept rows' `v` values in the order the merge returns them.
+    fn run(merger: &Merger, blocks: Vec<RowBlock>) -> (Vec<String>, MergeCounts) {
+        let (kept, counts) = merger.merge(&blocks);
+        let values = kept
+            .iter()
+            .map(|&(b, r)| blocks[b as usize].field_str(r as usize, 2).unwrap().to_string())
+            .collect();
+        (values, counts)
     }
 
     fn files() -> FileTable {
@@ -247,10 +272,6 @@ mod tests {
         ]))
     }
 
-    fn values(rows: &[Row]) -> Vec<&str> {
-        rows.iter().map(|r| r.field(2).unwrap()).collect()
-    }
-
     #[test]
     fn latest_by_arrival_or_by_name() {
         let schema = schema();
@@ -262,12 +283,12 @@ mod tests {
             ]
         };
         let arrival = Merger {
-            schema: &schema,
+            keys: &KeyColumns::new(&schema),
             order: Order::Arrival,
             files: &files,
         };
-        let (kept, counts) = arrival.merge(rows());
-        assert_eq!(values(&kept), vec!["from-a"]);
+        let (kept, counts) = run(&arrival, rows());
+        assert_eq!(kept, vec!["from-a"]);
         assert_eq!(
             counts,
             MergeCounts {
@@ -277,11 +298,11 @@ mod tests {
             }
         );
         let name = Merger {
-            schema: &schema,
+            keys: &KeyColumns::new(&schema),
             order: Order::Name,
             files: &files,
         };
-        assert_eq!(values(&name.merge(rows()).0), vec!["from-b"]);
+        assert_eq!(run(&name, rows()).0, vec!["from-b"]);
     }
 
     #[test]
@@ -289,16 +310,19 @@ mod tests {
         let schema = schema();
         let files = files();
         let m = Merger {
-            schema: &schema,
+            keys: &KeyColumns::new(&schema),
             order: Order::Arrival,
             files: &files,
         };
-        let (kept, counts) = m.merge(vec![
-            row(None, "1", 0, 1, 1),
-            row(None, "2", 0, 2, 1),
-            row(Some("x"), "3", 0, 3, 1),
-        ]);
-        assert_eq!(values(&kept), vec!["2", "3"]);
+        let (kept, counts) = run(
+            &m,
+            vec![
+                row(None, "1", 0, 1, 1),
+                row(None, "2", 0, 2, 1),
+                row(Some("x"), "3", 0, 3, 1),
+            ],
+        );
+        assert_eq!(kept, vec!["2", "3"]);
         assert_eq!(counts.superseded, 1);
     }
 
@@ -313,18 +337,21 @@ mod tests {
             let stored = files.intern("a.gz", 200);
             assert_ne!(stored, 0, "the stored file gets its own id");
             let m = Merger {
-                schema: &schema,
+                keys: &KeyColumns::new(&schema),
                 order,
                 files: &files,
             };
-            let (kept, counts) = m.merge(vec![
-                row(Some("k"), "old", stored, 1, 0),
-                row(Some("k"), "corrected", 0, 1, 1),
-                row(Some("j"), "old-later-line", stored, 5, 0),
-                row(Some("j"), "new-earlier-line", 0, 4, 1),
-            ]);
+            let (kept, counts) = run(
+                &m,
+                vec![
+                    row(Some("k"), "old", stored, 1, 0),
+                    row(Some("k"), "corrected", 0, 1, 1),
+                    row(Some("j"), "old-later-line", stored, 5, 0),
+                    row(Some("j"), "new-earlier-line", 0, 4, 1),
+                ],
+            );
             assert_eq!(
-                values(&kept),
+                kept,
                 vec!["corrected", "old-later-line"],
                 "{order:?}: the tuple (…, file, line) decides first, the version last"
             );
@@ -345,15 +372,18 @@ mod tests {
         let mut files = files();
         let stored = files.intern("a.gz", 100);
         let m = Merger {
-            schema: &schema,
+            keys: &KeyColumns::new(&schema),
             order: Order::Arrival,
             files: &files,
         };
-        let (kept, _) = m.merge(vec![
-            row(Some("k"), "old", stored, 9, 0),
-            row(Some("k"), "new", 0, 1, 1),
-        ]);
-        assert_eq!(values(&kept), vec!["new"]);
+        let (kept, _) = run(
+            &m,
+            vec![
+                row(Some("k"), "old", stored, 9, 0),
+                row(Some("k"), "new", 0, 1, 1),
+            ],
+        );
+        assert_eq!(kept, vec!["new"]);
     }
 
     #[test]
@@ -361,17 +391,20 @@ mod tests {
         let schema = schema();
         let files = files();
         let m = Merger {
-            schema: &schema,
+            keys: &KeyColumns::new(&schema),
             order: Order::Name,
             files: &files,
         };
-        let (kept, counts) = m.merge(vec![
-            row(Some("k"), "old", 0, 1, 0),
-            row(Some("k"), "new", 0, 1, 1),
-            row(Some("j"), "kept", 1, 1, 0),
-            row(Some("j"), "older", 0, 9, 1),
-        ]);
-        assert_eq!(values(&kept), vec!["new", "kept"]);
+        let (kept, counts) = run(
+            &m,
+            vec![
+                row(Some("k"), "old", 0, 1, 0),
+                row(Some("k"), "new", 0, 1, 1),
+                row(Some("j"), "kept", 1, 1, 0),
+                row(Some("j"), "older", 0, 9, 1),
+            ],
+        );
+        assert_eq!(kept, vec!["new", "kept"]);
         assert_eq!(
             counts,
             MergeCounts {

@@ -1,13 +1,15 @@
 //! Read & clean one source file: gzip (multi-member) → lines → rows, rejects and counts.
 
-use std::io::{BufRead, BufReader, Read};
+use std::collections::HashMap;
+use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use flate2::read::MultiGzDecoder;
 
+use crate::block::{Lineage, RowBlock};
 use crate::error::{Error, Result};
-use crate::row::{LineOutcome, LineParser, Reject, Row};
+use crate::row::{LineOutcome, LineParser, ParsedLine, Reject};
 use crate::storage::{DynStorage, ObjectMeta};
 
 /// Rows are handed on in batches of this many, so a large file is never held whole.
@@ -50,15 +52,72 @@ impl<R: Read> Read for CountingReader<R> {
     }
 }
 
-/// Decompresses and parses a whole file, handing rows and rejects to `emit` in batches.
-/// Runs on a blocking thread.
+/// Rows of one batch, one block per partition date.
+pub type DateBlocks = Vec<(i32, RowBlock)>;
+
+/// Collects parsed rows into one block per partition date.
+struct BatchBuilder {
+    columns: usize,
+    date_slots: usize,
+    blocks: DateBlocks,
+    index: HashMap<i32, usize>,
+    last: Option<(i32, usize)>,
+    rows: usize,
+}
+
+impl BatchBuilder {
+    fn new(parser: &LineParser) -> Self {
+        BatchBuilder {
+            columns: parser.columns(),
+            date_slots: parser.date_slots(),
+            blocks: Vec::new(),
+            index: HashMap::new(),
+            last: None,
+            rows: 0,
+        }
+    }
+
+    fn block_for(&mut self, date: i32) -> &mut RowBlock {
+        let at = match self.last {
+            Some((d, at)) if d == date => at,
+            _ => {
+                let at = match self.index.get(&date) {
+                    Some(at) => *at,
+                    None => {
+                        self.blocks
+                            .push((date, RowBlock::new(self.columns, self.date_slots)));
+                        self.index.insert(date, self.blocks.len() - 1);
+                        self.blocks.len() - 1
+                    }
+                };
+                self.last = Some((date, at));
+                at
+            }
+        };
+        self.rows += 1;
+        &mut self.blocks[at].1
+    }
+
+    fn take(&mut self) -> DateBlocks {
+        self.index.clear();
+        self.last = None;
+        self.rows = 0;
+        std::mem::take(&mut self.blocks)
+    }
+}
+
+/// Bytes decompressed per read; lines are parsed straight out of this buffer.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// Decompresses and parses a whole file, handing rows (grouped by partition date) and rejects
+/// to `emit` in batches. Runs on a blocking thread.
 pub fn read_file(
     input: Box<dyn Read + Send>,
     parser: &LineParser,
     file: u32,
     skip_header: bool,
     progress: Arc<ReadProgress>,
-    emit: &mut dyn FnMut(Vec<Row>, Vec<Reject>) -> std::io::Result<()>,
+    emit: &mut dyn FnMut(DateBlocks, Vec<Reject>) -> std::io::Result<()>,
 ) -> std::io::Result<FileCounts> {
     let mut counting = CountingReader {
         inner: input,
@@ -66,51 +125,85 @@ pub fn read_file(
         progress: progress.clone(),
     };
     let mut out = FileCounts::default();
-    let mut rows = Vec::with_capacity(BATCH_ROWS);
+    let mut batch = BatchBuilder::new(parser);
     let mut rejects = Vec::new();
+    let mut parsed = ParsedLine::default();
     {
-        let mut lines = BufReader::with_capacity(256 * 1024, MultiGzDecoder::new(&mut counting));
-        let mut buf = Vec::with_capacity(1024);
+        let mut decoder = MultiGzDecoder::new(&mut counting);
+        let mut buf = vec![0u8; CHUNK_BYTES];
+        // `buf[..filled]` holds decompressed bytes; `buf[..pending]` of them start a line
+        // whose end has not been read yet.
+        let mut filled = 0usize;
         let mut number = 0u64;
-        loop {
-            buf.clear();
+        let mut at_end = false;
+        while !at_end {
+            if filled == buf.len() {
+                // One line longer than the buffer: make room for it.
+                buf.resize(buf.len() * 2, 0);
+            }
+            let n = decoder.read(&mut buf[filled..])?;
+            if n == 0 {
+                at_end = true;
+            }
+            filled += n;
+            let mut consumed = 0usize;
             // A last line without `\n` is still a line; a final `\n` does not start another.
-            if lines.read_until(b'\n', &mut buf)? == 0 {
-                break;
-            }
-            number += 1;
-            if buf.last() == Some(&b'\n') {
-                buf.pop();
-            }
-            if skip_header && number == 1 {
-                continue;
-            }
-            out.lines += 1;
-            if number.is_multiple_of(4096) {
-                progress.lines.fetch_add(4096, Ordering::Relaxed);
-            }
-            match parser.parse(&buf, file, number) {
-                LineOutcome::Blank => out.blank += 1,
-                LineOutcome::Row(row) => {
-                    out.rows += 1;
-                    if let Some(date) = row.date(parser.partition_date()) {
-                        out.dates.insert(date);
+            loop {
+                let line = match memchr::memchr(b'\n', &buf[consumed..filled]) {
+                    Some(i) => {
+                        let line = &buf[consumed..consumed + i];
+                        consumed += i + 1;
+                        line
                     }
-                    rows.push(row);
-                    if rows.len() == BATCH_ROWS {
-                        emit(
-                            std::mem::replace(&mut rows, Vec::with_capacity(BATCH_ROWS)),
-                            std::mem::take(&mut rejects),
-                        )?;
+                    None if at_end && consumed < filled => {
+                        let line = &buf[consumed..filled];
+                        consumed = filled;
+                        line
+                    }
+                    None => break,
+                };
+                number += 1;
+                if skip_header && number == 1 {
+                    continue;
+                }
+                out.lines += 1;
+                if number.is_multiple_of(4096) {
+                    progress.lines.fetch_add(4096, Ordering::Relaxed);
+                }
+                match parser.parse(line, number, &mut parsed) {
+                    LineOutcome::Blank => out.blank += 1,
+                    LineOutcome::Row(text) => {
+                        out.rows += 1;
+                        let lineage = Lineage {
+                            file,
+                            line: number,
+                            generation: 1,
+                        };
+                        batch.block_for(parser.partition_day(&parsed)).push(
+                            text,
+                            &parsed.ends,
+                            &parsed.dates,
+                            parsed.hash,
+                            lineage,
+                        );
+                    }
+                    LineOutcome::Rejected(reject) => {
+                        out.rejected += 1;
+                        rejects.push(reject);
                     }
                 }
-                LineOutcome::Rejected(reject) => {
-                    out.rejected += 1;
-                    rejects.push(reject);
+                if batch.rows == BATCH_ROWS {
+                    let blocks = batch.take();
+                    out.dates.extend(blocks.iter().map(|(d, _)| *d));
+                    emit(blocks, std::mem::take(&mut rejects))?;
                 }
             }
+            buf.copy_within(consumed..filled, 0);
+            filled -= consumed;
         }
-        emit(rows, rejects)?;
+        let blocks = batch.take();
+        out.dates.extend(blocks.iter().map(|(d, _)| *d));
+        emit(blocks, rejects)?;
         progress.lines.fetch_add(number % 4096, Ordering::Relaxed);
     }
     // Drain any trailing bytes the decoder did not need, so the byte count is the object size.
@@ -206,7 +299,7 @@ pub async fn read_source(
     file: u32,
     skip_header: bool,
     progress: Arc<ReadProgress>,
-    mut emit: impl FnMut(Vec<Row>, Vec<Reject>) -> std::io::Result<()> + Send + 'static,
+    mut emit: impl FnMut(DateBlocks, Vec<Reject>) -> std::io::Result<()> + Send + 'static,
 ) -> Result<FileCounts> {
     let key = meta.key.as_str();
     // Pinned to the listed version: the state records that version, so its rows must be the

@@ -1,250 +1,240 @@
-//! Route rows by the date of their partition column, within a memory budget: when the buffered
-//! rows pass `run.memory_limit`, every date's rows are appended to that date's spill file on
-//! local disk, and read back when the date is merged. Peak memory is then about one date's rows
-//! plus the budget, however large the input.
+//! Route rows by the date of their partition column, within a memory budget. When the buffered
+//! rows pass the budget, dates are first compacted (the latest row per key kept, the rest
+//! counted as superseded: what the merge would do anyway), and if that does not free enough,
+//! the largest dates go to spill files on local disk, cut by key hash so a date too large for
+//! memory can later be merged piece by piece (see [`crate::spill`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{File, OpenOptions};
-use std::io::{BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::row::{Lineage, Row};
+use crate::block::KeyColumns;
+use crate::config::Order;
+use crate::merge::{FileTable, Merger, gather};
+use crate::reader::DateBlocks;
+use crate::spill::{DateRows, SpillDir};
+
+/// What the router needs to compact a date: the same rule as the final merge.
+pub struct Compactor {
+    pub keys: KeyColumns,
+    pub order: Order,
+    pub files: FileTable,
+}
 
 pub struct DateRouter {
-    partition_date: usize,
-    memory_limit: usize,
-    buckets: BTreeMap<i32, Vec<Row>>,
+    budget: usize,
+    dates: BTreeMap<i32, DateRows>,
     bytes_in_memory: usize,
-    spill_parent: Option<PathBuf>,
-    spill: Option<tempfile::TempDir>,
-    spilled_dates: BTreeSet<i32>,
-    spilled_bytes: u64,
+    spill: Arc<SpillDir>,
+    compactor: Compactor,
+    /// Dates with rows added since they were last compacted.
+    grown: BTreeSet<i32>,
+    /// Dates whose compaction barely shrank them: they spill instead.
+    incompressible: BTreeSet<i32>,
+    superseded: u64,
     total_rows: u64,
 }
 
 impl DateRouter {
-    pub fn new(partition_date: usize, memory_limit: u64, spill_parent: Option<PathBuf>) -> Self {
+    pub fn new(budget: u64, spill: Arc<SpillDir>, compactor: Compactor) -> Self {
         DateRouter {
-            partition_date,
-            memory_limit: memory_limit as usize,
-            buckets: BTreeMap::new(),
+            budget: budget as usize,
+            dates: BTreeMap::new(),
             bytes_in_memory: 0,
-            spill_parent,
-            spill: None,
-            spilled_dates: BTreeSet::new(),
-            spilled_bytes: 0,
+            spill,
+            compactor,
+            grown: BTreeSet::new(),
+            incompressible: BTreeSet::new(),
+            superseded: 0,
             total_rows: 0,
         }
     }
 
-    pub fn push(&mut self, rows: Vec<Row>) -> std::io::Result<()> {
-        for row in rows {
-            let date = row
-                .date(self.partition_date)
-                .expect("rows always have a partition date");
-            self.bytes_in_memory += row.size_estimate();
-            self.total_rows += 1;
-            self.buckets.entry(date).or_default().push(row);
+    pub fn push(&mut self, blocks: DateBlocks) -> std::io::Result<()> {
+        for (date, mut block) in blocks {
+            block.shrink_to_fit();
+            self.bytes_in_memory += block.heap_bytes();
+            self.total_rows += block.len() as u64;
+            self.dates.entry(date).or_default().add(block);
+            self.grown.insert(date);
         }
-        if self.bytes_in_memory > self.memory_limit {
-            self.spill_all()?;
+        if self.bytes_in_memory > self.budget {
+            self.relieve()?;
+        }
+        Ok(())
+    }
+
+    /// Brings memory down to half the budget: compaction first, then spilling.
+    fn relieve(&mut self) -> std::io::Result<()> {
+        let target = self.budget / 2;
+        let mut candidates: Vec<(usize, i32)> = self
+            .grown
+            .iter()
+            .filter(|d| !self.incompressible.contains(d))
+            .map(|d| (self.dates[d].memory_bytes(), *d))
+            .collect();
+        candidates.sort_unstable_by(|a, b| b.cmp(a));
+        for (before, date) in candidates {
+            if self.bytes_in_memory <= target {
+                break;
+            }
+            let rows = self.dates.get_mut(&date).expect("a routed date");
+            let blocks = rows.blocks();
+            let Some(first) = blocks.first() else { continue };
+            let merger = Merger {
+                keys: &self.compactor.keys,
+                order: self.compactor.order,
+                files: &self.compactor.files,
+            };
+            let (kept, counts) = merger.merge(blocks);
+            let mut compacted = gather(blocks, &kept, first.columns(), first.date_slots());
+            compacted.shrink_to_fit();
+            let after = compacted.heap_bytes();
+            rows.replace_memory(vec![compacted]);
+            self.bytes_in_memory = self.bytes_in_memory - before + after;
+            self.superseded += counts.superseded;
+            self.grown.remove(&date);
+            if after * 4 > before * 3 {
+                self.incompressible.insert(date);
+            }
+        }
+        if self.bytes_in_memory > target {
+            let mut largest: Vec<(usize, i32)> = self
+                .dates
+                .iter()
+                .map(|(d, rows)| (rows.memory_bytes(), *d))
+                .collect();
+            largest.sort_unstable_by(|a, b| b.cmp(a));
+            for (_, date) in largest {
+                if self.bytes_in_memory <= target {
+                    break;
+                }
+                let freed = self.dates.get_mut(&date).expect("listed").spill(&self.spill)?;
+                self.bytes_in_memory -= freed;
+            }
+            tracing::debug!(
+                "memory budget reached: {} bytes spilled so far",
+                self.spill.bytes_written()
+            );
         }
         Ok(())
     }
 
     /// Every date that has rows.
     pub fn dates(&self) -> BTreeSet<i32> {
-        self.buckets
-            .keys()
-            .chain(self.spilled_dates.iter())
-            .copied()
-            .collect()
+        self.dates.keys().copied().collect()
     }
 
     pub fn total_rows(&self) -> u64 {
         self.total_rows
     }
 
+    /// Rows this run dropped while compacting because a later row has the same key.
+    pub fn superseded(&self) -> u64 {
+        self.superseded
+    }
+
+    /// Bytes held in memory now.
+    pub fn bytes_in_memory(&self) -> usize {
+        self.bytes_in_memory
+    }
+
     /// Bytes written to spill files so far (0 when everything fit in memory).
     pub fn spilled_bytes(&self) -> u64 {
-        self.spilled_bytes
+        self.spill.bytes_written()
     }
 
     /// Takes all rows of a date out of the router.
-    pub fn take(&mut self, date: i32) -> std::io::Result<Vec<Row>> {
-        let mut rows = Vec::new();
-        if self.spilled_dates.remove(&date)
-            && let Some(dir) = &self.spill
-        {
-            let path = spill_path(dir.path(), date);
-            read_spill(&path, &mut rows)?;
-            std::fs::remove_file(&path)?;
-        }
-        if let Some(mut in_memory) = self.buckets.remove(&date) {
-            self.bytes_in_memory -= in_memory.iter().map(Row::size_estimate).sum::<usize>();
-            rows.append(&mut in_memory);
-        }
-        Ok(rows)
-    }
-
-    fn spill_all(&mut self) -> std::io::Result<()> {
-        if self.spill.is_none() {
-            let mut builder = tempfile::Builder::new();
-            builder.prefix("lakeload-spill-");
-            self.spill = Some(match &self.spill_parent {
-                Some(parent) => {
-                    std::fs::create_dir_all(parent)?;
-                    builder.tempdir_in(parent)?
-                }
-                None => builder.tempdir()?,
-            });
-        }
-        let dir = self.spill.as_ref().expect("just created").path().to_path_buf();
-        let buckets = std::mem::take(&mut self.buckets);
-        tracing::debug!(
-            "memory budget reached: spilling {} dates to {}",
-            buckets.len(),
-            dir.display()
-        );
-        for (date, rows) in buckets {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(spill_path(&dir, date))?;
-            let mut out = BufWriter::with_capacity(256 * 1024, file);
-            for row in &rows {
-                self.spilled_bytes += write_row(&mut out, row)? as u64;
-            }
-            out.flush()?;
-            self.spilled_dates.insert(date);
-        }
-        self.bytes_in_memory = 0;
-        Ok(())
-    }
-}
-
-fn spill_path(dir: &Path, date: i32) -> PathBuf {
-    dir.join(format!("{date}.rows"))
-}
-
-/// Spill encoding: column count, then per field (u32 length + bytes, `u32::MAX` = NULL), date
-/// count, per date (i32, `i32::MIN` = NULL), then file (u32), line (u64), generation (u8).
-fn write_row(out: &mut impl Write, row: &Row) -> std::io::Result<usize> {
-    let fields = row.field_count();
-    let mut written = 0;
-    out.write_all(&(fields as u32).to_le_bytes())?;
-    for i in 0..fields {
-        match row.field(i) {
-            Some(v) => {
-                out.write_all(&(v.len() as u32).to_le_bytes())?;
-                out.write_all(v.as_bytes())?;
-                written += 4 + v.len();
-            }
-            None => {
-                out.write_all(&u32::MAX.to_le_bytes())?;
-                written += 4;
-            }
-        }
-    }
-    let dates = row.date_count();
-    out.write_all(&(dates as u32).to_le_bytes())?;
-    for j in 0..dates {
-        out.write_all(&row.date(j).unwrap_or(i32::MIN).to_le_bytes())?;
-    }
-    out.write_all(&row.lineage.file.to_le_bytes())?;
-    out.write_all(&row.lineage.line.to_le_bytes())?;
-    out.write_all(&[row.lineage.generation])?;
-    Ok(written + 8 + dates * 4 + 13)
-}
-
-fn read_spill(path: &Path, rows: &mut Vec<Row>) -> std::io::Result<()> {
-    let mut input = BufReader::with_capacity(256 * 1024, File::open(path)?);
-    let mut u32_buf = [0u8; 4];
-    loop {
-        match input.read_exact(&mut u32_buf) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        let fields = u32::from_le_bytes(u32_buf) as usize;
-        let mut values: Vec<Option<String>> = Vec::with_capacity(fields);
-        for _ in 0..fields {
-            input.read_exact(&mut u32_buf)?;
-            let len = u32::from_le_bytes(u32_buf);
-            if len == u32::MAX {
-                values.push(None);
-            } else {
-                let mut bytes = vec![0u8; len as usize];
-                input.read_exact(&mut bytes)?;
-                values.push(Some(String::from_utf8(bytes).map_err(std::io::Error::other)?));
-            }
-        }
-        input.read_exact(&mut u32_buf)?;
-        let date_count = u32::from_le_bytes(u32_buf) as usize;
-        let mut dates = Vec::with_capacity(date_count);
-        for _ in 0..date_count {
-            input.read_exact(&mut u32_buf)?;
-            let d = i32::from_le_bytes(u32_buf);
-            dates.push((d != i32::MIN).then_some(d));
-        }
-        let mut lineage = [0u8; 13];
-        input.read_exact(&mut lineage)?;
-        let lineage = Lineage {
-            file: u32::from_le_bytes(lineage[0..4].try_into().expect("4 bytes")),
-            line: u64::from_le_bytes(lineage[4..12].try_into().expect("8 bytes")),
-            generation: lineage[12],
-        };
-        let refs: Vec<Option<&str>> = values.iter().map(|v| v.as_deref()).collect();
-        rows.push(Row::from_values(&refs, dates, lineage));
+    pub fn take(&mut self, date: i32) -> DateRows {
+        let rows = self.dates.remove(&date).unwrap_or_default();
+        self.bytes_in_memory -= rows.memory_bytes();
+        rows
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block::{Lineage, RowBlock, RowBuilder};
+    use crate::config::{Config, RawConfig};
+    use crate::merge::FileInfo;
 
-    fn row(id: &str, date: i32, line: u64) -> Row {
-        Row::from_values(
-            &[Some(id), None, Some("é|x")],
-            vec![Some(date)],
-            Lineage {
-                file: 2,
-                line,
+    fn schema() -> crate::config::SchemaConfig {
+        let mut raw = RawConfig::default();
+        raw.set("source.url", "/in");
+        raw.set("target.url", "/out");
+        raw.set("schema.columns", "id,day,v");
+        raw.set("schema.date_columns", "day");
+        raw.set("schema.partition_column", "day");
+        raw.set("schema.key", "id,day");
+        Config::from_raw(&raw).unwrap().schema
+    }
+
+    fn router(budget: u64) -> DateRouter {
+        let schema = schema();
+        let files = FileTable::new(Arc::from(vec![FileInfo {
+            key: "a.gz".into(),
+            modified_micros: 1,
+        }]));
+        let compactor = Compactor {
+            keys: KeyColumns::new(&schema),
+            order: Order::Arrival,
+            files,
+        };
+        DateRouter::new(budget, SpillDir::new(None), compactor)
+    }
+
+    /// Rows `ids` of date `date`, one per line from `first_line`.
+    fn batch(date: i32, ids: &[&str], first_line: u64) -> DateBlocks {
+        let mut builder = RowBuilder::new(&schema());
+        let mut block = RowBlock::new(3, 1);
+        for (i, id) in ids.iter().enumerate() {
+            let lineage = Lineage {
+                file: 0,
+                line: first_line + i as u64,
                 generation: 1,
-            },
-        )
+            };
+            builder.push(&mut block, &[Some(id), None, Some("v")], &[date], lineage);
+        }
+        vec![(date, block)]
+    }
+
+    fn rows_of(rows: DateRows) -> Vec<(String, u64)> {
+        let mut units = rows.into_units(usize::MAX, SpillDir::new(None));
+        let mut out = Vec::new();
+        while let Some(blocks) = units.next_unit().unwrap() {
+            for b in &blocks {
+                out.extend((0..b.len()).map(|r| (b.field_str(r, 0).unwrap().to_string(), b.line(r))));
+            }
+        }
+        out.sort();
+        out
     }
 
     #[test]
-    fn spilled_rows_come_back_intact() {
-        // A budget of one byte spills on every push.
-        let mut router = DateRouter::new(0, 1, None);
-        router.push(vec![row("a", 10, 1), row("b", 11, 2)]).unwrap();
-        router.push(vec![row("c", 10, 3)]).unwrap();
+    fn duplicates_are_compacted_before_anything_spills() {
+        let mut router = router(1);
+        router.push(batch(10, &["a", "b", "a"], 1)).unwrap();
+        assert_eq!(router.superseded(), 1, "line 1 lost to line 3");
+        // Compaction cannot shrink the rows below a one-byte budget: the date spilled.
         assert!(router.spilled_bytes() > 0);
-        assert_eq!(router.dates().into_iter().collect::<Vec<_>>(), vec![10, 11]);
-        let rows = router.take(10).unwrap();
-        let ids: Vec<_> = rows.iter().map(|r| r.field(0).unwrap().to_string()).collect();
-        assert_eq!(ids, vec!["a", "c"]);
-        assert_eq!(rows[0].field(1), None);
-        assert_eq!(rows[0].field(2), Some("é|x"));
+        router.push(batch(10, &["a", "b"], 4)).unwrap();
+        assert_eq!(router.total_rows(), 5);
+        // Spilled rows are not compacted again; the merge settles them.
         assert_eq!(
-            rows[1].lineage,
-            Lineage {
-                file: 2,
-                line: 3,
-                generation: 1
-            }
+            rows_of(router.take(10)),
+            vec![("a".into(), 3), ("a".into(), 4), ("b".into(), 2), ("b".into(), 5)]
         );
-        assert!(router.take(10).unwrap().is_empty());
-        assert_eq!(router.dates().len(), 1);
+        assert_eq!(router.bytes_in_memory(), 0);
     }
 
     #[test]
     fn rows_stay_in_memory_within_budget() {
-        let mut router = DateRouter::new(0, 1 << 20, None);
-        router.push(vec![row("a", 10, 1), row("b", 10, 2)]).unwrap();
+        let mut router = router(1 << 20);
+        router.push(batch(10, &["a", "a"], 1)).unwrap();
+        router.push(batch(11, &["a"], 1)).unwrap();
         assert_eq!(router.spilled_bytes(), 0);
-        assert_eq!(router.take(10).unwrap().len(), 2);
+        assert_eq!(router.superseded(), 0, "nothing compacted within budget");
+        assert_eq!(router.dates().into_iter().collect::<Vec<_>>(), vec![10, 11]);
+        assert_eq!(rows_of(router.take(10)).len(), 2);
     }
 }

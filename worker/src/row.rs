@@ -1,77 +1,8 @@
 //! One source line → a table row, a reject with its reason, or a blank (SPEC §1–2).
 
+use crate::block::{KeyColumns, NULL_DATE};
 use crate::config::SchemaConfig;
 use crate::dates::DateParser;
-
-/// A row kept compactly: the line's text once, plus where each field ends. Field `i` spans
-/// `text[ends[i-1]+1 .. ends[i]]` (from 0 for the first); the one-byte gap between fields is
-/// the delimiter in source rows and an arbitrary separator in rows read back from the table.
-#[derive(Debug, Clone)]
-pub struct Row {
-    text: Box<str>,
-    ends: Box<[u32]>,
-    /// Parsed values of the date columns, in `schema.date_columns` order (days since epoch).
-    dates: Box<[Option<i32>]>,
-    pub lineage: Lineage,
-}
-
-/// Where a row came from; decides which of two duplicates is the latest (SPEC §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lineage {
-    /// Index into the run's file table (key and modified time).
-    pub file: u32,
-    /// 1-based line number in the (decompressed) file.
-    pub line: u64,
-    /// 0 for rows already in the table, 1 for rows of this run: on an exact tie (a changed file
-    /// re-processed under `run.order = name`) the new version wins.
-    pub generation: u8,
-}
-
-impl Row {
-    /// Builds a row from field values (`None` = NULL). Used for rows read back from the table.
-    pub fn from_values(values: &[Option<&str>], dates: Vec<Option<i32>>, lineage: Lineage) -> Row {
-        let mut text = String::with_capacity(values.iter().map(|v| v.map_or(0, str::len) + 1).sum());
-        let mut ends = Vec::with_capacity(values.len());
-        for (i, v) in values.iter().enumerate() {
-            if i > 0 {
-                text.push('\u{1f}');
-            }
-            text.push_str(v.unwrap_or(""));
-            ends.push(text.len() as u32);
-        }
-        Row {
-            text: text.into(),
-            ends: ends.into(),
-            dates: dates.into(),
-            lineage,
-        }
-    }
-
-    /// The value of column `i`; an empty field is NULL.
-    pub fn field(&self, i: usize) -> Option<&str> {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize + 1 };
-        let end = self.ends[i] as usize;
-        (end > start).then(|| &self.text[start..end])
-    }
-
-    pub fn field_count(&self) -> usize {
-        self.ends.len()
-    }
-
-    pub fn date_count(&self) -> usize {
-        self.dates.len()
-    }
-
-    /// The value of the `j`-th date column.
-    pub fn date(&self, j: usize) -> Option<i32> {
-        self.dates[j]
-    }
-
-    /// Approximate heap + inline size, for the memory budget.
-    pub fn size_estimate(&self) -> usize {
-        std::mem::size_of::<Row>() + self.text.len() + self.ends.len() * 4 + self.dates.len() * 8
-    }
-}
 
 /// Why a line was rejected (SPEC §2), as written in the rejects file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,10 +34,22 @@ pub struct Reject {
     pub raw: Vec<u8>,
 }
 
-pub enum LineOutcome {
+pub enum LineOutcome<'a> {
     Blank,
-    Row(Row),
+    /// The line's text (without a trailing `\r`); its fields, dates and key hash are in the
+    /// [`ParsedLine`] passed to [`LineParser::parse`].
+    Row(&'a [u8]),
     Rejected(Reject),
+}
+
+/// The parts of a row that parsing works out, reused from line to line.
+#[derive(Debug, Default)]
+pub struct ParsedLine {
+    /// Where each field ends, relative to the line's start.
+    pub ends: Vec<u32>,
+    /// Date slots in `schema.date_columns` order, [`NULL_DATE`] for NULL.
+    pub dates: Vec<i32>,
+    pub hash: u64,
 }
 
 /// Applies the schema to lines.
@@ -120,6 +63,7 @@ pub struct LineParser {
     partition_date: usize,
     column_names: Vec<String>,
     dates: DateParser,
+    keys: KeyColumns,
 }
 
 impl LineParser {
@@ -135,6 +79,7 @@ impl LineParser {
                 .expect("config validation: the partition column is a date column"),
             column_names: schema.columns.clone(),
             dates: DateParser::new(schema.timestamp_format.as_deref()),
+            keys: KeyColumns::new(schema),
         }
     }
 
@@ -143,8 +88,22 @@ impl LineParser {
         self.partition_date
     }
 
-    /// Parses one line (its `\n` already removed; one trailing `\r` is removed here).
-    pub fn parse(&self, line: &[u8], file: u32, number: u64) -> LineOutcome {
+    /// The partition date of a parsed row.
+    pub fn partition_day(&self, parsed: &ParsedLine) -> i32 {
+        parsed.dates[self.partition_date]
+    }
+
+    pub fn columns(&self) -> usize {
+        self.columns
+    }
+
+    pub fn date_slots(&self) -> usize {
+        self.date_columns.len()
+    }
+
+    /// Parses one line (its `\n` already removed; one trailing `\r` is removed here). A row's
+    /// field ends, dates and key hash land in `out`.
+    pub fn parse<'a>(&self, line: &'a [u8], number: u64, out: &mut ParsedLine) -> LineOutcome<'a> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             return LineOutcome::Blank;
@@ -157,19 +116,18 @@ impl LineParser {
                 raw: line.to_vec(),
             })
         };
-        let Ok(text) = std::str::from_utf8(line) else {
-            let at = std::str::from_utf8(line).unwrap_err().valid_up_to();
-            return reject(
-                RejectReason::Encoding,
-                format!("invalid UTF-8 at byte {}", at + 1),
-            );
-        };
-        let mut ends = Vec::with_capacity(self.columns);
-        for (i, b) in line.iter().enumerate() {
-            if *b == self.delimiter {
-                ends.push(i as u32);
+        let text = match std::str::from_utf8(line) {
+            Ok(text) => text,
+            Err(e) => {
+                return reject(
+                    RejectReason::Encoding,
+                    format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1),
+                );
             }
-        }
+        };
+        let ends = &mut out.ends;
+        ends.clear();
+        ends.extend(memchr::memchr_iter(self.delimiter, line).map(|i| i as u32));
         ends.push(line.len() as u32);
         if ends.len() != self.columns {
             return reject(
@@ -177,7 +135,7 @@ impl LineParser {
                 format!("expected {} fields, found {}", self.columns, ends.len()),
             );
         }
-        let mut dates = Vec::with_capacity(self.date_columns.len());
+        out.dates.clear();
         for &column in &self.date_columns {
             let start = if column == 0 {
                 0
@@ -186,11 +144,11 @@ impl LineParser {
             };
             let value = text[start..ends[column] as usize].trim();
             if value.is_empty() {
-                dates.push(None);
+                out.dates.push(NULL_DATE);
                 continue;
             }
             match self.dates.parse(value) {
-                Some(days) => dates.push(Some(days)),
+                Some(days) => out.dates.push(days),
                 None => {
                     return reject(
                         RejectReason::BadDate,
@@ -199,20 +157,18 @@ impl LineParser {
                 }
             }
         }
-        if dates[self.partition_date].is_none() {
+        if out.dates[self.partition_date] == NULL_DATE {
             let name = &self.column_names[self.date_columns[self.partition_date]];
             return reject(RejectReason::MissingPartition, format!("{name} is empty"));
         }
-        LineOutcome::Row(Row {
-            text: text.into(),
-            ends: ends.into(),
-            dates: dates.into(),
-            lineage: Lineage {
-                file,
-                line: number,
-                generation: 1,
-            },
-        })
+        let ends = &out.ends;
+        let field = |i: usize| {
+            let start = if i == 0 { 0 } else { ends[i - 1] as usize + 1 };
+            let end = ends[i] as usize;
+            (end > start).then(|| &line[start..end])
+        };
+        out.hash = self.keys.hash(field, |slot| out.dates[slot]);
+        LineOutcome::Row(line)
     }
 }
 
@@ -242,7 +198,7 @@ mod tests {
     }
 
     fn reason(line: &[u8]) -> &'static str {
-        match parser().parse(line, 0, 1) {
+        match parser().parse(line, 1, &mut ParsedLine::default()) {
             LineOutcome::Blank => "blank",
             LineOutcome::Row(_) => "row",
             LineOutcome::Rejected(r) => r.reason.as_str(),
@@ -266,43 +222,51 @@ mod tests {
 
     #[test]
     fn empty_fields_are_null_and_text_is_verbatim() {
-        let LineOutcome::Row(row) = parser().parse(b"|\"q\" | |d||2024-01-01|2024-01-02T10:00:00Z|", 3, 9)
-        else {
+        let parser = parser();
+        let mut parsed = ParsedLine::default();
+        let line = b"|\"q\" | |d||2024-01-01|2024-01-02T10:00:00Z|";
+        let LineOutcome::Row(text) = parser.parse(line, 9, &mut parsed) else {
             panic!("expected a row")
         };
-        assert_eq!(row.field(0), None);
-        assert_eq!(row.field(1), Some("\"q\" "));
-        assert_eq!(row.field(2), Some(" "));
-        assert_eq!(row.field(4), None);
-        assert_eq!(row.field(7), None);
+        let mut block = crate::block::RowBlock::new(8, 2);
+        let lineage = crate::block::Lineage {
+            file: 3,
+            line: 9,
+            generation: 1,
+        };
+        block.push(text, &parsed.ends, &parsed.dates, parsed.hash, lineage);
+        assert_eq!(block.field(0, 0), None);
+        assert_eq!(block.field_str(0, 1), Some("\"q\" "));
+        assert_eq!(block.field_str(0, 2), Some(" "));
+        assert_eq!(block.field(0, 4), None);
+        assert_eq!(block.field(0, 7), None);
+        assert_eq!(crate::dates::format_days(block.date(0, 0)), "2024-01-01");
         assert_eq!(
-            row.date(0).map(crate::dates::format_days).as_deref(),
-            Some("2024-01-01")
+            crate::dates::format_days(parser.partition_day(&parsed)),
+            "2024-01-02"
         );
-        assert_eq!(
-            row.lineage,
-            Lineage {
-                file: 3,
-                line: 9,
-                generation: 1
-            }
-        );
+        assert_eq!(block.lineage(0), lineage);
     }
 
     #[test]
-    fn rows_rebuilt_from_values_read_back_the_same() {
-        let row = Row::from_values(
-            &[Some("a|b"), None, Some("")],
-            vec![Some(5)],
-            Lineage {
-                file: 0,
-                line: 1,
-                generation: 0,
-            },
+    fn equal_keys_hash_alike_and_nulls_differ_from_empty_values() {
+        let parser = parser();
+        let hash = |line: &[u8]| {
+            let mut parsed = ParsedLine::default();
+            assert!(matches!(parser.parse(line, 1, &mut parsed), LineOutcome::Row(_)));
+            parsed.hash
+        };
+        let a = hash(b"k|b|c|d|e|2024-01-01|2024-01-02|h");
+        assert_eq!(
+            a,
+            hash(b"k|x|y|z|w||2024-01-02T23:00:00Z|h"),
+            "only c1, c7, c8 count"
         );
-        assert_eq!(row.field(0), Some("a|b"));
-        assert_eq!(row.field(1), None);
-        assert_eq!(row.field(2), None);
+        assert_ne!(a, hash(b"k|b|c|d|e|2024-01-01|2024-01-03|h"));
+        assert_ne!(
+            hash(b"|b|c|d|e|2024-01-01|2024-01-02|kh"),
+            hash(b"k|b|c|d|e|2024-01-01|2024-01-02|h")
+        );
     }
 
     #[test]

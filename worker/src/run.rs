@@ -8,16 +8,18 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 
+use crate::block::KeyColumns;
 use crate::config::{Config, Mode};
 use crate::dates::format_days;
 use crate::error::{Error, Result, exit_code};
 use crate::lock::TableLock;
-use crate::merge::{FileInfo, FileTable, MergeCounts, Merger};
+use crate::merge::{FileInfo, FileTable, MergeCounts, Merger, gather};
 use crate::plan::{Plan, plan};
-use crate::reader::{FileCounts, read_source};
+use crate::reader::{DateBlocks, FileCounts, read_source};
 use crate::rejects::{RejectGate, RejectsWriter, rejects_key};
-use crate::router::DateRouter;
-use crate::row::{LineParser, Reject, Row};
+use crate::router::{Compactor, DateRouter};
+use crate::row::{LineParser, Reject};
+use crate::spill::SpillDir;
 use crate::state::{FileRecord, JsonStateStore, Loaded, PartitionRecord, STATE_VERSION, State, StateStore};
 use crate::storage::{self, DynStorage, ObjectMeta};
 use crate::summary::{ManifestEntry, RowCounts, RunSummary};
@@ -195,7 +197,25 @@ async fn shutdown_signal() -> &'static str {
 /// What the run will do: the files to read and, in full mode, the table's objects now.
 struct Work {
     files: Vec<ObjectMeta>,
+    /// `files` as the lineage columns name them; row file ids index this.
+    shared_files: Arc<[FileInfo]>,
     existing: Vec<DataObject>,
+}
+
+/// How `run.memory_limit` is shared out. Reading buffers rows up to half of it (the rest of
+/// the process — decoders, batches in flight, polars — lives in the other half); merging
+/// takes one unit per concurrent date, each a quarter of its share, because a unit's merge
+/// holds its rows, their hash table, the kept copy and the encoded object at once.
+fn ingest_budget(config: &Config) -> u64 {
+    config.run.memory_limit / 2
+}
+
+fn merge_concurrency(config: &Config) -> usize {
+    config.run.threads.clamp(1, 8)
+}
+
+fn unit_limit(config: &Config) -> usize {
+    (config.run.memory_limit as usize / 2 / merge_concurrency(config) / 4).max(1 << 20)
 }
 
 /// The stages of a run, in order; each hands the next what it needs.
@@ -209,11 +229,13 @@ async fn execute(
 ) -> Result<()> {
     let loaded = target.state.load().await?;
     let work = plan_work(config, target, &loaded.state).await?;
-    let mut router = DateRouter::new(
-        LineParser::new(&config.schema, config.source.delimiter).partition_date(),
-        config.run.memory_limit,
-        config.run.spill_dir.clone(),
-    );
+    let spill = SpillDir::new(config.run.spill_dir.clone());
+    let compactor = Compactor {
+        keys: KeyColumns::new(&config.schema),
+        order: config.run.order,
+        files: FileTable::new(work.shared_files.clone()),
+    };
+    let mut router = DateRouter::new(ingest_budget(config), spill.clone(), compactor);
     let per_file = ingest(
         config,
         target,
@@ -226,7 +248,17 @@ async fn execute(
     .await?;
     check_reject_ratio(config, target, run_id, stats, true)?;
     crate::faults::pause_point("after_read").await;
-    let partitions = merge_and_write(config, target, lock, &work, &mut router, stats, interactive).await?;
+    let partitions = merge_and_write(
+        config,
+        target,
+        lock,
+        &work,
+        &mut router,
+        &spill,
+        stats,
+        interactive,
+    )
+    .await?;
     if config.run.mode == Mode::Full {
         delete_emptied(target, lock, &work.existing, stats).await?;
     }
@@ -250,6 +282,13 @@ async fn plan_work(config: &Config, target: &Target, state: &State) -> Result<Wo
     let listing = target.list_sources(config).await?;
     let plan: Plan = plan(mode, listing, state, config.run.on_changed_file)?;
     let files: Vec<ObjectMeta> = plan.to_process().cloned().collect();
+    let shared_files = files
+        .iter()
+        .map(|f| FileInfo {
+            key: f.key.as_str().into(),
+            modified_micros: f.last_modified.timestamp_micros(),
+        })
+        .collect();
     let existing = match mode {
         Mode::Full => target.table.list().await?,
         Mode::Incremental => Vec::new(),
@@ -269,7 +308,11 @@ async fn plan_work(config: &Config, target: &Target, state: &State) -> Result<Wo
         plan.count(crate::plan::FileStatus::Unchanged),
         files.iter().map(|f| f.size).sum::<u64>()
     );
-    Ok(Work { files, existing })
+    Ok(Work {
+        files,
+        shared_files,
+        existing,
+    })
 }
 
 /// Read & clean every file into the router, and count what was read.
@@ -348,74 +391,91 @@ fn too_many_rejects(
 
 /// Merge each date with what the table holds and write it, `run.threads` dates at a time.
 /// Returns `(date, rows, bytes)` of every date written.
+#[allow(clippy::too_many_arguments)]
 async fn merge_and_write(
     config: &Config,
     target: &Target,
     lock: &TableLock,
     work: &Work,
     router: &mut DateRouter,
+    spill: &Arc<SpillDir>,
     stats: &mut RunStats,
     interactive: bool,
 ) -> Result<Vec<(i32, u64, u64)>> {
     let mode = config.run.mode;
-    let shared_files: Arc<[FileInfo]> = work
-        .files
-        .iter()
-        .map(|f| FileInfo {
-            key: f.key.as_str().into(),
-            modified_micros: f.last_modified.timestamp_micros(),
-        })
-        .collect();
     // Full mode writes over what it listed: each date's write is conditional on that version.
     let listed: HashMap<&str, &DataObject> = work.existing.iter().map(|o| (o.key.as_str(), o)).collect();
     let dates: Vec<i32> = router.dates().into_iter().collect();
     tracing::info!("merging {} date(s)", dates.len());
     let date_bar = crate::progress::count_bar(dates.len() as u64, "dates written", interactive);
-    let schema = Arc::new(config.schema.clone());
+    let keys = Arc::new(KeyColumns::new(&config.schema));
+    let shape = (config.schema.columns.len(), config.schema.date_columns.len());
     let order = config.run.order;
+    let unit_limit = unit_limit(config);
     let table = target.table.clone();
+    let compacted = router.superseded();
     let mut merges = futures::stream::iter(dates)
         .map(|date| {
-            let rows = tokio::task::block_in_place(|| router.take(date));
-            let (schema, table, shared_files) = (schema.clone(), table.clone(), shared_files.clone());
+            let mut rows = router.take(date);
+            let (keys, table, spill) = (keys.clone(), table.clone(), spill.clone());
+            let mut files = FileTable::new(work.shared_files.clone());
             let listed_version = match listed.get(table.key_for(date).as_str()) {
                 Some(object) => Seen::of(object.etag.clone()),
                 None => Seen::Absent,
             };
             async move {
-                let rows = rows?;
-                let mut files = FileTable::new(shared_files);
-                let (mut all, seen) = match mode {
-                    Mode::Incremental => table.read_date(date, &mut files).await?,
-                    Mode::Full => (Vec::new(), listed_version),
+                let seen = match mode {
+                    Mode::Incremental => {
+                        let (stored, seen) = table.read_date(date, &mut files).await?;
+                        if let Some(stored) = stored {
+                            rows.add(stored);
+                        }
+                        seen
+                    }
+                    Mode::Full => listed_version,
                 };
-                all.extend(rows);
-                let (kept, counts, files) = tokio::task::spawn_blocking(move || {
+                let encoder = table.encoder()?;
+                let (body, counts, kept) = tokio::task::spawn_blocking(move || {
                     let started = std::time::Instant::now();
-                    let (kept, counts) = Merger {
-                        schema: &schema,
+                    let merger = Merger {
+                        keys: &keys,
                         order,
                         files: &files,
+                    };
+                    let mut encoder = encoder;
+                    let (mut counts, mut kept) = (MergeCounts::default(), 0u64);
+                    let mut units = rows.into_units(unit_limit, spill);
+                    while let Some(blocks) = units.next_unit().map_err(|e| {
+                        Error::Other(format!("cannot read back spilled rows (run.spill_dir): {e}"))
+                    })? {
+                        let (winners, unit_counts) = merger.merge(&blocks);
+                        let rows = gather(&blocks, &winners, shape.0, shape.1);
+                        drop(blocks);
+                        encoder.add(&rows, &files)?;
+                        counts += unit_counts;
+                        kept += rows.len() as u64;
                     }
-                    .merge(all);
+                    let body = encoder.finish()?;
                     tracing::debug!("merged {} in {:?}", format_days(date), started.elapsed());
-                    (kept, counts, files)
+                    Ok::<_, Error>((body, counts, kept))
                 })
                 .await
-                .map_err(Error::other)?;
+                .map_err(Error::other)??;
                 crate::faults::pause_point("before_date_write").await;
                 lock.ensure_held().await?;
                 // A stall here (after the check, before the PUT lands) is what the conditional
                 // write in `write_date` guards against.
                 crate::faults::pause_point("date_write_checked").await;
-                let rows = kept.len() as u64;
-                let bytes = table.write_date(date, kept, files, seen).await?;
+                let bytes = table.write_date(date, body, seen).await?;
                 crate::faults::pause_point("after_date_write").await;
-                Ok::<_, Error>((date, counts, rows, bytes))
+                Ok::<_, Error>((date, counts, kept, bytes))
             }
         })
-        .buffer_unordered(config.run.threads.clamp(1, 8));
-    let mut merged = MergeCounts::default();
+        .buffer_unordered(merge_concurrency(config));
+    let mut merged = MergeCounts {
+        superseded: compacted,
+        ..MergeCounts::default()
+    };
     let mut partitions = Vec::new();
     while let Some(result) = merges.next().await {
         let (date, counts, rows, bytes) = result?;
@@ -513,7 +573,7 @@ async fn commit_state(
 enum Ingested {
     Batch {
         file: u32,
-        rows: Vec<Row>,
+        blocks: DateBlocks,
         rejects: Vec<Reject>,
     },
     /// The file was read to the end: its line count is exact.
@@ -550,9 +610,13 @@ async fn read_all(
                     async move {
                         let file = id as u32;
                         let batches = tx.clone();
-                        let emit = move |rows, rejects| {
+                        let emit = move |blocks, rejects| {
                             batches
-                                .blocking_send(Ingested::Batch { file, rows, rejects })
+                                .blocking_send(Ingested::Batch {
+                                    file,
+                                    blocks,
+                                    rejects,
+                                })
                                 .map_err(|_| std::io::Error::other("the run stopped"))
                         };
                         let counts =
@@ -587,7 +651,11 @@ async fn read_all(
         let mut lines_so_far = 0u64;
         while let Some(message) = rx.recv().await {
             match message {
-                Ingested::Batch { file, rows, rejects } => {
+                Ingested::Batch {
+                    file,
+                    blocks,
+                    rejects,
+                } => {
                     if !rejects.is_empty() {
                         gate.rejected(rejects.len() as u64);
                         rejected_so_far += rejects.len() as u64;
@@ -598,7 +666,7 @@ async fn read_all(
                                 Error::Other(format!("cannot spill rejects to disk (run.spill_dir): {e}"))
                             })?;
                     }
-                    tokio::task::block_in_place(|| router.push(rows)).map_err(|e| {
+                    tokio::task::block_in_place(|| router.push(blocks)).map_err(|e| {
                         Error::Other(format!("cannot spill rows to disk (run.spill_dir): {e}"))
                     })?;
                 }

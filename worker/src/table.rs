@@ -7,11 +7,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use polars::prelude::*;
 
+use crate::block::{Lineage, NULL_DATE, RowBlock, RowBuilder};
 use crate::config::{Layout, SchemaConfig};
 use crate::dates::{days_since_epoch, format_days};
 use crate::error::{Error, Result};
 use crate::merge::FileTable;
-use crate::row::{Lineage, Row};
 use crate::storage::{DynStorage, PutCondition, StorageError};
 
 /// Bookkeeping lives under this folder of the table root; nothing in it ends in `.parquet`.
@@ -59,13 +59,17 @@ pub trait Table: Send + Sync {
     /// Every data object under the table root (bookkeeping excluded).
     async fn list(&self) -> Result<Vec<DataObject>>;
 
-    /// The rows stored for a date (empty if the date has no object) and the version read.
+    /// The rows stored for a date (none if the date has no object) and the version read.
     /// Lineage file ids are interned into `files`.
-    async fn read_date(&self, date: i32, files: &mut FileTable) -> Result<(Vec<Row>, Seen)>;
+    async fn read_date(&self, date: i32, files: &mut FileTable) -> Result<(Option<RowBlock>, Seen)>;
 
-    /// Replaces the date's object with these rows, in one write, if it is still the version
-    /// `seen`; otherwise fails with [`Error::LockLost`]. Returns the bytes written.
-    async fn write_date(&self, date: i32, rows: Vec<Row>, files: FileTable, seen: Seen) -> Result<u64>;
+    /// A new encoder for one date's object.
+    fn encoder(&self) -> Result<Box<dyn DateEncoder>>;
+
+    /// Replaces the date's object with `body` (from [`DateEncoder::finish`]), in one write, if
+    /// it is still the version `seen`; otherwise fails with [`Error::LockLost`]. Returns the
+    /// bytes written.
+    async fn write_date(&self, date: i32, body: Bytes, seen: Seen) -> Result<u64>;
 
     /// Deletes a data object if it is still the version listed.
     async fn delete(&self, object: &DataObject) -> Result<()>;
@@ -138,10 +142,10 @@ impl Table for ParquetTable {
             .collect())
     }
 
-    async fn read_date(&self, date: i32, files: &mut FileTable) -> Result<(Vec<Row>, Seen)> {
+    async fn read_date(&self, date: i32, files: &mut FileTable) -> Result<(Option<RowBlock>, Seen)> {
         let key = self.key_for(date);
         let Some((bytes, meta)) = self.storage.get(&key).await? else {
-            return Ok((Vec::new(), Seen::Absent));
+            return Ok((None, Seen::Absent));
         };
         let schema = self.schema.clone();
         let url = self.storage.url(&key);
@@ -151,27 +155,16 @@ impl Table for ParquetTable {
             .map_err(|e| Error::Other(format!("cannot read table object {url}: {e}")))?;
         // Re-point lineage ids from the object's own file list to the run's file table.
         let ids: Vec<u32> = decoded.files.iter().map(|(k, m)| files.intern(k, *m)).collect();
-        let rows = decoded
-            .rows
-            .into_iter()
-            .map(|mut r| {
-                r.lineage.file = ids[r.lineage.file as usize];
-                r
-            })
-            .collect();
-        Ok((rows, Seen::of(meta.etag)))
+        let mut rows = decoded.rows;
+        rows.remap_files(&ids);
+        Ok((Some(rows), Seen::of(meta.etag)))
     }
 
-    async fn write_date(&self, date: i32, rows: Vec<Row>, files: FileTable, seen: Seen) -> Result<u64> {
-        let schema = self.schema.clone();
-        let bytes = tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            let bytes = encode(&rows, &schema, &files);
-            tracing::debug!("encoded {} rows in {:?}", rows.len(), started.elapsed());
-            bytes
-        })
-        .await
-        .map_err(Error::other)??;
+    fn encoder(&self) -> Result<Box<dyn DateEncoder>> {
+        Ok(Box::new(ParquetEncoder::new(self.schema.clone())?))
+    }
+
+    async fn write_date(&self, date: i32, bytes: Bytes, seen: Seen) -> Result<u64> {
         let size = bytes.len() as u64;
         let key = self.key_for(date);
         let condition = match seen {
@@ -202,48 +195,157 @@ impl Table for ParquetTable {
     }
 }
 
-/// Rows → a snappy Parquet file: schema columns (dates as DATE, the rest as strings), then the
-/// lineage columns.
-pub fn encode(rows: &[Row], schema: &SchemaConfig, files: &FileTable) -> Result<Bytes> {
+/// Builds one date's object from its kept rows, added a merge unit at a time.
+pub trait DateEncoder: Send {
+    /// Adds rows (in the order they should be stored); `files` names their lineage file ids.
+    fn add(&mut self, rows: &RowBlock, files: &FileTable) -> Result<()>;
+
+    /// The object's bytes.
+    fn finish(self: Box<Self>) -> Result<Bytes>;
+}
+
+/// Rows per Parquet row group: large enough for good compression and fast scans.
+const ROW_GROUP_ROWS: usize = 256 * 1024;
+
+/// A `Write` over a buffer the encoder keeps a handle to, so the bytes can be taken back
+/// after polars' batched writer (which owns its sink) has finished.
+#[derive(Clone, Default)]
+struct SharedBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Snappy Parquet: schema columns (dates as DATE, the rest as strings), then the lineage
+/// columns; each call to `add` becomes one or more row groups.
+pub struct ParquetEncoder {
+    schema: Arc<SchemaConfig>,
+    buffer: SharedBuffer,
+    writer: polars::io::parquet::write::BatchedWriter<SharedBuffer>,
+    rows: usize,
+}
+
+impl ParquetEncoder {
+    pub fn new(schema: Arc<SchemaConfig>) -> Result<Self> {
+        let buffer = SharedBuffer::default();
+        let frame_schema = frame_schema(&schema);
+        let writer = ParquetWriter::new(buffer.clone())
+            .with_compression(ParquetCompression::Snappy)
+            .batched(&frame_schema)?;
+        Ok(ParquetEncoder {
+            schema,
+            buffer,
+            writer,
+            rows: 0,
+        })
+    }
+}
+
+impl DateEncoder for ParquetEncoder {
+    fn add(&mut self, rows: &RowBlock, files: &FileTable) -> Result<()> {
+        let frame = frame(rows, &self.schema, files)?;
+        let mut offset = 0;
+        while offset < frame.height() {
+            let part = frame.slice(offset as i64, ROW_GROUP_ROWS);
+            self.writer.write_batch(&part)?;
+            offset += ROW_GROUP_ROWS;
+        }
+        self.rows += rows.len();
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<Bytes> {
+        self.writer.finish()?;
+        drop(self.writer);
+        let bytes = std::mem::take(&mut *self.buffer.0.lock().unwrap_or_else(|e| e.into_inner()));
+        Ok(Bytes::from(bytes))
+    }
+}
+
+/// The table's columns and types.
+fn frame_schema(schema: &SchemaConfig) -> Schema {
+    let mut fields: Vec<Field> = schema
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let dtype = match schema.date_slot(i) {
+                Some(_) => DataType::Date,
+                None => DataType::String,
+            };
+            Field::new(name.as_str().into(), dtype)
+        })
+        .collect();
+    fields.push(Field::new(LINEAGE_FILE.into(), DataType::String));
+    fields.push(Field::new(LINEAGE_LINE.into(), DataType::Int64));
+    fields.push(Field::new(
+        LINEAGE_MODIFIED.into(),
+        DataType::Datetime(TimeUnit::Microseconds, None),
+    ));
+    Schema::from_iter(fields)
+}
+
+/// Rows → a data frame of the table's columns.
+fn frame(rows: &RowBlock, schema: &SchemaConfig, files: &FileTable) -> Result<DataFrame> {
+    let n = rows.len();
     let mut columns: Vec<Column> = Vec::with_capacity(schema.columns.len() + 3);
     for (i, name) in schema.columns.iter().enumerate() {
         let series = match schema.date_slot(i) {
             Some(j) => {
-                let days: Vec<Option<i32>> = rows.iter().map(|r| r.date(j)).collect();
-                Series::new(name.as_str().into(), days).into_date()
+                let days: Int32Chunked = (0..n)
+                    .map(|r| Some(rows.date(r, j)).filter(|d| *d != NULL_DATE))
+                    .collect();
+                days.with_name(name.as_str().into()).into_series().into_date()
             }
             None => {
-                let values: Vec<Option<&str>> = rows.iter().map(|r| r.field(i)).collect();
-                Series::new(name.as_str().into(), values)
+                let values: StringChunked = (0..n).map(|r| rows.field_str(r, i)).collect();
+                values.with_name(name.as_str().into()).into_series()
             }
         };
         columns.push(series.into_column());
     }
-    let file_keys: Vec<&str> = rows.iter().map(|r| &*files.get(r.lineage.file).key).collect();
-    let lines: Vec<i64> = rows.iter().map(|r| r.lineage.line as i64).collect();
-    let modified: Vec<i64> = rows
-        .iter()
-        .map(|r| files.get(r.lineage.file).modified_micros)
+    let file_keys: StringChunked = (0..n).map(|r| Some(&*files.get(rows.file(r)).key)).collect();
+    let lines: Int64Chunked = (0..n).map(|r| Some(rows.line(r) as i64)).collect();
+    let modified: Int64Chunked = (0..n)
+        .map(|r| Some(files.get(rows.file(r)).modified_micros))
         .collect();
-    columns.push(Series::new(LINEAGE_FILE.into(), file_keys).into_column());
-    columns.push(Series::new(LINEAGE_LINE.into(), lines).into_column());
     columns.push(
-        Series::new(LINEAGE_MODIFIED.into(), modified)
+        file_keys
+            .with_name(LINEAGE_FILE.into())
+            .into_series()
+            .into_column(),
+    );
+    columns.push(lines.with_name(LINEAGE_LINE.into()).into_series().into_column());
+    columns.push(
+        modified
+            .with_name(LINEAGE_MODIFIED.into())
+            .into_series()
             .into_datetime(TimeUnit::Microseconds, None)
             .into_column(),
     );
-    let mut frame = DataFrame::new(rows.len(), columns)?;
-    let mut out = Vec::new();
-    ParquetWriter::new(&mut out)
-        .with_compression(ParquetCompression::Snappy)
-        .finish(&mut frame)?;
-    Ok(Bytes::from(out))
+    Ok(DataFrame::new(n, columns)?)
+}
+
+/// Rows → a whole snappy Parquet object (one encoder, one `add`).
+pub fn encode(rows: &RowBlock, schema: &Arc<SchemaConfig>, files: &FileTable) -> Result<Bytes> {
+    let mut encoder: Box<dyn DateEncoder> = Box::new(ParquetEncoder::new(schema.clone())?);
+    encoder.add(rows, files)?;
+    encoder.finish()
 }
 
 /// A decoded table object.
 pub struct Decoded {
     /// Lineage file ids index `files`.
-    pub rows: Vec<Row>,
+    pub rows: RowBlock,
     /// `(_source_file, _source_modified)` pairs named by the rows.
     pub files: Vec<(String, i64)>,
 }
@@ -252,23 +354,26 @@ pub struct Decoded {
 pub fn decode(bytes: &[u8], schema: &SchemaConfig) -> Result<Decoded> {
     let frame = ParquetReader::new(Cursor::new(bytes)).finish()?;
     let n = frame.height();
-    let text_column = |name: &str| -> Result<Vec<Option<String>>> {
-        let column = frame.column(name)?.cast(&DataType::String)?;
-        Ok(column.str()?.iter().map(|v| v.map(str::to_string)).collect())
+    let text_column = |name: &str| -> Result<StringChunked> {
+        Ok(frame.column(name)?.cast(&DataType::String)?.str()?.clone())
     };
-    let int_column = |name: &str, dtype: DataType| -> Result<Vec<Option<i64>>> {
-        let column = frame.column(name)?.cast(&dtype)?.cast(&DataType::Int64)?;
-        Ok(column.i64()?.iter().collect())
+    let int_column = |name: &str, dtype: DataType| -> Result<Int64Chunked> {
+        Ok(frame
+            .column(name)?
+            .cast(&dtype)?
+            .cast(&DataType::Int64)?
+            .i64()?
+            .clone())
     };
-    let mut values: Vec<Vec<Option<String>>> = Vec::with_capacity(schema.columns.len());
+    let mut texts: Vec<Option<StringChunked>> = Vec::with_capacity(schema.columns.len());
     for (i, name) in schema.columns.iter().enumerate() {
-        values.push(match schema.date_slot(i) {
-            Some(_) => vec![None; n],
-            None => text_column(name)?,
+        texts.push(match schema.date_slot(i) {
+            Some(_) => None,
+            None => Some(text_column(name)?),
         });
     }
     // In `date_columns` order, as the line parser fills them (see `SchemaConfig::date_slot`).
-    let dates: Vec<Vec<Option<i64>>> = schema
+    let dates: Vec<Int64Chunked> = schema
         .date_columns
         .iter()
         .map(|&column| int_column(&schema.columns[column], DataType::Int32))
@@ -277,30 +382,42 @@ pub fn decode(bytes: &[u8], schema: &SchemaConfig) -> Result<Decoded> {
     let lines = int_column(LINEAGE_LINE, DataType::Int64)?;
     let modified = int_column(LINEAGE_MODIFIED, DataType::Datetime(TimeUnit::Microseconds, None))?;
 
+    let mut text_iters: Vec<Option<_>> = texts.iter().map(|c| c.as_ref().map(|c| c.iter())).collect();
+    let mut date_iters: Vec<_> = dates.iter().map(|c| c.iter()).collect();
+    let (mut file_iter, mut line_iter, mut modified_iter) = (file_keys.iter(), lines.iter(), modified.iter());
+
     let mut lineage_files: Vec<(String, i64)> = Vec::new();
     let mut lineage_ids: std::collections::HashMap<(&str, i64), usize> = Default::default();
-    let mut rows = Vec::with_capacity(n);
+    let mut builder = RowBuilder::new(schema);
+    let mut rows = RowBlock::new(schema.columns.len(), schema.date_columns.len());
+    let mut values: Vec<Option<&str>> = vec![None; schema.columns.len()];
+    let mut row_dates: Vec<i32> = vec![NULL_DATE; schema.date_columns.len()];
     for r in 0..n {
-        let (Some(key), Some(line), Some(modified)) = (&file_keys[r], lines[r], modified[r]) else {
+        for (value, column) in values.iter_mut().zip(text_iters.iter_mut()) {
+            *value = column.as_mut().and_then(|c| c.next().flatten());
+        }
+        for (date, column) in row_dates.iter_mut().zip(date_iters.iter_mut()) {
+            *date = column.next().flatten().map_or(NULL_DATE, |d| d as i32);
+        }
+        let (Some(key), Some(line), Some(modified)) = (
+            file_iter.next().flatten(),
+            line_iter.next().flatten(),
+            modified_iter.next().flatten(),
+        ) else {
             return Err(Error::Other(format!(
                 "row {r} has no lineage; the object was not written by lakeload"
             )));
         };
-        let file = *lineage_ids.entry((key.as_str(), modified)).or_insert_with(|| {
-            lineage_files.push((key.clone(), modified));
+        let file = *lineage_ids.entry((key, modified)).or_insert_with(|| {
+            lineage_files.push((key.to_string(), modified));
             lineage_files.len() - 1
         });
-        let row_values: Vec<Option<&str>> = values.iter().map(|c| c[r].as_deref()).collect();
-        let row_dates = dates.iter().map(|c| c[r].map(|d| d as i32)).collect();
-        rows.push(Row::from_values(
-            &row_values,
-            row_dates,
-            Lineage {
-                file: file as u32,
-                line: line as u64,
-                generation: 0,
-            },
-        ));
+        let lineage = Lineage {
+            file: file as u32,
+            line: line as u64,
+            generation: 0,
+        };
+        builder.push(&mut rows, &values, &row_dates, lineage);
     }
     Ok(Decoded {
         rows,
@@ -313,7 +430,7 @@ mod tests {
     use super::*;
     use crate::config::{Config, RawConfig};
     use crate::merge::FileInfo;
-    use crate::row::{LineOutcome, LineParser};
+    use crate::row::{LineOutcome, LineParser, ParsedLine};
 
     /// Issue 7 (2): date columns listed out of column order must decode into the slots they
     /// were parsed into, or stored rows swap their dates and stop matching their keys.
@@ -334,24 +451,37 @@ mod tests {
             } else {
                 "k|2024-01-02|text|2024-01-04"
             };
-            let LineOutcome::Row(row) = parser.parse(line.as_bytes(), 0, 1) else {
+            let mut parsed = ParsedLine::default();
+            let LineOutcome::Row(text) = parser.parse(line.as_bytes(), 1, &mut parsed) else {
                 panic!("{line} parses")
             };
+            let mut row = RowBlock::new(4, schema.date_columns.len());
+            let lineage = Lineage {
+                file: 0,
+                line: 1,
+                generation: 1,
+            };
+            row.push(text, &parsed.ends, &parsed.dates, parsed.hash, lineage);
             let files = FileTable::new(std::sync::Arc::from(vec![FileInfo {
                 key: "f.gz".into(),
                 modified_micros: 7,
             }]));
-            let bytes = encode(std::slice::from_ref(&row), &schema, &files).unwrap();
+            let bytes = encode(&row, &Arc::new(schema.clone()), &files).unwrap();
             let decoded = decode(&bytes, &schema).unwrap();
-            let back = &decoded.rows[0];
+            let back = &decoded.rows;
             for slot in 0..schema.date_columns.len() {
                 assert_eq!(
-                    back.date(slot),
-                    row.date(slot),
+                    back.date(0, slot),
+                    row.date(0, slot),
                     "{date_columns}: date slot {slot}"
                 );
             }
-            assert_eq!(back.field(0), Some("k"));
+            assert_eq!(back.field_str(0, 0), Some("k"));
+            assert_eq!(
+                back.hash(0),
+                row.hash(0),
+                "{date_columns}: stored rows hash like parsed ones"
+            );
             assert_eq!(decoded.files, vec![("f.gz".to_string(), 7)]);
         }
     }

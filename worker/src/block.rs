@@ -1,0 +1,478 @@
+//! Rows held column-wise: a [`RowBlock`] keeps many rows in a handful of flat vectors (the
+//! rows' text back to back, field ends, parsed dates, key hashes, lineage), so reading, routing,
+//! spilling and merging never allocate per row.
+
+use std::hash::{BuildHasher, Hasher};
+use std::io::{Read, Write};
+
+use crate::config::SchemaConfig;
+
+/// A NULL date in [`RowBlock::dates`].
+pub const NULL_DATE: i32 = i32::MIN;
+
+/// Where a row came from; decides which of two duplicates is the latest (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lineage {
+    /// Index into the run's file table (key and modified time).
+    pub file: u32,
+    /// 1-based line number in the (decompressed) file.
+    pub line: u64,
+    /// 0 for rows already in the table, 1 for rows of this run: on an exact tie (a changed file
+    /// re-processed under `run.order = name`) the new version wins.
+    pub generation: u8,
+}
+
+/// The columns that make a row's key, resolved once per schema: text columns by index, date
+/// columns by their slot among the row's parsed dates.
+#[derive(Debug, Clone)]
+pub struct KeyColumns {
+    parts: Vec<KeyPart>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum KeyPart {
+    Text(usize),
+    Date(usize),
+}
+
+impl KeyColumns {
+    pub fn new(schema: &SchemaConfig) -> Self {
+        KeyColumns {
+            parts: schema
+                .key
+                .iter()
+                .map(|&c| match schema.date_slot(c) {
+                    Some(slot) => KeyPart::Date(slot),
+                    None => KeyPart::Text(c),
+                })
+                .collect(),
+        }
+    }
+
+    /// The key's hash: fixed-seed (a run's spill files and sub-partitions agree on it, and
+    /// output is the same from run to run) and fast on short strings. NULL and empty differ
+    /// from every value because each part is length-prefixed.
+    pub fn hash<'a>(&self, field: impl Fn(usize) -> Option<&'a [u8]>, date: impl Fn(usize) -> i32) -> u64 {
+        let mut h = foldhash::fast::FixedState::with_seed(0x1a4e_10ad).build_hasher();
+        for part in &self.parts {
+            match *part {
+                KeyPart::Text(c) => match field(c) {
+                    Some(v) => {
+                        h.write_u32(v.len() as u32);
+                        h.write(v);
+                    }
+                    None => h.write_u32(u32::MAX),
+                },
+                KeyPart::Date(slot) => h.write_u32(date(slot) as u32),
+            }
+        }
+        h.finish()
+    }
+
+    /// Whether row `a` of block `x` and row `b` of block `y` have equal keys (NULL = NULL).
+    pub fn equal(&self, x: &RowBlock, a: usize, y: &RowBlock, b: usize) -> bool {
+        self.parts.iter().all(|part| match *part {
+            KeyPart::Text(c) => x.field(a, c) == y.field(b, c),
+            KeyPart::Date(slot) => x.date(a, slot) == y.date(b, slot),
+        })
+    }
+}
+
+/// Many rows of one schema. Row `r`'s text is `text[starts[r]..]`; its field `i` ends at
+/// `ends[r * columns + i]` (relative to the row's start) and begins one byte after the previous
+/// field's end (the delimiter, or any separator in rows rebuilt from the table). An empty field
+/// is NULL. Every text is valid UTF-8 (checked when the row is added).
+#[derive(Debug, Clone, Default)]
+pub struct RowBlock {
+    columns: usize,
+    date_slots: usize,
+    text: Vec<u8>,
+    starts: Vec<u64>,
+    ends: Vec<u32>,
+    dates: Vec<i32>,
+    hashes: Vec<u64>,
+    files: Vec<u32>,
+    lines: Vec<u64>,
+    generations: Vec<u8>,
+}
+
+impl RowBlock {
+    pub fn new(columns: usize, date_slots: usize) -> Self {
+        RowBlock {
+            columns,
+            date_slots,
+            ..Default::default()
+        }
+    }
+
+    /// An empty block of the same schema.
+    pub fn empty_like(&self) -> Self {
+        RowBlock::new(self.columns, self.date_slots)
+    }
+
+    pub fn columns(&self) -> usize {
+        self.columns
+    }
+
+    pub fn date_slots(&self) -> usize {
+        self.date_slots
+    }
+
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// Bytes held, capacity included: what the memory budget counts.
+    pub fn heap_bytes(&self) -> usize {
+        self.text.capacity()
+            + self.starts.capacity() * 8
+            + self.ends.capacity() * 4
+            + self.dates.capacity() * 4
+            + self.hashes.capacity() * 8
+            + self.files.capacity() * 4
+            + self.lines.capacity() * 8
+            + self.generations.capacity()
+    }
+
+    /// Bytes of row data, capacity not included.
+    pub fn data_bytes(&self) -> usize {
+        self.text.len() + self.len() * (8 + 8 + 4 + 8 + 1) + self.ends.len() * 4 + self.dates.len() * 4
+    }
+
+    /// Gives back spare capacity (a block kept for later holds only what it uses).
+    pub fn shrink_to_fit(&mut self) {
+        self.text.shrink_to_fit();
+        self.starts.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        self.dates.shrink_to_fit();
+        self.hashes.shrink_to_fit();
+        self.files.shrink_to_fit();
+        self.lines.shrink_to_fit();
+        self.generations.shrink_to_fit();
+    }
+
+    /// Adds a row. `text` must be valid UTF-8; `ends` has one entry per column (relative to
+    /// `text`), `dates` one per date slot.
+    pub fn push(&mut self, text: &[u8], ends: &[u32], dates: &[i32], hash: u64, lineage: Lineage) {
+        debug_assert_eq!(ends.len(), self.columns);
+        debug_assert_eq!(dates.len(), self.date_slots);
+        debug_assert!(std::str::from_utf8(text).is_ok());
+        self.starts.push(self.text.len() as u64);
+        self.text.extend_from_slice(text);
+        self.ends.extend_from_slice(ends);
+        self.dates.extend_from_slice(dates);
+        self.hashes.push(hash);
+        self.files.push(lineage.file);
+        self.lines.push(lineage.line);
+        self.generations.push(lineage.generation);
+    }
+
+    /// Copies row `r` of `other` (same schema) to the end of this block.
+    pub fn push_from(&mut self, other: &RowBlock, r: usize) {
+        let start = other.starts[r] as usize;
+        let ends = &other.ends[r * other.columns..(r + 1) * other.columns];
+        let end = start + ends.last().copied().unwrap_or(0) as usize;
+        self.push(
+            &other.text[start..end],
+            ends,
+            &other.dates[r * other.date_slots..(r + 1) * other.date_slots],
+            other.hashes[r],
+            other.lineage(r),
+        );
+    }
+
+    /// Appends every row of `other` (same schema).
+    pub fn append(&mut self, other: &RowBlock) {
+        let shift = self.text.len() as u64;
+        self.text.extend_from_slice(&other.text);
+        self.starts.extend(other.starts.iter().map(|s| s + shift));
+        self.ends.extend_from_slice(&other.ends);
+        self.dates.extend_from_slice(&other.dates);
+        self.hashes.extend_from_slice(&other.hashes);
+        self.files.extend_from_slice(&other.files);
+        self.lines.extend_from_slice(&other.lines);
+        self.generations.extend_from_slice(&other.generations);
+    }
+
+    /// The bytes of field `i` of row `r`; `None` for NULL (an empty field).
+    pub fn field(&self, r: usize, i: usize) -> Option<&[u8]> {
+        let ends = &self.ends[r * self.columns..];
+        let start = if i == 0 { 0 } else { ends[i - 1] as usize + 1 };
+        let end = ends[i] as usize;
+        let base = self.starts[r] as usize;
+        (end > start).then(|| &self.text[base + start..base + end])
+    }
+
+    /// Field `i` of row `r` as text.
+    pub fn field_str(&self, r: usize, i: usize) -> Option<&str> {
+        // Text is checked to be UTF-8 when a row is added and fields split on ASCII bytes,
+        // so this never fails; a failure would be a bug, shown as NULL rather than a crash.
+        self.field(r, i).and_then(|b| std::str::from_utf8(b).ok())
+    }
+
+    /// The value of date slot `slot` of row `r` ([`NULL_DATE`] for NULL).
+    pub fn date(&self, r: usize, slot: usize) -> i32 {
+        self.dates[r * self.date_slots + slot]
+    }
+
+    pub fn hash(&self, r: usize) -> u64 {
+        self.hashes[r]
+    }
+
+    pub fn lineage(&self, r: usize) -> Lineage {
+        Lineage {
+            file: self.files[r],
+            line: self.lines[r],
+            generation: self.generations[r],
+        }
+    }
+
+    pub fn file(&self, r: usize) -> u32 {
+        self.files[r]
+    }
+
+    pub fn line(&self, r: usize) -> u64 {
+        self.lines[r]
+    }
+
+    pub fn generation(&self, r: usize) -> u8 {
+        self.generations[r]
+    }
+
+    /// Re-points every row's file id through `map` (stored rows name files of their own).
+    pub fn remap_files(&mut self, map: &[u32]) {
+        for f in &mut self.files {
+            *f = map[*f as usize];
+        }
+    }
+
+    /// Writes the block in the spill format: a header of counts, then each vector's raw
+    /// little-endian bytes. Reading it back is a few large reads, no parsing.
+    pub fn write_to(&self, out: &mut impl Write) -> std::io::Result<u64> {
+        let header = [
+            self.columns as u64,
+            self.date_slots as u64,
+            self.len() as u64,
+            self.text.len() as u64,
+        ];
+        let mut written = 0u64;
+        let mut put = |bytes: &[u8]| -> std::io::Result<()> {
+            written += bytes.len() as u64;
+            out.write_all(bytes)
+        };
+        put(&words_to_bytes(&header))?;
+        put(&self.text)?;
+        put(&words_to_bytes(&self.starts))?;
+        put(&u32s_to_bytes(&self.ends))?;
+        put(&u32s_to_bytes(
+            &self.dates.iter().map(|d| *d as u32).collect::<Vec<_>>(),
+        ))?;
+        put(&words_to_bytes(&self.hashes))?;
+        put(&u32s_to_bytes(&self.files))?;
+        put(&words_to_bytes(&self.lines))?;
+        put(&self.generations)?;
+        Ok(written)
+    }
+
+    /// Reads a block written by [`RowBlock::write_to`]; `Ok(None)` at the end of the input.
+    pub fn read_from(input: &mut impl Read) -> std::io::Result<Option<RowBlock>> {
+        let mut header = [0u8; 32];
+        match input.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let header = bytes_to_words(&header);
+        let [columns, date_slots, rows, text_len] = [0, 1, 2, 3].map(|i| header[i] as usize);
+        let mut read = |len: usize| -> std::io::Result<Vec<u8>> {
+            let mut buf = vec![0u8; len];
+            input.read_exact(&mut buf)?;
+            Ok(buf)
+        };
+        let text = read(text_len)?;
+        let starts = bytes_to_words(&read(rows * 8)?);
+        let ends = bytes_to_u32s(&read(rows * columns * 4)?);
+        let dates = bytes_to_u32s(&read(rows * date_slots * 4)?)
+            .into_iter()
+            .map(|d| d as i32)
+            .collect();
+        let hashes = bytes_to_words(&read(rows * 8)?);
+        let files = bytes_to_u32s(&read(rows * 4)?);
+        let lines = bytes_to_words(&read(rows * 8)?);
+        let generations = read(rows)?;
+        Ok(Some(RowBlock {
+            columns,
+            date_slots,
+            text,
+            starts,
+            ends,
+            dates,
+            hashes,
+            files,
+            lines,
+            generations,
+        }))
+    }
+}
+
+fn words_to_bytes(words: &[u64]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+fn u32s_to_bytes(words: &[u32]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+fn bytes_to_words(bytes: &[u8]) -> Vec<u64> {
+    bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect()
+}
+
+fn bytes_to_u32s(bytes: &[u8]) -> Vec<u32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect()
+}
+
+/// Builds rows from field values (`None` = NULL): rows read back from the table, and tests.
+pub struct RowBuilder {
+    keys: KeyColumns,
+    text: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+impl RowBuilder {
+    pub fn new(schema: &SchemaConfig) -> Self {
+        RowBuilder {
+            keys: KeyColumns::new(schema),
+            text: Vec::new(),
+            ends: Vec::new(),
+        }
+    }
+
+    /// Adds one row of `values` (one per column; date columns' text is not used) and `dates`
+    /// (one per date slot, [`NULL_DATE`] for NULL) to `block`.
+    pub fn push(&mut self, block: &mut RowBlock, values: &[Option<&str>], dates: &[i32], lineage: Lineage) {
+        self.text.clear();
+        self.ends.clear();
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                self.text.push(0x1f);
+            }
+            self.text.extend_from_slice(v.unwrap_or("").as_bytes());
+            self.ends.push(self.text.len() as u32);
+        }
+        let (text, ends) = (&self.text, &self.ends);
+        let field = |i: usize| {
+            let start = if i == 0 { 0 } else { ends[i - 1] as usize + 1 };
+            let end = ends[i] as usize;
+            (end > start).then(|| &text[start..end])
+        };
+        let hash = self.keys.hash(field, |slot| dates[slot]);
+        block.push(text, ends, dates, hash, lineage);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spill_format_round_trips() {
+        let mut block = RowBlock::new(3, 1);
+        block.push(
+            b"a||c",
+            &[1, 2, 4],
+            &[5],
+            42,
+            Lineage {
+                file: 1,
+                line: 7,
+                generation: 1,
+            },
+        );
+        block.push(
+            b"|\xc3\xa9|",
+            &[0, 3, 4],
+            &[NULL_DATE],
+            43,
+            Lineage {
+                file: 2,
+                line: 9,
+                generation: 0,
+            },
+        );
+        let mut bytes = Vec::new();
+        let written = block.write_to(&mut bytes).unwrap();
+        block.write_to(&mut bytes).unwrap();
+        assert_eq!(written as usize, bytes.len() / 2);
+        let mut input = &bytes[..];
+        for _ in 0..2 {
+            let back = RowBlock::read_from(&mut input).unwrap().unwrap();
+            assert_eq!(back.len(), 2);
+            assert_eq!(back.field(0, 0), Some(&b"a"[..]));
+            assert_eq!(back.field(0, 1), None);
+            assert_eq!(back.field_str(1, 1), Some("é"));
+            assert_eq!(back.field(1, 2), None);
+            assert_eq!(back.date(1, 0), NULL_DATE);
+            assert_eq!(back.hash(1), 43);
+            assert_eq!(
+                back.lineage(1),
+                Lineage {
+                    file: 2,
+                    line: 9,
+                    generation: 0
+                }
+            );
+        }
+        assert!(RowBlock::read_from(&mut input).unwrap().is_none());
+    }
+
+    #[test]
+    fn copied_and_appended_rows_keep_their_fields() {
+        let mut a = RowBlock::new(2, 0);
+        a.push(
+            b"x|yy",
+            &[1, 4],
+            &[],
+            1,
+            Lineage {
+                file: 0,
+                line: 1,
+                generation: 1,
+            },
+        );
+        let mut b = RowBlock::new(2, 0);
+        b.push(
+            b"p|",
+            &[1, 2],
+            &[],
+            2,
+            Lineage {
+                file: 0,
+                line: 2,
+                generation: 1,
+            },
+        );
+        b.push_from(&a, 0);
+        a.append(&b);
+        let fields: Vec<_> = (0..a.len())
+            .map(|r| (a.field_str(r, 0), a.field_str(r, 1)))
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                (Some("x"), Some("yy")),
+                (Some("p"), None),
+                (Some("x"), Some("yy"))
+            ]
+        );
+    }
+}

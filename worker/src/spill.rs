@@ -1,0 +1,425 @@
+//! The rows of one date, in memory and on local disk, handed to the merge in units that fit a
+//! memory limit. A date that alone is larger than the limit is cut by key hash into 16
+//! sub-partitions (and those again, as often as needed): rows with equal keys have equal
+//! hashes, so each unit is merged on its own and the date's memory stays bounded whatever the
+//! input size or skew.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::block::RowBlock;
+
+/// Hash bits that pick a sub-partition at each level.
+const BUCKET_BITS: u32 = 4;
+const BUCKETS: usize = 1 << BUCKET_BITS;
+/// Below this level rows differ in hash bits; past it only equal hashes are left together.
+const MAX_LEVEL: u32 = 64 / BUCKET_BITS - 1;
+
+fn bucket(hash: u64, level: u32) -> usize {
+    ((hash >> (64 - BUCKET_BITS * (level + 1))) as usize) & (BUCKETS - 1)
+}
+
+/// The run's spill folder, created on first use under `run.spill_dir` (or the system's
+/// temporary folder) and removed with everything in it when the run ends.
+#[derive(Debug)]
+pub struct SpillDir {
+    parent: Option<PathBuf>,
+    dir: Mutex<Option<tempfile::TempDir>>,
+    next: AtomicU64,
+    written: AtomicU64,
+}
+
+impl SpillDir {
+    pub fn new(parent: Option<PathBuf>) -> Arc<Self> {
+        Arc::new(SpillDir {
+            parent,
+            dir: Mutex::new(None),
+            next: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes written to spill files so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// A new file name in the spill folder.
+    fn new_path(&self, what: &str) -> std::io::Result<PathBuf> {
+        let mut dir = self.dir.lock().unwrap_or_else(|e| e.into_inner());
+        if dir.is_none() {
+            let mut builder = tempfile::Builder::new();
+            builder.prefix("lakeload-spill-");
+            *dir = Some(match &self.parent {
+                Some(parent) => {
+                    std::fs::create_dir_all(parent)?;
+                    builder.tempdir_in(parent)?
+                }
+                None => builder.tempdir()?,
+            });
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        Ok(dir
+            .as_ref()
+            .expect("just created")
+            .path()
+            .join(format!("{what}-{n}.rows")))
+    }
+}
+
+/// A file of spilled row blocks.
+#[derive(Debug)]
+struct SpillFile {
+    path: PathBuf,
+    bytes: u64,
+}
+
+impl SpillFile {
+    fn create(spill: &SpillDir, what: &str) -> std::io::Result<SpillFile> {
+        let path = spill.new_path(what)?;
+        File::create(&path)?;
+        Ok(SpillFile { path, bytes: 0 })
+    }
+
+    fn append(&mut self, spill: &SpillDir, blocks: &[RowBlock]) -> std::io::Result<()> {
+        let file = OpenOptions::new().append(true).open(&self.path)?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        for block in blocks.iter().filter(|b| !b.is_empty()) {
+            let n = block.write_to(&mut out)?;
+            self.bytes += n;
+            spill.written.fetch_add(n, Ordering::Relaxed);
+        }
+        out.flush()
+    }
+
+    /// Reads the blocks back one at a time.
+    fn for_each(&self, mut f: impl FnMut(RowBlock) -> std::io::Result<()>) -> std::io::Result<()> {
+        let mut input = BufReader::with_capacity(1 << 20, File::open(&self.path)?);
+        while let Some(block) = RowBlock::read_from(&mut input)? {
+            f(block)?;
+        }
+        Ok(())
+    }
+
+    fn remove(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Splits `block`'s rows by their hash bucket at `level`, into `into` (one block per bucket).
+fn split_into(block: &RowBlock, level: u32, into: &mut [RowBlock]) {
+    for r in 0..block.len() {
+        into[bucket(block.hash(r), level)].push_from(block, r);
+    }
+}
+
+fn empty_buckets(like: &RowBlock) -> Vec<RowBlock> {
+    (0..BUCKETS).map(|_| like.empty_like()).collect()
+}
+
+/// All rows of one date: blocks in memory, and what was spilled, cut by hash bucket.
+#[derive(Debug, Default)]
+pub struct DateRows {
+    memory: Vec<RowBlock>,
+    memory_bytes: usize,
+    /// One file per level-0 bucket, once the date has spilled.
+    spilled: Option<Vec<SpillFile>>,
+}
+
+impl DateRows {
+    pub fn add(&mut self, block: RowBlock) {
+        if !block.is_empty() {
+            self.memory_bytes += block.heap_bytes();
+            self.memory.push(block);
+        }
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_bytes
+    }
+
+    pub fn spilled_bytes(&self) -> u64 {
+        self.spilled.iter().flatten().map(|f| f.bytes).sum()
+    }
+
+    pub fn blocks(&self) -> &[RowBlock] {
+        &self.memory
+    }
+
+    /// Replaces the in-memory blocks (by their merged form, for instance).
+    pub fn replace_memory(&mut self, blocks: Vec<RowBlock>) {
+        self.memory.clear();
+        self.memory_bytes = 0;
+        for block in blocks {
+            self.add(block);
+        }
+    }
+
+    /// Moves the in-memory rows to this date's spill files. Returns the memory freed.
+    pub fn spill(&mut self, spill: &SpillDir) -> std::io::Result<usize> {
+        let Some(first) = self.memory.first() else {
+            return Ok(0);
+        };
+        if self.spilled.is_none() {
+            let files = (0..BUCKETS)
+                .map(|_| SpillFile::create(spill, "date"))
+                .collect::<std::io::Result<Vec<_>>>()?;
+            self.spilled = Some(files);
+        }
+        let mut buckets = empty_buckets(first);
+        for block in std::mem::take(&mut self.memory) {
+            split_into(&block, 0, &mut buckets);
+        }
+        let files = self.spilled.as_mut().expect("created above");
+        for (file, block) in files.iter_mut().zip(&buckets) {
+            file.append(spill, std::slice::from_ref(block))?;
+        }
+        Ok(std::mem::take(&mut self.memory_bytes))
+    }
+
+    /// The date's rows as merge units of about `limit` bytes at most, in a fixed order.
+    pub fn into_units(mut self, limit: usize, spill: Arc<SpillDir>) -> Units {
+        let first = Pending {
+            level: 0,
+            memory: std::mem::take(&mut self.memory),
+            memory_bytes: std::mem::take(&mut self.memory_bytes),
+            files: Vec::new(),
+        };
+        let mut units = Units {
+            limit,
+            spill,
+            stack: Vec::new(),
+        };
+        match self.spilled.take() {
+            None => units.stack.push(first),
+            Some(files) => {
+                let total = first.memory_bytes as u64 + files.iter().map(|f| f.bytes).sum::<u64>();
+                if total <= limit as u64 {
+                    units.stack.push(Pending { files, ..first });
+                } else {
+                    // The spill files are already cut by level-0 bucket: pair each with the
+                    // in-memory rows of its bucket.
+                    let mut memory = match first.memory.first() {
+                        Some(like) => empty_buckets(like),
+                        None => Vec::new(),
+                    };
+                    for block in first.memory {
+                        split_into(&block, 0, &mut memory);
+                    }
+                    let mut memory = memory.into_iter();
+                    for file in files {
+                        let block = memory.next().filter(|b| !b.is_empty());
+                        units.stack.push(Pending {
+                            level: 1,
+                            memory_bytes: block.as_ref().map_or(0, RowBlock::heap_bytes),
+                            memory: block.into_iter().collect(),
+                            files: vec![file],
+                        });
+                    }
+                    // Bucket 0 first.
+                    units.stack.reverse();
+                }
+            }
+        }
+        units
+    }
+}
+
+/// Rows waiting to become a unit: all share their hash bits above `level`.
+struct Pending {
+    level: u32,
+    memory: Vec<RowBlock>,
+    memory_bytes: usize,
+    files: Vec<SpillFile>,
+}
+
+impl Pending {
+    fn bytes(&self) -> u64 {
+        self.memory_bytes as u64 + self.files.iter().map(|f| f.bytes).sum::<u64>()
+    }
+}
+
+/// A date's merge units, produced one at a time.
+pub struct Units {
+    limit: usize,
+    spill: Arc<SpillDir>,
+    /// Last = next.
+    stack: Vec<Pending>,
+}
+
+impl Units {
+    /// The next unit's blocks; `None` when the date is done. Equal keys are always in the same
+    /// unit.
+    pub fn next_unit(&mut self) -> std::io::Result<Option<Vec<RowBlock>>> {
+        loop {
+            let Some(pending) = self.stack.pop() else {
+                return Ok(None);
+            };
+            if pending.bytes() <= self.limit as u64 || pending.level > MAX_LEVEL {
+                let mut blocks = pending.memory;
+                for file in pending.files {
+                    file.for_each(|b| {
+                        blocks.push(b);
+                        Ok(())
+                    })?;
+                    file.remove();
+                }
+                return Ok(Some(blocks));
+            }
+            self.split(pending)?;
+        }
+    }
+
+    /// Cuts rows too many for one unit by their hash bucket at the pending level: rows in
+    /// memory stay in memory, spilled rows go to new files, one per bucket.
+    fn split(&mut self, pending: Pending) -> std::io::Result<()> {
+        let level = pending.level;
+        let mut children: Vec<Pending> = (0..BUCKETS)
+            .map(|_| Pending {
+                level: level + 1,
+                memory: Vec::new(),
+                memory_bytes: 0,
+                files: Vec::new(),
+            })
+            .collect();
+        for block in pending.memory {
+            let mut parts = empty_buckets(&block);
+            split_into(&block, level, &mut parts);
+            drop(block);
+            for (child, part) in children.iter_mut().zip(parts) {
+                if !part.is_empty() {
+                    child.memory_bytes += part.heap_bytes();
+                    child.memory.push(part);
+                }
+            }
+        }
+        if !pending.files.is_empty() {
+            let mut outputs = (0..BUCKETS)
+                .map(|_| SpillFile::create(&self.spill, "split"))
+                .collect::<std::io::Result<Vec<_>>>()?;
+            for file in pending.files {
+                file.for_each(|block| {
+                    let mut parts = empty_buckets(&block);
+                    split_into(&block, level, &mut parts);
+                    for (out, part) in outputs.iter_mut().zip(&parts) {
+                        out.append(&self.spill, std::slice::from_ref(part))?;
+                    }
+                    Ok(())
+                })?;
+                file.remove();
+            }
+            for (child, out) in children.iter_mut().zip(outputs) {
+                if out.bytes > 0 {
+                    child.files.push(out);
+                } else {
+                    out.remove();
+                }
+            }
+        }
+        // Bucket 0 first.
+        self.stack.extend(children.into_iter().rev());
+        Ok(())
+    }
+}
+
+impl Drop for Units {
+    fn drop(&mut self) {
+        for pending in self.stack.drain(..) {
+            for file in pending.files {
+                file.remove();
+            }
+        }
+    }
+}
+
+/// Removes a spill file's leftovers if the date was never merged (a failed run); the spill
+/// folder goes as a whole anyway.
+impl Drop for DateRows {
+    fn drop(&mut self) {
+        for file in self.spilled.take().into_iter().flatten() {
+            file.remove();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::Lineage;
+
+    fn block(hashes: impl IntoIterator<Item = u64>) -> RowBlock {
+        let mut b = RowBlock::new(1, 0);
+        for (line, h) in hashes.into_iter().enumerate() {
+            let text = format!("{h:016x}");
+            b.push(
+                text.as_bytes(),
+                &[text.len() as u32],
+                &[],
+                h,
+                Lineage {
+                    file: 0,
+                    line: line as u64 + 1,
+                    generation: 1,
+                },
+            );
+        }
+        b
+    }
+
+    fn drain(mut units: Units) -> Vec<Vec<u64>> {
+        let mut out = Vec::new();
+        while let Some(blocks) = units.next_unit().unwrap() {
+            let mut hashes: Vec<u64> = blocks
+                .iter()
+                .flat_map(|b| (0..b.len()).map(|r| b.hash(r)))
+                .collect();
+            hashes.sort();
+            out.push(hashes);
+        }
+        out
+    }
+
+    /// Every row comes back exactly once, equal hashes in the same unit, each unit within
+    /// the limit, whether the rows stayed in memory, spilled, or both.
+    #[test]
+    fn units_hold_every_row_once_within_the_limit() {
+        let spill = SpillDir::new(None);
+        // Spread over the hash space, plus a run of one repeated hash.
+        let hashes: Vec<u64> = (0..4000u64)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .chain(std::iter::repeat_n(7u64 << 60, 300))
+            .collect();
+        let one_block_bytes = block(hashes.iter().copied()).heap_bytes();
+        for (spill_first, limit) in [
+            (false, usize::MAX),
+            (false, 4096),
+            (true, usize::MAX),
+            (true, 4096),
+        ] {
+            let mut rows = DateRows::default();
+            rows.add(block(hashes[..2000].iter().copied()));
+            if spill_first {
+                rows.spill(&spill).unwrap();
+            }
+            rows.add(block(hashes[2000..].iter().copied()));
+            let units = drain(rows.into_units(limit, spill.clone()));
+            let mut all: Vec<u64> = units.iter().flatten().copied().collect();
+            all.sort();
+            let mut expected = hashes.clone();
+            expected.sort();
+            assert_eq!(all, expected, "spill {spill_first}, limit {limit}");
+            if limit == usize::MAX {
+                assert_eq!(units.len(), 1);
+            } else {
+                assert!(units.len() > 16, "cut deeper than one level: {}", units.len());
+                let repeated = units.iter().filter(|u| u.contains(&(7u64 << 60))).count();
+                assert_eq!(repeated, 1, "equal hashes stay together");
+                assert!(one_block_bytes > 4096);
+            }
+        }
+        assert!(spill.bytes_written() > 0);
+    }
+}
