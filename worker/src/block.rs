@@ -22,6 +22,10 @@ pub struct Lineage {
     pub generation: u8,
 }
 
+/// Bytes of a key kept inline in the merge's hash table (see [`KeyColumns::inline`]).
+pub const INLINE_KEY_BYTES: usize = 24;
+pub type InlineKey = [u8; INLINE_KEY_BYTES];
+
 /// The columns that make a row's key, resolved once per schema: text columns by index, date
 /// columns by their slot among the row's parsed dates.
 #[derive(Debug, Clone)]
@@ -67,6 +71,43 @@ impl KeyColumns {
             }
         }
         h.finish()
+    }
+
+    /// Row `r`'s key packed into a fixed array when it fits (each text part length-prefixed,
+    /// NULL as 0xFF, dates as 4 bytes): two packed keys are equal exactly when the keys are.
+    pub fn inline(&self, block: &RowBlock, r: usize) -> Option<InlineKey> {
+        let mut out = [0u8; INLINE_KEY_BYTES];
+        let mut at = 0;
+        for part in &self.parts {
+            match *part {
+                KeyPart::Text(c) => match block.field(r, c) {
+                    Some(v) => {
+                        let end = at + 1 + v.len();
+                        if end > INLINE_KEY_BYTES {
+                            return None;
+                        }
+                        out[at] = v.len() as u8;
+                        out[at + 1..end].copy_from_slice(v);
+                        at = end;
+                    }
+                    None => {
+                        if at == INLINE_KEY_BYTES {
+                            return None;
+                        }
+                        out[at] = 0xff;
+                        at += 1;
+                    }
+                },
+                KeyPart::Date(slot) => {
+                    if at + 4 > INLINE_KEY_BYTES {
+                        return None;
+                    }
+                    out[at..at + 4].copy_from_slice(&block.date(r, slot).to_le_bytes());
+                    at += 4;
+                }
+            }
+        }
+        Some(out)
     }
 
     /// Whether row `a` of block `x` and row `b` of block `y` have equal keys (NULL = NULL).

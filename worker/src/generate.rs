@@ -26,6 +26,10 @@ pub struct GenerateOptions {
     pub bad_ratio: f64,
     /// Numbering of the first file, so later batches do not overwrite earlier ones.
     pub first_file: usize,
+    /// Distinct customers; each has up to 10 sessions a day, so keys per day ≤ 10 × this.
+    pub customers: u64,
+    /// When not 0, landing days wrap around after this many days (1: every row on one date).
+    pub days: usize,
 }
 
 impl Default for GenerateOptions {
@@ -40,6 +44,8 @@ impl Default for GenerateOptions {
             duplicate_ratio: 0.05,
             bad_ratio: 0.001,
             first_file: 0,
+            customers: 20_000,
+            days: 0,
         }
     }
 }
@@ -87,7 +93,10 @@ pub fn generate(options: &GenerateOptions) -> std::io::Result<GenerateReport> {
     let mut line = String::with_capacity(256);
     for i in 0..options.files {
         let index = options.first_file + i;
-        let day_offset = (index / options.files_per_day.max(1)) as u64;
+        let mut day_offset = (index / options.files_per_day.max(1)) as u64;
+        if options.days > 0 {
+            day_offset %= options.days as u64;
+        }
         let landing = options.start + Days::new(day_offset);
         let path = options
             .dir
@@ -110,7 +119,7 @@ pub fn generate(options: &GenerateOptions) -> std::io::Result<GenerateReport> {
                     0
                 };
                 let key = SentKey {
-                    customer: rng.below(20_000),
+                    customer: rng.below(options.customers),
                     date: landing - Days::new(late),
                     // Few sessions per customer and day: some keys recur by chance, as re-sent rows do.
                     session: rng.below(10),

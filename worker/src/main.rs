@@ -90,6 +90,14 @@ enum Command {
         /// Number of the first file (to add a later batch beside an earlier one).
         #[arg(long, default_value_t = 0)]
         first_file: usize,
+        /// Distinct customers; with 10 sessions each, the number of keys per day. Few
+        /// customers make many duplicates, many make mostly distinct keys.
+        #[arg(long, default_value_t = 20_000)]
+        customers: u64,
+        /// Days the files land on, one after the other (0: `--files` / `--files-per-day`).
+        /// `--days 1` puts every row on one date.
+        #[arg(long, default_value_t = 0)]
+        days: usize,
     },
 }
 
@@ -226,6 +234,8 @@ async fn dispatch(cli: Cli) -> i32 {
             duplicate_ratio,
             bad_ratio,
             first_file,
+            customers,
+            days,
         } => {
             let options = lakeload::generate::GenerateOptions {
                 dir: dir.clone(),
@@ -237,6 +247,8 @@ async fn dispatch(cli: Cli) -> i32 {
                 duplicate_ratio: *duplicate_ratio,
                 bad_ratio: *bad_ratio,
                 first_file: *first_file,
+                customers: *customers,
+                days: *days,
             };
             match lakeload::generate::generate(&options) {
                 Ok(r) => {

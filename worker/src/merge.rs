@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use hashbrown::hash_table::{Entry, HashTable};
 
-use crate::block::{KeyColumns, RowBlock};
+use crate::block::{InlineKey, KeyColumns, RowBlock};
 use crate::config::Order;
 
 /// A source file as the lineage columns record it.
@@ -94,12 +94,19 @@ pub struct Merger<'a> {
     pub files: &'a FileTable,
 }
 
-/// The current winner of one key.
+/// The current winner of one key. It carries what the probes of later rows compare — the
+/// key (when short enough to sit inline) and the order position — so a probe touches the table
+/// slot only, not the winner's row in a block far away in memory.
 struct Winner {
+    key: Option<InlineKey>,
     at: RowRef,
+    position: Position,
     /// A row already in the table had this key.
     had_stored: bool,
 }
+
+/// A row's place in SPEC §2's order: (file rank under `run.order`, line, generation).
+type Position = (u32, u64, u8);
 
 impl Merger<'_> {
     /// Rank of every file id under `key` (ids are dense: shared first, then local). Files that
@@ -123,11 +130,8 @@ impl Merger<'_> {
         rank
     }
 
-    /// Merges rows already in the table (generation 0) with new rows (generation 1), spread
-    /// over `blocks`: one pass through a hash table keyed by the precomputed key hash keeps the
-    /// latest row per key. Returns the kept rows in lineage order (file key, line), which makes
-    /// the written file deterministic, and the counts.
-    pub fn merge(&self, blocks: &[RowBlock]) -> (Vec<RowRef>, MergeCounts) {
+    /// The latest row of every key among `blocks`, in no particular order, with the counts.
+    fn winners(&self, blocks: &[RowBlock]) -> (Vec<Winner>, MergeCounts) {
         let order_rank = self.ranks(|a, b| match self.order {
             Order::Arrival => a
                 .modified_micros
@@ -135,74 +139,101 @@ impl Merger<'_> {
                 .then_with(|| a.key.cmp(&b.key)),
             Order::Name => a.key.cmp(&b.key),
         });
-        let position = |(b, r): RowRef| {
-            let block = &blocks[b as usize];
-            let r = r as usize;
-            (
-                order_rank[block.file(r) as usize],
-                block.line(r),
-                block.generation(r),
-            )
-        };
         let total: usize = blocks.iter().map(RowBlock::len).sum();
         let mut winners: HashTable<Winner> = HashTable::with_capacity(total);
         let mut counts = MergeCounts::default();
         for (b, block) in blocks.iter().enumerate() {
             for r in 0..block.len() {
                 let at = (b as u32, r as u32);
-                let stored = block.generation(r) == 0;
-                let hash = block.hash(r);
+                let generation = block.generation(r);
+                let stored = generation == 0;
+                let position = (order_rank[block.file(r) as usize], block.line(r), generation);
+                let key = self.keys.inline(block, r);
                 let entry = winners.entry(
-                    hash,
-                    |w| {
-                        self.keys
-                            .equal(&blocks[w.at.0 as usize], w.at.1 as usize, block, r)
+                    block.hash(r),
+                    |w| match (&w.key, &key) {
+                        (Some(a), Some(b)) => a == b,
+                        (None, None) => self
+                            .keys
+                            .equal(&blocks[w.at.0 as usize], w.at.1 as usize, block, r),
+                        // Whether a key fits inline depends on the key alone.
+                        _ => false,
                     },
                     |w| blocks[w.at.0 as usize].hash(w.at.1 as usize),
                 );
                 match entry {
                     Entry::Vacant(slot) => {
                         slot.insert(Winner {
+                            key,
                             at,
+                            position,
                             had_stored: stored,
                         });
                     }
                     Entry::Occupied(mut slot) => {
                         let winner = slot.get_mut();
                         winner.had_stored |= stored;
-                        let loser = if position(at) > position(winner.at) {
-                            std::mem::replace(&mut winner.at, at)
+                        let loser_generation = if position > winner.position {
+                            let loser = winner.position.2;
+                            winner.at = at;
+                            winner.position = position;
+                            loser
                         } else {
-                            at
+                            generation
                         };
-                        if blocks[loser.0 as usize].generation(loser.1 as usize) > 0 {
+                        if loser_generation > 0 {
                             counts.superseded += 1;
                         }
                     }
                 }
             }
         }
-        let name_rank = self.ranks(|a, b| a.key.cmp(&b.key).then(a.modified_micros.cmp(&b.modified_micros)));
-        let mut kept: Vec<(u32, u64, u8, RowRef)> = Vec::with_capacity(winners.len());
+        let mut kept = Vec::with_capacity(winners.len());
         for winner in winners {
-            let (b, r) = (winner.at.0 as usize, winner.at.1 as usize);
-            let block = &blocks[b];
-            if block.generation(r) > 0 {
+            if winner.position.2 > 0 {
                 if winner.had_stored {
                     counts.updated += 1;
                 } else {
                     counts.inserted += 1;
                 }
             }
-            kept.push((
-                name_rank[block.file(r) as usize],
-                block.line(r),
-                block.generation(r),
-                winner.at,
-            ));
+            kept.push(winner);
         }
+        (kept, counts)
+    }
+
+    /// Merges rows already in the table (generation 0) with new rows (generation 1), spread
+    /// over `blocks`: one pass through a hash table keyed by the precomputed key hash keeps the
+    /// latest row per key. Returns the kept rows in lineage order (file key, line), which makes
+    /// the written file deterministic, and the counts.
+    pub fn merge(&self, blocks: &[RowBlock]) -> (Vec<RowRef>, MergeCounts) {
+        let (winners, counts) = self.winners(blocks);
+        let name_rank = self.ranks(|a, b| a.key.cmp(&b.key).then(a.modified_micros.cmp(&b.modified_micros)));
+        let mut kept: Vec<(u32, u64, u8, RowRef)> = winners
+            .into_iter()
+            .map(|w| {
+                let block = &blocks[w.at.0 as usize];
+                let r = w.at.1 as usize;
+                (
+                    name_rank[block.file(r) as usize],
+                    block.line(r),
+                    block.generation(r),
+                    w.at,
+                )
+            })
+            .collect();
         kept.sort_unstable();
         (kept.into_iter().map(|k| k.3).collect(), counts)
+    }
+
+    /// Like [`Merger::merge`] for new rows only, to shrink them before the final merge: the
+    /// kept rows come in input order (cheapest to copy out), and only `superseded` counts —
+    /// whether a kept row inserts or updates is for the final merge to say.
+    pub fn compact(&self, blocks: &[RowBlock]) -> (Vec<RowRef>, u64) {
+        let (winners, counts) = self.winners(blocks);
+        let mut kept: Vec<RowRef> = winners.into_iter().map(|w| w.at).collect();
+        kept.sort_unstable();
+        (kept, counts.superseded)
     }
 }
 

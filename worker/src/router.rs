@@ -20,8 +20,31 @@ pub struct Compactor {
     pub files: FileTable,
 }
 
+impl Compactor {
+    /// Keeps the latest of the date's in-memory rows per key, in one block. Returns the bytes
+    /// before and after, and how many rows were superseded.
+    fn compact(&self, rows: &mut DateRows) -> (usize, usize, u64) {
+        let before = rows.memory_bytes();
+        let blocks = rows.blocks();
+        let Some(first) = blocks.first() else {
+            return (before, before, 0);
+        };
+        let merger = Merger {
+            keys: &self.keys,
+            order: self.order,
+            files: &self.files,
+        };
+        let (kept, superseded) = merger.compact(blocks);
+        let mut compacted = gather(blocks, &kept, first.columns(), first.date_slots());
+        compacted.shrink_to_fit();
+        rows.replace_memory(vec![compacted]);
+        (before, rows.memory_bytes(), superseded)
+    }
+}
+
 pub struct DateRouter {
     budget: usize,
+    threads: usize,
     dates: BTreeMap<i32, DateRows>,
     bytes_in_memory: usize,
     spill: Arc<SpillDir>,
@@ -35,9 +58,10 @@ pub struct DateRouter {
 }
 
 impl DateRouter {
-    pub fn new(budget: u64, spill: Arc<SpillDir>, compactor: Compactor) -> Self {
+    pub fn new(budget: u64, threads: usize, spill: Arc<SpillDir>, compactor: Compactor) -> Self {
         DateRouter {
             budget: budget as usize,
+            threads,
             dates: BTreeMap::new(),
             bytes_in_memory: 0,
             spill,
@@ -63,40 +87,59 @@ impl DateRouter {
         Ok(())
     }
 
-    /// Brings memory down to half the budget: compaction first, then spilling.
+    /// Brings memory down to half the budget: compaction first (dates side by side, on
+    /// `threads` threads), then spilling the largest dates.
     fn relieve(&mut self) -> std::io::Result<()> {
         let target = self.budget / 2;
-        let mut candidates: Vec<(usize, i32)> = self
-            .grown
-            .iter()
-            .filter(|d| !self.incompressible.contains(d))
-            .map(|d| (self.dates[d].memory_bytes(), *d))
+        let started = std::time::Instant::now();
+        let before_all = self.bytes_in_memory;
+        let mut candidates: Vec<(i32, &mut DateRows)> = self
+            .dates
+            .iter_mut()
+            .filter(|(d, _)| self.grown.contains(d) && !self.incompressible.contains(d))
+            .map(|(d, rows)| (*d, rows))
             .collect();
-        candidates.sort_unstable_by(|a, b| b.cmp(a));
-        for (before, date) in candidates {
-            if self.bytes_in_memory <= target {
-                break;
-            }
-            let rows = self.dates.get_mut(&date).expect("a routed date");
-            let blocks = rows.blocks();
-            let Some(first) = blocks.first() else { continue };
-            let merger = Merger {
-                keys: &self.compactor.keys,
-                order: self.compactor.order,
-                files: &self.compactor.files,
-            };
-            let (kept, counts) = merger.merge(blocks);
-            let mut compacted = gather(blocks, &kept, first.columns(), first.date_slots());
-            compacted.shrink_to_fit();
-            let after = compacted.heap_bytes();
-            rows.replace_memory(vec![compacted]);
+        candidates.sort_unstable_by_key(|(_, rows)| std::cmp::Reverse(rows.memory_bytes()));
+        let compactor = &self.compactor;
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let candidates: Vec<std::sync::Mutex<(i32, &mut DateRows)>> =
+            candidates.into_iter().map(std::sync::Mutex::new).collect();
+        let outcomes: Vec<(i32, usize, usize, u64)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..self.threads.clamp(1, candidates.len().max(1)))
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(slot) = candidates.get(i) else { break };
+                            let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+                            let (date, rows) = &mut *slot;
+                            let (before, after, superseded) = compactor.compact(rows);
+                            done.push((*date, before, after, superseded));
+                        }
+                        done
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("compaction does not panic"))
+                .collect()
+        });
+        for (date, before, after, superseded) in outcomes {
             self.bytes_in_memory = self.bytes_in_memory - before + after;
-            self.superseded += counts.superseded;
+            self.superseded += superseded;
             self.grown.remove(&date);
             if after * 4 > before * 3 {
                 self.incompressible.insert(date);
             }
         }
+        tracing::debug!(
+            "compacted {} → {} bytes in {:?}",
+            before_all,
+            self.bytes_in_memory,
+            started.elapsed()
+        );
         if self.bytes_in_memory > target {
             let mut largest: Vec<(usize, i32)> = self
                 .dates
@@ -180,7 +223,7 @@ mod tests {
             order: Order::Arrival,
             files,
         };
-        DateRouter::new(budget, SpillDir::new(None), compactor)
+        DateRouter::new(budget, 2, SpillDir::new(None), compactor)
     }
 
     /// Rows `ids` of date `date`, one per line from `first_line`.

@@ -235,7 +235,12 @@ async fn execute(
         order: config.run.order,
         files: FileTable::new(work.shared_files.clone()),
     };
-    let mut router = DateRouter::new(ingest_budget(config), spill.clone(), compactor);
+    let mut router = DateRouter::new(
+        ingest_budget(config),
+        config.run.threads,
+        spill.clone(),
+        compactor,
+    );
     let per_file = ingest(
         config,
         target,

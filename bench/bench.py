@@ -1,0 +1,455 @@
+#!/usr/bin/env python3
+"""lakeload's benchmarks, side by side with the same job done by DuckDB and by Polars.
+
+Run through bench/run.sh (it builds lakeload and the bench venv). Every figure comes from this
+run on this machine: the same generated files go to every tool, each tool runs in a fresh
+process, and peak memory is that process's maximum RSS.
+
+  1. Full refresh: wall time, MB/s, peak RSS of lakeload, a DuckDB statement, a Polars script,
+     and the decompression floor (every .gz inflated to /dev/null on all cores), with ratios.
+  2. Scaling: 1x, 4x, 16x the rows, and every row on one date with mostly distinct keys.
+  3. Incremental: one file added to tables built from 25 and from 100 files.
+  4. S3: the full refresh through a local S3 server (moto), beside that server's own ceiling.
+
+`--update-readme` rewrites the README's Performance section and bench/performance.png.
+`--tiny` runs every step at a toy size (CI does, to keep the benchmarks working).
+"""
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MIB = 1 << 20
+
+# The job, as a data engineer would write it in DuckDB: same input, same rules (dates parsed,
+# latest row per key c1, c7, c8, one snappy Parquet folder per date).
+DUCKDB_JOB = r"""
+import duckdb, sys
+src, out, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+con = duckdb.connect()
+con.execute(f"SET threads = {threads}")
+con.execute(f'''
+COPY (
+  WITH raw AS (
+    SELECT *, filename FROM read_csv('{src}/**/*.gz', delim='|', header=false, quote='', escape='',
+      columns={{'c1':'VARCHAR','c2':'VARCHAR','c3':'VARCHAR','c4':'VARCHAR','c5':'VARCHAR','c6':'VARCHAR','c7':'VARCHAR','c8':'VARCHAR'}},
+      filename=true, ignore_errors=true, null_padding=false)
+  ),
+  typed AS (
+    SELECT c1, c2, c3, c4, c5,
+      CAST(try_strptime(left(trim(c6), 10), '%Y-%m-%d') AS DATE) AS c6,
+      CAST(try_strptime(left(trim(c7), 10), '%Y-%m-%d') AS DATE) AS c7,
+      c8, filename AS _source_file
+    FROM raw
+  ),
+  latest AS (
+    SELECT * FROM typed WHERE c7 IS NOT NULL
+    QUALIFY row_number() OVER (PARTITION BY c1, c7, c8 ORDER BY _source_file DESC) = 1
+  )
+  SELECT *, year(c7) AS year, month(c7) AS month, day(c7) AS day FROM latest
+) TO '{out}' (FORMAT parquet, COMPRESSION snappy, PARTITION_BY (year, month, day))
+''')
+"""
+
+# The same job as a Polars script: lazy scan of every file, line numbers per file, latest row
+# per key by (file, line), partitioned snappy Parquet.
+POLARS_JOB = r"""
+import glob, os, sys
+import polars as pl
+src, out = sys.argv[1], sys.argv[2]
+names = [f"c{i}" for i in range(1, 9)]
+files = sorted(glob.glob(os.path.join(src, "**", "*.gz"), recursive=True))
+frames = [
+    pl.read_csv(f, separator="|", has_header=False, quote_char=None, new_columns=names,
+                schema_overrides={n: pl.String for n in names}, ignore_errors=True,
+                truncate_ragged_lines=True, encoding="utf8-lossy")
+      .lazy()
+      .with_row_index("_source_line", offset=1)
+      .with_columns(pl.lit(os.path.relpath(f, src)).alias("_source_file"))
+    for f in files
+]
+date = lambda c: pl.col(c).str.strip_chars().str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
+table = (
+    pl.concat(frames)
+    .with_columns(date("c6").alias("c6"), date("c7").alias("c7"))
+    .filter(pl.col("c7").is_not_null())
+    .sort(["_source_file", "_source_line"])
+    .unique(subset=["c1", "c7", "c8"], keep="last", maintain_order=False)
+    .with_columns(pl.col("c7").dt.year().alias("year"), pl.col("c7").dt.month().alias("month"),
+                  pl.col("c7").dt.day().alias("day"))
+    .collect()
+)
+table.write_parquet(out, compression="snappy", partition_by=["year", "month", "day"])
+"""
+
+# Runs a command in a fresh child and reports its wall time and maximum RSS.
+MEASURE = (
+    "import resource,subprocess,sys,time,json;"
+    "t=time.perf_counter();p=subprocess.run(sys.argv[1:],capture_output=True,text=True);"
+    "d=time.perf_counter()-t;"
+    "print(json.dumps({'s':d,'rss':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024,"
+    "'rc':p.returncode,'out':p.stdout[-20000:],'err':p.stderr[-3000:]}))"
+)
+
+
+def measure(cmd, env=None):
+    proc = subprocess.run([sys.executable, "-c", MEASURE] + cmd, env=env, capture_output=True,
+                          text=True, check=True)
+    m = json.loads(proc.stdout.strip().splitlines()[-1])
+    if m["rc"] != 0:
+        sys.exit(f"failed ({m['rc']}): {' '.join(cmd)}\n{m['err']}")
+    return m
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+        self.lakeload = os.path.join(target, "release", "lakeload")
+        if not os.path.exists(self.lakeload):
+            sys.exit(f"{self.lakeload} is missing: run bench/run.sh, which builds it")
+        self.cores = os.cpu_count() or 2
+        self.work = tempfile.mkdtemp(prefix="lakeload-bench-", dir=args.work)
+        self.results = {"machine": machine(), "cores": self.cores}
+
+    def generate(self, name, files, rows, **extra):
+        src = os.path.join(self.work, name)
+        cmd = [self.lakeload, "generate", src, "--files", str(files), "--rows", str(rows),
+               "--files-per-day", str(extra.pop("files_per_day", 2)), "--bad-ratio", "0.0005"]
+        for k, v in extra.items():
+            cmd += ["--" + k.replace("_", "-"), str(v)]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        return src
+
+    def lakeload_run(self, src, out, mode="full", extra_env=None):
+        env = {**os.environ, "LAKELOAD_SOURCE_URL": src, "LAKELOAD_TARGET_URL": out,
+               **(extra_env or {})}
+        m = measure([self.lakeload, "run", "--mode", mode, "--json"], env)
+        m["summary"] = json.loads(m["out"])
+        return m
+
+    def full_refresh(self, name, src, tools=("lakeload", "duckdb", "polars")):
+        """Each tool once on the same files; returns {tool: measurement}."""
+        row = {"input_mib": input_size(src) / MIB}
+        for tool in tools:
+            out = os.path.join(self.work, f"{name}-{tool}")
+            shutil.rmtree(out, ignore_errors=True)
+            if tool == "lakeload":
+                m = self.lakeload_run(src, out)
+                counts = m["summary"]["counts"]
+                m["rows_out"] = counts["rows_inserted"] + counts["rows_updated"]
+                row["lines"] = counts["rows_read"]
+            elif tool == "duckdb":
+                m = measure([sys.executable, "-c", DUCKDB_JOB, src, out, str(self.cores)])
+            elif tool == "polars":
+                m = measure([sys.executable, "-c", POLARS_JOB, src, out])
+            elif tool == "floor":
+                m = decompression_floor(src, self.cores)
+            if tool != "floor":
+                m.setdefault("rows_out", count_parquet_rows(out))
+                shutil.rmtree(out, ignore_errors=True)
+            row[tool] = {"s": m["s"], "rss_mib": m["rss"], "rows_out": m.get("rows_out")}
+        return row
+
+    def run(self):
+        a = self.args
+        scale = 1 if not a.tiny else 0
+        # 1. Full refresh, the issue's reference size: 20 files, 10 M lines.
+        rows = 500_000 if scale else 2_000
+        src = self.generate("main", 20, rows)
+        self.results["full"] = self.full_refresh("main", src, ("floor", "lakeload", "duckdb", "polars"))
+        print_full(self.results["full"])
+        shutil.rmtree(src)
+
+        # 2. Scaling: 1x, 4x, 16x the rows (20 files each), then every row on one date with
+        # mostly distinct keys (the worst case for memory: nothing to compact, one date).
+        self.results["scaling"] = []
+        for factor in (1, 4, 16):
+            per_file = (50_000 if scale else 500) * factor
+            src = self.generate(f"scale{factor}", 20, per_file)
+            row = self.full_refresh(f"scale{factor}", src)
+            row["case"] = f"{factor}x"
+            self.results["scaling"].append(row)
+            shutil.rmtree(src)
+        per_file = 800_000 if scale else 8_000
+        src = self.generate("skew", 20, per_file, days=1, customers=per_file * 20 // 10)
+        row = self.full_refresh("skew", src)
+        row["case"] = "16x, one date"
+        self.results["scaling"].append(row)
+        shutil.rmtree(src)
+        print_scaling(self.results["scaling"])
+
+        # 3. Incremental: 1 file (landing on the third day: it touches 3 dates) into tables
+        # built from 25 and from 100 files.
+        self.results["incremental"] = []
+        per_file = 100_000 if scale else 1_000
+        for files in (25, 100):
+            src = self.generate(f"inc{files}", files, per_file)
+            out = os.path.join(self.work, f"inc{files}-table")
+            full = self.lakeload_run(src, out)
+            self.generate(f"inc{files}", 1, per_file, first_file=files, days=3, seed=9)
+            inc = self.lakeload_run(src, out, mode="incremental")
+            self.results["incremental"].append({
+                "table_files": files, "full_s": full["s"], "inc_s": inc["s"],
+                "inc_rss_mib": inc["rss"], "dates": len(inc["summary"]["dates_written"]),
+            })
+            shutil.rmtree(src)
+            shutil.rmtree(out)
+        print_incremental(self.results["incremental"])
+
+        # 4. S3: the full refresh through moto on 127.0.0.1, and moto's own ceiling (every
+        # source object read with as many parallel GETs as lakeload uses).
+        if not a.skip_s3:
+            rows = 250_000 if scale else 1_000
+            src = self.generate("s3", 20, rows)
+            self.results["s3"] = s3_run(self, src)
+            print_s3(self.results["s3"])
+            shutil.rmtree(src)
+
+        with open(os.path.join(self.work, "results.json"), "w") as f:
+            json.dump(self.results, f, indent=1)
+        if a.update_readme:
+            update_readme(self.results)
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(self.results, f, indent=1)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def machine():
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({model}), {mem:.0f} GiB"
+
+
+def input_size(src):
+    return sum(os.path.getsize(f) for f in gz_files(src))
+
+
+def gz_files(src):
+    return sorted(os.path.join(d, f) for d, _, fs in os.walk(src) for f in fs if f.endswith(".gz"))
+
+
+def decompression_floor(src, cores):
+    """Every .gz inflated to /dev/null, `cores` at a time: the least any tool can take."""
+    listing = os.path.join(os.path.dirname(src), "files.txt")
+    with open(listing, "w") as f:
+        f.write("\n".join(gz_files(src)) + "\n")
+    return measure(["xargs", "-a", listing, "-P", str(cores), "-n", "1", "sh", "-c",
+                    'gzip -dc "$0" >/dev/null'])
+
+
+def count_parquet_rows(out):
+    import duckdb
+    if not os.path.isdir(out):
+        return None
+    return duckdb.sql(f"SELECT count(*) FROM read_parquet('{out}/**/*.parquet')").fetchone()[0]
+
+
+def fmt_row(tool, m, lines, input_mib, refs):
+    s = m["s"]
+    ratios = []
+    for ref in ("duckdb", "polars", "floor"):
+        r = refs.get(ref)
+        ratios.append(f"{s / r['s']:.2f}x" if r and tool != ref else "")
+    return (f"| {tool} | {lines / 1e6:.1f} M | {input_mib:.0f} | {s:.2f} | {input_mib / s:.0f} | "
+            f"{m['rss_mib']:.0f} | " + " | ".join(ratios) + " |")
+
+
+FULL_HEADER = ("| tool | lines | input MiB (gzip) | wall s | MiB/s | peak RSS MiB | ÷ DuckDB | ÷ Polars "
+               "| ÷ floor |\n|---|---|---|---|---|---|---|---|---|")
+
+
+def full_table(full):
+    rows = [FULL_HEADER]
+    for tool in ("lakeload", "duckdb", "polars", "floor"):
+        if tool in full:
+            name = {"floor": "decompression floor (gzip -dc, all cores)"}.get(tool, tool)
+            rows.append(fmt_row(name, full[tool], full["lines"], full["input_mib"], full))
+    return "\n".join(rows)
+
+
+def print_full(full):
+    print("\nFull refresh\n" + full_table(full))
+    print("rows written: " + ", ".join(f"{t} {full[t]['rows_out']:,}" for t in ("lakeload", "duckdb", "polars")
+                                       if full.get(t, {}).get("rows_out") is not None))
+
+
+def scaling_table(scaling):
+    rows = ["| case | lines | input MiB | lakeload s | lakeload peak MiB | DuckDB s | DuckDB peak MiB | "
+            "Polars s | Polars peak MiB |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in scaling:
+        rows.append(f"| {r['case']} | {r['lines'] / 1e6:.1f} M | {r['input_mib']:.0f} | "
+                    f"{r['lakeload']['s']:.2f} | {r['lakeload']['rss_mib']:.0f} | "
+                    f"{r['duckdb']['s']:.2f} | {r['duckdb']['rss_mib']:.0f} | "
+                    f"{r['polars']['s']:.2f} | {r['polars']['rss_mib']:.0f} |")
+    return "\n".join(rows)
+
+
+def print_scaling(scaling):
+    print("\nScaling\n" + scaling_table(scaling))
+
+
+def incremental_table(inc):
+    rows = ["| table built from | full refresh s | +1 file (incremental) s | share | dates rewritten | "
+            "peak MiB |", "|---|---|---|---|---|---|"]
+    for r in inc:
+        rows.append(f"| {r['table_files']} files | {r['full_s']:.2f} | {r['inc_s']:.2f} | "
+                    f"{100 * r['inc_s'] / r['full_s']:.1f} % | {r['dates']} | {r['inc_rss_mib']:.0f} |")
+    return "\n".join(rows)
+
+
+def print_incremental(inc):
+    print("\nIncremental\n" + incremental_table(inc))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def s3_run(bench, src):
+    import boto3
+    port = free_port()
+    moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    server = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        creds = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1"}
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="bench", aws_secret_access_key="bench")
+        s3.create_bucket(Bucket="src")
+        s3.create_bucket(Bucket="lake")
+        for f in gz_files(src):
+            s3.upload_file(f, "src", os.path.relpath(f, src))
+        size = input_size(src)
+        env = {**creds, "LAKELOAD_AWS_ENDPOINT_URL": endpoint, "LAKELOAD_AWS_FORCE_PATH_STYLE": "true"}
+        s3m = bench.lakeload_run("s3://src", "s3://lake/table", extra_env=env)
+        local = bench.lakeload_run(src, os.path.join(bench.work, "s3-local"))
+        # The server's ceiling: GET every object, as many at a time as lakeload reads.
+        ceiling = measure([sys.executable, "-c", S3_CEILING, endpoint, str(bench.cores)])
+        return {"input_mib": size / MIB, "s3_s": s3m["s"], "local_s": local["s"],
+                "ceiling_s": ceiling["s"], "s3_rss_mib": s3m["rss"]}
+    finally:
+        server.terminate()
+        server.wait()
+
+
+S3_CEILING = r"""
+import sys, concurrent.futures, boto3
+endpoint, threads = sys.argv[1], int(sys.argv[2])
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                  aws_access_key_id="bench", aws_secret_access_key="bench")
+keys = [o["Key"] for o in s3.list_objects_v2(Bucket="src")["Contents"]]
+def get(k):
+    body = s3.get_object(Bucket="src", Key=k)["Body"]
+    while body.read(1 << 20):
+        pass
+with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+    list(pool.map(get, keys))
+"""
+
+
+def s3_table(r):
+    return ("| path | wall s | ÷ local |\n|---|---|---|\n"
+            f"| local folder → local folder | {r['local_s']:.2f} | 1.00x |\n"
+            f"| S3 (moto on 127.0.0.1) → S3 | {r['s3_s']:.2f} | {r['s3_s'] / r['local_s']:.2f}x |\n"
+            f"| moto's ceiling: GET every source object, no processing | {r['ceiling_s']:.2f} | "
+            f"{r['ceiling_s'] / r['local_s']:.2f}x |")
+
+
+def print_s3(r):
+    print(f"\nS3 path ({r['input_mib']:.0f} MiB gzip)\n" + s3_table(r))
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    cases = [r for r in results["scaling"] if "one date" not in r["case"]]
+    skew = next((r for r in results["scaling"] if "one date" in r["case"]), None)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for tool, style in (("lakeload", "o-"), ("duckdb", "s--"), ("polars", "^:")):
+        x = [r["lines"] / 1e6 for r in cases]
+        left.plot(x, [r["lines"] / r[tool]["s"] / 1e6 for r in cases], style, label=tool)
+        right.plot(x, [r[tool]["rss_mib"] for r in cases], style, label=tool)
+        if skew:
+            right.plot([skew["lines"] / 1e6], [skew[tool]["rss_mib"]], style[0], mfc="none", ms=10,
+                       color=right.lines[-1].get_color())
+    right.axhline(1024 * 1.25, color="grey", lw=0.8, ls="-.", label="lakeload budget (1 GiB + 25 %)")
+    left.set(xscale="log", xlabel="input lines (millions)", ylabel="million lines / s", title="Throughput")
+    right.set(xscale="log", xlabel="input lines (millions)", ylabel="peak RSS (MiB)",
+              title="Peak memory (hollow: all rows on one date)")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Full refresh, {results['machine']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def update_readme(results):
+    png = os.path.join(ROOT, "bench", "performance.png")
+    plot(results, png)
+    parts = [
+        f"Measured by `bench/run.sh --update-readme` on {results['machine']}.",
+        "",
+        "**Full refresh** (20 files of `lakeload generate`, 2 files a day):",
+        "",
+        full_table(results["full"]),
+        "",
+        "**Scaling** (20 files each; the last case puts every row on one date, with mostly distinct keys):",
+        "",
+        scaling_table(results["scaling"]),
+        "",
+        "**Incremental** (1 file landing on the third day, so it touches 3 dates):",
+        "",
+        incremental_table(results["incremental"]),
+    ]
+    if "s3" in results:
+        parts += ["", f"**S3 path** ({results['s3']['input_mib']:.0f} MiB gzip):", "", s3_table(results["s3"])]
+    parts += ["", "![throughput and peak memory against input size](bench/performance.png)"]
+    readme = os.path.join(ROOT, "README.md")
+    text = open(readme).read()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if start not in text or end not in text:
+        sys.exit(f"README.md has no {start} … {end} section to update")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    with open(readme, "w") as f:
+        f.write(head + start + "\n" + "\n".join(parts) + "\n" + end + tail)
+    print(f"\nupdated README.md and {png}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tiny", action="store_true", help="toy sizes: checks the benchmarks still work")
+    ap.add_argument("--update-readme", action="store_true", help="rewrite the README's Performance section")
+    ap.add_argument("--skip-s3", action="store_true", help="leave out the S3 run")
+    ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--work", help="folder for the generated data (default: the system's temp folder)")
+    args = ap.parse_args()
+    Bench(args).run()
+
+
+if __name__ == "__main__":
+    main()
