@@ -8,6 +8,7 @@
 
 pub mod block;
 pub mod config;
+pub mod date_merge;
 pub mod dates;
 pub mod demo;
 pub mod error;

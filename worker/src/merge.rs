@@ -96,13 +96,28 @@ pub struct Merger<'a> {
 
 /// The current winner of one key. It carries what the probes of later rows compare — the
 /// key (when short enough to sit inline) and the order position — so a probe touches the table
-/// slot only, not the winner's row in a block far away in memory.
+/// slot only, not the winner's row in a block far away in memory. Fields are laid out flat:
+/// 48 bytes a key.
 struct Winner {
-    key: Option<InlineKey>,
-    at: RowRef,
-    position: Position,
+    line: u64,
+    rank: u32,
+    block: u32,
+    row: u32,
+    key: InlineKey,
+    key_inline: bool,
+    generation: u8,
     /// A row already in the table had this key.
     had_stored: bool,
+}
+
+impl Winner {
+    fn position(&self) -> Position {
+        (self.rank, self.line, self.generation)
+    }
+
+    fn at(&self) -> RowRef {
+        (self.block, self.row)
+    }
 }
 
 /// A row's place in SPEC §2's order: (file rank under `run.order`, line, generation).
@@ -130,8 +145,10 @@ impl Merger<'_> {
         rank
     }
 
-    /// The latest row of every key among `blocks`, in no particular order, with the counts.
-    fn winners(&self, blocks: &[RowBlock]) -> (Vec<Winner>, MergeCounts) {
+    /// The latest row of every key among `blocks`, in no particular order, each passed
+    /// through `keep` (so the caller holds only what it needs while the table is still
+    /// allocated), with the counts.
+    fn winners<T>(&self, blocks: &[RowBlock], keep: impl Fn(RowRef) -> T) -> (Vec<T>, MergeCounts) {
         let order_rank = self.ranks(|a, b| match self.order {
             Order::Arrival => a
                 .modified_micros
@@ -144,39 +161,43 @@ impl Merger<'_> {
         let mut counts = MergeCounts::default();
         for (b, block) in blocks.iter().enumerate() {
             for r in 0..block.len() {
-                let at = (b as u32, r as u32);
                 let generation = block.generation(r);
                 let stored = generation == 0;
-                let position = (order_rank[block.file(r) as usize], block.line(r), generation);
+                let rank = order_rank[block.file(r) as usize];
+                let line = block.line(r);
                 let key = self.keys.inline(block, r);
                 let entry = winners.entry(
                     block.hash(r),
-                    |w| match (&w.key, &key) {
-                        (Some(a), Some(b)) => a == b,
-                        (None, None) => self
+                    |w| match (w.key_inline, &key) {
+                        (true, Some(k)) => w.key == *k,
+                        (false, None) => self
                             .keys
-                            .equal(&blocks[w.at.0 as usize], w.at.1 as usize, block, r),
+                            .equal(&blocks[w.block as usize], w.row as usize, block, r),
                         // Whether a key fits inline depends on the key alone.
                         _ => false,
                     },
-                    |w| blocks[w.at.0 as usize].hash(w.at.1 as usize),
+                    |w| blocks[w.block as usize].hash(w.row as usize),
                 );
                 match entry {
                     Entry::Vacant(slot) => {
                         slot.insert(Winner {
-                            key,
-                            at,
-                            position,
+                            line,
+                            rank,
+                            block: b as u32,
+                            row: r as u32,
+                            key: key.unwrap_or_default(),
+                            key_inline: key.is_some(),
+                            generation,
                             had_stored: stored,
                         });
                     }
                     Entry::Occupied(mut slot) => {
                         let winner = slot.get_mut();
                         winner.had_stored |= stored;
-                        let loser_generation = if position > winner.position {
-                            let loser = winner.position.2;
-                            winner.at = at;
-                            winner.position = position;
+                        let loser_generation = if (rank, line, generation) > winner.position() {
+                            let loser = winner.generation;
+                            (winner.rank, winner.line, winner.generation) = (rank, line, generation);
+                            (winner.block, winner.row) = (b as u32, r as u32);
                             loser
                         } else {
                             generation
@@ -190,14 +211,14 @@ impl Merger<'_> {
         }
         let mut kept = Vec::with_capacity(winners.len());
         for winner in winners {
-            if winner.position.2 > 0 {
+            if winner.generation > 0 {
                 if winner.had_stored {
                     counts.updated += 1;
                 } else {
                     counts.inserted += 1;
                 }
             }
-            kept.push(winner);
+            kept.push(keep(winner.at()));
         }
         (kept, counts)
     }
@@ -207,21 +228,17 @@ impl Merger<'_> {
     /// latest row per key. Returns the kept rows in lineage order (file key, line), which makes
     /// the written file deterministic, and the counts.
     pub fn merge(&self, blocks: &[RowBlock]) -> (Vec<RowRef>, MergeCounts) {
-        let (winners, counts) = self.winners(blocks);
         let name_rank = self.ranks(|a, b| a.key.cmp(&b.key).then(a.modified_micros.cmp(&b.modified_micros)));
-        let mut kept: Vec<(u32, u64, u8, RowRef)> = winners
-            .into_iter()
-            .map(|w| {
-                let block = &blocks[w.at.0 as usize];
-                let r = w.at.1 as usize;
-                (
-                    name_rank[block.file(r) as usize],
-                    block.line(r),
-                    block.generation(r),
-                    w.at,
-                )
-            })
-            .collect();
+        let (mut kept, counts) = self.winners(blocks, |(b, r)| {
+            let block = &blocks[b as usize];
+            let row = r as usize;
+            (
+                name_rank[block.file(row) as usize],
+                block.line(row),
+                block.generation(row),
+                (b, r),
+            )
+        });
         kept.sort_unstable();
         (kept.into_iter().map(|k| k.3).collect(), counts)
     }
@@ -230,8 +247,7 @@ impl Merger<'_> {
     /// kept rows come in input order (cheapest to copy out), and only `superseded` counts —
     /// whether a kept row inserts or updates is for the final merge to say.
     pub fn compact(&self, blocks: &[RowBlock]) -> (Vec<RowRef>, u64) {
-        let (winners, counts) = self.winners(blocks);
-        let mut kept: Vec<RowRef> = winners.into_iter().map(|w| w.at).collect();
+        let (mut kept, counts) = self.winners(blocks, |at| at);
         kept.sort_unstable();
         (kept, counts.superseded)
     }

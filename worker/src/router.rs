@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::block::KeyColumns;
 use crate::config::Order;
-use crate::merge::{FileTable, Merger, gather};
+use crate::merge::{FileTable, Merger};
 use crate::reader::DateBlocks;
 use crate::spill::{DateRows, SpillDir};
 
@@ -21,26 +21,45 @@ pub struct Compactor {
 }
 
 impl Compactor {
-    /// Keeps the latest of the date's in-memory rows per key, in one block. Returns the bytes
-    /// before and after, and how many rows were superseded.
+    /// Keeps the latest of the date's in-memory rows per key. Returns the bytes before and
+    /// after, and how many rows were superseded. The kept rows are copied out block by block,
+    /// each source block freed once copied, into blocks of [`COMPACTED_BLOCK_BYTES`]: memory
+    /// never holds the date twice over.
     fn compact(&self, rows: &mut DateRows) -> (usize, usize, u64) {
         let before = rows.memory_bytes();
-        let blocks = rows.blocks();
+        let blocks = rows.take_memory();
         let Some(first) = blocks.first() else {
             return (before, before, 0);
         };
+        let mut current = first.empty_like();
         let merger = Merger {
             keys: &self.keys,
             order: self.order,
             files: &self.files,
         };
-        let (kept, superseded) = merger.compact(blocks);
-        let mut compacted = gather(blocks, &kept, first.columns(), first.date_slots());
-        compacted.shrink_to_fit();
-        rows.replace_memory(vec![compacted]);
+        let (kept, superseded) = merger.compact(&blocks);
+        let mut kept = kept.into_iter().peekable();
+        let mut compacted = Vec::new();
+        for (b, block) in blocks.into_iter().enumerate() {
+            while let Some((_, r)) = kept.next_if(|(kb, _)| *kb as usize == b) {
+                current.push_from(&block, r as usize);
+                if current.data_bytes() >= COMPACTED_BLOCK_BYTES {
+                    let next = current.empty_like();
+                    let mut full = std::mem::replace(&mut current, next);
+                    full.shrink_to_fit();
+                    compacted.push(full);
+                }
+            }
+        }
+        current.shrink_to_fit();
+        compacted.push(current);
+        rows.replace_memory(compacted);
         (before, rows.memory_bytes(), superseded)
     }
 }
+
+/// Size of the blocks compaction copies kept rows into.
+const COMPACTED_BLOCK_BYTES: usize = 32 << 20;
 
 pub struct DateRouter {
     budget: usize,

@@ -10,10 +10,11 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::block::KeyColumns;
 use crate::config::{Config, Mode};
+use crate::date_merge::{DateMerge, MergeSlots};
 use crate::dates::format_days;
 use crate::error::{Error, Result, exit_code};
 use crate::lock::TableLock;
-use crate::merge::{FileInfo, FileTable, MergeCounts, Merger, gather};
+use crate::merge::{FileInfo, FileTable, MergeCounts};
 use crate::plan::{Plan, plan};
 use crate::reader::{DateBlocks, FileCounts, read_source};
 use crate::rejects::{RejectGate, RejectsWriter, rejects_key};
@@ -419,10 +420,13 @@ async fn merge_and_write(
     let unit_limit = unit_limit(config);
     let table = target.table.clone();
     let compacted = router.superseded();
+    let concurrency = merge_concurrency(config);
+    // Units in memory at once, across all dates: what `unit_limit` is sized for.
+    let slots = Arc::new(MergeSlots::new(concurrency));
     let mut merges = futures::stream::iter(dates)
         .map(|date| {
             let mut rows = router.take(date);
-            let (keys, table, spill) = (keys.clone(), table.clone(), spill.clone());
+            let (keys, table, spill, slots) = (keys.clone(), table.clone(), spill.clone(), slots.clone());
             let mut files = FileTable::new(work.shared_files.clone());
             let listed_version = match listed.get(table.key_for(date).as_str()) {
                 Some(object) => Seen::of(object.etag.clone()),
@@ -440,29 +444,19 @@ async fn merge_and_write(
                     Mode::Full => listed_version,
                 };
                 let encoder = table.encoder()?;
-                let (body, counts, kept) = tokio::task::spawn_blocking(move || {
+                let merged = tokio::task::spawn_blocking(move || {
                     let started = std::time::Instant::now();
-                    let merger = Merger {
+                    let merge = DateMerge {
                         keys: &keys,
                         order,
                         files: &files,
+                        shape,
+                        slots: &slots,
+                        threads: concurrency,
                     };
-                    let mut encoder = encoder;
-                    let (mut counts, mut kept) = (MergeCounts::default(), 0u64);
-                    let mut units = rows.into_units(unit_limit, spill);
-                    while let Some(blocks) = units.next_unit().map_err(|e| {
-                        Error::Other(format!("cannot read back spilled rows (run.spill_dir): {e}"))
-                    })? {
-                        let (winners, unit_counts) = merger.merge(&blocks);
-                        let rows = gather(&blocks, &winners, shape.0, shape.1);
-                        drop(blocks);
-                        encoder.add(&rows, &files)?;
-                        counts += unit_counts;
-                        kept += rows.len() as u64;
-                    }
-                    let body = encoder.finish()?;
+                    let merged = merge.run(rows.into_units(unit_limit, spill), encoder);
                     tracing::debug!("merged {} in {:?}", format_days(date), started.elapsed());
-                    Ok::<_, Error>((body, counts, kept))
+                    merged
                 })
                 .await
                 .map_err(Error::other)??;
@@ -471,12 +465,12 @@ async fn merge_and_write(
                 // A stall here (after the check, before the PUT lands) is what the conditional
                 // write in `write_date` guards against.
                 crate::faults::pause_point("date_write_checked").await;
-                let bytes = table.write_date(date, body, seen).await?;
+                let bytes = table.write_date(date, merged.body, seen).await?;
                 crate::faults::pause_point("after_date_write").await;
-                Ok::<_, Error>((date, counts, kept, bytes))
+                Ok::<_, Error>((date, merged.counts, merged.rows, bytes))
             }
         })
-        .buffer_unordered(merge_concurrency(config));
+        .buffer_unordered(concurrency);
     let mut merged = MergeCounts {
         superseded: compacted,
         ..MergeCounts::default()

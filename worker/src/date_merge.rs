@@ -1,0 +1,139 @@
+//! One date's merge: its rows come as units (see [`crate::spill`]); each unit's latest rows
+//! per key are kept and encoded, in unit order, into the date's object. A date cut into
+//! several units has them merged on several threads; [`MergeSlots`] caps how many units are
+//! in memory at once across every date of the run, so the memory budget holds however the
+//! dates are sized.
+
+use std::collections::BTreeMap;
+use std::sync::{Condvar, Mutex};
+
+use bytes::Bytes;
+
+use crate::block::{KeyColumns, RowBlock};
+use crate::config::Order;
+use crate::error::{Error, Result};
+use crate::merge::{FileTable, MergeCounts, Merger, gather};
+use crate::spill::Units;
+use crate::table::DateEncoder;
+
+/// A counting semaphore for blocking threads: how many merge units may be loaded at once.
+pub struct MergeSlots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl MergeSlots {
+    pub fn new(slots: usize) -> Self {
+        MergeSlots {
+            free: Mutex::new(slots.max(1)),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn acquire(&self) -> SlotGuard<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        SlotGuard(self)
+    }
+}
+
+struct SlotGuard<'a>(&'a MergeSlots);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// What one date's merge needs besides its rows.
+pub struct DateMerge<'a> {
+    pub keys: &'a KeyColumns,
+    pub order: Order,
+    pub files: &'a FileTable,
+    /// Columns and date slots of the schema.
+    pub shape: (usize, usize),
+    pub slots: &'a MergeSlots,
+    /// Threads merging units of this date side by side.
+    pub threads: usize,
+}
+
+/// The merged date: its encoded object, counts and kept rows.
+pub struct MergedDate {
+    pub body: Bytes,
+    pub counts: MergeCounts,
+    pub rows: u64,
+}
+
+impl DateMerge<'_> {
+    /// Merges every unit and encodes the kept rows, unit by unit in order (the object is the
+    /// same whichever thread finishes first). Runs on a blocking thread.
+    pub fn run(&self, units: Units, mut encoder: Box<dyn DateEncoder>) -> Result<MergedDate> {
+        let units = Mutex::new((units, 0usize));
+        let (sender, receiver) = std::sync::mpsc::channel::<Result<(usize, RowBlock, MergeCounts)>>();
+        let (mut counts, mut rows) = (MergeCounts::default(), 0u64);
+        std::thread::scope(|scope| -> Result<()> {
+            for _ in 0..self.threads.max(1) {
+                let sender = sender.clone();
+                let units = &units;
+                scope.spawn(move || {
+                    loop {
+                        let slot = self.slots.acquire();
+                        let next = {
+                            let mut units = units.lock().unwrap_or_else(|e| e.into_inner());
+                            let index = units.1;
+                            units.1 += 1;
+                            units.0.next_unit().map(|u| u.map(|blocks| (index, blocks)))
+                        };
+                        let outcome = match next {
+                            Ok(None) => return,
+                            Ok(Some((index, blocks))) => Ok(self.merge_unit(index, blocks)),
+                            Err(e) => Err(Error::Other(format!(
+                                "cannot read back spilled rows (run.spill_dir): {e}"
+                            ))),
+                        };
+                        drop(slot);
+                        let failed = outcome.is_err();
+                        if sender.send(outcome).is_err() || failed {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(sender);
+            // Encode in unit order: results that arrive early wait here.
+            let mut waiting = BTreeMap::new();
+            let mut next = 0usize;
+            for outcome in receiver {
+                let (index, kept, unit_counts) = outcome?;
+                waiting.insert(index, kept);
+                counts += unit_counts;
+                while let Some(kept) = waiting.remove(&next) {
+                    encoder.add(&kept, self.files)?;
+                    rows += kept.len() as u64;
+                    next += 1;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(MergedDate {
+            body: encoder.finish()?,
+            counts,
+            rows,
+        })
+    }
+
+    fn merge_unit(&self, index: usize, blocks: Vec<RowBlock>) -> (usize, RowBlock, MergeCounts) {
+        let merger = Merger {
+            keys: self.keys,
+            order: self.order,
+            files: self.files,
+        };
+        let (winners, counts) = merger.merge(&blocks);
+        let kept = gather(&blocks, &winners, self.shape.0, self.shape.1);
+        (index, kept, counts)
+    }
+}
