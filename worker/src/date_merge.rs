@@ -73,7 +73,10 @@ impl DateMerge<'_> {
     /// same whichever thread finishes first). Runs on a blocking thread.
     pub fn run(&self, units: Units, mut encoder: Box<dyn DateEncoder>) -> Result<MergedDate> {
         let units = Mutex::new((units, 0usize));
-        let (sender, receiver) = std::sync::mpsc::channel::<Result<(usize, RowBlock, MergeCounts)>>();
+        // A unit's slot travels with its kept rows and is freed once they are encoded, so
+        // merging cannot run ahead of encoding and pile kept rows up in memory.
+        type Merged<'s> = (usize, RowBlock, MergeCounts, SlotGuard<'s>);
+        let (sender, receiver) = std::sync::mpsc::channel::<Result<Merged<'_>>>();
         let (mut counts, mut rows) = (MergeCounts::default(), 0u64);
         std::thread::scope(|scope| -> Result<()> {
             for _ in 0..self.threads.max(1) {
@@ -90,12 +93,14 @@ impl DateMerge<'_> {
                         };
                         let outcome = match next {
                             Ok(None) => return,
-                            Ok(Some((index, blocks))) => Ok(self.merge_unit(index, blocks)),
+                            Ok(Some((index, blocks))) => {
+                                let (kept, counts) = self.merge_unit(blocks);
+                                Ok((index, kept, counts, slot))
+                            }
                             Err(e) => Err(Error::Other(format!(
                                 "cannot read back spilled rows (run.spill_dir): {e}"
                             ))),
                         };
-                        drop(slot);
                         let failed = outcome.is_err();
                         if sender.send(outcome).is_err() || failed {
                             return;
@@ -108,13 +113,14 @@ impl DateMerge<'_> {
             let mut waiting = BTreeMap::new();
             let mut next = 0usize;
             for outcome in receiver {
-                let (index, kept, unit_counts) = outcome?;
-                waiting.insert(index, kept);
+                let (index, kept, unit_counts, slot) = outcome?;
+                waiting.insert(index, (kept, slot));
                 counts += unit_counts;
-                while let Some(kept) = waiting.remove(&next) {
+                while let Some((kept, slot)) = waiting.remove(&next) {
                     encoder.add(&kept, self.files)?;
                     rows += kept.len() as u64;
                     next += 1;
+                    drop(slot);
                 }
             }
             Ok(())
@@ -126,7 +132,7 @@ impl DateMerge<'_> {
         })
     }
 
-    fn merge_unit(&self, index: usize, blocks: Vec<RowBlock>) -> (usize, RowBlock, MergeCounts) {
+    fn merge_unit(&self, blocks: Vec<RowBlock>) -> (RowBlock, MergeCounts) {
         let merger = Merger {
             keys: self.keys,
             order: self.order,
@@ -134,6 +140,6 @@ impl DateMerge<'_> {
         };
         let (winners, counts) = merger.merge(&blocks);
         let kept = gather(&blocks, &winners, self.shape.0, self.shape.1);
-        (index, kept, counts)
+        (kept, counts)
     }
 }

@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::block::RowBlock;
 
-/// Hash bits that pick a sub-partition at each level.
-const BUCKET_BITS: u32 = 4;
+/// Hash bits that pick a sub-partition at each level: 64 files per spilled date, so a date
+/// spilled to 64 × the unit limit still needs no second pass.
+const BUCKET_BITS: u32 = 6;
 const BUCKETS: usize = 1 << BUCKET_BITS;
 /// Below this level rows differ in hash bits; past it only equal hashes are left together.
 const MAX_LEVEL: u32 = 64 / BUCKET_BITS - 1;
@@ -160,24 +161,26 @@ impl DateRows {
         }
     }
 
-    /// Moves the in-memory rows to this date's spill files. Returns the memory freed.
+    /// Moves the in-memory rows to this date's spill files, a block at a time (memory holds
+    /// one block's copy at most). Returns the memory freed.
     pub fn spill(&mut self, spill: &SpillDir) -> std::io::Result<usize> {
-        let Some(first) = self.memory.first() else {
+        if self.memory.is_empty() {
             return Ok(0);
-        };
+        }
         if self.spilled.is_none() {
             let files = (0..BUCKETS)
                 .map(|_| SpillFile::create(spill, "date"))
                 .collect::<std::io::Result<Vec<_>>>()?;
             self.spilled = Some(files);
         }
-        let mut buckets = empty_buckets(first);
-        for block in std::mem::take(&mut self.memory) {
-            split_into(&block, 0, &mut buckets);
-        }
         let files = self.spilled.as_mut().expect("created above");
-        for (file, block) in files.iter_mut().zip(&buckets) {
-            file.append(spill, std::slice::from_ref(block))?;
+        for block in std::mem::take(&mut self.memory) {
+            let mut buckets = empty_buckets(&block);
+            split_into(&block, 0, &mut buckets);
+            drop(block);
+            for (file, part) in files.iter_mut().zip(&buckets) {
+                file.append(spill, std::slice::from_ref(part))?;
+            }
         }
         Ok(std::mem::take(&mut self.memory_bytes))
     }
@@ -203,7 +206,8 @@ impl DateRows {
                     units.stack.push(Pending { files, ..first });
                 } else {
                     // The spill files are already cut by level-0 bucket: pair each with the
-                    // in-memory rows of its bucket.
+                    // in-memory rows of its bucket, and put neighbouring buckets together
+                    // while they fit one unit (fewer, larger row groups).
                     let mut memory = match first.memory.first() {
                         Some(like) => empty_buckets(like),
                         None => Vec::new(),
@@ -212,15 +216,30 @@ impl DateRows {
                         split_into(&block, 0, &mut memory);
                     }
                     let mut memory = memory.into_iter();
+                    let mut group: Option<Pending> = None;
                     for file in files {
                         let block = memory.next().filter(|b| !b.is_empty());
-                        units.stack.push(Pending {
+                        let bucket = Pending {
                             level: 1,
                             memory_bytes: block.as_ref().map_or(0, RowBlock::heap_bytes),
                             memory: block.into_iter().collect(),
                             files: vec![file],
+                        };
+                        group = Some(match group {
+                            Some(mut g) if g.bytes() + bucket.bytes() <= limit as u64 => {
+                                g.memory_bytes += bucket.memory_bytes;
+                                g.memory.extend(bucket.memory);
+                                g.files.extend(bucket.files);
+                                g
+                            }
+                            Some(g) => {
+                                units.stack.push(g);
+                                bucket
+                            }
+                            None => bucket,
                         });
                     }
+                    units.stack.extend(group);
                     // Bucket 0 first.
                     units.stack.reverse();
                 }
