@@ -433,19 +433,25 @@ async fn merge_and_write(
                 None => Seen::Absent,
             };
             async move {
-                let seen = match mode {
-                    Mode::Incremental => {
-                        let (stored, seen) = table.read_date(date, &mut files).await?;
-                        if let Some(stored) = stored {
-                            rows.add(stored);
-                        }
-                        seen
-                    }
-                    Mode::Full => listed_version,
+                let (stored, seen) = match mode {
+                    Mode::Incremental => table.read_date(date).await?,
+                    Mode::Full => (None, listed_version),
                 };
                 let encoder = table.encoder()?;
                 let merged = tokio::task::spawn_blocking(move || {
                     let started = std::time::Instant::now();
+                    if let Some(mut stored) = stored {
+                        // Stored rows join the new ones; a large date goes to disk as it is
+                        // read, to be merged in units like any other.
+                        while let Some(block) = stored.next_block(&mut files)? {
+                            rows.add(block);
+                            if rows.memory_bytes() > 2 * unit_limit {
+                                rows.spill(&spill).map_err(|e| {
+                                    Error::Other(format!("cannot spill rows to disk (run.spill_dir): {e}"))
+                                })?;
+                            }
+                        }
+                    }
                     let merge = DateMerge {
                         keys: &keys,
                         order,

@@ -59,9 +59,9 @@ pub trait Table: Send + Sync {
     /// Every data object under the table root (bookkeeping excluded).
     async fn list(&self) -> Result<Vec<DataObject>>;
 
-    /// The rows stored for a date (none if the date has no object) and the version read.
-    /// Lineage file ids are interned into `files`.
-    async fn read_date(&self, date: i32, files: &mut FileTable) -> Result<(Option<RowBlock>, Seen)>;
+    /// The rows stored for a date (none if the date has no object), to be decoded a slice at
+    /// a time, and the version read.
+    async fn read_date(&self, date: i32) -> Result<(Option<Box<dyn StoredRows>>, Seen)>;
 
     /// A new encoder for one date's object.
     fn encoder(&self) -> Result<Box<dyn DateEncoder>>;
@@ -142,22 +142,23 @@ impl Table for ParquetTable {
             .collect())
     }
 
-    async fn read_date(&self, date: i32, files: &mut FileTable) -> Result<(Option<RowBlock>, Seen)> {
+    async fn read_date(&self, date: i32) -> Result<(Option<Box<dyn StoredRows>>, Seen)> {
         let key = self.key_for(date);
         let Some((bytes, meta)) = self.storage.get(&key).await? else {
             return Ok((None, Seen::Absent));
         };
-        let schema = self.schema.clone();
         let url = self.storage.url(&key);
-        let decoded = tokio::task::spawn_blocking(move || decode(&bytes, &schema))
-            .await
-            .map_err(Error::other)?
+        let rows = ParquetReader::new(Cursor::new(bytes.as_ref()))
+            .num_rows()
             .map_err(|e| Error::Other(format!("cannot read table object {url}: {e}")))?;
-        // Re-point lineage ids from the object's own file list to the run's file table.
-        let ids: Vec<u32> = decoded.files.iter().map(|(k, m)| files.intern(k, *m)).collect();
-        let mut rows = decoded.rows;
-        rows.remap_files(&ids);
-        Ok((Some(rows), Seen::of(meta.etag)))
+        let stored = StoredParquet {
+            bytes,
+            schema: self.schema.clone(),
+            url,
+            next: 0,
+            rows,
+        };
+        Ok((Some(Box::new(stored)), Seen::of(meta.etag)))
     }
 
     fn encoder(&self) -> Result<Box<dyn DateEncoder>> {
@@ -192,6 +193,43 @@ impl Table for ParquetTable {
             Err(StorageError::PreconditionFailed { url }) => Err(fenced(&url)),
             other => Ok(other?),
         }
+    }
+}
+
+/// A date's stored rows, decoded a slice at a time so a large date never sits in memory whole.
+pub trait StoredRows: Send {
+    /// The next rows, their lineage file ids interned into `files`; `None` at the end.
+    fn next_block(&mut self, files: &mut FileTable) -> Result<Option<RowBlock>>;
+}
+
+/// Rows decoded per slice of a stored object (one row group as written).
+const STORED_SLICE_ROWS: usize = ROW_GROUP_ROWS;
+
+struct StoredParquet {
+    bytes: Bytes,
+    schema: Arc<SchemaConfig>,
+    url: String,
+    next: usize,
+    rows: usize,
+}
+
+impl StoredRows for StoredParquet {
+    fn next_block(&mut self, files: &mut FileTable) -> Result<Option<RowBlock>> {
+        if self.next >= self.rows {
+            return Ok(None);
+        }
+        let decoded = ParquetReader::new(Cursor::new(self.bytes.as_ref()))
+            .with_slice(Some((self.next, STORED_SLICE_ROWS)))
+            .finish()
+            .map_err(Error::from)
+            .and_then(|frame| decode_frame(&frame, &self.schema))
+            .map_err(|e| Error::Other(format!("cannot read table object {}: {e}", self.url)))?;
+        self.next += STORED_SLICE_ROWS;
+        // Re-point lineage ids from the object's own file list to the run's file table.
+        let ids: Vec<u32> = decoded.files.iter().map(|(k, m)| files.intern(k, *m)).collect();
+        let mut rows = decoded.rows;
+        rows.remap_files(&ids);
+        Ok(Some(rows))
     }
 }
 
@@ -352,7 +390,11 @@ pub struct Decoded {
 
 /// A table object → rows.
 pub fn decode(bytes: &[u8], schema: &SchemaConfig) -> Result<Decoded> {
-    let frame = ParquetReader::new(Cursor::new(bytes)).finish()?;
+    decode_frame(&ParquetReader::new(Cursor::new(bytes)).finish()?, schema)
+}
+
+/// Table rows as polars read them → rows.
+fn decode_frame(frame: &DataFrame, schema: &SchemaConfig) -> Result<Decoded> {
     let n = frame.height();
     let text_column = |name: &str| -> Result<StringChunked> {
         Ok(frame.column(name)?.cast(&DataType::String)?.str()?.clone())

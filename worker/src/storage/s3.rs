@@ -10,6 +10,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
 
 use super::{ObjectMeta, ObjectReader, PutCondition, Storage, StorageError, StorageResult};
 use crate::location::Location;
@@ -72,6 +73,72 @@ pub struct S3Storage {
     part_size: usize,
     /// Aborts of multipart uploads that were cut short, running in the background.
     aborts: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+/// Multipart parts in flight at once for one object.
+const PARALLEL_PARTS: usize = 4;
+
+/// Bytes a source read fetches ahead of the decompressor (see [`prefetch`]).
+const PREFETCH_CHUNK: usize = 1 << 20;
+const PREFETCH_CHUNKS: usize = 8;
+
+/// Reads `body` on the runtime, up to `PREFETCH_CHUNKS` chunks ahead of the blocking reader
+/// that consumes it, so network transfer overlaps decompression and parsing.
+fn prefetch(body: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>) -> ObjectReader {
+    use tokio::io::AsyncReadExt;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(PREFETCH_CHUNKS);
+    tokio::spawn(async move {
+        let mut body = body;
+        loop {
+            let mut chunk = bytes::BytesMut::with_capacity(PREFETCH_CHUNK);
+            let read = loop {
+                match body.read_buf(&mut chunk).await {
+                    Ok(0) => break Ok(chunk.len()),
+                    Ok(_) if chunk.len() < PREFETCH_CHUNK => continue,
+                    Ok(_) => break Ok(chunk.len()),
+                    Err(e) => break Err(e),
+                }
+            };
+            let (done, message) = match read {
+                Ok(0) => (true, None),
+                Ok(_) => (false, Some(Ok(chunk.freeze()))),
+                Err(e) => (true, Some(Err(e))),
+            };
+            if let Some(message) = message
+                && sender.send(message).await.is_err()
+            {
+                return;
+            }
+            if done {
+                return;
+            }
+        }
+    });
+    ObjectReader::Blocking(Box::new(PrefetchedReader {
+        receiver,
+        current: Bytes::new(),
+    }))
+}
+
+/// The blocking end of [`prefetch`].
+struct PrefetchedReader {
+    receiver: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl std::io::Read for PrefetchedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.receiver.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
 }
 
 /// The store's time from a reply's `Date` header, and the local instant the reply arrived.
@@ -221,28 +288,36 @@ impl S3Storage {
             armed: true,
         };
         let upload_id = guard.upload_id.clone();
-        let mut parts = Vec::new();
-        for (i, chunk) in body.chunks(self.part_size).enumerate() {
-            let number = i as i32 + 1;
-            let part = self
+        // Parts go up `PARALLEL_PARTS` at a time; `buffered` keeps them in part order.
+        let chunks: Vec<(i32, Bytes)> = body
+            .chunks(self.part_size)
+            .enumerate()
+            .map(|(i, chunk)| (i as i32 + 1, body.slice_ref(chunk)))
+            .collect();
+        let uploads = chunks.into_iter().map(|(number, chunk)| {
+            let request = self
                 .client
                 .upload_part()
                 .bucket(&self.bucket)
                 .key(&full)
                 .upload_id(&upload_id)
                 .part_number(number)
-                .body(ByteStream::from(body.slice_ref(chunk)))
-                .send()
-                .await
-                .map_err(|e| self.err("put", key, e))?;
-            parts.push(
-                CompletedPart::builder()
-                    .set_e_tag(part.e_tag)
-                    .part_number(number)
-                    .build(),
-            );
-            crate::faults::pause_point("multipart_part_uploaded").await;
-        }
+                .body(ByteStream::from(chunk));
+            async move {
+                let part = request.send().await.map_err(|e| self.err("put", key, e))?;
+                crate::faults::pause_point("multipart_part_uploaded").await;
+                Ok::<_, StorageError>(
+                    CompletedPart::builder()
+                        .set_e_tag(part.e_tag)
+                        .part_number(number)
+                        .build(),
+                )
+            }
+        });
+        let parts: Vec<CompletedPart> = futures::stream::iter(uploads)
+            .buffered(PARALLEL_PARTS)
+            .try_collect()
+            .await?;
         let request = self
             .client
             .complete_multipart_upload()
@@ -440,7 +515,7 @@ impl Storage for S3Storage {
             request = request.if_match(format!("\"{etag}\""));
         }
         let output = request.send().await.map_err(|e| self.err("get", key, e))?;
-        Ok(ObjectReader::Async(Box::pin(output.body.into_async_read())))
+        Ok(prefetch(Box::pin(output.body.into_async_read())))
     }
 
     async fn put(&self, key: &str, body: Bytes) -> StorageResult<()> {
