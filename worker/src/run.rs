@@ -216,7 +216,7 @@ fn merge_concurrency(config: &Config) -> usize {
 }
 
 fn unit_limit(config: &Config) -> usize {
-    (config.run.memory_limit as usize / 2 / merge_concurrency(config) / 4).max(1 << 20)
+    (config.run.memory_limit as usize / 2 / merge_concurrency(config) / 4).max(4 << 10)
 }
 
 /// The stages of a run, in order; each hands the next what it needs.
