@@ -437,7 +437,7 @@ async fn merge_and_write(
                     Mode::Incremental => table.read_date(date).await?,
                     Mode::Full => (None, listed_version),
                 };
-                let encoder = table.encoder()?;
+                let encoder = table.encoder(&spill)?;
                 let merged = tokio::task::spawn_blocking(move || {
                     let started = std::time::Instant::now();
                     if let Some(mut stored) = stored {

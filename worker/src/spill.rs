@@ -48,6 +48,13 @@ impl SpillDir {
         self.written.load(Ordering::Relaxed)
     }
 
+    /// A new scratch file in the spill folder, removed when its path is dropped.
+    pub fn create_file(&self, what: &str) -> std::io::Result<(File, tempfile::TempPath)> {
+        let path = self.new_path(what)?;
+        let file = File::create(&path)?;
+        Ok((file, tempfile::TempPath::from_path(path)))
+    }
+
     /// A new file name in the spill folder.
     fn new_path(&self, what: &str) -> std::io::Result<PathBuf> {
         let mut dir = self.dir.lock().unwrap_or_else(|e| e.into_inner());

@@ -12,6 +12,7 @@ use crate::config::{Layout, SchemaConfig};
 use crate::dates::{days_since_epoch, format_days};
 use crate::error::{Error, Result};
 use crate::merge::FileTable;
+use crate::spill::SpillDir;
 use crate::storage::{DynStorage, PutCondition, StorageError};
 
 /// Bookkeeping lives under this folder of the table root; nothing in it ends in `.parquet`.
@@ -63,13 +64,13 @@ pub trait Table: Send + Sync {
     /// a time, and the version read.
     async fn read_date(&self, date: i32) -> Result<(Option<Box<dyn StoredRows>>, Seen)>;
 
-    /// A new encoder for one date's object.
-    fn encoder(&self) -> Result<Box<dyn DateEncoder>>;
+    /// A new encoder for one date's object, writing to a scratch file under `scratch`.
+    fn encoder(&self, scratch: &SpillDir) -> Result<Box<dyn DateEncoder>>;
 
     /// Replaces the date's object with `body` (from [`DateEncoder::finish`]), in one write, if
     /// it is still the version `seen`; otherwise fails with [`Error::LockLost`]. Returns the
     /// bytes written.
-    async fn write_date(&self, date: i32, body: Bytes, seen: Seen) -> Result<u64>;
+    async fn write_date(&self, date: i32, body: EncodedObject, seen: Seen) -> Result<u64>;
 
     /// Deletes a data object if it is still the version listed.
     async fn delete(&self, object: &DataObject) -> Result<()>;
@@ -161,27 +162,22 @@ impl Table for ParquetTable {
         Ok((Some(Box::new(stored)), Seen::of(meta.etag)))
     }
 
-    fn encoder(&self) -> Result<Box<dyn DateEncoder>> {
-        Ok(Box::new(ParquetEncoder::new(self.schema.clone())?))
+    fn encoder(&self, scratch: &SpillDir) -> Result<Box<dyn DateEncoder>> {
+        Ok(Box::new(ParquetEncoder::new(self.schema.clone(), scratch)?))
     }
 
-    async fn write_date(&self, date: i32, bytes: Bytes, seen: Seen) -> Result<u64> {
-        let size = bytes.len() as u64;
+    async fn write_date(&self, date: i32, body: EncodedObject, seen: Seen) -> Result<u64> {
         let key = self.key_for(date);
         let condition = match seen {
             Seen::Absent => Some(PutCondition::IfAbsent),
             Seen::Version(etag) => Some(PutCondition::IfMatch(etag)),
             Seen::Unknown => None,
         };
-        match condition {
-            None => self.storage.put(&key, bytes).await?,
-            Some(condition) => match self.storage.put_if(&key, bytes, condition).await {
-                Ok(_) => {}
-                Err(StorageError::PreconditionFailed { url }) => return Err(fenced(&url)),
-                Err(e) => return Err(e.into()),
-            },
+        match self.storage.put_file(&key, body.path(), condition).await {
+            Ok(()) => Ok(body.size),
+            Err(StorageError::PreconditionFailed { url }) => Err(fenced(&url)),
+            Err(e) => Err(e.into()),
         }
-        Ok(size)
     }
 
     async fn delete(&self, object: &DataObject) -> Result<()> {
@@ -238,28 +234,23 @@ pub trait DateEncoder: Send {
     /// Adds rows (in the order they should be stored); `files` names their lineage file ids.
     fn add(&mut self, rows: &RowBlock, files: &FileTable) -> Result<()>;
 
-    /// The object's bytes.
-    fn finish(self: Box<Self>) -> Result<Bytes>;
+    /// The finished object.
+    fn finish(self: Box<Self>) -> Result<EncodedObject>;
 }
 
 /// Rows per Parquet row group: large enough for good compression and fast scans.
 const ROW_GROUP_ROWS: usize = 256 * 1024;
 
-/// A `Write` over a buffer the encoder keeps a handle to, so the bytes can be taken back
-/// after polars' batched writer (which owns its sink) has finished.
-#[derive(Clone, Default)]
-struct SharedBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+/// An encoded object waiting in a scratch file (removed when dropped): a large date is never
+/// held in memory as bytes.
+pub struct EncodedObject {
+    file: tempfile::TempPath,
+    pub size: u64,
+}
 
-impl std::io::Write for SharedBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+impl EncodedObject {
+    pub fn path(&self) -> &std::path::Path {
+        &self.file
     }
 }
 
@@ -267,23 +258,42 @@ impl std::io::Write for SharedBuffer {
 /// columns; each call to `add` becomes one or more row groups.
 pub struct ParquetEncoder {
     schema: Arc<SchemaConfig>,
-    buffer: SharedBuffer,
-    writer: polars::io::parquet::write::BatchedWriter<SharedBuffer>,
-    rows: usize,
+    file: tempfile::TempPath,
+    sink: SharedFile,
+    writer: polars::io::parquet::write::BatchedWriter<SharedFile>,
+}
+
+/// The scratch file behind a handle the encoder keeps, so it can flush (and hear of a full
+/// disk) after polars' batched writer, which owns its sink, has finished.
+#[derive(Clone)]
+struct SharedFile(Arc<std::sync::Mutex<std::io::BufWriter<std::fs::File>>>);
+
+impl std::io::Write for SharedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).flush()
+    }
 }
 
 impl ParquetEncoder {
-    pub fn new(schema: Arc<SchemaConfig>) -> Result<Self> {
-        let buffer = SharedBuffer::default();
-        let frame_schema = frame_schema(&schema);
-        let writer = ParquetWriter::new(buffer.clone())
+    pub fn new(schema: Arc<SchemaConfig>, scratch: &SpillDir) -> Result<Self> {
+        let (file, path) = scratch
+            .create_file("object")
+            .map_err(|e| Error::Other(format!("cannot create a scratch file (run.spill_dir): {e}")))?;
+        let sink = SharedFile(Arc::new(std::sync::Mutex::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            file,
+        ))));
+        let writer = ParquetWriter::new(sink.clone())
             .with_compression(ParquetCompression::Snappy)
-            .batched(&frame_schema)?;
+            .batched(&frame_schema(&schema))?;
         Ok(ParquetEncoder {
             schema,
-            buffer,
+            file: path,
+            sink,
             writer,
-            rows: 0,
         })
     }
 }
@@ -297,15 +307,15 @@ impl DateEncoder for ParquetEncoder {
             self.writer.write_batch(&part)?;
             offset += ROW_GROUP_ROWS;
         }
-        self.rows += rows.len();
         Ok(())
     }
 
-    fn finish(self: Box<Self>) -> Result<Bytes> {
-        self.writer.finish()?;
-        drop(self.writer);
-        let bytes = std::mem::take(&mut *self.buffer.0.lock().unwrap_or_else(|e| e.into_inner()));
-        Ok(Bytes::from(bytes))
+    fn finish(self: Box<Self>) -> Result<EncodedObject> {
+        let size = self.writer.finish()?;
+        let ParquetEncoder { file, mut sink, .. } = *self;
+        std::io::Write::flush(&mut sink)
+            .map_err(|e| Error::Other(format!("cannot write a scratch file (run.spill_dir): {e}")))?;
+        Ok(EncodedObject { file, size })
     }
 }
 
@@ -373,11 +383,13 @@ fn frame(rows: &RowBlock, schema: &SchemaConfig, files: &FileTable) -> Result<Da
     Ok(DataFrame::new(n, columns)?)
 }
 
-/// Rows → a whole snappy Parquet object (one encoder, one `add`).
+/// Rows → a whole snappy Parquet object's bytes (one encoder, one `add`).
 pub fn encode(rows: &RowBlock, schema: &Arc<SchemaConfig>, files: &FileTable) -> Result<Bytes> {
-    let mut encoder: Box<dyn DateEncoder> = Box::new(ParquetEncoder::new(schema.clone())?);
+    let scratch = SpillDir::new(None);
+    let mut encoder: Box<dyn DateEncoder> = Box::new(ParquetEncoder::new(schema.clone(), &scratch)?);
     encoder.add(rows, files)?;
-    encoder.finish()
+    let object = encoder.finish()?;
+    Ok(Bytes::from(std::fs::read(object.path())?))
 }
 
 /// A decoded table object.

@@ -63,6 +63,15 @@ impl LocalStorage {
 
     /// Writes `body` to a scratch file beside `path` and returns the scratch file's path.
     fn write_temp(&self, path: &Path, body: &[u8]) -> std::io::Result<PathBuf> {
+        self.fill_temp(path, |file| file.write_all(body))
+    }
+
+    /// A scratch file beside `path`, filled by `fill` and synced; returns its path.
+    fn fill_temp(
+        &self,
+        path: &Path,
+        fill: impl FnOnce(&mut fs::File) -> std::io::Result<()>,
+    ) -> std::io::Result<PathBuf> {
         let dir = path.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir)?;
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
@@ -74,8 +83,10 @@ impl LocalStorage {
             TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         let mut file = fs::File::create(&temp)?;
-        file.write_all(body)?;
-        file.sync_all()?;
+        if let Err(e) = fill(&mut file).and_then(|()| file.sync_all()) {
+            let _ = fs::remove_file(&temp);
+            return Err(e);
+        }
         Ok(temp)
     }
 
@@ -95,6 +106,29 @@ impl LocalStorage {
         let temp = self
             .write_temp(&path, body)
             .map_err(|e| self.err("put", key, e))?;
+        self.place_if(key, temp, condition)
+    }
+
+    /// Copies local file `source` into place under `condition` (or unconditionally).
+    fn put_file_blocking(&self, key: &str, source: &Path, condition: Option<PutCondition>) -> StorageResult<()> {
+        let path = self.path(key);
+        let temp = self
+            .fill_temp(&path, |file| {
+                std::io::copy(&mut fs::File::open(source)?, file).map(drop)
+            })
+            .map_err(|e| self.err("put", key, e))?;
+        match condition {
+            Some(condition) => self.place_if(key, temp, condition).map(drop),
+            None => fs::rename(&temp, &path).map_err(|e| {
+                let _ = fs::remove_file(&temp);
+                self.err("put", key, e)
+            }),
+        }
+    }
+
+    /// Moves the scratch file `temp` to `key` if `condition` holds; returns the new ETag.
+    fn place_if(&self, key: &str, temp: PathBuf, condition: PutCondition) -> StorageResult<String> {
+        let path = self.path(key);
         let result = match condition {
             PutCondition::IfAbsent => match fs::hard_link(&temp, &path) {
                 // A hard link is created whole or not at all, and fails if the name exists:
@@ -291,6 +325,12 @@ impl Storage for LocalStorage {
         let this = LocalStorage::new(self.root.clone());
         let key = key.to_string();
         blocking(move || this.put_if_blocking(&key, &body, condition)).await
+    }
+
+    async fn put_file(&self, key: &str, path: &Path, condition: Option<PutCondition>) -> StorageResult<()> {
+        let this = LocalStorage::new(self.root.clone());
+        let (key, path) = (key.to_string(), path.to_path_buf());
+        blocking(move || this.put_file_blocking(&key, &path, condition)).await
     }
 
     async fn delete(&self, key: &str) -> StorageResult<()> {

@@ -9,6 +9,7 @@ mod local;
 mod s3;
 
 use std::io::Read;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -112,6 +113,21 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// whose reply was lost is recognised as this caller's own (the object holds exactly
     /// `body`) instead of being reported as `PreconditionFailed`.
     async fn put_if(&self, key: &str, body: Bytes, condition: PutCondition) -> StorageResult<String>;
+
+    /// Writes the contents of the local file `path` as the object: unconditionally (`None`,
+    /// like [`Storage::put`]) or under `condition` (like [`Storage::put_if`], own lost replies
+    /// recognised alike). Large objects are sent without being read into memory whole.
+    async fn put_file(&self, key: &str, path: &Path, condition: Option<PutCondition>) -> StorageResult<()> {
+        let body = tokio::fs::read(path).await.map_err(|e| StorageError::Other {
+            op: "put",
+            url: self.url(key),
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        match condition {
+            None => self.put(key, Bytes::from(body)).await,
+            Some(condition) => self.put_if(key, Bytes::from(body), condition).await.map(drop),
+        }
+    }
 
     /// Removes the object; removing a missing object is not an error.
     async fn delete(&self, key: &str) -> StorageResult<()>;

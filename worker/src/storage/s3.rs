@@ -1,5 +1,6 @@
 //! S3 and S3-compatible stores through `aws-sdk-s3`.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -270,6 +271,20 @@ impl S3Storage {
         body: Bytes,
         condition: Option<&PutCondition>,
     ) -> StorageResult<String> {
+        let parts: Vec<StorageResult<Bytes>> = body
+            .chunks(self.part_size)
+            .map(|chunk| Ok(body.slice_ref(chunk)))
+            .collect();
+        self.put_parts(key, futures::stream::iter(parts), condition).await
+    }
+
+    /// A multipart upload of the parts `parts` yields, in order.
+    async fn put_parts(
+        &self,
+        key: &str,
+        parts: impl futures::Stream<Item = StorageResult<Bytes>>,
+        condition: Option<&PutCondition>,
+    ) -> StorageResult<String> {
         let full = self.full_key(key);
         let created = self
             .client
@@ -289,22 +304,19 @@ impl S3Storage {
         };
         let upload_id = guard.upload_id.clone();
         // Parts go up `PARALLEL_PARTS` at a time; `buffered` keeps them in part order.
-        let chunks: Vec<(i32, Bytes)> = body
-            .chunks(self.part_size)
-            .enumerate()
-            .map(|(i, chunk)| (i as i32 + 1, body.slice_ref(chunk)))
-            .collect();
-        let uploads = chunks.into_iter().map(|(number, chunk)| {
-            let request = self
-                .client
-                .upload_part()
-                .bucket(&self.bucket)
-                .key(&full)
-                .upload_id(&upload_id)
-                .part_number(number)
-                .body(ByteStream::from(chunk));
+        let uploads = parts.enumerate().map(|(i, chunk)| {
+            let number = i as i32 + 1;
+            let request = chunk.map(|chunk| {
+                self.client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(&full)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .body(ByteStream::from(chunk))
+            });
             async move {
-                let part = request.send().await.map_err(|e| self.err("put", key, e))?;
+                let part = request?.send().await.map_err(|e| self.err("put", key, e))?;
                 crate::faults::pause_point("multipart_part_uploaded").await;
                 Ok::<_, StorageError>(
                     CompletedPart::builder()
@@ -314,10 +326,7 @@ impl S3Storage {
                 )
             }
         });
-        let parts: Vec<CompletedPart> = futures::stream::iter(uploads)
-            .buffered(PARALLEL_PARTS)
-            .try_collect()
-            .await?;
+        let parts: Vec<CompletedPart> = uploads.buffered(PARALLEL_PARTS).try_collect().await?;
         let request = self
             .client
             .complete_multipart_upload()
@@ -349,6 +358,65 @@ impl S3Storage {
             _ => Err(StorageError::PreconditionFailed { url: self.url(key) }),
         }
     }
+}
+
+impl S3Storage {
+    /// [`S3Storage::recognise_own_write`] for an object sent from a file: the stored object is
+    /// compared with the file a part at a time.
+    async fn recognise_own_file_write(&self, key: &str, path: &Path) -> StorageResult<()> {
+        let lost = || StorageError::PreconditionFailed { url: self.url(key) };
+        let stored = match self.open_at(key, 0, None).await {
+            Ok(stored) => stored,
+            Err(StorageError::NotFound { .. }) => return Err(lost()),
+            Err(e) => return Err(e),
+        };
+        let (path, part_size) = (path.to_path_buf(), self.part_size);
+        let same = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+            use std::io::Read;
+            let mut stored = stored.into_blocking();
+            let mut file = std::fs::File::open(&path)?;
+            let (mut a, mut b) = (vec![0u8; part_size], vec![0u8; part_size]);
+            loop {
+                let n = read_full(&mut file, &mut a)?;
+                let m = read_full(&mut stored, &mut b)?;
+                if n != m || a[..n] != b[..m] {
+                    return Ok(false);
+                }
+                if n == 0 {
+                    return Ok(true);
+                }
+            }
+        })
+        .await
+        .map_err(|e| StorageError::Other {
+            op: "put",
+            url: self.url(key),
+            message: e.to_string(),
+        })?
+        .map_err(|e| StorageError::Other {
+            op: "put",
+            url: self.url(key),
+            message: e.to_string(),
+        })?;
+        if same {
+            tracing::debug!("{}: the conditional write had landed; its reply was lost", self.url(key));
+            Ok(())
+        } else {
+            Err(lost())
+        }
+    }
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn read_full(input: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
 }
 
 /// Builds a client: static credentials from `[aws]` if set, else the standard AWS chain; the
@@ -556,6 +624,38 @@ impl Storage for S3Storage {
         match written {
             Err(StorageError::PreconditionFailed { .. }) => self.recognise_own_write(key, &body).await,
             other => other,
+        }
+    }
+
+    async fn put_file(&self, key: &str, path: &Path, condition: Option<PutCondition>) -> StorageResult<()> {
+        let local_error = |e: std::io::Error| StorageError::Other {
+            op: "put",
+            url: self.url(key),
+            message: format!("cannot read {}: {e}", path.display()),
+        };
+        let size = tokio::fs::metadata(path).await.map_err(local_error)?.len();
+        if size <= 2 * self.part_size as u64 {
+            let body = Bytes::from(tokio::fs::read(path).await.map_err(local_error)?);
+            return match condition {
+                None => self.put(key, body).await,
+                Some(condition) => self.put_if(key, body, condition).await.map(drop),
+            };
+        }
+        // Parts are read from the file as they are sent: at most `PARALLEL_PARTS` in memory.
+        let file = tokio::fs::File::open(path).await.map_err(local_error)?;
+        let part_size = self.part_size;
+        let parts = futures::stream::try_unfold(file, move |mut file| async move {
+            use tokio::io::AsyncReadExt;
+            let mut part = Vec::with_capacity(part_size);
+            (&mut file).take(part_size as u64).read_to_end(&mut part).await?;
+            Ok::<_, std::io::Error>((!part.is_empty()).then(|| (Bytes::from(part), file)))
+        })
+        .map_err(local_error);
+        match self.put_parts(key, parts, condition.as_ref()).await {
+            Err(StorageError::PreconditionFailed { .. }) if condition.is_some() => {
+                self.recognise_own_file_write(key, path).await
+            }
+            other => other.map(drop),
         }
     }
 
