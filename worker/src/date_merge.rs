@@ -7,14 +7,12 @@
 use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex};
 
-use bytes::Bytes;
-
 use crate::block::{KeyColumns, RowBlock};
 use crate::config::Order;
 use crate::error::{Error, Result};
 use crate::merge::{FileTable, MergeCounts, Merger, gather};
 use crate::spill::Units;
-use crate::table::DateEncoder;
+use crate::table::{DateEncoder, EncodedObject};
 
 /// A counting semaphore for blocking threads: how many merge units may be loaded at once.
 pub struct MergeSlots {
@@ -63,7 +61,7 @@ pub struct DateMerge<'a> {
 
 /// The merged date: its encoded object, counts and kept rows.
 pub struct MergedDate {
-    pub body: Bytes,
+    pub body: EncodedObject,
     pub counts: MergeCounts,
     pub rows: u64,
 }

@@ -52,7 +52,7 @@ impl SpillDir {
     pub fn create_file(&self, what: &str) -> std::io::Result<(File, tempfile::TempPath)> {
         let path = self.new_path(what)?;
         let file = File::create(&path)?;
-        Ok((file, tempfile::TempPath::from_path(path)))
+        Ok((file, tempfile::TempPath::try_from_path(path)?))
     }
 
     /// A new file name in the spill folder.

@@ -282,10 +282,9 @@ impl ParquetEncoder {
         let (file, path) = scratch
             .create_file("object")
             .map_err(|e| Error::Other(format!("cannot create a scratch file (run.spill_dir): {e}")))?;
-        let sink = SharedFile(Arc::new(std::sync::Mutex::new(std::io::BufWriter::with_capacity(
-            1 << 20,
-            file,
-        ))));
+        let sink = SharedFile(Arc::new(std::sync::Mutex::new(
+            std::io::BufWriter::with_capacity(1 << 20, file),
+        )));
         let writer = ParquetWriter::new(sink.clone())
             .with_compression(ParquetCompression::Snappy)
             .batched(&frame_schema(&schema))?;

@@ -110,7 +110,12 @@ impl LocalStorage {
     }
 
     /// Copies local file `source` into place under `condition` (or unconditionally).
-    fn put_file_blocking(&self, key: &str, source: &Path, condition: Option<PutCondition>) -> StorageResult<()> {
+    fn put_file_blocking(
+        &self,
+        key: &str,
+        source: &Path,
+        condition: Option<PutCondition>,
+    ) -> StorageResult<()> {
         let path = self.path(key);
         let temp = self
             .fill_temp(&path, |file| {

@@ -372,7 +372,6 @@ impl S3Storage {
         };
         let (path, part_size) = (path.to_path_buf(), self.part_size);
         let same = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
-            use std::io::Read;
             let mut stored = stored.into_blocking();
             let mut file = std::fs::File::open(&path)?;
             let (mut a, mut b) = (vec![0u8; part_size], vec![0u8; part_size]);
@@ -399,12 +398,28 @@ impl S3Storage {
             message: e.to_string(),
         })?;
         if same {
-            tracing::debug!("{}: the conditional write had landed; its reply was lost", self.url(key));
+            tracing::debug!(
+                "{}: the conditional write had landed; its reply was lost",
+                self.url(key)
+            );
             Ok(())
         } else {
             Err(lost())
         }
     }
+}
+
+/// The file's bytes in parts of `part_size` (the last one shorter).
+fn file_parts(
+    file: tokio::fs::File,
+    part_size: usize,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    futures::stream::try_unfold(file, move |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut part = Vec::with_capacity(part_size);
+        (&mut file).take(part_size as u64).read_to_end(&mut part).await?;
+        Ok((!part.is_empty()).then(|| (Bytes::from(part), file)))
+    })
 }
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.
@@ -643,14 +658,12 @@ impl Storage for S3Storage {
         }
         // Parts are read from the file as they are sent: at most `PARALLEL_PARTS` in memory.
         let file = tokio::fs::File::open(path).await.map_err(local_error)?;
-        let part_size = self.part_size;
-        let parts = futures::stream::try_unfold(file, move |mut file| async move {
-            use tokio::io::AsyncReadExt;
-            let mut part = Vec::with_capacity(part_size);
-            (&mut file).take(part_size as u64).read_to_end(&mut part).await?;
-            Ok::<_, std::io::Error>((!part.is_empty()).then(|| (Bytes::from(part), file)))
-        })
-        .map_err(local_error);
+        let (url, shown) = (self.url(key), path.display().to_string());
+        let parts = file_parts(file, self.part_size).map_err(move |e| StorageError::Other {
+            op: "put",
+            url: url.clone(),
+            message: format!("cannot read {shown}: {e}"),
+        });
         match self.put_parts(key, parts, condition.as_ref()).await {
             Err(StorageError::PreconditionFailed { .. }) if condition.is_some() => {
                 self.recognise_own_file_write(key, path).await
