@@ -134,8 +134,9 @@ class Bench:
         m["summary"] = json.loads(m["out"])
         return m
 
-    def full_refresh(self, name, src, tools=("lakeload", "duckdb", "polars")):
-        """Each tool once on the same files; returns {tool: measurement}."""
+    def full_refresh(self, name, src, tools=("lakeload", "duckdb", "polars"), keep_lakeload=False):
+        """Each tool once on the same files; returns {tool: measurement}. With `keep_lakeload`,
+        lakeload's table stays in `<work>/<name>-lakeload` for a later incremental run."""
         row = {"input_mib": input_size(src) / MIB}
         for tool in tools:
             out = os.path.join(self.work, f"{name}-{tool}")
@@ -153,7 +154,8 @@ class Bench:
                 m = decompression_floor(src, self.cores)
             if tool != "floor":
                 m.setdefault("rows_out", count_parquet_rows(out))
-                shutil.rmtree(out, ignore_errors=True)
+                if not (keep_lakeload and tool == "lakeload"):
+                    shutil.rmtree(out, ignore_errors=True)
             row[tool] = {"s": m["s"], "rss_mib": m["rss"], "rows_out": m.get("rows_out")}
         return row
 
@@ -178,12 +180,23 @@ class Bench:
             self.results["scaling"].append(row)
             shutil.rmtree(src)
         per_file = 800_000 if scale else 8_000
-        src = self.generate("skew", 20, per_file, days=1, customers=per_file * 20 // 10)
-        row = self.full_refresh("skew", src)
+        customers = per_file * 20 // 10
+        src = self.generate("skew", 20, per_file, days=1, customers=customers)
+        row = self.full_refresh("skew", src, keep_lakeload=True)
         row["case"] = "16x, one date"
         self.results["scaling"].append(row)
+        # One more file into that one large date: its stored rows are read back and merged.
+        self.generate("skew", 1, per_file, days=1, customers=customers, first_file=20, seed=9)
+        table = os.path.join(self.work, "skew-lakeload")
+        inc = self.lakeload_run(src, table, mode="incremental")
+        self.results["large_date_incremental"] = {
+            "s": inc["s"], "rss_mib": inc["rss"], "stored_rows": row["lakeload"]["rows_out"],
+            "new_lines": inc["summary"]["rows_read"],
+        }
         shutil.rmtree(src)
+        shutil.rmtree(table)
         print_scaling(self.results["scaling"])
+        print_large_date(self.results["large_date_incremental"])
 
         # 3. Incremental: 1 file (landing on the third day: it touches 3 dates) into tables
         # built from 25 and from 100 files.
@@ -302,6 +315,15 @@ def scaling_table(scaling):
 
 def print_scaling(scaling):
     print("\nScaling\n" + scaling_table(scaling))
+
+
+def large_date_line(r):
+    return (f"Incremental into that one date ({r['stored_rows']:,} stored rows, "
+            f"{r['new_lines']:,} new lines): {r['s']:.2f} s, peak {r['rss_mib']:.0f} MiB.")
+
+
+def print_large_date(r):
+    print(large_date_line(r))
 
 
 def incremental_table(inc):
@@ -423,6 +445,8 @@ def update_readme(results):
         "**Scaling** (20 files each; the last case puts every row on one date, with mostly distinct keys):",
         "",
         scaling_table(results["scaling"]),
+        "",
+        large_date_line(results["large_date_incremental"]),
         "",
         "**Incremental** (1 file landing on the third day, so it touches 3 dates):",
         "",

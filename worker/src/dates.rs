@@ -26,14 +26,14 @@ impl DateParser {
 
     /// `value` is already trimmed and non-empty. `None` means it is not a valid date.
     pub fn parse(&self, value: &str) -> Option<i32> {
-        let date = match self {
-            DateParser::Iso => parse_iso(value.as_bytes())?,
+        match self {
+            DateParser::Iso => parse_iso(value.as_bytes()),
             DateParser::Format(format) => NaiveDateTime::parse_from_str(value, format)
                 .map(|dt| dt.date())
                 .or_else(|_| NaiveDate::parse_from_str(value, format))
-                .ok()?,
-        };
-        Some(days_since_epoch(date))
+                .ok()
+                .map(days_since_epoch),
+        }
     }
 }
 
@@ -58,13 +58,39 @@ fn digits(bytes: &[u8]) -> Option<u32> {
     Some(bytes.iter().fold(0, |n, b| n * 10 + u32::from(b - b'0')))
 }
 
+/// Days since 1970-01-01 of a proleptic Gregorian calendar date, `None` if there is no such
+/// day. Every source date goes through here, so it is plain arithmetic (the civil-from-days
+/// inverse of the well-known era algorithm) rather than a general calendar library call; the
+/// tests hold it to chrono's answer for every day of years 0–9999.
+fn civil_days(year: i32, month: u32, day: u32) -> Option<i32> {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if day == 0 || day > month_days {
+        return None;
+    }
+    // Years counted from March, so the leap day ends the year.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let m = month as i32;
+    let day_of_year = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day as i32 - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    Some(era * 146_097 + day_of_era - 719_468)
+}
+
 /// `YYYY-MM-DD`, optionally followed by (` ` | `T`) `HH:MM:SS`, an optional `.fraction` of 1–9
 /// digits and an optional zone (`Z`, `±HH:MM`, `±HHMM`).
-fn parse_iso(b: &[u8]) -> Option<NaiveDate> {
+fn parse_iso(b: &[u8]) -> Option<i32> {
     if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
-    let date = NaiveDate::from_ymd_opt(digits(&b[0..4])? as i32, digits(&b[5..7])?, digits(&b[8..10])?)?;
+    let date = civil_days(digits(&b[0..4])? as i32, digits(&b[5..7])?, digits(&b[8..10])?)?;
     if b.len() == 10 {
         return Some(date);
     }
@@ -103,6 +129,18 @@ mod tests {
 
     fn iso(s: &str) -> Option<String> {
         DateParser::Iso.parse(s).map(format_days)
+    }
+
+    #[test]
+    fn calendar_arithmetic_agrees_with_chrono_on_every_day_of_years_0_to_9999() {
+        for year in 0..=9999 {
+            for month in 0..=13 {
+                for day in 0..=32 {
+                    let expected = NaiveDate::from_ymd_opt(year, month, day).map(days_since_epoch);
+                    assert_eq!(civil_days(year, month, day), expected, "{year}-{month}-{day}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -94,7 +94,10 @@ impl DateRouter {
 
     pub fn push(&mut self, blocks: DateBlocks) -> std::io::Result<()> {
         for (date, mut block) in blocks {
-            block.shrink_to_fit();
+            // Only a block with much spare room is copied into a tight one: shrinking copies.
+            if block.heap_bytes() > block.data_bytes() * 3 / 2 {
+                block.shrink_to_fit();
+            }
             self.bytes_in_memory += block.heap_bytes();
             self.total_rows += block.len() as u64;
             self.dates.entry(date).or_default().add(block);

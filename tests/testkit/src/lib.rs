@@ -15,10 +15,19 @@ pub mod cluster;
 pub mod controlplane;
 pub mod faultproxy;
 
-/// The workspace root.
+/// The workspace root: the nearest folder holding `Cargo.lock` above the package under test.
+/// Found at run time (cargo sets `CARGO_MANIFEST_DIR` for test binaries) because a build
+/// cached from a checkout elsewhere (CI clones share one target folder) keeps that checkout's
+/// compile-time path, which may be gone.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    start
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .unwrap_or_else(|| panic!("no Cargo.lock above {}", start.display()))
         .canonicalize()
         .expect("workspace root")
 }
