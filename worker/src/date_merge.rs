@@ -5,14 +5,14 @@
 //! dates are sized.
 
 use std::collections::BTreeMap;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use crate::block::{KeyColumns, RowBlock};
 use crate::config::Order;
 use crate::error::{Error, Result};
 use crate::merge::{FileTable, MergeCounts, Merger, gather};
-use crate::spill::Units;
-use crate::table::{DateEncoder, EncodedObject};
+use crate::spill::{DateRows, SpillDir, Units};
+use crate::table::{DateEncoder, EncodedObject, StoredRows};
 
 /// A counting semaphore for blocking threads: how many merge units may be loaded at once.
 pub struct MergeSlots {
@@ -51,12 +51,14 @@ impl Drop for SlotGuard<'_> {
 pub struct DateMerge<'a> {
     pub keys: &'a KeyColumns,
     pub order: Order,
-    pub files: &'a FileTable,
     /// Columns and date slots of the schema.
     pub shape: (usize, usize),
     pub slots: &'a MergeSlots,
     /// Threads merging units of this date side by side.
     pub threads: usize,
+    /// Largest unit, in bytes of rows (see [`crate::spill`]).
+    pub unit_limit: usize,
+    pub spill: &'a Arc<SpillDir>,
 }
 
 /// The merged date: its encoded object, counts and kept rows.
@@ -67,9 +69,39 @@ pub struct MergedDate {
 }
 
 impl DateMerge<'_> {
+    /// Merges the date's new rows with its stored rows (if any) and encodes the kept rows.
+    /// Runs on a blocking thread.
+    pub fn run(
+        &self,
+        mut rows: DateRows,
+        stored: Option<Box<dyn StoredRows>>,
+        mut files: FileTable,
+        encoder: Box<dyn DateEncoder>,
+    ) -> Result<MergedDate> {
+        if let Some(mut stored) = stored {
+            // Stored rows join the new ones; a large date goes to disk as it is read, to be
+            // merged in units like any other.
+            while let Some(block) = stored.next_block(&mut files)? {
+                rows.add(block);
+                if rows.memory_bytes() > 2 * self.unit_limit {
+                    rows.spill(self.spill).map_err(|e| {
+                        Error::Other(format!("cannot spill rows to disk (run.spill_dir): {e}"))
+                    })?;
+                }
+            }
+        }
+        let units = rows.into_units(self.unit_limit, self.spill.clone());
+        self.merge_units(units, &files, encoder)
+    }
+
     /// Merges every unit and encodes the kept rows, unit by unit in order (the object is the
-    /// same whichever thread finishes first). Runs on a blocking thread.
-    pub fn run(&self, units: Units, mut encoder: Box<dyn DateEncoder>) -> Result<MergedDate> {
+    /// same whichever thread finishes first).
+    fn merge_units(
+        &self,
+        units: Units,
+        files: &FileTable,
+        mut encoder: Box<dyn DateEncoder>,
+    ) -> Result<MergedDate> {
         let units = Mutex::new((units, 0usize));
         // A unit's slot travels with its kept rows and is freed once they are encoded, so
         // merging cannot run ahead of encoding and pile kept rows up in memory.
@@ -92,7 +124,7 @@ impl DateMerge<'_> {
                         let outcome = match next {
                             Ok(None) => return,
                             Ok(Some((index, blocks))) => {
-                                let (kept, counts) = self.merge_unit(blocks);
+                                let (kept, counts) = self.merge_unit(blocks, files);
                                 Ok((index, kept, counts, slot))
                             }
                             Err(e) => Err(Error::Other(format!(
@@ -115,7 +147,7 @@ impl DateMerge<'_> {
                 waiting.insert(index, (kept, slot));
                 counts += unit_counts;
                 while let Some((kept, slot)) = waiting.remove(&next) {
-                    encoder.add(&kept, self.files)?;
+                    encoder.add(&kept, files)?;
                     rows += kept.len() as u64;
                     next += 1;
                     drop(slot);
@@ -130,11 +162,11 @@ impl DateMerge<'_> {
         })
     }
 
-    fn merge_unit(&self, blocks: Vec<RowBlock>) -> (RowBlock, MergeCounts) {
+    fn merge_unit(&self, blocks: Vec<RowBlock>, files: &FileTable) -> (RowBlock, MergeCounts) {
         let merger = Merger {
             keys: self.keys,
             order: self.order,
-            files: self.files,
+            files,
         };
         let (winners, counts) = merger.merge(&blocks);
         let kept = gather(&blocks, &winners, self.shape.0, self.shape.1);

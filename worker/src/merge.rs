@@ -263,13 +263,14 @@ pub fn gather(blocks: &[RowBlock], at: &[RowRef], columns: usize, date_slots: us
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::block::{Lineage, RowBuilder};
     use crate::config::SchemaConfig;
     use crate::config::{Config, RawConfig};
 
-    fn schema() -> SchemaConfig {
+    /// Three columns `id, day, v`, keyed by `(id, day)`; shared by the router's tests.
+    pub(crate) fn schema() -> SchemaConfig {
         let mut raw = RawConfig::default();
         raw.set("source.url", "/in");
         raw.set("target.url", "/out");

@@ -220,19 +220,8 @@ impl DateRouter {
 mod tests {
     use super::*;
     use crate::block::{Lineage, RowBlock, RowBuilder};
-    use crate::config::{Config, RawConfig};
     use crate::merge::FileInfo;
-
-    fn schema() -> crate::config::SchemaConfig {
-        let mut raw = RawConfig::default();
-        raw.set("source.url", "/in");
-        raw.set("target.url", "/out");
-        raw.set("schema.columns", "id,day,v");
-        raw.set("schema.date_columns", "day");
-        raw.set("schema.partition_column", "day");
-        raw.set("schema.key", "id,day");
-        Config::from_raw(&raw).unwrap().schema
-    }
+    use crate::merge::tests::schema;
 
     fn router(budget: u64) -> DateRouter {
         let schema = schema();

@@ -425,9 +425,9 @@ async fn merge_and_write(
     let slots = Arc::new(MergeSlots::new(concurrency));
     let mut merges = futures::stream::iter(dates)
         .map(|date| {
-            let mut rows = router.take(date);
+            let rows = router.take(date);
             let (keys, table, spill, slots) = (keys.clone(), table.clone(), spill.clone(), slots.clone());
-            let mut files = FileTable::new(work.shared_files.clone());
+            let files = FileTable::new(work.shared_files.clone());
             let listed_version = match listed.get(table.key_for(date).as_str()) {
                 Some(object) => Seen::of(object.etag.clone()),
                 None => Seen::Absent,
@@ -440,27 +440,16 @@ async fn merge_and_write(
                 let encoder = table.encoder(&spill)?;
                 let merged = tokio::task::spawn_blocking(move || {
                     let started = std::time::Instant::now();
-                    if let Some(mut stored) = stored {
-                        // Stored rows join the new ones; a large date goes to disk as it is
-                        // read, to be merged in units like any other.
-                        while let Some(block) = stored.next_block(&mut files)? {
-                            rows.add(block);
-                            if rows.memory_bytes() > 2 * unit_limit {
-                                rows.spill(&spill).map_err(|e| {
-                                    Error::Other(format!("cannot spill rows to disk (run.spill_dir): {e}"))
-                                })?;
-                            }
-                        }
-                    }
                     let merge = DateMerge {
                         keys: &keys,
                         order,
-                        files: &files,
                         shape,
                         slots: &slots,
                         threads: concurrency,
+                        unit_limit,
+                        spill: &spill,
                     };
-                    let merged = merge.run(rows.into_units(unit_limit, spill), encoder);
+                    let merged = merge.run(rows, stored, files, encoder);
                     tracing::debug!("merged {} in {:?}", format_days(date), started.elapsed());
                     merged
                 })
