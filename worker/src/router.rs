@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::block::KeyColumns;
+use crate::block::RowBlock;
 use crate::config::Order;
-use crate::merge::{FileTable, Merger};
+use crate::merge::{FileTable, Merger, distinct_keys};
 use crate::reader::DateBlocks;
 use crate::spill::{DateRows, SpillDir};
 
@@ -27,6 +28,12 @@ impl Compactor {
     /// never holds the date twice over.
     fn compact(&self, rows: &mut DateRows) -> (usize, usize, u64) {
         let before = rows.memory_bytes();
+        let total: usize = rows.blocks().iter().map(RowBlock::len).sum();
+        let distinct = distinct_keys(rows.blocks());
+        // Mostly distinct keys: dropping duplicates would free little; leave the rows be.
+        if distinct * 4 > total * 3 {
+            return (before, before, 0);
+        }
         let blocks = rows.take_memory();
         let Some(first) = blocks.first() else {
             return (before, before, 0);
@@ -37,7 +44,7 @@ impl Compactor {
             order: self.order,
             files: &self.files,
         };
-        let (kept, superseded) = merger.compact(&blocks);
+        let (kept, superseded) = merger.compact(&blocks, distinct.min(total));
         let mut kept = kept.into_iter().peekable();
         let mut compacted = Vec::new();
         for (b, block) in blocks.into_iter().enumerate() {
@@ -219,7 +226,7 @@ impl DateRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::block::{Lineage, RowBlock, RowBuilder};
+    use crate::block::{Lineage, RowBuilder};
     use crate::merge::FileInfo;
     use crate::merge::tests::schema;
 

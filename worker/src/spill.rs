@@ -153,6 +153,10 @@ impl DateRows {
         self.spilled.iter().flatten().map(|f| f.bytes).sum()
     }
 
+    pub fn blocks(&self) -> &[RowBlock] {
+        &self.memory
+    }
+
     /// Takes the in-memory blocks out (to be replaced by [`DateRows::replace_memory`]).
     pub fn take_memory(&mut self) -> Vec<RowBlock> {
         self.memory_bytes = 0;
