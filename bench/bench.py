@@ -422,7 +422,7 @@ def plot(results, path):
                        color=right.lines[-1].get_color())
     right.axhline(1024 * 1.25, color="grey", lw=0.8, ls="-.", label="lakeload budget (1 GiB + 25 %)")
     left.set(xscale="log", xlabel="input lines (millions)", ylabel="million lines / s", title="Throughput")
-    right.set(xscale="log", xlabel="input lines (millions)", ylabel="peak RSS (MiB)",
+    right.set(xscale="log", yscale="log", xlabel="input lines (millions)", ylabel="peak RSS (MiB, log scale)",
               title="Peak memory (hollow: all rows on one date)")
     for ax in (left, right):
         ax.grid(alpha=0.3)
