@@ -22,6 +22,19 @@ pub struct Lineage {
     pub generation: u8,
 }
 
+/// Where field `i` lies in a row's text, given where each field ends: from one byte after the
+/// previous field's end (the delimiter) to its own end. An empty span is NULL.
+pub fn field_span(ends: &[u32], i: usize) -> std::ops::Range<usize> {
+    let start = if i == 0 { 0 } else { ends[i - 1] as usize + 1 };
+    start..ends[i] as usize
+}
+
+/// Field `i` of a row's `text` (see [`field_span`]); `None` for NULL.
+pub fn field_of<'t>(text: &'t [u8], ends: &[u32], i: usize) -> Option<&'t [u8]> {
+    let span = field_span(ends, i);
+    (!span.is_empty()).then(|| &text[span])
+}
+
 /// Bytes of a key kept inline in the merge's hash table (see [`KeyColumns::inline`]).
 pub const INLINE_KEY_BYTES: usize = 24;
 pub type InlineKey = [u8; INLINE_KEY_BYTES];
@@ -122,7 +135,8 @@ impl KeyColumns {
 /// Many rows of one schema. Row `r`'s text is `text[starts[r]..]`; its field `i` ends at
 /// `ends[r * columns + i]` (relative to the row's start) and begins one byte after the previous
 /// field's end (the delimiter, or any separator in rows rebuilt from the table). An empty field
-/// is NULL. Every text is valid UTF-8 (checked when the row is added).
+/// is NULL. Every text is valid UTF-8: the line parser checks it, and rows rebuilt from the
+/// table or read back from a spill file come from strings.
 #[derive(Debug, Clone, Default)]
 pub struct RowBlock {
     columns: usize,
@@ -226,32 +240,19 @@ impl RowBlock {
         );
     }
 
-    /// Appends every row of `other` (same schema).
-    pub fn append(&mut self, other: &RowBlock) {
-        let shift = self.text.len() as u64;
-        self.text.extend_from_slice(&other.text);
-        self.starts.extend(other.starts.iter().map(|s| s + shift));
-        self.ends.extend_from_slice(&other.ends);
-        self.dates.extend_from_slice(&other.dates);
-        self.hashes.extend_from_slice(&other.hashes);
-        self.files.extend_from_slice(&other.files);
-        self.lines.extend_from_slice(&other.lines);
-        self.generations.extend_from_slice(&other.generations);
-    }
-
     /// The bytes of field `i` of row `r`; `None` for NULL (an empty field).
     pub fn field(&self, r: usize, i: usize) -> Option<&[u8]> {
-        let ends = &self.ends[r * self.columns..];
-        let start = if i == 0 { 0 } else { ends[i - 1] as usize + 1 };
-        let end = ends[i] as usize;
-        let base = self.starts[r] as usize;
-        (end > start).then(|| &self.text[base + start..base + end])
+        field_of(
+            &self.text[self.starts[r] as usize..],
+            &self.ends[r * self.columns..],
+            i,
+        )
     }
 
     /// Field `i` of row `r` as text.
     pub fn field_str(&self, r: usize, i: usize) -> Option<&str> {
-        // Text is checked to be UTF-8 when a row is added and fields split on ASCII bytes,
-        // so this never fails; a failure would be a bug, shown as NULL rather than a crash.
+        // Row text is UTF-8 (see [`RowBlock`]) and fields split on ASCII bytes, so this never
+        // fails; a failure would be a bug, shown as NULL rather than a crash.
         self.field(r, i).and_then(|b| std::str::from_utf8(b).ok())
     }
 
@@ -411,12 +412,7 @@ impl RowBuilder {
             self.ends.push(self.text.len() as u32);
         }
         let (text, ends) = (&self.text, &self.ends);
-        let field = |i: usize| {
-            let start = if i == 0 { 0 } else { ends[i - 1] as usize + 1 };
-            let end = ends[i] as usize;
-            (end > start).then(|| &text[start..end])
-        };
-        let hash = self.keys.hash(field, |slot| dates[slot]);
+        let hash = self.keys.hash(|i| field_of(text, ends, i), |slot| dates[slot]);
         block.push(text, ends, dates, hash, lineage);
     }
 }
@@ -477,43 +473,22 @@ mod tests {
     }
 
     #[test]
-    fn copied_and_appended_rows_keep_their_fields() {
+    fn copied_rows_keep_their_fields() {
+        let lineage = |line| Lineage {
+            file: 0,
+            line,
+            generation: 1,
+        };
         let mut a = RowBlock::new(2, 0);
-        a.push(
-            b"x|yy",
-            &[1, 4],
-            &[],
-            1,
-            Lineage {
-                file: 0,
-                line: 1,
-                generation: 1,
-            },
-        );
+        a.push(b"x|yy", &[1, 4], &[], 1, lineage(1));
         let mut b = RowBlock::new(2, 0);
-        b.push(
-            b"p|",
-            &[1, 2],
-            &[],
-            2,
-            Lineage {
-                file: 0,
-                line: 2,
-                generation: 1,
-            },
-        );
+        b.push(b"p|", &[1, 2], &[], 2, lineage(2));
         b.push_from(&a, 0);
-        a.append(&b);
-        let fields: Vec<_> = (0..a.len())
-            .map(|r| (a.field_str(r, 0), a.field_str(r, 1)))
+        let fields: Vec<_> = (0..b.len())
+            .map(|r| (b.field_str(r, 0), b.field_str(r, 1)))
             .collect();
-        assert_eq!(
-            fields,
-            vec![
-                (Some("x"), Some("yy")),
-                (Some("p"), None),
-                (Some("x"), Some("yy"))
-            ]
-        );
+        assert_eq!(fields, vec![(Some("p"), None), (Some("x"), Some("yy"))]);
+        assert_eq!(b.lineage(1), lineage(1));
+        assert_eq!(b.hash(1), 1);
     }
 }

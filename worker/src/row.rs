@@ -1,6 +1,6 @@
 //! One source line → a table row, a reject with its reason, or a blank (SPEC §1–2).
 
-use crate::block::{KeyColumns, NULL_DATE};
+use crate::block::{KeyColumns, NULL_DATE, field_of, field_span};
 use crate::config::SchemaConfig;
 use crate::dates::DateParser;
 
@@ -137,12 +137,7 @@ impl LineParser {
         }
         out.dates.clear();
         for &column in &self.date_columns {
-            let start = if column == 0 {
-                0
-            } else {
-                ends[column - 1] as usize + 1
-            };
-            let value = text[start..ends[column] as usize].trim();
+            let value = text[field_span(ends, column)].trim();
             if value.is_empty() {
                 out.dates.push(NULL_DATE);
                 continue;
@@ -162,12 +157,9 @@ impl LineParser {
             return reject(RejectReason::MissingPartition, format!("{name} is empty"));
         }
         let ends = &out.ends;
-        let field = |i: usize| {
-            let start = if i == 0 { 0 } else { ends[i - 1] as usize + 1 };
-            let end = ends[i] as usize;
-            (end > start).then(|| &line[start..end])
-        };
-        out.hash = self.keys.hash(field, |slot| out.dates[slot]);
+        out.hash = self
+            .keys
+            .hash(|i| field_of(line, ends, i), |slot| out.dates[slot]);
         LineOutcome::Row(line)
     }
 }
