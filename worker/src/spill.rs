@@ -149,10 +149,6 @@ impl DateRows {
         self.memory_bytes
     }
 
-    pub fn spilled_bytes(&self) -> u64 {
-        self.spilled.iter().flatten().map(|f| f.bytes).sum()
-    }
-
     pub fn blocks(&self) -> &[RowBlock] {
         &self.memory
     }
@@ -217,8 +213,7 @@ impl DateRows {
                     units.stack.push(Pending { files, ..first });
                 } else {
                     // The spill files are already cut by level-0 bucket: pair each with the
-                    // in-memory rows of its bucket, and put neighbouring buckets together
-                    // while they fit one unit (fewer, larger row groups).
+                    // in-memory rows of its bucket.
                     let mut memory = match first.memory.first() {
                         Some(like) => empty_buckets(like),
                         None => Vec::new(),
@@ -227,32 +222,16 @@ impl DateRows {
                         split_into(&block, 0, &mut memory);
                     }
                     let mut memory = memory.into_iter();
-                    let mut group: Option<Pending> = None;
-                    for file in files {
+                    let buckets = files.into_iter().map(|file| {
                         let block = memory.next().filter(|b| !b.is_empty());
-                        let bucket = Pending {
+                        Pending {
                             level: 1,
                             memory_bytes: block.as_ref().map_or(0, RowBlock::heap_bytes),
                             memory: block.into_iter().collect(),
                             files: vec![file],
-                        };
-                        group = Some(match group {
-                            Some(mut g) if g.bytes() + bucket.bytes() <= limit as u64 => {
-                                g.memory_bytes += bucket.memory_bytes;
-                                g.memory.extend(bucket.memory);
-                                g.files.extend(bucket.files);
-                                g
-                            }
-                            Some(g) => {
-                                units.stack.push(g);
-                                bucket
-                            }
-                            None => bucket,
-                        });
-                    }
-                    units.stack.extend(group);
-                    // Bucket 0 first.
-                    units.stack.reverse();
+                        }
+                    });
+                    units.push_grouped(buckets.collect());
                 }
             }
         }
@@ -351,9 +330,30 @@ impl Units {
                 }
             }
         }
-        // Bucket 0 first.
-        self.stack.extend(children.into_iter().rev());
+        self.push_grouped(children);
         Ok(())
+    }
+
+    /// Queues sibling sub-partitions (bucket order), neighbours put together while they fit
+    /// one unit: fewer, larger row groups. One still too large stays alone, to be cut again.
+    fn push_grouped(&mut self, children: Vec<Pending>) {
+        let mut grouped: Vec<Pending> = Vec::new();
+        for child in children {
+            if child.bytes() == 0 {
+                child.files.into_iter().for_each(SpillFile::remove);
+                continue;
+            }
+            match grouped.last_mut() {
+                Some(group) if group.bytes() + child.bytes() <= self.limit as u64 => {
+                    group.memory_bytes += child.memory_bytes;
+                    group.memory.extend(child.memory);
+                    group.files.extend(child.files);
+                }
+                _ => grouped.push(child),
+            }
+        }
+        // Bucket 0 first.
+        self.stack.extend(grouped.into_iter().rev());
     }
 }
 
