@@ -317,7 +317,7 @@ impl Storage for LocalStorage {
             file.seek(SeekFrom::Start(offset))
                 .map_err(|e| self.err("get", key, e))?;
         }
-        Ok(ObjectReader::Blocking(Box::new(file)))
+        Ok(ObjectReader(Box::new(file)))
     }
 
     async fn put(&self, key: &str, body: Bytes) -> StorageResult<()> {

@@ -10,12 +10,10 @@ mod s3;
 
 use std::io::Read;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use tokio::io::AsyncRead;
 
 pub use local::LocalStorage;
 pub use s3::{AwsConfig, S3Storage};
@@ -60,20 +58,13 @@ pub enum PutCondition {
     IfMatch(String),
 }
 
-/// A streaming reader over an object's bytes; consumed on a blocking thread.
-pub enum ObjectReader {
-    Blocking(Box<dyn Read + Send>),
-    Async(Pin<Box<dyn AsyncRead + Send>>),
-}
+/// A streaming reader over an object's bytes, to be read on a blocking thread (e.g. in
+/// `spawn_blocking`): an S3 body arrives through a channel filled by the runtime.
+pub struct ObjectReader(pub Box<dyn Read + Send>);
 
 impl ObjectReader {
-    /// Turns the reader into a blocking `Read`. Must be called on a blocking thread inside the
-    /// tokio runtime (e.g. in `spawn_blocking`) for the async variant.
     pub fn into_blocking(self) -> Box<dyn Read + Send> {
-        match self {
-            ObjectReader::Blocking(r) => r,
-            ObjectReader::Async(r) => Box::new(tokio_util::io::SyncIoBridge::new(r)),
-        }
+        self.0
     }
 }
 
@@ -118,15 +109,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// like [`Storage::put`]) or under `condition` (like [`Storage::put_if`], own lost replies
     /// recognised alike). Large objects are sent without being read into memory whole.
     async fn put_file(&self, key: &str, path: &Path, condition: Option<PutCondition>) -> StorageResult<()> {
-        let body = tokio::fs::read(path).await.map_err(|e| StorageError::Other {
-            op: "put",
-            url: self.url(key),
-            message: format!("cannot read {}: {e}", path.display()),
-        })?;
-        match condition {
-            None => self.put(key, Bytes::from(body)).await,
-            Some(condition) => self.put_if(key, Bytes::from(body), condition).await.map(drop),
-        }
+        put_file_in_memory(self, key, path, condition).await
     }
 
     /// Removes the object; removing a missing object is not an error.
@@ -147,6 +130,25 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 }
 
 pub type DynStorage = Arc<dyn Storage>;
+
+/// [`Storage::put_file`] by reading the whole file and sending it with `put` or `put_if`: the
+/// default, and what a streaming backend does with small objects.
+pub async fn put_file_in_memory<S: Storage + ?Sized>(
+    storage: &S,
+    key: &str,
+    path: &Path,
+    condition: Option<PutCondition>,
+) -> StorageResult<()> {
+    let body = tokio::fs::read(path).await.map_err(|e| StorageError::Other {
+        op: "put",
+        url: storage.url(key),
+        message: format!("cannot read {}: {e}", path.display()),
+    })?;
+    match condition {
+        None => storage.put(key, Bytes::from(body)).await,
+        Some(condition) => storage.put_if(key, Bytes::from(body), condition).await.map(drop),
+    }
+}
 
 /// Opens the storage for a location.
 pub async fn open(location: &Location, aws: &AwsConfig) -> StorageResult<DynStorage> {

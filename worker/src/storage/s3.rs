@@ -115,7 +115,7 @@ fn prefetch(body: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>) -> Object
             }
         }
     });
-    ObjectReader::Blocking(Box::new(PrefetchedReader {
+    ObjectReader(Box::new(PrefetchedReader {
         receiver,
         current: Bytes::new(),
     }))
@@ -386,17 +386,15 @@ impl S3Storage {
                 }
             }
         })
-        .await
-        .map_err(|e| StorageError::Other {
+        .await;
+        let other = |message: String| StorageError::Other {
             op: "put",
             url: self.url(key),
-            message: e.to_string(),
-        })?
-        .map_err(|e| StorageError::Other {
-            op: "put",
-            url: self.url(key),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let same = same
+            .map_err(|e| other(e.to_string()))?
+            .map_err(|e| other(e.to_string()))?;
         if same {
             tracing::debug!(
                 "{}: the conditional write had landed; its reply was lost",
@@ -650,11 +648,7 @@ impl Storage for S3Storage {
         };
         let size = tokio::fs::metadata(path).await.map_err(local_error)?.len();
         if size <= 2 * self.part_size as u64 {
-            let body = Bytes::from(tokio::fs::read(path).await.map_err(local_error)?);
-            return match condition {
-                None => self.put(key, body).await,
-                Some(condition) => self.put_if(key, body, condition).await.map(drop),
-            };
+            return super::put_file_in_memory(self, key, path, condition).await;
         }
         // Parts are read from the file as they are sent: at most `PARALLEL_PARTS` in memory.
         let file = tokio::fs::File::open(path).await.map_err(local_error)?;
