@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::{free_port, start_guarded, wait_port, workspace};
+use crate::{free_port, start_guarded, wait_port};
 
 pub struct ControlPlane {
     /// Kubeconfig of the cluster admin (group system:masters).
@@ -23,22 +23,7 @@ static PLANE: OnceLock<ControlPlane> = OnceLock::new();
 
 /// Builds (or finds in the cache) the binaries; returns their folder.
 pub fn binaries() -> PathBuf {
-    let out = Command::new("bash")
-        .arg(workspace().join("tests/controlplane/build.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run tests/controlplane/build.sh");
-    assert!(
-        out.status.success(),
-        "tests/controlplane/build.sh failed (see its output above)"
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let dir = PathBuf::from(
-        text.lines()
-            .last()
-            .expect("build.sh prints the binary folder")
-            .trim(),
-    );
+    let dir = crate::built_by("tests/controlplane/build.sh");
     assert!(
         dir.join("kube-apiserver").exists() && dir.join("etcd").exists(),
         "{} lacks the binaries",

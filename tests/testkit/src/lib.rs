@@ -135,17 +135,23 @@ pub fn foreign_lock(run_id: &str) -> String {
 
 /// The Helm CLI, built from source once per machine by tests/helm/build.sh.
 pub fn helm() -> PathBuf {
+    built_by("tests/helm/build.sh")
+}
+
+/// Runs a build script of the workspace (which builds once per machine, then reuses its cache)
+/// and returns the path it prints last.
+pub fn built_by(script: &str) -> PathBuf {
     let out = Command::new("bash")
-        .arg(workspace().join("tests/helm/build.sh"))
+        .arg(workspace().join(script))
         .stderr(Stdio::inherit())
         .output()
-        .expect("run tests/helm/build.sh");
-    assert!(out.status.success(), "tests/helm/build.sh failed");
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    assert!(out.status.success(), "{script} failed (see its output above)");
     PathBuf::from(
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .last()
-            .expect("build.sh prints the helm path")
+            .unwrap_or_else(|| panic!("{script} prints the path of what it built"))
             .trim(),
     )
 }
