@@ -98,7 +98,9 @@ impl BatchBuilder {
         &mut self.blocks[at].1
     }
 
-    fn take(&mut self) -> DateBlocks {
+    /// The batch so far; its dates are added to `dates`.
+    fn take(&mut self, dates: &mut std::collections::BTreeSet<i32>) -> DateBlocks {
+        dates.extend(self.blocks.iter().map(|(d, _)| *d));
         self.index.clear();
         self.last = None;
         self.rows = 0;
@@ -193,17 +195,13 @@ pub fn read_file(
                     }
                 }
                 if batch.rows == BATCH_ROWS {
-                    let blocks = batch.take();
-                    out.dates.extend(blocks.iter().map(|(d, _)| *d));
-                    emit(blocks, std::mem::take(&mut rejects))?;
+                    emit(batch.take(&mut out.dates), std::mem::take(&mut rejects))?;
                 }
             }
             buf.copy_within(consumed..filled, 0);
             filled -= consumed;
         }
-        let blocks = batch.take();
-        out.dates.extend(blocks.iter().map(|(d, _)| *d));
-        emit(blocks, rejects)?;
+        emit(batch.take(&mut out.dates), rejects)?;
         progress.lines.fetch_add(number % 4096, Ordering::Relaxed);
     }
     // Drain any trailing bytes the decoder did not need, so the byte count is the object size.

@@ -383,6 +383,7 @@ fn frame(rows: &RowBlock, schema: &SchemaConfig, files: &FileTable) -> Result<Da
 }
 
 /// Rows → a whole snappy Parquet object's bytes (one encoder, one `add`).
+#[cfg(test)]
 pub fn encode(rows: &RowBlock, schema: &Arc<SchemaConfig>, files: &FileTable) -> Result<Bytes> {
     let scratch = SpillDir::new(None);
     let mut encoder: Box<dyn DateEncoder> = Box::new(ParquetEncoder::new(schema.clone(), &scratch)?);
@@ -400,6 +401,7 @@ pub struct Decoded {
 }
 
 /// A table object → rows.
+#[cfg(test)]
 pub fn decode(bytes: &[u8], schema: &SchemaConfig) -> Result<Decoded> {
     decode_frame(&ParquetReader::new(Cursor::new(bytes)).finish()?, schema)
 }
