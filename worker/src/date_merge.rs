@@ -12,7 +12,7 @@ use crate::config::Order;
 use crate::error::{Error, Result};
 use crate::merge::{FileTable, MergeCounts, Merger, gather};
 use crate::spill::{DateRows, SpillDir, Units};
-use crate::table::{DateEncoder, EncodedObject, StoredRows};
+use crate::table::{DateEncoder, EncodedObject, StoredRows, StoredSlice};
 
 /// A counting semaphore for blocking threads: how many merge units may be loaded at once.
 pub struct MergeSlots {
@@ -79,10 +79,18 @@ impl DateMerge<'_> {
         encoder: Box<dyn DateEncoder>,
     ) -> Result<MergedDate> {
         if let Some(mut stored) = stored {
-            // Stored rows join the new ones; a large date goes to disk as it is read, to be
-            // merged in units like any other.
-            while let Some(block) = stored.next_block(&mut files)? {
-                rows.add(block);
+            let mut first = true;
+            while let Some(slice) = stored.next_slice()? {
+                // A date that fits one unit whole is merged with its stored rows left in
+                // their columnar form.
+                let whole = first && !stored.has_more() && !rows.spilled();
+                if whole && rows.memory_bytes() + slice.memory_bytes() <= self.unit_limit {
+                    return self.merge_with_stored(rows, slice, files, encoder);
+                }
+                first = false;
+                // Otherwise stored rows join the new ones; a large date goes to disk as it is
+                // read, to be merged in units like any other.
+                rows.add(slice.rows(&mut files)?);
                 if rows.memory_bytes() > 2 * self.unit_limit {
                     rows.spill(self.spill).map_err(|e| {
                         Error::Other(format!("cannot spill rows to disk (run.spill_dir): {e}"))
@@ -92,6 +100,47 @@ impl DateMerge<'_> {
         }
         let units = rows.into_units(self.unit_limit, self.spill.clone());
         self.merge_units(units, &files, encoder)
+    }
+
+    /// Merges a date's new rows (all in memory) with its stored rows (one slice) as one unit.
+    /// The merge sees the stored rows' keys and lineage only; the stored rows that stay are
+    /// taken from their columns by the encoder, beside the new rows that win.
+    fn merge_with_stored(
+        &self,
+        mut rows: DateRows,
+        stored: StoredSlice,
+        mut files: FileTable,
+        mut encoder: Box<dyn DateEncoder>,
+    ) -> Result<MergedDate> {
+        let _slot = self.slots.acquire();
+        let mut blocks = vec![stored.keys(&mut files)?];
+        blocks.extend(rows.take_memory());
+        let merger = Merger {
+            keys: self.keys,
+            order: self.order,
+            files: &files,
+        };
+        let (winners, counts) = merger.merge(&blocks);
+        // The encoder numbers the stored rows first, then the new rows copied out here.
+        let stored_rows = stored.len() as u32;
+        let mut new_rows = RowBlock::new(self.shape.0, self.shape.1);
+        let take: Vec<u32> = winners
+            .iter()
+            .map(|&(block, row)| match block {
+                0 => row,
+                _ => {
+                    new_rows.push_from(&blocks[block as usize], row as usize);
+                    stored_rows + new_rows.len() as u32 - 1
+                }
+            })
+            .collect();
+        drop(blocks);
+        encoder.add_with_stored(&stored, &new_rows, &take, &files)?;
+        Ok(MergedDate {
+            body: encoder.finish()?,
+            counts,
+            rows: take.len() as u64,
+        })
     }
 
     /// Merges every unit and encodes the kept rows, unit by unit in order (the object is the

@@ -95,12 +95,14 @@ pub struct Merger<'a> {
 }
 
 /// The current winner of one key. It carries what the probes of later rows compare — the
-/// key (when short enough to sit inline) and the order position — so a probe touches the table
-/// slot only, not the winner's row in a block far away in memory. Fields are laid out flat:
-/// 48 bytes a key.
+/// key (when short enough to sit inline), its hash and the order position — so a probe touches
+/// the table slot only, not the winner's row in a block far away in memory. Fields are laid
+/// out flat: 56 bytes a key.
 struct Winner {
+    hash: u64,
     line: u64,
-    rank: u32,
+    /// The row's lineage file id (its order rank is looked up from it, in a small table).
+    file: u32,
     block: u32,
     row: u32,
     key: InlineKey,
@@ -111,12 +113,130 @@ struct Winner {
 }
 
 impl Winner {
-    fn position(&self) -> Position {
-        (self.rank, self.line, self.generation)
+    fn position(&self, rank: &[u32]) -> Position {
+        (rank[self.file as usize], self.line, self.generation)
     }
 
     fn at(&self) -> RowRef {
         (self.block, self.row)
+    }
+}
+
+/// The hash a key table files a row under. Rows of one spilled sub-partition share the top
+/// bits of their key hash, and the table reads its tag bits from the top: multiplying by an
+/// odd constant carries every bit of the key hash into the top ones.
+fn table_hash(key_hash: u64) -> u64 {
+    key_hash.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// Rows per partition of a merge: a partition's table (≈ 64 bytes a row) then fits in the
+/// core's cache.
+const PARTITION_ROWS: usize = 4096;
+
+/// The partition of a row, by bits of its table hash that neither the table's slot (low
+/// bits) nor its tag (top bits) uses.
+fn partition(table_hash: u64, bits: u32) -> usize {
+    ((table_hash >> 32) & ((1 << bits) - 1)) as usize
+}
+
+/// The table that keeps the latest row per key, and the counts of what it saw.
+struct KeyTable<'a> {
+    merger: &'a Merger<'a>,
+    blocks: &'a [RowBlock],
+    /// Rank of each file id under `run.order`.
+    order_rank: Vec<u32>,
+    table: HashTable<Winner>,
+    counts: MergeCounts,
+}
+
+impl<'a> KeyTable<'a> {
+    fn new(merger: &'a Merger<'a>, blocks: &'a [RowBlock], capacity: usize) -> Self {
+        let order_rank = merger.ranks(|a, b| match merger.order {
+            Order::Arrival => a
+                .modified_micros
+                .cmp(&b.modified_micros)
+                .then_with(|| a.key.cmp(&b.key)),
+            Order::Name => a.key.cmp(&b.key),
+        });
+        KeyTable {
+            merger,
+            blocks,
+            order_rank,
+            table: HashTable::with_capacity(capacity),
+            counts: MergeCounts::default(),
+        }
+    }
+
+    /// Row `r` of block `b` as a contender for its key.
+    fn candidate(&self, b: usize, r: usize) -> Winner {
+        let block = &self.blocks[b];
+        let key = self.merger.keys.inline(block, r);
+        let generation = block.generation(r);
+        Winner {
+            hash: table_hash(block.hash(r)),
+            line: block.line(r),
+            file: block.file(r),
+            block: b as u32,
+            row: r as u32,
+            key: key.unwrap_or_default(),
+            key_inline: key.is_some(),
+            generation,
+            had_stored: generation == 0,
+        }
+    }
+
+    /// Puts a contender against the current winner of its key.
+    fn offer(&mut self, c: Winner) {
+        let (blocks, keys) = (self.blocks, self.merger.keys);
+        let entry = self.table.entry(
+            c.hash,
+            |w| match (w.key_inline, c.key_inline) {
+                (true, true) => w.key == c.key,
+                (false, false) => keys.equal(
+                    &blocks[w.block as usize],
+                    w.row as usize,
+                    &blocks[c.block as usize],
+                    c.row as usize,
+                ),
+                // Whether a key fits inline depends on the key alone.
+                _ => false,
+            },
+            |w| w.hash,
+        );
+        match entry {
+            Entry::Vacant(slot) => {
+                slot.insert(c);
+            }
+            Entry::Occupied(mut slot) => {
+                let winner = slot.get_mut();
+                winner.had_stored |= c.had_stored;
+                let loser_generation = if c.position(&self.order_rank) > winner.position(&self.order_rank) {
+                    let loser = winner.generation;
+                    let had_stored = winner.had_stored;
+                    *winner = Winner { had_stored, ..c };
+                    loser
+                } else {
+                    c.generation
+                };
+                if loser_generation > 0 {
+                    self.counts.superseded += 1;
+                }
+            }
+        }
+    }
+
+    /// Empties the table: every winner through `keep`, into `out`.
+    fn drain<T>(&mut self, keep: &impl Fn(&Winner) -> T, out: &mut Vec<T>) {
+        for winner in self.table.drain() {
+            if winner.generation > 0 {
+                if winner.had_stored {
+                    self.counts.updated += 1;
+                } else {
+                    self.counts.inserted += 1;
+                }
+            }
+            out.push(keep(&winner));
+        }
     }
 }
 
@@ -146,103 +266,72 @@ impl Merger<'_> {
     }
 
     /// The latest row of every key among `blocks`, in no particular order, each passed
-    /// through `keep` (so the caller holds only what it needs while the table is still
-    /// allocated), with the counts.
+    /// through `keep` (so the caller holds only what it needs, without going back to the
+    /// rows), with the counts. The rows go through one table sized for `capacity` keys.
     fn winners<T>(
         &self,
         blocks: &[RowBlock],
         capacity: usize,
-        keep: impl Fn(RowRef) -> T,
+        keep: impl Fn(&Winner) -> T,
     ) -> (Vec<T>, MergeCounts) {
-        let order_rank = self.ranks(|a, b| match self.order {
-            Order::Arrival => a
-                .modified_micros
-                .cmp(&b.modified_micros)
-                .then_with(|| a.key.cmp(&b.key)),
-            Order::Name => a.key.cmp(&b.key),
-        });
-        let mut winners: HashTable<Winner> = HashTable::with_capacity(capacity);
-        let mut counts = MergeCounts::default();
+        let mut table = KeyTable::new(self, blocks, capacity);
         for (b, block) in blocks.iter().enumerate() {
             for r in 0..block.len() {
-                let generation = block.generation(r);
-                let stored = generation == 0;
-                let rank = order_rank[block.file(r) as usize];
-                let line = block.line(r);
-                let key = self.keys.inline(block, r);
-                let entry = winners.entry(
-                    block.hash(r),
-                    |w| match (w.key_inline, &key) {
-                        (true, Some(k)) => w.key == *k,
-                        (false, None) => self
-                            .keys
-                            .equal(&blocks[w.block as usize], w.row as usize, block, r),
-                        // Whether a key fits inline depends on the key alone.
-                        _ => false,
-                    },
-                    |w| blocks[w.block as usize].hash(w.row as usize),
-                );
-                match entry {
-                    Entry::Vacant(slot) => {
-                        slot.insert(Winner {
-                            line,
-                            rank,
-                            block: b as u32,
-                            row: r as u32,
-                            key: key.unwrap_or_default(),
-                            key_inline: key.is_some(),
-                            generation,
-                            had_stored: stored,
-                        });
-                    }
-                    Entry::Occupied(mut slot) => {
-                        let winner = slot.get_mut();
-                        winner.had_stored |= stored;
-                        let loser_generation = if (rank, line, generation) > winner.position() {
-                            let loser = winner.generation;
-                            (winner.rank, winner.line, winner.generation) = (rank, line, generation);
-                            (winner.block, winner.row) = (b as u32, r as u32);
-                            loser
-                        } else {
-                            generation
-                        };
-                        if loser_generation > 0 {
-                            counts.superseded += 1;
-                        }
-                    }
-                }
+                table.offer(table.candidate(b, r));
             }
         }
-        let mut kept = Vec::with_capacity(winners.len());
-        for winner in winners {
-            if winner.generation > 0 {
-                if winner.had_stored {
-                    counts.updated += 1;
-                } else {
-                    counts.inserted += 1;
-                }
+        let mut kept = Vec::with_capacity(table.table.len());
+        table.drain(&keep, &mut kept);
+        (kept, table.counts)
+    }
+
+    /// Like [`Merger::winners`], with the rows first cut into partitions by key hash, each
+    /// then through a table small enough to stay in cache: a table of every row of a large
+    /// date would make nearly every probe a trip to memory. The partitions hold a copy of
+    /// each row's contender (56 bytes), so this suits a merge unit, bounded in size, not
+    /// compaction.
+    fn partitioned_winners<T>(
+        &self,
+        blocks: &[RowBlock],
+        keep: impl Fn(&Winner) -> T,
+    ) -> (Vec<T>, MergeCounts) {
+        let total: usize = blocks.iter().map(RowBlock::len).sum();
+        let bits = (total / PARTITION_ROWS)
+            .next_power_of_two()
+            .trailing_zeros()
+            .min(12);
+        let mut sizes = vec![0usize; 1 << bits];
+        for block in blocks {
+            for r in 0..block.len() {
+                sizes[partition(table_hash(block.hash(r)), bits)] += 1;
             }
-            kept.push(keep(winner.at()));
         }
-        (kept, counts)
+        let mut table = KeyTable::new(self, blocks, PARTITION_ROWS);
+        let mut partitions: Vec<Vec<Winner>> = sizes.iter().map(|&n| Vec::with_capacity(n)).collect();
+        for (b, block) in blocks.iter().enumerate() {
+            for r in 0..block.len() {
+                let c = table.candidate(b, r);
+                partitions[partition(c.hash, bits)].push(c);
+            }
+        }
+        let mut kept = Vec::with_capacity(total);
+        for partition in partitions {
+            for c in partition {
+                table.offer(c);
+            }
+            table.drain(&keep, &mut kept);
+        }
+        (kept, table.counts)
     }
 
     /// Merges rows already in the table (generation 0) with new rows (generation 1), spread
-    /// over `blocks`: one pass through a hash table keyed by the precomputed key hash keeps the
+    /// over `blocks`: one pass through hash tables keyed by the precomputed key hash keeps the
     /// latest row per key. Returns the kept rows in lineage order (file key, line), which makes
     /// the written file deterministic, and the counts.
     pub fn merge(&self, blocks: &[RowBlock]) -> (Vec<RowRef>, MergeCounts) {
         let name_rank = self.ranks(|a, b| a.key.cmp(&b.key).then(a.modified_micros.cmp(&b.modified_micros)));
-        let total = blocks.iter().map(RowBlock::len).sum();
-        let (mut kept, counts) = self.winners(blocks, total, |(b, r)| {
-            let block = &blocks[b as usize];
-            let row = r as usize;
-            (
-                name_rank[block.file(row) as usize],
-                block.line(row),
-                block.generation(row),
-                (b, r),
-            )
+        let (mut kept, counts) = self.partitioned_winners(blocks, |w| {
+            (name_rank[w.file as usize], w.line, w.generation, w.at())
         });
         kept.sort_unstable();
         (kept.into_iter().map(|k| k.3).collect(), counts)
@@ -254,7 +343,7 @@ impl Merger<'_> {
     /// `distinct_keys`: an estimate (see [`distinct_keys`]), to size the table without
     /// reserving a slot for every row.
     pub fn compact(&self, blocks: &[RowBlock], distinct_keys: usize) -> (Vec<RowRef>, u64) {
-        let (mut kept, counts) = self.winners(blocks, distinct_keys + distinct_keys / 16, |at| at);
+        let (mut kept, counts) = self.winners(blocks, distinct_keys + distinct_keys / 16, Winner::at);
         kept.sort_unstable();
         (kept, counts.superseded)
     }

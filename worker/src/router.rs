@@ -191,9 +191,12 @@ impl DateRouter {
         Ok(())
     }
 
-    /// Every date that has rows.
-    pub fn dates(&self) -> BTreeSet<i32> {
-        self.dates.keys().copied().collect()
+    /// Every date that has rows, those with the most rows (in memory and spilled) first:
+    /// merged in this order on several threads, the last date to finish is a small one.
+    pub fn dates_largest_first(&self) -> Vec<i32> {
+        let mut dates: Vec<(u64, i32)> = self.dates.iter().map(|(d, rows)| (rows.bytes(), *d)).collect();
+        dates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        dates.into_iter().map(|(_, d)| d).collect()
     }
 
     pub fn total_rows(&self) -> u64 {
@@ -289,13 +292,24 @@ mod tests {
     }
 
     #[test]
+    fn dates_are_merged_largest_first() {
+        let mut router = router(1 << 20);
+        router.push(batch(10, &["a"], 1)).unwrap();
+        router.push(batch(11, &["a", "b", "c"], 1)).unwrap();
+        router.push(batch(12, &["a", "b"], 1)).unwrap();
+        router.push(batch(13, &["b"], 1)).unwrap();
+        // Equal sizes keep date order.
+        assert_eq!(router.dates_largest_first(), vec![11, 12, 10, 13]);
+    }
+
+    #[test]
     fn rows_stay_in_memory_within_budget() {
         let mut router = router(1 << 20);
         router.push(batch(10, &["a", "a"], 1)).unwrap();
         router.push(batch(11, &["a"], 1)).unwrap();
         assert_eq!(router.spilled_bytes(), 0);
         assert_eq!(router.superseded(), 0, "nothing compacted within budget");
-        assert_eq!(router.dates().into_iter().collect::<Vec<_>>(), vec![10, 11]);
+        assert_eq!(router.dates_largest_first(), vec![10, 11]);
         assert_eq!(rows_of(router.take(10)).len(), 2);
     }
 }

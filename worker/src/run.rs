@@ -411,7 +411,7 @@ async fn merge_and_write(
     let mode = config.run.mode;
     // Full mode writes over what it listed: each date's write is conditional on that version.
     let listed: HashMap<&str, &DataObject> = work.existing.iter().map(|o| (o.key.as_str(), o)).collect();
-    let dates: Vec<i32> = router.dates().into_iter().collect();
+    let dates = router.dates_largest_first();
     tracing::info!("merging {} date(s)", dates.len());
     let date_bar = crate::progress::count_bar(dates.len() as u64, "dates written", interactive);
     let keys = Arc::new(KeyColumns::new(&config.schema));

@@ -149,6 +149,17 @@ impl DateRows {
         self.memory_bytes
     }
 
+    /// Bytes of rows held, in memory and spilled.
+    pub fn bytes(&self) -> u64 {
+        let spilled: u64 = self.spilled.iter().flatten().map(|f| f.bytes).sum();
+        self.memory_bytes as u64 + spilled
+    }
+
+    /// Whether some of the rows are on disk.
+    pub fn spilled(&self) -> bool {
+        self.spilled.is_some()
+    }
+
     pub fn blocks(&self) -> &[RowBlock] {
         &self.memory
     }

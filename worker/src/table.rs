@@ -194,8 +194,11 @@ impl Table for ParquetTable {
 
 /// A date's stored rows, decoded a slice at a time so a large date never sits in memory whole.
 pub trait StoredRows: Send {
-    /// The next rows, their lineage file ids interned into `files`; `None` at the end.
-    fn next_block(&mut self, files: &mut FileTable) -> Result<Option<RowBlock>>;
+    /// The next slice of rows (one row group as written); `None` at the end.
+    fn next_slice(&mut self) -> Result<Option<StoredSlice>>;
+
+    /// Whether slices remain after those handed out.
+    fn has_more(&self) -> bool;
 }
 
 /// Rows decoded per slice of a stored object (one row group as written).
@@ -210,29 +213,107 @@ struct StoredParquet {
 }
 
 impl StoredRows for StoredParquet {
-    fn next_block(&mut self, files: &mut FileTable) -> Result<Option<RowBlock>> {
-        if self.next >= self.rows {
+    fn next_slice(&mut self) -> Result<Option<StoredSlice>> {
+        if !self.has_more() {
             return Ok(None);
         }
-        let decoded = ParquetReader::new(Cursor::new(self.bytes.as_ref()))
+        let columns = ParquetReader::new(Cursor::new(self.bytes.as_ref()))
             .with_slice(Some((self.next, STORED_SLICE_ROWS)))
             .finish()
             .map_err(Error::from)
-            .and_then(|frame| decode_frame(&frame, &self.schema))
+            .and_then(|frame| conform(frame, &self.schema))
             .map_err(|e| Error::Other(format!("cannot read table object {}: {e}", self.url)))?;
         self.next += STORED_SLICE_ROWS;
+        Ok(Some(StoredSlice {
+            columns,
+            schema: self.schema.clone(),
+            url: self.url.clone(),
+        }))
+    }
+
+    fn has_more(&self) -> bool {
+        self.next < self.rows
+    }
+}
+
+/// Stored rows in columnar form, as the table holds them: every column of the table, in its
+/// order and types. A date merged whole keeps its stored rows in this form — the merge reads
+/// only their keys and lineage, and the winners are re-encoded straight from these columns —
+/// instead of copying every field into rows and back.
+pub struct StoredSlice {
+    columns: DataFrame,
+    schema: Arc<SchemaConfig>,
+    url: String,
+}
+
+impl StoredSlice {
+    pub fn len(&self) -> usize {
+        self.columns.height()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Memory the decoded columns hold.
+    pub fn memory_bytes(&self) -> usize {
+        self.columns.estimated_size()
+    }
+
+    /// Every row, all fields; lineage file ids interned into `files`.
+    pub fn rows(&self, files: &mut FileTable) -> Result<RowBlock> {
+        self.decode(Fields::All, files)
+    }
+
+    /// Every row's key, dates and lineage — what the merge compares — with the other text
+    /// fields left NULL; lineage file ids interned into `files`. Row `r` is the slice's row `r`.
+    pub fn keys(&self, files: &mut FileTable) -> Result<RowBlock> {
+        self.decode(Fields::Key, files)
+    }
+
+    fn decode(&self, fields: Fields, files: &mut FileTable) -> Result<RowBlock> {
+        let decoded = decode_frame(&self.columns, &self.schema, fields)
+            .map_err(|e| Error::Other(format!("cannot read table object {}: {e}", self.url)))?;
         // Re-point lineage ids from the object's own file list to the run's file table.
         let ids: Vec<u32> = decoded.files.iter().map(|(k, m)| files.intern(k, *m)).collect();
         let mut rows = decoded.rows;
         rows.remap_files(&ids);
-        Ok(Some(rows))
+        Ok(rows)
     }
+}
+
+/// Which text fields a decode fills.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fields {
+    All,
+    Key,
+}
+
+/// A decoded object's columns → the table's columns, in its order and types (a missing
+/// column is an error: the object was not written by lakeload with this schema).
+fn conform(frame: DataFrame, schema: &SchemaConfig) -> Result<DataFrame> {
+    let height = frame.height();
+    let columns = frame_schema(schema)
+        .iter()
+        .map(|(name, dtype)| Ok(frame.column(name)?.cast(dtype)?))
+        .collect::<Result<Vec<Column>>>()?;
+    Ok(DataFrame::new(height, columns)?)
 }
 
 /// Builds one date's object from its kept rows, added a merge unit at a time.
 pub trait DateEncoder: Send {
     /// Adds rows (in the order they should be stored); `files` names their lineage file ids.
     fn add(&mut self, rows: &RowBlock, files: &FileTable) -> Result<()>;
+
+    /// Adds rows drawn from `stored` and `rows`: `take` lists them in the order they should
+    /// be stored, numbering the stored slice's rows first and `rows`' after them.
+    fn add_with_stored(
+        &mut self,
+        stored: &StoredSlice,
+        rows: &RowBlock,
+        take: &[u32],
+        files: &FileTable,
+    ) -> Result<()>;
 
     /// The finished object.
     fn finish(self: Box<Self>) -> Result<EncodedObject>;
@@ -297,9 +378,9 @@ impl ParquetEncoder {
     }
 }
 
-impl DateEncoder for ParquetEncoder {
-    fn add(&mut self, rows: &RowBlock, files: &FileTable) -> Result<()> {
-        let frame = frame(rows, &self.schema, files)?;
+impl ParquetEncoder {
+    /// `frame`'s rows as row groups of at most [`ROW_GROUP_ROWS`].
+    fn write(&mut self, frame: &DataFrame) -> Result<()> {
         let mut offset = 0;
         while offset < frame.height() {
             let part = frame.slice(offset as i64, ROW_GROUP_ROWS);
@@ -307,6 +388,26 @@ impl DateEncoder for ParquetEncoder {
             offset += ROW_GROUP_ROWS;
         }
         Ok(())
+    }
+}
+
+impl DateEncoder for ParquetEncoder {
+    fn add(&mut self, rows: &RowBlock, files: &FileTable) -> Result<()> {
+        self.write(&frame(rows, &self.schema, files)?)
+    }
+
+    fn add_with_stored(
+        &mut self,
+        stored: &StoredSlice,
+        rows: &RowBlock,
+        take: &[u32],
+        files: &FileTable,
+    ) -> Result<()> {
+        let mut all = stored.columns.clone();
+        all.vstack_mut_owned(frame(rows, &self.schema, files)?)?;
+        all.rechunk_mut();
+        let take = IdxCa::from_vec(PlSmallStr::EMPTY, take.iter().map(|&i| i as IdxSize).collect());
+        self.write(&all.take(&take)?)
     }
 
     fn finish(self: Box<Self>) -> Result<EncodedObject> {
@@ -403,11 +504,15 @@ pub struct Decoded {
 /// A table object → rows.
 #[cfg(test)]
 pub fn decode(bytes: &[u8], schema: &SchemaConfig) -> Result<Decoded> {
-    decode_frame(&ParquetReader::new(Cursor::new(bytes)).finish()?, schema)
+    decode_frame(
+        &ParquetReader::new(Cursor::new(bytes)).finish()?,
+        schema,
+        Fields::All,
+    )
 }
 
-/// Table rows as polars read them → rows.
-fn decode_frame(frame: &DataFrame, schema: &SchemaConfig) -> Result<Decoded> {
+/// Table rows as polars read them → rows, with the text `fields` asked for (the others NULL).
+fn decode_frame(frame: &DataFrame, schema: &SchemaConfig, fields: Fields) -> Result<Decoded> {
     let n = frame.height();
     let text_column = |name: &str| -> Result<StringChunked> {
         Ok(frame.column(name)?.cast(&DataType::String)?.str()?.clone())
@@ -422,9 +527,10 @@ fn decode_frame(frame: &DataFrame, schema: &SchemaConfig) -> Result<Decoded> {
     };
     let mut texts: Vec<Option<StringChunked>> = Vec::with_capacity(schema.columns.len());
     for (i, name) in schema.columns.iter().enumerate() {
+        let wanted = fields == Fields::All || schema.key.contains(&i);
         texts.push(match schema.date_slot(i) {
-            Some(_) => None,
-            None => Some(text_column(name)?),
+            None if wanted => Some(text_column(name)?),
+            _ => None,
         });
     }
     // In `date_columns` order, as the line parser fills them (see `SchemaConfig::date_slot`).
@@ -443,6 +549,7 @@ fn decode_frame(frame: &DataFrame, schema: &SchemaConfig) -> Result<Decoded> {
 
     let mut lineage_files: Vec<(String, i64)> = Vec::new();
     let mut lineage_ids: std::collections::HashMap<(&str, i64), usize> = Default::default();
+    let mut previous: Option<(&str, i64, usize)> = None;
     let mut builder = RowBuilder::new(schema);
     let mut rows = RowBlock::new(schema.columns.len(), schema.date_columns.len());
     let mut values: Vec<Option<&str>> = vec![None; schema.columns.len()];
@@ -463,10 +570,18 @@ fn decode_frame(frame: &DataFrame, schema: &SchemaConfig) -> Result<Decoded> {
                 "row {r} has no lineage; the object was not written by lakeload"
             )));
         };
-        let file = *lineage_ids.entry((key, modified)).or_insert_with(|| {
-            lineage_files.push((key.to_string(), modified));
-            lineage_files.len() - 1
-        });
+        // Rows come sorted by file: most rows name the file the row before them named.
+        let file = match previous {
+            Some((k, m, id)) if k == key && m == modified => id,
+            _ => {
+                let id = *lineage_ids.entry((key, modified)).or_insert_with(|| {
+                    lineage_files.push((key.to_string(), modified));
+                    lineage_files.len() - 1
+                });
+                previous = Some((key, modified, id));
+                id
+            }
+        };
         let lineage = Lineage {
             file: file as u32,
             line: line as u64,
