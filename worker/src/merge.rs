@@ -129,28 +129,43 @@ fn table_hash(key_hash: u64) -> u64 {
     key_hash.wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
-/// Rows per partition of a merge: a partition's table (≈ 64 bytes a row) then fits in the
-/// core's cache.
-const PARTITION_ROWS: usize = 4096;
+/// Keys expected per partition of a key table at most. Its table has room for 7,168 keys (8,192
+/// slots of 56 bytes, ≈ 460 KB: it stays in a core's cache), so chance variations in how many
+/// keys a partition gets do not make it grow.
+const PARTITION_KEYS: usize = 6000;
 
-/// The partition of a row, by bits of its table hash that neither the table's slot (low
-/// bits) nor its tag (top bits) uses.
-fn partition(table_hash: u64, bits: u32) -> usize {
-    ((table_hash >> 32) & ((1 << bits) - 1)) as usize
+/// Keys a partition's table is made for.
+const PARTITION_CAPACITY: usize = 7168;
+
+/// Rows cut into partitions at a time (≈ 14 MB of contenders) before they go through the
+/// partitions' tables: each table then takes many rows in a row while it is in cache.
+const PASS_ROWS: usize = 256 * 1024;
+
+/// Partitions of a key table at most: past 24 M keys, the tables grow beyond the cache.
+const MAX_PARTITIONS: usize = 4096;
+
+/// The partition (of `parts`) of a row, from bits of its table hash that neither a table's
+/// slot (low bits) nor its tag (top bits) uses.
+fn partition(table_hash: u64, parts: usize) -> usize {
+    ((((table_hash >> 32) & 0xffff_ffff) * parts as u64) >> 32) as usize
 }
 
-/// The table that keeps the latest row per key, and the counts of what it saw.
+/// The tables that keep the latest row per key, and the counts of what they saw. Keys are
+/// spread over partitions by hash, each its own small table, and rows are offered a chunk at
+/// a time, sorted by partition first: one table of every key of a date is many times the
+/// cache, and nearly every probe into it would be a trip to memory.
 struct KeyTable<'a> {
     merger: &'a Merger<'a>,
     blocks: &'a [RowBlock],
     /// Rank of each file id under `run.order`.
     order_rank: Vec<u32>,
-    table: HashTable<Winner>,
+    tables: Vec<HashTable<Winner>>,
     counts: MergeCounts,
 }
 
 impl<'a> KeyTable<'a> {
-    fn new(merger: &'a Merger<'a>, blocks: &'a [RowBlock], capacity: usize) -> Self {
+    /// Room for about `keys` distinct keys.
+    fn new(merger: &'a Merger<'a>, blocks: &'a [RowBlock], keys: usize) -> Self {
         let order_rank = merger.ranks(|a, b| match merger.order {
             Order::Arrival => a
                 .modified_micros
@@ -158,12 +173,59 @@ impl<'a> KeyTable<'a> {
                 .then_with(|| a.key.cmp(&b.key)),
             Order::Name => a.key.cmp(&b.key),
         });
+        let parts = keys.div_ceil(PARTITION_KEYS).clamp(1, MAX_PARTITIONS);
+        let per_table = match parts {
+            1 => keys,
+            _ => PARTITION_CAPACITY.max(keys.div_ceil(parts) * 9 / 8),
+        };
         KeyTable {
             merger,
             blocks,
             order_rank,
-            table: HashTable::with_capacity(capacity),
+            tables: (0..parts).map(|_| HashTable::with_capacity(per_table)).collect(),
             counts: MergeCounts::default(),
+        }
+    }
+
+    /// Every row of the blocks, a pass at a time.
+    fn offer_all(&mut self) {
+        let blocks = self.blocks;
+        let parts = self.tables.len();
+        if parts == 1 {
+            for (b, block) in blocks.iter().enumerate() {
+                for r in 0..block.len() {
+                    self.offer(0, self.candidate(b, r));
+                }
+            }
+            return;
+        }
+        let total: usize = blocks.iter().map(RowBlock::len).sum();
+        let pass_rows = total.min(PASS_ROWS);
+        let mut chunk: Vec<Vec<Winner>> = (0..parts)
+            .map(|_| Vec::with_capacity(pass_rows / parts + pass_rows / parts / 8 + 16))
+            .collect();
+        let mut rows = 0;
+        let rows_of = blocks
+            .iter()
+            .enumerate()
+            .flat_map(|(b, block)| (0..block.len()).map(move |r| (b, r)));
+        for (b, r) in rows_of {
+            let c = self.candidate(b, r);
+            chunk[partition(c.hash, parts)].push(c);
+            rows += 1;
+            if rows == PASS_ROWS {
+                self.offer_chunk(&mut chunk);
+                rows = 0;
+            }
+        }
+        self.offer_chunk(&mut chunk);
+    }
+
+    fn offer_chunk(&mut self, chunk: &mut [Vec<Winner>]) {
+        for (p, part) in chunk.iter_mut().enumerate() {
+            for c in part.drain(..) {
+                self.offer(p, c);
+            }
         }
     }
 
@@ -185,10 +247,10 @@ impl<'a> KeyTable<'a> {
         }
     }
 
-    /// Puts a contender against the current winner of its key.
-    fn offer(&mut self, c: Winner) {
+    /// Puts a contender against the current winner of its key, in partition `p`.
+    fn offer(&mut self, p: usize, c: Winner) {
         let (blocks, keys) = (self.blocks, self.merger.keys);
-        let entry = self.table.entry(
+        let entry = self.tables[p].entry(
             c.hash,
             |w| match (w.key_inline, c.key_inline) {
                 (true, true) => w.key == c.key,
@@ -209,13 +271,14 @@ impl<'a> KeyTable<'a> {
             }
             Entry::Occupied(mut slot) => {
                 let winner = slot.get_mut();
-                winner.had_stored |= c.had_stored;
-                let loser_generation = if c.position(&self.order_rank) > winner.position(&self.order_rank) {
+                let later = c.position(&self.order_rank) > winner.position(&self.order_rank);
+                let loser_generation = if later {
                     let loser = winner.generation;
-                    let had_stored = winner.had_stored;
+                    let had_stored = winner.had_stored | c.had_stored;
                     *winner = Winner { had_stored, ..c };
                     loser
                 } else {
+                    winner.had_stored |= c.had_stored;
                     c.generation
                 };
                 if loser_generation > 0 {
@@ -225,18 +288,22 @@ impl<'a> KeyTable<'a> {
         }
     }
 
-    /// Empties the table: every winner through `keep`, into `out`.
-    fn drain<T>(&mut self, keep: &impl Fn(&Winner) -> T, out: &mut Vec<T>) {
-        for winner in self.table.drain() {
-            if winner.generation > 0 {
-                if winner.had_stored {
-                    self.counts.updated += 1;
-                } else {
-                    self.counts.inserted += 1;
+    /// Every winner through `keep`, with the counts.
+    fn drain<T>(mut self, keep: impl Fn(&Winner) -> T) -> (Vec<T>, MergeCounts) {
+        let mut out = Vec::with_capacity(self.tables.iter().map(HashTable::len).sum());
+        for table in std::mem::take(&mut self.tables) {
+            for winner in table {
+                if winner.generation > 0 {
+                    if winner.had_stored {
+                        self.counts.updated += 1;
+                    } else {
+                        self.counts.inserted += 1;
+                    }
                 }
+                out.push(keep(&winner));
             }
-            out.push(keep(&winner));
         }
+        (out, self.counts)
     }
 }
 
@@ -267,61 +334,16 @@ impl Merger<'_> {
 
     /// The latest row of every key among `blocks`, in no particular order, each passed
     /// through `keep` (so the caller holds only what it needs, without going back to the
-    /// rows), with the counts. The rows go through one table sized for `capacity` keys.
+    /// rows), with the counts. The tables are sized for about `keys` distinct keys.
     fn winners<T>(
         &self,
         blocks: &[RowBlock],
-        capacity: usize,
+        keys: usize,
         keep: impl Fn(&Winner) -> T,
     ) -> (Vec<T>, MergeCounts) {
-        let mut table = KeyTable::new(self, blocks, capacity);
-        for (b, block) in blocks.iter().enumerate() {
-            for r in 0..block.len() {
-                table.offer(table.candidate(b, r));
-            }
-        }
-        let mut kept = Vec::with_capacity(table.table.len());
-        table.drain(&keep, &mut kept);
-        (kept, table.counts)
-    }
-
-    /// Like [`Merger::winners`], with the rows first cut into partitions by key hash, each
-    /// then through a table small enough to stay in cache: a table of every row of a large
-    /// date would make nearly every probe a trip to memory. The partitions hold a copy of
-    /// each row's contender (56 bytes), so this suits a merge unit, bounded in size, not
-    /// compaction.
-    fn partitioned_winners<T>(
-        &self,
-        blocks: &[RowBlock],
-        keep: impl Fn(&Winner) -> T,
-    ) -> (Vec<T>, MergeCounts) {
-        let total: usize = blocks.iter().map(RowBlock::len).sum();
-        let bits = (total / PARTITION_ROWS)
-            .next_power_of_two()
-            .trailing_zeros()
-            .min(12);
-        let mut sizes = vec![0usize; 1 << bits];
-        for block in blocks {
-            for r in 0..block.len() {
-                sizes[partition(table_hash(block.hash(r)), bits)] += 1;
-            }
-        }
-        let mut table = KeyTable::new(self, blocks, PARTITION_ROWS);
-        let mut partitions: Vec<Vec<Winner>> = sizes.iter().map(|&n| Vec::with_capacity(n)).collect();
-        for (b, block) in blocks.iter().enumerate() {
-            for r in 0..block.len() {
-                let c = table.candidate(b, r);
-                partitions[partition(c.hash, bits)].push(c);
-            }
-        }
-        let mut kept = Vec::with_capacity(total);
-        for partition in partitions {
-            for c in partition {
-                table.offer(c);
-            }
-            table.drain(&keep, &mut kept);
-        }
-        (kept, table.counts)
+        let mut table = KeyTable::new(self, blocks, keys);
+        table.offer_all();
+        table.drain(keep)
     }
 
     /// Merges rows already in the table (generation 0) with new rows (generation 1), spread
@@ -330,7 +352,8 @@ impl Merger<'_> {
     /// the written file deterministic, and the counts.
     pub fn merge(&self, blocks: &[RowBlock]) -> (Vec<RowRef>, MergeCounts) {
         let name_rank = self.ranks(|a, b| a.key.cmp(&b.key).then(a.modified_micros.cmp(&b.modified_micros)));
-        let (mut kept, counts) = self.partitioned_winners(blocks, |w| {
+        let rows = blocks.iter().map(RowBlock::len).sum();
+        let (mut kept, counts) = self.winners(blocks, rows, |w| {
             (name_rank[w.file as usize], w.line, w.generation, w.at())
         });
         kept.sort_unstable();
@@ -395,6 +418,7 @@ pub(crate) mod tests {
     use crate::block::{Lineage, RowBuilder};
     use crate::config::SchemaConfig;
     use crate::config::{Config, RawConfig};
+    use std::collections::HashMap;
 
     /// Three columns `id, day, v`, keyed by `(id, day)`; shared by the router's tests.
     pub(crate) fn schema() -> SchemaConfig {
@@ -611,5 +635,103 @@ pub(crate) mod tests {
                 superseded: 1
             }
         );
+    }
+
+    /// A merge large enough for many partitions and several passes (and compaction with a
+    /// low estimate of its keys, so partition tables grow) keeps exactly the rows and counts
+    /// a plain map of key → latest position gives. Keys of every length: some fit inline,
+    /// some do not; some rows are stored (generation 0), most new.
+    #[test]
+    fn partitioned_tables_keep_what_a_plain_map_keeps() {
+        let schema = schema();
+        let keys = KeyColumns::new(&schema);
+        let files = files();
+        let merger = Merger {
+            keys: &keys,
+            order: Order::Name,
+            files: &files,
+        };
+        let mut builder = RowBuilder::new(&schema);
+        let mut blocks = vec![RowBlock::new(3, 1), RowBlock::new(3, 1)];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let distinct = 150_000u64;
+        for line in 1..=600_000u64 {
+            let k = next() % distinct;
+            let id = match k % 3 {
+                0 => format!("{k}"),
+                1 => format!("customer-{k}-with-a-name-too-long-to-sit-inline"),
+                _ => format!("C{k:09}"),
+            };
+            let generation = u8::from(next() % 5 != 0);
+            let lineage = Lineage {
+                file: (next() % 2) as u32,
+                line,
+                generation,
+            };
+            let block = &mut blocks[(line % 2) as usize];
+            builder.push(block, &[Some(&id), None, Some("v")], &[1], lineage);
+        }
+        // The reference: by name, a.gz (id 0) comes before b.gz (id 1); every new row that
+        // is not its key's latest is superseded.
+        // Key → (latest position, its row, whether a stored row had the key).
+        type Latest = ((u32, u64, u8), RowRef, bool);
+        let mut latest: HashMap<&[u8], Latest> = HashMap::new();
+        for (b, block) in blocks.iter().enumerate() {
+            for r in 0..block.len() {
+                let position = (block.file(r), block.line(r), block.generation(r));
+                let at = (b as u32, r as u32);
+                let stored = block.generation(r) == 0;
+                let entry = latest
+                    .entry(block.field(r, 0).unwrap())
+                    .or_insert((position, at, stored));
+                entry.2 |= stored;
+                if position > entry.0 {
+                    (entry.0, entry.1) = (position, at);
+                }
+            }
+        }
+        let mut expected = MergeCounts::default();
+        for (position, _, had_stored) in latest.values() {
+            match (position.2 > 0, had_stored) {
+                (true, true) => expected.updated += 1,
+                (true, false) => expected.inserted += 1,
+                _ => {}
+            }
+        }
+        let new_rows: u64 = blocks
+            .iter()
+            .map(|b| (0..b.len()).filter(|&r| b.generation(r) > 0).count() as u64)
+            .sum();
+        expected.superseded = new_rows - expected.inserted - expected.updated;
+        let mut want: Vec<RowRef> = latest.values().map(|v| v.1).collect();
+        want.sort_unstable();
+
+        let (kept, counts) = merger.merge(&blocks);
+        assert_eq!(counts, expected);
+        let mut got = kept.clone();
+        got.sort_unstable();
+        assert_eq!(got, want);
+        // Kept rows come in lineage order.
+        let order: Vec<(u32, u64)> = kept
+            .iter()
+            .map(|&(b, r)| {
+                (
+                    blocks[b as usize].file(r as usize),
+                    blocks[b as usize].line(r as usize),
+                )
+            })
+            .collect();
+        assert!(order.is_sorted());
+
+        let (mut compacted, superseded) = merger.compact(&blocks, distinct as usize / 4);
+        compacted.sort_unstable();
+        assert_eq!(compacted, want);
+        assert_eq!(superseded, expected.superseded);
     }
 }

@@ -13,7 +13,7 @@ use crate::config::{Config, Mode};
 use crate::dates::format_days;
 use crate::error::Result;
 use crate::plan::{FileStatus, PlannedFile, plan};
-use crate::reader::{ReadProgress, read_source};
+use crate::reader::{ReadOptions, ReadProgress, read_source};
 use crate::report::{bytes, thousands};
 use crate::row::LineParser;
 use crate::run::Target;
@@ -51,13 +51,25 @@ pub async fn preview(config: &Config) -> Result<Preview> {
     let to_read: Vec<PlannedFile> = plan.files.iter().filter(|f| f.process).cloned().collect();
 
     let parser = Arc::new(LineParser::new(&config.schema, config.source.delimiter));
-    let header = config.source.header;
+    let options = ReadOptions {
+        skip_header: config.source.header,
+        inflate_ahead: to_read.len() < config.run.threads,
+    };
     let counts: Vec<crate::reader::FileCounts> = futures::stream::iter(to_read.iter().enumerate())
         .map(|(id, f)| {
             let (parser, source, meta) = (parser.clone(), target.source.clone(), f.meta.clone());
             async move {
                 let progress = Arc::new(ReadProgress::default());
-                read_source(&source, &meta, parser, id as u32, header, progress, |_, _| Ok(())).await
+                read_source(
+                    &source,
+                    &meta,
+                    parser,
+                    id as u32,
+                    options,
+                    progress,
+                    |_, _| Ok(()),
+                )
+                .await
             }
         })
         .buffered(config.run.threads)

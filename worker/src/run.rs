@@ -16,7 +16,7 @@ use crate::error::{Error, Result, exit_code};
 use crate::lock::TableLock;
 use crate::merge::{FileInfo, FileTable, MergeCounts};
 use crate::plan::{Plan, plan};
-use crate::reader::{DateBlocks, FileCounts, read_source};
+use crate::reader::{DateBlocks, FileCounts, ReadOptions, read_source};
 use crate::rejects::{RejectGate, RejectsWriter, rejects_key};
 use crate::router::{Compactor, DateRouter};
 use crate::row::{LineParser, Reject};
@@ -592,7 +592,10 @@ async fn read_all(
         interactive,
     );
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Ingested>(config.run.threads * 2);
-    let header = config.source.header;
+    let options = ReadOptions {
+        skip_header: config.source.header,
+        inflate_ahead: files.len() < config.run.threads,
+    };
     let readers = {
         let progress = progress.clone();
         let source = target.source.clone();
@@ -614,7 +617,7 @@ async fn read_all(
                                 .map_err(|_| std::io::Error::other("the run stopped"))
                         };
                         let counts =
-                            read_source(&source, meta, parser, file, header, progress.counters(), emit)
+                            read_source(&source, meta, parser, file, options, progress.counters(), emit)
                                 .await?;
                         progress.file_done();
                         tracing::debug!(
