@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use crate::block::{KeyColumns, RowBlock};
 use crate::config::Order;
 use crate::error::{Error, Result};
-use crate::merge::{FileTable, MergeCounts, Merger, gather};
+use crate::merge::{FileTable, MergeCounts, Merger, RowRef};
 use crate::spill::{DateRows, SpillDir, Units};
 use crate::table::{DateEncoder, EncodedObject, StoredRows, StoredSlice};
 
@@ -51,8 +51,6 @@ impl Drop for SlotGuard<'_> {
 pub struct DateMerge<'a> {
     pub keys: &'a KeyColumns,
     pub order: Order,
-    /// Columns and date slots of the schema.
-    pub shape: (usize, usize),
     pub slots: &'a MergeSlots,
     /// Threads merging units of this date side by side.
     pub threads: usize,
@@ -121,21 +119,20 @@ impl DateMerge<'_> {
             files: &files,
         };
         let (winners, counts) = merger.merge(&blocks);
-        // The encoder numbers the stored rows first, then the new rows copied out here.
+        // The encoder numbers the stored rows first, then the new rows that win, in `new`.
         let stored_rows = stored.len() as u32;
-        let mut new_rows = RowBlock::new(self.shape.0, self.shape.1);
+        let mut new = Vec::new();
         let take: Vec<u32> = winners
             .iter()
             .map(|&(block, row)| match block {
                 0 => row,
                 _ => {
-                    new_rows.push_from(&blocks[block as usize], row as usize);
-                    stored_rows + new_rows.len() as u32 - 1
+                    new.push((block, row));
+                    stored_rows + new.len() as u32 - 1
                 }
             })
             .collect();
-        drop(blocks);
-        encoder.add_with_stored(&stored, &new_rows, &take, &files)?;
+        encoder.add_with_stored(&stored, &blocks, &new, &take, &files)?;
         Ok(MergedDate {
             body: encoder.finish()?,
             counts,
@@ -154,7 +151,7 @@ impl DateMerge<'_> {
         let units = Mutex::new((units, 0usize));
         // A unit's slot travels with its kept rows and is freed once they are encoded, so
         // merging cannot run ahead of encoding and pile kept rows up in memory.
-        type Merged<'s> = (usize, RowBlock, MergeCounts, SlotGuard<'s>);
+        type Merged<'s> = (usize, (Vec<RowBlock>, Vec<RowRef>), MergeCounts, SlotGuard<'s>);
         let (sender, receiver) = std::sync::mpsc::channel::<Result<Merged<'_>>>();
         let (mut counts, mut rows) = (MergeCounts::default(), 0u64);
         std::thread::scope(|scope| -> Result<()> {
@@ -195,8 +192,8 @@ impl DateMerge<'_> {
                 let (index, kept, unit_counts, slot) = outcome?;
                 waiting.insert(index, (kept, slot));
                 counts += unit_counts;
-                while let Some((kept, slot)) = waiting.remove(&next) {
-                    encoder.add(&kept, files)?;
+                while let Some(((blocks, kept), slot)) = waiting.remove(&next) {
+                    encoder.add(&blocks, &kept, files)?;
                     rows += kept.len() as u64;
                     next += 1;
                     drop(slot);
@@ -211,14 +208,18 @@ impl DateMerge<'_> {
         })
     }
 
-    fn merge_unit(&self, blocks: Vec<RowBlock>, files: &FileTable) -> (RowBlock, MergeCounts) {
+    /// The unit's rows and which of them to keep, in order.
+    fn merge_unit(
+        &self,
+        blocks: Vec<RowBlock>,
+        files: &FileTable,
+    ) -> ((Vec<RowBlock>, Vec<RowRef>), MergeCounts) {
         let merger = Merger {
             keys: self.keys,
             order: self.order,
             files,
         };
         let (winners, counts) = merger.merge(&blocks);
-        let kept = gather(&blocks, &winners, self.shape.0, self.shape.1);
-        (kept, counts)
+        ((blocks, winners), counts)
     }
 }

@@ -403,15 +403,6 @@ pub fn distinct_keys(blocks: &[RowBlock]) -> usize {
     estimate.round() as usize
 }
 
-/// Copies the rows `at` of `blocks` into one block.
-pub fn gather(blocks: &[RowBlock], at: &[RowRef], columns: usize, date_slots: usize) -> RowBlock {
-    let mut out = RowBlock::new(columns, date_slots);
-    for &(b, r) in at {
-        out.push_from(&blocks[b as usize], r as usize);
-    }
-    out
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

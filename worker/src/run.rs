@@ -415,7 +415,6 @@ async fn merge_and_write(
     tracing::info!("merging {} date(s)", dates.len());
     let date_bar = crate::progress::count_bar(dates.len() as u64, "dates written", interactive);
     let keys = Arc::new(KeyColumns::new(&config.schema));
-    let shape = (config.schema.columns.len(), config.schema.date_columns.len());
     let order = config.run.order;
     let unit_limit = unit_limit(config);
     let table = target.table.clone();
@@ -443,7 +442,6 @@ async fn merge_and_write(
                     let merge = DateMerge {
                         keys: &keys,
                         order,
-                        shape,
                         slots: &slots,
                         threads: concurrency,
                         unit_limit,

@@ -11,7 +11,7 @@ use crate::block::{Lineage, NULL_DATE, RowBlock, RowBuilder};
 use crate::config::{Layout, SchemaConfig};
 use crate::dates::{days_since_epoch, format_days};
 use crate::error::{Error, Result};
-use crate::merge::FileTable;
+use crate::merge::{FileTable, RowRef};
 use crate::spill::SpillDir;
 use crate::storage::{DynStorage, PutCondition, StorageError};
 
@@ -302,15 +302,17 @@ fn conform(frame: DataFrame, schema: &SchemaConfig) -> Result<DataFrame> {
 
 /// Builds one date's object from its kept rows, added a merge unit at a time.
 pub trait DateEncoder: Send {
-    /// Adds rows (in the order they should be stored); `files` names their lineage file ids.
-    fn add(&mut self, rows: &RowBlock, files: &FileTable) -> Result<()>;
+    /// Adds the rows `at` of `blocks`, in that order; `files` names their lineage file ids.
+    fn add(&mut self, blocks: &[RowBlock], at: &[RowRef], files: &FileTable) -> Result<()>;
 
-    /// Adds rows drawn from `stored` and `rows`: `take` lists them in the order they should
-    /// be stored, numbering the stored slice's rows first and `rows`' after them.
+    /// Adds rows drawn from `stored` and from the rows `at` of `blocks`: `take` lists them in
+    /// the order they should be stored, numbering the stored slice's rows first and then those
+    /// of `at`.
     fn add_with_stored(
         &mut self,
         stored: &StoredSlice,
-        rows: &RowBlock,
+        blocks: &[RowBlock],
+        at: &[RowRef],
         take: &[u32],
         files: &FileTable,
     ) -> Result<()>;
@@ -392,19 +394,20 @@ impl ParquetEncoder {
 }
 
 impl DateEncoder for ParquetEncoder {
-    fn add(&mut self, rows: &RowBlock, files: &FileTable) -> Result<()> {
-        self.write(&frame(rows, &self.schema, files)?)
+    fn add(&mut self, blocks: &[RowBlock], at: &[RowRef], files: &FileTable) -> Result<()> {
+        self.write(&frame(blocks, at, &self.schema, files)?)
     }
 
     fn add_with_stored(
         &mut self,
         stored: &StoredSlice,
-        rows: &RowBlock,
+        blocks: &[RowBlock],
+        at: &[RowRef],
         take: &[u32],
         files: &FileTable,
     ) -> Result<()> {
         let mut all = stored.columns.clone();
-        all.vstack_mut_owned(frame(rows, &self.schema, files)?)?;
+        all.vstack_mut_owned(frame(blocks, at, &self.schema, files)?)?;
         all.rechunk_mut();
         let take = IdxCa::from_vec(PlSmallStr::EMPTY, take.iter().map(|&i| i as IdxSize).collect());
         self.write(&all.take(&take)?)
@@ -442,29 +445,31 @@ fn frame_schema(schema: &SchemaConfig) -> Schema {
     Schema::from_iter(fields)
 }
 
-/// Rows → a data frame of the table's columns.
-fn frame(rows: &RowBlock, schema: &SchemaConfig, files: &FileTable) -> Result<DataFrame> {
-    let n = rows.len();
+/// The rows `at` of `blocks` → a data frame of the table's columns.
+fn frame(blocks: &[RowBlock], at: &[RowRef], schema: &SchemaConfig, files: &FileTable) -> Result<DataFrame> {
+    let rows = || at.iter().map(|&(b, r)| (&blocks[b as usize], r as usize));
     let mut columns: Vec<Column> = Vec::with_capacity(schema.columns.len() + 3);
     for (i, name) in schema.columns.iter().enumerate() {
         let series = match schema.date_slot(i) {
             Some(j) => {
-                let days: Int32Chunked = (0..n)
-                    .map(|r| Some(rows.date(r, j)).filter(|d| *d != NULL_DATE))
+                let days: Int32Chunked = rows()
+                    .map(|(block, r)| Some(block.date(r, j)).filter(|d| *d != NULL_DATE))
                     .collect();
                 days.with_name(name.as_str().into()).into_series().into_date()
             }
             None => {
-                let values: StringChunked = (0..n).map(|r| rows.field_str(r, i)).collect();
+                let values: StringChunked = rows().map(|(block, r)| block.field_str(r, i)).collect();
                 values.with_name(name.as_str().into()).into_series()
             }
         };
         columns.push(series.into_column());
     }
-    let file_keys: StringChunked = (0..n).map(|r| Some(&*files.get(rows.file(r)).key)).collect();
-    let lines: Int64Chunked = (0..n).map(|r| Some(rows.line(r) as i64)).collect();
-    let modified: Int64Chunked = (0..n)
-        .map(|r| Some(files.get(rows.file(r)).modified_micros))
+    let file_keys: StringChunked = rows()
+        .map(|(block, r)| Some(&*files.get(block.file(r)).key))
+        .collect();
+    let lines: Int64Chunked = rows().map(|(block, r)| Some(block.line(r) as i64)).collect();
+    let modified: Int64Chunked = rows()
+        .map(|(block, r)| Some(files.get(block.file(r)).modified_micros))
         .collect();
     columns.push(
         file_keys
@@ -480,7 +485,7 @@ fn frame(rows: &RowBlock, schema: &SchemaConfig, files: &FileTable) -> Result<Da
             .into_datetime(TimeUnit::Microseconds, None)
             .into_column(),
     );
-    Ok(DataFrame::new(n, columns)?)
+    Ok(DataFrame::new(at.len(), columns)?)
 }
 
 /// Rows → a whole snappy Parquet object's bytes (one encoder, one `add`).
@@ -488,7 +493,8 @@ fn frame(rows: &RowBlock, schema: &SchemaConfig, files: &FileTable) -> Result<Da
 pub fn encode(rows: &RowBlock, schema: &Arc<SchemaConfig>, files: &FileTable) -> Result<Bytes> {
     let scratch = SpillDir::new(None);
     let mut encoder: Box<dyn DateEncoder> = Box::new(ParquetEncoder::new(schema.clone(), &scratch)?);
-    encoder.add(rows, files)?;
+    let at: Vec<RowRef> = (0..rows.len() as u32).map(|r| (0, r)).collect();
+    encoder.add(std::slice::from_ref(rows), &at, files)?;
     let object = encoder.finish()?;
     Ok(Bytes::from(std::fs::read(object.path())?))
 }
