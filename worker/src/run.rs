@@ -206,7 +206,7 @@ struct Work {
 /// How `run.memory_limit` is shared out. Reading buffers rows up to half of it (the rest of
 /// the process — decoders, batches in flight, polars — lives in the other half); merging
 /// takes one unit per concurrent date, each a quarter of its share, because a unit's merge
-/// holds its rows, their hash table, the kept copy and the encoded object at once.
+/// holds its rows, their key tables, the kept rows' columns and the encoded object at once.
 fn ingest_budget(config: &Config) -> u64 {
     config.run.memory_limit / 2
 }
