@@ -135,13 +135,14 @@ impl KeyColumns {
 /// Many rows of one schema. Row `r`'s text is `text[starts[r]..]`; its field `i` ends at
 /// `ends[r * columns + i]` (relative to the row's start) and begins one byte after the previous
 /// field's end (the delimiter, or any separator in rows rebuilt from the table). An empty field
-/// is NULL. Every text is valid UTF-8: the line parser checks it, and rows rebuilt from the
-/// table or read back from a spill file come from strings.
+/// is NULL. The text is a `String`: the line parser checks each line's UTF-8, rows rebuilt
+/// from the table come from strings, and a spill file's text is checked once per block as it
+/// is read back; a field is then a slice of it, never checked again.
 #[derive(Debug, Clone, Default)]
 pub struct RowBlock {
     columns: usize,
     date_slots: usize,
-    text: Vec<u8>,
+    text: String,
     starts: Vec<u64>,
     ends: Vec<u32>,
     dates: Vec<i32>,
@@ -210,14 +211,13 @@ impl RowBlock {
         self.generations.shrink_to_fit();
     }
 
-    /// Adds a row. `text` must be valid UTF-8; `ends` has one entry per column (relative to
-    /// `text`), `dates` one per date slot.
-    pub fn push(&mut self, text: &[u8], ends: &[u32], dates: &[i32], hash: u64, lineage: Lineage) {
+    /// Adds a row. `ends` has one entry per column (relative to `text`), `dates` one per date
+    /// slot.
+    pub fn push(&mut self, text: &str, ends: &[u32], dates: &[i32], hash: u64, lineage: Lineage) {
         debug_assert_eq!(ends.len(), self.columns);
         debug_assert_eq!(dates.len(), self.date_slots);
-        debug_assert!(std::str::from_utf8(text).is_ok());
         self.starts.push(self.text.len() as u64);
-        self.text.extend_from_slice(text);
+        self.text.push_str(text);
         self.ends.extend_from_slice(ends);
         self.dates.extend_from_slice(dates);
         self.hashes.push(hash);
@@ -243,7 +243,7 @@ impl RowBlock {
     /// The bytes of field `i` of row `r`; `None` for NULL (an empty field).
     pub fn field(&self, r: usize, i: usize) -> Option<&[u8]> {
         field_of(
-            &self.text[self.starts[r] as usize..],
+            &self.text.as_bytes()[self.starts[r] as usize..],
             &self.ends[r * self.columns..],
             i,
         )
@@ -251,9 +251,13 @@ impl RowBlock {
 
     /// Field `i` of row `r` as text.
     pub fn field_str(&self, r: usize, i: usize) -> Option<&str> {
-        // Row text is UTF-8 (see [`RowBlock`]) and fields split on ASCII bytes, so this never
-        // fails; a failure would be a bug, shown as NULL rather than a crash.
-        self.field(r, i).and_then(|b| std::str::from_utf8(b).ok())
+        let span = field_span(&self.ends[r * self.columns..], i);
+        let start = self.starts[r] as usize;
+        // Fields split on an ASCII delimiter, so they start and end on character boundaries;
+        // `get` would give NULL rather than a crash if one did not.
+        (!span.is_empty())
+            .then(|| self.text.get(start + span.start..start + span.end))
+            .flatten()
     }
 
     /// The value of date slot `slot` of row `r` ([`NULL_DATE`] for NULL).
@@ -307,7 +311,7 @@ impl RowBlock {
             out.write_all(bytes)
         };
         put(&words_to_bytes(&header))?;
-        put(&self.text)?;
+        put(self.text.as_bytes())?;
         put(&words_to_bytes(&self.starts))?;
         put(&u32s_to_bytes(&self.ends))?;
         put(&u32s_to_bytes(
@@ -335,7 +339,13 @@ impl RowBlock {
             input.read_exact(&mut buf)?;
             Ok(buf)
         };
-        let text = read(text_len)?;
+        // Checked once per block, so every field read from it is text.
+        let text = String::from_utf8(read(text_len)?).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "a spill file is damaged: rows are not UTF-8",
+            )
+        })?;
         let starts = bytes_to_words(&read(rows * 8)?);
         let ends = bytes_to_u32s(&read(rows * columns * 4)?);
         let dates = bytes_to_u32s(&read(rows * date_slots * 4)?)
@@ -386,7 +396,7 @@ fn bytes_to_u32s(bytes: &[u8]) -> Vec<u32> {
 /// Builds rows from field values (`None` = NULL): rows read back from the table, and tests.
 pub struct RowBuilder {
     keys: KeyColumns,
-    text: Vec<u8>,
+    text: String,
     ends: Vec<u32>,
 }
 
@@ -394,7 +404,7 @@ impl RowBuilder {
     pub fn new(schema: &SchemaConfig) -> Self {
         RowBuilder {
             keys: KeyColumns::new(schema),
-            text: Vec::new(),
+            text: String::new(),
             ends: Vec::new(),
         }
     }
@@ -406,13 +416,15 @@ impl RowBuilder {
         self.ends.clear();
         for (i, v) in values.iter().enumerate() {
             if i > 0 {
-                self.text.push(0x1f);
+                self.text.push('\u{1f}');
             }
-            self.text.extend_from_slice(v.unwrap_or("").as_bytes());
+            self.text.push_str(v.unwrap_or(""));
             self.ends.push(self.text.len() as u32);
         }
         let (text, ends) = (&self.text, &self.ends);
-        let hash = self.keys.hash(|i| field_of(text, ends, i), |slot| dates[slot]);
+        let hash = self
+            .keys
+            .hash(|i| field_of(text.as_bytes(), ends, i), |slot| dates[slot]);
         block.push(text, ends, dates, hash, lineage);
     }
 }
@@ -425,7 +437,7 @@ mod tests {
     fn spill_format_round_trips() {
         let mut block = RowBlock::new(3, 1);
         block.push(
-            b"a||c",
+            "a||c",
             &[1, 2, 4],
             &[5],
             42,
@@ -436,7 +448,7 @@ mod tests {
             },
         );
         block.push(
-            b"|\xc3\xa9|",
+            "|é|",
             &[0, 3, 4],
             &[NULL_DATE],
             43,
@@ -470,6 +482,12 @@ mod tests {
             );
         }
         assert!(RowBlock::read_from(&mut input).unwrap().is_none());
+
+        // A damaged file (the `é` cut in half) is an error, never text that is not UTF-8.
+        let at = bytes.windows(2).position(|w| w == "é".as_bytes()).unwrap();
+        bytes[at] = b'x';
+        let error = RowBlock::read_from(&mut &bytes[..]).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
     }
 
     #[test]
@@ -480,9 +498,9 @@ mod tests {
             generation: 1,
         };
         let mut a = RowBlock::new(2, 0);
-        a.push(b"x|yy", &[1, 4], &[], 1, lineage(1));
+        a.push("x|yy", &[1, 4], &[], 1, lineage(1));
         let mut b = RowBlock::new(2, 0);
-        b.push(b"p|", &[1, 2], &[], 2, lineage(2));
+        b.push("p|", &[1, 2], &[], 2, lineage(2));
         b.push_from(&a, 0);
         let fields: Vec<_> = (0..b.len())
             .map(|r| (b.field_str(r, 0), b.field_str(r, 1)))

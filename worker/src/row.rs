@@ -38,7 +38,7 @@ pub enum LineOutcome<'a> {
     Blank,
     /// The line's text (without a trailing `\r`); its fields, dates and key hash are in the
     /// [`ParsedLine`] passed to [`LineParser::parse`].
-    Row(&'a [u8]),
+    Row(&'a str),
     Rejected(Reject),
 }
 
@@ -160,7 +160,7 @@ impl LineParser {
         out.hash = self
             .keys
             .hash(|i| field_of(line, ends, i), |slot| out.dates[slot]);
-        LineOutcome::Row(line)
+        LineOutcome::Row(text)
     }
 }
 

@@ -398,7 +398,7 @@ mod tests {
         for (line, h) in hashes.into_iter().enumerate() {
             let text = format!("{h:016x}");
             b.push(
-                text.as_bytes(),
+                &text,
                 &[text.len() as u32],
                 &[],
                 h,
