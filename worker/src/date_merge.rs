@@ -2,7 +2,8 @@
 //! per key are kept and encoded, in unit order, into the date's object. A date cut into
 //! several units has them merged on several threads; [`MergeSlots`] caps how many units are
 //! in memory at once across every date of the run, so the memory budget holds however the
-//! dates are sized.
+//! dates are sized. A date whose new and stored rows fit one unit is the common incremental
+//! case: its stored rows stay in the columns they were decoded into ([`StoredSlice`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};

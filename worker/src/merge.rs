@@ -151,7 +151,7 @@ fn partition(table_hash: u64, parts: usize) -> usize {
 }
 
 /// The tables that keep the latest row per key, and the counts of what they saw. Keys are
-/// spread over partitions by hash, each its own small table, and rows are offered a chunk at
+/// spread over partitions by hash, each its own small table, and rows are offered a pass at
 /// a time, sorted by partition first: one table of every key of a date is many times the
 /// cache, and nearly every probe into it would be a trip to memory.
 struct KeyTable<'a> {
@@ -201,7 +201,7 @@ impl<'a> KeyTable<'a> {
         }
         let total: usize = blocks.iter().map(RowBlock::len).sum();
         let pass_rows = total.min(PASS_ROWS);
-        let mut chunk: Vec<Vec<Winner>> = (0..parts)
+        let mut pass: Vec<Vec<Winner>> = (0..parts)
             .map(|_| Vec::with_capacity(pass_rows / parts + pass_rows / parts / 8 + 16))
             .collect();
         let mut rows = 0;
@@ -211,18 +211,19 @@ impl<'a> KeyTable<'a> {
             .flat_map(|(b, block)| (0..block.len()).map(move |r| (b, r)));
         for (b, r) in rows_of {
             let c = self.candidate(b, r);
-            chunk[partition(c.hash, parts)].push(c);
+            pass[partition(c.hash, parts)].push(c);
             rows += 1;
             if rows == PASS_ROWS {
-                self.offer_chunk(&mut chunk);
+                self.offer_pass(&mut pass);
                 rows = 0;
             }
         }
-        self.offer_chunk(&mut chunk);
+        self.offer_pass(&mut pass);
     }
 
-    fn offer_chunk(&mut self, chunk: &mut [Vec<Winner>]) {
-        for (p, part) in chunk.iter_mut().enumerate() {
+    /// A pass's contenders, partition by partition.
+    fn offer_pass(&mut self, pass: &mut [Vec<Winner>]) {
+        for (p, part) in pass.iter_mut().enumerate() {
             for c in part.drain(..) {
                 self.offer(p, c);
             }

@@ -445,15 +445,8 @@ pub async fn read_source(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, RawConfig};
+    use crate::row::tests::parser;
     use std::io::Write;
-
-    fn parser() -> LineParser {
-        let mut raw = RawConfig::default();
-        raw.set("source.url", "/in");
-        raw.set("target.url", "/out");
-        LineParser::new(&Config::from_raw(&raw).unwrap().schema, b'|')
-    }
 
     fn gzip(text: &[u8]) -> Vec<u8> {
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

@@ -177,11 +177,12 @@ pub fn escape_invalid_utf8(raw: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::{Config, RawConfig};
 
-    fn parser() -> LineParser {
+    /// The default schema's parser, `|`-separated; shared by the reader's tests.
+    pub(crate) fn parser() -> LineParser {
         let mut raw = RawConfig::default();
         raw.set("source.url", "/in");
         raw.set("target.url", "/out");
