@@ -10,7 +10,7 @@ use flate2::read::MultiGzDecoder;
 use crate::block::{Lineage, RowBlock};
 use crate::error::{Error, Result};
 use crate::row::{LineOutcome, LineParser, ParsedLine, Reject};
-use crate::storage::{DynStorage, ObjectMeta};
+use crate::storage::{DynStorage, ObjectMeta, ResumingReader, StoreReadError};
 
 /// Rows are handed on in batches of this many, so a large file is never held whole.
 pub const BATCH_ROWS: usize = 32 * 1024;
@@ -297,84 +297,6 @@ pub fn read_file(
     Ok(out)
 }
 
-/// A read from the store failed (after retries), as opposed to the bytes not being gzip'd text.
-#[derive(Debug)]
-struct StoreReadError(String);
-
-impl std::fmt::Display for StoreReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for StoreReadError {}
-
-/// Attempts to resume a source read after its connection failed.
-const READ_RETRIES: u32 = 4;
-
-/// A source object read to the end, resuming from the last byte received when the stream
-/// breaks (a reset connection, a read timeout): a ranged GET pinned to the listed version, so
-/// a resumed read never splices two versions of a file.
-struct ResumingReader {
-    storage: DynStorage,
-    key: String,
-    etag: Option<String>,
-    runtime: tokio::runtime::Handle,
-    inner: Box<dyn Read + Send>,
-    offset: u64,
-    retries_left: u32,
-}
-
-impl ResumingReader {
-    fn give_up(&self, e: impl std::fmt::Display) -> std::io::Error {
-        std::io::Error::other(StoreReadError(format!(
-            "reading failed at byte {} after {READ_RETRIES} retries: {e}",
-            self.offset
-        )))
-    }
-}
-
-impl Read for ResumingReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            let error = match self.inner.read(buf) {
-                Ok(n) => {
-                    self.offset += n as u64;
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => e,
-            };
-            if self.retries_left == 0 {
-                return Err(self.give_up(error));
-            }
-            let attempt = READ_RETRIES - self.retries_left + 1;
-            self.retries_left -= 1;
-            tracing::warn!(
-                "reading {} broke off at byte {} ({error}); resuming (retry {attempt} of {READ_RETRIES})",
-                self.storage.url(&self.key),
-                self.offset
-            );
-            std::thread::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)));
-            let reopened =
-                self.runtime
-                    .block_on(self.storage.open_at(&self.key, self.offset, self.etag.as_deref()));
-            match reopened {
-                Ok(reader) => self.inner = reader.into_blocking(),
-                Err(crate::storage::StorageError::PreconditionFailed { .. }) => {
-                    return Err(std::io::Error::other(StoreReadError(format!(
-                        "it changed while this run was reading it (at byte {}); the next run \
-                         reads the new version",
-                        self.offset
-                    ))));
-                }
-                Err(e) if self.retries_left == 0 => return Err(self.give_up(e)),
-                Err(_) => {}
-            }
-        }
-    }
-}
-
 /// Opens source object `meta` and reads it with [`read_file`] on a blocking thread; used by
 /// runs and by `plan`, so both fail alike on a file that is not gzip'd text.
 pub async fn read_source(
@@ -399,18 +321,8 @@ pub async fn read_source(
         }
         other => other?,
     };
-    let (storage, key_owned, etag) = (source.clone(), key.to_string(), meta.etag.clone());
-    let runtime = tokio::runtime::Handle::current();
+    let input = ResumingReader::new(source.clone(), key, meta.etag.clone(), input);
     tokio::task::spawn_blocking(move || {
-        let input = ResumingReader {
-            storage,
-            key: key_owned,
-            etag,
-            runtime,
-            inner: input.into_blocking(),
-            offset: 0,
-            retries_left: READ_RETRIES,
-        };
         read_file(Box::new(input), &parser, file, options, progress, &mut emit)
     })
     .await

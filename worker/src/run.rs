@@ -433,7 +433,7 @@ async fn merge_and_write(
             };
             async move {
                 let (stored, seen) = match mode {
-                    Mode::Incremental => table.read_date(date).await?,
+                    Mode::Incremental => table.read_date(date, &spill).await?,
                     Mode::Full => (None, listed_version),
                 };
                 let encoder = table.encoder(&spill)?;

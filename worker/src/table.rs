@@ -1,10 +1,8 @@
 //! The table: one snappy Parquet object per date (SPEC §3), behind the [`Table`] trait so
 //! another format (Delta Lake is planned) is a new module, not a rewrite.
 
-use std::io::Cursor;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use polars::prelude::*;
 
 use crate::block::{Lineage, NULL_DATE, RowBlock, RowBuilder};
@@ -61,8 +59,9 @@ pub trait Table: Send + Sync {
     async fn list(&self) -> Result<Vec<DataObject>>;
 
     /// The rows stored for a date (none if the date has no object), to be decoded a slice at
-    /// a time, and the version read.
-    async fn read_date(&self, date: i32) -> Result<(Option<Box<dyn StoredRows>>, Seen)>;
+    /// a time, and the version read. The object is copied to a scratch file under `scratch`
+    /// first, so it is never held in memory whole.
+    async fn read_date(&self, date: i32, scratch: &SpillDir) -> Result<(Option<Box<dyn StoredRows>>, Seen)>;
 
     /// A new encoder for one date's object, writing to a scratch file under `scratch`.
     fn encoder(&self, scratch: &SpillDir) -> Result<Box<dyn DateEncoder>>;
@@ -143,17 +142,23 @@ impl Table for ParquetTable {
             .collect())
     }
 
-    async fn read_date(&self, date: i32) -> Result<(Option<Box<dyn StoredRows>>, Seen)> {
+    async fn read_date(&self, date: i32, scratch: &SpillDir) -> Result<(Option<Box<dyn StoredRows>>, Seen)> {
         let key = self.key_for(date);
-        let Some((bytes, meta)) = self.storage.get(&key).await? else {
+        let url = self.storage.url(&key);
+        let (file, path) = scratch
+            .create_file("stored")
+            .map_err(|e| Error::Other(format!("cannot create a scratch file (run.spill_dir): {e}")))?;
+        drop(file);
+        let Some(meta) = crate::storage::get_to_file(&self.storage, &key, &path).await? else {
             return Ok((None, Seen::Absent));
         };
-        let url = self.storage.url(&key);
-        let rows = ParquetReader::new(Cursor::new(bytes.as_ref()))
+        let file = std::fs::File::open(&path)
+            .map_err(|e| Error::Other(format!("cannot read a scratch file (run.spill_dir): {e}")))?;
+        let rows = ParquetReader::new(file)
             .num_rows()
             .map_err(|e| Error::Other(format!("cannot read table object {url}: {e}")))?;
         let stored = StoredParquet {
-            bytes,
+            path,
             schema: self.schema.clone(),
             url,
             next: 0,
@@ -204,8 +209,10 @@ pub trait StoredRows: Send {
 /// Rows decoded per slice of a stored object (one row group as written).
 const STORED_SLICE_ROWS: usize = ROW_GROUP_ROWS;
 
+/// A stored object, copied to a scratch file (removed when dropped). Each slice maps the file
+/// anew and decodes only its row groups, so memory holds one slice's pages at a time.
 struct StoredParquet {
-    bytes: Bytes,
+    path: tempfile::TempPath,
     schema: Arc<SchemaConfig>,
     url: String,
     next: usize,
@@ -217,7 +224,9 @@ impl StoredRows for StoredParquet {
         if !self.has_more() {
             return Ok(None);
         }
-        let columns = ParquetReader::new(Cursor::new(self.bytes.as_ref()))
+        let file = std::fs::File::open(&self.path)
+            .map_err(|e| Error::Other(format!("cannot read a scratch file (run.spill_dir): {e}")))?;
+        let columns = ParquetReader::new(file)
             .with_slice(Some((self.next, STORED_SLICE_ROWS)))
             .finish()
             .map_err(Error::from)
@@ -490,13 +499,13 @@ fn frame(blocks: &[RowBlock], at: &[RowRef], schema: &SchemaConfig, files: &File
 
 /// Rows → a whole snappy Parquet object's bytes (one encoder, one `add`).
 #[cfg(test)]
-pub fn encode(rows: &RowBlock, schema: &Arc<SchemaConfig>, files: &FileTable) -> Result<Bytes> {
+pub fn encode(rows: &RowBlock, schema: &Arc<SchemaConfig>, files: &FileTable) -> Result<bytes::Bytes> {
     let scratch = SpillDir::new(None);
     let mut encoder: Box<dyn DateEncoder> = Box::new(ParquetEncoder::new(schema.clone(), &scratch)?);
     let at: Vec<RowRef> = (0..rows.len() as u32).map(|r| (0, r)).collect();
     encoder.add(std::slice::from_ref(rows), &at, files)?;
     let object = encoder.finish()?;
-    Ok(Bytes::from(std::fs::read(object.path())?))
+    Ok(bytes::Bytes::from(std::fs::read(object.path())?))
 }
 
 /// A decoded table object.
@@ -511,7 +520,7 @@ pub struct Decoded {
 #[cfg(test)]
 pub fn decode(bytes: &[u8], schema: &SchemaConfig) -> Result<Decoded> {
     decode_frame(
-        &ParquetReader::new(Cursor::new(bytes)).finish()?,
+        &ParquetReader::new(std::io::Cursor::new(bytes)).finish()?,
         schema,
         Fields::All,
     )

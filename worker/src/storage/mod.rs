@@ -6,6 +6,7 @@
 //! state and every table object are written only if they are still what the run last saw.
 
 mod local;
+mod resume;
 mod s3;
 
 use std::io::Read;
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 pub use local::LocalStorage;
+pub use resume::{ResumingReader, StoreReadError};
 pub use s3::{AwsConfig, S3Storage};
 
 use crate::location::Location;
@@ -130,6 +132,45 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 }
 
 pub type DynStorage = Arc<dyn Storage>;
+
+/// Copies object `key` into the local file `path` (streamed, never whole in memory, resuming a
+/// broken read) and returns the version copied; `None` if there is no object.
+pub async fn get_to_file(storage: &DynStorage, key: &str, path: &Path) -> StorageResult<Option<ObjectMeta>> {
+    // An object replaced between the HEAD and the GET is looked up again.
+    for _ in 0..3 {
+        let Some(meta) = storage.head(key).await? else {
+            return Ok(None);
+        };
+        let reader = match storage.open_at(key, 0, meta.etag.as_deref()).await {
+            Ok(reader) => reader,
+            Err(StorageError::PreconditionFailed { .. } | StorageError::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let mut input = ResumingReader::new(storage.clone(), key, meta.etag.clone(), reader);
+        let path = path.to_path_buf();
+        let copied = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
+            std::io::copy(&mut input, &mut out)?;
+            std::io::Write::flush(&mut out)
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|copied| copied);
+        return match copied {
+            Ok(()) => Ok(Some(meta)),
+            Err(e) => Err(StorageError::Other {
+                op: "get",
+                url: storage.url(key),
+                message: e.to_string(),
+            }),
+        };
+    }
+    Err(StorageError::Other {
+        op: "get",
+        url: storage.url(key),
+        message: "the object kept changing while it was read".into(),
+    })
+}
 
 /// [`Storage::put_file`] by reading the whole file and sending it with `put` or `put_if`: the
 /// default, and what a streaming backend does with small objects.

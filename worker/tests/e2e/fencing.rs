@@ -251,7 +251,7 @@ fn conditional_writes_whose_replies_were_lost_are_recognised() {
 }
 
 #[test]
-fn a_source_read_cut_off_resumes_and_a_dead_store_is_a_read_error() {
+fn a_read_cut_off_resumes_and_a_dead_store_is_a_read_error() {
     let place = Place::S3 {
         bucket: S3Server::shared().bucket("cut-reads"),
         prefix: "p".into(),
@@ -272,6 +272,22 @@ fn a_source_read_cut_off_resumes_and_a_dead_store_is_a_read_error() {
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert_eq!(proxy.fired(cut), 2);
     assert!(stderr.contains("resuming"), "{stderr}");
+    assert_eq!(place.rows_blocking("t"), reference(&place));
+
+    // The stored dates an incremental run merges into are streamed to scratch disk: a table
+    // object read cut off resumes the same way.
+    add(&place, "d.gz", 10, 2_000, 2_500);
+    let cut = proxy.inject(get(".snappy.parquet"), Fault::CutBody { after: 4_000 }, 2);
+    let (code, stdout, stderr) = Running::spawn(
+        worker(&place, "t", "stored-resumed").env("LAKELOAD_AWS_ENDPOINT_URL", &proxy.endpoint),
+    )
+    .finish();
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert_eq!(proxy.fired(cut), 2);
+    assert!(
+        stderr.contains("resuming") && stderr.contains(".snappy.parquet"),
+        "{stderr}"
+    );
     assert_eq!(place.rows_blocking("t"), reference(&place));
 
     // A store that breaks every read of a file: a read error, not "not gzip".
