@@ -51,10 +51,7 @@ pub async fn preview(config: &Config) -> Result<Preview> {
     let to_read: Vec<PlannedFile> = plan.files.iter().filter(|f| f.process).cloned().collect();
 
     let parser = Arc::new(LineParser::new(&config.schema, config.source.delimiter));
-    let options = ReadOptions {
-        skip_header: config.source.header,
-        inflate_ahead: to_read.len() < config.run.threads,
-    };
+    let options = ReadOptions::for_files(config, to_read.len());
     let counts: Vec<crate::reader::FileCounts> = futures::stream::iter(to_read.iter().enumerate())
         .map(|(id, f)| {
             let (parser, source, meta) = (parser.clone(), target.source.clone(), f.meta.clone());

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use flate2::read::MultiGzDecoder;
 
 use crate::block::{Lineage, RowBlock};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::row::{LineOutcome, LineParser, ParsedLine, Reject};
 use crate::storage::{DynStorage, ObjectMeta, ResumingReader, StoreReadError};
@@ -112,7 +113,7 @@ impl BatchBuilder {
 const CHUNK_BYTES: usize = 1 << 20;
 
 /// How a file is read.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct ReadOptions {
     /// The first line is a header, not a row.
     pub skip_header: bool,
@@ -120,6 +121,16 @@ pub struct ReadOptions {
     /// half the work of reading a file, so a file read while cores would otherwise idle
     /// (fewer files than `run.threads`) is read in a little over half the time.
     pub inflate_ahead: bool,
+}
+
+impl ReadOptions {
+    /// How each of `files` files is read, `run.threads` at a time (runs and `plan` alike).
+    pub fn for_files(config: &Config, files: usize) -> Self {
+        ReadOptions {
+            skip_header: config.source.header,
+            inflate_ahead: files < config.run.threads,
+        }
+    }
 }
 
 /// Decompressed chunks in flight between the inflating thread and the parser.

@@ -590,10 +590,7 @@ async fn read_all(
         interactive,
     );
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Ingested>(config.run.threads * 2);
-    let options = ReadOptions {
-        skip_header: config.source.header,
-        inflate_ahead: files.len() < config.run.threads,
-    };
+    let options = ReadOptions::for_files(config, files.len());
     let readers = {
         let progress = progress.clone();
         let source = target.source.clone();

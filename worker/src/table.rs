@@ -148,8 +148,7 @@ impl Table for ParquetTable {
         let (file, path) = scratch
             .create_file("stored")
             .map_err(|e| Error::Other(format!("cannot create a scratch file (run.spill_dir): {e}")))?;
-        drop(file);
-        let Some(meta) = crate::storage::get_to_file(&self.storage, &key, &path).await? else {
+        let Some(meta) = crate::storage::get_to_file(&self.storage, &key, file).await? else {
             return Ok((None, Seen::Absent));
         };
         let file = std::fs::File::open(&path)

@@ -133,9 +133,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
 pub type DynStorage = Arc<dyn Storage>;
 
-/// Copies object `key` into the local file `path` (streamed, never whole in memory, resuming a
+/// Copies object `key` into the local file `out` (streamed, never whole in memory, resuming a
 /// broken read) and returns the version copied; `None` if there is no object.
-pub async fn get_to_file(storage: &DynStorage, key: &str, path: &Path) -> StorageResult<Option<ObjectMeta>> {
+pub async fn get_to_file(
+    storage: &DynStorage,
+    key: &str,
+    out: std::fs::File,
+) -> StorageResult<Option<ObjectMeta>> {
     // An object replaced between the HEAD and the GET is looked up again.
     for _ in 0..3 {
         let Some(meta) = storage.head(key).await? else {
@@ -147,9 +151,8 @@ pub async fn get_to_file(storage: &DynStorage, key: &str, path: &Path) -> Storag
             Err(e) => return Err(e),
         };
         let mut input = ResumingReader::new(storage.clone(), key, meta.etag.clone(), reader);
-        let path = path.to_path_buf();
         let copied = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
             std::io::copy(&mut input, &mut out)?;
             std::io::Write::flush(&mut out)
         })
