@@ -846,6 +846,7 @@ mod tests {
             },
             dates_written: vec!["2024-01-01".into()],
             dates_deleted: vec![],
+            objects_deleted: vec![],
             bytes_written: 100,
             table_changed: true,
             rejects_url: None,

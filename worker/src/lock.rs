@@ -279,6 +279,34 @@ impl TableLock {
         Err(Error::LockLost(format!("{why}{holder}")))
     }
 
+    /// Runs one write of the table (data, delete or state) that [`TableLock::ensure_held`]
+    /// allowed, and abandons it (drops the request) if the lease, as last secured, runs out
+    /// before it finishes: no write of this run outlives its lease, whatever the storage
+    /// timeouts (`aws.operation_timeout_seconds`) allow. A request the store already received
+    /// whole is still refused there if another run changed the object (conditional writes).
+    pub async fn bounded<T>(&self, url: &str, write: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        let mut write = std::pin::pin!(write);
+        loop {
+            let deadline = self.shared.lock().expect("lock state").confirmed + self.lease;
+            tokio::select! {
+                biased;
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let renewed = self.shared.lock().expect("lock state").confirmed + self.lease;
+                    if renewed > deadline {
+                        continue;
+                    }
+                    self.lost.store(true, Ordering::SeqCst);
+                    return Err(Error::LockLost(format!(
+                        "its lease on {} ran out before its write to {url} finished; the write \
+                         was abandoned",
+                        self.storage.url(LOCK_KEY)
+                    )));
+                }
+                result = &mut write => return result,
+            }
+        }
+    }
+
     /// Stops renewing and removes the lock if it is still ours: a delete conditional on our
     /// last version, so there is no window in which another run's new lock could be removed.
     pub async fn release(self) -> Result<()> {

@@ -16,7 +16,9 @@ use crate::plan::{FileStatus, PlannedFile, plan};
 use crate::reader::{ReadOptions, ReadProgress, read_source};
 use crate::report::{bytes, thousands};
 use crate::row::LineParser;
+use crate::ownership::{Owned, Survey};
 use crate::run::Target;
+use crate::settings::{SettingChange, TableSettings};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Preview {
@@ -36,11 +38,24 @@ pub struct Preview {
     pub dates_to_delete: Vec<String>,
     /// Size of the existing objects the run would read and replace (incremental) or replace.
     pub bytes_to_rewrite: u64,
+    /// Keys of the table's own objects the run would delete (full mode: dates with no rows
+    /// left, objects of an earlier layout).
+    pub objects_to_delete: Vec<String>,
+    /// Objects under the table root that the table did not write and that no run touches.
+    pub foreign_objects: Vec<String>,
+    /// Objects where the table stores its dates that it did not write (see
+    /// `target.existing_objects`).
+    pub objects_in_the_way: Vec<String>,
+    /// Settings that differ from those the table was built with (a full run rebuilds under
+    /// the new ones; an incremental run is refused).
+    pub settings_changes: Vec<SettingChange>,
 }
 
 pub async fn preview(config: &Config) -> Result<Preview> {
     let target = Target::open(config).await?;
     let loaded = target.state.load().await?;
+    let settings = TableSettings::of(config);
+    crate::run::check_settings(config, &target, &loaded.state, &settings)?;
     let listing = target.list_sources(config).await?;
     let plan = plan(
         config.run.mode,
@@ -87,6 +102,37 @@ pub async fn preview(config: &Config) -> Result<Preview> {
         .filter_map(|d| existing.get(d))
         .map(|p| p.bytes)
         .sum();
+    // Everything under the table root, sorted by whose it is.
+    let owned = Owned::of(&loaded.state);
+    let listing = target.storage.list("").await?;
+    let survey = Survey::of(listing, &owned, target.table.as_ref());
+    let keys_to_write: BTreeSet<String> = counts
+        .iter()
+        .flat_map(|c| c.dates.iter().map(|d| target.table.key_for(*d)))
+        .collect();
+    let objects_to_delete = match config.run.mode {
+        Mode::Full => survey
+            .owned
+            .iter()
+            .map(|o| o.key.clone())
+            .filter(|k| !keys_to_write.contains(k))
+            .collect(),
+        Mode::Incremental => Vec::new(),
+    };
+    // A first or full run refuses every object in the way; an incremental one those at the
+    // dates it writes.
+    let objects_in_the_way: Vec<String> = survey
+        .in_the_way
+        .iter()
+        .map(|o| o.key.clone())
+        .filter(|k| {
+            loaded.etag.is_none() || config.run.mode == Mode::Full || keys_to_write.contains(k)
+        })
+        .collect();
+    let settings_changes = match &loaded.state.settings {
+        Some(recorded) => recorded.changes(&settings),
+        None => Vec::new(),
+    };
     Ok(Preview {
         mode: config.run.mode,
         files_new: plan.count(FileStatus::New),
@@ -99,6 +145,10 @@ pub async fn preview(config: &Config) -> Result<Preview> {
         dates_to_write: dates.into_iter().collect(),
         dates_to_delete,
         bytes_to_rewrite,
+        objects_to_delete,
+        foreign_objects: survey.foreign.into_iter().map(|o| o.key).collect(),
+        objects_in_the_way,
+        settings_changes,
     })
 }
 
@@ -139,6 +189,39 @@ pub fn format_preview(p: &Preview) -> String {
     }
     if !p.dates_to_delete.is_empty() {
         out += &format!("  deletes        {}\n", summarize_dates(&p.dates_to_delete));
+    }
+    out += &format!(
+        "  table objects  {} to delete, {} not the table's (left alone)\n",
+        p.objects_to_delete.len(),
+        p.foreign_objects.len()
+    );
+    for key in p.objects_to_delete.iter().take(20) {
+        out += &format!("    delete    {key}\n");
+    }
+    if p.objects_to_delete.len() > 20 {
+        out += &format!("    … and {} more\n", p.objects_to_delete.len() - 20);
+    }
+    for key in p.foreign_objects.iter().take(20) {
+        out += &format!("    ignore    {key}\n");
+    }
+    if p.foreign_objects.len() > 20 {
+        out += &format!("    … and {} more\n", p.foreign_objects.len() - 20);
+    }
+    if !p.objects_in_the_way.is_empty() {
+        out += &format!(
+            "  in the way     {} object(s) where the table stores its dates, not written by it: \
+             a run stops unless target.existing_objects is adopt or replace\n",
+            p.objects_in_the_way.len()
+        );
+        for key in p.objects_in_the_way.iter().take(20) {
+            out += &format!("    in the way {key}\n");
+        }
+    }
+    for change in &p.settings_changes {
+        out += &format!(
+            "  setting        {}: the table has `{}`, this run `{}` (a full run rebuilds)\n",
+            change.key, change.table, change.run
+        );
     }
     out
 }

@@ -1,7 +1,7 @@
 //! One run, end to end: lock → plan → read & clean → route by date → merge each date → write →
 //! commit state → summary, log and rejects (SPEC §4–6).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,10 +21,14 @@ use crate::rejects::{RejectGate, RejectsWriter, rejects_key};
 use crate::router::{Compactor, DateRouter};
 use crate::row::{LineParser, Reject};
 use crate::spill::SpillDir;
-use crate::state::{FileRecord, JsonStateStore, Loaded, PartitionRecord, STATE_VERSION, State, StateStore};
+use crate::state::{
+    FileRecord, JsonStateStore, Loaded, PartitionRecord, STATE_VERSION, State, StateStore, StoreCheck,
+};
 use crate::storage::{self, DynStorage, ObjectMeta};
 use crate::summary::{ManifestEntry, RowCounts, RunSummary};
-use crate::table::{DataObject, ParquetTable, Seen, Table};
+use crate::ownership::{Claims, Owned, Survey, some_keys};
+use crate::settings::{TableSettings, changed_settings_error};
+use crate::table::{ParquetTable, Table};
 
 /// A new run id: sortable by start time, unique enough to never collide in one table.
 pub fn new_run_id(now: DateTime<Utc>) -> String {
@@ -106,6 +110,7 @@ struct RunStats {
     counts: RowCounts,
     dates_written: BTreeSet<i32>,
     dates_deleted: BTreeSet<String>,
+    objects_deleted: Vec<String>,
     bytes_written: u64,
     table_changed: bool,
     rejects: RejectsWriter,
@@ -119,6 +124,7 @@ impl RunStats {
             counts: RowCounts::default(),
             dates_written: BTreeSet::new(),
             dates_deleted: BTreeSet::new(),
+            objects_deleted: Vec::new(),
             bytes_written: 0,
             table_changed: false,
             rejects: RejectsWriter::new(config.run.spill_dir.clone()),
@@ -152,6 +158,16 @@ pub async fn run_on(config: &Config, target: &Target, interactive: bool) -> RunR
         .clone()
         .unwrap_or_else(|| new_run_id(started_at));
     let lease = std::time::Duration::from_secs(config.lock.lease_seconds);
+    // Know the store before the first write (the lock is the first).
+    let store = match check_store(config, target, &run_id).await {
+        Ok(store) => store,
+        Err(e) => {
+            return RunReport {
+                summary: None,
+                result: Err(e),
+            };
+        }
+    };
     let lock = match TableLock::acquire(target.storage.clone(), &run_id, lease).await {
         Ok(lock) => lock,
         Err(e) => {
@@ -170,7 +186,7 @@ pub async fn run_on(config: &Config, target: &Target, interactive: bool) -> RunR
 
     let mut stats = RunStats::new(config);
     let result = tokio::select! {
-        r = execute(config, target, &lock, &run_id, interactive, &mut stats) => r,
+        r = execute(config, target, &lock, &run_id, store, interactive, &mut stats) => r,
         signal = shutdown_signal() => {
             tracing::warn!("received {signal}: stopping; the table keeps every date written so far");
             Err(Error::Interrupted(signal))
@@ -181,6 +197,19 @@ pub async fn run_on(config: &Config, target: &Target, interactive: bool) -> RunR
         summary: Some(summary),
         result,
     }
+}
+
+/// Checks that the store enforces conditional writes, unless the state says it was checked.
+async fn check_store(config: &Config, target: &Target, run_id: &str) -> Result<StoreCheck> {
+    // Read without the lock: only to learn whether this store was checked before.
+    let recorded = target.state.load().await?.state.store;
+    crate::store_check::verify(
+        &target.storage,
+        run_id,
+        recorded.as_ref(),
+        config.lock.allow_unsafe_store,
+    )
+    .await
 }
 
 async fn shutdown_signal() -> &'static str {
@@ -195,12 +224,12 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
-/// What the run will do: the files to read and, in full mode, the table's objects now.
+/// What the run will do: the files to read and what it may write and delete.
 struct Work {
     files: Vec<ObjectMeta>,
     /// `files` as the lineage columns name them; row file ids index this.
     shared_files: Arc<[FileInfo]>,
-    existing: Vec<DataObject>,
+    claims: Claims,
 }
 
 /// How `run.memory_limit` is shared out. Reading buffers rows up to half of it (the rest of
@@ -225,11 +254,14 @@ async fn execute(
     target: &Target,
     lock: &TableLock,
     run_id: &str,
+    store: StoreCheck,
     interactive: bool,
     stats: &mut RunStats,
 ) -> Result<()> {
-    let loaded = target.state.load().await?;
-    let work = plan_work(config, target, &loaded.state).await?;
+    let mut loaded = target.state.load().await?;
+    let settings = TableSettings::of(config);
+    check_settings(config, target, &loaded.state, &settings)?;
+    let mut work = plan_work(config, target, &loaded).await?;
     let spill = SpillDir::new(config.run.spill_dir.clone());
     let compactor = Compactor {
         keys: KeyColumns::new(&config.schema),
@@ -254,6 +286,18 @@ async fn execute(
     .await?;
     check_reject_ratio(config, target, run_id, stats, true)?;
     crate::faults::pause_point("after_read").await;
+    let keys: Vec<String> = router
+        .dates_largest_first()
+        .into_iter()
+        .map(|d| target.table.key_for(d))
+        .collect();
+    if config.run.mode == Mode::Incremental {
+        let policy = config.target.existing_objects;
+        work.claims
+            .check_new_keys(keys.iter().cloned(), &target.storage, target.table.as_ref(), policy)
+            .await?;
+    }
+    announce(target, lock, run_id, &mut loaded, &keys).await?;
     let partitions = merge_and_write(
         config,
         target,
@@ -266,14 +310,16 @@ async fn execute(
     )
     .await?;
     if config.run.mode == Mode::Full {
-        delete_emptied(target, lock, &work.existing, stats).await?;
+        delete_unwritten(target, lock, &work.claims, stats).await?;
     }
+    let facts = TableFacts { settings, store };
     commit_state(
         target,
         lock,
         run_id,
         config.run.mode,
         loaded,
+        facts,
         &work.files,
         &per_file,
         partitions,
@@ -282,8 +328,77 @@ async fn execute(
     .await
 }
 
-/// Plan: the source listing against the state (SPEC §4).
-async fn plan_work(config: &Config, target: &Target, state: &State) -> Result<Work> {
+/// An incremental run must merge under the settings the table was built with (SPEC §3).
+pub(crate) fn check_settings(config: &Config, target: &Target, state: &State, settings: &TableSettings) -> Result<()> {
+    if config.run.mode == Mode::Full {
+        return Ok(());
+    }
+    let table_url = target.storage.url("");
+    match &state.settings {
+        Some(recorded) => {
+            let changes = recorded.changes(settings);
+            if !changes.is_empty() {
+                return Err(changed_settings_error(&table_url, &changes));
+            }
+        }
+        // A state of an earlier version records no settings: its objects' keys still tell
+        // the layout it was built with.
+        None => {
+            if let Some(other) = state
+                .partitions
+                .values()
+                .find(|p| target.table.date_of_key(&p.key).is_none())
+            {
+                let change = crate::settings::SettingChange {
+                    key: "target.layout",
+                    table: format!("objects such as {}", other.key),
+                    run: settings.layout.clone(),
+                };
+                return Err(changed_settings_error(&table_url, &[change]));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Before the first data write: the keys this run will write that the table does not own
+/// yet go into the state's announced writes, so a crash after writing them leaves objects
+/// the table knows as its own. The announcement changes nothing else in the state.
+async fn announce(
+    target: &Target,
+    lock: &TableLock,
+    run_id: &str,
+    loaded: &mut Loaded,
+    keys: &[String],
+) -> Result<()> {
+    let owned = Owned::of(&loaded.state);
+    let mut new: Vec<String> = keys.iter().filter(|k| !owned.contains(k)).cloned().collect();
+    if new.is_empty() {
+        return Ok(());
+    }
+    let mut state = loaded.state.clone();
+    state.unconfirmed.append(&mut new);
+    state.unconfirmed.sort();
+    state.unconfirmed.dedup();
+    state.version = STATE_VERSION;
+    state.updated_at = Some(Utc::now());
+    lock.ensure_held().await?;
+    let url = target.state.url();
+    let etag = lock
+        .bounded(&url, target.state.commit(&state, loaded.etag.as_deref()))
+        .await?;
+    tracing::debug!("run {run_id} announced {} new object(s) in the state", keys.len());
+    *loaded = Loaded {
+        state,
+        etag: Some(etag),
+    };
+    Ok(())
+}
+
+/// Plan: the source listing against the state (SPEC §4), and the table's objects against
+/// what it owns.
+async fn plan_work(config: &Config, target: &Target, loaded: &Loaded) -> Result<Work> {
+    let state = &loaded.state;
     let mode = config.run.mode;
     let listing = target.list_sources(config).await?;
     let plan: Plan = plan(mode, listing, state, config.run.on_changed_file)?;
@@ -295,11 +410,8 @@ async fn plan_work(config: &Config, target: &Target, state: &State) -> Result<Wo
             modified_micros: f.last_modified.timestamp_micros(),
         })
         .collect();
-    let existing = match mode {
-        Mode::Full => target.table.list().await?,
-        Mode::Incremental => Vec::new(),
-    };
-    if mode == Mode::Full && files.is_empty() && !existing.is_empty() {
+    let claims = claim(config, target, loaded).await?;
+    if mode == Mode::Full && files.is_empty() && !claims.present.is_empty() {
         return Err(Error::Other(format!(
             "no source file under {} matches source.pattern = {}; a full run would empty the \
              table, so it stops here. Check source.url and source.pattern",
@@ -317,8 +429,44 @@ async fn plan_work(config: &Config, target: &Target, state: &State) -> Result<Wo
     Ok(Work {
         files,
         shared_files,
-        existing,
+        claims,
     })
+}
+
+/// What the table owns and which of it is present. A first run (no state yet) looks at
+/// everything under the root and says what it found; a full run lists the table's places
+/// (every date's object, its own or in the way) and looks up owned objects elsewhere (an
+/// earlier layout) so it can remove them.
+async fn claim(config: &Config, target: &Target, loaded: &Loaded) -> Result<Claims> {
+    let mut claims = Claims::new(Owned::of(&loaded.state));
+    let policy = config.target.existing_objects;
+    let table = target.table.as_ref();
+    let table_url = target.storage.url("");
+    if loaded.etag.is_none() {
+        let listing = target.storage.list("").await?;
+        let survey = Survey::of(listing.clone(), &claims.owned, table);
+        if !survey.foreign.is_empty() {
+            tracing::warn!(
+                "{table_url} already holds {} object(s) ({} bytes) this table did not write,                  e.g. {}; lakeload leaves them alone",
+                survey.foreign.len(),
+                survey.foreign.iter().map(|o| o.size).sum::<u64>(),
+                some_keys(survey.foreign.iter().map(|o| o.key.as_str()), 3)
+            );
+        }
+        let places: Vec<ObjectMeta> = listing
+            .into_iter()
+            .filter(|o| table.date_of_key(&o.key).is_some())
+            .collect();
+        claims.take_in(places, table, policy, &table_url)?;
+        claims.listed_places = true;
+    } else if config.run.mode == Mode::Full {
+        claims.take_in(table.list().await?, table, policy, &table_url)?;
+        claims.listed_places = true;
+    }
+    if config.run.mode == Mode::Full {
+        claims.find_owned(&target.storage).await?;
+    }
+    Ok(claims)
 }
 
 /// Read & clean every file into the router, and count what was read.
@@ -409,8 +557,6 @@ async fn merge_and_write(
     interactive: bool,
 ) -> Result<Vec<(i32, u64, u64)>> {
     let mode = config.run.mode;
-    // Full mode writes over what it listed: each date's write is conditional on that version.
-    let listed: HashMap<&str, &DataObject> = work.existing.iter().map(|o| (o.key.as_str(), o)).collect();
     let dates = router.dates_largest_first();
     tracing::info!("merging {} date(s)", dates.len());
     let date_bar = crate::progress::count_bar(dates.len() as u64, "dates written", interactive);
@@ -427,14 +573,14 @@ async fn merge_and_write(
             let rows = router.take(date);
             let (keys, table, spill, slots) = (keys.clone(), table.clone(), spill.clone(), slots.clone());
             let files = FileTable::new(work.shared_files.clone());
-            let listed_version = match listed.get(table.key_for(date).as_str()) {
-                Some(object) => Seen::of(object.etag.clone()),
-                None => Seen::Absent,
-            };
+            // Each write is conditional on the version the run merged with or found; only
+            // the table's own stored rows are merged (incremental runs).
+            let key = table.key_for(date);
+            let place = work.claims.place(&key, mode == Mode::Incremental);
             async move {
-                let (stored, seen) = match mode {
-                    Mode::Incremental => table.read_date(date, &spill).await?,
-                    Mode::Full => (None, listed_version),
+                let (stored, seen) = match place.merge {
+                    true => table.read_date(date, &spill).await?,
+                    false => (None, place.seen),
                 };
                 let encoder = table.encoder(&spill)?;
                 let merged = tokio::task::spawn_blocking(move || {
@@ -458,7 +604,8 @@ async fn merge_and_write(
                 // A stall here (after the check, before the PUT lands) is what the conditional
                 // write in `write_date` guards against.
                 crate::faults::pause_point("date_write_checked").await;
-                let bytes = table.write_date(date, merged.body, seen).await?;
+                let url = target.storage.url(&key);
+                let bytes = lock.bounded(&url, table.write_date(date, merged.body, seen)).await?;
                 crate::faults::pause_point("after_date_write").await;
                 Ok::<_, Error>((date, merged.counts, merged.rows, bytes))
             }
@@ -486,28 +633,36 @@ async fn merge_and_write(
     Ok(partitions)
 }
 
-/// Full mode: dates (and any other data objects) with no rows left go last.
-async fn delete_emptied(
-    target: &Target,
-    lock: &TableLock,
-    existing: &[DataObject],
-    stats: &mut RunStats,
-) -> Result<()> {
+/// Full mode: the table's objects this run did not rewrite (dates with no rows left, objects
+/// of an earlier layout, announced writes of a crashed run) go last. Nothing else is touched.
+async fn delete_unwritten(target: &Target, lock: &TableLock, claims: &Claims, stats: &mut RunStats) -> Result<()> {
     let written: BTreeSet<String> = stats
         .dates_written
         .iter()
         .map(|d| target.table.key_for(*d))
         .collect();
-    for object in existing.iter().filter(|o| !written.contains(&o.key)) {
+    for (key, etag) in claims.unwritten(&written) {
         crate::faults::pause_point("before_delete").await;
         lock.ensure_held().await?;
-        target.table.delete(object).await?;
+        let url = target.storage.url(&key);
+        lock.bounded(&url, target.table.delete(&key, etag.as_deref()))
+            .await?;
         stats.table_changed = true;
-        stats
-            .dates_deleted
-            .insert(object.date.map(format_days).unwrap_or_else(|| object.key.clone()));
+        stats.objects_deleted.push(key.clone());
+        if let Some(date) = crate::table::date_of_file_name(&key)
+            && !stats.dates_written.contains(&date)
+        {
+            stats.dates_deleted.insert(format_days(date));
+        }
     }
     Ok(())
+}
+
+/// What the state records about the table besides its files: how it was built and what
+/// its store guarantees.
+struct TableFacts {
+    settings: TableSettings,
+    store: StoreCheck,
 }
 
 /// Commit the state: every processed file, after its rows are in the table; conditional on
@@ -519,6 +674,7 @@ async fn commit_state(
     run_id: &str,
     mode: Mode,
     loaded: Loaded,
+    facts: TableFacts,
     files: &[ObjectMeta],
     per_file: &[FileCounts],
     partitions: Vec<(i32, u64, u64)>,
@@ -538,6 +694,8 @@ async fn commit_state(
         Mode::Full => State::default(),
         Mode::Incremental => loaded.state,
     };
+    state.settings = Some(facts.settings);
+    state.store = Some(facts.store);
     state.upsert(records);
     for (date, rows, bytes) in partitions {
         let record = PartitionRecord {
@@ -551,12 +709,24 @@ async fn commit_state(
     for date in &stats.dates_deleted {
         state.partitions.remove(date);
     }
+    // Announced writes are confirmed by the partition records (a full run also deleted
+    // every owned object it did not write).
+    let recorded: BTreeSet<&str> = state.partitions.values().map(|p| p.key.as_str()).collect();
+    let confirmed: Vec<String> = state
+        .unconfirmed
+        .iter()
+        .filter(|k| !recorded.contains(k.as_str()))
+        .cloned()
+        .collect();
+    state.unconfirmed = confirmed;
     state.version = STATE_VERSION;
     state.updated_at = Some(Utc::now());
     state.last_run_id = Some(run_id.to_string());
     crate::faults::pause_point("before_state_commit").await;
     lock.ensure_held().await?;
-    target.state.commit(&state, loaded.etag.as_deref()).await?;
+    let url = target.state.url();
+    lock.bounded(&url, target.state.commit(&state, loaded.etag.as_deref()))
+        .await?;
     stats.table_changed = true;
     Ok(())
 }
@@ -740,6 +910,7 @@ async fn finish(
         counts: stats.counts,
         dates_written: stats.dates_written.iter().map(|d| format_days(*d)).collect(),
         dates_deleted: stats.dates_deleted.into_iter().collect(),
+        objects_deleted: stats.objects_deleted,
         bytes_written: stats.bytes_written,
         table_changed: stats.table_changed,
         rejects_url,

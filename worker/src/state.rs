@@ -9,10 +9,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::settings::TableSettings;
 use crate::storage::{DynStorage, PutCondition, StorageError};
 use crate::table::META_DIR;
 
-pub const STATE_VERSION: u32 = 1;
+/// 2: the state records the table's settings, its announced writes and the store check.
+/// A version-1 state (no settings) is read as it is and gains them on its next run.
+pub const STATE_VERSION: u32 = 2;
 
 /// One processed source file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +42,26 @@ pub struct State {
     /// What the table holds per date, `YYYY-MM-DD` → rows and bytes of its object.
     #[serde(default)]
     pub partitions: BTreeMap<String, PartitionRecord>,
+    /// How the table was built (absent in states of version 1: recorded by the next run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<TableSettings>,
+    /// Object keys a run announced before writing them and no run has confirmed since (it
+    /// crashed in between): the table owns them, whether or not they were written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unconfirmed: Vec<String>,
+    /// The last check that the store enforces conditional writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreCheck>,
+}
+
+/// What a run found when it checked the table's store (see `store_check`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreCheck {
+    /// The endpoint checked (`aws.endpoint_url`, AWS S3 itself, or `local`).
+    pub endpoint: String,
+    /// Whether a create-if-absent on an existing object and a stale If-Match were refused.
+    pub conditional_writes: bool,
+    pub checked_at: DateTime<Utc>,
 }
 
 /// One date's object in the table.

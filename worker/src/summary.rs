@@ -62,6 +62,9 @@ pub struct RunSummary {
     pub dates_written: Vec<String>,
     /// Dates whose object this run deleted (full mode: dates with no rows left).
     pub dates_deleted: Vec<String>,
+    /// Keys of the table's objects a full run deleted (dates with no rows, an earlier layout).
+    #[serde(default)]
+    pub objects_deleted: Vec<String>,
     pub bytes_written: u64,
     /// Whether the run changed the table or the state (false when it failed before any write).
     pub table_changed: bool,

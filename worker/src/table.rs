@@ -11,7 +11,7 @@ use crate::dates::{days_since_epoch, format_days};
 use crate::error::{Error, Result};
 use crate::merge::{FileTable, RowRef};
 use crate::spill::SpillDir;
-use crate::storage::{DynStorage, PutCondition, StorageError};
+use crate::storage::{DynStorage, ObjectMeta, PutCondition, StorageError};
 
 /// Bookkeeping lives under this folder of the table root; nothing in it ends in `.parquet`.
 pub const META_DIR: &str = "_lakeload";
@@ -19,17 +19,6 @@ pub const META_DIR: &str = "_lakeload";
 pub const LINEAGE_FILE: &str = "_source_file";
 pub const LINEAGE_LINE: &str = "_source_line";
 pub const LINEAGE_MODIFIED: &str = "_source_modified";
-
-/// A data object found under the table root.
-#[derive(Debug, Clone)]
-pub struct DataObject {
-    pub key: String,
-    /// The date its name says, if it follows the `YYYY-MM-DD.snappy.parquet` naming.
-    pub date: Option<i32>,
-    pub size: u64,
-    /// The version listed; deletes and rewrites are conditional on it.
-    pub etag: Option<String>,
-}
 
 /// The version of a date's object that a run based its rows on. Writing the date is
 /// conditional on it, so a run that stalled past its lease cannot overwrite what a newer run
@@ -55,8 +44,17 @@ pub trait Table: Send + Sync {
     /// The object key a date is stored under.
     fn key_for(&self, date: i32) -> String;
 
-    /// Every data object under the table root (bookkeeping excluded).
-    async fn list(&self) -> Result<Vec<DataObject>>;
+    /// The date whose object this table stores under `key`, if `key` is exactly where it
+    /// would (`key_for(date) == key`).
+    fn date_of_key(&self, key: &str) -> Option<i32>;
+
+    /// The key prefix under which every date's object lies (`year=`, `c7=`): listing it finds
+    /// the table's places without walking everything else under the root.
+    fn places_prefix(&self) -> String;
+
+    /// Every object sitting where this table stores a date, whether the table wrote it or
+    /// not (see `ownership`).
+    async fn list(&self) -> Result<Vec<ObjectMeta>>;
 
     /// The rows stored for a date (none if the date has no object), to be decoded a slice at
     /// a time, and the version read. The object is copied to a scratch file under `scratch`
@@ -71,8 +69,9 @@ pub trait Table: Send + Sync {
     /// bytes written.
     async fn write_date(&self, date: i32, body: EncodedObject, seen: Seen) -> Result<u64>;
 
-    /// Deletes a data object if it is still the version listed.
-    async fn delete(&self, object: &DataObject) -> Result<()>;
+    /// Deletes the object `key` if it is still the version `etag` (unconditionally when the
+    /// store gave no version).
+    async fn delete(&self, key: &str, etag: Option<&str>) -> Result<()>;
 }
 
 /// A conditional table write that found another version: only a run that lost its lock (or a
@@ -104,8 +103,8 @@ impl ParquetTable {
     }
 }
 
-/// `2024-01-31.snappy.parquet` → the date.
-fn date_of_file_name(key: &str) -> Option<i32> {
+/// `…/2024-01-31.snappy.parquet` → the date its file name states, in any layout.
+pub fn date_of_file_name(key: &str) -> Option<i32> {
     let name = crate::storage::file_name(key);
     let date = name.strip_suffix(".snappy.parquet")?;
     chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
@@ -128,17 +127,22 @@ impl Table for ParquetTable {
         }
     }
 
-    async fn list(&self) -> Result<Vec<DataObject>> {
-        let objects = self.storage.list("").await?;
+    fn date_of_key(&self, key: &str) -> Option<i32> {
+        date_of_file_name(key).filter(|date| self.key_for(*date) == key)
+    }
+
+    fn places_prefix(&self) -> String {
+        match self.layout {
+            Layout::Ymd => "year=".into(),
+            Layout::Date => format!("{}=", self.partition_name()),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<ObjectMeta>> {
+        let objects = self.storage.list(&self.places_prefix()).await?;
         Ok(objects
             .into_iter()
-            .filter(|o| !o.key.starts_with(&format!("{META_DIR}/")) && o.key.ends_with(".parquet"))
-            .map(|o| DataObject {
-                date: date_of_file_name(&o.key),
-                key: o.key,
-                size: o.size,
-                etag: o.etag,
-            })
+            .filter(|o| self.date_of_key(&o.key).is_some())
             .collect())
     }
 
@@ -184,10 +188,10 @@ impl Table for ParquetTable {
         }
     }
 
-    async fn delete(&self, object: &DataObject) -> Result<()> {
-        let deleted = match &object.etag {
-            Some(etag) => self.storage.delete_if(&object.key, etag).await,
-            None => self.storage.delete(&object.key).await,
+    async fn delete(&self, key: &str, etag: Option<&str>) -> Result<()> {
+        let deleted = match etag {
+            Some(etag) => self.storage.delete_if(key, etag).await,
+            None => self.storage.delete(key).await,
         };
         match deleted {
             Err(StorageError::PreconditionFailed { url }) => Err(fenced(&url)),

@@ -1,10 +1,12 @@
 //! A small HTTP proxy on 127.0.0.1 in front of the real S3 server that injects the network
 //! faults S3 clients meet: a reply lost after the server applied the request, and a body cut
-//! off mid-transfer. Every request reaches the real server unchanged; only what comes back is
-//! damaged, and only for the requests a test names.
+//! off mid-transfer. Every request reaches the real server unchanged (unless the proxy is told
+//! to play a store that ignores conditional writes); only what comes back is damaged, and only
+//! for the requests a test names.
 
 use std::convert::Infallible;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -55,6 +57,7 @@ type Rules = Arc<Mutex<Vec<Rule>>>;
 pub struct FaultProxy {
     pub endpoint: String,
     rules: Rules,
+    strip_conditions: Arc<AtomicBool>,
 }
 
 impl FaultProxy {
@@ -71,14 +74,26 @@ impl FaultProxy {
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
         let rules: Rules = Arc::default();
         let shared = rules.clone();
+        let strip_conditions = Arc::new(AtomicBool::new(false));
+        let strip = strip_conditions.clone();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("proxy runtime");
-            runtime.block_on(serve(listener, upstream, shared));
+            runtime.block_on(serve(listener, upstream, shared, strip));
         });
-        FaultProxy { endpoint, rules }
+        FaultProxy {
+            endpoint,
+            rules,
+            strip_conditions,
+        }
+    }
+
+    /// From now on, drops `If-None-Match` and `If-Match` from every request it forwards: the
+    /// store behind it then behaves like one that ignores conditional writes.
+    pub fn ignore_conditional_writes(&self) {
+        self.strip_conditions.store(true, Ordering::SeqCst);
     }
 
     /// Damages the next `times` exchanges that match.
@@ -99,17 +114,18 @@ impl FaultProxy {
     }
 }
 
-async fn serve(listener: std::net::TcpListener, upstream: String, rules: Rules) {
+async fn serve(listener: std::net::TcpListener, upstream: String, rules: Rules, strip: Arc<AtomicBool>) {
     let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let (client, upstream, rules) = (client.clone(), upstream.clone(), rules.clone());
+        let (client, upstream, rules, strip) = (client.clone(), upstream.clone(), rules.clone(), strip.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                forward(request, client.clone(), upstream.clone(), rules.clone())
+                let strip = strip.load(Ordering::SeqCst);
+                forward(request, client.clone(), upstream.clone(), rules.clone(), strip)
             });
             // A dropped reply ends the connection with an error: that is the point.
             let _ = hyper::server::conn::http1::Builder::new()
@@ -126,6 +142,7 @@ async fn forward(
     client: Client<HttpConnector, Full<Bytes>>,
     upstream: String,
     rules: Rules,
+    strip_conditions: bool,
 ) -> Result<Response<ProxyBody>, io::Error> {
     let (parts, body) = request.into_parts();
     let body = body.collect().await.map_err(io::Error::other)?.to_bytes();
@@ -134,6 +151,9 @@ async fn forward(
         .method(parts.method.clone())
         .uri(format!("http://{upstream}{path_and_query}"));
     for (name, value) in &parts.headers {
+        if strip_conditions && (name == "if-none-match" || name == "if-match") {
+            continue;
+        }
         outgoing = outgoing.header(name, value);
     }
     let outgoing = outgoing.body(Full::new(body)).map_err(io::Error::other)?;

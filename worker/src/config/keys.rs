@@ -69,6 +69,12 @@ pub const KEYS: &[KeySpec] = &[
         "parquet (delta is planned, not available yet)"
     ),
     key!(
+        "target",
+        "existing_objects",
+        Some("refuse"),
+        "objects where the table stores its dates that it did not write: refuse, adopt or replace"
+    ),
+    key!(
         "schema",
         "columns",
         Some("c1,c2,c3,c4,c5,c6,c7,c8"),
@@ -208,6 +214,12 @@ pub const KEYS: &[KeySpec] = &[
         "lease_seconds",
         Some("120"),
         "lock lease; renewed while the run lives, taken over after it expires"
+    ),
+    key!(
+        "lock",
+        "allow_unsafe_store",
+        Some("false"),
+        "true: run even on a store that ignores conditional writes (If-None-Match, If-Match)"
     ),
     key!("logging", "format", Some("text"), "text or json"),
     key!(

@@ -17,6 +17,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::location::Location;
+pub use crate::ownership::ExistingObjects;
 pub use crate::secret::Secret;
 pub use crate::storage::AwsConfig;
 pub use keys::{KEYS, KeySpec};
@@ -91,6 +92,8 @@ pub struct SourceConfig {
 pub struct TargetConfig {
     pub url: Location,
     pub layout: Layout,
+    /// Objects where the table stores its dates that it did not write.
+    pub existing_objects: ExistingObjects,
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +132,8 @@ pub struct RunConfig {
 #[derive(Debug, Clone)]
 pub struct LockConfig {
     pub lease_seconds: u64,
+    /// Run even on a store that ignores conditional writes.
+    pub allow_unsafe_store: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -197,6 +197,7 @@ impl Config {
                 "date" => Ok(Layout::Date),
                 _ => Err("expected ymd or date".into()),
             })?,
+            existing_objects: r.parse("target.existing_objects", |s| s.parse())?,
         };
         r.parse("target.format", |s| match s.to_ascii_lowercase().as_str() {
             "parquet" => Ok(()),
@@ -298,6 +299,7 @@ impl Config {
                 Ok(v) if v >= 5 => Ok(v),
                 _ => Err("expected a whole number of seconds, at least 5".into()),
             })?,
+            allow_unsafe_store: r.bool("lock.allow_unsafe_store")?,
         };
         let logging = LoggingConfig {
             format: r.parse("logging.format", |s| match s.to_ascii_lowercase().as_str() {

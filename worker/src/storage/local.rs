@@ -218,10 +218,6 @@ impl LocalStorage {
                 let Ok(meta) = fs::metadata(&path) else {
                     continue;
                 };
-                if meta.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
                 let Ok(rel) = path.strip_prefix(&self.root) else {
                     continue;
                 };
@@ -230,6 +226,14 @@ impl LocalStorage {
                     .map(|c| c.as_os_str().to_string_lossy())
                     .collect::<Vec<_>>()
                     .join("/");
+                if meta.is_dir() {
+                    // Only folders that can hold keys with the prefix are walked.
+                    let folder = format!("{key}/");
+                    if folder.starts_with(prefix) || prefix.starts_with(&folder) {
+                        stack.push(path);
+                    }
+                    continue;
+                }
                 if key.starts_with(prefix) {
                     out.push(Self::meta(key, &meta));
                 }

@@ -77,6 +77,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// The root of this storage, as a URL (for messages and summaries).
     fn root(&self) -> &Location;
 
+    /// The service behind this storage (an S3 endpoint, or `local folder`), for messages
+    /// about what the store guarantees.
+    fn endpoint(&self) -> String {
+        "local folder".into()
+    }
+
     /// The URL of one key.
     fn url(&self, key: &str) -> String {
         self.root().join(key)

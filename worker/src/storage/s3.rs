@@ -74,6 +74,8 @@ pub struct S3Storage {
     part_size: usize,
     /// Aborts of multipart uploads that were cut short, running in the background.
     aborts: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// `aws.endpoint_url`, or AWS S3 itself, for messages about the store.
+    endpoint: String,
 }
 
 /// Multipart parts in flight at once for one object.
@@ -235,6 +237,10 @@ impl S3Storage {
             clock,
             part_size: aws.part_size_mib * 1024 * 1024,
             aborts: Arc::default(),
+            endpoint: aws
+                .endpoint_url
+                .clone()
+                .unwrap_or_else(|| "AWS S3 (no aws.endpoint_url)".into()),
         })
     }
 
@@ -498,6 +504,10 @@ fn clean_etag(etag: Option<&str>) -> Option<String> {
 impl Storage for S3Storage {
     fn root(&self) -> &Location {
         &self.location
+    }
+
+    fn endpoint(&self) -> String {
+        self.endpoint.clone()
     }
 
     async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {

@@ -7,5 +7,6 @@ mod fencing;
 mod full;
 mod image;
 mod incremental;
+mod ownership;
 mod property;
 mod storage;

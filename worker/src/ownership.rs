@@ -1,0 +1,249 @@
+//! What a table owns (SPEC §3): the data objects its state records — one per date — and those
+//! a run announced in the state before writing them (so a crash between the write and the
+//! state commit leaves nothing the table cannot recognise as its own). Runs replace or delete
+//! only these; every other object under the table root belongs to someone else and is left
+//! alone, byte for byte, whatever the configuration says.
+//!
+//! An object that sits exactly where the table would store one of its dates but that the
+//! table did not write is *in the way*: a run refuses to touch it unless
+//! `target.existing_objects` says to adopt or replace it.
+
+use std::collections::{BTreeSet, HashMap};
+
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::state::State;
+use crate::storage::{DynStorage, ObjectMeta};
+use crate::table::{META_DIR, Seen, Table};
+
+/// What to do with objects in the way (`target.existing_objects`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExistingObjects {
+    /// Stop before writing anything (exit 2).
+    Refuse,
+    /// Take them in as the table's own: an incremental run merges their rows with the new
+    /// ones (they must be lakeload Parquet files with the table's columns); a full run
+    /// replaces them, or deletes them when their date has no rows.
+    Adopt,
+    /// Overwrite them with this run's rows without reading them; a full run also deletes
+    /// those whose date has no rows.
+    Replace,
+}
+
+impl std::str::FromStr for ExistingObjects {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "refuse" => Ok(ExistingObjects::Refuse),
+            "adopt" => Ok(ExistingObjects::Adopt),
+            "replace" => Ok(ExistingObjects::Replace),
+            _ => Err("expected refuse, adopt or replace".into()),
+        }
+    }
+}
+
+/// The keys (relative to the table root) of every data object the table owns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owned(BTreeSet<String>);
+
+impl Owned {
+    pub fn of(state: &State) -> Owned {
+        let recorded = state.partitions.values().map(|p| p.key.clone());
+        Owned(recorded.chain(state.unconfirmed.iter().cloned()).collect())
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.0.contains(key)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    pub fn insert(&mut self, key: String) {
+        self.0.insert(key);
+    }
+}
+
+/// Everything under a table root, sorted by whose it is.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Survey {
+    /// Data objects the table owns.
+    pub owned: Vec<ObjectMeta>,
+    /// Objects exactly where the table stores a date, that it did not write.
+    pub in_the_way: Vec<ObjectMeta>,
+    /// Everything else outside `_lakeload/`: never read, replaced or deleted.
+    pub foreign: Vec<ObjectMeta>,
+}
+
+impl Survey {
+    /// Sorts a listing of the table root (or of part of it).
+    pub fn of(listing: Vec<ObjectMeta>, owned: &Owned, table: &dyn Table) -> Survey {
+        let mut survey = Survey::default();
+        for object in listing {
+            if object.key.starts_with(&format!("{META_DIR}/")) {
+                continue;
+            }
+            if owned.contains(&object.key) {
+                survey.owned.push(object);
+            } else if table.date_of_key(&object.key).is_some() {
+                survey.in_the_way.push(object);
+            } else {
+                survey.foreign.push(object);
+            }
+        }
+        survey
+    }
+}
+
+/// A short list of keys for a message: the first few, and how many more.
+pub fn some_keys<'a>(keys: impl IntoIterator<Item = &'a str>, shown: usize) -> String {
+    let keys: Vec<&str> = keys.into_iter().collect();
+    let mut text = keys.iter().take(shown).copied().collect::<Vec<_>>().join(", ");
+    if keys.len() > shown {
+        text += &format!(" and {} more", keys.len() - shown);
+    }
+    text
+}
+
+/// The refusal to touch objects in the way: names them and the setting.
+pub fn in_the_way_error(table_url: &str, objects: &[ObjectMeta]) -> Error {
+    Error::Config(format!(
+        "{} object(s) under {table_url} sit where this table stores its dates, but the table did \
+         not write them: {}. lakeload changes only objects its table wrote, so nothing was \
+         written. Set target.existing_objects = adopt to take them in as the table's own (an \
+         incremental run merges their rows; they must be lakeload Parquet files with the \
+         table's columns), or target.existing_objects = replace to overwrite them with this \
+         run's rows, or move them away",
+        objects.len(),
+        some_keys(objects.iter().map(|o| o.key.as_str()), 5)
+    ))
+}
+
+/// What a run may write and delete, decided before it writes anything: the table's own
+/// objects, and the versions of those present.
+#[derive(Debug, Clone, Default)]
+pub struct Claims {
+    /// Keys the table owns, objects this run took in included.
+    pub owned: Owned,
+    /// Versions of the owned objects found present (key → ETag).
+    pub present: HashMap<String, Option<String>>,
+    /// Objects this run took in under `replace`: overwritten, their rows not read.
+    pub replaced: BTreeSet<String>,
+    /// Whether every place of the table was listed (then `present` knows every object there
+    /// and new keys need no lookup).
+    pub listed_places: bool,
+}
+
+impl Claims {
+    pub fn new(owned: Owned) -> Claims {
+        Claims {
+            owned,
+            ..Claims::default()
+        }
+    }
+
+    /// Sorts objects found where the table stores its dates (a listing of the table's places
+    /// or of the whole root): the table's own are noted with their version; the rest are
+    /// refused or taken in as `policy` says.
+    pub fn take_in(&mut self, found: Vec<ObjectMeta>, table: &dyn Table, policy: ExistingObjects, table_url: &str) -> Result<()> {
+        let survey = Survey::of(found, &self.owned, table);
+        if !survey.in_the_way.is_empty() {
+            if policy == ExistingObjects::Refuse {
+                return Err(in_the_way_error(table_url, &survey.in_the_way));
+            }
+            tracing::warn!(
+                "target.existing_objects = {}: taking in {} object(s) the table did not write: {}",
+                if policy == ExistingObjects::Adopt { "adopt" } else { "replace" },
+                survey.in_the_way.len(),
+                some_keys(survey.in_the_way.iter().map(|o| o.key.as_str()), 5)
+            );
+        }
+        for object in survey.in_the_way {
+            if policy == ExistingObjects::Replace {
+                self.replaced.insert(object.key.clone());
+            }
+            self.owned.insert(object.key.clone());
+            self.present.insert(object.key, object.etag);
+        }
+        for object in survey.owned {
+            self.present.insert(object.key, object.etag);
+        }
+        Ok(())
+    }
+
+    /// Looks up the keys `keys` that the table does not own yet (an incremental run's new
+    /// dates): any that exists is in the way.
+    pub async fn check_new_keys(
+        &mut self,
+        keys: impl IntoIterator<Item = String>,
+        storage: &DynStorage,
+        table: &dyn Table,
+        policy: ExistingObjects,
+    ) -> Result<()> {
+        if self.listed_places {
+            return Ok(());
+        }
+        let new: Vec<String> = keys.into_iter().filter(|k| !self.owned.contains(k)).collect();
+        let found: Vec<Option<ObjectMeta>> = futures::stream::iter(new.iter())
+            .map(|key| storage.head(key))
+            .buffered(16)
+            .try_collect()
+            .await?;
+        self.take_in(found.into_iter().flatten().collect(), table, policy, &storage.url(""))
+    }
+
+    /// Looks up the owned keys not yet known to be present (objects of an earlier layout,
+    /// announced writes of a crashed run), so a full run can delete them.
+    pub async fn find_owned(&mut self, storage: &DynStorage) -> Result<()> {
+        let unknown: Vec<String> = self
+            .owned
+            .keys()
+            .filter(|k| !self.present.contains_key(*k))
+            .map(str::to_string)
+            .collect();
+        let found: Vec<Option<ObjectMeta>> = futures::stream::iter(unknown.iter())
+            .map(|key| storage.head(key))
+            .buffered(16)
+            .try_collect()
+            .await?;
+        for object in found.into_iter().flatten() {
+            self.present.insert(object.key, object.etag);
+        }
+        Ok(())
+    }
+
+    /// How the object at `key` is written: the version the write is conditional on, and
+    /// whether its stored rows are merged first (incremental runs, the table's own objects).
+    pub fn place(&self, key: &str, merge_stored: bool) -> Place {
+        let seen = match self.present.get(key) {
+            Some(etag) => Seen::of(etag.clone()),
+            None => Seen::Absent,
+        };
+        let merge = merge_stored && self.owned.contains(key) && !self.replaced.contains(key);
+        Place { seen, merge }
+    }
+
+    /// Owned objects present that a full run which wrote `written` leaves behind.
+    pub fn unwritten(&self, written: &BTreeSet<String>) -> Vec<(String, Option<String>)> {
+        self.present
+            .iter()
+            .filter(|(key, _)| self.owned.contains(key) && !written.contains(*key))
+            .map(|(key, etag)| (key.clone(), etag.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_iter()
+            .collect()
+    }
+}
+
+/// How one date's object is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// The version the write is conditional on (when the stored rows are merged, the version
+    /// read replaces it).
+    pub seen: Seen,
+    /// Whether the stored rows are read and merged with the new ones.
+    pub merge: bool,
+}
