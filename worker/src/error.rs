@@ -38,6 +38,22 @@ pub enum Error {
         complete: bool,
     },
 
+    /// The first lines of a source file nearly all failed the same way (or line 1 is an
+    /// undeclared header): reading stopped early, nothing was committed.
+    #[error(
+        "source file {file}: {}. Reading stopped after its first {} lines{}; nothing was committed",
+        diagnosis.cause,
+        diagnosis.sampled,
+        if diagnosis.config_error { String::new() } else {
+            format!(" ({} rejected{})", diagnosis.rejected,
+                diagnosis.reason.map(|r| format!(", mostly {}", r.as_str())).unwrap_or_default())
+        }
+    )]
+    BadInput {
+        file: String,
+        diagnosis: crate::diagnose::Diagnosis,
+    },
+
     /// The run lost its lock (another run took it over); it stopped writing.
     #[error("the run lost its lock on the table: {0}; it wrote nothing more")]
     LockLost(String),
@@ -59,6 +75,8 @@ impl Error {
             Error::Config(_) => exit_code::USAGE,
             Error::Locked { .. } => exit_code::LOCKED,
             Error::TooManyRejects { .. } => exit_code::TOO_MANY_REJECTS,
+            Error::BadInput { diagnosis, .. } if diagnosis.config_error => exit_code::USAGE,
+            Error::BadInput { .. } => exit_code::TOO_MANY_REJECTS,
             Error::LockLost(_) | Error::Interrupted(_) | Error::Storage(_) | Error::Other(_) => {
                 exit_code::FAILURE
             }

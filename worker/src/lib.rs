@@ -11,6 +11,7 @@ pub mod config;
 pub mod date_merge;
 pub mod dates;
 pub mod demo;
+pub mod diagnose;
 pub mod error;
 pub mod faults;
 pub mod generate;

@@ -284,7 +284,11 @@ impl TableLock {
     /// before it finishes: no write of this run outlives its lease, whatever the storage
     /// timeouts (`aws.operation_timeout_seconds`) allow. A request the store already received
     /// whole is still refused there if another run changed the object (conditional writes).
-    pub async fn bounded<T>(&self, url: &str, write: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    pub async fn bounded<T>(
+        &self,
+        url: &str,
+        write: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
         let mut write = std::pin::pin!(write);
         loop {
             let deadline = self.shared.lock().expect("lock state").confirmed + self.lease;

@@ -148,7 +148,13 @@ impl Claims {
     /// Sorts objects found where the table stores its dates (a listing of the table's places
     /// or of the whole root): the table's own are noted with their version; the rest are
     /// refused or taken in as `policy` says.
-    pub fn take_in(&mut self, found: Vec<ObjectMeta>, table: &dyn Table, policy: ExistingObjects, table_url: &str) -> Result<()> {
+    pub fn take_in(
+        &mut self,
+        found: Vec<ObjectMeta>,
+        table: &dyn Table,
+        policy: ExistingObjects,
+        table_url: &str,
+    ) -> Result<()> {
         let survey = Survey::of(found, &self.owned, table);
         if !survey.in_the_way.is_empty() {
             if policy == ExistingObjects::Refuse {
@@ -156,7 +162,11 @@ impl Claims {
             }
             tracing::warn!(
                 "target.existing_objects = {}: taking in {} object(s) the table did not write: {}",
-                if policy == ExistingObjects::Adopt { "adopt" } else { "replace" },
+                if policy == ExistingObjects::Adopt {
+                    "adopt"
+                } else {
+                    "replace"
+                },
                 survey.in_the_way.len(),
                 some_keys(survey.in_the_way.iter().map(|o| o.key.as_str()), 5)
             );
@@ -192,7 +202,12 @@ impl Claims {
             .buffered(16)
             .try_collect()
             .await?;
-        self.take_in(found.into_iter().flatten().collect(), table, policy, &storage.url(""))
+        self.take_in(
+            found.into_iter().flatten().collect(),
+            table,
+            policy,
+            &storage.url(""),
+        )
     }
 
     /// Looks up the owned keys not yet known to be present (objects of an earlier layout,

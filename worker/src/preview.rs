@@ -12,11 +12,11 @@ use serde::Serialize;
 use crate::config::{Config, Mode};
 use crate::dates::format_days;
 use crate::error::Result;
+use crate::ownership::{Owned, Survey};
 use crate::plan::{FileStatus, PlannedFile, plan};
 use crate::reader::{ReadOptions, ReadProgress, read_source};
 use crate::report::{bytes, thousands};
 use crate::row::LineParser;
-use crate::ownership::{Owned, Survey};
 use crate::run::Target;
 use crate::settings::{SettingChange, TableSettings};
 
@@ -69,7 +69,12 @@ pub async fn preview(config: &Config) -> Result<Preview> {
     let options = ReadOptions::for_files(config, to_read.len());
     let counts: Vec<crate::reader::FileCounts> = futures::stream::iter(to_read.iter().enumerate())
         .map(|(id, f)| {
-            let (parser, source, meta) = (parser.clone(), target.source.clone(), f.meta.clone());
+            let (parser, source, meta, options) = (
+                parser.clone(),
+                target.source.clone(),
+                f.meta.clone(),
+                options.clone(),
+            );
             async move {
                 let progress = Arc::new(ReadProgress::default());
                 read_source(
@@ -125,9 +130,7 @@ pub async fn preview(config: &Config) -> Result<Preview> {
         .in_the_way
         .iter()
         .map(|o| o.key.clone())
-        .filter(|k| {
-            loaded.etag.is_none() || config.run.mode == Mode::Full || keys_to_write.contains(k)
-        })
+        .filter(|k| loaded.etag.is_none() || config.run.mode == Mode::Full || keys_to_write.contains(k))
         .collect();
     let settings_changes = match &loaded.state.settings {
         Some(recorded) => recorded.changes(&settings),

@@ -9,6 +9,7 @@ use flate2::read::MultiGzDecoder;
 
 use crate::block::{Lineage, RowBlock};
 use crate::config::Config;
+use crate::diagnose::{Diagnosis, Expectation, Sniffer};
 use crate::error::{Error, Result};
 use crate::row::{LineOutcome, LineParser, ParsedLine, Reject};
 use crate::storage::{DynStorage, ObjectMeta, ResumingReader, StoreReadError};
@@ -113,7 +114,7 @@ impl BatchBuilder {
 const CHUNK_BYTES: usize = 1 << 20;
 
 /// How a file is read.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ReadOptions {
     /// The first line is a header, not a row.
     pub skip_header: bool,
@@ -121,6 +122,8 @@ pub struct ReadOptions {
     /// half the work of reading a file, so a file read while cores would otherwise idle
     /// (fewer files than `run.threads`) is read in a little over half the time.
     pub inflate_ahead: bool,
+    /// Watch the first lines and stop early when nearly all fail the same way (`diagnose`).
+    pub diagnose: Option<Arc<Expectation>>,
 }
 
 impl ReadOptions {
@@ -129,9 +132,14 @@ impl ReadOptions {
         ReadOptions {
             skip_header: config.source.header,
             inflate_ahead: files < config.run.threads,
+            diagnose: Some(Arc::new(Expectation::of(config))),
         }
     }
 }
+
+/// Rejects are handed on once their text reaches this size (or with the rows' batch), so a
+/// file of long bad lines is never held in memory whole.
+const REJECT_BATCH_BYTES: usize = 256 << 10;
 
 /// Decompressed chunks in flight between the inflating thread and the parser.
 const CHUNKS_AHEAD: usize = 2;
@@ -222,7 +230,9 @@ pub fn read_file(
     let mut out = FileCounts::default();
     let mut batch = BatchBuilder::new(parser);
     let mut rejects = Vec::new();
+    let mut reject_bytes = 0usize;
     let mut parsed = ParsedLine::default();
+    let mut sniffer = options.diagnose.as_ref().map(|_| Sniffer::new());
     std::thread::scope(|scope| -> std::io::Result<()> {
         let decoder = MultiGzDecoder::new(&mut counting);
         let mut decoder: Box<dyn Read + Send> = match options.inflate_ahead {
@@ -273,6 +283,9 @@ pub fn read_file(
                     LineOutcome::Blank => out.blank += 1,
                     LineOutcome::Row(text) => {
                         out.rows += 1;
+                        if let Some(sniffer) = &mut sniffer {
+                            sniffer.row();
+                        }
                         let lineage = Lineage {
                             file,
                             line: number,
@@ -288,16 +301,25 @@ pub fn read_file(
                     }
                     LineOutcome::Rejected(reject) => {
                         out.rejected += 1;
+                        if let Some(sniffer) = &mut sniffer {
+                            sniffer.reject(&reject);
+                        }
+                        reject_bytes += reject.raw.len() + reject.detail.len();
                         rejects.push(reject);
                     }
                 }
-                if batch.rows == BATCH_ROWS {
+                if sniffer.as_ref().is_some_and(Sniffer::full) {
+                    judge(&mut sniffer, &options, &mut batch, &mut out, &mut rejects, emit)?;
+                }
+                if batch.rows == BATCH_ROWS || reject_bytes >= REJECT_BATCH_BYTES {
                     emit(batch.take(&mut out.dates), std::mem::take(&mut rejects))?;
+                    reject_bytes = 0;
                 }
             }
             buf.copy_within(consumed..filled, 0);
             filled -= consumed;
         }
+        judge(&mut sniffer, &options, &mut batch, &mut out, &mut rejects, emit)?;
         emit(batch.take(&mut out.dates), rejects)?;
         progress.lines.fetch_add(number % 4096, Ordering::Relaxed);
         Ok(())
@@ -306,6 +328,30 @@ pub fn read_file(
     std::io::copy(&mut counting, &mut std::io::sink())?;
     out.bytes = counting.total;
     Ok(out)
+}
+
+/// The verdict on a file's first lines, once: reading stops with the diagnosis (the rejects
+/// seen so far handed on first, for the rejects file) when nearly all of them failed alike.
+fn judge(
+    sniffer: &mut Option<Sniffer>,
+    options: &ReadOptions,
+    batch: &mut BatchBuilder,
+    out: &mut FileCounts,
+    rejects: &mut Vec<Reject>,
+    emit: &mut dyn FnMut(DateBlocks, Vec<Reject>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let (Some(watching), Some(expect)) = (sniffer.as_mut(), options.diagnose.as_ref()) else {
+        return Ok(());
+    };
+    let verdict = watching.verdict(expect);
+    *sniffer = None;
+    match verdict {
+        None => Ok(()),
+        Some(diagnosis) => {
+            emit(batch.take(&mut out.dates), std::mem::take(rejects))?;
+            Err(std::io::Error::other(diagnosis))
+        }
+    }
 }
 
 /// Opens source object `meta` and reads it with [`read_file`] on a blocking thread; used by
@@ -340,6 +386,12 @@ pub async fn read_source(
     .map_err(Error::other)?
     .map_err(|e| {
         let url = source.url(key);
+        if let Some(diagnosis) = e.get_ref().and_then(|inner| inner.downcast_ref::<Diagnosis>()) {
+            return Error::BadInput {
+                file: url,
+                diagnosis: diagnosis.clone(),
+            };
+        }
         let store_error = e
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<StoreReadError>());
@@ -394,6 +446,7 @@ mod tests {
         let options = ReadOptions {
             skip_header: false,
             inflate_ahead,
+            diagnose: None,
         };
         let progress = Arc::new(ReadProgress::default());
         let counts = read_file(

@@ -1,10 +1,9 @@
 //! `_lakeload/rejects/<run_id>.jsonl.gz`: one JSON object per rejected line (SPEC §6).
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
-use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
@@ -30,7 +29,7 @@ pub fn rejects_key(run_id: &str) -> String {
 /// a run with millions of bad lines holds none of them in memory.
 pub struct RejectsWriter {
     spill_dir: Option<PathBuf>,
-    encoder: Option<GzEncoder<BufWriter<File>>>,
+    encoder: Option<(GzEncoder<BufWriter<File>>, tempfile::TempPath)>,
     count: u64,
 }
 
@@ -47,18 +46,19 @@ impl RejectsWriter {
         if rejects.is_empty() {
             return Ok(());
         }
-        let encoder = match &mut self.encoder {
-            Some(encoder) => encoder,
+        let (encoder, _) = match &mut self.encoder {
+            Some(open) => open,
             None => {
                 let scratch = match &self.spill_dir {
                     Some(dir) => {
                         std::fs::create_dir_all(dir)?;
-                        tempfile::tempfile_in(dir)?
+                        tempfile::NamedTempFile::with_prefix_in(".lakeload-tmp-rejects-", dir)?
                     }
-                    None => tempfile::tempfile()?,
+                    None => tempfile::NamedTempFile::with_prefix(".lakeload-tmp-rejects-")?,
                 };
+                let (file, path) = scratch.into_parts();
                 self.encoder
-                    .insert(GzEncoder::new(BufWriter::new(scratch), Compression::default()))
+                    .insert((GzEncoder::new(BufWriter::new(file), Compression::default()), path))
             }
         };
         for r in rejects {
@@ -80,16 +80,15 @@ impl RejectsWriter {
         self.count
     }
 
-    /// The finished `.jsonl.gz` file's bytes, or `None` when there was no reject.
-    pub fn finish(self) -> std::io::Result<Option<Bytes>> {
-        let Some(encoder) = self.encoder else {
+    /// The finished `.jsonl.gz` scratch file (removed when the path is dropped), to be
+    /// uploaded from disk; `None` when there was no reject.
+    pub fn finish(self) -> std::io::Result<Option<tempfile::TempPath>> {
+        let Some((encoder, path)) = self.encoder else {
             return Ok(None);
         };
-        let mut file = encoder.finish()?.into_inner().map_err(|e| e.into_error())?;
-        file.seek(SeekFrom::Start(0))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        Ok(Some(Bytes::from(bytes)))
+        let file = encoder.finish()?.into_inner().map_err(|e| e.into_error())?;
+        file.sync_data()?;
+        Ok(Some(path))
     }
 }
 
@@ -171,6 +170,7 @@ mod tests {
 
     #[test]
     fn rejects_are_spilled_and_read_back() {
+        use std::io::Read;
         let mut w = RejectsWriter::new(None);
         assert!(w.add("f.gz", &[]).is_ok());
         let reject = Reject {
@@ -181,7 +181,8 @@ mod tests {
         };
         w.add("f.gz", &[reject.clone(), reject]).unwrap();
         assert_eq!(w.count(), 2);
-        let bytes = w.finish().unwrap().unwrap();
+        let path = w.finish().unwrap().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
         let mut text = String::new();
         flate2::read::GzDecoder::new(&bytes[..])
             .read_to_string(&mut text)

@@ -15,19 +15,19 @@ use crate::dates::format_days;
 use crate::error::{Error, Result, exit_code};
 use crate::lock::TableLock;
 use crate::merge::{FileInfo, FileTable, MergeCounts};
+use crate::ownership::{Claims, Owned, Survey, some_keys};
 use crate::plan::{Plan, plan};
 use crate::reader::{DateBlocks, FileCounts, ReadOptions, read_source};
 use crate::rejects::{RejectGate, RejectsWriter, rejects_key};
 use crate::router::{Compactor, DateRouter};
 use crate::row::{LineParser, Reject};
+use crate::settings::{TableSettings, changed_settings_error};
 use crate::spill::SpillDir;
 use crate::state::{
     FileRecord, JsonStateStore, Loaded, PartitionRecord, STATE_VERSION, State, StateStore, StoreCheck,
 };
 use crate::storage::{self, DynStorage, ObjectMeta};
 use crate::summary::{ManifestEntry, RowCounts, RunSummary};
-use crate::ownership::{Claims, Owned, Survey, some_keys};
-use crate::settings::{TableSettings, changed_settings_error};
 use crate::table::{ParquetTable, Table};
 
 /// A new run id: sortable by start time, unique enough to never collide in one table.
@@ -294,7 +294,12 @@ async fn execute(
     if config.run.mode == Mode::Incremental {
         let policy = config.target.existing_objects;
         work.claims
-            .check_new_keys(keys.iter().cloned(), &target.storage, target.table.as_ref(), policy)
+            .check_new_keys(
+                keys.iter().cloned(),
+                &target.storage,
+                target.table.as_ref(),
+                policy,
+            )
             .await?;
     }
     announce(target, lock, run_id, &mut loaded, &keys).await?;
@@ -329,7 +334,12 @@ async fn execute(
 }
 
 /// An incremental run must merge under the settings the table was built with (SPEC §3).
-pub(crate) fn check_settings(config: &Config, target: &Target, state: &State, settings: &TableSettings) -> Result<()> {
+pub(crate) fn check_settings(
+    config: &Config,
+    target: &Target,
+    state: &State,
+    settings: &TableSettings,
+) -> Result<()> {
     if config.run.mode == Mode::Full {
         return Ok(());
     }
@@ -605,7 +615,9 @@ async fn merge_and_write(
                 // write in `write_date` guards against.
                 crate::faults::pause_point("date_write_checked").await;
                 let url = target.storage.url(&key);
-                let bytes = lock.bounded(&url, table.write_date(date, merged.body, seen)).await?;
+                let bytes = lock
+                    .bounded(&url, table.write_date(date, merged.body, seen))
+                    .await?;
                 crate::faults::pause_point("after_date_write").await;
                 Ok::<_, Error>((date, merged.counts, merged.rows, bytes))
             }
@@ -635,7 +647,12 @@ async fn merge_and_write(
 
 /// Full mode: the table's objects this run did not rewrite (dates with no rows left, objects
 /// of an earlier layout, announced writes of a crashed run) go last. Nothing else is touched.
-async fn delete_unwritten(target: &Target, lock: &TableLock, claims: &Claims, stats: &mut RunStats) -> Result<()> {
+async fn delete_unwritten(
+    target: &Target,
+    lock: &TableLock,
+    claims: &Claims,
+    stats: &mut RunStats,
+) -> Result<()> {
     let written: BTreeSet<String> = stats
         .dates_written
         .iter()
@@ -767,8 +784,13 @@ async fn read_all(
         async move {
             let results: Vec<(usize, FileCounts)> = futures::stream::iter(files.iter().enumerate())
                 .map(|(id, meta)| {
-                    let (tx, parser, source, progress) =
-                        (tx.clone(), parser.clone(), source.clone(), progress.clone());
+                    let (tx, parser, source, progress, options) = (
+                        tx.clone(),
+                        parser.clone(),
+                        source.clone(),
+                        progress.clone(),
+                        options.clone(),
+                    );
                     async move {
                         let file = id as u32;
                         let batches = tx.clone();
@@ -873,9 +895,9 @@ async fn finish(
     let storage = &target.storage;
     let rejects_url = match stats.rejects.finish() {
         Ok(None) => None,
-        Ok(Some(bytes)) => {
+        Ok(Some(path)) => {
             let key = rejects_key(run_id);
-            match storage.put(&key, bytes).await {
+            match storage.put_file(&key, &path, None).await {
                 Ok(()) => Some(storage.url(&key)),
                 Err(e) => {
                     tracing::error!("could not write the rejects file: {e}");

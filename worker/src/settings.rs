@@ -64,7 +64,11 @@ impl TableSettings {
         let optional = |v: &Option<String>| v.clone().unwrap_or_else(|| "(not set)".into());
         let pairs: [(&'static str, String, String); 8] = [
             ("schema.columns", list(&self.columns), list(&run.columns)),
-            ("schema.date_columns", list(&self.date_columns), list(&run.date_columns)),
+            (
+                "schema.date_columns",
+                list(&self.date_columns),
+                list(&run.date_columns),
+            ),
             ("schema.key", list(&self.key), list(&run.key)),
             (
                 "schema.partition_column",
@@ -92,7 +96,12 @@ impl TableSettings {
 pub fn changed_settings_error(table_url: &str, changes: &[SettingChange]) -> Error {
     let lines: String = changes
         .iter()
-        .map(|c| format!("\n  {}: the table has `{}`, this run has `{}`", c.key, c.table, c.run))
+        .map(|c| {
+            format!(
+                "\n  {}: the table has `{}`, this run has `{}`",
+                c.key, c.table, c.run
+            )
+        })
         .collect();
     Error::Config(format!(
         "the table at {table_url} was built with other settings; an incremental run would mix \
@@ -117,11 +126,20 @@ mod tests {
         let base = TableSettings::of(&config(""));
         assert!(base.changes(&base).is_empty());
         let cases = [
-            ("[schema]\ncolumns = c1,c2,c3,c4,c5,c6,c7,c9\nkey = c1,c7\n", vec!["schema.columns", "schema.key"]),
+            (
+                "[schema]\ncolumns = c1,c2,c3,c4,c5,c6,c7,c9\nkey = c1,c7\n",
+                vec!["schema.columns", "schema.key"],
+            ),
             ("[schema]\ndate_columns = c7\n", vec!["schema.date_columns"]),
             ("[schema]\nkey = c1,c7\n", vec!["schema.key"]),
-            ("[schema]\npartition_column = c6\nkey = c1,c6\n", vec!["schema.key", "schema.partition_column"]),
-            ("[schema]\ntimestamp_format = %d/%m/%Y\n", vec!["schema.timestamp_format"]),
+            (
+                "[schema]\npartition_column = c6\nkey = c1,c6\n",
+                vec!["schema.key", "schema.partition_column"],
+            ),
+            (
+                "[schema]\ntimestamp_format = %d/%m/%Y\n",
+                vec!["schema.timestamp_format"],
+            ),
             ("[run]\norder = name\n", vec!["run.order"]),
             ("[target]\nlayout = date\n", vec!["target.layout"]),
         ];
@@ -132,8 +150,10 @@ mod tests {
         }
         // Settings that do not shape rows (the delimiter, the memory limit) are not recorded.
         assert!(
-            base.changes(&TableSettings::of(&config("[source]\ndelimiter = ,\n[run]\nmemory_limit = 64MiB\n")))
-                .is_empty()
+            base.changes(&TableSettings::of(&config(
+                "[source]\ndelimiter = ,\n[run]\nmemory_limit = 64MiB\n"
+            )))
+            .is_empty()
         );
     }
 
@@ -144,8 +164,14 @@ mod tests {
         let e = changed_settings_error("/out", &base.changes(&other));
         let text = e.to_string();
         assert_eq!(e.exit_code(), 2);
-        assert!(text.contains("target.layout: the table has `ymd`, this run has `date`"), "{text}");
-        assert!(text.contains("run.order: the table has `arrival`, this run has `name`"), "{text}");
+        assert!(
+            text.contains("target.layout: the table has `ymd`, this run has `date`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("run.order: the table has `arrival`, this run has `name`"),
+            "{text}"
+        );
         assert!(text.contains("--mode full"), "{text}");
     }
 }

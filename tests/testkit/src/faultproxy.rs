@@ -121,7 +121,8 @@ async fn serve(listener: std::net::TcpListener, upstream: String, rules: Rules, 
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let (client, upstream, rules, strip) = (client.clone(), upstream.clone(), rules.clone(), strip.clone());
+        let (client, upstream, rules, strip) =
+            (client.clone(), upstream.clone(), rules.clone(), strip.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let strip = strip.load(Ordering::SeqCst);

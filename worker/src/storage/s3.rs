@@ -658,7 +658,32 @@ impl Storage for S3Storage {
         };
         let size = tokio::fs::metadata(path).await.map_err(local_error)?.len();
         if size <= 2 * self.part_size as u64 {
-            return super::put_file_in_memory(self, key, path, condition).await;
+            // One PUT whose body the SDK streams from the file: never read into memory whole.
+            let body = ByteStream::from_path(path)
+                .await
+                .map_err(|e| local_error(std::io::Error::other(e)))?;
+            let request = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(self.full_key(key))
+                .content_length(size as i64);
+            let request = match &condition {
+                None => request,
+                Some(PutCondition::IfAbsent) => request.if_none_match("*"),
+                Some(PutCondition::IfMatch(etag)) => request.if_match(format!("\"{etag}\"")),
+            };
+            return match request
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| self.err("put", key, e))
+            {
+                Err(StorageError::PreconditionFailed { .. }) if condition.is_some() => {
+                    self.recognise_own_file_write(key, path).await
+                }
+                other => other.map(drop),
+            };
         }
         // Parts are read from the file as they are sent: at most `PARALLEL_PARTS` in memory.
         let file = tokio::fs::File::open(path).await.map_err(local_error)?;

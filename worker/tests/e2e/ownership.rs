@@ -47,7 +47,10 @@ fn worker(place: &Place, table: &str, mode: &str, extra: &[(&str, &str)]) -> Lak
 fn put(place: &Place, table: &str, key: &str, body: &[u8]) {
     runtime().block_on(async {
         let storage = open_storage(&place.url(table), place.s3()).await;
-        storage.put(key, bytes::Bytes::copy_from_slice(body)).await.unwrap();
+        storage
+            .put(key, bytes::Bytes::copy_from_slice(body))
+            .await
+            .unwrap();
     })
 }
 
@@ -98,8 +101,14 @@ fn reference(place: &Place) -> Vec<TableRow> {
 const FOREIGN: &[(&str, &[u8])] = &[
     ("team-x/orders/part-0.parquet", b"someone else's parquet"),
     ("notes.parquet", b"a file at the root"),
-    ("year=2024/month=01/day=01/extra.parquet", b"beside a date, in the table's layout"),
-    ("year=2023/month=12/day=31/2023-12-31.snappy.parquet.bak", b"a backup copy"),
+    (
+        "year=2024/month=01/day=01/extra.parquet",
+        b"beside a date, in the table's layout",
+    ),
+    (
+        "year=2023/month=12/day=31/2023-12-31.snappy.parquet.bak",
+        b"a backup copy",
+    ),
 ];
 
 #[test]
@@ -112,7 +121,11 @@ fn foreign_objects_survive_full_and_incremental_runs_and_plan_lists_them() {
         add_sources(&place, 0);
         let first = worker(&place, "t", "incremental", &[]).output();
         assert_exit(&first, 0);
-        assert!(stderr(&first).contains("this table did not write"), "{}", stderr(&first));
+        assert!(
+            stderr(&first).contains("this table did not write"),
+            "{}",
+            stderr(&first)
+        );
 
         let plan = Lakeload::new(std::path::Path::new("/"))
             .envs(place.env())
@@ -143,13 +156,18 @@ fn foreign_objects_survive_full_and_incremental_runs_and_plan_lists_them() {
         });
         let full = worker(&place, "t", "full", &[]).output();
         assert_exit(&full, 0);
-        assert_eq!(summary_json(&full)["objects_deleted"], serde_json::json!([
-            "year=2024/month=01/day=03/2024-01-03.snappy.parquet"
-        ]));
+        assert_eq!(
+            summary_json(&full)["objects_deleted"],
+            serde_json::json!(["year=2024/month=01/day=03/2024-01-03.snappy.parquet"])
+        );
 
         let after = contents(&place, "t");
         for (key, body) in FOREIGN {
-            assert_eq!(after.get(*key).map(Vec::as_slice), Some(*body), "{key} survived byte for byte");
+            assert_eq!(
+                after.get(*key).map(Vec::as_slice),
+                Some(*body),
+                "{key} survived byte for byte"
+            );
         }
         assert_eq!(own_rows(&place, "t"), reference(&place));
     }
@@ -172,19 +190,38 @@ fn objects_where_the_table_stores_its_dates_are_refused_unless_adopted_or_replac
             let refused = worker(&place, "t", mode, &[]).output();
             assert_exit(&refused, 2);
             let text = stderr(&refused);
-            assert!(text.contains(key) && text.contains("target.existing_objects"), "{text}");
-            assert_eq!(contents(&place, "t"), before, "a refused {mode} run wrote nothing");
+            assert!(
+                text.contains(key) && text.contains("target.existing_objects"),
+                "{text}"
+            );
+            assert_eq!(
+                contents(&place, "t"),
+                before,
+                "a refused {mode} run wrote nothing"
+            );
         }
 
         // Adopted: it becomes the table's own (its rows are the same rows, so the table equals
         // a full run's).
-        let adopted = worker(&place, "t", "incremental", &[("LAKELOAD_TARGET_EXISTING_OBJECTS", "adopt")]).output();
+        let adopted = worker(
+            &place,
+            "t",
+            "incremental",
+            &[("LAKELOAD_TARGET_EXISTING_OBJECTS", "adopt")],
+        )
+        .output();
         assert_exit(&adopted, 0);
         assert_eq!(own_rows(&place, "t"), reference(&place));
 
         // Replaced: a table in another root, where a stranger's object sits at a date.
         put(&place, "u", key, b"not parquet at all");
-        let replaced = worker(&place, "u", "full", &[("LAKELOAD_TARGET_EXISTING_OBJECTS", "replace")]).output();
+        let replaced = worker(
+            &place,
+            "u",
+            "full",
+            &[("LAKELOAD_TARGET_EXISTING_OBJECTS", "replace")],
+        )
+        .output();
         assert_exit(&replaced, 0);
         assert_eq!(own_rows(&place, "u"), reference(&place));
     }
@@ -195,7 +232,11 @@ const CHANGES: &[(&str, &str, &str)] = &[
     ("LAKELOAD_SCHEMA_COLUMNS", "a,b,c,d,e,c6,c7,c8", "schema.columns"),
     ("LAKELOAD_SCHEMA_DATE_COLUMNS", "c7", "schema.date_columns"),
     ("LAKELOAD_SCHEMA_KEY", "c1,c2,c7", "schema.key"),
-    ("LAKELOAD_SCHEMA_TIMESTAMP_FORMAT", "%Y-%m-%d", "schema.timestamp_format"),
+    (
+        "LAKELOAD_SCHEMA_TIMESTAMP_FORMAT",
+        "%Y-%m-%d",
+        "schema.timestamp_format",
+    ),
     ("LAKELOAD_RUN_ORDER", "name", "run.order"),
     ("LAKELOAD_TARGET_LAYOUT", "date", "target.layout"),
 ];
@@ -216,7 +257,10 @@ fn an_incremental_run_under_other_settings_is_refused_and_a_full_run_rebuilds() 
             let refused = worker(&place, "t", "incremental", &extra).output();
             assert_exit(&refused, 2);
             let text = stderr(&refused);
-            assert!(text.contains(key) && text.contains("--mode full"), "{var}: {text}");
+            assert!(
+                text.contains(key) && text.contains("--mode full"),
+                "{var}: {text}"
+            );
             assert_eq!(contents(&place, "t"), before, "{var}: the table is untouched");
         }
         // The partition column, in the `date` layout where it names the folders.
@@ -236,10 +280,18 @@ fn an_incremental_run_under_other_settings_is_refused_and_a_full_run_rebuilds() 
         ];
         let refused = worker(&place, "t", "incremental", &other_partition).output();
         assert_exit(&refused, 2);
-        assert!(stderr(&refused).contains("schema.partition_column"), "{}", stderr(&refused));
+        assert!(
+            stderr(&refused).contains("schema.partition_column"),
+            "{}",
+            stderr(&refused)
+        );
         assert_exit(&worker(&place, "t", "full", &other_partition).output(), 0);
         let rebuilt = contents(&place, "t");
-        assert!(rebuilt.keys().all(|k| !k.starts_with("c7=")), "{:?}", rebuilt.keys());
+        assert!(
+            rebuilt.keys().all(|k| !k.starts_with("c7=")),
+            "{:?}",
+            rebuilt.keys()
+        );
         // Back to the defaults, incremental runs go on.
         assert_exit(&worker(&place, "t", "full", &[]).output(), 0);
         assert_exit(&worker(&place, "t", "incremental", &[]).output(), 0);
@@ -293,21 +345,31 @@ fn a_store_that_ignores_conditional_writes_is_refused_before_anything_is_written
         text.contains(&proxy.endpoint) && text.contains("lock.allow_unsafe_store"),
         "the message names the endpoint and the setting: {text}"
     );
-    assert!(contents(&place, "t").is_empty(), "nothing was written: {:?}", contents(&place, "t").keys());
+    assert!(
+        contents(&place, "t").is_empty(),
+        "nothing was written: {:?}",
+        contents(&place, "t").keys()
+    );
 
     // Accepting the risk: the run goes on, says so, and the state records what was found.
     let mut allowed = through_proxy.to_vec();
     allowed.push(("LAKELOAD_LOCK_ALLOW_UNSAFE_STORE", "true"));
     let accepted = worker(&place, "t", "incremental", &allowed).output();
     assert_exit(&accepted, 0);
-    assert!(stderr(&accepted).contains("ignores conditional writes"), "{}", stderr(&accepted));
-    let state: serde_json::Value = serde_json::from_slice(&contents(&place, "t")["_lakeload/state.json"]).unwrap();
+    assert!(
+        stderr(&accepted).contains("ignores conditional writes"),
+        "{}",
+        stderr(&accepted)
+    );
+    let state: serde_json::Value =
+        serde_json::from_slice(&contents(&place, "t")["_lakeload/state.json"]).unwrap();
     assert_eq!(state["store"]["conditional_writes"], false);
 
     // Straight to moto, which enforces them: checked once, recorded, not probed again.
     add_sources(&place, 2);
     assert_exit(&worker(&place, "t", "incremental", &[]).output(), 0);
-    let state: serde_json::Value = serde_json::from_slice(&contents(&place, "t")["_lakeload/state.json"]).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&contents(&place, "t")["_lakeload/state.json"]).unwrap();
     assert_eq!(state["store"]["conditional_writes"], true);
     assert_eq!(state["store"]["endpoint"], S3Server::shared().endpoint.as_str());
 }
