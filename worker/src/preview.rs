@@ -89,7 +89,7 @@ pub async fn preview(config: &Config) -> Result<Preview> {
                 .await
             }
         })
-        .buffered(config.run.threads)
+        .buffered(crate::run::reader_threads(config))
         .try_collect()
         .await?;
 

@@ -17,6 +17,14 @@ use crate::storage::{DynStorage, ObjectMeta, ResumingReader, StoreReadError};
 /// Rows are handed on in batches of this many, so a large file is never held whole.
 pub const BATCH_ROWS: usize = 32 * 1024;
 
+/// A batch is handed on at this size too, so wide rows do not make batches large.
+pub const BATCH_BYTES: usize = 4 << 20;
+
+/// What one reader holds besides its batch: the inflate buffer and the chunks read ahead,
+/// the store's read-ahead (8 MiB on S3), the gzip state. Readers are as many as the budget
+/// allows, never more than `run.threads`.
+pub const READER_BYTES: u64 = 16 << 20;
+
 /// What reading one file produced, besides the rows and rejects it handed on.
 #[derive(Debug, Default, Clone)]
 pub struct FileCounts {
@@ -65,6 +73,8 @@ struct BatchBuilder {
     index: HashMap<i32, usize>,
     last: Option<(i32, usize)>,
     rows: usize,
+    /// Memory the batch's rows take, roughly: text, field ends, dates, hash and lineage.
+    bytes: usize,
 }
 
 impl BatchBuilder {
@@ -76,6 +86,7 @@ impl BatchBuilder {
             index: HashMap::new(),
             last: None,
             rows: 0,
+            bytes: 0,
         }
     }
 
@@ -106,6 +117,7 @@ impl BatchBuilder {
         self.index.clear();
         self.last = None;
         self.rows = 0;
+        self.bytes = 0;
         std::mem::take(&mut self.blocks)
     }
 }
@@ -127,11 +139,11 @@ pub struct ReadOptions {
 }
 
 impl ReadOptions {
-    /// How each of `files` files is read, `run.threads` at a time (runs and `plan` alike).
+    /// How each of `files` files is read, `run::reader_threads` at a time (runs and `plan` alike).
     pub fn for_files(config: &Config, files: usize) -> Self {
         ReadOptions {
             skip_header: config.source.header,
-            inflate_ahead: files < config.run.threads,
+            inflate_ahead: files < crate::run::reader_threads(config),
             diagnose: Some(Arc::new(Expectation::of(config))),
         }
     }
@@ -298,6 +310,7 @@ pub fn read_file(
                             parsed.hash,
                             lineage,
                         );
+                        batch.bytes += text.len() + 4 * (parsed.ends.len() + parsed.dates.len()) + 32;
                     }
                     LineOutcome::Rejected(reject) => {
                         out.rejected += 1;
@@ -311,7 +324,10 @@ pub fn read_file(
                 if sniffer.as_ref().is_some_and(Sniffer::full) {
                     judge(&mut sniffer, &options, &mut batch, &mut out, &mut rejects, emit)?;
                 }
-                if batch.rows == BATCH_ROWS || reject_bytes >= REJECT_BATCH_BYTES {
+                if batch.rows == BATCH_ROWS
+                    || batch.bytes >= BATCH_BYTES
+                    || reject_bytes >= REJECT_BATCH_BYTES
+                {
                     emit(batch.take(&mut out.dates), std::mem::take(&mut rejects))?;
                     reject_bytes = 0;
                 }

@@ -240,6 +240,15 @@ fn ingest_budget(config: &Config) -> u64 {
     config.run.memory_limit / 2
 }
 
+/// Files read at once: `run.threads`, as far as a quarter of the budget holds each reader
+/// ([`crate::reader::READER_BYTES`]) and one batch in flight
+/// ([`crate::reader::BATCH_BYTES`]); at least one.
+pub fn reader_threads(config: &Config) -> usize {
+    let each = crate::reader::READER_BYTES + crate::reader::BATCH_BYTES as u64;
+    let fit = (config.run.memory_limit / 4 / each).max(1) as usize;
+    config.run.threads.clamp(1, fit)
+}
+
 fn merge_concurrency(config: &Config) -> usize {
     config.run.threads.clamp(1, 8)
 }
@@ -776,7 +785,9 @@ async fn read_all(
         files.iter().map(|f| f.size).sum(),
         interactive,
     );
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Ingested>(config.run.threads * 2);
+    // One batch in flight per reader: the channel's depth follows the budget too.
+    let readers = reader_threads(config);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Ingested>(readers);
     let options = ReadOptions::for_files(config, files.len());
     let readers = {
         let progress = progress.clone();
@@ -823,7 +834,7 @@ async fn read_all(
                         Ok::<_, Error>((id, counts))
                     }
                 })
-                .buffer_unordered(config.run.threads)
+                .buffer_unordered(readers)
                 .try_collect()
                 .await?;
             Ok::<_, Error>(results)
