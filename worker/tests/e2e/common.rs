@@ -145,6 +145,23 @@ pub async fn table_rows(storage: &DynStorage) -> Vec<TableRow> {
     rows
 }
 
+/// All rows of the table's own objects (those its state records), sorted: what the table
+/// holds whatever else lies under its root.
+pub async fn owned_rows(storage: &DynStorage) -> Vec<TableRow> {
+    let Some((state, _)) = storage.get("_lakeload/state.json").await.unwrap() else {
+        return Vec::new();
+    };
+    let state: serde_json::Value = serde_json::from_slice(&state).unwrap();
+    let mut rows = Vec::new();
+    for partition in state["partitions"].as_object().unwrap().values() {
+        let key = partition["key"].as_str().unwrap();
+        let (bytes, _) = storage.get(key).await.unwrap().expect("a recorded object exists");
+        rows.extend(parquet_rows(&bytes));
+    }
+    rows.sort();
+    rows
+}
+
 pub fn parquet_rows(bytes: &[u8]) -> Vec<TableRow> {
     let frame = ParquetReader::new(Cursor::new(bytes)).finish().unwrap();
     let names: Vec<String> = frame.get_column_names().iter().map(|n| n.to_string()).collect();

@@ -73,19 +73,7 @@ fn contents(place: &Place, table: &str) -> BTreeMap<String, Vec<u8>> {
 
 /// The rows of the table's own objects (those its state records), sorted.
 fn own_rows(place: &Place, table: &str) -> Vec<TableRow> {
-    runtime().block_on(async {
-        let storage = open_storage(&place.url(table), place.s3()).await;
-        let (state, _) = storage.get("_lakeload/state.json").await.unwrap().unwrap();
-        let state: serde_json::Value = serde_json::from_slice(&state).unwrap();
-        let mut rows = Vec::new();
-        for partition in state["partitions"].as_object().unwrap().values() {
-            let key = partition["key"].as_str().unwrap();
-            let (bytes, _) = storage.get(key).await.unwrap().unwrap();
-            rows.extend(parquet_rows(&bytes));
-        }
-        rows.sort();
-        rows
-    })
+    runtime().block_on(async { owned_rows(&open_storage(&place.url(table), place.s3()).await).await })
 }
 
 /// The rows one full run over the same sources gives, in a table of its own.

@@ -1,8 +1,9 @@
 //! SPEC §4's invariant as a property: any sequence of incremental runs gives the rows (all
 //! columns) of one full run over the final sources, whatever the user varies: the schema
 //! (column count, date columns in any order, the key with NULLs, a header line, a
-//! `timestamp_format`), the order rule, files re-delivered with corrected rows (with and
-//! without a new modification time), and a memory limit small enough that every run spills.
+//! `timestamp_format`), the order rule, the layout, files re-delivered with corrected rows
+//! (with and without a new modification time), a memory limit small enough that every run
+//! spills, and other people's objects under the table root (left alone, byte for byte).
 
 use std::sync::OnceLock;
 
@@ -204,7 +205,22 @@ struct Case {
     by_name: bool,
     /// Small enough that every run spills its rows to disk.
     tiny_memory: bool,
+    /// `target.layout = date` instead of `ymd`.
+    date_layout: bool,
+    /// Objects of someone else's under both table roots before the first run.
+    foreign: Vec<&'static str>,
 }
+
+/// Other people's objects a table root may hold: nested, at the root, beside the table's own
+/// dates in either layout, with names close to the table's.
+const FOREIGN: &[&str] = &[
+    "team-x/orders/part-0.parquet",
+    "notes.parquet",
+    "year=2024/month=01/day=01/extra.parquet",
+    "year=2024/month=01/day=01/2024-01-01.snappy.parquet.bak",
+    "col1=2024-01-01/other.parquet",
+    "_lakeload.parquet",
+];
 
 fn case() -> impl Strategy<Value = Case> {
     (test_schema(), 1usize..=4).prop_flat_map(|(schema, batches)| {
@@ -221,31 +237,37 @@ fn case() -> impl Strategy<Value = Case> {
             Just(batches),
             any::<bool>(),
             any::<bool>(),
+            any::<bool>(),
+            prop::sample::subsequence(FOREIGN, 0..=3),
         )
-            .prop_map(|(schema, files, batches, by_name, tiny_memory)| {
-                let files = files
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, (dir, lines, arrival, batch, rewrite))| SourceFile {
-                        key: format!("{dir}f{i}.gz"),
-                        lines,
-                        arrival,
-                        batch,
-                        // A later run than the first delivery, if there is one.
-                        rewrite: rewrite.and_then(|(at, new_time)| {
-                            let later = batches - batch - 1;
-                            (later > 0).then(|| (batch + 1 + at.index(later), new_time))
-                        }),
-                    })
-                    .collect();
-                Case {
-                    schema,
-                    files,
-                    batches,
-                    by_name,
-                    tiny_memory,
-                }
-            })
+            .prop_map(
+                |(schema, files, batches, by_name, tiny_memory, date_layout, foreign)| {
+                    let files = files
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (dir, lines, arrival, batch, rewrite))| SourceFile {
+                            key: format!("{dir}f{i}.gz"),
+                            lines,
+                            arrival,
+                            batch,
+                            // A later run than the first delivery, if there is one.
+                            rewrite: rewrite.and_then(|(at, new_time)| {
+                                let later = batches - batch - 1;
+                                (later > 0).then(|| (batch + 1 + at.index(later), new_time))
+                            }),
+                        })
+                        .collect();
+                    Case {
+                        schema,
+                        files,
+                        batches,
+                        by_name,
+                        tiny_memory,
+                        date_layout,
+                        foreign,
+                    }
+                },
+            )
     })
 }
 
@@ -259,7 +281,19 @@ fn incremental_equals_full(place: Place, case: Case) {
     if case.tiny_memory {
         settings.push(("run.memory_limit", "1KiB".into()));
     }
+    if case.date_layout {
+        settings.push(("target.layout", "date".into()));
+    }
     runtime().block_on(async {
+        for table in ["inc", "full"] {
+            let storage = open_storage(&place.url(table), place.s3()).await;
+            for key in &case.foreign {
+                storage
+                    .put(key, bytes::Bytes::from(format!("{table}:{key}")))
+                    .await
+                    .unwrap();
+            }
+        }
         let incremental = place.config_with("inc", Mode::Incremental, order, &settings);
         for batch in 0..case.batches {
             for f in &case.files {
@@ -280,8 +314,36 @@ fn incremental_equals_full(place: Place, case: Case) {
         }
         let full = place.config_with("full", Mode::Full, order, &settings);
         check_accounting(&lakeload::run::run(&full, false).await);
-        let (inc, full) = (place.rows("inc").await, place.rows("full").await);
-        assert_eq!(inc, full, "incremental runs differ from one full run");
+        let mut tables = Vec::new();
+        for table in ["inc", "full"] {
+            let storage = open_storage(&place.url(table), place.s3()).await;
+            for key in &case.foreign {
+                let (body, _) = storage.get(key).await.unwrap().expect("foreign object kept");
+                assert_eq!(&body[..], format!("{table}:{key}").as_bytes(), "{key} untouched");
+            }
+            // No Parquet object under the root is a stray of the table's: each is either
+            // recorded in its state or someone else's.
+            let state = storage
+                .get("_lakeload/state.json")
+                .await
+                .unwrap()
+                .expect("state")
+                .0;
+            let state: serde_json::Value = serde_json::from_slice(&state).unwrap();
+            let recorded: std::collections::BTreeSet<String> = state["partitions"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|p| p["key"].as_str().unwrap().to_string())
+                .collect();
+            for object in storage.list("").await.unwrap() {
+                if object.key.ends_with(".parquet") && !case.foreign.contains(&object.key.as_str()) {
+                    assert!(recorded.contains(&object.key), "{} is not recorded", object.key);
+                }
+            }
+            tables.push(owned_rows(&storage).await);
+        }
+        assert_eq!(tables[0], tables[1], "incremental runs differ from one full run");
     });
 }
 
