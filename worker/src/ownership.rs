@@ -206,7 +206,7 @@ impl Claims {
             found.into_iter().flatten().collect(),
             table,
             policy,
-            &storage.url(""),
+            &storage.root().to_string(),
         )
     }
 

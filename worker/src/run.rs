@@ -352,7 +352,7 @@ pub(crate) fn check_settings(
     if config.run.mode == Mode::Full {
         return Ok(());
     }
-    let table_url = target.storage.url("");
+    let table_url = target.storage.root().to_string();
     match &state.settings {
         Some(recorded) => {
             let changes = recorded.changes(settings);
@@ -460,7 +460,7 @@ async fn claim(config: &Config, target: &Target, loaded: &Loaded) -> Result<Clai
     let mut claims = Claims::new(Owned::of(&loaded.state));
     let policy = config.target.existing_objects;
     let table = target.table.as_ref();
-    let table_url = target.storage.url("");
+    let table_url = target.storage.root().to_string();
     if loaded.etag.is_none() {
         let listing = target.storage.list("").await?;
         let survey = Survey::of(listing.clone(), &claims.owned, table);

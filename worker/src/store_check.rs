@@ -103,7 +103,7 @@ pub async fn verify(
          nothing to {}. Use a store that enforces If-None-Match and If-Match on PUT (AWS S3, \
          MinIO, Ceph RGW and others do), or set lock.allow_unsafe_store = true to accept the \
          risk when nothing else ever writes this table at the same time",
-        storage.url("")
+        storage.root()
     )))
 }
 
