@@ -110,11 +110,11 @@ def best_of(runs, once):
     return {**best, "rss": max(m["rss"] for m in results)}
 
 
-def measure(cmd, env=None):
+def measure(cmd, env=None, expect_rc=0):
     proc = subprocess.run([sys.executable, "-c", MEASURE] + cmd, env=env, capture_output=True,
                           text=True, check=True)
     m = json.loads(proc.stdout.strip().splitlines()[-1])
-    if m["rc"] != 0:
+    if m["rc"] != expect_rc:
         sys.exit(f"failed ({m['rc']}): {' '.join(cmd)}\n{m['err']}")
     return m
 
@@ -139,12 +139,50 @@ class Bench:
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         return src
 
-    def lakeload_run(self, src, out, mode="full", extra_env=None):
+    def lakeload_run(self, src, out, mode="full", extra_env=None, expect_rc=0):
         env = {**os.environ, "LAKELOAD_SOURCE_URL": src, "LAKELOAD_TARGET_URL": out,
                **(extra_env or {})}
-        m = measure([self.lakeload, "run", "--mode", mode, "--json"], env)
+        m = measure([self.lakeload, "run", "--mode", mode, "--json"], env, expect_rc)
         m["summary"] = json.loads(m["out"])
         return m
+
+    def memory_bound(self):
+        """lakeload at run.memory_limit = 256MiB on the shapes that strain memory: 16 readers,
+        2 KB rows, an incremental run into one large date of 2 KB rows, and a wrong delimiter.
+        Each run's peak RSS against the promised bound, run.memory_limit + 25 %."""
+        tiny = self.args.tiny
+        limit = {"LAKELOAD_RUN_MEMORY_LIMIT": f"{MEMORY_LIMIT_MIB}MiB"}
+        cases = []
+
+        def case(name, m):
+            summary = m["summary"]
+            cases.append({"case": name, "lines": summary["rows_read"], "s": m["s"], "rss_mib": m["rss"],
+                          "exit": summary["exit_code"]})
+
+        src = self.generate("mem-std", 20, 500 if tiny else 200_000)
+        out = os.path.join(self.work, "mem-std-table")
+        case("20 files, `run.threads = 16`",
+             self.lakeload_run(src, out, extra_env={**limit, "LAKELOAD_RUN_THREADS": "16"}))
+        shutil.rmtree(out)
+        bad = self.lakeload_run(src, out, extra_env={**limit, "LAKELOAD_SOURCE_DELIMITER": ","}, expect_rc=65)
+        case("the same files, `source.delimiter = ,` (stops, exit 65)", bad)
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(src)
+
+        src = self.generate("mem-wide", 8, 500 if tiny else 40_000, pad=1900)
+        case("8 files of 2 KB rows", self.lakeload_run(src, out, extra_env=limit))
+        shutil.rmtree(out)
+        shutil.rmtree(src)
+
+        src = self.generate("mem-one", 8, 500 if tiny else 40_000, pad=1900, days=1, customers=100_000)
+        case("8 files of 2 KB rows, one date", self.lakeload_run(src, out, extra_env=limit))
+        self.generate("mem-one", 1, 500 if tiny else 40_000, pad=1900, days=1, customers=100_000,
+                      first_file=8, seed=9)
+        case("+1 file into that date (incremental)",
+             self.lakeload_run(src, out, mode="incremental", extra_env=limit))
+        shutil.rmtree(out)
+        shutil.rmtree(src)
+        return cases
 
     def full_refresh(self, name, src, tools=("lakeload", "duckdb", "polars"), keep_lakeload=False,
                      runs=1):
@@ -252,7 +290,11 @@ class Bench:
             shutil.rmtree(built)
         print_incremental(self.results["incremental"])
 
-        # 4. S3: the full refresh through moto on 127.0.0.1, and moto's own ceiling (every
+        # 4. Memory: the bound held where memory is tight.
+        self.results["memory"] = self.memory_bound()
+        print_memory(self.results["memory"])
+
+        # 5. S3: the full refresh through moto on 127.0.0.1, and moto's own ceiling (every
         # source object read with as many parallel GETs as lakeload uses).
         if not a.skip_s3:
             rows = 250_000 if scale else 1_000
@@ -372,6 +414,23 @@ def print_incremental(inc):
     print("\nIncremental\n" + incremental_table(inc))
 
 
+MEMORY_LIMIT_MIB = 256
+
+
+def memory_table(cases):
+    bound = MEMORY_LIMIT_MIB * 1.25
+    rows = [f"| case (`run.memory_limit = {MEMORY_LIMIT_MIB}MiB`) | lines read | wall s | peak RSS MiB | "
+            f"bound MiB | within |", "|---|---|---|---|---|---|"]
+    for c in cases:
+        rows.append(f"| {c['case']} | {c['lines']:,} | {c['s']:.2f} | {c['rss_mib']:.0f} | {bound:.0f} | "
+                    f"{'yes' if c['rss_mib'] <= bound else '**no**'} |")
+    return "\n".join(rows)
+
+
+def print_memory(cases):
+    print("\nMemory bound\n" + memory_table(cases))
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -487,6 +546,11 @@ def update_readme(results):
         "**Incremental** (1 file landing on the third day, so it touches 3 dates):",
         "",
         incremental_table(results["incremental"]),
+        "",
+        f"**Memory bound** (peak RSS against `run.memory_limit` + 25 %, on 2 cores; 2 KB rows come "
+        f"from `lakeload generate --pad 1900`):",
+        "",
+        memory_table(results["memory"]),
     ]
     if "s3" in results:
         parts += ["", f"**S3 path** ({results['s3']['input_mib']:.0f} MiB gzip):", "", s3_table(results["s3"])]

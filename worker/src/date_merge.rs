@@ -78,24 +78,36 @@ impl DateMerge<'_> {
         encoder: Box<dyn DateEncoder>,
     ) -> Result<MergedDate> {
         if let Some(mut stored) = stored {
+            // Stored rows are decoded under a merge slot, a unit's worth at a time: what
+            // `unit_limit` is sized for, however wide the rows and however many dates merge.
+            let slot = self.slots.acquire();
             let mut first = true;
-            while let Some(slice) = stored.next_slice()? {
+            loop {
+                let room = self
+                    .unit_limit
+                    .saturating_sub(rows.memory_bytes())
+                    .max(self.unit_limit / 4);
+                let Some(slice) = stored.next_slice(room)? else {
+                    break;
+                };
                 // A date that fits one unit whole is merged with its stored rows left in
                 // their columnar form.
                 let whole = first && !stored.has_more() && !rows.spilled();
                 if whole && rows.memory_bytes() + slice.memory_bytes() <= self.unit_limit {
-                    return self.merge_with_stored(rows, slice, files, encoder);
+                    return self.merge_with_stored(rows, slice, files, encoder, slot);
                 }
                 first = false;
                 // Otherwise stored rows join the new ones; a large date goes to disk as it is
                 // read, to be merged in units like any other.
                 rows.add(slice.rows(&mut files)?);
+                drop(slice);
                 if rows.memory_bytes() > 2 * self.unit_limit {
                     rows.spill(self.spill).map_err(|e| {
                         Error::Other(format!("cannot spill rows to disk (run.spill_dir): {e}"))
                     })?;
                 }
             }
+            drop(slot);
         }
         let units = rows.into_units(self.unit_limit, self.spill.clone());
         self.merge_units(units, &files, encoder)
@@ -110,8 +122,8 @@ impl DateMerge<'_> {
         stored: StoredSlice,
         mut files: FileTable,
         mut encoder: Box<dyn DateEncoder>,
+        _slot: SlotGuard<'_>,
     ) -> Result<MergedDate> {
-        let _slot = self.slots.acquire();
         let mut blocks = vec![stored.keys(&mut files)?];
         blocks.extend(rows.take_memory());
         let merger = Merger {

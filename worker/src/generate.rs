@@ -30,6 +30,8 @@ pub struct GenerateOptions {
     pub customers: u64,
     /// When not 0, landing days wrap around after this many days (1: every row on one date).
     pub days: usize,
+    /// Characters of filler added to each line's second field: wide rows.
+    pub pad: usize,
 }
 
 impl Default for GenerateOptions {
@@ -46,6 +48,7 @@ impl Default for GenerateOptions {
             first_file: 0,
             customers: 20_000,
             days: 0,
+            pad: 0,
         }
     }
 }
@@ -90,7 +93,14 @@ pub fn generate(options: &GenerateOptions) -> std::io::Result<GenerateReport> {
     let mut rng = Rng(options.seed ^ (options.first_file as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
     let mut recent: Vec<SentKey> = Vec::with_capacity(4096);
     let mut report = GenerateReport::default();
-    let mut line = String::with_capacity(256);
+    let mut line = String::with_capacity(256 + options.pad);
+    // Wide rows take a window of this random text, at a random offset.
+    let filler: String = match options.pad {
+        0 => String::new(),
+        pad => (0..pad + 4096)
+            .map(|_| (b'a' + rng.below(26) as u8) as char)
+            .collect(),
+    };
     for i in 0..options.files {
         let index = options.first_file + i;
         let mut day_offset = (index / options.files_per_day.max(1)) as u64;
@@ -134,7 +144,12 @@ pub fn generate(options: &GenerateOptions) -> std::io::Result<GenerateReport> {
             };
             let (h, m, s) = (rng.below(24), rng.below(60), rng.below(60));
             let date = key.date.format("%Y-%m-%d");
-            let event = EVENTS[rng.below(EVENTS.len() as u64) as usize];
+            let mut event = EVENTS[rng.below(EVENTS.len() as u64) as usize].to_string();
+            if options.pad > 0 {
+                let at = rng.below(4096) as usize;
+                event.push('-');
+                event.push_str(&filler[at..at + options.pad]);
+            }
             let product = rng.below(5_000);
             let cents = rng.below(100_000);
             // An empty field now and then: it becomes NULL.

@@ -98,6 +98,10 @@ enum Command {
         /// `--days 1` puts every row on one date.
         #[arg(long, default_value_t = 0)]
         days: usize,
+        /// Characters of filler added to each line's second field (wide rows: `--pad 1900`
+        /// makes lines of about 2 KB).
+        #[arg(long, default_value_t = 0)]
+        pad: usize,
     },
 }
 
@@ -251,6 +255,7 @@ async fn dispatch(cli: Cli) -> i32 {
             first_file,
             customers,
             days,
+            pad,
         } => {
             let options = lakeload::generate::GenerateOptions {
                 dir: dir.clone(),
@@ -264,6 +269,7 @@ async fn dispatch(cli: Cli) -> i32 {
                 first_file: *first_file,
                 customers: *customers,
                 days: *days,
+                pad: *pad,
             };
             match lakeload::generate::generate(&options) {
                 Ok(r) => {

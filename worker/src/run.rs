@@ -840,7 +840,10 @@ async fn read_all(
             Ok::<_, Error>(results)
         }
     };
+    // A reborrow moves into the collector, so the counts can be set after it is done.
+    let collected = &mut *stats;
     let collect = async move {
+        let stats = collected;
         let mut gate = RejectGate::new(config.run.max_reject_ratio, files.iter().map(|f| f.size));
         let mut rejected_so_far = 0u64;
         let mut lines_so_far = 0u64;
@@ -887,6 +890,12 @@ async fn read_all(
     };
     let outcome = futures::future::try_join(readers, collect).await;
     progress.finish();
+    if let Err(Error::BadInput { diagnosis, .. }) = &outcome {
+        // The summary counts the sample that decided (what other readers had read is not
+        // counted: nothing of it is kept).
+        stats.counts.rows_read = diagnosis.sampled;
+        stats.counts.rows_rejected = diagnosis.rejected;
+    }
     let (read, ()) = outcome?;
     let mut per_file = read;
     per_file.sort_by_key(|(id, _)| *id);

@@ -157,8 +157,15 @@ impl Table for ParquetTable {
         };
         let file = std::fs::File::open(&path)
             .map_err(|e| Error::Other(format!("cannot read a scratch file (run.spill_dir): {e}")))?;
-        let rows = ParquetReader::new(file)
-            .num_rows()
+        let (rows, bytes) = ParquetReader::new(file)
+            .get_metadata()
+            .map(|meta| {
+                let groups = &meta.row_groups;
+                (
+                    groups.iter().map(|g| g.num_rows()).sum::<usize>(),
+                    groups.iter().map(|g| g.total_byte_size()).sum::<usize>(),
+                )
+            })
             .map_err(|e| Error::Other(format!("cannot read table object {url}: {e}")))?;
         let stored = StoredParquet {
             path,
@@ -166,6 +173,9 @@ impl Table for ParquetTable {
             url,
             next: 0,
             rows,
+            // The pages' plain size: a first guess (decoded columns take somewhat more),
+            // corrected by each slice decoded.
+            bytes_per_row: (bytes / rows.max(1)).max(1),
         };
         Ok((Some(Box::new(stored)), Seen::of(meta.etag)))
     }
@@ -202,15 +212,13 @@ impl Table for ParquetTable {
 
 /// A date's stored rows, decoded a slice at a time so a large date never sits in memory whole.
 pub trait StoredRows: Send {
-    /// The next slice of rows (one row group as written); `None` at the end.
-    fn next_slice(&mut self) -> Result<Option<StoredSlice>>;
+    /// The next slice of rows, of about `max_bytes` once decoded (at least one row); `None`
+    /// at the end.
+    fn next_slice(&mut self, max_bytes: usize) -> Result<Option<StoredSlice>>;
 
     /// Whether slices remain after those handed out.
     fn has_more(&self) -> bool;
 }
-
-/// Rows decoded per slice of a stored object (one row group as written).
-const STORED_SLICE_ROWS: usize = ROW_GROUP_ROWS;
 
 /// A stored object, copied to a scratch file (removed when dropped). Each slice maps the file
 /// anew and decodes only its row groups, so memory holds one slice's pages at a time.
@@ -220,22 +228,28 @@ struct StoredParquet {
     url: String,
     next: usize,
     rows: usize,
+    /// Decoded bytes per row, as far as known.
+    bytes_per_row: usize,
 }
 
 impl StoredRows for StoredParquet {
-    fn next_slice(&mut self) -> Result<Option<StoredSlice>> {
+    fn next_slice(&mut self, max_bytes: usize) -> Result<Option<StoredSlice>> {
         if !self.has_more() {
             return Ok(None);
         }
         let file = std::fs::File::open(&self.path)
             .map_err(|e| Error::Other(format!("cannot read a scratch file (run.spill_dir): {e}")))?;
+        let take = (max_bytes / self.bytes_per_row).clamp(1, ROW_GROUP_ROWS);
         let columns = ParquetReader::new(file)
-            .with_slice(Some((self.next, STORED_SLICE_ROWS)))
+            .with_slice(Some((self.next, take)))
             .finish()
             .map_err(Error::from)
             .and_then(|frame| conform(frame, &self.schema))
             .map_err(|e| Error::Other(format!("cannot read table object {}: {e}", self.url)))?;
-        self.next += STORED_SLICE_ROWS;
+        self.next += take;
+        if columns.height() > 0 {
+            self.bytes_per_row = (columns.estimated_size() / columns.height()).max(1);
+        }
         Ok(Some(StoredSlice {
             columns,
             schema: self.schema.clone(),

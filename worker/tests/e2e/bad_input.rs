@@ -98,6 +98,11 @@ fn a_wrong_delimiter_stops_after_the_first_lines_within_the_memory_limit() {
     );
     let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(summary["exit_code"], 65);
+    // The summary counts the sample that decided.
+    assert_eq!(
+        (summary["rows_read"].as_u64(), summary["rows_rejected"].as_u64()),
+        (Some(1000), Some(1000))
+    );
     assert!(
         !dir.path().join("t/_lakeload/state.json").exists(),
         "nothing committed"
