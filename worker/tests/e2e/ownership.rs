@@ -361,3 +361,56 @@ fn a_store_that_ignores_conditional_writes_is_refused_before_anything_is_written
     assert_eq!(state["store"]["conditional_writes"], true);
     assert_eq!(state["store"]["endpoint"], S3Server::shared().endpoint.as_str());
 }
+
+#[test]
+fn the_original_jobs_config_on_a_shared_bucket_loses_nothing() {
+    // The seed job's own config shape maps the table to the bucket root, where another team's
+    // Parquet files live.
+    let s3 = S3Server::shared();
+    let (landing, lake) = (s3.bucket("landing"), s3.bucket("lake"));
+    let theirs: &[(&str, &[u8])] = &[
+        ("team-x/orders/part-0.parquet", b"team x's orders"),
+        ("team-x/orders/part-1.parquet", b"more of them"),
+        ("export.parquet", b"a file at the bucket root"),
+    ];
+    for (key, body) in theirs {
+        s3.put(&lake, key, body);
+    }
+    let mut text = String::new();
+    for n in 0..50 {
+        text += &format!(
+            "k{}|v{n}|x|y|z|2024-01-0{}|2024-01-0{}|s\n",
+            n % 7,
+            1 + n % 3,
+            1 + n % 3
+        );
+    }
+    s3.put(&landing, "in/a.gz", &gzip(text.as_bytes()));
+    let dir = tempdir();
+    std::fs::write(
+        dir.path().join("common.conf"),
+        format!(
+            "[aws_params]\ns3_source_bucket = {landing}\ns3_target_bucket = {lake}\naws_key = testing\n\
+             aws_secret_key = testing\naws_region = us-east-1\n"
+        ),
+    )
+    .unwrap();
+    let run = |mode: &str| {
+        Lakeload::new(dir.path())
+            .env("LAKELOAD_AWS_ENDPOINT_URL", &s3.endpoint)
+            .args(["run", "--mode", mode, "--json"])
+            .output()
+    };
+    for mode in ["full", "incremental", "full"] {
+        let out = run(mode);
+        assert_exit(&out, 0);
+    }
+    runtime().block_on(async {
+        let storage = open_storage(&format!("s3://{lake}"), Some(s3)).await;
+        for (key, body) in theirs {
+            let (kept, _) = storage.get(key).await.unwrap().expect("still there");
+            assert_eq!(&kept[..], *body, "{key} untouched");
+        }
+        assert_eq!(owned_rows(&storage).await.len(), 21, "7 keys on each of 3 dates");
+    });
+}

@@ -207,6 +207,8 @@ struct Case {
     tiny_memory: bool,
     /// `target.layout = date` instead of `ymd`.
     date_layout: bool,
+    /// After the comparison, a full run of the incremental table under the other layout.
+    relayout: bool,
     /// Objects of someone else's under both table roots before the first run.
     foreign: Vec<&'static str>,
 }
@@ -237,11 +239,11 @@ fn case() -> impl Strategy<Value = Case> {
             Just(batches),
             any::<bool>(),
             any::<bool>(),
-            any::<bool>(),
+            (any::<bool>(), any::<bool>()),
             prop::sample::subsequence(FOREIGN, 0..=3),
         )
             .prop_map(
-                |(schema, files, batches, by_name, tiny_memory, date_layout, foreign)| {
+                |(schema, files, batches, by_name, tiny_memory, (date_layout, relayout), foreign)| {
                     let files = files
                         .into_iter()
                         .enumerate()
@@ -264,6 +266,7 @@ fn case() -> impl Strategy<Value = Case> {
                         by_name,
                         tiny_memory,
                         date_layout,
+                        relayout,
                         foreign,
                     }
                 },
@@ -316,35 +319,52 @@ fn incremental_equals_full(place: Place, case: Case) {
         check_accounting(&lakeload::run::run(&full, false).await);
         let mut tables = Vec::new();
         for table in ["inc", "full"] {
-            let storage = open_storage(&place.url(table), place.s3()).await;
-            for key in &case.foreign {
-                let (body, _) = storage.get(key).await.unwrap().expect("foreign object kept");
-                assert_eq!(&body[..], format!("{table}:{key}").as_bytes(), "{key} untouched");
-            }
-            // No Parquet object under the root is a stray of the table's: each is either
-            // recorded in its state or someone else's.
-            let state = storage
-                .get("_lakeload/state.json")
-                .await
-                .unwrap()
-                .expect("state")
-                .0;
-            let state: serde_json::Value = serde_json::from_slice(&state).unwrap();
-            let recorded: std::collections::BTreeSet<String> = state["partitions"]
-                .as_object()
-                .unwrap()
-                .values()
-                .map(|p| p["key"].as_str().unwrap().to_string())
-                .collect();
-            for object in storage.list("").await.unwrap() {
-                if object.key.ends_with(".parquet") && !case.foreign.contains(&object.key.as_str()) {
-                    assert!(recorded.contains(&object.key), "{} is not recorded", object.key);
-                }
-            }
-            tables.push(owned_rows(&storage).await);
+            tables.push(checked_rows(&place, table, &case.foreign).await);
         }
         assert_eq!(tables[0], tables[1], "incremental runs differ from one full run");
+        // A full rebuild under the other layout keeps the rows and leaves nothing of the old
+        // layout behind (and nothing foreign touched).
+        if case.relayout {
+            let mut relaid = settings.clone();
+            relaid.retain(|(k, _)| *k != "target.layout");
+            relaid.push((
+                "target.layout",
+                if case.date_layout { "ymd" } else { "date" }.into(),
+            ));
+            let rebuild = place.config_with("inc", Mode::Full, order, &relaid);
+            check_accounting(&lakeload::run::run(&rebuild, false).await);
+            assert_eq!(
+                checked_rows(&place, "inc", &case.foreign).await,
+                tables[1],
+                "after a re-layout"
+            );
+        }
     });
+}
+
+/// The rows of a table's own objects, after checking that every foreign object is as it was
+/// put and that no Parquet object under the root is a stray of the table's (each is recorded
+/// in its state or someone else's).
+async fn checked_rows(place: &Place, table: &str, foreign: &[&str]) -> Vec<TableRow> {
+    let storage = open_storage(&place.url(table), place.s3()).await;
+    for key in foreign {
+        let (body, _) = storage.get(key).await.unwrap().expect("foreign object kept");
+        assert_eq!(&body[..], format!("{table}:{key}").as_bytes(), "{key} untouched");
+    }
+    let (state, _) = storage.get("_lakeload/state.json").await.unwrap().expect("state");
+    let state: serde_json::Value = serde_json::from_slice(&state).unwrap();
+    let recorded: std::collections::BTreeSet<String> = state["partitions"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p["key"].as_str().unwrap().to_string())
+        .collect();
+    for object in storage.list("").await.unwrap() {
+        if object.key.ends_with(".parquet") && !foreign.contains(&object.key.as_str()) {
+            assert!(recorded.contains(&object.key), "{} is not recorded", object.key);
+        }
+    }
+    owned_rows(&storage).await
 }
 
 proptest! {
