@@ -13,8 +13,9 @@ use std::collections::{BTreeSet, HashMap};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
+use crate::config::Mode;
 use crate::error::{Error, Result};
-use crate::state::State;
+use crate::state::{Loaded, State};
 use crate::storage::{DynStorage, ObjectMeta};
 use crate::table::{META_DIR, Seen, Table};
 
@@ -145,6 +146,48 @@ impl Claims {
         }
     }
 
+    /// What the table owns and which of it is present, before a run writes anything. A first
+    /// run (no state yet) looks at everything under the root and says what it found; a full
+    /// run lists the table's places (every date's object, its own or in the way) and looks up
+    /// owned objects elsewhere (an earlier layout) so it can remove them. Objects in the way
+    /// are refused or taken in as `policy` says.
+    pub async fn survey(
+        mode: Mode,
+        policy: ExistingObjects,
+        storage: &DynStorage,
+        table: &dyn Table,
+        loaded: &Loaded,
+    ) -> Result<Claims> {
+        let mut claims = Claims::new(Owned::of(&loaded.state));
+        let table_url = storage.root().to_string();
+        if loaded.etag.is_none() {
+            let listing = storage.list("").await?;
+            let survey = Survey::of(listing.clone(), &claims.owned, table);
+            if !survey.foreign.is_empty() {
+                tracing::warn!(
+                    "{table_url} already holds {} object(s) ({} bytes) this table did not write, \
+                     e.g. {}; lakeload leaves them alone",
+                    survey.foreign.len(),
+                    survey.foreign.iter().map(|o| o.size).sum::<u64>(),
+                    some_keys(survey.foreign.iter().map(|o| o.key.as_str()), 3)
+                );
+            }
+            let places: Vec<ObjectMeta> = listing
+                .into_iter()
+                .filter(|o| table.date_of_key(&o.key).is_some())
+                .collect();
+            claims.take_in(places, table, policy, &table_url)?;
+            claims.listed_places = true;
+        } else if mode == Mode::Full {
+            claims.take_in(table.list().await?, table, policy, &table_url)?;
+            claims.listed_places = true;
+        }
+        if mode == Mode::Full {
+            claims.find_owned(storage).await?;
+        }
+        Ok(claims)
+    }
+
     /// Sorts objects found where the table stores its dates (a listing of the table's places
     /// or of the whole root): the table's own are noted with their version; the rest are
     /// refused or taken in as `policy` says.
@@ -261,4 +304,115 @@ pub struct Place {
     pub seen: Seen,
     /// Whether the stored rows are read and merged with the new ones.
     pub merge: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Layout, Origin, RawConfig};
+    use crate::state::PartitionRecord;
+    use crate::table::ParquetTable;
+    use std::sync::Arc;
+
+    fn table() -> ParquetTable {
+        let ini = "[source]\nurl = /in\n[target]\nurl = /out\n";
+        let config =
+            crate::Config::from_raw(&RawConfig::from_ini_str(ini, Origin::File("t".into())).unwrap())
+                .unwrap();
+        let storage: DynStorage = Arc::new(crate::storage::LocalStorage::new("/nonexistent".into()));
+        ParquetTable::new(storage, Layout::Ymd, Arc::new(config.schema))
+    }
+
+    fn object(key: &str) -> ObjectMeta {
+        ObjectMeta {
+            key: key.into(),
+            size: 1,
+            etag: Some(format!("etag-of-{key}")),
+            last_modified: chrono::Utc::now(),
+        }
+    }
+
+    const OWN: &str = "year=2024/month=01/day=01/2024-01-01.snappy.parquet";
+    const ANNOUNCED: &str = "year=2024/month=01/day=03/2024-01-03.snappy.parquet";
+    const IN_THE_WAY: &str = "year=2024/month=01/day=02/2024-01-02.snappy.parquet";
+
+    fn state() -> State {
+        let mut state = State::default();
+        let record = PartitionRecord {
+            key: OWN.into(),
+            rows: 1,
+            bytes: 1,
+            run_id: "r".into(),
+        };
+        state.partitions.insert("2024-01-01".into(), record);
+        state.unconfirmed.push(ANNOUNCED.into());
+        state
+    }
+
+    #[test]
+    fn objects_are_sorted_by_whose_they_are() {
+        let table = table();
+        let listing = [
+            OWN,
+            ANNOUNCED,
+            IN_THE_WAY,
+            "year=2024/month=01/day=01/extra.parquet",
+            "year=2024/month=01/day=02/2024-01-03.snappy.parquet",
+            "team-x/part-0.parquet",
+            "_lakeload/state.json",
+        ];
+        let survey = Survey::of(
+            listing.iter().map(|k| object(k)).collect(),
+            &Owned::of(&state()),
+            &table,
+        );
+        let keys = |v: &[ObjectMeta]| v.iter().map(|o| o.key.clone()).collect::<Vec<_>>();
+        assert_eq!(keys(&survey.owned), [OWN, ANNOUNCED]);
+        assert_eq!(keys(&survey.in_the_way), [IN_THE_WAY]);
+        // A date's name in another date's folder is not where the table stores it: foreign.
+        assert_eq!(survey.foreign.len(), 3, "{:?}", keys(&survey.foreign));
+    }
+
+    #[test]
+    fn objects_in_the_way_are_refused_adopted_or_replaced() {
+        let table = table();
+        let found = || vec![object(OWN), object(IN_THE_WAY)];
+        let mut claims = Claims::new(Owned::of(&state()));
+        let e = claims
+            .take_in(found(), &table, ExistingObjects::Refuse, "/out")
+            .unwrap_err();
+        assert!(e.to_string().contains(IN_THE_WAY) && e.to_string().contains("target.existing_objects"));
+        assert_eq!(e.exit_code(), 2);
+
+        let mut adopted = Claims::new(Owned::of(&state()));
+        adopted
+            .take_in(found(), &table, ExistingObjects::Adopt, "/out")
+            .unwrap();
+        let expected = Place {
+            seen: Seen::Version(format!("etag-of-{IN_THE_WAY}")),
+            merge: true,
+        };
+        assert_eq!(adopted.place(IN_THE_WAY, true), expected);
+
+        let mut replaced = Claims::new(Owned::of(&state()));
+        replaced
+            .take_in(found(), &table, ExistingObjects::Replace, "/out")
+            .unwrap();
+        assert!(
+            !replaced.place(IN_THE_WAY, true).merge,
+            "replaced objects are not read"
+        );
+        assert!(replaced.place(OWN, true).merge);
+        // A date new to the table is written only if nothing is there.
+        assert_eq!(
+            replaced
+                .place("year=2024/month=02/day=01/2024-02-01.snappy.parquet", true)
+                .seen,
+            Seen::Absent
+        );
+        // A full run that wrote only the owned date deletes what it took in and nothing else.
+        let written = [OWN.to_string()].into_iter().collect();
+        let left: Vec<String> = replaced.unwritten(&written).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(left, [IN_THE_WAY]);
+    }
 }

@@ -15,13 +15,13 @@ use crate::dates::format_days;
 use crate::error::{Error, Result, exit_code};
 use crate::lock::TableLock;
 use crate::merge::{FileInfo, FileTable, MergeCounts};
-use crate::ownership::{Claims, Owned, Survey, some_keys};
+use crate::ownership::{Claims, Owned};
 use crate::plan::{Plan, plan};
 use crate::reader::{DateBlocks, FileCounts, ReadOptions, read_source};
 use crate::rejects::{RejectGate, RejectsWriter, rejects_key};
 use crate::router::{Compactor, DateRouter};
 use crate::row::{LineParser, Reject};
-use crate::settings::{TableSettings, changed_settings_error};
+use crate::settings::TableSettings;
 use crate::spill::SpillDir;
 use crate::state::{
     FileRecord, JsonStateStore, Loaded, PartitionRecord, STATE_VERSION, State, StateStore, StoreCheck,
@@ -349,35 +349,15 @@ pub(crate) fn check_settings(
     state: &State,
     settings: &TableSettings,
 ) -> Result<()> {
-    if config.run.mode == Mode::Full {
-        return Ok(());
+    match config.run.mode {
+        Mode::Full => Ok(()),
+        Mode::Incremental => crate::settings::check_incremental(
+            state,
+            settings,
+            target.table.as_ref(),
+            &target.storage.root().to_string(),
+        ),
     }
-    let table_url = target.storage.root().to_string();
-    match &state.settings {
-        Some(recorded) => {
-            let changes = recorded.changes(settings);
-            if !changes.is_empty() {
-                return Err(changed_settings_error(&table_url, &changes));
-            }
-        }
-        // A state of an earlier version records no settings: its objects' keys still tell
-        // the layout it was built with.
-        None => {
-            if let Some(other) = state
-                .partitions
-                .values()
-                .find(|p| target.table.date_of_key(&p.key).is_none())
-            {
-                let change = crate::settings::SettingChange {
-                    key: "target.layout",
-                    table: format!("objects such as {}", other.key),
-                    run: settings.layout.clone(),
-                };
-                return Err(changed_settings_error(&table_url, &[change]));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Before the first data write: the keys this run will write that the table does not own
@@ -429,7 +409,14 @@ async fn plan_work(config: &Config, target: &Target, loaded: &Loaded) -> Result<
             modified_micros: f.last_modified.timestamp_micros(),
         })
         .collect();
-    let claims = claim(config, target, loaded).await?;
+    let claims = Claims::survey(
+        mode,
+        config.target.existing_objects,
+        &target.storage,
+        target.table.as_ref(),
+        loaded,
+    )
+    .await?;
     if mode == Mode::Full && files.is_empty() && !claims.present.is_empty() {
         return Err(Error::Other(format!(
             "no source file under {} matches source.pattern = {}; a full run would empty the \
@@ -450,42 +437,6 @@ async fn plan_work(config: &Config, target: &Target, loaded: &Loaded) -> Result<
         shared_files,
         claims,
     })
-}
-
-/// What the table owns and which of it is present. A first run (no state yet) looks at
-/// everything under the root and says what it found; a full run lists the table's places
-/// (every date's object, its own or in the way) and looks up owned objects elsewhere (an
-/// earlier layout) so it can remove them.
-async fn claim(config: &Config, target: &Target, loaded: &Loaded) -> Result<Claims> {
-    let mut claims = Claims::new(Owned::of(&loaded.state));
-    let policy = config.target.existing_objects;
-    let table = target.table.as_ref();
-    let table_url = target.storage.root().to_string();
-    if loaded.etag.is_none() {
-        let listing = target.storage.list("").await?;
-        let survey = Survey::of(listing.clone(), &claims.owned, table);
-        if !survey.foreign.is_empty() {
-            tracing::warn!(
-                "{table_url} already holds {} object(s) ({} bytes) this table did not write,                  e.g. {}; lakeload leaves them alone",
-                survey.foreign.len(),
-                survey.foreign.iter().map(|o| o.size).sum::<u64>(),
-                some_keys(survey.foreign.iter().map(|o| o.key.as_str()), 3)
-            );
-        }
-        let places: Vec<ObjectMeta> = listing
-            .into_iter()
-            .filter(|o| table.date_of_key(&o.key).is_some())
-            .collect();
-        claims.take_in(places, table, policy, &table_url)?;
-        claims.listed_places = true;
-    } else if config.run.mode == Mode::Full {
-        claims.take_in(table.list().await?, table, policy, &table_url)?;
-        claims.listed_places = true;
-    }
-    if config.run.mode == Mode::Full {
-        claims.find_owned(&target.storage).await?;
-    }
-    Ok(claims)
 }
 
 /// Read & clean every file into the router, and count what was read.

@@ -8,6 +8,8 @@ use crate::error::Result;
 use crate::lock::{Holder, LockInfo, current_holder};
 use crate::report::{bytes, thousands};
 use crate::run::Target;
+use crate::settings::TableSettings;
+use crate::state::StoreCheck;
 use crate::summary::RunSummary;
 
 /// How many of the latest runs `status` shows.
@@ -37,6 +39,12 @@ pub struct Status {
     pub lock_expired: bool,
     /// Set when a lock object exists but cannot be read.
     pub lock_unreadable: bool,
+    /// How the table was built (absent until a run of this version records it).
+    pub settings: Option<TableSettings>,
+    /// Objects a run announced and no run confirmed yet (it crashed in between).
+    pub unconfirmed: Vec<String>,
+    /// What the last store check found.
+    pub store: Option<StoreCheck>,
 }
 
 pub async fn status(config: &Config) -> Result<Status> {
@@ -89,6 +97,9 @@ pub async fn status(config: &Config) -> Result<Status> {
         lock,
         lock_expired,
         lock_unreadable,
+        settings: state.settings,
+        unconfirmed: state.unconfirmed,
+        store: state.store,
     })
 }
 
@@ -113,6 +124,38 @@ pub fn format_status(s: &Status) -> String {
         (None, false) => "lock   free\n".to_string(),
     }
     .as_str();
+    if let Some(t) = &s.settings {
+        out += &format!(
+            "built  columns {}; dates {}; key {}; partition {}; order {}; layout {}{}\n",
+            t.columns.join(","),
+            t.date_columns.join(","),
+            t.key.join(","),
+            t.partition_column,
+            t.order,
+            t.layout,
+            t.timestamp_format
+                .as_ref()
+                .map(|f| format!("; timestamp_format {f}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(store) = &s.store {
+        out += &format!(
+            "store  {}: conditional writes {}\n",
+            store.endpoint,
+            if store.conditional_writes {
+                "enforced"
+            } else {
+                "IGNORED (lock.allow_unsafe_store)"
+            }
+        );
+    }
+    if !s.unconfirmed.is_empty() {
+        out += &format!(
+            "       {} object(s) announced by a run that did not finish: the table owns them; the next run takes them up\n",
+            s.unconfirmed.len()
+        );
+    }
     if !s.runs.is_empty() {
         out += "\nlast runs\n";
         for r in &s.runs {
