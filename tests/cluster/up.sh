@@ -32,6 +32,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
     { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc >&2; }
 fi
 bin="$("$here/../controlplane/build.sh" | tail -n 1)"
+# The kubectl built with the control plane, by path: a fresh machine has none on PATH.
+kubectl() { "$bin/kubectl" "$@"; }
 
 pids=()
 sock="$dir/containerd/containerd.sock"

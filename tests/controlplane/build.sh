@@ -5,7 +5,7 @@
 #   tests/controlplane/build.sh            # prints the binary folder on its last stdout line
 #
 # Output: ${LAKELOAD_CONTROLPLANE_DIR:-$HOME/.cache/lakeload/controlplane}/<k8s-version>/
-#         {kube-apiserver,kube-controller-manager,kube-scheduler,kubelet,etcd}
+#         {kube-apiserver,kube-controller-manager,kube-scheduler,kubelet,kubectl,etcd}
 # Idempotent: a binary that already exists there is not rebuilt (delete it to force).
 # Versions come from ./go.mod (k8s.io/kubernetes) and ./etcd/go.mod (go.etcd.io/etcd/server/v3).
 # Needs Go >= 1.24 (or GOTOOLCHAIN=auto to fetch it) and the Go module proxy; about
@@ -52,7 +52,9 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
   ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
-for cmd in ${LAKELOAD_CONTROLPLANE_COMMANDS:-kube-apiserver kube-controller-manager kube-scheduler kubelet}; do
+# kubectl too, from the same module: the cluster scripts call it by path, since a fresh machine
+# has none.
+for cmd in ${LAKELOAD_CONTROLPLANE_COMMANDS:-kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl}; do
   [ -x "$out/$cmd" ] && continue
   log "building $cmd $k8s_version into $out (takes a while)"
   start=$SECONDS

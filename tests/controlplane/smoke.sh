@@ -13,7 +13,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 log() { echo "smoke.sh: $*" >&2; }
 
 bin="$("$here/build.sh" | tail -n 1)"
-KUBECTL="${KUBECTL:-kubectl}"
+KUBECTL="${KUBECTL:-$bin/kubectl}"
 command -v "$KUBECTL" >/dev/null || { log "kubectl not found"; exit 1; }
 command -v openssl >/dev/null || { log "openssl not found"; exit 1; }
 
