@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
@@ -241,12 +241,39 @@ pub async fn reconcile(cached: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue
         return Ok(Requeue::await_change());
     };
     let job = jobs.get_opt(&job_name(&run)).await?;
-    let pod_list = if job.is_some() || run.metadata.deletion_timestamp.is_some() || run.status.is_some() {
+    let mut pod_list = if job.is_some() || run.metadata.deletion_timestamp.is_some() || run.status.is_some() {
         pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={}", job_name(&run))))
             .await?
             .items
     } else {
         Vec::new()
+    };
+    // Oldest first, so "the last pod" is the newest whatever order the list came in.
+    pod_list.sort_by(|a, b| {
+        let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        created(a)
+            .cmp(&created(b))
+            .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+    });
+    // ConfigMaps a run that has not started would mount: binary content is refused.
+    let binary_config_maps = match (&job, &run.spec.pod_template) {
+        (None, Some(template)) => {
+            let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+            let mut binary = Vec::new();
+            for name in template
+                .volumes
+                .iter()
+                .filter_map(|v| v.config_map.as_ref().map(|m| &m.name))
+            {
+                if let Some(map) = maps.get_opt(name).await?
+                    && map.binary_data.as_ref().is_some_and(|b| !b.is_empty())
+                {
+                    binary.push(name.clone());
+                }
+            }
+            binary
+        }
+        _ => Vec::new(),
     };
     let lease = leases.get_opt(&lease_name(&run)).await?;
     let finished = run
@@ -266,6 +293,7 @@ pub async fn reconcile(cached: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue
         lease: lease.as_ref().map(lease_state),
         summary: None,
         among_kept: kept,
+        binary_config_maps,
         now: Utc::now(),
         policy: &ctx.settings.policy,
     };

@@ -96,6 +96,59 @@ pub struct Policy {
     pub allowed_images: Vec<String>,
     /// `spec.serviceAccountName` must be one of these (exact, or a prefix ending in `*`).
     pub allowed_service_accounts: Vec<String>,
+    /// `spec.podTemplate.env` may name none of these (exact, or a prefix ending in `*`).
+    pub denied_env: Vec<String>,
+    /// Volume types `spec.podTemplate.volumes` may use (see [`volume_type`]).
+    pub allowed_volume_types: Vec<String>,
+}
+
+/// Variables a run may not set on its worker: the dynamic loader's and C library's (they load
+/// code or data from paths: code outside the allowed image would run with the run's
+/// credentials) and the worker's own settings, which belong in `spec.settings`.
+pub const DEFAULT_DENIED_ENV: &[&str] = &[
+    "LD_*",
+    "LAKELOAD_*",
+    "GCONV_PATH",
+    "GLIBC_TUNABLES",
+    "MALLOC_*",
+    "LOCPATH",
+    "NLSPATH",
+    "HOSTALIASES",
+    "RES_OPTIONS",
+    "LOCALDOMAIN",
+];
+
+/// Volume types a run may mount by default: scratch space, Secrets, ConfigMaps without
+/// `binaryData`, and projected service-account tokens (web identity).
+pub const DEFAULT_VOLUME_TYPES: &[&str] =
+    &["emptyDir", "secret", "configMap", "projectedServiceAccountToken"];
+
+/// A pod volume's type: the name of its source field (`emptyDir`, `hostPath`, `configMap`,
+/// `persistentVolumeClaim`, …); a projected volume of service-account tokens only is
+/// `projectedServiceAccountToken`.
+pub fn volume_type(volume: &k8s_openapi::api::core::v1::Volume) -> String {
+    if let Some(projected) = &volume.projected {
+        let tokens_only = projected.sources.as_ref().is_some_and(|s| {
+            !s.is_empty()
+                && s.iter().all(|p| {
+                    p.service_account_token.is_some()
+                        && p.config_map.is_none()
+                        && p.secret.is_none()
+                        && p.downward_api.is_none()
+                        && p.cluster_trust_bundle.is_none()
+                })
+        });
+        return if tokens_only {
+            "projectedServiceAccountToken"
+        } else {
+            "projected"
+        }
+        .into();
+    }
+    serde_json::to_value(volume)
+        .ok()
+        .and_then(|v| v.as_object()?.keys().find(|k| *k != "name").cloned())
+        .unwrap_or_else(|| "emptyDir".into())
 }
 
 impl Default for Policy {
@@ -106,6 +159,8 @@ impl Default for Policy {
             lock_retry_seconds: 60,
             allowed_images: Vec::new(),
             allowed_service_accounts: Vec::new(),
+            denied_env: DEFAULT_DENIED_ENV.iter().map(|s| s.to_string()).collect(),
+            allowed_volume_types: DEFAULT_VOLUME_TYPES.iter().map(|s| s.to_string()).collect(),
         }
     }
 }
@@ -128,6 +183,9 @@ pub struct Observed<'a> {
     pub summary: Option<SummaryFetch>,
     /// Whether this run is one of the newest `keep_last` finished runs of its target.
     pub among_kept: bool,
+    /// ConfigMaps the run's pod template mounts that carry `binaryData` (looked up by the
+    /// edge before a run starts).
+    pub binary_config_maps: Vec<String>,
     pub now: DateTime<Utc>,
     pub policy: &'a Policy,
 }
@@ -449,6 +507,54 @@ fn fail_now(o: &Observed, current: &EtlRunStatus, reason: &'static str, message:
     ]
 }
 
+/// What `spec.podTemplate` may not add to the worker pod: denied variables, volume types the
+/// operator does not allow, ConfigMaps with binary content. The image allow-list would mean
+/// little if a template could load other code into the allowed image.
+fn pod_template_refusal(o: &Observed) -> Option<(&'static str, String)> {
+    let template = o.run.spec.pod_template.as_ref()?;
+    let policy = o.policy;
+    if let Some(var) = template.env.iter().find(|e| allowed(&e.name, &policy.denied_env)) {
+        return Some((
+            "EnvNotAllowed",
+            format!(
+                "spec.podTemplate.env {} is not allowed (denied: {}): loader variables could run \
+                 code outside the allowed image, and worker settings belong in spec.settings; ask \
+                 the operator's admin if it must be set (chart value operator.deniedEnv)",
+                var.name,
+                policy.denied_env.join(", ")
+            ),
+        ));
+    }
+    for volume in &template.volumes {
+        let kind = volume_type(volume);
+        if !policy.allowed_volume_types.contains(&kind) {
+            return Some((
+                "VolumeNotAllowed",
+                format!(
+                    "spec.podTemplate.volumes {} is a {kind} volume, not allowed by the operator \
+                     (allowed: {}); ask its admin to add the type (chart value \
+                     operator.allowedVolumeTypes)",
+                    volume.name,
+                    policy.allowed_volume_types.join(", ")
+                ),
+            ));
+        }
+        if let Some(map) = &volume.config_map
+            && o.binary_config_maps.contains(&map.name)
+        {
+            return Some((
+                "VolumeNotAllowed",
+                format!(
+                    "spec.podTemplate.volumes {} mounts ConfigMap {}, which carries binaryData \
+                     (files a template could load as code); mount text ConfigMaps only",
+                    volume.name, map.name
+                ),
+            ));
+        }
+    }
+    None
+}
+
 /// No Job yet: check what the run asks for, take the Lease if we can, then create the Job.
 fn start(o: &Observed, current: &EtlRunStatus) -> Vec<Action> {
     let me = holder_identity(o.run);
@@ -488,6 +594,9 @@ fn start(o: &Observed, current: &EtlRunStatus) -> Vec<Action> {
                 ),
             );
         }
+    }
+    if let Some((reason, message)) = pod_template_refusal(o) {
+        return fail_now(o, current, reason, message);
     }
     if o.pods_active() {
         // Pods of an earlier Job of this run are still stopping.
@@ -751,6 +860,7 @@ mod tests {
             lease,
             summary: None,
             among_kept: false,
+            binary_config_maps: Vec::new(),
             now: now(),
             policy: policy(),
         }
@@ -1195,6 +1305,117 @@ mod tests {
         );
         r.spec.service_account_name = Some("etl-reader".into());
         assert!(decide(&observe(&r, None, None)).contains(&Action::CreateJob));
+    }
+
+    #[test]
+    fn pod_templates_cannot_load_code_or_mount_what_is_not_allowed() {
+        use k8s_openapi::api::core::v1::{
+            ConfigMapVolumeSource, EnvVar, HostPathVolumeSource, PersistentVolumeClaimVolumeSource,
+            ProjectedVolumeSource, ServiceAccountTokenProjection, Volume, VolumeProjection,
+        };
+        let refused = |template: crate::crd::WorkerPodTemplate, binary: &[&str], policy: &Policy| {
+            let mut r = run("r", true, None);
+            r.spec.pod_template = Some(template);
+            let mut o = observe(&r, None, None);
+            o.policy = policy;
+            o.binary_config_maps = binary.iter().map(|s| s.to_string()).collect();
+            let actions = decide(&o);
+            match phase_of(&actions) {
+                Some((Phase::Failed, reason)) => {
+                    assert!(!actions.contains(&Action::CreateJob));
+                    Some((reason, status_of(&actions).message.clone().unwrap_or_default()))
+                }
+                _ => {
+                    assert!(actions.contains(&Action::CreateJob), "{actions:?}");
+                    None
+                }
+            }
+        };
+        let env = |name: &str| crate::crd::WorkerPodTemplate {
+            env: vec![EnvVar {
+                name: name.into(),
+                value: Some("x".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let volume = |v: Volume| crate::crd::WorkerPodTemplate {
+            volumes: vec![v],
+            ..Default::default()
+        };
+        for name in ["LD_PRELOAD", "LD_LIBRARY_PATH", "LAKELOAD_RUN_MODE", "GCONV_PATH"] {
+            let (reason, message) = refused(env(name), &[], policy()).expect(name);
+            assert_eq!(reason, "EnvNotAllowed");
+            assert!(
+                message.contains(name) && message.contains("operator.deniedEnv"),
+                "{message}"
+            );
+        }
+        assert_eq!(refused(env("AWS_CA_BUNDLE"), &[], policy()), None);
+
+        let host_path = Volume {
+            name: "host".into(),
+            host_path: Some(HostPathVolumeSource {
+                path: "/usr/lib".into(),
+                type_: None,
+            }),
+            ..Default::default()
+        };
+        let (reason, message) = refused(volume(host_path), &[], policy()).unwrap();
+        assert_eq!(reason, "VolumeNotAllowed");
+        assert!(
+            message.contains("hostPath") && message.contains("operator.allowedVolumeTypes"),
+            "{message}"
+        );
+        let config_map = Volume {
+            name: "conf".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: "tools".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(refused(volume(config_map.clone()), &[], policy()), None);
+        let (_, message) = refused(volume(config_map), &["tools"], policy()).unwrap();
+        assert!(message.contains("binaryData"), "{message}");
+        let token = Volume {
+            name: "token".into(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(vec![VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        audience: Some("sts.amazonaws.com".into()),
+                        path: "token".into(),
+                        expiration_seconds: None,
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            refused(volume(token), &[], policy()),
+            None,
+            "web identity tokens are fine"
+        );
+        let claim = Volume {
+            name: "data".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: "scratch".into(),
+                read_only: None,
+            }),
+            ..Default::default()
+        };
+        assert!(refused(volume(claim.clone()), &[], policy()).is_some());
+        let wider = Policy {
+            allowed_volume_types: vec!["persistentVolumeClaim".into()],
+            ..policy().clone()
+        };
+        assert_eq!(
+            refused(volume(claim), &[], &wider),
+            None,
+            "an admin may allow more types"
+        );
     }
 
     #[test]

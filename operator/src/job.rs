@@ -34,9 +34,14 @@ const SPILL_DIR: &str = "/tmp";
 /// own footprint (binary, runtime, I/O buffers) beyond the rows it counts.
 const MEMORY_LIMIT_SHARE: (u64, u64) = (3, 4);
 
-/// A short, stable name for a table: the first 16 hex digits of SHA-256 of its URL.
+/// A short, stable name for a table: the first 16 hex digits of SHA-256 of its URL as the
+/// worker reads it, so every spelling of one table (`file:///d/t`, `/d/t/`, `s3://b/p/`) has
+/// one Lease.
 pub fn table_id(target_url: &str) -> String {
-    let digest = Sha256::digest(target_url.trim().trim_end_matches('/').as_bytes());
+    let canonical = lakeload::location::Location::parse(target_url)
+        .map(|l| l.to_string())
+        .unwrap_or_else(|_| target_url.trim().trim_end_matches('/').to_string());
+    let digest = Sha256::digest(canonical.as_bytes());
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
@@ -290,6 +295,9 @@ pub fn build_job(run: &EtlRun, default_image: &str) -> Job {
                     service_account_name: spec.service_account_name.clone(),
                     // The worker never calls the Kubernetes API.
                     automount_service_account_token: Some(false),
+                    // No `<SERVICE>_SERVICE_HOST` variables: a Service named like a setting
+                    // (`lakeload-aws`) would otherwise hand the worker an unknown setting.
+                    enable_service_links: Some(false),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
                         seccomp_profile: Some(SeccompProfile {
@@ -445,6 +453,16 @@ mod tests {
                 .map(String::as_str),
             Some("1GiB")
         );
+    }
+
+    #[test]
+    fn every_spelling_of_a_table_has_one_lease_and_pods_get_no_service_links() {
+        assert_eq!(table_id("file:///data/t"), table_id("/data/t/"));
+        assert_eq!(table_id("s3://lake/events/"), table_id("s3://lake/events"));
+        assert_ne!(table_id("s3://lake/events"), table_id("s3://lake/other"));
+        let job = build_job(&crate::crd::sample_run("r"), "lakeload:1");
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.enable_service_links, Some(false));
     }
 
     #[test]

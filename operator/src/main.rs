@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use lakeload_operator::controller::{self, Settings};
-use lakeload_operator::decide::Policy;
+use lakeload_operator::decide::{DEFAULT_DENIED_ENV, DEFAULT_VOLUME_TYPES, Policy};
 use lakeload_operator::leader::Election;
 use lakeload_operator::metrics::Metrics;
 
@@ -67,6 +67,17 @@ struct RunArgs {
         default_value = ""
     )]
     allowed_service_accounts: Vec<String>,
+    /// Variable names `spec.podTemplate.env` may not set, comma-separated (`prefix*` allowed).
+    /// Default: the loader's and C library's variables and `LAKELOAD_*`
+    /// (`decide::DEFAULT_DENIED_ENV`).
+    #[arg(long, env = "LAKELOAD_OPERATOR_DENIED_ENV", value_delimiter = ',')]
+    denied_env: Option<Vec<String>>,
+    /// Volume types `spec.podTemplate.volumes` may use, comma-separated (`emptyDir`, `secret`,
+    /// `configMap` without binaryData, `projectedServiceAccountToken`, `persistentVolumeClaim`,
+    /// `hostPath`, `csi`, …).
+    /// Default: `decide::DEFAULT_VOLUME_TYPES`.
+    #[arg(long, env = "LAKELOAD_OPERATOR_ALLOWED_VOLUME_TYPES", value_delimiter = ',')]
+    allowed_volume_types: Option<Vec<String>>,
     /// A worker pod that cannot start this long (image pull, missing Secret, unschedulable)
     /// fails its run.
     #[arg(long, env = "LAKELOAD_OPERATOR_START_TIMEOUT_SECONDS", default_value_t = 300)]
@@ -183,6 +194,8 @@ async fn main() -> ExitCode {
                         .into_iter()
                         .filter(|a| !a.trim().is_empty())
                         .collect(),
+                    denied_env: list_or(args.denied_env, DEFAULT_DENIED_ENV),
+                    allowed_volume_types: list_or(args.allowed_volume_types, DEFAULT_VOLUME_TYPES),
                 },
             };
             let code = if args.leader_elect {
@@ -214,5 +227,17 @@ async fn main() -> ExitCode {
             server.abort();
             code
         }
+    }
+}
+
+/// A comma-separated setting's entries, or `default` when it was not given.
+fn list_or(given: Option<Vec<String>>, default: &[&str]) -> Vec<String> {
+    match given {
+        Some(list) => list
+            .into_iter()
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect(),
+        None => default.iter().map(|e| e.to_string()).collect(),
     }
 }

@@ -26,7 +26,8 @@ use lakeload_testkit::cluster::{Cluster, OPERATOR_IMAGE, WORKER_IMAGE};
 use serde_json::json;
 use tokio::sync::OnceCell;
 
-const PAUSE_ENV: &str = "LAKELOAD_TEST_PAUSE_AT";
+/// The worker's test hook (`LAKELOAD_TEST_PAUSE_AT`), passed as a run setting.
+const PAUSE_SETTING: &str = "test.pause_at";
 const PAUSE_MARKER: &str = "lakeload-test-paused-at";
 /// The namespace of the helm release (and of its scheduled runs).
 const RELEASE_NS: &str = "lakeload-system";
@@ -492,7 +493,8 @@ async fn a_config_error_is_not_retried_and_a_killed_worker_is() {
         json!({
             "mode": "incremental",
             "backoffLimit": 2,
-            "podTemplate": {"env": [{"name": PAUSE_ENV, "value": "after_read:1:sleep10000"}]},
+            // The test hook, as a setting: podTemplate may not set LAKELOAD_* variables.
+            "settings": {PAUSE_SETTING: "after_read:1:sleep10000"},
         }),
     )
     .await;
@@ -597,7 +599,7 @@ async fn deleting_a_run_collects_its_job_and_pods_and_frees_the_table() {
         &ns,
         "doomed",
         &bucket,
-        json!({"podTemplate": {"env": [{"name": PAUSE_ENV, "value": "after_read:1:sleep120000"}]}}),
+        json!({"settings": {PAUSE_SETTING: "after_read:1:sleep120000"}}),
     )
     .await;
     wait_paused(setup, &ns, &run).await;
@@ -712,4 +714,74 @@ async fn a_table_locked_from_outside_the_cluster_waits_pending_then_runs() {
         1,
         "the locked-out Job was replaced"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_templates_cannot_load_code_and_service_links_do_not_reach_the_worker() {
+    let (ref setup, ns, bucket, lines) = fresh("locked-down", 50).await;
+    // With service links, a Service named like this hands every pod of the namespace
+    // LAKELOAD_AWS_SERVICE_HOST, which the worker would refuse as an unknown setting.
+    let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "metadata": {"name": "lakeload-aws", "namespace": ns},
+        "spec": {"ports": [{"port": 443}]},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Service>::namespaced(setup.admin.clone(), &ns)
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
+    let tools: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "tools", "namespace": ns},
+        "binaryData": {"preload.so": "f0VMRgIBAQ=="},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(setup.admin.clone(), &ns)
+        .create(&PostParams::default(), &tools)
+        .await
+        .unwrap();
+
+    let refusals = [
+        (
+            "preload",
+            json!({"env": [{"name": "LD_PRELOAD", "value": "/tools/preload.so"}]}),
+            "EnvNotAllowed",
+        ),
+        (
+            "host-path",
+            json!({"volumes": [{"name": "libs", "hostPath": {"path": "/usr/lib"}}]}),
+            "VolumeNotAllowed",
+        ),
+        (
+            "binary-map",
+            json!({"volumes": [{"name": "tools", "configMap": {"name": "tools"}}]}),
+            "VolumeNotAllowed",
+        ),
+    ];
+    for (name, template, _) in &refusals {
+        let mut template = template.clone();
+        merge(&mut template, json!({"hostNetwork": true}));
+        create_run(setup, &ns, name, &bucket, json!({"podTemplate": template})).await;
+    }
+    for (name, _, reason) in &refusals {
+        let done = wait_run(setup, &ns, name, Duration::from_secs(60), finished).await;
+        let status = done.status.clone().unwrap();
+        assert_eq!(
+            (status.phase, status.reason.as_deref()),
+            (Some(Phase::Failed), Some(*reason)),
+            "{name}"
+        );
+        let jobs: Api<Job> = Api::namespaced(setup.admin.clone(), &ns);
+        assert!(
+            jobs.get_opt(&job_name(&done)).await.unwrap().is_none(),
+            "{name}: no Job was created"
+        );
+    }
+
+    let run = create_run(setup, &ns, "plain", &bucket, json!({})).await;
+    let done = wait_run(setup, &ns, "plain", Duration::from_secs(180), finished).await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    assert_eq!(status.rows_read, Some(lines as u64));
+    let pods = job_pods(setup, &ns, &run).await;
+    assert_eq!(pods[0].spec.as_ref().unwrap().enable_service_links, Some(false));
 }

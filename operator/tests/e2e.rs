@@ -987,6 +987,7 @@ async fn a_guarded_tables_lease_is_renewed_whatever_the_reconciles_do() {
         }),
         summary: None,
         among_kept: true,
+        binary_config_maps: Vec::new(),
         now: started,
         policy: &policy,
     };
