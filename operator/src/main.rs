@@ -94,6 +94,8 @@ struct RunArgs {
     leader_election_namespace: Option<String>,
 }
 
+// Parsed once at start: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller (the default).
