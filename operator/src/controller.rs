@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
@@ -86,14 +86,17 @@ pub fn job_state(job: &Job) -> JobState {
     }
 }
 
-/// Waiting reasons of a container that will not start by itself soon.
-const STUCK_REASONS: [&str; 6] = [
+/// Waiting reasons of a container that will not start by itself soon, and
+/// `ContainerCreating`, which is normal for a moment but not for `startTimeoutSeconds` (a
+/// volume that cannot be mounted keeps a pod there; the kubelet says why in an Event).
+const STUCK_REASONS: [&str; 7] = [
     "ErrImagePull",
     "ImagePullBackOff",
     "ErrImageNeverPull",
     "InvalidImageName",
     "CreateContainerConfigError",
     "CreateContainerError",
+    "ContainerCreating",
 ];
 
 pub fn pod_state(pod: &Pod) -> PodState {
@@ -133,6 +136,7 @@ pub fn pod_state(pod: &Pod) -> PodState {
     let terminated = state.and_then(|s| s.terminated);
     PodState {
         name: pod.metadata.name.clone().unwrap_or_default(),
+        terminating_since: pod.metadata.deletion_timestamp.as_ref().map(|t| to_chrono(&t.0)),
         active: phase != "Succeeded" && phase != "Failed",
         stuck: waiting.or(unschedulable),
         exit_code: terminated.as_ref().map(|t| t.exit_code),
@@ -140,6 +144,45 @@ pub fn pod_state(pod: &Pod) -> PodState {
             .and_then(|t| t.message)
             .filter(|m| !m.trim().is_empty()),
     }
+}
+
+/// A pod still `ContainerCreating` past `startTimeoutSeconds` says nothing itself: the
+/// kubelet's latest warning about it (e.g. `FailedMount: MountVolume.SetUp failed for volume
+/// "creds" : secret "aws" not found`) becomes its message.
+async fn explain_slow_starts(pods: &mut [PodState], ctx: &Context, namespace: &str) -> Result<(), Error> {
+    let timeout = chrono::Duration::seconds(ctx.settings.policy.start_timeout_seconds);
+    let events: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), namespace);
+    for pod in pods.iter_mut() {
+        let Some(stuck) = pod.stuck.as_mut() else { continue };
+        if stuck.reason != "ContainerCreating" || Utc::now() - stuck.since < timeout {
+            continue;
+        }
+        let about = ListParams::default().fields(&format!(
+            "involvedObject.kind=Pod,involvedObject.name={}",
+            pod.name
+        ));
+        let mut warnings: Vec<CoreEvent> = events
+            .list(&about)
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| e.type_.as_deref() == Some("Warning"))
+            .collect();
+        warnings.sort_by_key(|e| {
+            e.last_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .or(e.event_time.as_ref().map(|t| t.0))
+        });
+        if let Some(latest) = warnings.last() {
+            stuck.message = format!(
+                "{}: {}",
+                latest.reason.clone().unwrap_or_default(),
+                latest.message.clone().unwrap_or_default().trim()
+            );
+        }
+    }
+    Ok(())
 }
 
 pub fn lease_state(lease: &Lease) -> LeaseState {
@@ -286,10 +329,12 @@ pub async fn reconcile(cached: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue
     } else {
         true
     };
+    let mut pod_states: Vec<PodState> = pod_list.iter().map(pod_state).collect();
+    explain_slow_starts(&mut pod_states, &ctx, &namespace).await?;
     let mut observed = Observed {
         run: &run,
         job: job.as_ref().map(job_state),
-        pods: pod_list.iter().map(pod_state).collect(),
+        pods: pod_states,
         lease: lease.as_ref().map(lease_state),
         summary: None,
         among_kept: kept,
@@ -570,13 +615,15 @@ mod tests {
         assert!(stuck.message.contains("Back-off pulling"));
         assert_eq!(stuck.since.to_rfc3339(), "2026-11-23T12:00:00+00:00");
 
-        // Creating its container is a normal wait, not a stuck pod.
+        // Creating its container is a wait that counts against startTimeoutSeconds (the
+        // decision gives it that long: a volume that cannot be mounted keeps it there).
         let creating = pod_state(&pod(json!({
             "phase": "Pending",
             "containerStatuses": [{"name": "worker", "image": "x", "imageID": "", "ready": false,
                 "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}],
         })));
-        assert!(creating.active && creating.stuck.is_none());
+        assert!(creating.active);
+        assert_eq!(creating.stuck.unwrap().reason, "ContainerCreating");
 
         let unschedulable = pod_state(&pod(json!({
             "phase": "Pending",

@@ -34,6 +34,8 @@ pub struct PodState {
     pub name: String,
     /// Not yet Succeeded or Failed: it runs, or may still start.
     pub active: bool,
+    /// When its deletion was asked for, if it is being deleted (Terminating).
+    pub terminating_since: Option<DateTime<Utc>>,
     /// Why it has not started, if it is stuck: a waiting reason of the worker container
     /// (`ErrImagePull`, `CreateContainerConfigError`, …) or `Unschedulable`.
     pub stuck: Option<Stuck>,
@@ -330,8 +332,18 @@ impl Observed<'_> {
             .find_map(|p| p.termination_message.as_deref())
     }
 
+    /// Whether a pod of the run may still run. A pod left Terminating for longer than
+    /// `startTimeoutSeconds` is on a node that no longer answers (a live kubelet ends a pod
+    /// within its grace period): it no longer holds the table. Should its worker still be
+    /// running somewhere, it holds the table's S3 lock, which keeps the next run out (exit 75).
     fn pods_active(&self) -> bool {
-        self.pods.iter().any(|p| p.active)
+        self.pods.iter().any(|p| p.active && self.lost_since(p).is_none())
+    }
+
+    /// When an active pod was asked to stop, if that is longer ago than `startTimeoutSeconds`.
+    fn lost_since(&self, pod: &PodState) -> Option<DateTime<Utc>> {
+        pod.terminating_since
+            .filter(|since| self.now - *since >= Duration::seconds(self.policy.start_timeout_seconds))
     }
 
     /// Renews our Lease if a third of it has passed.
@@ -462,6 +474,29 @@ fn active(o: &Observed, current: &EtlRunStatus) -> Vec<Action> {
     let mut actions = Vec::new();
     o.renew_if_due(&mut actions);
     let timeout = Duration::seconds(o.policy.start_timeout_seconds);
+    // Every pod left Terminating on a node that no longer answers: the Job would wait for them
+    // forever (its replacement pods wait until they are gone), so the run fails and the table
+    // is freed (the worker's S3 lock still guards it, should one be running after all).
+    let lost: Vec<(&PodState, DateTime<Utc>)> = o
+        .pods
+        .iter()
+        .filter(|p| p.active)
+        .filter_map(|p| Some((p, o.lost_since(p)?)))
+        .collect();
+    if !lost.is_empty() && !o.pods_active() {
+        let (pod, since) = lost[0];
+        let message = format!(
+            "pod {} has been Terminating since {} (over startTimeoutSeconds = {}): its node no \
+             longer answers; the run stops and frees the table",
+            pod.name,
+            rfc3339(since),
+            o.policy.start_timeout_seconds
+        );
+        actions.extend(fail_now(o, current, "PodLost", message));
+        actions.push(Action::DeleteJob);
+        actions.push(Action::Requeue(SETTLE));
+        return actions;
+    }
     if let Some((pod, stuck)) = o.pods.iter().find_map(|p| {
         let stuck = p.stuck.as_ref()?;
         (p.active && (stuck.is_permanent() || o.now - stuck.since >= timeout)).then_some((p, stuck))
@@ -1305,6 +1340,75 @@ mod tests {
         );
         r.spec.service_account_name = Some("etl-reader".into());
         assert!(decide(&observe(&r, None, None)).contains(&Action::CreateJob));
+    }
+
+    #[test]
+    fn a_pod_stuck_creating_fails_the_run_after_the_start_timeout_with_the_kubelets_message() {
+        let r = run("r", true, running());
+        let creating = |secs_ago: i64| PodState {
+            stuck: Some(Stuck {
+                reason: "ContainerCreating".into(),
+                message:
+                    "FailedMount: MountVolume.SetUp failed for volume \"creds\" : secret \"aws\" not found"
+                        .into(),
+                since: now() - Duration::seconds(secs_ago),
+            }),
+            ..pod(true)
+        };
+        let mut o = observe(&r, Some(JobState::Active), Some(lease(&holder_identity(&r), 5)));
+        o.pods = vec![creating(30)];
+        assert_eq!(
+            phase_of(&decide(&o)),
+            None,
+            "a moment of ContainerCreating is normal"
+        );
+        o.pods = vec![creating(121)];
+        let actions = decide(&o);
+        assert_eq!(phase_of(&actions), Some((Phase::Failed, "PodNotStarted".into())));
+        assert!(
+            status_of(&actions)
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("secret \"aws\" not found")
+        );
+        assert!(actions.contains(&Action::DeleteJob));
+    }
+
+    #[test]
+    fn a_pod_terminating_on_a_lost_node_frees_the_table_after_the_start_timeout() {
+        let r = run("r", true, running());
+        let terminating = |secs_ago: i64| PodState {
+            terminating_since: Some(now() - Duration::seconds(secs_ago)),
+            ..pod(true)
+        };
+        let mut o = observe(&r, Some(JobState::Active), Some(lease(&holder_identity(&r), 5)));
+        o.pods = vec![terminating(60)];
+        assert_eq!(
+            phase_of(&decide(&o)),
+            None,
+            "within its grace, a pod is just stopping"
+        );
+        o.pods = vec![terminating(121)];
+        let actions = decide(&o);
+        assert_eq!(phase_of(&actions), Some((Phase::Failed, "PodLost".into())));
+        assert!(
+            status_of(&actions)
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("Terminating since")
+        );
+        // Failed, the Job deleted (in the background), only the lost pod left: the Lease is
+        // released.
+        let failed = run("r", true, Some(status_of(&actions).clone()));
+        let mut o = observe(&failed, None, Some(lease(&holder_identity(&failed), 5)));
+        o.pods = vec![terminating(125)];
+        let actions = decide(&o);
+        assert!(
+            actions.iter().any(|a| matches!(a, Action::ReleaseLease { .. })),
+            "{actions:?}"
+        );
     }
 
     #[test]

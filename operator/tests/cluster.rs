@@ -785,3 +785,30 @@ async fn pod_templates_cannot_load_code_and_service_links_do_not_reach_the_worke
     let pods = job_pods(setup, &ns, &run).await;
     assert_eq!(pods[0].spec.as_ref().unwrap().enable_service_links, Some(false));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_that_cannot_mount_its_volume_fails_the_run_with_the_kubelets_message() {
+    let (ref setup, ns, bucket, _) = fresh("no-mount", 10).await;
+    let template = json!({
+        "hostNetwork": true,
+        "volumes": [{"name": "creds", "secret": {"secretName": "missing-creds"}}],
+        "volumeMounts": [{"name": "creds", "mountPath": "/creds"}],
+    });
+    let run = create_run(setup, &ns, "no-mount", &bucket, json!({"podTemplate": template})).await;
+    // The chart in these tests sets startTimeoutSeconds = 20.
+    let done = wait_run(setup, &ns, "no-mount", Duration::from_secs(180), finished).await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Failed), "{status:?}");
+    assert_eq!(status.reason.as_deref(), Some("PodNotStarted"), "{status:?}");
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.contains("ContainerCreating") && message.contains("missing-creds"),
+        "the kubelet's reason is quoted: {message}"
+    );
+    let leases: Api<Lease> = Api::namespaced(setup.admin.clone(), &ns);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while leases.get_opt(&lease_name(&run)).await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the Lease was not released");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
