@@ -1021,3 +1021,66 @@ async fn a_guarded_tables_lease_is_renewed_whatever_the_reconciles_do() {
     assert_eq!(renewed(&leases.get(&lease_name(&run)).await.unwrap()), last);
     timer.abort();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_pods_are_admitted_in_a_namespace_enforcing_pod_security_restricted() {
+    let (admin, ns) = fresh_namespace("restricted").await;
+    let labels = json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}});
+    Api::<Namespace>::all(admin.clone())
+        .patch(&ns, &PatchParams::default(), &Patch::Merge(&labels))
+        .await
+        .unwrap();
+    let run: EtlRun = serde_json::from_value(json!({
+        "apiVersion": "lakeload.io/v1alpha1",
+        "kind": "EtlRun",
+        "metadata": {"name": "r", "namespace": ns, "uid": "0f0e0d0c-0000-4000-8000-000000000001"},
+        "spec": {
+            "source": {"url": "s3://in/x"},
+            "target": {"url": "s3://out/t"},
+            "credentialsSecret": "aws",
+            "serviceAccountName": "etl-worker",
+            "resources": {"limits": {"memory": "1Gi", "cpu": "1"}},
+            "podTemplate": {
+                "volumes": [{"name": "token", "projected": {"sources": [
+                    {"serviceAccountToken": {"path": "token", "audience": "sts.amazonaws.com"}}]}}],
+                "volumeMounts": [{"name": "token", "mountPath": "/var/run/secrets/web-identity"}],
+            },
+        },
+    }))
+    .unwrap();
+    // The worker's account (IRSA-style: a projected web-identity token of its own).
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "etl-worker", "namespace": ns}})).unwrap();
+    Api::<ServiceAccount>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
+    let job = lakeload_operator::job::build_job(&run, "localhost/lakeload:dev");
+    let template = job.spec.unwrap().template;
+    let pod = |host_network: bool| {
+        let mut spec = template.spec.clone().unwrap();
+        spec.host_network = Some(host_network);
+        k8s_openapi::api::core::v1::Pod {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!("worker-{host_network}")),
+                namespace: Some(ns.clone()),
+                labels: template.metadata.as_ref().and_then(|m| m.labels.clone()),
+                ..Default::default()
+            },
+            spec: Some(spec),
+            status: None,
+        }
+    };
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(admin.clone(), &ns);
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    // The API server's PodSecurity admission judges the pod the Job would create.
+    pods.create(&dry_run, &pod(false))
+        .await
+        .expect("the worker pod meets Pod Security `restricted`");
+    // The admission is really on: a pod on the host's network is refused.
+    let refused = pods.create(&dry_run, &pod(true)).await.unwrap_err();
+    assert!(refused.to_string().contains("restricted"), "{refused}");
+}
