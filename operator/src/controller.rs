@@ -420,7 +420,10 @@ pub async fn reconcile(cached: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue
                     ..DeleteParams::default()
                 };
                 match leases.delete(&lease_name(&run), &params).await {
-                    Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
+                    Err(e) if is_status(&e, 404) => {}
+                    // The Lease changed since it was read (a renewal raced the release): decide
+                    // again on the fresh one rather than leave it held until it expires.
+                    Err(e) if is_status(&e, 409) => return Ok(Requeue::requeue(Duration::from_millis(200))),
                     other => {
                         other?;
                     }

@@ -100,28 +100,53 @@ impl Election {
     }
 
     /// Renews leadership until it is lost (another holder, or no successful renewal for a
-    /// whole Lease duration); then returns.
+    /// whole Lease duration); then returns. Every renewal is bounded by that deadline: a hung
+    /// API call cannot keep this replica leading past it.
     pub async fn keep(&self, client: &Client) {
         let leases: Api<Lease> = Api::namespaced(client.clone(), &self.namespace);
+        // Stop before the Lease can lapse for others: a margin of one retry period.
+        let margin = chrono::Duration::seconds(self.lease_seconds)
+            - chrono::Duration::from_std(self.retry_period()).unwrap_or_default();
         let mut last = Utc::now();
         loop {
             tokio::time::sleep(self.retry_period()).await;
-            match self.attempt(&leases).await {
-                Ok(Attempt::Leading) => last = Utc::now(),
-                Ok(Attempt::Held(holder)) => {
+            let left = (last + margin - Utc::now()).to_std().unwrap_or_default();
+            match tokio::time::timeout(left, self.attempt(&leases)).await {
+                Ok(Ok(Attempt::Leading)) => last = Utc::now(),
+                Ok(Ok(Attempt::Held(holder))) => {
                     tracing::error!(lease = %self.name, "lost leadership to {holder}");
                     return;
                 }
-                Err(e) => tracing::warn!(lease = %self.name, "cannot renew leadership: {e}"),
+                Ok(Err(e)) => tracing::warn!(lease = %self.name, "cannot renew leadership: {e}"),
+                Err(_) => {
+                    tracing::error!(lease = %self.name, "a leadership renewal did not answer in time");
+                    return;
+                }
             }
-            // Stop before the Lease can lapse for others: a margin of one retry period.
-            if Utc::now() - last
-                >= chrono::Duration::seconds(self.lease_seconds)
-                    - chrono::Duration::from_std(self.retry_period()).unwrap_or_default()
-            {
+            if Utc::now() - last >= margin {
                 tracing::error!(lease = %self.name, "could not renew leadership in time");
                 return;
             }
+        }
+    }
+
+    /// Gives leadership up at once (on shutdown), if this process still holds it: a standby
+    /// takes over at its next try instead of after a whole Lease duration.
+    pub async fn release(&self, client: &Client) {
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &self.namespace);
+        let Ok(Some(mut current)) = leases.get_opt(&self.name).await else {
+            return;
+        };
+        let spec = current.spec.get_or_insert_with(Default::default);
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(micro_time(Utc::now()));
+        match leases.replace(&self.name, &PostParams::default(), &current).await {
+            Ok(_) => tracing::info!(lease = %self.name, "released leadership"),
+            Err(e) => tracing::warn!(lease = %self.name, "could not release leadership: {e}"),
         }
     }
 

@@ -212,14 +212,22 @@ async fn main() -> ExitCode {
                         .unwrap_or_else(|_| format!("lakeload-operator-{}", std::process::id())),
                     lease_seconds,
                 };
+                // A standby is Ready too (it can take over); leadership is the `leader` metric.
+                metrics.ready.store(true, std::sync::atomic::Ordering::SeqCst);
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+                    _ = shutdown_signal() => ExitCode::SUCCESS,
                     _ = election.acquire(&client) => {
-                        tokio::select! {
-                            _ = controller::run(client.clone(), settings, metrics) => ExitCode::SUCCESS,
+                        metrics.leader.set(1);
+                        let code = tokio::select! {
+                            // Stops on SIGTERM/SIGINT (the controller's own signal handling).
+                            _ = controller::run(client.clone(), settings, metrics.clone()) => ExitCode::SUCCESS,
                             // Lost: exit, and let the Deployment restart this replica as a follower.
                             _ = election.keep(&client) => ExitCode::FAILURE,
-                        }
+                        };
+                        metrics.leader.set(0);
+                        // Hand over at once instead of after a whole Lease duration.
+                        election.release(&client).await;
+                        code
                     }
                 }
             } else {
@@ -241,5 +249,21 @@ fn list_or(given: Option<Vec<String>>, default: &[&str]) -> Vec<String> {
             .filter(|e| !e.is_empty())
             .collect(),
         None => default.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+/// SIGTERM (a pod being stopped) or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

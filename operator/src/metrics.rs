@@ -10,6 +10,7 @@ use axum::routing::get;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -22,6 +23,8 @@ pub struct Metrics {
     pub reconciles: Counter,
     pub reconcile_failures: Counter,
     pub run_duration: Histogram,
+    /// 1 while this replica leads (reconciles); standbys report 0 and are still Ready.
+    pub leader: Gauge,
     pub ready: AtomicBool,
 }
 
@@ -33,6 +36,12 @@ impl Default for Metrics {
         let reconciles = Counter::default();
         let reconcile_failures = Counter::default();
         let run_duration = Histogram::new(exponential_buckets(1.0, 2.0, 16));
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica leads, 0 on a standby",
+            leader.clone(),
+        );
         registry.register("runs", "EtlRuns that reached a phase", runs.clone());
         registry.register("rows", "rows processed by finished runs, by kind", rows.clone());
         registry.register("reconciles", "reconcile calls", reconciles.clone());
@@ -53,6 +62,7 @@ impl Default for Metrics {
             reconciles,
             reconcile_failures,
             run_duration,
+            leader,
             ready: AtomicBool::new(false),
         }
     }

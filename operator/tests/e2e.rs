@@ -814,6 +814,19 @@ async fn the_helm_chart_lints_renders_and_applies_to_the_api_server() {
             .all(|r| r["resourceNames"].is_null())
     );
 
+    // One replica upgrades by Recreate (never two controllers at once); several roll, their
+    // leader elected.
+    for (sets, recreate) in [(&[][..], true), (&["operator.replicas=2"][..], false)] {
+        let objects = helm_template(&helm, "lakeload", sets);
+        let deployment = of_kind(&objects, "Deployment")[0];
+        assert_eq!(
+            deployment["spec"]["strategy"]["type"].as_str() == Some("Recreate"),
+            recreate,
+            "{sets:?}: {:?}",
+            deployment["spec"]["strategy"]
+        );
+    }
+
     // Every object of the full render (scheduler, CronJob, all-namespaces RBAC) is accepted by
     // the real API server.
     let (admin, ns) = fresh_namespace("chart").await;
@@ -1083,4 +1096,94 @@ async fn worker_pods_are_admitted_in_a_namespace_enforcing_pod_security_restrict
     // The admission is really on: a pod on the host's network is refused.
     let refused = pods.create(&dry_run, &pod(true)).await.unwrap_err();
     assert!(refused.to_string().contains("restricted"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn standbys_are_ready_and_a_stopped_leader_hands_over_at_once() {
+    let mut env = Env::new("handover", 5).await;
+    env.stop_operator();
+    let replica = |name: &str, port: u16| {
+        Command::new(operator_bin())
+            .args([
+                "run",
+                "--namespace",
+                &env.ns,
+                "--leader-elect",
+                "--lease-seconds",
+                "30",
+            ])
+            .args(["--worker-image", "lakeload:test"])
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .env("KUBECONFIG", &env.operator_kubeconfig)
+            .env("POD_NAME", name)
+            .env("POD_NAMESPACE", &env.ns)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let ports = [lakeload_testkit::free_port(), lakeload_testkit::free_port()];
+    let mut replicas = [replica("replica-a", ports[0]), replica("replica-b", ports[1])];
+    let leases: Api<Lease> = Api::namespaced(env.admin.clone(), &env.ns);
+    let holder = || async {
+        leases
+            .get_opt("lakeload-operator-leader")
+            .await
+            .unwrap()
+            .and_then(|l| l.spec?.holder_identity)
+    };
+    wait_for("a leader", Duration::from_secs(30), || async {
+        holder().await.is_some()
+    })
+    .await;
+    let leader = holder().await.unwrap();
+    let (lead, standby) = if leader == "replica-a" { (0, 1) } else { (1, 0) };
+    // Both replicas are Ready (a rolling update can finish); the metric tells who leads.
+    for (i, leads) in [(lead, 1), (standby, 0)] {
+        wait_for(
+            "the replica to serve /readyz",
+            Duration::from_secs(30),
+            || async {
+                tokio::net::TcpStream::connect(("127.0.0.1", ports[i]))
+                    .await
+                    .is_ok()
+            },
+        )
+        .await;
+        assert!(
+            http_get(ports[i], "/readyz").await.contains("200 OK"),
+            "replica {i} is Ready"
+        );
+        let metrics = http_get(ports[i], "/metrics").await;
+        assert!(
+            metrics.contains(&format!("lakeload_operator_leader {leads}")),
+            "replica {i}: {metrics}"
+        );
+    }
+    // SIGTERM (a pod being stopped): the leader gives its Lease up, and the standby leads well
+    // before the 30 s Lease would have run out.
+    let stopped = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &replicas[lead].id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let standby_name = if standby == 0 { "replica-a" } else { "replica-b" };
+    wait_for("the standby to lead", Duration::from_secs(20), || async {
+        holder().await.as_deref() == Some(standby_name)
+    })
+    .await;
+    // Without the release it could not lead before the Lease expired: at least 20 s after the
+    // stop (renewals come every 10 s). With it, at the standby's next try (every 10 s).
+    assert!(
+        stopped.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        stopped.elapsed()
+    );
+    assert!(
+        replicas[lead].wait().unwrap().success(),
+        "the stopped leader exits cleanly"
+    );
+    let _ = replicas[standby].kill();
+    let _ = replicas[standby].wait();
 }
