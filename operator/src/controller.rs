@@ -22,7 +22,7 @@ use crate::decide::{
     Action, EventType, FINALIZER, JobState, LeaseState, Observed, PodState, Policy, Stuck, SummaryFetch,
     decide, holder_identity,
 };
-use crate::job::{MANAGED_BY, build_job, build_lease, job_name, lease_name, run_id, table_id};
+use crate::job::{MANAGED_BY, build_job, build_lease, job_name, job_name_of, lease_name, run_id, table_id};
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
@@ -144,6 +144,32 @@ pub fn pod_state(pod: &Pod) -> PodState {
             .and_then(|t| t.message)
             .filter(|m| !m.trim().is_empty()),
     }
+}
+
+/// Whether the run a Lease names (`ns/name#uid8`) still has a Job that has not ended, or a pod
+/// that may run: a Lease whose operator stopped renewing it (a failover) is not taken over
+/// while its worker still runs.
+async fn holder_runs(jobs: &Api<Job>, pods: &Api<Pod>, holder: &str) -> Result<bool, Error> {
+    let Some((name, uid)) = holder.rsplit_once('#').and_then(|(run, uid)| {
+        let (_, name) = run.split_once('/')?;
+        Some((name, uid))
+    }) else {
+        return Ok(false);
+    };
+    let job = job_name_of(name, uid);
+    if let Some(j) = jobs.get_opt(&job).await?
+        && matches!(job_state(&j), JobState::Active)
+    {
+        return Ok(true);
+    }
+    let selector = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"));
+    Ok(pods
+        .list(&selector)
+        .await?
+        .items
+        .iter()
+        .map(pod_state)
+        .any(|p| p.active))
 }
 
 /// A pod still `ContainerCreating` past `startTimeoutSeconds` says nothing itself: the
@@ -329,6 +355,14 @@ pub async fn reconcile(cached: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue
     } else {
         true
     };
+    let holder_alive = match lease.as_ref().map(lease_state) {
+        Some(l)
+            if l.expired(Utc::now()) && l.holder.as_ref().is_some_and(|h| *h != holder_identity(&run)) =>
+        {
+            holder_runs(&jobs, &pods, l.holder.as_deref().unwrap_or_default()).await?
+        }
+        _ => false,
+    };
     let mut pod_states: Vec<PodState> = pod_list.iter().map(pod_state).collect();
     explain_slow_starts(&mut pod_states, &ctx, &namespace).await?;
     let mut observed = Observed {
@@ -339,6 +373,7 @@ pub async fn reconcile(cached: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue
         summary: None,
         among_kept: kept,
         binary_config_maps,
+        holder_alive,
         now: Utc::now(),
         policy: &ctx.settings.policy,
     };
@@ -566,6 +601,20 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
         failures: Mutex::new(HashMap::new()),
         renewals: Default::default(),
     });
+    // Adopt (and renew at once) the Leases of runs already guarding their tables before any
+    // reconcile may start something new; retried until the API answers.
+    loop {
+        match ctx.renewals.adopt(&ctx.client, &runs).await {
+            Ok(n) => {
+                tracing::info!("adopted the table Leases of {n} running run(s)");
+                break;
+            }
+            Err(e) => {
+                tracing::warn!("cannot list EtlRuns to adopt their Leases: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
     let renewer = {
         let ctx = ctx.clone();
         tokio::spawn(async move {

@@ -188,6 +188,9 @@ pub struct Observed<'a> {
     /// ConfigMaps the run's pod template mounts that carry `binaryData` (looked up by the
     /// edge before a run starts).
     pub binary_config_maps: Vec<String>,
+    /// Whether the run holding the table's Lease (another run) still has a live Job or pod
+    /// (looked up by the edge when that Lease has lapsed): its Lease is then not taken over.
+    pub holder_alive: bool,
     pub now: DateTime<Utc>,
     pub policy: &'a Policy,
 }
@@ -650,7 +653,7 @@ fn start(o: &Observed, current: &EtlRunStatus) -> Vec<Action> {
                 resource_version: l.resource_version.clone(),
             })
         }
-        Some(l) if l.expired(o.now) => {
+        Some(l) if l.expired(o.now) && !o.holder_alive => {
             actions.push(Action::TakeLease {
                 resource_version: l.resource_version.clone(),
             });
@@ -665,7 +668,14 @@ fn start(o: &Observed, current: &EtlRunStatus) -> Vec<Action> {
         }
         Some(l) => {
             let holder = l.holder.clone().unwrap_or_default();
-            let message = format!("waiting for {holder}, which holds the table's lease");
+            let message = match l.expired(o.now) {
+                // Its operator stopped renewing (a failover), but its worker still runs.
+                true => format!(
+                    "waiting for {holder}: its lease on the table lapsed, but its Job still runs; \
+                     the table is taken over only once it has ended"
+                ),
+                false => format!("waiting for {holder}, which holds the table's lease"),
+            };
             let mut next = current.clone();
             let changed =
                 next.reason.as_deref() != Some("LockedBy") || next.message.as_deref() != Some(&message);
@@ -896,6 +906,7 @@ mod tests {
             summary: None,
             among_kept: false,
             binary_config_maps: Vec::new(),
+            holder_alive: false,
             now: now(),
             policy: policy(),
         }
@@ -1409,6 +1420,35 @@ mod tests {
             actions.iter().any(|a| matches!(a, Action::ReleaseLease { .. })),
             "{actions:?}"
         );
+    }
+
+    #[test]
+    fn a_lapsed_lease_is_not_taken_over_while_its_holders_job_still_runs() {
+        let r = run("r", true, None);
+        let lapsed = LeaseState {
+            holder: Some("ns/other#12345678".into()),
+            renewed: Some(now() - Duration::seconds(600)),
+            duration_seconds: 60,
+            resource_version: "9".into(),
+        };
+        let mut o = observe(&r, None, Some(lapsed));
+        o.holder_alive = true;
+        let actions = decide(&o);
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::TakeLease { .. } | Action::CreateJob))
+        );
+        let message = status_of(&actions).message.clone().unwrap_or_default();
+        assert!(
+            message.contains("ns/other#12345678") && message.contains("still runs"),
+            "{message}"
+        );
+        // Once the holder's Job and pods are gone, the lapsed Lease is taken over.
+        o.holder_alive = false;
+        let actions = decide(&o);
+        assert!(actions.iter().any(|a| matches!(a, Action::TakeLease { .. })));
+        assert!(actions.contains(&Action::CreateJob));
     }
 
     #[test]

@@ -56,7 +56,13 @@ fn uid(run: &EtlRun) -> &str {
 /// `<run name>-<uid prefix>`, within the 63 characters of a label value.
 pub fn job_name(run: &EtlRun) -> String {
     let name = run.metadata.name.as_deref().unwrap_or("etlrun");
-    let suffix = &uid(run)[..uid(run).len().min(8)];
+    job_name_of(name, uid(run))
+}
+
+/// The Job name of the run called `name` whose uid starts with `uid` (8 characters are used):
+/// also what a Lease's holder identity (`ns/name#uid8`) leads to.
+pub fn job_name_of(name: &str, uid: &str) -> String {
+    let suffix = &uid[..uid.len().min(8)];
     let keep = 62 - suffix.len();
     format!(
         "{}-{suffix}",

@@ -36,6 +36,25 @@ impl Renewals {
         }
     }
 
+    /// Before anything new starts (an operator that just started or took over leadership):
+    /// every run that holds its table's Lease is tracked and its Lease renewed at once, so a
+    /// Lease that ran short during the failover is not taken over under a Job still running.
+    /// Returns how many were adopted.
+    pub async fn adopt(&self, client: &Client, runs: &Api<EtlRun>) -> Result<usize, kube::Error> {
+        let mut adopted = 0;
+        for run in runs.list(&Default::default()).await?.items {
+            let namespace = run.namespace().unwrap_or_default();
+            let leases: Api<Lease> = Api::namespaced(client.clone(), &namespace);
+            let holder = holder_identity(&run);
+            if renew(&leases, &lease_name(&run), &holder).await? {
+                let key = (namespace, lease_name(&run));
+                self.held.lock().expect("renewals").insert(key, holder);
+                adopted += 1;
+            }
+        }
+        Ok(adopted)
+    }
+
     fn snapshot(&self) -> Vec<((String, String), String)> {
         let held = self.held.lock().expect("renewals");
         held.iter().map(|(k, v)| (k.clone(), v.clone())).collect()

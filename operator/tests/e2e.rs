@@ -704,7 +704,42 @@ async fn a_lease_whose_holder_stopped_renewing_is_taken_over() {
     }))
     .unwrap();
     env.leases().create(&PostParams::default(), &lease).await.unwrap();
+    // The holder's Job still runs (its operator failed over, its worker did not): the lapsed
+    // Lease is not taken over, and the waiting run says why.
+    let ghost_job = lakeload_operator::job::job_name_of("ghost", "dead");
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": ghost_job},
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "worker", "image": "lakeload:test"}]}}}
+    }))
+    .unwrap();
+    let jobs: Api<Job> = Api::namespaced(env.admin.clone(), &env.ns);
+    jobs.create(&PostParams::default(), &job).await.unwrap();
     env.create(&run).await;
+    wait_for(
+        "the heir to wait for the running holder",
+        Duration::from_secs(30),
+        || async {
+            env.runs()
+                .get("heir")
+                .await
+                .unwrap()
+                .status
+                .and_then(|s| s.message)
+                .is_some_and(|m| m.contains("still runs"))
+        },
+    )
+    .await;
+    assert!(
+        jobs.get_opt(&lakeload_operator::job::job_name(
+            &env.runs().get("heir").await.unwrap()
+        ))
+        .await
+        .unwrap()
+        .is_none()
+    );
+    // Its Job gone, the Lease is taken over.
+    jobs.delete(&ghost_job, &DeleteParams::default()).await.unwrap();
     let job = env.wait_job("heir").await;
     let held = env
         .leases()
@@ -1001,6 +1036,7 @@ async fn a_guarded_tables_lease_is_renewed_whatever_the_reconciles_do() {
         summary: None,
         among_kept: true,
         binary_config_maps: Vec::new(),
+        holder_alive: false,
         now: started,
         policy: &policy,
     };
