@@ -234,7 +234,7 @@ async fn fetch_summary(run: &EtlRun, ctx: &Context) -> SummaryFetch {
 async fn try_fetch_summary(
     run: &EtlRun,
     ctx: &Context,
-) -> Result<Option<lakeload::summary::RunSummary>, String> {
+) -> Result<Option<lakeload_types::summary::RunSummary>, String> {
     use lakeload::config::{AwsConfig, Secret as Hidden};
     let setting = |k: &str| run.spec.settings.get(k).cloned();
     let mut aws = AwsConfig {
@@ -259,8 +259,8 @@ async fn try_fetch_summary(
             aws.region = value("AWS_REGION").or_else(|| value("AWS_DEFAULT_REGION"));
         }
     }
-    let location =
-        lakeload::location::Location::parse(&run.spec.target.url).map_err(|e| format!("target.url: {e}"))?;
+    let location = lakeload_types::location::Location::parse(&run.spec.target.url)
+        .map_err(|e| format!("target.url: {e}"))?;
     let storage = lakeload::storage::open(&location, &aws)
         .await
         .map_err(|e| e.to_string())?;

@@ -80,7 +80,7 @@ impl LeaseState {
 /// The worker's run summary, fetched once the Job has ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SummaryFetch {
-    Found(Box<lakeload::summary::RunSummary>),
+    Found(Box<lakeload_types::summary::RunSummary>),
     /// No summary object: the worker never held its S3 lock (locked, exit 75) or crashed first.
     Missing,
     Error(String),
@@ -869,7 +869,7 @@ fn finish(o: &Observed, current: &EtlRunStatus, job: &JobState, summary: &Summar
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lakeload::summary::{ManifestEntry as WorkerEntry, RowCounts, RunSummary};
+    use lakeload_types::summary::{ManifestEntry as WorkerEntry, RowCounts, RunSummary};
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-23T12:00:00Z")
@@ -973,7 +973,7 @@ mod tests {
     fn summary(files: usize, exit_code: i32) -> SummaryFetch {
         SummaryFetch::Found(Box::new(RunSummary {
             run_id: "id".into(),
-            mode: lakeload::config::Mode::Incremental,
+            mode: lakeload_types::Mode::Incremental,
             status: if exit_code == 0 { "succeeded" } else { "failed" }.into(),
             started_at: now(),
             finished_at: now(),

@@ -38,7 +38,7 @@ const MEMORY_LIMIT_SHARE: (u64, u64) = (3, 4);
 /// worker reads it, so every spelling of one table (`file:///d/t`, `/d/t/`, `s3://b/p/`) has
 /// one Lease.
 pub fn table_id(target_url: &str) -> String {
-    let canonical = lakeload::location::Location::parse(target_url)
+    let canonical = lakeload_types::location::Location::parse(target_url)
         .map(|l| l.to_string())
         .unwrap_or_else(|_| target_url.trim().trim_end_matches('/').to_string());
     let digest = Sha256::digest(canonical.as_bytes());

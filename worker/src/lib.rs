@@ -15,7 +15,6 @@ pub mod diagnose;
 pub mod error;
 pub mod faults;
 pub mod generate;
-pub mod location;
 pub mod lock;
 pub mod merge;
 pub mod ownership;
@@ -36,11 +35,12 @@ pub mod state;
 pub mod status;
 pub mod storage;
 pub mod store_check;
-pub mod summary;
 pub mod table;
 
 pub use config::Config;
+// Shared with the operator (the `lakeload-types` crate).
 pub use error::{Error, Result};
+pub use lakeload_types::{location, summary};
 
 /// `println!` for the CLI's output. When the reader has gone away (`lakeload status | head -1`)
 /// the program ends quietly, as Unix tools do, instead of panicking with a backtrace.

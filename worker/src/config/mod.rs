@@ -13,7 +13,6 @@ mod layers;
 mod legacy;
 mod validate;
 
-use std::fmt;
 use std::path::PathBuf;
 
 use crate::location::Location;
@@ -21,35 +20,9 @@ pub use crate::ownership::ExistingObjects;
 pub use crate::secret::Secret;
 pub use crate::storage::AwsConfig;
 pub use keys::{KEYS, KeySpec};
+pub use lakeload_types::Mode;
 pub use layers::{Origin, RawConfig, config_path, load_raw};
 pub use validate::{parse_size, validate_run_id};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Full,
-    Incremental,
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Mode::Full => "full",
-            Mode::Incremental => "incremental",
-        })
-    }
-}
-
-impl std::str::FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "full" => Ok(Mode::Full),
-            "incremental" => Ok(Mode::Incremental),
-            _ => Err("expected full or incremental".into()),
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
@@ -156,6 +129,8 @@ pub struct Config {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt;
+
     use super::validate::parse_delimiter;
     use super::*;
     use crate::error::Result;

@@ -1,10 +1,38 @@
 //! The run summary (`_lakeload/runs/<run_id>.json`, SPEC §6), also printed by `--json` and read
 //! by the operator.
 
+use std::fmt;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Mode;
+/// A run's mode (SPEC §4): rebuild the table, or merge new and changed files into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Full,
+    Incremental,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Full => "full",
+            Mode::Incremental => "incremental",
+        })
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "full" => Ok(Mode::Full),
+            "incremental" => Ok(Mode::Incremental),
+            _ => Err("expected full or incremental".into()),
+        }
+    }
+}
 
 /// Row counts of a run. `rows_read` = blank + rejected + inserted + updated + superseded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
