@@ -6,9 +6,9 @@ use std::process::Stdio;
 
 use crate::common::*;
 
-/// Generated source files (ISO dates, `|`-separated, a few bad lines).
-fn generate(dir: &std::path::Path, files: usize, rows: usize) -> std::path::PathBuf {
-    let source = dir.join("in");
+/// Generated source files (ISO dates, `|`-separated, a few bad lines) in `dir/<folder>`.
+fn generate(dir: &std::path::Path, folder: &str, files: usize, rows: usize) -> std::path::PathBuf {
+    let source = dir.join(folder);
     let out = Lakeload::new(dir)
         .args([
             "generate",
@@ -77,7 +77,7 @@ fn worker(dir: &std::path::Path, source: &std::path::Path, table: &str, settings
 #[test]
 fn a_wrong_delimiter_stops_after_the_first_lines_within_the_memory_limit() {
     let dir = tempdir();
-    let source = generate(dir.path(), 4, 200_000);
+    let source = generate(dir.path(), "in", 4, 200_000);
     let limit = 64u64 << 20;
     let (code, stdout, stderr, peak) = run_measured(worker(
         dir.path(),
@@ -160,7 +160,9 @@ fn a_date_form_the_rule_does_not_read_names_the_format_and_plan_says_it_first() 
         &["schema.timestamp_format=%d/%m/%Y %H:%M:%S"],
     ));
     assert_eq!(code, 0, "{stderr}");
-    let iso = generate(dir.path(), 1, 2_000);
+    // In a folder of their own: beside the file above, which of the two stops the run first
+    // would be a race.
+    let iso = generate(dir.path(), "iso-in", 1, 2_000);
     let (code, _, stderr, _) = run_measured(worker(
         dir.path(),
         &iso,
