@@ -33,6 +33,8 @@ pub struct Settings {
     /// `None`: all namespaces.
     pub namespace: Option<String>,
     pub policy: Policy,
+    /// Kueue LocalQueue for runs that name none (`--default-queue-name`).
+    pub default_queue_name: Option<String>,
 }
 
 pub struct Context {
@@ -81,6 +83,9 @@ pub fn job_state(job: &Job) -> JobState {
                 c.message.as_ref().map(|m| format!(": {m}")).unwrap_or_default()
             ),
         }
+    } else if job.spec.as_ref().and_then(|s| s.suspend) == Some(true) {
+        // Waiting for Kueue to admit it, or suspended again by an eviction.
+        JobState::Suspended
     } else {
         JobState::Active
     }
@@ -158,7 +163,7 @@ async fn holder_runs(jobs: &Api<Job>, pods: &Api<Pod>, holder: &str) -> Result<b
     };
     let job = job_name_of(name, uid);
     if let Some(j) = jobs.get_opt(&job).await?
-        && matches!(job_state(&j), JobState::Active)
+        && matches!(job_state(&j), JobState::Active | JobState::Suspended)
     {
         return Ok(true);
     }
@@ -465,7 +470,11 @@ pub async fn reconcile(cached: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue
                 }
             }
             Action::CreateJob => {
-                let object = build_job(&run, &ctx.settings.worker_image);
+                let mut queued = run.clone();
+                if queued.spec.queue_name.is_none() {
+                    queued.spec.queue_name = ctx.settings.default_queue_name.clone();
+                }
+                let object = build_job(&queued, &ctx.settings.worker_image);
                 match jobs.create(&PostParams::default(), &object).await {
                     // Already there (an operator restart between create and status patch): adopt it.
                     Err(e) if is_status(&e, 409) => {}

@@ -50,6 +50,11 @@ pub struct EtlRunSpec {
     /// Must be one of the operator's allowed service accounts (`--allowed-service-accounts`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
+    /// Kueue LocalQueue to submit the worker Job to (default: the operator's
+    /// `--default-queue-name`, if any): the Job is created suspended with the
+    /// `kueue.x-k8s.io/queue-name` label and runs once Kueue admits it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_name: Option<String>,
     /// Merged into the worker pod: scheduling, metadata (e.g. IRSA annotations), volumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<WorkerPodTemplate>,
@@ -285,6 +290,7 @@ pub(crate) fn sample_run(name: &str) -> EtlRun {
         credentials_secret: None,
         resources: None,
         service_account_name: None,
+        queue_name: None,
         pod_template: None,
         active_deadline_seconds: None,
         backoff_limit: None,

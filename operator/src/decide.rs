@@ -20,6 +20,8 @@ pub const SUMMARY_ATTEMPTS: u32 = 5;
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobState {
     Active,
+    /// Created suspended for Kueue and not admitted yet, or suspended again (evicted).
+    Suspended,
     /// Being deleted (it has a deletion timestamp); its pods may still run.
     Deleting,
     Succeeded,
@@ -368,7 +370,7 @@ impl Observed<'_> {
     fn wind_down(&self, actions: &mut Vec<Action>) -> bool {
         if matches!(
             self.job,
-            Some(JobState::Active | JobState::Succeeded | JobState::Failed { .. })
+            Some(JobState::Active | JobState::Suspended | JobState::Succeeded | JobState::Failed { .. })
         ) {
             actions.push(Action::DeleteJob);
         }
@@ -415,7 +417,12 @@ pub fn decide(o: &Observed) -> Vec<Action> {
     // garbage-collect after the TTL.
     if phase.is_some_and(Phase::is_finished) {
         let mut actions = Vec::new();
-        if o.pods_active() || matches!(o.job, Some(JobState::Active | JobState::Deleting)) {
+        if o.pods_active()
+            || matches!(
+                o.job,
+                Some(JobState::Active | JobState::Suspended | JobState::Deleting)
+            )
+        {
             // A run failed while its pod was stuck: stop it before letting go of the table.
             o.wind_down(&mut actions);
             return actions;
@@ -451,6 +458,7 @@ pub fn decide(o: &Observed) -> Vec<Action> {
             actions
         }
         Some(JobState::Active) => active(o, &current),
+        Some(JobState::Suspended) => queued(o, &current),
         Some(finished) => match &o.summary {
             None => vec![Action::FetchSummary],
             Some(summary) => finish(o, &current, finished, summary),
@@ -470,6 +478,27 @@ pub fn decide(o: &Observed) -> Vec<Action> {
         }
         None => start(o, &current),
     }
+}
+
+/// The Job waits in its Kueue queue (or was evicted back into it): the run keeps the table's
+/// Lease (it is next for that table) and shows `Pending`/`Queued`; an eviction is not a failure.
+fn queued(o: &Observed, current: &EtlRunStatus) -> Vec<Action> {
+    let mut actions = Vec::new();
+    o.renew_if_due(&mut actions);
+    let queue = o.run.spec.queue_name.as_deref().unwrap_or("the default queue");
+    if current.reason.as_deref() != Some("Queued") {
+        let message = format!("the Job waits for Kueue to admit it (queue {queue})");
+        let mut next = current.clone();
+        set_phase(&mut next, o.run, Phase::Pending, "Queued", &message, o.now);
+        actions.push(Action::PatchStatus(Box::new(next)));
+        actions.push(Action::Event {
+            kind: EventType::Normal,
+            reason: "Queued",
+            message,
+        });
+    }
+    actions.push(Action::Requeue(secs(o.policy.lease_seconds / 3)));
+    actions
 }
 
 /// The Job runs: keep the Lease, watch for a pod that cannot start.
@@ -815,7 +844,9 @@ fn finish(o: &Observed, current: &EtlRunStatus, job: &JobState, summary: &Summar
             "SummaryUnreadable",
             format!("cannot read the run summary after {SUMMARY_ATTEMPTS} attempts: {e}"),
         ),
-        (JobState::Active | JobState::Deleting, _) => unreachable!("finish is only called for ended Jobs"),
+        (JobState::Active | JobState::Suspended | JobState::Deleting, _) => {
+            unreachable!("finish is only called for ended Jobs")
+        }
     };
     if let SummaryFetch::Found(s) = summary {
         let c = &s.counts;
@@ -1420,6 +1451,27 @@ mod tests {
             actions.iter().any(|a| matches!(a, Action::ReleaseLease { .. })),
             "{actions:?}"
         );
+    }
+
+    #[test]
+    fn a_suspended_job_is_queued_and_an_eviction_is_no_failure() {
+        let mut r = run("r", true, running());
+        r.spec.queue_name = Some("team-a".into());
+        let me = holder_identity(&r);
+        let actions = decide(&observe(&r, Some(JobState::Suspended), Some(lease(&me, 25))));
+        assert_eq!(phase_of(&actions), Some((Phase::Pending, "Queued".into())));
+        assert!(status_of(&actions).message.as_deref().unwrap().contains("team-a"));
+        assert!(
+            actions.iter().any(|a| matches!(a, Action::RenewLease { .. })),
+            "the run keeps the table"
+        );
+        assert!(!actions.contains(&Action::DeleteJob));
+        // Admitted: running again; evicted (suspended again): queued again, never failed.
+        let queued = run("r", true, Some(status_of(&actions).clone()));
+        let admitted = decide(&observe(&queued, Some(JobState::Active), Some(lease(&me, 5))));
+        assert_eq!(phase_of(&admitted), Some((Phase::Running, "JobRunning".into())));
+        let evicted = decide(&observe(&r, Some(JobState::Suspended), Some(lease(&me, 5))));
+        assert_eq!(phase_of(&evicted), Some((Phase::Pending, "Queued".into())));
     }
 
     #[test]

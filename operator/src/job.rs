@@ -25,6 +25,8 @@ pub const MANAGED_BY: &str = "lakeload-operator";
 /// Exit codes a pod retry cannot fix: configuration errors (2), too many rejected rows (65),
 /// and the table's S3 lock held by another writer (75: the operator waits and starts a new Job).
 pub const NO_RETRY_EXIT_CODES: [i32; 3] = [2, 65, 75];
+/// The label that submits a Job to a Kueue LocalQueue.
+pub const QUEUE_LABEL: &str = "kueue.x-k8s.io/queue-name";
 /// The worker's exit code when another writer holds the table's S3 lock.
 pub const EXIT_LOCKED: i32 = 75;
 /// Where the worker spills (TMPDIR in the image): an emptyDir, the root filesystem being
@@ -256,15 +258,21 @@ pub fn build_job(run: &EtlRun, default_image: &str) -> Job {
     };
     let mut pod_labels = template.labels;
     pod_labels.extend(labels(run));
+    let mut job_labels = labels(run);
+    if let Some(queue) = &spec.queue_name {
+        job_labels.insert(QUEUE_LABEL.into(), queue.clone());
+    }
     Job {
         metadata: ObjectMeta {
             name: Some(job_name(run)),
             namespace: run.metadata.namespace.clone(),
-            labels: Some(labels(run)),
+            labels: Some(job_labels),
             owner_references: Some(vec![owner]),
             ..Default::default()
         },
         spec: Some(JobSpec {
+            // Queued: Kueue admits the Job by unsuspending it (and suspends it again to evict).
+            suspend: spec.queue_name.as_ref().map(|_| true),
             backoff_limit: Some(spec.backoff_limit.unwrap_or(1)),
             active_deadline_seconds: spec.active_deadline_seconds,
             pod_failure_policy: Some(PodFailurePolicy {
@@ -459,6 +467,18 @@ mod tests {
                 .map(String::as_str),
             Some("1GiB")
         );
+    }
+
+    #[test]
+    fn a_queued_run_makes_a_suspended_job_in_its_kueue_queue() {
+        let mut r = crate::crd::sample_run("r");
+        let plain = build_job(&r, "lakeload:1");
+        assert_eq!(plain.spec.as_ref().unwrap().suspend, None);
+        assert!(!plain.metadata.labels.unwrap().contains_key(QUEUE_LABEL));
+        r.spec.queue_name = Some("team-a".into());
+        let queued = build_job(&r, "lakeload:1");
+        assert_eq!(queued.spec.as_ref().unwrap().suspend, Some(true));
+        assert_eq!(queued.metadata.labels.unwrap()[QUEUE_LABEL], "team-a");
     }
 
     #[test]

@@ -75,6 +75,9 @@ struct RunArgs {
     /// Volume types `spec.podTemplate.volumes` may use, comma-separated (`emptyDir`, `secret`,
     /// `configMap` without binaryData, `projectedServiceAccountToken`, `persistentVolumeClaim`,
     /// `hostPath`, `csi`, …).
+    /// Kueue LocalQueue for runs whose spec names none (empty: runs are not queued).
+    #[arg(long, env = "LAKELOAD_OPERATOR_DEFAULT_QUEUE_NAME")]
+    default_queue_name: Option<String>,
     /// Default: `decide::DEFAULT_VOLUME_TYPES`.
     #[arg(long, env = "LAKELOAD_OPERATOR_ALLOWED_VOLUME_TYPES", value_delimiter = ',')]
     allowed_volume_types: Option<Vec<String>>,
@@ -186,6 +189,7 @@ async fn main() -> ExitCode {
                 worker_image: args.worker_image,
                 keep_last: args.keep_last,
                 namespace: namespace.clone(),
+                default_queue_name: args.default_queue_name.filter(|q| !q.trim().is_empty()),
                 policy: Policy {
                     lease_seconds,
                     start_timeout_seconds: args.start_timeout_seconds.max(1),

@@ -1223,3 +1223,59 @@ async fn standbys_are_ready_and_a_stopped_leader_hands_over_at_once() {
     let _ = replicas[standby].kill();
     let _ = replicas[standby].wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queued_run_waits_suspended_until_admitted_and_an_eviction_is_no_failure() {
+    // Kueue's contract, played against the real API server: a queued Job is created suspended
+    // with the queue label; admission unsuspends it, eviction suspends it again.
+    let env = Env::new("queued", 5).await;
+    env.add_source("in", &["a|x|||||2024-01-01|1"]);
+    let mut run = env.etlrun("queued", "in", "queued-table");
+    run.spec.queue_name = Some("team-a".into());
+    env.create(&run).await;
+    let job = env.wait_job("queued").await;
+    assert_eq!(job.spec.as_ref().unwrap().suspend, Some(true));
+    assert_eq!(
+        job.metadata.labels.as_ref().unwrap()["kueue.x-k8s.io/queue-name"],
+        "team-a"
+    );
+    let reason = || async {
+        env.runs()
+            .get("queued")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.reason)
+    };
+    wait_for("the run to show Queued", Duration::from_secs(30), || async {
+        reason().await.as_deref() == Some("Queued")
+    })
+    .await;
+    let jobs: Api<Job> = Api::namespaced(env.admin.clone(), &env.ns);
+    let suspend = |on: bool| json!({"spec": {"suspend": on}});
+    let name = job.name_any();
+    // Admitted, then evicted before its pod started: back to Queued, not Failed.
+    jobs.patch(&name, &PatchParams::default(), &Patch::Merge(&suspend(false)))
+        .await
+        .unwrap();
+    wait_for("the run to run", Duration::from_secs(30), || async {
+        reason().await.as_deref() == Some("JobRunning")
+    })
+    .await;
+    jobs.patch(&name, &PatchParams::default(), &Patch::Merge(&suspend(true)))
+        .await
+        .unwrap();
+    wait_for(
+        "the evicted run to be queued again",
+        Duration::from_secs(30),
+        || async { reason().await.as_deref() == Some("Queued") },
+    )
+    .await;
+    // Admitted again: the worker runs and the run succeeds.
+    let job = jobs
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&suspend(false)))
+        .await
+        .unwrap();
+    assert_eq!(env.run_job(&job).await, 0);
+    env.wait_phase("queued", Phase::Succeeded).await;
+}
