@@ -93,24 +93,15 @@ impl Expectation {
     }
 }
 
-/// Watches the first lines of one file.
-#[derive(Debug)]
+/// Watches the first lines of one file (the reader drops it once it has its verdict).
+#[derive(Debug, Default)]
 pub struct Sniffer {
     sampled: u64,
+    /// Rejected lines by reason, in [`REASONS`] order.
     rejected: [u64; 4],
     kept: Vec<Reject>,
     /// Line 1, when it was rejected.
     first_rejected: Option<Reject>,
-    done: bool,
-}
-
-fn slot(reason: RejectReason) -> usize {
-    match reason {
-        RejectReason::FieldCount => 0,
-        RejectReason::Encoding => 1,
-        RejectReason::BadDate => 2,
-        RejectReason::MissingPartition => 3,
-    }
 }
 
 const REASONS: [RejectReason; 4] = [
@@ -120,31 +111,17 @@ const REASONS: [RejectReason; 4] = [
     RejectReason::MissingPartition,
 ];
 
-impl Default for Sniffer {
-    fn default() -> Self {
-        Sniffer::new()
-    }
+fn slot(reason: RejectReason) -> usize {
+    REASONS
+        .iter()
+        .position(|r| *r == reason)
+        .expect("every reason is listed")
 }
 
 impl Sniffer {
-    pub fn new() -> Sniffer {
-        Sniffer {
-            sampled: 0,
-            rejected: [0; 4],
-            kept: Vec::new(),
-            first_rejected: None,
-            done: false,
-        }
-    }
-
     /// Whether the sample is complete (the verdict is due).
     pub fn full(&self) -> bool {
         self.sampled >= SAMPLE_LINES
-    }
-
-    /// Whether it still watches.
-    pub fn watching(&self) -> bool {
-        !self.done
     }
 
     pub fn row(&mut self) {
@@ -162,10 +139,8 @@ impl Sniffer {
         }
     }
 
-    /// The verdict on what was seen (at `SAMPLE_LINES`, or at the end of a shorter file);
-    /// watching stops either way.
-    pub fn verdict(&mut self, expect: &Expectation) -> Option<Diagnosis> {
-        self.done = true;
+    /// The verdict on what was seen (at `SAMPLE_LINES`, or at the end of a shorter file).
+    pub fn verdict(&self, expect: &Expectation) -> Option<Diagnosis> {
         if self.sampled < MIN_SAMPLE {
             return None;
         }
@@ -383,7 +358,7 @@ mod tests {
 
     fn sniff(lines: &[String], extra: &str) -> Option<Diagnosis> {
         let (parser, expect) = expectation(extra);
-        let mut sniffer = Sniffer::new();
+        let mut sniffer = Sniffer::default();
         let mut parsed = ParsedLine::default();
         for (i, line) in lines.iter().enumerate() {
             match parser.parse(line.as_bytes(), i as u64 + 1, &mut parsed) {
@@ -452,7 +427,7 @@ mod tests {
         let mut e = expectation("").1;
         e.header = true;
         let (parser, _) = expectation("");
-        let mut sniffer = Sniffer::new();
+        let mut sniffer = Sniffer::default();
         let mut parsed = ParsedLine::default();
         if let LineOutcome::Rejected(r) = parser.parse(with_header[0].as_bytes(), 1, &mut parsed) {
             sniffer.reject(&r);

@@ -279,6 +279,17 @@ impl TableLock {
         Err(Error::LockLost(format!("{why}{holder}")))
     }
 
+    /// Runs one write of the table (data, delete or state): only while the lease is securely
+    /// held ([`TableLock::ensure_held`]), and bounded by it ([`TableLock::bounded`]).
+    pub async fn fenced<T>(
+        &self,
+        url: &str,
+        write: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        self.ensure_held().await?;
+        self.bounded(url, write).await
+    }
+
     /// Runs one write of the table (data, delete or state) that [`TableLock::ensure_held`]
     /// allowed, and abandons it (drops the request) if the lease, as last secured, runs out
     /// before it finishes: no write of this run outlives its lease, whatever the storage

@@ -162,7 +162,12 @@ impl Claims {
         let table_url = storage.root().to_string();
         if loaded.etag.is_none() {
             let listing = storage.list("").await?;
-            let survey = Survey::of(listing.clone(), &claims.owned, table);
+            let places: Vec<ObjectMeta> = listing
+                .iter()
+                .filter(|o| table.date_of_key(&o.key).is_some())
+                .cloned()
+                .collect();
+            let survey = Survey::of(listing, &claims.owned, table);
             if !survey.foreign.is_empty() {
                 tracing::warn!(
                     "{table_url} already holds {} object(s) ({} bytes) this table did not write, \
@@ -172,10 +177,6 @@ impl Claims {
                     some_keys(survey.foreign.iter().map(|o| o.key.as_str()), 3)
                 );
             }
-            let places: Vec<ObjectMeta> = listing
-                .into_iter()
-                .filter(|o| table.date_of_key(&o.key).is_some())
-                .collect();
             claims.take_in(places, table, policy, &table_url)?;
             claims.listed_places = true;
         } else if mode == Mode::Full {
@@ -240,13 +241,8 @@ impl Claims {
             return Ok(());
         }
         let new: Vec<String> = keys.into_iter().filter(|k| !self.owned.contains(k)).collect();
-        let found: Vec<Option<ObjectMeta>> = futures::stream::iter(new.iter())
-            .map(|key| storage.head(key))
-            .buffered(16)
-            .try_collect()
-            .await?;
         self.take_in(
-            found.into_iter().flatten().collect(),
+            head_all(storage, &new).await?,
             table,
             policy,
             &storage.root().to_string(),
@@ -262,12 +258,7 @@ impl Claims {
             .filter(|k| !self.present.contains_key(*k))
             .map(str::to_string)
             .collect();
-        let found: Vec<Option<ObjectMeta>> = futures::stream::iter(unknown.iter())
-            .map(|key| storage.head(key))
-            .buffered(16)
-            .try_collect()
-            .await?;
-        for object in found.into_iter().flatten() {
+        for object in head_all(storage, &unknown).await? {
             self.present.insert(object.key, object.etag);
         }
         Ok(())
@@ -286,14 +277,25 @@ impl Claims {
 
     /// Owned objects present that a full run which wrote `written` leaves behind.
     pub fn unwritten(&self, written: &BTreeSet<String>) -> Vec<(String, Option<String>)> {
-        self.present
+        let mut left: Vec<(String, Option<String>)> = self
+            .present
             .iter()
             .filter(|(key, _)| self.owned.contains(key) && !written.contains(*key))
             .map(|(key, etag)| (key.clone(), etag.clone()))
-            .collect::<std::collections::BTreeMap<_, _>>()
-            .into_iter()
-            .collect()
+            .collect();
+        left.sort();
+        left
     }
+}
+
+/// The objects among `keys` that exist, looked up 16 at a time.
+async fn head_all(storage: &DynStorage, keys: &[String]) -> Result<Vec<ObjectMeta>> {
+    let found: Vec<Option<ObjectMeta>> = futures::stream::iter(keys)
+        .map(|key| storage.head(key))
+        .buffered(16)
+        .try_collect()
+        .await?;
+    Ok(found.into_iter().flatten().collect())
 }
 
 /// How one date's object is written.

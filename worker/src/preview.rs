@@ -176,17 +176,15 @@ pub fn format_preview(p: &Preview) -> String {
         bytes(p.bytes_to_rewrite),
         p.dates_to_delete.len()
     );
-    for f in p.files.iter().take(50) {
+    let files = p.files.iter().map(|f| {
         let status = match f.status {
             FileStatus::New => "new",
             FileStatus::Changed => "changed",
             FileStatus::Unchanged => "unchanged",
         };
-        out += &format!("    {status:<9} {:>10}  {}\n", bytes(f.meta.size), f.meta.key);
-    }
-    if p.files.len() > 50 {
-        out += &format!("    … and {} more\n", p.files.len() - 50);
-    }
+        format!("{status:<9} {:>10}  {}", bytes(f.meta.size), f.meta.key)
+    });
+    push_some(&mut out, files, 50);
     if !p.dates_to_write.is_empty() {
         out += &format!("  writes         {}\n", summarize_dates(&p.dates_to_write));
     }
@@ -198,27 +196,27 @@ pub fn format_preview(p: &Preview) -> String {
         p.objects_to_delete.len(),
         p.foreign_objects.len()
     );
-    for key in p.objects_to_delete.iter().take(20) {
-        out += &format!("    delete    {key}\n");
-    }
-    if p.objects_to_delete.len() > 20 {
-        out += &format!("    … and {} more\n", p.objects_to_delete.len() - 20);
-    }
-    for key in p.foreign_objects.iter().take(20) {
-        out += &format!("    ignore    {key}\n");
-    }
-    if p.foreign_objects.len() > 20 {
-        out += &format!("    … and {} more\n", p.foreign_objects.len() - 20);
-    }
+    push_some(
+        &mut out,
+        p.objects_to_delete.iter().map(|k| format!("delete    {k}")),
+        20,
+    );
+    push_some(
+        &mut out,
+        p.foreign_objects.iter().map(|k| format!("ignore    {k}")),
+        20,
+    );
     if !p.objects_in_the_way.is_empty() {
         out += &format!(
             "  in the way     {} object(s) where the table stores its dates, not written by it: \
              a run stops unless target.existing_objects is adopt or replace\n",
             p.objects_in_the_way.len()
         );
-        for key in p.objects_in_the_way.iter().take(20) {
-            out += &format!("    in the way {key}\n");
-        }
+        push_some(
+            &mut out,
+            p.objects_in_the_way.iter().map(|k| format!("in the way {k}")),
+            20,
+        );
     }
     for change in &p.settings_changes {
         out += &format!(
@@ -227,6 +225,17 @@ pub fn format_preview(p: &Preview) -> String {
         );
     }
     out
+}
+
+/// The first `shown` of `lines`, indented, then how many more there are.
+fn push_some(out: &mut String, lines: impl ExactSizeIterator<Item = String>, shown: usize) {
+    let total = lines.len();
+    for line in lines.take(shown) {
+        *out += &format!("    {line}\n");
+    }
+    if total > shown {
+        *out += &format!("    … and {} more\n", total - shown);
+    }
 }
 
 fn summarize_dates(dates: &[String]) -> String {

@@ -244,7 +244,7 @@ pub fn read_file(
     let mut rejects = Vec::new();
     let mut reject_bytes = 0usize;
     let mut parsed = ParsedLine::default();
-    let mut sniffer = options.diagnose.as_ref().map(|_| Sniffer::new());
+    let mut sniffer = options.diagnose.as_ref().map(|_| Sniffer::default());
     std::thread::scope(|scope| -> std::io::Result<()> {
         let decoder = MultiGzDecoder::new(&mut counting);
         let mut decoder: Box<dyn Read + Send> = match options.inflate_ahead {
@@ -356,11 +356,10 @@ fn judge(
     rejects: &mut Vec<Reject>,
     emit: &mut dyn FnMut(DateBlocks, Vec<Reject>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    let (Some(watching), Some(expect)) = (sniffer.as_mut(), options.diagnose.as_ref()) else {
+    let (Some(watching), Some(expect)) = (sniffer.take(), options.diagnose.as_ref()) else {
         return Ok(());
     };
     let verdict = watching.verdict(expect);
-    *sniffer = None;
     match verdict {
         None => Ok(()),
         Some(diagnosis) => {

@@ -371,22 +371,22 @@ async fn announce(
     keys: &[String],
 ) -> Result<()> {
     let owned = Owned::of(&loaded.state);
-    let mut new: Vec<String> = keys.iter().filter(|k| !owned.contains(k)).cloned().collect();
+    let new: Vec<String> = keys.iter().filter(|k| !owned.contains(k)).cloned().collect();
     if new.is_empty() {
         return Ok(());
     }
+    let announced = new.len();
     let mut state = loaded.state.clone();
-    state.unconfirmed.append(&mut new);
+    state.unconfirmed.extend(new);
     state.unconfirmed.sort();
     state.unconfirmed.dedup();
     state.version = STATE_VERSION;
     state.updated_at = Some(Utc::now());
-    lock.ensure_held().await?;
     let url = target.state.url();
     let etag = lock
-        .bounded(&url, target.state.commit(&state, loaded.etag.as_deref()))
+        .fenced(&url, target.state.commit(&state, loaded.etag.as_deref()))
         .await?;
-    tracing::debug!("run {run_id} announced {} new object(s) in the state", keys.len());
+    tracing::debug!("run {run_id} announced {announced} new object(s) in the state");
     *loaded = Loaded {
         state,
         etag: Some(etag),
@@ -620,9 +620,8 @@ async fn delete_unwritten(
         .collect();
     for (key, etag) in claims.unwritten(&written) {
         crate::faults::pause_point("before_delete").await;
-        lock.ensure_held().await?;
         let url = target.storage.url(&key);
-        lock.bounded(&url, target.table.delete(&key, etag.as_deref()))
+        lock.fenced(&url, target.table.delete(&key, etag.as_deref()))
             .await?;
         stats.table_changed = true;
         stats.objects_deleted.push(key.clone());
@@ -700,9 +699,8 @@ async fn commit_state(
     state.updated_at = Some(Utc::now());
     state.last_run_id = Some(run_id.to_string());
     crate::faults::pause_point("before_state_commit").await;
-    lock.ensure_held().await?;
     let url = target.state.url();
-    lock.bounded(&url, target.state.commit(&state, loaded.etag.as_deref()))
+    lock.fenced(&url, target.state.commit(&state, loaded.etag.as_deref()))
         .await?;
     stats.table_changed = true;
     Ok(())

@@ -182,7 +182,7 @@ pub async fn get_to_file(
 }
 
 /// [`Storage::put_file`] by reading the whole file and sending it with `put` or `put_if`: the
-/// default, and what a streaming backend does with small objects.
+/// trait's default, for a backend that cannot stream (the local and S3 backends both do).
 pub async fn put_file_in_memory<S: Storage + ?Sized>(
     storage: &S,
     key: &str,

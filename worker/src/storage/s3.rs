@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
@@ -246,6 +247,20 @@ impl S3Storage {
 
     fn full_key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
+    }
+
+    /// A single-request PUT of `key`, under `condition` if any.
+    fn put_object(&self, key: &str, condition: Option<&PutCondition>) -> PutObjectFluentBuilder {
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key));
+        match condition {
+            None => request,
+            Some(PutCondition::IfAbsent) => request.if_none_match("*"),
+            Some(PutCondition::IfMatch(etag)) => request.if_match(format!("\"{etag}\"")),
+        }
     }
 
     fn err<E>(&self, op: &'static str, key: &str, e: SdkError<E, HttpResponse>) -> StorageError
@@ -613,10 +628,7 @@ impl Storage for S3Storage {
         if body.len() > 2 * self.part_size {
             return self.put_multipart(key, body, None).await.map(drop);
         }
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
+        self.put_object(key, None)
             .body(ByteStream::from(body))
             .send()
             .await
@@ -628,16 +640,7 @@ impl Storage for S3Storage {
         let written = if body.len() > 2 * self.part_size {
             self.put_multipart(key, body.clone(), Some(&condition)).await
         } else {
-            let request = self
-                .client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(self.full_key(key));
-            let request = match condition {
-                PutCondition::IfAbsent => request.if_none_match("*"),
-                PutCondition::IfMatch(etag) => request.if_match(format!("\"{etag}\"")),
-            };
-            request
+            self.put_object(key, Some(&condition))
                 .body(ByteStream::from(body.clone()))
                 .send()
                 .await
@@ -657,47 +660,34 @@ impl Storage for S3Storage {
             message: format!("cannot read {}: {e}", path.display()),
         };
         let size = tokio::fs::metadata(path).await.map_err(local_error)?.len();
-        if size <= 2 * self.part_size as u64 {
+        let written = if size <= 2 * self.part_size as u64 {
             // One PUT whose body the SDK streams from the file: never read into memory whole.
             let body = ByteStream::from_path(path)
                 .await
                 .map_err(|e| local_error(std::io::Error::other(e)))?;
-            let request = self
-                .client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(self.full_key(key))
-                .content_length(size as i64);
-            let request = match &condition {
-                None => request,
-                Some(PutCondition::IfAbsent) => request.if_none_match("*"),
-                Some(PutCondition::IfMatch(etag)) => request.if_match(format!("\"{etag}\"")),
-            };
-            return match request
+            self.put_object(key, condition.as_ref())
+                .content_length(size as i64)
                 .body(body)
                 .send()
                 .await
+                .map(drop)
                 .map_err(|e| self.err("put", key, e))
-            {
-                Err(StorageError::PreconditionFailed { .. }) if condition.is_some() => {
-                    self.recognise_own_file_write(key, path).await
-                }
-                other => other.map(drop),
-            };
-        }
-        // Parts are read from the file as they are sent: at most `PARALLEL_PARTS` in memory.
-        let file = tokio::fs::File::open(path).await.map_err(local_error)?;
-        let (url, shown) = (self.url(key), path.display().to_string());
-        let parts = file_parts(file, self.part_size).map_err(move |e| StorageError::Other {
-            op: "put",
-            url: url.clone(),
-            message: format!("cannot read {shown}: {e}"),
-        });
-        match self.put_parts(key, parts, condition.as_ref()).await {
+        } else {
+            // Parts are read from the file as they are sent: at most `PARALLEL_PARTS` in memory.
+            let file = tokio::fs::File::open(path).await.map_err(local_error)?;
+            let (url, shown) = (self.url(key), path.display().to_string());
+            let parts = file_parts(file, self.part_size).map_err(move |e| StorageError::Other {
+                op: "put",
+                url: url.clone(),
+                message: format!("cannot read {shown}: {e}"),
+            });
+            self.put_parts(key, parts, condition.as_ref()).await.map(drop)
+        };
+        match written {
             Err(StorageError::PreconditionFailed { .. }) if condition.is_some() => {
                 self.recognise_own_file_write(key, path).await
             }
-            other => other.map(drop),
+            other => other,
         }
     }
 

@@ -145,17 +145,30 @@ pub async fn table_rows(storage: &DynStorage) -> Vec<TableRow> {
     rows
 }
 
-/// All rows of the table's own objects (those its state records), sorted: what the table
-/// holds whatever else lies under its root.
-pub async fn owned_rows(storage: &DynStorage) -> Vec<TableRow> {
+/// The keys of the data objects the table's state records (none without a state).
+pub async fn recorded_keys(storage: &DynStorage) -> Vec<String> {
     let Some((state, _)) = storage.get("_lakeload/state.json").await.unwrap() else {
         return Vec::new();
     };
     let state: serde_json::Value = serde_json::from_slice(&state).unwrap();
+    state["partitions"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p["key"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// All rows of the table's own objects (those its state records), sorted: what the table
+/// holds whatever else lies under its root.
+pub async fn owned_rows(storage: &DynStorage) -> Vec<TableRow> {
     let mut rows = Vec::new();
-    for partition in state["partitions"].as_object().unwrap().values() {
-        let key = partition["key"].as_str().unwrap();
-        let (bytes, _) = storage.get(key).await.unwrap().expect("a recorded object exists");
+    for key in recorded_keys(storage).await {
+        let (bytes, _) = storage
+            .get(&key)
+            .await
+            .unwrap()
+            .expect("a recorded object exists");
         rows.extend(parquet_rows(&bytes));
     }
     rows.sort();
