@@ -20,9 +20,9 @@ use serde_json::json;
 use crate::crd::{EtlRun, Phase};
 use crate::decide::{
     Action, EventType, FINALIZER, JobState, LeaseState, Observed, PodState, Policy, Stuck, SummaryFetch,
-    decide, holder_identity,
+    decide, holder_identity, holder_job_name,
 };
-use crate::job::{MANAGED_BY, build_job, build_lease, job_name, job_name_of, lease_name, run_id, table_id};
+use crate::job::{MANAGED_BY, build_job, build_lease, job_name, lease_name, run_id, table_id};
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
@@ -155,26 +155,33 @@ pub fn pod_state(pod: &Pod) -> PodState {
 /// that may run: a Lease whose operator stopped renewing it (a failover) is not taken over
 /// while its worker still runs.
 async fn holder_runs(jobs: &Api<Job>, pods: &Api<Pod>, holder: &str) -> Result<bool, Error> {
-    let Some((name, uid)) = holder.rsplit_once('#').and_then(|(run, uid)| {
-        let (_, name) = run.split_once('/')?;
-        Some((name, uid))
-    }) else {
+    let Some(job) = holder_job_name(holder) else {
         return Ok(false);
     };
-    let job = job_name_of(name, uid);
     if let Some(j) = jobs.get_opt(&job).await?
         && matches!(job_state(&j), JobState::Active | JobState::Suspended)
     {
         return Ok(true);
     }
-    let selector = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"));
-    Ok(pods
-        .list(&selector)
+    Ok(job_pods(pods, &job)
         .await?
-        .items
         .iter()
         .map(pod_state)
         .any(|p| p.active))
+}
+
+/// The pods of Job `job`, oldest first (so "the last pod" is the newest whatever order the
+/// list came in).
+async fn job_pods(pods: &Api<Pod>, job: &str) -> Result<Vec<Pod>, Error> {
+    let selector = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"));
+    let mut list = pods.list(&selector).await?.items;
+    list.sort_by(|a, b| {
+        let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        created(a)
+            .cmp(&created(b))
+            .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+    });
+    Ok(list)
 }
 
 /// A pod still `ContainerCreating` past `startTimeoutSeconds` says nothing itself: the
@@ -315,23 +322,21 @@ pub async fn reconcile(cached: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue
         return Ok(Requeue::await_change());
     };
     let job = jobs.get_opt(&job_name(&run)).await?;
-    let mut pod_list = if job.is_some() || run.metadata.deletion_timestamp.is_some() || run.status.is_some() {
-        pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={}", job_name(&run))))
-            .await?
-            .items
+    let pod_list = if job.is_some() || run.metadata.deletion_timestamp.is_some() || run.status.is_some() {
+        job_pods(&pods, &job_name(&run)).await?
     } else {
         Vec::new()
     };
-    // Oldest first, so "the last pod" is the newest whatever order the list came in.
-    pod_list.sort_by(|a, b| {
-        let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        created(a)
-            .cmp(&created(b))
-            .then_with(|| a.metadata.name.cmp(&b.metadata.name))
-    });
+    let lease = leases.get_opt(&lease_name(&run)).await?;
+    let lease_observed = lease.as_ref().map(lease_state);
+    let finished = run
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(Phase::is_finished);
     // ConfigMaps a run that has not started would mount: binary content is refused.
     let binary_config_maps = match (&job, &run.spec.pod_template) {
-        (None, Some(template)) => {
+        (None, Some(template)) if !finished => {
             let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
             let mut binary = Vec::new();
             for name in template
@@ -349,18 +354,12 @@ pub async fn reconcile(cached: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue
         }
         _ => Vec::new(),
     };
-    let lease = leases.get_opt(&lease_name(&run)).await?;
-    let finished = run
-        .status
-        .as_ref()
-        .and_then(|s| s.phase)
-        .is_some_and(Phase::is_finished);
     let kept = if finished && run.spec.ttl_seconds_after_finished.is_some() {
         among_kept(&run, &runs, ctx.settings.keep_last).await?
     } else {
         true
     };
-    let holder_alive = match lease.as_ref().map(lease_state) {
+    let holder_alive = match &lease_observed {
         Some(l)
             if l.expired(Utc::now()) && l.holder.as_ref().is_some_and(|h| *h != holder_identity(&run)) =>
         {
@@ -374,7 +373,7 @@ pub async fn reconcile(cached: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue
         run: &run,
         job: job.as_ref().map(job_state),
         pods: pod_states,
-        lease: lease.as_ref().map(lease_state),
+        lease: lease_observed,
         summary: None,
         among_kept: kept,
         binary_config_maps,

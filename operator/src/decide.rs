@@ -246,6 +246,13 @@ pub fn holder_identity(run: &EtlRun) -> String {
     )
 }
 
+/// The Job of the run a holder identity names (see [`holder_identity`]), if it reads as one.
+pub fn holder_job_name(holder: &str) -> Option<String> {
+    let (run, uid) = holder.rsplit_once('#')?;
+    let (_, name) = run.split_once('/')?;
+    Some(crate::job::job_name_of(name, uid))
+}
+
 /// Sets a condition, keeping its transition time when its status does not change.
 fn set_condition(
     status: &mut EtlRunStatus,
@@ -1472,6 +1479,16 @@ mod tests {
         assert_eq!(phase_of(&admitted), Some((Phase::Running, "JobRunning".into())));
         let evicted = decide(&observe(&r, Some(JobState::Suspended), Some(lease(&me, 5))));
         assert_eq!(phase_of(&evicted), Some((Phase::Pending, "Queued".into())));
+    }
+
+    #[test]
+    fn a_holder_identity_leads_back_to_its_runs_job() {
+        let r = run("nightly-events", true, None);
+        assert_eq!(
+            holder_job_name(&holder_identity(&r)),
+            Some(crate::job::job_name(&r))
+        );
+        assert_eq!(holder_job_name("not an identity"), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 
-use crate::crd::EtlRun;
+use crate::crd::{EtlRun, Phase};
 use crate::decide::{Action, Observed, holder_identity};
 use crate::job::{lease_name, micro_time};
 
@@ -42,7 +42,20 @@ impl Renewals {
     /// Returns how many were adopted.
     pub async fn adopt(&self, client: &Client, runs: &Api<EtlRun>) -> Result<usize, kube::Error> {
         let mut adopted = 0;
-        for run in runs.list(&Default::default()).await?.items {
+        let unfinished = runs
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|r| {
+                !r.status
+                    .as_ref()
+                    .and_then(|s| s.phase)
+                    .is_some_and(Phase::is_finished)
+            });
+        // Finished runs are left out: they only hold a Lease until their next reconcile
+        // releases it, and a long history of them would make start-up slow.
+        for run in unfinished {
             let namespace = run.namespace().unwrap_or_default();
             let leases: Api<Lease> = Api::namespaced(client.clone(), &namespace);
             let holder = holder_identity(&run);
