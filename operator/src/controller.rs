@@ -1,5 +1,5 @@
 //! The controller's edge: observe an `EtlRun`'s Job and Lease (and, once the Job ended, the
-//! worker's summary), ask [`decide`] what to do, and carry the actions out against the API.
+//! result the worker reported), ask [`decide`] what to do, and carry the actions out against the API.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,12 +9,13 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
+use lakeload_types::result::{EtlRunResult, RUN_UID_LABEL};
 use serde_json::json;
 
 use crate::crd::{EtlRun, Phase};
@@ -22,7 +23,7 @@ use crate::decide::{
     Action, EventType, FINALIZER, JobState, LeaseState, Observed, PodState, Policy, Stuck, SummaryFetch,
     decide, holder_identity, holder_job_name,
 };
-use crate::job::{MANAGED_BY, build_job, build_lease, job_name, lease_name, run_id, table_id};
+use crate::job::{MANAGED_BY, build_job, build_lease, job_name, lease_name, table_id};
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
@@ -35,6 +36,8 @@ pub struct Settings {
     pub policy: Policy,
     /// Kueue LocalQueue for runs that name none (`--default-queue-name`).
     pub default_queue_name: Option<String>,
+    /// Service account of worker pods whose run names none (`--worker-service-account`).
+    pub worker_service_account: Option<String>,
 }
 
 pub struct Context {
@@ -233,56 +236,29 @@ pub fn lease_state(lease: &Lease) -> LeaseState {
     }
 }
 
-/// Reads the worker's `_lakeload/runs/<run id>.json` from the target store, with the run's
-/// credentials Secret if it has one, else the operator's own AWS chain.
+/// The summary the run's worker reported: its newest `EtlRunResult` (a retried pod reports
+/// again; the last attempt is the one whose exit ended the Job). The operator never reads the
+/// table's store.
 async fn fetch_summary(run: &EtlRun, ctx: &Context) -> SummaryFetch {
-    match try_fetch_summary(run, ctx).await {
-        Ok(Some(s)) => SummaryFetch::Found(Box::new(s)),
-        Ok(None) => SummaryFetch::Missing,
-        Err(e) => SummaryFetch::Error(e),
+    let results: Api<EtlRunResult> =
+        Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
+    let mine = ListParams::default().labels(&format!("{RUN_UID_LABEL}={}", run.uid().unwrap_or_default()));
+    match results.list(&mine).await {
+        Ok(list) => newest_result(list.items)
+            .map(|r| SummaryFetch::Found(Box::new(r.spec)))
+            .unwrap_or(SummaryFetch::Missing),
+        Err(e) => SummaryFetch::Error(format!("EtlRunResults of {}: {e}", run.name_any())),
     }
 }
 
-async fn try_fetch_summary(
-    run: &EtlRun,
-    ctx: &Context,
-) -> Result<Option<lakeload_types::summary::RunSummary>, String> {
-    use lakeload::config::{AwsConfig, Secret as Hidden};
-    let setting = |k: &str| run.spec.settings.get(k).cloned();
-    let mut aws = AwsConfig {
-        region: setting("aws.region"),
-        endpoint_url: setting("aws.endpoint_url"),
-        profile: setting("aws.profile"),
-        force_path_style: setting("aws.force_path_style").map(|v| v == "true"),
-        ..AwsConfig::default()
-    };
-    if let Some(name) = &run.spec.credentials_secret {
-        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
-        let secret = secrets
-            .get(name)
-            .await
-            .map_err(|e| format!("Secret {name}: {e}"))?;
-        let data = secret.data.unwrap_or_default();
-        let value = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(&v.0).into_owned());
-        aws.access_key_id = value("AWS_ACCESS_KEY_ID");
-        aws.secret_access_key = value("AWS_SECRET_ACCESS_KEY").map(Hidden::new);
-        aws.session_token = value("AWS_SESSION_TOKEN").map(Hidden::new);
-        if aws.region.is_none() {
-            aws.region = value("AWS_REGION").or_else(|| value("AWS_DEFAULT_REGION"));
-        }
-    }
-    let location = lakeload_types::location::Location::parse(&run.spec.target.url)
-        .map_err(|e| format!("target.url: {e}"))?;
-    let storage = lakeload::storage::open(&location, &aws)
-        .await
-        .map_err(|e| e.to_string())?;
-    let key = lakeload::run::summary_key(&run_id(run));
-    match storage.get(&key).await.map_err(|e| e.to_string())? {
-        None => Ok(None),
-        Some((body, _)) => serde_json::from_slice(&body)
-            .map(Some)
-            .map_err(|e| format!("{}: {e}", storage.url(&key))),
-    }
+/// The newest result by creation time, then by its finish time (two attempts within a second).
+fn newest_result(results: Vec<EtlRunResult>) -> Option<EtlRunResult> {
+    results.into_iter().max_by(|a, b| {
+        let created = |r: &EtlRunResult| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        created(a)
+            .cmp(&created(b))
+            .then_with(|| a.spec.finished_at.cmp(&b.spec.finished_at))
+    })
 }
 
 /// Whether a finished run is among the newest `keep_last` finished runs of its target.
@@ -472,6 +448,9 @@ pub async fn reconcile(cached: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue
                 let mut queued = run.clone();
                 if queued.spec.queue_name.is_none() {
                     queued.spec.queue_name = ctx.settings.default_queue_name.clone();
+                }
+                if queued.spec.service_account_name.is_none() {
+                    queued.spec.service_account_name = ctx.settings.worker_service_account.clone();
                 }
                 let object = build_job(&queued, &ctx.settings.worker_image);
                 match jobs.create(&PostParams::default(), &object).await {

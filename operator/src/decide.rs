@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::crd::{EtlRun, EtlRunStatus, MANIFEST_CAP, ManifestEntry, Phase};
+use crate::crd::{EtlRun, EtlRunStatus, MANIFEST_CAP, Phase};
 use crate::job::EXIT_LOCKED;
 
 pub const FINALIZER: &str = "lakeload.io/release-lease";
@@ -79,11 +79,12 @@ impl LeaseState {
     }
 }
 
-/// The worker's run summary, fetched once the Job has ended.
+/// The summary the worker reported (its newest `EtlRunResult`), fetched once the Job has ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SummaryFetch {
-    Found(Box<lakeload_types::summary::RunSummary>),
-    /// No summary object: the worker never held its S3 lock (locked, exit 75) or crashed first.
+    Found(Box<lakeload_types::result::RunResultSpec>),
+    /// No result: the worker never held its S3 lock (locked, exit 75), crashed first, or could
+    /// not reach the API (its termination message says why).
     Missing,
     Error(String),
 }
@@ -815,8 +816,8 @@ fn finish(o: &Observed, current: &EtlRunStatus, job: &JobState, summary: &Summar
             "Succeeded",
             format!(
                 "{} files, {} rows read, {} dates written",
-                s.files.len(),
-                s.counts.rows_read,
+                s.manifest_total,
+                s.rows_read,
                 s.dates_written.len()
             ),
         ),
@@ -830,11 +831,17 @@ fn finish(o: &Observed, current: &EtlRunStatus, job: &JobState, summary: &Summar
                     .unwrap_or_else(|| format!("exit code {}", s.exit_code))
             ),
         ),
-        (JobState::Succeeded, SummaryFetch::Missing) => (
-            Phase::Failed,
-            "NoSummary",
-            "the Job succeeded but the worker wrote no run summary".to_string(),
-        ),
+        (JobState::Succeeded, SummaryFetch::Missing) => {
+            let said = o
+                .last_words()
+                .map(|m| format!(": {}", m.trim()))
+                .unwrap_or_else(|| "; see the Job's pod logs".to_string());
+            (
+                Phase::Failed,
+                "NoSummary",
+                format!("the Job succeeded but the worker reported no run summary{said}"),
+            )
+        }
         (JobState::Failed { message }, SummaryFetch::Missing) => {
             let said = o
                 .last_words()
@@ -843,7 +850,7 @@ fn finish(o: &Observed, current: &EtlRunStatus, job: &JobState, summary: &Summar
             (
                 Phase::Failed,
                 "JobFailed",
-                format!("{message}; the worker wrote no run summary{said}"),
+                format!("{message}; the worker reported no run summary{said}"),
             )
         }
         (_, SummaryFetch::Error(e)) => (
@@ -856,29 +863,20 @@ fn finish(o: &Observed, current: &EtlRunStatus, job: &JobState, summary: &Summar
         }
     };
     if let SummaryFetch::Found(s) = summary {
-        let c = &s.counts;
         next.exit_code = Some(s.exit_code);
         next.bytes_read = Some(s.bytes_read);
-        next.rows_read = Some(c.rows_read);
-        next.rows_blank = Some(c.rows_blank);
-        next.rows_rejected = Some(c.rows_rejected);
-        next.rows_inserted = Some(c.rows_inserted);
-        next.rows_updated = Some(c.rows_updated);
-        next.rows_superseded = Some(c.rows_superseded);
+        next.rows_read = Some(s.rows_read);
+        next.rows_blank = Some(s.rows_blank);
+        next.rows_rejected = Some(s.rows_rejected);
+        next.rows_inserted = Some(s.rows_inserted);
+        next.rows_updated = Some(s.rows_updated);
+        next.rows_superseded = Some(s.rows_superseded);
         next.dates_written = s.dates_written.clone();
-        next.manifest_total = Some(s.manifest.len() as u64);
-        next.manifest = s
-            .manifest
-            .iter()
-            .take(MANIFEST_CAP)
-            .map(|m| ManifestEntry {
-                key: m.key.clone(),
-                size: m.size,
-                etag: m.etag.clone(),
-                rows: m.rows,
-            })
-            .collect();
+        next.manifest_total = Some(s.manifest_total);
+        // The worker caps it; a result written by hand is capped here too.
+        next.manifest = s.manifest.iter().take(MANIFEST_CAP).cloned().collect();
         next.state_url = s.state_url.clone();
+        next.summary_url = s.summary_url.clone();
     } else if let Some(code) = exit_code(o, summary) {
         next.exit_code = Some(code);
     }
@@ -907,6 +905,7 @@ fn finish(o: &Observed, current: &EtlRunStatus, job: &JobState, summary: &Summar
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lakeload_types::result::RunResultSpec;
     use lakeload_types::summary::{ManifestEntry as WorkerEntry, RowCounts, RunSummary};
 
     fn now() -> DateTime<Utc> {
@@ -1009,7 +1008,7 @@ mod tests {
     }
 
     fn summary(files: usize, exit_code: i32) -> SummaryFetch {
-        SummaryFetch::Found(Box::new(RunSummary {
+        let reported = RunSummary {
             run_id: "id".into(),
             mode: lakeload_types::Mode::Incremental,
             status: if exit_code == 0 { "succeeded" } else { "failed" }.into(),
@@ -1047,7 +1046,11 @@ mod tests {
             log_url: None,
             state_url: Some("s3://out/t/_lakeload/state.json".into()),
             lakeload_version: "0".into(),
-        }))
+        };
+        SummaryFetch::Found(Box::new(RunResultSpec::from_summary(
+            &reported,
+            Some("s3://out/t/_lakeload/runs/id.json".into()),
+        )))
     }
 
     #[test]

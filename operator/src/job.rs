@@ -228,6 +228,11 @@ pub fn build_job(run: &EtlRun, default_image: &str) -> Job {
             "--json".into(),
             "--run-id".into(),
             run_id(run),
+            // The worker reports its summary as an EtlRunResult owned by this run.
+            "--etlrun".into(),
+            run.metadata.name.clone().unwrap_or_default(),
+            "--etlrun-uid".into(),
+            uid(run).to_string(),
         ]),
         env: Some(env),
         env_from: spec.credentials_secret.as_ref().map(|name| {
@@ -251,7 +256,8 @@ pub fn build_job(run: &EtlRun, default_image: &str) -> Job {
             ..Default::default()
         }),
         // The worker's last log lines become the pod's termination message: the operator
-        // quotes them when a pod fails before writing its summary (e.g. locked, exit 75).
+        // quotes them when a pod fails before reporting its summary (e.g. locked, exit 75); a
+        // worker that cannot report writes why there itself.
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         volume_mounts: Some(volume_mounts),
         ..Default::default()
@@ -307,8 +313,9 @@ pub fn build_job(run: &EtlRun, default_image: &str) -> Job {
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
                     service_account_name: spec.service_account_name.clone(),
-                    // The worker never calls the Kubernetes API.
-                    automount_service_account_token: Some(false),
+                    // The worker's one Kubernetes call: creating its EtlRunResult, with the
+                    // service account's token (its Role allows nothing else).
+                    automount_service_account_token: Some(true),
                     // No `<SERVICE>_SERVICE_HOST` variables: a Service named like a setting
                     // (`lakeload-aws`) would otherwise hand the worker an unknown setting.
                     enable_service_links: Some(false),
@@ -532,7 +539,12 @@ mod tests {
         );
         let pod = template.spec.unwrap();
         assert_eq!(pod.host_network, Some(true));
-        assert_eq!(pod.automount_service_account_token, Some(false));
+        // The worker reports its result with its account's token.
+        assert_eq!(pod.automount_service_account_token, Some(true));
+        let args = pod.containers[0].args.clone().unwrap();
+        let after = |flag: &str| args.iter().skip_while(|a| *a != flag).nth(1).cloned();
+        assert_eq!(after("--etlrun").as_deref(), Some("r"));
+        assert_eq!(after("--etlrun-uid").as_deref(), Some("r-0000-uid"));
         let env = env_of(&job);
         assert_eq!(
             env.get("AWS_CA_BUNDLE").map(String::as_str),

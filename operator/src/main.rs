@@ -67,18 +67,22 @@ struct RunArgs {
         default_value = ""
     )]
     allowed_service_accounts: Vec<String>,
+    /// Service account of worker pods whose EtlRun names none (always allowed). It needs
+    /// `create` on etlrunresults (the chart's `<release>-worker` Role): the worker reports its
+    /// summary with it. Empty: the namespace's `default` account.
+    #[arg(long, env = "LAKELOAD_OPERATOR_WORKER_SERVICE_ACCOUNT")]
+    worker_service_account: Option<String>,
     /// Variable names `spec.podTemplate.env` may not set, comma-separated (`prefix*` allowed).
     /// Default: the loader's and C library's variables and `LAKELOAD_*`
     /// (`decide::DEFAULT_DENIED_ENV`).
     #[arg(long, env = "LAKELOAD_OPERATOR_DENIED_ENV", value_delimiter = ',')]
     denied_env: Option<Vec<String>>,
-    /// Volume types `spec.podTemplate.volumes` may use, comma-separated (`emptyDir`, `secret`,
-    /// `configMap` without binaryData, `projectedServiceAccountToken`, `persistentVolumeClaim`,
-    /// `hostPath`, `csi`, …).
     /// Kueue LocalQueue for runs whose spec names none (empty: runs are not queued).
     #[arg(long, env = "LAKELOAD_OPERATOR_DEFAULT_QUEUE_NAME")]
     default_queue_name: Option<String>,
-    /// Default: `decide::DEFAULT_VOLUME_TYPES`.
+    /// Volume types `spec.podTemplate.volumes` may use, comma-separated (`emptyDir`, `secret`,
+    /// `configMap` without binaryData, `projectedServiceAccountToken`, `persistentVolumeClaim`,
+    /// `hostPath`, `csi`, …). Default: `decide::DEFAULT_VOLUME_TYPES`.
     #[arg(long, env = "LAKELOAD_OPERATOR_ALLOWED_VOLUME_TYPES", value_delimiter = ',')]
     allowed_volume_types: Option<Vec<String>>,
     /// A worker pod that cannot start this long (image pull, missing Secret, unschedulable)
@@ -185,21 +189,25 @@ async fn main() -> ExitCode {
                 .collect();
             allowed_images.push(args.worker_image.clone());
             let lease_seconds = args.lease_seconds.max(15);
+            let worker_service_account = args.worker_service_account.filter(|a| !a.trim().is_empty());
+            let mut allowed_service_accounts: Vec<String> = args
+                .allowed_service_accounts
+                .into_iter()
+                .filter(|a| !a.trim().is_empty())
+                .collect();
+            allowed_service_accounts.extend(worker_service_account.clone());
             let settings = Settings {
                 worker_image: args.worker_image,
                 keep_last: args.keep_last,
                 namespace: namespace.clone(),
                 default_queue_name: args.default_queue_name.filter(|q| !q.trim().is_empty()),
+                worker_service_account,
                 policy: Policy {
                     lease_seconds,
                     start_timeout_seconds: args.start_timeout_seconds.max(1),
                     lock_retry_seconds: args.lock_retry_seconds.max(1),
                     allowed_images,
-                    allowed_service_accounts: args
-                        .allowed_service_accounts
-                        .into_iter()
-                        .filter(|a| !a.trim().is_empty())
-                        .collect(),
+                    allowed_service_accounts,
                     denied_env: list_or(args.denied_env, DEFAULT_DENIED_ENV),
                     allowed_volume_types: list_or(args.allowed_volume_types, DEFAULT_VOLUME_TYPES),
                 },

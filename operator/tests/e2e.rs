@@ -23,6 +23,7 @@ use kube::{Client, ResourceExt};
 use lakeload_operator::crd::{EtlRun, Phase};
 use lakeload_testkit::S3Server;
 use lakeload_testkit::controlplane::ControlPlane;
+use lakeload_types::result::EtlRunResult;
 use serde_json::json;
 use tokio::sync::OnceCell;
 
@@ -54,26 +55,29 @@ async fn admin() -> Client {
     .await
 }
 
-/// Installs the checked-in CRD once per test process.
+/// Installs the checked-in CRDs (EtlRun, EtlRunResult) once per test process.
 async fn install_crd(client: &Client) {
     static DONE: OnceCell<()> = OnceCell::const_new();
     DONE.get_or_init(|| async {
         let text = std::fs::read_to_string(workspace().join("crds/etlrun.yaml")).unwrap();
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
         let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-        match api.create(&PostParams::default(), &crd).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => panic!("install CRD: {e}"),
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let crd = CustomResourceDefinition::deserialize(doc).unwrap();
+            match api.create(&PostParams::default(), &crd).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => panic!("install CRD: {e}"),
+            }
+            let name = crd.metadata.name.clone().unwrap();
+            wait_for("CRD established", Duration::from_secs(30), || async {
+                api.get(&name)
+                    .await
+                    .ok()
+                    .and_then(|c| c.status?.conditions)
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+            })
+            .await;
         }
-        wait_for("CRD established", Duration::from_secs(30), || async {
-            api.get("etlruns.lakeload.io")
-                .await
-                .ok()
-                .and_then(|c| c.status?.conditions)
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"))
-        })
-        .await;
     })
     .await;
 }
@@ -126,6 +130,24 @@ fn deploy_objects<K: serde::de::DeserializeOwned + kube::Resource>(kind: &str, n
 
 use serde::Deserialize;
 
+/// A token of service account `sa` of `namespace`, as the kubelet mounts one into a pod.
+async fn token_of(admin: &Client, namespace: &str, sa: &str) -> String {
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+    let response: TokenRequest = api
+        .create_subresource("token", sa, &PostParams::default(), &request)
+        .await
+        .unwrap_or_else(|e| panic!("token of {namespace}/{sa}: {e}"));
+    response.status.unwrap().token
+}
+
 /// One test's namespace, service accounts, S3 buckets and operator process.
 struct Env {
     admin: Client,
@@ -161,30 +183,14 @@ impl Env {
                 .unwrap();
         }
         let plane = tokio::task::spawn_blocking(ControlPlane::shared).await.unwrap();
-        let token = |sa: &'static str| {
-            let admin = admin.clone();
-            let ns = ns.clone();
-            async move {
-                let request = TokenRequest {
-                    spec: TokenRequestSpec {
-                        audiences: vec![],
-                        expiration_seconds: Some(3600),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                };
-                let api: Api<ServiceAccount> = Api::namespaced(admin, &ns);
-                let response: TokenRequest = api
-                    .create_subresource("token", sa, &PostParams::default(), &request)
-                    .await
-                    .unwrap();
-                response.status.unwrap().token
-            }
-        };
-        let operator_kubeconfig =
-            plane.kubeconfig_for(&format!("{ns}-operator"), &token("lakeload-operator").await);
-        let scheduler_kubeconfig =
-            plane.kubeconfig_for(&format!("{ns}-scheduler"), &token("lakeload-scheduler").await);
+        let operator_kubeconfig = plane.kubeconfig_for(
+            &format!("{ns}-operator"),
+            &token_of(&admin, &ns, "lakeload-operator").await,
+        );
+        let scheduler_kubeconfig = plane.kubeconfig_for(
+            &format!("{ns}-scheduler"),
+            &token_of(&admin, &ns, "lakeload-scheduler").await,
+        );
 
         let s3 = tokio::task::spawn_blocking(S3Server::shared).await.unwrap();
         let source_bucket = s3.bucket(name);
@@ -228,6 +234,7 @@ impl Env {
             ])
             .args(["--metrics-addr", &format!("127.0.0.1:{}", self.metrics_port)])
             .args(["--keep-last", &self.keep_last.to_string()])
+            .args(["--worker-service-account", "lakeload-worker"])
             .env("KUBECONFIG", &self.operator_kubeconfig)
             .env("RUST_LOG", "info,lakeload_operator=debug")
             .stdout(Stdio::null())
@@ -327,10 +334,19 @@ impl Env {
     }
 
     /// Plays the kubelet and the Job controller for one Job: runs the worker with the Job's
-    /// args and env (Secret refs resolved) and records the outcome in the Job's status.
+    /// args and env (Secret refs resolved) and its service account's token (as the kubelet
+    /// mounts it), and records the outcome in the Job's status.
     async fn run_job(&self, job: &Job) -> i32 {
         let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         let container = &pod.containers[0];
+        let account = pod.service_account_name.as_deref().unwrap_or("default");
+        let kubeconfig = if pod.automount_service_account_token == Some(false) {
+            None
+        } else {
+            let token = token_of(&self.admin, &self.ns, account).await;
+            let plane = tokio::task::spawn_blocking(ControlPlane::shared).await.unwrap();
+            Some(plane.kubeconfig_in(&format!("{}-{account}", self.ns), &token, &self.ns))
+        };
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         for from in container.env_from.clone().unwrap_or_default() {
             let name = from.secret_ref.unwrap().name;
@@ -352,6 +368,7 @@ impl Env {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(kubeconfig.iter().map(|k| ("KUBECONFIG", k)))
             .envs(&env)
             .current_dir(std::env::temp_dir())
             .output()
@@ -382,24 +399,45 @@ impl Env {
         code
     }
 
-    async fn summary(&self, table: &str, run_id: &str) -> serde_json::Value {
-        let aws = lakeload::config::AwsConfig {
-            endpoint_url: Some(self.s3.endpoint.clone()),
-            region: Some("us-east-1".into()),
-            access_key_id: Some("testing".into()),
-            secret_access_key: Some(lakeload::config::Secret::new("testing")),
+    /// Whether the operator's service account may `verb` `resource` in the test's namespace
+    /// (`kubectl auth can-i --as system:serviceaccount:<ns>:lakeload-operator`).
+    async fn operator_may(&self, verb: &str, resource: &str) -> bool {
+        use k8s_openapi::api::authorization::v1::{
+            ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+        };
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(format!("system:serviceaccount:{}:lakeload-operator", self.ns)),
+                groups: Some(vec![
+                    "system:serviceaccounts".into(),
+                    format!("system:serviceaccounts:{}", self.ns),
+                ]),
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: Some(self.ns.clone()),
+                    verb: Some(verb.into()),
+                    resource: Some(resource.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
             ..Default::default()
         };
-        let location =
-            lakeload::location::Location::parse(&format!("s3://{}/tables/{table}", self.source_bucket))
-                .unwrap();
-        let storage = lakeload::storage::open(&location, &aws).await.unwrap();
-        let (body, _) = storage
-            .get(&format!("_lakeload/runs/{run_id}.json"))
+        let answer = Api::<SubjectAccessReview>::all(self.admin.clone())
+            .create(&PostParams::default(), &review)
             .await
-            .unwrap()
-            .expect("summary");
-        serde_json::from_slice(&body).unwrap()
+            .unwrap();
+        answer.status.unwrap().allowed
+    }
+
+    /// The summary the worker wrote beside the table (`_lakeload/runs/<run id>.json`).
+    async fn summary(&self, table: &str, run_id: &str) -> serde_json::Value {
+        let path = format!(
+            "/{}/tables/{table}/_lakeload/runs/{run_id}.json",
+            self.source_bucket
+        );
+        let (code, body) = self.s3.exchange("GET", &path, b"");
+        assert_eq!(code, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap()
     }
 
     async fn events(&self, name: &str) -> Vec<String> {
@@ -494,15 +532,42 @@ async fn an_etlrun_runs_its_worker_under_a_lease_and_records_the_summary() {
             "incremental",
             "--json",
             "--run-id",
-            run_id.as_str()
+            run_id.as_str(),
+            "--etlrun",
+            "first",
+            "--etlrun-uid",
+            run.metadata.uid.as_deref().unwrap()
         ]
     );
 
     assert_eq!(env.run_job(&job).await, 0);
     let run = env.wait_phase("first", Phase::Succeeded).await;
     let status = run.status.unwrap();
+    // The worker reported its summary as an EtlRunResult owned by the run; the operator copied
+    // it from there (it has no S3 credentials and may read no Secret).
     let summary = env.summary("events", &run_id).await;
+    let results: Api<EtlRunResult> = Api::namespaced(env.admin.clone(), &env.ns);
+    let reported = results.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(reported.len(), 1);
+    let owner = &reported[0].metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str()),
+        ("EtlRun", run.metadata.uid.as_deref().unwrap())
+    );
+    assert_eq!(reported[0].spec.run_id, run_id);
     assert_eq!(status.rows_read, summary["rows_read"].as_u64());
+    assert_eq!(
+        status.summary_url.as_deref(),
+        Some(
+            format!(
+                "s3://{}/tables/events/_lakeload/runs/{run_id}.json",
+                env.source_bucket
+            )
+            .as_str()
+        )
+    );
+    assert!(!env.operator_may("get", "secrets").await);
+    assert!(!env.operator_may("list", "secrets").await);
     assert_eq!(status.rows_inserted, Some(2));
     assert_eq!(status.rows_superseded, Some(1));
     assert_eq!(status.rows_rejected, Some(1));
@@ -808,45 +873,84 @@ async fn the_helm_chart_lints_renders_and_applies_to_the_api_server() {
         String::from_utf8_lossy(&lint.stderr)
     );
 
-    // The default render is what deploy/operator.yaml spells out by hand: same operator rules.
+    // The default render is what deploy/operator.yaml spells out by hand: the same operator
+    // and worker rules.
     let rendered = helm_template(&helm, "lakeload", &[]);
-    let chart_role = of_kind(&rendered, "Role")[0];
     let text = std::fs::read_to_string(workspace().join("deploy/operator.yaml")).unwrap();
     let deploy: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
         .filter_map(|d| serde_yaml::Value::deserialize(d).ok())
         .collect();
-    let deploy_role = of_kind(&deploy, "Role")
-        .into_iter()
-        .find(|r| r["metadata"]["name"] == "lakeload-operator")
-        .unwrap();
-    assert_eq!(
-        chart_role["rules"], deploy_role["rules"],
-        "chart and deploy/ grant the operator the same rules"
-    );
+    let named = |objects: &[serde_yaml::Value], kind: &str, name: &str| {
+        of_kind(objects, kind)
+            .into_iter()
+            .find(|r| r["metadata"]["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+    for role in ["lakeload-operator", "lakeload-worker"] {
+        assert_eq!(
+            named(&rendered, "Role", role)["rules"],
+            named(&deploy, "Role", role)["rules"],
+            "chart and deploy/ grant {role} the same rules"
+        );
+    }
 
-    // Named credentials Secrets narrow the operator's Secret access to those names.
-    let narrowed = helm_template(
+    // The operator may read no Secret, whatever it watches; a worker may create its results
+    // and nothing else.
+    let all_namespaces = helm_template(&helm, "lakeload", &["watchAllNamespaces=true"]);
+    for (objects, kind) in [(&rendered, "Role"), (&all_namespaces, "ClusterRole")] {
+        let operator = named(objects, kind, "lakeload-operator");
+        let rules = operator["rules"].as_sequence().unwrap();
+        assert!(
+            rules.iter().all(|r| !r["resources"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|x| x == "secrets")),
+            "{kind}: {rules:?}"
+        );
+        let worker = named(objects, kind, "lakeload-worker");
+        assert_eq!(
+            worker["rules"],
+            serde_yaml::to_value(
+                json!([{"apiGroups": ["lakeload.io"], "resources": ["etlrunresults"], "verbs": ["create"]}])
+            )
+            .unwrap()
+        );
+    }
+    // The worker account is created (annotated for IRSA when asked) and bound; accounts runs
+    // may name are bound too, patterns are not (RBAC cannot bind a pattern).
+    let irsa = helm_template(
         &helm,
         "lakeload",
-        &["operator.credentialsSecrets={aws-prod,aws-dev}"],
+        &[
+            "workerServiceAccountAnnotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/etl",
+            "operator.allowedServiceAccounts={etl-reader,team-*}",
+        ],
     );
-    let secrets_rule = of_kind(&narrowed, "Role")[0]["rules"]
+    let account = named(&irsa, "ServiceAccount", "lakeload-worker");
+    assert_eq!(
+        account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        "arn:aws:iam::1:role/etl"
+    );
+    let binding = named(&irsa, "RoleBinding", "lakeload-worker");
+    let subjects: Vec<&str> = binding["subjects"]
         .as_sequence()
         .unwrap()
         .iter()
-        .find(|r| r["resources"][0] == "secrets")
-        .cloned()
-        .unwrap();
-    assert_eq!(
-        secrets_rule["resourceNames"],
-        serde_yaml::to_value(["aws-prod", "aws-dev"]).unwrap()
-    );
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(subjects, ["lakeload-worker", "etl-reader"]);
+    let env =
+        named(&irsa, "Deployment", "lakeload-operator")["spec"]["template"]["spec"]["containers"][0]["env"]
+            .clone();
     assert!(
-        chart_role["rules"]
-            .as_sequence()
+        env.as_sequence()
             .unwrap()
             .iter()
-            .all(|r| r["resourceNames"].is_null())
+            .any(|e| e["name"] == "LAKELOAD_OPERATOR_WORKER_SERVICE_ACCOUNT"
+                && e["value"] == "lakeload-worker"),
+        "{env:?}"
     );
 
     // One replica upgrades by Recreate (never two controllers at once); several roll, their

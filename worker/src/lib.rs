@@ -1,6 +1,7 @@
 //! lakeload: pipe-separated, gzip-compressed text files → a de-duplicated, date-partitioned
-//! Parquet table. The `lakeload` binary is a thin CLI over this library; the operator reuses
-//! its configuration and summary types.
+//! Parquet table. The `lakeload` binary is a thin CLI over this library. What the operator
+//! shares with it (the summary, the `EtlRunResult` it reports to, table locations) lives in
+//! the small `lakeload-types` crate.
 //!
 //! Data flows one way: [`config`] → [`plan`] (source listing vs [`state`]) → [`reader`] (read &
 //! clean, [`row`]) → [`router`] (rows by date) → [`merge`] (latest row per key) → [`table`]
@@ -13,6 +14,7 @@ pub mod dates;
 pub mod demo;
 pub mod diagnose;
 pub mod error;
+pub mod etlrun_result;
 pub mod faults;
 pub mod generate;
 pub mod lock;

@@ -41,6 +41,13 @@ enum Command {
         /// `_lakeload/runs/<run id>.json`.
         #[arg(long, value_name = "ID")]
         run_id: Option<String>,
+        /// Report the summary as an EtlRunResult owned by this EtlRun, through the Kubernetes
+        /// API with the pod's service account (set by the operator; needs --etlrun-uid).
+        #[arg(long, value_name = "NAME", requires = "etlrun_uid")]
+        etlrun: Option<String>,
+        /// The uid of the EtlRun named by --etlrun.
+        #[arg(long, value_name = "UID", requires = "etlrun")]
+        etlrun_uid: Option<String>,
     },
     /// Show what a run would do; changes nothing and takes no lock.
     Plan {
@@ -158,7 +165,13 @@ fn print_json(value: &impl serde::Serialize) {
 async fn dispatch(cli: Cli) -> i32 {
     let interactive = std::io::stderr().is_terminal();
     match &cli.command {
-        Command::Run { mode, json, run_id } => {
+        Command::Run {
+            mode,
+            json,
+            run_id,
+            etlrun,
+            etlrun_uid,
+        } => {
             let mut config = match load_config(&cli, mode.as_deref()) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
@@ -182,6 +195,15 @@ async fn dispatch(cli: Cli) -> i32 {
                     }));
                 }
                 (None, false) => {}
+            }
+            // A worker that never held the lock (or never read its config) has no summary:
+            // the operator reads its exit code and last words from the pod instead.
+            if let (Some(name), Some(uid), Some(summary)) = (etlrun, etlrun_uid, &report.summary) {
+                let owner = lakeload_types::result::RunOwner {
+                    name: name.clone(),
+                    uid: uid.clone(),
+                };
+                let _ = lakeload::etlrun_result::report(&owner, summary).await;
             }
             match report.result {
                 Ok(()) => exit_code::OK,

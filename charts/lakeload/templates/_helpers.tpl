@@ -26,3 +26,7 @@ runAsUser: 10001
 runAsGroup: 10001
 seccompProfile: {type: RuntimeDefault}
 {{- end }}
+{{- /* The account of worker pods whose EtlRun names none. */ -}}
+{{- define "lakeload.workerServiceAccount" -}}
+{{ .Values.workerServiceAccount | default (printf "%s-worker" .Release.Name) }}
+{{- end }}

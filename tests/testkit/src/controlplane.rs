@@ -111,7 +111,7 @@ impl ControlPlane {
         wait_port(secure, "kube-apiserver", &api_log);
         let server = format!("https://127.0.0.1:{secure}");
         let admin_kubeconfig = dir.join("admin.kubeconfig");
-        std::fs::write(&admin_kubeconfig, kubeconfig(&server, token)).unwrap();
+        std::fs::write(&admin_kubeconfig, kubeconfig(&server, token, "default")).unwrap();
 
         // Ready when /readyz answers 200 (the CRD and RBAC controllers have started).
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -144,16 +144,22 @@ impl ControlPlane {
 
     /// A kubeconfig for a bearer token (e.g. a service account's).
     pub fn kubeconfig_for(&self, name: &str, token: &str) -> PathBuf {
+        self.kubeconfig_in(name, token, "default")
+    }
+
+    /// A kubeconfig whose default namespace is `namespace`: what a pod's mounted service
+    /// account gives a client (kube's `Api::default_namespaced`).
+    pub fn kubeconfig_in(&self, name: &str, token: &str, namespace: &str) -> PathBuf {
         let path = self.dir.join(format!("{name}.kubeconfig"));
-        std::fs::write(&path, kubeconfig(&self.server, token)).unwrap();
+        std::fs::write(&path, kubeconfig(&self.server, token, namespace)).unwrap();
         path
     }
 }
 
-fn kubeconfig(server: &str, token: &str) -> String {
+fn kubeconfig(server: &str, token: &str, namespace: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\n\
          users:\n- name: user\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: user\n\
-         current-context: test\n"
+         \x20   namespace: {namespace}\ncurrent-context: test\n"
     )
 }
