@@ -92,6 +92,53 @@ async fn create_namespace(admin: &Client, name: &str) {
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => panic!("create Secret: {e}"),
     }
+    if name != RELEASE_NS {
+        bind_worker_account(admin, name).await;
+    }
+}
+
+/// What the README asks of each namespace an all-namespaces operator runs EtlRuns in: the
+/// worker account, bound to the chart's `lakeload-worker` ClusterRole (create EtlRunResults).
+async fn bind_worker_account(admin: &Client, ns: &str) {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::RoleBinding;
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "lakeload-worker", "namespace": ns}})).unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "lakeload-worker", "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "lakeload-worker"},
+        "subjects": [{"kind": "ServiceAccount", "name": "lakeload-worker", "namespace": ns}],
+    }))
+    .unwrap();
+    for created in [
+        Api::<ServiceAccount>::namespaced(admin.clone(), ns)
+            .create(&PostParams::default(), &account)
+            .await
+            .map(|_| ()),
+        Api::<RoleBinding>::namespaced(admin.clone(), ns)
+            .create(&PostParams::default(), &binding)
+            .await
+            .map(|_| ()),
+    ] {
+        match created {
+            Ok(()) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => panic!("bind the worker account in {ns}: {e}"),
+        }
+    }
+}
+
+/// The worker pod's template in these tests: the host's network (moto and the API server
+/// listen on its loopback) and the API server's address there, which a cluster with kube-proxy
+/// would give pods by itself (the worker reports its result through it).
+fn worker_pod(api_port: u16) -> serde_json::Value {
+    json!({
+        "hostNetwork": true,
+        "env": [
+            {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
+            {"name": "KUBERNETES_SERVICE_PORT", "value": api_port.to_string()},
+        ],
+    })
 }
 
 /// One test's view: the shared set-up and a client of its own.
@@ -144,6 +191,9 @@ async fn shared() -> &'static Shared {
                     "metricsPort": lakeload_testkit::free_port(),
                     "logFormat": "text",
                     "allowedImages": ["localhost/*"],
+                    // An account no namespace binds to the worker Role (a run naming it
+                    // cannot report its result).
+                    "allowedServiceAccounts": ["unbound"],
                     // In-cluster config, pointed at the API server on the node's loopback.
                     "extraEnv": [
                         {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
@@ -160,7 +210,7 @@ async fn shared() -> &'static Shared {
                         "target": {"url": format!("s3://{cron_bucket}/table")},
                         "credentialsSecret": "aws",
                         "settings": s3_settings(s3),
-                        "podTemplate": {"hostNetwork": true},
+                        "podTemplate": worker_pod(cluster.api_port),
                         "ttlSecondsAfterFinished": 3600,
                     },
                 },
@@ -252,7 +302,7 @@ async fn create_run(setup: &Setup, ns: &str, name: &str, bucket: &str, extra: se
         "target": {"url": format!("s3://{bucket}/table")},
         "credentialsSecret": "aws",
         "settings": s3_settings(setup.s3),
-        "podTemplate": {"hostNetwork": true},
+        "podTemplate": worker_pod(setup.cluster.api_port),
     });
     merge(&mut spec, extra);
     let run: EtlRun = serde_json::from_value(json!({
@@ -758,8 +808,6 @@ async fn pod_templates_cannot_load_code_and_service_links_do_not_reach_the_worke
         ),
     ];
     for (name, template, _) in &refusals {
-        let mut template = template.clone();
-        merge(&mut template, json!({"hostNetwork": true}));
         create_run(setup, &ns, name, &bucket, json!({"podTemplate": template})).await;
     }
     for (name, _, reason) in &refusals {
@@ -790,7 +838,6 @@ async fn pod_templates_cannot_load_code_and_service_links_do_not_reach_the_worke
 async fn a_pod_that_cannot_mount_its_volume_fails_the_run_with_the_kubelets_message() {
     let (ref setup, ns, bucket, _) = fresh("no-mount", 10).await;
     let template = json!({
-        "hostNetwork": true,
         "volumes": [{"name": "creds", "secret": {"secretName": "missing-creds"}}],
         "volumeMounts": [{"name": "creds", "mountPath": "/creds"}],
     });
@@ -811,4 +858,124 @@ async fn a_pod_that_cannot_mount_its_volume_fails_the_run_with_the_kubelets_mess
         assert!(Instant::now() < deadline, "the Lease was not released");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_whose_credentials_only_the_worker_has_succeeds_with_its_full_status() {
+    let (ref setup, ns, bucket, lines) = fresh("irsa", 120).await;
+    // IRSA as EKS's pod identity webhook sets it up: a projected service account token for
+    // STS and the variables that point the AWS SDK at it. STS is moto's here. No Secret: the
+    // worker's credentials come from AssumeRoleWithWebIdentity, which only its pod can call.
+    let mut template = worker_pod(setup.cluster.api_port);
+    template["env"].as_array_mut().unwrap().extend([
+        json!({"name": "AWS_ROLE_ARN", "value": "arn:aws:iam::111122223333:role/lakeload-etl"}),
+        json!({"name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"}),
+        json!({"name": "AWS_REGION", "value": "us-east-1"}),
+        json!({"name": "AWS_STS_REGIONAL_ENDPOINTS", "value": "regional"}),
+        json!({"name": "AWS_ENDPOINT_URL_STS", "value": setup.s3.endpoint}),
+    ]);
+    merge(
+        &mut template,
+        json!({
+            "volumes": [{"name": "aws-iam-token", "projected": {"sources": [
+                {"serviceAccountToken": {"audience": "sts.amazonaws.com", "expirationSeconds": 3600, "path": "token"}}]}}],
+            "volumeMounts": [{"name": "aws-iam-token", "mountPath": "/var/run/secrets/eks.amazonaws.com/serviceaccount", "readOnly": true}],
+        }),
+    );
+    let run = create_run(
+        setup,
+        &ns,
+        "irsa",
+        &bucket,
+        json!({"credentialsSecret": null, "podTemplate": template}),
+    )
+    .await;
+    assert_eq!(run.spec.credentials_secret, None);
+    let done = wait_run(setup, &ns, "irsa", Duration::from_secs(180), finished).await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    // Every field of SPEC §8, from the worker's EtlRunResult.
+    assert_eq!(status.rows_read, Some(lines as u64));
+    let rows = |v: Option<u64>| v.unwrap_or_else(|| panic!("a count is missing: {status:?}"));
+    assert_eq!(
+        rows(status.rows_blank)
+            + rows(status.rows_rejected)
+            + rows(status.rows_inserted)
+            + rows(status.rows_updated)
+            + rows(status.rows_superseded),
+        lines as u64
+    );
+    assert_eq!(status.manifest_total, Some(3));
+    let mut keys: Vec<&str> = status.manifest.iter().map(|m| m.key.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, ["part-0.gz", "part-1.gz", "part-2.gz"]);
+    assert!(!status.dates_written.is_empty());
+    assert_eq!(
+        status.state_url.as_deref(),
+        Some(format!("s3://{bucket}/table/_lakeload/state.json").as_str())
+    );
+    assert_eq!(status.exit_code, Some(0));
+    assert!(status.run_id.is_some() && status.started_at.is_some() && status.finished_at.is_some());
+    assert_eq!(
+        rows_by_date(setup.s3, &format!("s3://{bucket}/table")),
+        reference_rows(setup.s3, &bucket)
+    );
+    let pod = &job_pods(setup, &ns, &run).await[0];
+    assert_eq!(
+        pod.spec.as_ref().unwrap().service_account_name.as_deref(),
+        Some("lakeload-worker"),
+        "the operator's default worker account"
+    );
+
+    // The operator's account may read no Secret, here or in its own namespace.
+    let kubectl = tokio::task::spawn_blocking(lakeload_testkit::kubectl)
+        .await
+        .unwrap();
+    for namespace in [ns.as_str(), RELEASE_NS] {
+        for verb in ["get", "list"] {
+            let out = Command::new(&kubectl)
+                .args(["auth", "can-i", verb, "secrets", "--namespace", namespace, "--as"])
+                .arg(format!("system:serviceaccount:{RELEASE_NS}:lakeload-operator"))
+                .env("KUBECONFIG", &setup.cluster.kubeconfig)
+                .output()
+                .unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                "no",
+                "kubectl auth can-i {verb} secrets -n {namespace}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_that_may_not_report_fails_its_run_saying_which_permission_is_missing() {
+    let (ref setup, ns, bucket, _) = fresh("unbound", 20).await;
+    let account: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "unbound", "namespace": ns}})).unwrap();
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(setup.admin.clone(), &ns)
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
+    create_run(
+        setup,
+        &ns,
+        "mute",
+        &bucket,
+        json!({"serviceAccountName": "unbound"}),
+    )
+    .await;
+    let done = wait_run(setup, &ns, "mute", Duration::from_secs(180), finished).await;
+    let status = done.status.unwrap();
+    assert_eq!(
+        (status.phase, status.reason.as_deref()),
+        (Some(Phase::Failed), Some("NoSummary")),
+        "{status:?}"
+    );
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.contains("etlrunresults") && message.contains("forbidden"),
+        "the worker's own words reach the status: {message}"
+    );
 }

@@ -19,7 +19,8 @@ pub const MANIFEST_CAP: usize = 1_000;
 /// Label: the `EtlRun` a result belongs to (its uid: a deleted and re-created run of the same
 /// name never reads its predecessor's results).
 pub const RUN_UID_LABEL: &str = "lakeload.io/run-uid";
-/// Label: the `EtlRun`'s name, for `kubectl get etlrunresults -l lakeload.io/run=<name>`.
+/// Label: the `EtlRun`'s name, for `kubectl get etlrunresults -l lakeload.io/run=<name>`
+/// (absent when the name is longer than a label value may be).
 pub const RUN_LABEL: &str = "lakeload.io/run";
 
 /// The summary of one worker attempt for an `EtlRun`, reported by the worker.
@@ -148,10 +149,12 @@ impl EtlRunResult {
             generate_name: Some(format!("{}-", owner.name)),
             labels: Some(
                 [
-                    (RUN_LABEL.to_string(), owner.name.clone()),
-                    (RUN_UID_LABEL.to_string(), owner.uid.clone()),
+                    Some((RUN_UID_LABEL.to_string(), owner.uid.clone())),
+                    (owner.name.len() <= 63).then(|| (RUN_LABEL.to_string(), owner.name.clone())),
                 ]
-                .into(),
+                .into_iter()
+                .flatten()
+                .collect(),
             ),
             owner_references: Some(vec![OwnerReference {
                 api_version: "lakeload.io/v1alpha1".into(),
@@ -248,5 +251,13 @@ mod tests {
         assert_eq!(json["spec"]["manifestTotal"], 2);
         let back: EtlRunResult = serde_json::from_value(json).unwrap();
         assert_eq!(back.spec, r.spec);
+
+        // A run name may be longer than a label value: only the uid label stays.
+        let long = RunOwner {
+            name: "x".repeat(200),
+            uid: "u".into(),
+        };
+        let r = EtlRunResult::for_run(&long, back.spec);
+        assert_eq!(r.metadata.labels.unwrap().len(), 1);
     }
 }

@@ -138,6 +138,12 @@ pub fn helm() -> PathBuf {
     built_by("tests/helm/build.sh")
 }
 
+/// The kubectl built with the control plane (tests/controlplane/build.sh), called by path: a
+/// fresh machine has none.
+pub fn kubectl() -> PathBuf {
+    built_by("tests/controlplane/build.sh").join("kubectl")
+}
+
 /// Runs a build script of the workspace (which builds once per machine, then reuses its cache)
 /// and returns the path it prints last.
 pub fn built_by(script: &str) -> PathBuf {
