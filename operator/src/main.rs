@@ -46,6 +46,9 @@ struct RunArgs {
     /// Address for /healthz, /readyz and /metrics.
     #[arg(long, env = "LAKELOAD_OPERATOR_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
+    /// Let other replicas on the same host network bind the metrics port too (SO_REUSEPORT).
+    #[arg(long, env = "LAKELOAD_OPERATOR_METRICS_SHARED_PORT", default_value_t = false)]
+    metrics_shared_port: bool,
     /// text or json.
     #[arg(long, env = "LAKELOAD_OPERATOR_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -118,6 +121,19 @@ enum Command {
     },
 }
 
+/// `<pod name>_<8 hex digits>`, new for every start of the process: a replica restarted
+/// after a crash is a new candidate, and waits for its predecessor's Lease to lapse like any
+/// standby, rather than resuming a leadership it knows nothing about.
+fn candidate_identity() -> String {
+    let pod = std::env::var("POD_NAME").unwrap_or_else(|_| "lakeload-operator".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let salt = (nanos as u64 ^ u64::from(std::process::id()).rotate_left(32)) as u32;
+    format!("{pod}_{salt:08x}")
+}
+
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
@@ -180,6 +196,7 @@ async fn main() -> ExitCode {
             let server = tokio::spawn(lakeload_operator::metrics::serve(
                 args.metrics_addr,
                 metrics.clone(),
+                args.metrics_shared_port,
             ));
             let namespace = args.namespace.filter(|n| !n.is_empty());
             let mut allowed_images: Vec<String> = args
@@ -220,8 +237,7 @@ async fn main() -> ExitCode {
                         .or(namespace)
                         .unwrap_or_else(|| "default".into()),
                     name: "lakeload-operator-leader".into(),
-                    identity: std::env::var("POD_NAME")
-                        .unwrap_or_else(|_| format!("lakeload-operator-{}", std::process::id())),
+                    identity: candidate_identity(),
                     lease_seconds,
                 };
                 // A standby is Ready too (it can take over); leadership is the `leader` metric.

@@ -107,13 +107,32 @@ async fn ready(State(m): State<Arc<Metrics>>) -> (StatusCode, &'static str) {
     }
 }
 
-/// Serves the endpoints until the process ends.
-pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+/// Serves the endpoints until the process ends. `shared_port`: replicas on the host network
+/// of one node bind the same port (SO_REUSEPORT; the kernel spreads connections over them).
+/// Every replica answers the probes alike (standbys are ready too); `lakeload_operator_leader`
+/// tells a scrape which one it reached.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    metrics: Arc<Metrics>,
+    shared_port: bool,
+) -> std::io::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(self::metrics))
         .with_state(metrics);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = if shared_port {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        socket.listen(1024)?
+    } else {
+        tokio::net::TcpListener::bind(addr).await?
+    };
     axum::serve(listener, app).await
 }

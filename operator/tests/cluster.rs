@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use kube::{Client, ResourceExt};
 use lakeload_operator::crd::{EtlRun, Phase};
-use lakeload_operator::job::{job_name, lease_name};
+use lakeload_operator::job::{LABEL_TABLE, job_name, lease_name, table_id};
 use lakeload_testkit::S3Server;
 use lakeload_testkit::cluster::{Cluster, OPERATOR_IMAGE, WORKER_IMAGE};
 use serde_json::json;
@@ -184,6 +184,9 @@ async fn shared() -> &'static Shared {
                 },
                 "watchAllNamespaces": true,
                 "operator": {
+                    // Two replicas, a leader elected: every test here runs through leader
+                    // changes (the failover test kills one, a helm upgrade rolls both).
+                    "replicas": 2,
                     "leaseSeconds": 15,
                     "startTimeoutSeconds": 20,
                     "lockRetrySeconds": 5,
@@ -247,7 +250,11 @@ async fn shared() -> &'static Shared {
                 .unwrap()
                 .status
                 .and_then(|s| s.ready_replicas);
-            assert_eq!(ready, Some(1), "the operator Deployment is ready");
+            assert_eq!(
+                ready,
+                Some(2),
+                "both operator replicas are ready, leader and standby"
+            );
             Shared {
                 cluster,
                 s3,
@@ -327,6 +334,49 @@ fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
         }
         (slot, value) => *slot = value,
     }
+}
+
+/// Where the release's values live, for `helm upgrade --reuse-values`.
+fn helm_upgrade(cluster: &Cluster, sets: &[&str]) -> std::process::Output {
+    let helm = lakeload_testkit::helm();
+    let mut command = Command::new(helm);
+    command
+        .args(["upgrade", "lakeload"])
+        .arg(lakeload_testkit::workspace().join("charts/lakeload"))
+        .args([
+            "--namespace",
+            RELEASE_NS,
+            "--reuse-values",
+            "--wait",
+            "--timeout",
+            "150s",
+        ]);
+    for set in sets {
+        command.args(["--set", set]);
+    }
+    command.env("KUBECONFIG", &cluster.kubeconfig).output().unwrap()
+}
+
+/// SIGKILLs a container through containerd, as the OOM killer or a node fault would.
+fn kill_container(cluster: &Cluster, pod: &Pod) {
+    let id = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c[0].container_id.clone())
+        .expect("a running container");
+    let kill = Command::new("ctr")
+        .args(["--address"])
+        .arg(cluster.dir.join("containerd/containerd.sock"))
+        .args(["--namespace", "k8s.io", "tasks", "kill", "--signal", "SIGKILL"])
+        .arg(id.trim_start_matches("containerd://"))
+        .output()
+        .unwrap();
+    assert!(
+        kill.status.success(),
+        "ctr kill: {}",
+        String::from_utf8_lossy(&kill.stderr)
+    );
 }
 
 /// Waits until the run reaches a finished phase (or `until` says so); returns it.
@@ -560,26 +610,8 @@ async fn a_config_error_is_not_retried_and_a_killed_worker_is() {
         .container_id
         .clone()
         .unwrap();
-    let id = container.trim_start_matches("containerd://");
-    let kill = Command::new("ctr")
-        .args(["--address"])
-        .arg(setup.cluster.dir.join("containerd/containerd.sock"))
-        .args([
-            "--namespace",
-            "k8s.io",
-            "tasks",
-            "kill",
-            "--signal",
-            "SIGKILL",
-            id,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        kill.status.success(),
-        "ctr kill: {}",
-        String::from_utf8_lossy(&kill.stderr)
-    );
+    assert!(container.starts_with("containerd://"));
+    kill_container(setup.cluster, &first);
 
     let done = wait_run(setup, &ns, "killed", Duration::from_secs(240), finished).await;
     let status = done.status.unwrap();
@@ -977,5 +1009,174 @@ async fn a_worker_that_may_not_report_fails_its_run_saying_which_permission_is_m
     assert!(
         message.contains("etlrunresults") && message.contains("forbidden"),
         "the worker's own words reach the status: {message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_killed_mid_run_never_lets_a_second_job_write_the_table() {
+    let (ref setup, ns, bucket, lines) = fresh("failover", 200).await;
+    let table = table_id(&format!("s3://{bucket}/table"));
+    // Every Job of the table not yet ended, sampled from before the first run starts to after
+    // the last ends: never more than one.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let jobs: Api<Job> = Api::namespaced(setup.admin.clone(), &ns);
+        let selector = ListParams::default().labels(&format!("{LABEL_TABLE}={table}"));
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut most = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let live = jobs
+                    .list(&selector)
+                    .await
+                    .unwrap()
+                    .items
+                    .iter()
+                    .filter(|j| {
+                        !j.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| {
+                                c.iter().any(|c| {
+                                    (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True"
+                                })
+                            })
+                    })
+                    .count();
+                most = most.max(live);
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            most
+        })
+    };
+
+    // The first run ("holder") holds the table, its worker paused long past the failover (the
+    // leader's Lease and the table's are 15 s); the second ("eager") waits for it. A new
+    // leader lists (and reconciles) "eager" first: it finds the table's Lease expired, nobody
+    // having renewed it during the failover, while the holder's worker still runs.
+    let first = create_run(
+        setup,
+        &ns,
+        "holder",
+        &bucket,
+        json!({"settings": {PAUSE_SETTING: "after_read:1:sleep60000"}}),
+    )
+    .await;
+    wait_paused(setup, &ns, &first).await;
+    create_run(setup, &ns, "eager", &bucket, json!({"mode": "incremental"})).await;
+    wait_run(setup, &ns, "eager", Duration::from_secs(60), |r| {
+        r.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("LockedBy")
+    })
+    .await;
+
+    // SIGKILL the leader: it cannot release its Lease, nobody renews the table's. A standby
+    // takes over about when the table's Lease lapses, so whether the new leader ever sees it
+    // lapsed is a race; to see it every time, the outage is stretched past the table's Lease
+    // (both replicas stopped, the holder's worker still running), then the operator returns.
+    let leases: Api<Lease> = Api::namespaced(setup.admin.clone(), RELEASE_NS);
+    let leader = leases
+        .get("lakeload-operator-leader")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.holder_identity)
+        .expect("a leader");
+    // The identity is `<pod>_<process suffix>`: a restarted container is a new candidate.
+    let (leader_pod, _) = leader.split_once('_').expect("pod_suffix");
+    let operators: Api<Pod> = Api::namespaced(setup.admin.clone(), RELEASE_NS);
+    kill_container(setup.cluster, &operators.get(leader_pod).await.unwrap());
+    let deployments: Api<Deployment> = Api::namespaced(setup.admin.clone(), RELEASE_NS);
+    let scale = |replicas: i32| {
+        let deployments = deployments.clone();
+        async move {
+            deployments
+                .patch(
+                    "lakeload-operator",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(json!({"spec": {"replicas": replicas}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    scale(0).await;
+    let table_leases: Api<Lease> = Api::namespaced(setup.admin.clone(), &ns);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let lease = table_leases.get(&lease_name(&first)).await.unwrap().spec.unwrap();
+        let renewed = lease.renew_time.or(lease.acquire_time).unwrap().0;
+        let lapsed_at = renewed
+            .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(
+                i64::from(lease.lease_duration_seconds.unwrap()) + 1,
+            ))
+            .unwrap();
+        let live_operators = operators
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|p| p.name_any().starts_with("lakeload-operator-"))
+            .count();
+        if live_operators == 0 && k8s_openapi::jiff::Timestamp::now() > lapsed_at {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the table's Lease did not lapse");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        !job_pods(setup, &ns, &first).await[0]
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|p| p == "Succeeded" || p == "Failed"),
+        "the holder's worker still runs while its Lease has lapsed"
+    );
+    scale(2).await;
+
+    let first_done = wait_run(setup, &ns, "holder", Duration::from_secs(240), finished).await;
+    let second_done = wait_run(setup, &ns, "eager", Duration::from_secs(240), finished).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let most = sampler.await.unwrap();
+    for done in [&first_done, &second_done] {
+        let status = done.status.clone().unwrap();
+        assert_eq!(
+            status.phase,
+            Some(Phase::Succeeded),
+            "{}: {status:?}",
+            done.name_any()
+        );
+    }
+    assert_eq!(first_done.status.unwrap().rows_read, Some(lines as u64));
+    assert_eq!(most, 1, "at most one live Job for the table at any sample");
+    assert_eq!(
+        rows_by_date(setup.s3, &format!("s3://{bucket}/table")),
+        reference_rows(setup.s3, &bucket)
+    );
+    let new_leader = leases
+        .get("lakeload-operator-leader")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert!(new_leader.is_some_and(|l| l != leader), "leadership passed on");
+
+    // A rolling upgrade of two replicas finishes (standbys are ready) and leaves one leader.
+    let upgrade = helm_upgrade(setup.cluster, &["operator.logFormat=json"]);
+    assert!(
+        upgrade.status.success(),
+        "helm upgrade --wait: {}{}\n{}",
+        String::from_utf8_lossy(&upgrade.stdout),
+        String::from_utf8_lossy(&upgrade.stderr),
+        operator_logs(setup.cluster)
+    );
+    let deployment = Api::<Deployment>::namespaced(setup.admin.clone(), RELEASE_NS)
+        .get("lakeload-operator")
+        .await
+        .unwrap();
+    let status = deployment.status.unwrap();
+    assert_eq!(
+        (status.ready_replicas, status.updated_replicas),
+        (Some(2), Some(2))
     );
 }
