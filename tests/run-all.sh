@@ -15,6 +15,8 @@ bash tests/check-shared-build.sh
 bash tests/controlplane/build.sh >/dev/null
 # The chart tests run `helm lint` / `helm template` with a helm built the same way.
 bash tests/helm/build.sh >/dev/null
+# The queueing test runs the real Kueue controller, built the same way (~2 min the first time).
+bash tests/kueue/build.sh >/dev/null
 # The container tests run images built from this checkout's binaries (podman, Dockerfile's
 # runtime stages; the Debian base is made once per machine with debootstrap).
 cargo test --release --workspace --no-run

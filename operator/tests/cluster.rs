@@ -1180,3 +1180,262 @@ async fn a_leader_killed_mid_run_never_lets_a_second_job_write_the_table() {
         (Some(2), Some(2))
     );
 }
+
+/// The real Kueue controller (tests/kueue/build.sh), started once per test process beside the
+/// cluster as its own process with the admin's kubeconfig: its CRDs as published, plus what its
+/// manifests would add (the namespace, the webhook certificate's Secret, the conversion and
+/// admission webhook configurations its certificate manager fills in). No admission webhook
+/// is registered: the operator creates queued Jobs suspended and labelled itself, which is all
+/// Kueue's Job reconciler needs.
+async fn kueue(setup: &Setup) {
+    static STARTED: OnceCell<()> = OnceCell::const_new();
+    STARTED
+        .get_or_init(|| async {
+            use k8s_openapi::api::admissionregistration::v1::{
+                MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+            };
+            use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+            let out = tokio::task::spawn_blocking(|| lakeload_testkit::built_by("tests/kueue/build.sh"))
+                .await
+                .unwrap();
+            let admin = &setup.admin;
+            create_namespace(admin, "kueue-system").await;
+            let secret: Secret =
+                serde_json::from_value(json!({"metadata": {"name": "kueue-webhook-server-cert"}})).unwrap();
+            let _ = Api::<Secret>::namespaced(admin.clone(), "kueue-system")
+                .create(&PostParams::default(), &secret)
+                .await;
+            let named = |name: &str| json!({"metadata": {"name": name}});
+            let _ = Api::<ValidatingWebhookConfiguration>::all(admin.clone())
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(named("kueue-validating-webhook-configuration")).unwrap(),
+                )
+                .await;
+            let _ = Api::<MutatingWebhookConfiguration>::all(admin.clone())
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(named("kueue-mutating-webhook-configuration")).unwrap(),
+                )
+                .await;
+            let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+            let converted = ["localqueues", "clusterqueues", "cohorts", "workloads", "multikueueclusters"];
+            for entry in std::fs::read_dir(out.join("crds")).unwrap() {
+                let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+                let mut crd: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+                let plural = crd["spec"]["names"]["plural"].as_str().unwrap().to_string();
+                if converted.contains(&plural.as_str()) {
+                    crd["spec"]["conversion"] = json!({"strategy": "Webhook", "webhook": {
+                        "clientConfig": {"service": {"namespace": "kueue-system", "name": "kueue-webhook-service", "path": "/convert"}},
+                        "conversionReviewVersions": ["v1"]}});
+                }
+                let crd: CustomResourceDefinition = serde_json::from_value(crd).unwrap();
+                match crds.create(&PostParams::default(), &crd).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    Err(e) => panic!("install Kueue CRD {plural}: {e}"),
+                }
+            }
+            let dir = setup.cluster.dir.join("kueue");
+            std::fs::create_dir_all(&dir).unwrap();
+            let health = lakeload_testkit::free_port();
+            let config = format!(
+                "apiVersion: config.kueue.x-k8s.io/v1beta2\nkind: Configuration\nnamespace: kueue-system\n\
+                 health:\n  healthProbeBindAddress: 127.0.0.1:{health}\nmetrics:\n  bindAddress: \"0\"\n\
+                 webhook:\n  host: 127.0.0.1\n  port: {}\n  certDir: {}\nleaderElection:\n  leaderElect: false\n\
+                 internalCertManagement:\n  enable: true\n  webhookServiceName: kueue-webhook-service\n\
+                 \x20 webhookSecretName: kueue-webhook-server-cert\nintegrations:\n  frameworks: [\"batch/job\"]\n",
+                lakeload_testkit::free_port(),
+                dir.join("certs").display()
+            );
+            std::fs::write(dir.join("config.yaml"), config).unwrap();
+            let args = vec![
+                "--config".to_string(),
+                dir.join("config.yaml").display().to_string(),
+                "--kubeconfig".to_string(),
+                setup.cluster.kubeconfig.display().to_string(),
+                "--visibility-server-port".to_string(),
+                lakeload_testkit::free_port().to_string(),
+            ];
+            let log = dir.join("kueue.log");
+            // Guarded: it ends with this test process.
+            std::mem::forget(lakeload_testkit::start_guarded(&out.join("kueue"), &args, &log));
+            // The kubelet's part for a pod: the certificate manager writes its Secret and waits
+            // to see it mounted in certDir; here the test mounts it, for as long as it runs.
+            let secrets: Api<Secret> = Api::namespaced(admin.clone(), "kueue-system");
+            let certs = dir.join("certs");
+            std::fs::create_dir_all(&certs).unwrap();
+            let mount = move || {
+                let secrets = secrets.clone();
+                let certs = certs.clone();
+                async move {
+                    let data = secrets
+                        .get("kueue-webhook-server-cert")
+                        .await
+                        .ok()
+                        .and_then(|s| s.data)
+                        .unwrap_or_default();
+                    for (key, value) in data {
+                        let path = certs.join(&key);
+                        if std::fs::read(&path).ok().as_deref() != Some(&value.0[..]) {
+                            std::fs::write(&path, &value.0).unwrap();
+                        }
+                    }
+                }
+            };
+            tokio::spawn({
+                let mount = mount.clone();
+                async move {
+                    loop {
+                        mount().await;
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            });
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let ready = tokio::net::TcpStream::connect(("127.0.0.1", health)).await.is_ok()
+                    && http_ready(health).await;
+                if ready {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "Kueue did not become ready:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+        .await;
+}
+
+/// Whether Kueue's health endpoint says ready.
+async fn http_ready(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let _ = stream
+        .write_all(b"GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .await;
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer).await;
+    answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kueue_admits_one_worker_at_a_time_within_its_quota() {
+    let (ref setup, ns, bucket, lines) = fresh("kueue", 100).await;
+    kueue(setup).await;
+    // Quota for one worker (600m of CPU each, 1 CPU in the queue); two runs on two tables.
+    let flavor = json!({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": format!("{ns}-flavor")}});
+    let queue = json!({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue",
+        "metadata": {"name": format!("{ns}-cq")},
+        "spec": {"namespaceSelector": {}, "resourceGroups": [{"coveredResources": ["cpu", "memory"],
+            "flavors": [{"name": format!("{ns}-flavor"), "resources": [
+                {"name": "cpu", "nominalQuota": "1"}, {"name": "memory", "nominalQuota": "2Gi"}]}]}]}});
+    let local = json!({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
+        "metadata": {"name": "etl", "namespace": ns}, "spec": {"clusterQueue": format!("{ns}-cq")}});
+    for object in [flavor, queue, local] {
+        apply_dynamic(setup, object).await;
+    }
+    let queued = |extra: serde_json::Value| {
+        let mut spec = json!({
+            "queueName": "etl",
+            "resources": {"requests": {"cpu": "600m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+        });
+        merge(&mut spec, extra);
+        spec
+    };
+    let first = create_run(
+        setup,
+        &ns,
+        "first",
+        &bucket,
+        queued(json!({"settings": {PAUSE_SETTING: "after_read:1:sleep8000"}})),
+    )
+    .await;
+    wait_paused(setup, &ns, &first).await;
+    let second = create_run(
+        setup,
+        &ns,
+        "second",
+        &bucket,
+        queued(json!({"target": {"url": format!("s3://{bucket}/table-two")}})),
+    )
+    .await;
+    // Kueue holds the second Job (no quota left) while the first runs.
+    let waiting = wait_run(setup, &ns, "second", Duration::from_secs(60), |r| {
+        r.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("Queued")
+    })
+    .await;
+    assert_eq!(waiting.status.unwrap().phase, Some(Phase::Pending));
+    let first_now = Api::<EtlRun>::namespaced(setup.admin.clone(), &ns)
+        .get("first")
+        .await
+        .unwrap();
+    assert_eq!(first_now.status.unwrap().phase, Some(Phase::Running));
+    let jobs: Api<Job> = Api::namespaced(setup.admin.clone(), &ns);
+    let second_job = jobs.get(&job_name(&second)).await.unwrap();
+    assert_eq!(second_job.spec.unwrap().suspend, Some(true));
+    assert!(job_pods(setup, &ns, &second).await.is_empty());
+
+    // The first ends, its quota is freed, Kueue admits the second.
+    for name in ["first", "second"] {
+        let done = wait_run(setup, &ns, name, Duration::from_secs(180), finished).await;
+        let status = done.status.unwrap();
+        assert_eq!(status.phase, Some(Phase::Succeeded), "{name}: {status:?}");
+        assert_eq!(status.rows_read, Some(lines as u64), "{name}");
+    }
+    let first_pod = &job_pods(setup, &ns, &first).await[0];
+    let second_pod = &job_pods(setup, &ns, &second).await[0];
+    let finished_at = first_pod
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0]
+        .state
+        .as_ref()
+        .unwrap()
+        .terminated
+        .as_ref()
+        .unwrap()
+        .finished_at
+        .clone()
+        .unwrap()
+        .0;
+    let second_created = second_pod.metadata.creation_timestamp.clone().unwrap().0;
+    assert!(
+        second_created >= finished_at,
+        "the second worker started ({second_created}) only after the first ended ({finished_at})"
+    );
+    for table in ["table", "table-two"] {
+        assert_eq!(
+            rows_by_date(setup.s3, &format!("s3://{bucket}/{table}")),
+            reference_rows(setup.s3, &bucket),
+            "{table}"
+        );
+    }
+}
+
+/// Creates any object from its JSON (apiVersion and kind resolved by discovery).
+async fn apply_dynamic(setup: &Setup, object: serde_json::Value) {
+    let object: kube::api::DynamicObject = serde_json::from_value(object).unwrap();
+    let gvk = kube::api::GroupVersionKind::try_from(object.types.as_ref().unwrap()).unwrap();
+    let (resource, caps) = kube::discovery::pinned_kind(&setup.admin, &gvk).await.unwrap();
+    let api: Api<kube::api::DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
+        Api::namespaced_with(
+            setup.admin.clone(),
+            object.metadata.namespace.as_deref().unwrap(),
+            &resource,
+        )
+    } else {
+        Api::all_with(setup.admin.clone(), &resource)
+    };
+    api.create(&PostParams::default(), &object)
+        .await
+        .unwrap_or_else(|e| panic!("create {}: {e}", gvk.kind));
+}
