@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+/// How the AWS SDK says that no provider of its default chain had credentials.
+const NO_CREDENTIALS: &str = "no providers in chain provided credentials";
 use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -276,11 +279,21 @@ impl S3Storage {
                 StorageError::PreconditionFailed { url }
             }
             Some(404) => StorageError::NotFound { url },
-            _ => StorageError::Other {
-                op,
-                url,
-                message: DisplayErrorContext(&e).to_string(),
-            },
+            _ => {
+                let context = DisplayErrorContext(&e).to_string();
+                // The SDK's words when its whole credential chain came up empty: a setup
+                // mistake, said as one (its own text is a dump of nested error types).
+                let message = if context.contains(NO_CREDENTIALS) {
+                    "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                     (aws.access_key_id / aws.secret_access_key in the config), name a profile \
+                     with aws.profile, or run with a role (IRSA or Pod Identity on EKS, an EC2 \
+                     instance profile)"
+                        .to_string()
+                } else {
+                    context
+                };
+                StorageError::Other { op, url, message }
+            }
         }
     }
 

@@ -99,3 +99,51 @@ async fn local_storage_keeps_the_contract() {
     let dir = tempdir();
     contract(&path_str(&dir.path().join("root")), None).await;
 }
+
+/// Where a worker's AWS credentials live: keys in the environment (every other S3 test), a web
+/// identity token (IRSA on EKS: what a worker pod has when only its service account holds the
+/// role), or nowhere, which is a setup mistake said in one sentence.
+#[test]
+fn credentials_come_from_a_web_identity_token_and_their_absence_is_said_plainly() {
+    let s3 = S3Server::shared();
+    let bucket = s3.bucket("irsa");
+    s3.put(
+        &bucket,
+        "in/part-1.gz",
+        &gzip(lakeload_testkit::sample_lines(3, 200, 40, 3).as_bytes()),
+    );
+    let dir = tempdir();
+    let base = |dir: &std::path::Path| {
+        Lakeload::new(dir)
+            .env("LAKELOAD_AWS_ENDPOINT_URL", &s3.endpoint)
+            .env("LAKELOAD_AWS_REGION", "us-east-1")
+            .env("LAKELOAD_SOURCE_URL", format!("s3://{bucket}/in"))
+            .env("LAKELOAD_TARGET_URL", format!("s3://{bucket}/table"))
+            .args(["run", "--mode", "full", "--json"])
+    };
+
+    let nowhere = base(dir.path()).output();
+    assert_exit(&nowhere, 1);
+    let said = stderr(&nowhere) + &stdout(&nowhere);
+    assert!(said.contains("no AWS credentials found"), "{said}");
+    assert!(
+        !said.contains("DispatchFailure"),
+        "no dump of error types: {said}"
+    );
+
+    // The role is assumed with the token at STS (moto's here); no key anywhere.
+    let token = dir.path().join("token");
+    std::fs::write(
+        &token,
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6ZXRsOndvcmtlciJ9.c2ln",
+    )
+    .unwrap();
+    let assumed = base(dir.path())
+        .env("AWS_ROLE_ARN", "arn:aws:iam::111122223333:role/lakeload-etl")
+        .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token)
+        .env("AWS_ENDPOINT_URL_STS", &s3.endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .output();
+    assert_exit(&assumed, 0);
+    assert_eq!(summary_json(&assumed)["rows_read"], 200);
+}
