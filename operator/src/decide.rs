@@ -345,6 +345,13 @@ impl Observed<'_> {
             .find_map(|p| p.termination_message.as_deref())
     }
 
+    /// The last words after `lead`, or where to look when the pods said nothing.
+    fn quoted_last_words(&self, lead: &str) -> String {
+        self.last_words()
+            .map(|m| format!("{lead}{}", m.trim()))
+            .unwrap_or_else(|| "; see the Job's pod logs".to_string())
+    }
+
     /// Whether a pod of the run may still run. A pod left Terminating for longer than
     /// `startTimeoutSeconds` is on a node that no longer answers (a live kubelet ends a pod
     /// within its grace period): it no longer holds the table. Should its worker still be
@@ -831,28 +838,22 @@ fn finish(o: &Observed, current: &EtlRunStatus, job: &JobState, summary: &Summar
                     .unwrap_or_else(|| format!("exit code {}", s.exit_code))
             ),
         ),
-        (JobState::Succeeded, SummaryFetch::Missing) => {
-            let said = o
-                .last_words()
-                .map(|m| format!(": {}", m.trim()))
-                .unwrap_or_else(|| "; see the Job's pod logs".to_string());
-            (
-                Phase::Failed,
-                "NoSummary",
-                format!("the Job succeeded but the worker reported no run summary{said}"),
-            )
-        }
-        (JobState::Failed { message }, SummaryFetch::Missing) => {
-            let said = o
-                .last_words()
-                .map(|m| format!("; its last words: {}", m.trim()))
-                .unwrap_or_else(|| "; see the Job's pod logs".to_string());
-            (
-                Phase::Failed,
-                "JobFailed",
-                format!("{message}; the worker reported no run summary{said}"),
-            )
-        }
+        (JobState::Succeeded, SummaryFetch::Missing) => (
+            Phase::Failed,
+            "NoSummary",
+            format!(
+                "the Job succeeded but the worker reported no run summary{}",
+                o.quoted_last_words(": ")
+            ),
+        ),
+        (JobState::Failed { message }, SummaryFetch::Missing) => (
+            Phase::Failed,
+            "JobFailed",
+            format!(
+                "{message}; the worker reported no run summary{}",
+                o.quoted_last_words("; its last words: ")
+            ),
+        ),
         (_, SummaryFetch::Error(e)) => (
             Phase::Failed,
             "SummaryUnreadable",

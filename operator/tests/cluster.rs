@@ -448,6 +448,26 @@ async fn job_pods(setup: &Setup, ns: &str, run: &EtlRun) -> Vec<Pod> {
     list
 }
 
+/// Creates a run whose worker pauses for `pause_ms` after reading its first file (the test
+/// hook, as a setting: podTemplate may not set LAKELOAD_* variables) and waits until it has
+/// paused; returns the run and its paused pod.
+async fn create_paused_run(
+    setup: &Setup,
+    ns: &str,
+    name: &str,
+    bucket: &str,
+    pause_ms: u64,
+    mut extra: serde_json::Value,
+) -> (EtlRun, Pod) {
+    merge(
+        &mut extra,
+        json!({"settings": {PAUSE_SETTING: format!("after_read:1:sleep{pause_ms}")}}),
+    );
+    let run = create_run(setup, ns, name, bucket, extra).await;
+    let pod = wait_paused(setup, ns, &run).await;
+    (run, pod)
+}
+
 /// Waits until the run's first worker pod has paused at its test hook; returns that pod.
 async fn wait_paused(setup: &Setup, ns: &str, run: &EtlRun) -> Pod {
     let pods: Api<Pod> = Api::namespaced(setup.admin.clone(), ns);
@@ -585,21 +605,16 @@ async fn a_config_error_is_not_retried_and_a_killed_worker_is() {
 
     // A worker SIGKILLed (as the OOM killer does) is retried, and the retry, under the same run
     // id, takes over the S3 lock its killed attempt held.
-    let run = create_run(
+    let (run, first) = create_paused_run(
         setup,
         &ns,
         "killed",
         &bucket,
-        json!({
-            "mode": "incremental",
-            "backoffLimit": 2,
-            // The test hook, as a setting: podTemplate may not set LAKELOAD_* variables.
-            "settings": {PAUSE_SETTING: "after_read:1:sleep10000"},
-        }),
+        10_000,
+        json!({"mode": "incremental", "backoffLimit": 2}),
     )
     .await;
     let pods: Api<Pod> = Api::namespaced(setup.admin.clone(), &ns);
-    let first = wait_paused(setup, &ns, &run).await;
     let container = first
         .status
         .as_ref()
@@ -676,15 +691,7 @@ async fn an_image_that_does_not_exist_fails_the_run_with_the_reason() {
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_a_run_collects_its_job_and_pods_and_frees_the_table() {
     let (ref setup, ns, bucket, _) = fresh("delete", 50).await;
-    let run = create_run(
-        setup,
-        &ns,
-        "doomed",
-        &bucket,
-        json!({"settings": {PAUSE_SETTING: "after_read:1:sleep120000"}}),
-    )
-    .await;
-    wait_paused(setup, &ns, &run).await;
+    let (run, _) = create_paused_run(setup, &ns, "doomed", &bucket, 120_000, json!({})).await;
     let runs: Api<EtlRun> = Api::namespaced(setup.admin.clone(), &ns);
     runs.delete("doomed", &DeleteParams::default()).await.unwrap();
     let jobs: Api<Job> = Api::namespaced(setup.admin.clone(), &ns);
@@ -1054,15 +1061,7 @@ async fn a_leader_killed_mid_run_never_lets_a_second_job_write_the_table() {
     // leader's Lease and the table's are 15 s); the second ("eager") waits for it. A new
     // leader lists (and reconciles) "eager" first: it finds the table's Lease expired, nobody
     // having renewed it during the failover, while the holder's worker still runs.
-    let first = create_run(
-        setup,
-        &ns,
-        "holder",
-        &bucket,
-        json!({"settings": {PAUSE_SETTING: "after_read:1:sleep60000"}}),
-    )
-    .await;
-    wait_paused(setup, &ns, &first).await;
+    let (first, _) = create_paused_run(setup, &ns, "holder", &bucket, 60_000, json!({})).await;
     create_run(setup, &ns, "eager", &bucket, json!({"mode": "incremental"})).await;
     wait_run(setup, &ns, "eager", Duration::from_secs(60), |r| {
         r.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("LockedBy")
@@ -1348,15 +1347,7 @@ async fn kueue_admits_one_worker_at_a_time_within_its_quota() {
         merge(&mut spec, extra);
         spec
     };
-    let first = create_run(
-        setup,
-        &ns,
-        "first",
-        &bucket,
-        queued(json!({"settings": {PAUSE_SETTING: "after_read:1:sleep8000"}})),
-    )
-    .await;
-    wait_paused(setup, &ns, &first).await;
+    let (first, _) = create_paused_run(setup, &ns, "first", &bucket, 8_000, queued(json!({}))).await;
     let second = create_run(
         setup,
         &ns,
