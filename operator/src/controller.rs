@@ -247,6 +247,10 @@ async fn fetch_summary(run: &EtlRun, ctx: &Context) -> SummaryFetch {
         Ok(list) => newest_result(list.items)
             .map(|r| SummaryFetch::Found(Box::new(r.spec)))
             .unwrap_or(SummaryFetch::Missing),
+        Err(e) if is_status(&e, 404) => SummaryFetch::Error(format!(
+            "the EtlRunResult CRD is not installed, so the worker could not report (kubectl apply \
+             -f crds/etlrun.yaml, or upgrade the chart): {e}"
+        )),
         Err(e) => SummaryFetch::Error(format!("EtlRunResults of {}: {e}", run.name_any())),
     }
 }
@@ -631,6 +635,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lakeload_types::result::RunResultSpec;
 
     fn pod(status: serde_json::Value) -> Pod {
         serde_json::from_value(json!({
@@ -682,6 +687,42 @@ mod tests {
         assert_eq!(
             locked.termination_message.as_deref(),
             Some("error: locked by run r1\n")
+        );
+    }
+
+    fn result(created_s: i64, finished_at: &str) -> EtlRunResult {
+        let spec: RunResultSpec = serde_json::from_value(json!({
+            "runId": "r", "status": "succeeded", "exitCode": 0, "startedAt": "2026-01-01T00:00:00.000Z",
+            "finishedAt": finished_at, "bytesRead": 0, "rowsRead": 0, "rowsBlank": 0, "rowsRejected": 0,
+            "rowsInserted": 0, "rowsUpdated": 0, "rowsSuperseded": 0, "bytesWritten": 0,
+            "tableChanged": false, "manifestTotal": 0, "lakeloadVersion": "0"
+        }))
+        .unwrap();
+        let mut r = EtlRunResult::new(finished_at, spec);
+        r.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::from_second(created_s).unwrap(),
+        ));
+        r
+    }
+
+    #[test]
+    fn the_newest_attempts_result_is_the_runs() {
+        let picked = |list: Vec<EtlRunResult>| newest_result(list).map(|r| r.spec.finished_at);
+        assert_eq!(picked(vec![]), None);
+        // By creation time first, whatever the list order.
+        let newest = "2026-01-01T00:09:00.000Z";
+        assert_eq!(
+            picked(vec![result(200, newest), result(100, "2026-01-01T00:10:00.000Z")]).as_deref(),
+            Some(newest)
+        );
+        // Two attempts created within one second: the later finish.
+        assert_eq!(
+            picked(vec![
+                result(100, "2026-01-01T00:02:00.000Z"),
+                result(100, "2026-01-01T00:01:00.000Z")
+            ])
+            .as_deref(),
+            Some("2026-01-01T00:02:00.000Z")
         );
     }
 }
