@@ -1176,7 +1176,7 @@ async fn a_guarded_tables_lease_is_renewed_whatever_the_reconciles_do() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn worker_pods_are_admitted_in_a_namespace_enforcing_pod_security_restricted() {
+async fn worker_and_operator_pods_are_admitted_in_a_namespace_enforcing_pod_security_restricted() {
     let (admin, ns) = fresh_namespace("restricted").await;
     let labels = json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}});
     Api::<Namespace>::all(admin.clone())
@@ -1236,6 +1236,24 @@ async fn worker_pods_are_admitted_in_a_namespace_enforcing_pod_security_restrict
     // The admission is really on: a pod on the host's network is refused.
     let refused = pods.create(&dry_run, &pod(true)).await.unwrap_err();
     assert!(refused.to_string().contains("restricted"), "{refused}");
+
+    // The operator's own pods, as the chart renders them with two replicas, are admitted too.
+    let helm = tokio::task::spawn_blocking(lakeload_testkit::helm).await.unwrap();
+    let rendered = helm_template(&helm, &ns, &["operator.replicas=2"]);
+    let deployment = of_kind(&rendered, "Deployment")[0];
+    let mut operator_pod: serde_json::Value = serde_json::to_value(&deployment["spec"]["template"]).unwrap();
+    operator_pod["metadata"]["name"] = json!("operator");
+    operator_pod["metadata"]["namespace"] = json!(ns);
+    let operator_pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(operator_pod).unwrap();
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "lakeload-operator", "namespace": ns}})).unwrap();
+    Api::<ServiceAccount>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
+    pods.create(&dry_run, &operator_pod)
+        .await
+        .expect("the operator pod meets Pod Security `restricted`");
 }
 
 #[tokio::test(flavor = "multi_thread")]
