@@ -94,6 +94,14 @@ pub struct RunSummary {
     #[serde(default)]
     pub objects_deleted: Vec<String>,
     pub bytes_written: u64,
+    /// The run's memory budget (`run.memory_limit`) in bytes, and how it was chosen.
+    #[serde(default)]
+    pub memory_limit: u64,
+    #[serde(default)]
+    pub memory_limit_chosen: String,
+    /// Rows written to local disk because they did not fit the budget.
+    #[serde(default)]
+    pub bytes_spilled: u64,
     /// Whether the run changed the table or the state (false when it failed before any write).
     pub table_changed: bool,
     pub rejects_url: Option<String>,

@@ -18,6 +18,7 @@ pub mod etlrun_result;
 pub mod faults;
 pub mod generate;
 pub mod lock;
+pub mod memory;
 pub mod merge;
 pub mod ownership;
 pub mod plan;

@@ -49,6 +49,9 @@ pub struct Preview {
     /// Settings that differ from those the table was built with (a full run rebuilds under
     /// the new ones; an incremental run is refused).
     pub settings_changes: Vec<SettingChange>,
+    /// The run's memory budget in bytes, and how it was chosen (`run.memory_limit`).
+    pub memory_limit: u64,
+    pub memory_limit_chosen: String,
 }
 
 pub async fn preview(config: &Config) -> Result<Preview> {
@@ -152,6 +155,8 @@ pub async fn preview(config: &Config) -> Result<Preview> {
         foreign_objects: survey.foreign.into_iter().map(|o| o.key).collect(),
         objects_in_the_way,
         settings_changes,
+        memory_limit: config.run.memory_limit,
+        memory_limit_chosen: config.run.memory_limit_chosen.clone(),
     })
 }
 
@@ -169,6 +174,11 @@ pub fn format_preview(p: &Preview) -> String {
         p.files_changed,
         p.files_unchanged,
         p.files_deleted.len()
+    );
+    out += &format!(
+        "  memory         {} ({})\n",
+        bytes(p.memory_limit),
+        p.memory_limit_chosen
     );
     out += &format!(
         "  dates          {} to write ({} of existing objects rewritten), {} to delete\n",

@@ -68,6 +68,16 @@ pub fn format_summary(s: &RunSummary) -> String {
         bytes(s.bytes_written)
     );
     out += &format!("  table          {}\n", s.target_url);
+    out += &format!(
+        "  memory         {} ({}){}\n",
+        bytes(s.memory_limit),
+        s.memory_limit_chosen,
+        if s.bytes_spilled > 0 {
+            format!(", {} spilled to disk", bytes(s.bytes_spilled))
+        } else {
+            String::new()
+        }
+    );
     if let Some(url) = &s.rejects_url {
         out += &format!("  rejects        {url}\n");
     }

@@ -112,6 +112,7 @@ struct RunStats {
     dates_deleted: BTreeSet<String>,
     objects_deleted: Vec<String>,
     bytes_written: u64,
+    bytes_spilled: u64,
     table_changed: bool,
     rejects: RejectsWriter,
 }
@@ -126,6 +127,7 @@ impl RunStats {
             dates_deleted: BTreeSet::new(),
             objects_deleted: Vec::new(),
             bytes_written: 0,
+            bytes_spilled: 0,
             table_changed: false,
             rejects: RejectsWriter::new(config.run.spill_dir.clone()),
         }
@@ -462,6 +464,7 @@ async fn ingest(
         stats.counts.rows_blank += counts.blank;
         stats.counts.rows_rejected += counts.rejected;
     }
+    stats.bytes_spilled = router.spilled_bytes();
     if router.spilled_bytes() > 0 {
         tracing::info!(
             "rows above run.memory_limit were spilled to disk: {} bytes",
@@ -903,6 +906,9 @@ async fn finish(
         dates_deleted: stats.dates_deleted.into_iter().collect(),
         objects_deleted: stats.objects_deleted,
         bytes_written: stats.bytes_written,
+        memory_limit: config.run.memory_limit,
+        memory_limit_chosen: config.run.memory_limit_chosen.clone(),
+        bytes_spilled: stats.bytes_spilled,
         table_changed: stats.table_changed,
         rejects_url,
         log_url: Some(storage.url(&log_key(run_id))),

@@ -109,8 +109,9 @@ pub const KEYS: &[KeySpec] = &[
     key!(
         "run",
         "memory_limit",
-        Some("1GiB"),
-        "memory for buffered rows before they spill to disk, e.g. 512MiB, 4GiB"
+        Some("auto"),
+        "memory for buffered rows before they spill to disk: auto (3/4 of a container's limit, \
+         else 60 % of the machine's memory), or e.g. 512MiB, 4GiB"
     ),
     key!(
         "run",

@@ -93,6 +93,8 @@ pub struct RunConfig {
     pub mode: Mode,
     pub order: Order,
     pub memory_limit: u64,
+    /// How `memory_limit` was chosen (`auto: …`, or the setting), for the summary and `plan`.
+    pub memory_limit_chosen: String,
     pub max_reject_ratio: f64,
     pub on_changed_file: OnChangedFile,
     pub threads: usize,

@@ -208,6 +208,21 @@ impl Config {
             return Err(r.bad("target.url", why));
         }
 
+        let memory = r.parse("run.memory_limit", |s| {
+            if s.trim().eq_ignore_ascii_case("auto") {
+                return Ok(crate::memory::auto());
+            }
+            let bytes = parse_size(s)?;
+            // Tiny budgets are allowed (they spill nearly every batch): the tests run the
+            // spill path that way.
+            if bytes < 1024 {
+                return Err("must be auto or at least 1KiB (1GiB or more suits most runs)".into());
+            }
+            Ok(crate::memory::MemoryBudget {
+                bytes,
+                chosen: format!("run.memory_limit = {}", s.trim()),
+            })
+        })?;
         let run = RunConfig {
             mode: r.parse("run.mode", |s| s.parse())?,
             order: r.parse("run.order", |s| match s.to_ascii_lowercase().as_str() {
@@ -215,15 +230,8 @@ impl Config {
                 "name" => Ok(Order::Name),
                 _ => Err("expected arrival or name".into()),
             })?,
-            memory_limit: r.parse("run.memory_limit", |s| {
-                let bytes = parse_size(s)?;
-                // Tiny budgets are allowed (they spill nearly every batch): the tests run the
-                // spill path that way.
-                if bytes < 1024 {
-                    return Err("must be at least 1KiB (1GiB or more suits most runs)".into());
-                }
-                Ok(bytes)
-            })?,
+            memory_limit: memory.bytes,
+            memory_limit_chosen: memory.chosen,
             max_reject_ratio: r.parse("run.max_reject_ratio", |s| match s.parse::<f64>() {
                 Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
                 _ => Err("expected a number from 0 to 1, e.g. 0.01".into()),

@@ -145,3 +145,36 @@ fn the_worker_image_exits_2_on_a_config_mistake_and_75_when_the_table_is_locked(
     assert_exit(&locked, 75);
     assert!(stderr(&locked).contains("laptop-run"), "{}", stderr(&locked));
 }
+
+#[test]
+fn the_default_memory_budget_follows_the_containers_memory_limit() {
+    image_exists();
+    let s3 = S3Server::shared();
+    let bucket = s3.bucket("budget");
+    s3.put(&bucket, "src/a.gz", &gzip(lines(1, 100).as_bytes()));
+    let dir = tempdir();
+    let conf = conf(dir.path(), &bucket, "table", "");
+    let mount = format!("{}:/app/common.conf:ro", conf.display());
+    let plan = |memory: Option<&str>| {
+        let mut args = vec!["run", "--rm", "--network", "host", "--read-only", "-v", &mount];
+        if let Some(m) = memory {
+            args.extend(["--memory", m]);
+        }
+        args.extend([IMAGE, "plan", "--json"]);
+        let out = podman(&args);
+        assert_exit(&out, 0);
+        let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        (
+            json["memory_limit"].as_u64().unwrap(),
+            json["memory_limit_chosen"].as_str().unwrap().to_string(),
+        )
+    };
+    // `docker run --memory 768m`: three quarters of it, as the operator gives a Job.
+    let (bytes, chosen) = plan(Some("768m"));
+    assert_eq!(bytes, 576 << 20);
+    assert!(chosen.contains("3/4 of the container's memory limit"), "{chosen}");
+    // No limit: a share of the machine.
+    let (bytes, chosen) = plan(None);
+    assert!(chosen.contains("of this machine's"), "{chosen}");
+    assert!(bytes > 576 << 20);
+}
