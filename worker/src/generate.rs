@@ -32,6 +32,9 @@ pub struct GenerateOptions {
     pub days: usize,
     /// Characters of filler added to each line's second field: wide rows.
     pub pad: usize,
+    /// When not 0, every row's date is one of this many days from `start`, whatever day its
+    /// file lands on: late data, every file carrying rows of every date.
+    pub span: u64,
 }
 
 impl Default for GenerateOptions {
@@ -49,6 +52,7 @@ impl Default for GenerateOptions {
             customers: 20_000,
             days: 0,
             pad: 0,
+            span: 0,
         }
     }
 }
@@ -128,9 +132,13 @@ pub fn generate(options: &GenerateOptions) -> std::io::Result<GenerateReport> {
                 } else {
                     0
                 };
+                let date = match options.span {
+                    0 => landing - Days::new(late),
+                    span => options.start + Days::new(rng.below(span)),
+                };
                 let key = SentKey {
                     customer: rng.below(options.customers),
-                    date: landing - Days::new(late),
+                    date,
                     // Few sessions per customer and day: some keys recur by chance, as re-sent rows do.
                     session: rng.below(10),
                 };

@@ -109,6 +109,10 @@ enum Command {
         /// makes lines of about 2 KB).
         #[arg(long, default_value_t = 0)]
         pad: usize,
+        /// Spread every file's rows over this many days from --start (late data: every file
+        /// carries every date; 0: mostly its landing day).
+        #[arg(long, default_value_t = 0)]
+        span: u64,
     },
 }
 
@@ -278,6 +282,7 @@ async fn dispatch(cli: Cli) -> i32 {
             customers,
             days,
             pad,
+            span,
         } => {
             let options = lakeload::generate::GenerateOptions {
                 dir: dir.clone(),
@@ -292,6 +297,7 @@ async fn dispatch(cli: Cli) -> i32 {
                 customers: *customers,
                 days: *days,
                 pad: *pad,
+                span: *span,
             };
             match lakeload::generate::generate(&options) {
                 Ok(r) => {

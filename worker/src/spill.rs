@@ -5,7 +5,7 @@
 //! input size or skew.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -78,42 +78,97 @@ impl SpillDir {
     }
 }
 
-/// A file of spilled row blocks.
+/// A spill file, removed when the last part that points into it goes.
 #[derive(Debug)]
-struct SpillFile {
-    path: PathBuf,
+struct SpillPath(PathBuf);
+
+impl Drop for SpillPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The rows of one hash bucket that lie in a spill file: where each of their blocks starts and
+/// how long it is. Many parts share one file; each date spills into a file of its own, written
+/// in large sequential appends (one open, a 1 MiB buffer, per spill of the date), and a part's
+/// blocks are read back by offset.
+#[derive(Debug)]
+struct SpillPart {
+    file: Arc<SpillPath>,
+    blocks: Vec<(u64, u64)>,
     bytes: u64,
 }
 
-impl SpillFile {
-    fn create(spill: &SpillDir, what: &str) -> std::io::Result<SpillFile> {
-        let path = spill.new_path(what)?;
-        File::create(&path)?;
-        Ok(SpillFile { path, bytes: 0 })
-    }
-
-    fn append(&mut self, spill: &SpillDir, blocks: &[RowBlock]) -> std::io::Result<()> {
-        let file = OpenOptions::new().append(true).open(&self.path)?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        for block in blocks.iter().filter(|b| !b.is_empty()) {
-            let n = block.write_to(&mut out)?;
-            self.bytes += n;
-            spill.written.fetch_add(n, Ordering::Relaxed);
+impl SpillPart {
+    fn new(file: &Arc<SpillPath>) -> SpillPart {
+        SpillPart {
+            file: file.clone(),
+            blocks: Vec::new(),
+            bytes: 0,
         }
-        out.flush()
     }
 
-    /// Reads the blocks back one at a time.
+    /// Reads the blocks back one at a time, in the order they were written.
     fn for_each(&self, mut f: impl FnMut(RowBlock) -> std::io::Result<()>) -> std::io::Result<()> {
-        let mut input = BufReader::with_capacity(1 << 20, File::open(&self.path)?);
-        while let Some(block) = RowBlock::read_from(&mut input)? {
+        use std::os::unix::fs::FileExt;
+        if self.blocks.is_empty() {
+            return Ok(());
+        }
+        let file = File::open(&self.file.0)?;
+        let mut buffer = Vec::new();
+        for &(offset, len) in &self.blocks {
+            buffer.resize(len as usize, 0);
+            file.read_exact_at(&mut buffer, offset)?;
+            let block = RowBlock::read_from(&mut buffer.as_slice())?.ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "a spill file is damaged: a block is missing",
+                )
+            })?;
             f(block)?;
         }
         Ok(())
     }
+}
 
-    fn remove(self) {
-        let _ = std::fs::remove_file(&self.path);
+/// Appends blocks to one spill file through one buffered writer, noting in each bucket's part
+/// where they went.
+struct Appender<'a> {
+    spill: &'a SpillDir,
+    out: BufWriter<File>,
+    offset: u64,
+}
+
+impl<'a> Appender<'a> {
+    /// Opens `file` to append at `offset` (its length so far).
+    fn open(spill: &'a SpillDir, file: &SpillPath, offset: u64) -> std::io::Result<Appender<'a>> {
+        let handle = OpenOptions::new().create(true).append(true).open(&file.0)?;
+        Ok(Appender {
+            spill,
+            out: BufWriter::with_capacity(1 << 20, handle),
+            offset,
+        })
+    }
+
+    /// Writes each non-empty piece into the part of its bucket.
+    fn append(&mut self, pieces: &[RowBlock], parts: &mut [SpillPart]) -> std::io::Result<()> {
+        for (piece, part) in pieces.iter().zip(parts.iter_mut()) {
+            if piece.is_empty() {
+                continue;
+            }
+            let n = piece.write_to(&mut self.out)?;
+            part.blocks.push((self.offset, n));
+            part.bytes += n;
+            self.offset += n;
+            self.spill.written.fetch_add(n, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Flushes; returns the file's length.
+    fn finish(mut self) -> std::io::Result<u64> {
+        self.out.flush()?;
+        Ok(self.offset)
     }
 }
 
@@ -128,13 +183,21 @@ fn empty_buckets(like: &RowBlock) -> Vec<RowBlock> {
     (0..BUCKETS).map(|_| like.empty_like()).collect()
 }
 
+/// What a date spilled: its file and, per level-0 bucket, where that bucket's rows lie in it.
+#[derive(Debug)]
+struct DateSpill {
+    file: Arc<SpillPath>,
+    len: u64,
+    parts: Vec<SpillPart>,
+}
+
 /// All rows of one date: blocks in memory, and what was spilled, cut by hash bucket.
 #[derive(Debug, Default)]
 pub struct DateRows {
     memory: Vec<RowBlock>,
     memory_bytes: usize,
-    /// One file per level-0 bucket, once the date has spilled.
-    spilled: Option<Vec<SpillFile>>,
+    /// Once the date has spilled.
+    spilled: Option<DateSpill>,
 }
 
 impl DateRows {
@@ -151,8 +214,7 @@ impl DateRows {
 
     /// Bytes of rows held, in memory and spilled.
     pub fn bytes(&self) -> u64 {
-        let spilled: u64 = self.spilled.iter().flatten().map(|f| f.bytes).sum();
-        self.memory_bytes as u64 + spilled
+        self.memory_bytes as u64 + self.spilled.as_ref().map_or(0, |s| s.len)
     }
 
     /// Whether some of the rows are on disk.
@@ -179,27 +241,26 @@ impl DateRows {
         }
     }
 
-    /// Moves the in-memory rows to this date's spill files, a block at a time (memory holds
-    /// one block's copy at most). Returns the memory freed.
+    /// Moves the in-memory rows to this date's spill file, cut by level-0 bucket, a block at a
+    /// time (memory holds one block's copy at most). Returns the memory freed.
     pub fn spill(&mut self, spill: &SpillDir) -> std::io::Result<usize> {
         if self.memory.is_empty() {
             return Ok(0);
         }
         if self.spilled.is_none() {
-            let files = (0..BUCKETS)
-                .map(|_| SpillFile::create(spill, "date"))
-                .collect::<std::io::Result<Vec<_>>>()?;
-            self.spilled = Some(files);
+            let file = Arc::new(SpillPath(spill.new_path("date")?));
+            let parts = (0..BUCKETS).map(|_| SpillPart::new(&file)).collect();
+            self.spilled = Some(DateSpill { file, len: 0, parts });
         }
-        let files = self.spilled.as_mut().expect("created above");
+        let date = self.spilled.as_mut().expect("created above");
+        let mut out = Appender::open(spill, &date.file, date.len)?;
         for block in std::mem::take(&mut self.memory) {
             let mut buckets = empty_buckets(&block);
             split_into(&block, 0, &mut buckets);
             drop(block);
-            for (file, part) in files.iter_mut().zip(&buckets) {
-                file.append(spill, std::slice::from_ref(part))?;
-            }
+            out.append(&buckets, &mut date.parts)?;
         }
+        date.len = out.finish()?;
         Ok(std::mem::take(&mut self.memory_bytes))
     }
 
@@ -218,8 +279,10 @@ impl DateRows {
         };
         match self.spilled.take() {
             None => units.stack.push(first),
-            Some(files) => {
-                let total = first.memory_bytes as u64 + files.iter().map(|f| f.bytes).sum::<u64>();
+            Some(DateSpill {
+                parts: files, len, ..
+            }) => {
+                let total = first.memory_bytes as u64 + len;
                 if total <= limit as u64 {
                     units.stack.push(Pending { files, ..first });
                 } else {
@@ -255,7 +318,7 @@ struct Pending {
     level: u32,
     memory: Vec<RowBlock>,
     memory_bytes: usize,
-    files: Vec<SpillFile>,
+    files: Vec<SpillPart>,
 }
 
 impl Pending {
@@ -282,12 +345,11 @@ impl Units {
             };
             if pending.bytes() <= self.limit as u64 || pending.level > MAX_LEVEL {
                 let mut blocks = pending.memory;
-                for file in pending.files {
-                    file.for_each(|b| {
+                for part in pending.files {
+                    part.for_each(|b| {
                         blocks.push(b);
                         Ok(())
                     })?;
-                    file.remove();
                 }
                 return Ok(Some(blocks));
             }
@@ -319,25 +381,21 @@ impl Units {
             }
         }
         if !pending.files.is_empty() {
-            let mut outputs = (0..BUCKETS)
-                .map(|_| SpillFile::create(&self.spill, "split"))
-                .collect::<std::io::Result<Vec<_>>>()?;
-            for file in pending.files {
-                file.for_each(|block| {
-                    let mut parts = empty_buckets(&block);
-                    split_into(&block, level, &mut parts);
-                    for (out, part) in outputs.iter_mut().zip(&parts) {
-                        out.append(&self.spill, std::slice::from_ref(part))?;
-                    }
-                    Ok(())
+            // The spilled rows of every bucket into one new file, read back by offset.
+            let file = Arc::new(SpillPath(self.spill.new_path("split")?));
+            let mut outputs: Vec<SpillPart> = (0..BUCKETS).map(|_| SpillPart::new(&file)).collect();
+            let mut out = Appender::open(&self.spill, &file, 0)?;
+            for part in pending.files {
+                part.for_each(|block| {
+                    let mut pieces = empty_buckets(&block);
+                    split_into(&block, level, &mut pieces);
+                    out.append(&pieces, &mut outputs)
                 })?;
-                file.remove();
             }
-            for (child, out) in children.iter_mut().zip(outputs) {
-                if out.bytes > 0 {
-                    child.files.push(out);
-                } else {
-                    out.remove();
+            out.finish()?;
+            for (child, part) in children.iter_mut().zip(outputs) {
+                if part.bytes > 0 {
+                    child.files.push(part);
                 }
             }
         }
@@ -351,7 +409,6 @@ impl Units {
         let mut grouped: Vec<Pending> = Vec::new();
         for child in children {
             if child.bytes() == 0 {
-                child.files.into_iter().for_each(SpillFile::remove);
                 continue;
             }
             match grouped.last_mut() {
@@ -365,26 +422,6 @@ impl Units {
         }
         // Bucket 0 first.
         self.stack.extend(grouped.into_iter().rev());
-    }
-}
-
-impl Drop for Units {
-    fn drop(&mut self) {
-        for pending in self.stack.drain(..) {
-            for file in pending.files {
-                file.remove();
-            }
-        }
-    }
-}
-
-/// Removes a spill file's leftovers if the date was never merged (a failed run); the spill
-/// folder goes as a whole anyway.
-impl Drop for DateRows {
-    fn drop(&mut self) {
-        for file in self.spilled.take().into_iter().flatten() {
-            file.remove();
-        }
     }
 }
 
