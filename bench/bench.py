@@ -7,6 +7,9 @@ process, and peak memory is that process's maximum RSS.
 
   1. Full refresh: wall time, MB/s, peak RSS of lakeload, a DuckDB statement, a Polars script,
      and the decompression floor (every .gz inflated to /dev/null on all cores), with ratios.
+     Shapes: late data (every file spans every date), mostly distinct keys, one date, 2 KB
+     rows, beside the reference shape: each tool at its defaults and, at a memory limit where
+     both must spill, lakeload and DuckDB at equal memory; the disk's own sequential speed.
   2. Scaling: 1x, 4x, 16x the rows, and every row on one date with mostly distinct keys.
   3. Incremental: one file added to tables built from 25 and from 100 files.
   4. S3: the full refresh through a local S3 server (moto), beside that server's own ceiling.
@@ -34,6 +37,9 @@ import duckdb, sys
 src, out, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 con = duckdb.connect()
 con.execute(f"SET threads = {threads}")
+if len(sys.argv) > 4:  # a memory limit (and where to spill), for runs at equal memory
+    con.execute(f"SET memory_limit = '{sys.argv[4]}'")
+    con.execute(f"SET temp_directory = '{sys.argv[5]}'")
 con.execute(f'''
 COPY (
   WITH raw AS (
@@ -104,16 +110,23 @@ RUNS = 3
 
 
 def best_of(runs, once):
-    """Calls `once()` (a measurement) `runs` times: the fastest, with the highest peak RSS."""
+    """Calls `once()` (a measurement) `runs` times: the fastest, with the highest peak RSS (a
+    failed run counts only when every run failed)."""
     results = [once() for _ in range(runs)]
-    best = min(results, key=lambda m: m["s"])
+    succeeded = [m for m in results if not m.get("failed")] or results
+    best = min(succeeded, key=lambda m: m["s"])
     return {**best, "rss": max(m["rss"] for m in results)}
 
 
-def measure(cmd, env=None, expect_rc=0):
+def measure(cmd, env=None, expect_rc=0, may_fail=False):
+    """`may_fail`: a failed run is returned (with `failed` set to its last error line) instead
+    of stopping the bench, e.g. DuckDB out of memory at a memory limit."""
     proc = subprocess.run([sys.executable, "-c", MEASURE] + cmd, env=env, capture_output=True,
                           text=True, check=True)
     m = json.loads(proc.stdout.strip().splitlines()[-1])
+    if may_fail and m["rc"] != expect_rc:
+        lines = [l for l in m["err"].splitlines() if "Error" in l] or m["err"].splitlines()[-1:]
+        return {**m, "failed": (lines[-1] if lines else f"exit {m['rc']}").strip()[:120]}
     if m["rc"] != expect_rc:
         sys.exit(f"failed ({m['rc']}): {' '.join(cmd)}\n{m['err']}")
     return m
@@ -145,6 +158,52 @@ class Bench:
         m = measure([self.lakeload, "run", "--mode", mode, "--json"], env, expect_rc)
         m["summary"] = json.loads(m["out"])
         return m
+
+    def shapes(self):
+        """Each shape of input: the floor, lakeload and DuckDB at their defaults (Polars too),
+        then lakeload and DuckDB at the same memory limit, small enough that both spill."""
+        tiny = self.args.tiny
+        rows = []
+        for name, what, gen in SHAPES:
+            gen = dict(gen)
+            files = gen.pop("files")
+            per_file = gen.pop("rows")
+            if tiny:
+                per_file = max(200, per_file // 2000)
+            src = self.generate(f"shape-{name}", files, per_file, **gen)
+            row = {"shape": what, "input_mib": input_size(src) / MIB}
+            row["floor"] = decompression_floor(src, self.cores)
+            out = os.path.join(self.work, f"shape-{name}-out")
+            spill = os.path.join(self.work, "duckdb-spill")
+            limit = "256MiB" if tiny else SHAPE_MEMORY
+
+            def timed(key, once):
+                def fresh():
+                    shutil.rmtree(out, ignore_errors=True)
+                    shutil.rmtree(spill, ignore_errors=True)
+                    return once()
+                row[key] = best_of(1 if tiny else SHAPE_RUNS, fresh)
+
+            timed("lakeload", lambda: self.lakeload_run(src, out))
+            row["lines"] = row["lakeload"]["summary"]["rows_read"]
+            row["budget"] = row["lakeload"]["summary"].get("memory_limit_chosen", "")
+            timed("duckdb", lambda: measure([sys.executable, "-c", DUCKDB_JOB, src, out, str(self.cores)]))
+            timed("polars", lambda: measure([sys.executable, "-c", POLARS_JOB, src, out]))
+            timed("lakeload_eq", lambda: self.lakeload_run(
+                src, out, extra_env={"LAKELOAD_RUN_MEMORY_LIMIT": limit}))
+            timed("duckdb_eq", lambda: measure(
+                [sys.executable, "-c", DUCKDB_JOB, src, out, str(self.cores), limit, spill], may_fail=True))
+            row["limit"] = limit
+            for key in ("lakeload", "lakeload_eq"):
+                row[key]["spilled_mib"] = row[key]["summary"].get("bytes_spilled", 0) / MIB
+                del row[key]["summary"], row[key]["out"]
+            for key in ("floor", "duckdb", "polars", "duckdb_eq"):
+                row[key].pop("out", None)
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(spill, ignore_errors=True)
+            shutil.rmtree(src)
+            rows.append(row)
+        return rows
 
     def memory_bound(self):
         """lakeload at run.memory_limit = 256MiB on the shapes that strain memory: 16 readers,
@@ -225,6 +284,11 @@ class Bench:
                                                  runs=RUNS)
         print_full(self.results["full"])
         shutil.rmtree(src)
+
+        # 1b. Shapes of input, at default settings and at equal memory; the disk's speed.
+        self.results["disk"] = disk_speed(self.work, 16 * MIB if a.tiny else 1024 * MIB)
+        self.results["shapes"] = self.shapes()
+        print_shapes(self.results["shapes"], self.results["disk"])
 
         # 2. Scaling: 1x, 4x, 16x the rows (20 files each), then every row on one date with
         # mostly distinct keys (the worst case for memory: nothing to compact, one date).
@@ -311,6 +375,72 @@ class Bench:
             with open(a.json, "w") as f:
                 json.dump(self.results, f, indent=1)
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+# The shapes: (name, what, `lakeload generate` options). Sizes as the issue that asked for them
+# measured them; `--tiny` divides the rows per file by 2,000.
+SHAPES = [
+    ("reference", "reference: 2 files a day, keys that compact well",
+     dict(files=20, rows=500_000)),
+    ("late", "late data: every file spans all 30 days, 50 k customers",
+     dict(files=20, rows=500_000, span=30, customers=50_000)),
+    ("distinct", "mostly distinct keys: 32 files spanning 60 days, 2 M customers",
+     dict(files=32, rows=500_000, span=60, customers=2_000_000)),
+    ("one-date", "one date, mostly distinct keys",
+     dict(files=20, rows=800_000, days=1, customers=1_600_000)),
+    ("wide", "2 KB rows (`--pad 1900`)",
+     dict(files=8, rows=100_000, pad=1900)),
+]
+# The memory both lakeload and DuckDB get in the equal-memory runs: every shape spills there.
+SHAPE_MEMORY = "512MiB"
+SHAPE_RUNS = 2
+
+
+def disk_speed(work, size):
+    """Sequential write (1 MiB writes, then fdatasync) and read of `size` bytes in the bench's
+    folder, the file evicted from the page cache between the two: the disk's own speed."""
+    path = os.path.join(work, "disk-speed.bin")
+    chunk = os.urandom(MIB)
+    t = time.perf_counter()
+    with open(path, "wb") as f:
+        for _ in range(size // MIB):
+            f.write(chunk)
+        f.flush()
+        os.fdatasync(f.fileno())
+    write_s = time.perf_counter() - t
+    fd = os.open(path, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    t = time.perf_counter()
+    while os.read(fd, 4 * MIB):
+        pass
+    read_s = time.perf_counter() - t
+    os.close(fd)
+    os.remove(path)
+    return {"write_mib_s": size / MIB / write_s, "read_mib_s": size / MIB / read_s}
+
+
+def shapes_table(shapes, disk):
+    rows = [f"| shape | lines | input MiB | floor s | lakeload s (budget) | peak MiB | DuckDB s | peak MiB "
+            f"| Polars s | ÷ DuckDB | lakeload s at {shapes[0]['limit']} | peak MiB | spilled MiB | "
+            f"DuckDB s at {shapes[0]['limit']} | peak MiB | ÷ DuckDB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in shapes:
+        ld, dd, le, de = r["lakeload"], r["duckdb"], r["lakeload_eq"], r["duckdb_eq"]
+        rows.append(
+            f"| {r['shape']} | {r['lines']:,} | {r['input_mib']:.0f} | {r['floor']['s']:.2f} | "
+            f"{ld['s']:.2f} | {ld['rss']:.0f} | {dd['s']:.2f} | {dd['rss']:.0f} | {r['polars']['s']:.2f} | "
+            f"{ld['s'] / dd['s']:.2f}x | {le['s']:.2f} | {le['rss']:.0f} | {le['spilled_mib']:.0f} | " +
+            (f"failed after {de['s']:.1f} s ({de['failed']}) | {de['rss']:.0f} | |" if de.get("failed") else
+             f"{de['s']:.2f} | {de['rss']:.0f} | {le['s'] / de['s']:.2f}x |"))
+    rows.append("")
+    rows.append(f"lakeload's default budget here: {shapes[0]['budget'] or '?'}. The disk: "
+                f"{disk['write_mib_s']:.0f} MiB/s sequential write (with fdatasync), "
+                f"{disk['read_mib_s']:.0f} MiB/s read (not cached).")
+    return "\n".join(rows)
+
+
+def print_shapes(shapes, disk):
+    print("\nShapes\n" + shapes_table(shapes, disk))
 
 
 def machine():
@@ -536,6 +666,11 @@ def update_readme(results):
         "**Full refresh** (20 files of `lakeload generate`, 2 files a day):",
         "",
         full_table(results["full"]),
+        "",
+        "**Shapes of input** (each tool at its defaults, then lakeload and DuckDB given the same "
+        "memory, small enough that both spill; the floor inflates every file on all cores):",
+        "",
+        shapes_table(results["shapes"], results["disk"]),
         "",
         "**Scaling** (20 files each; the last case puts every row on one date, with mostly distinct keys):",
         "",
