@@ -255,13 +255,8 @@ fn merge_concurrency(config: &Config) -> usize {
     config.run.threads.clamp(1, 8)
 }
 
-/// The largest merge unit: beyond it a unit's sort and key table outgrow the CPU caches and
-/// one large date is merged as one long task, so a generous budget would make a run slower
-/// (16 M rows on one date: 10.8 s as one unit, 7.3 s in units of this size).
-const MAX_UNIT_BYTES: usize = 64 << 20;
-
 fn unit_limit(config: &Config) -> usize {
-    (config.run.memory_limit as usize / 2 / merge_concurrency(config) / 4).clamp(4 << 10, MAX_UNIT_BYTES)
+    (config.run.memory_limit as usize / 2 / merge_concurrency(config) / 4).max(4 << 10)
 }
 
 /// The stages of a run, in order; each hands the next what it needs.
