@@ -497,3 +497,73 @@ fn output_into_a_closed_pipe_ends_quietly() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
     }
 }
+
+/// The budget a run used, how it was chosen and what it spilled are in its summary, its
+/// closing table and `plan`: `auto` by default, the setting when there is one.
+#[test]
+fn the_summary_and_plan_say_which_memory_budget_was_used_and_what_spilled() {
+    let dir = tempdir();
+    let (source, table) = (dir.path().join("in"), dir.path().join("out"));
+    let generated = Lakeload::new(dir.path())
+        .args([
+            "generate",
+            &path_str(&source),
+            "--files",
+            "4",
+            "--rows",
+            "5000",
+            "--span",
+            "10",
+        ])
+        .output();
+    assert_exit(&generated, 0);
+    let run = |limit: Option<&str>, json: bool| {
+        let mut cmd = Lakeload::new(dir.path())
+            .env("LAKELOAD_SOURCE_URL", &source)
+            .env("LAKELOAD_TARGET_URL", &table)
+            .args(["run", "--mode", "full"]);
+        if json {
+            cmd = cmd.args(["--json"]);
+        }
+        if let Some(l) = limit {
+            cmd = cmd.env("LAKELOAD_RUN_MEMORY_LIMIT", l);
+        }
+        let out = cmd.output();
+        assert_exit(&out, 0);
+        out
+    };
+
+    let default = summary_json(&run(None, true));
+    assert!(
+        default["memory_limit_chosen"]
+            .as_str()
+            .unwrap()
+            .starts_with("auto: "),
+        "{default}"
+    );
+    assert!(default["memory_limit"].as_u64().unwrap() >= 256 << 20);
+    assert_eq!(default["bytes_spilled"], 0, "20,000 lines fit the auto budget");
+
+    let tight = summary_json(&run(Some("4KiB"), true));
+    assert_eq!(tight["memory_limit"], 4096);
+    assert_eq!(tight["memory_limit_chosen"], "run.memory_limit = 4KiB");
+    assert!(tight["bytes_spilled"].as_u64().unwrap() > 0, "{tight}");
+    assert_eq!(tight["rows_read"], default["rows_read"]);
+
+    let table_text = stderr(&run(Some("4KiB"), false));
+    assert!(
+        table_text.contains("(run.memory_limit = 4KiB)") && table_text.contains("spilled to disk"),
+        "{table_text}"
+    );
+    let plan = Lakeload::new(dir.path())
+        .env("LAKELOAD_SOURCE_URL", &source)
+        .env("LAKELOAD_TARGET_URL", &table)
+        .args(["plan"])
+        .output();
+    assert_exit(&plan, 0);
+    assert!(
+        stdout(&plan).contains("memory") && stdout(&plan).contains("auto: "),
+        "{}",
+        stdout(&plan)
+    );
+}
