@@ -187,6 +187,10 @@ class Bench:
             timed("lakeload", lambda: self.lakeload_run(src, out))
             row["lines"] = row["lakeload"]["summary"]["rows_read"]
             row["budget"] = row["lakeload"]["summary"].get("memory_limit_chosen", "")
+            self.results["default_budget"] = {
+                "bytes": row["lakeload"]["summary"].get("memory_limit", 0),
+                "chosen": row["budget"],
+            }
             timed("duckdb", lambda: measure([sys.executable, "-c", DUCKDB_JOB, src, out, str(self.cores)]))
             timed("polars", lambda: measure([sys.executable, "-c", POLARS_JOB, src, out]))
             timed("lakeload_eq", lambda: self.lakeload_run(
@@ -642,7 +646,10 @@ def plot(results, path):
         if skew:
             right.plot([skew["lines"] / 1e6], [skew[tool]["rss_mib"]], style[0], mfc="none", ms=10,
                        color=right.lines[-1].get_color())
-    right.axhline(1024 * 1.25, color="grey", lw=0.8, ls="-.", label="lakeload budget (1 GiB + 25 %)")
+    budget = results.get("default_budget")
+    if budget:
+        right.axhline(budget["bytes"] / MIB * 1.25, color="grey", lw=0.8, ls="-.",
+                      label=f"lakeload's default budget + 25 % ({budget['chosen']})")
     left.set(xscale="log", xlabel="input lines (millions)", ylabel="million lines / s", title="Throughput")
     right.set(xscale="log", yscale="log", xlabel="input lines (millions)", ylabel="peak RSS (MiB, log scale)",
               title="Peak memory (hollow: all rows on one date)")
