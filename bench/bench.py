@@ -649,7 +649,7 @@ def plot(results, path):
     budget = results.get("default_budget")
     if budget:
         right.axhline(budget["bytes"] / MIB * 1.25, color="grey", lw=0.8, ls="-.",
-                      label=f"lakeload's default budget + 25 % ({budget['chosen']})")
+                      label="lakeload default budget + 25 %")
     left.set(xscale="log", xlabel="input lines (millions)", ylabel="million lines / s", title="Throughput")
     right.set(xscale="log", yscale="log", xlabel="input lines (millions)", ylabel="peak RSS (MiB, log scale)",
               title="Peak memory (hollow: all rows on one date)")
