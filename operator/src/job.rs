@@ -32,9 +32,6 @@ pub const EXIT_LOCKED: i32 = 75;
 /// Where the worker spills (TMPDIR in the image): an emptyDir, the root filesystem being
 /// read-only.
 const SPILL_DIR: &str = "/tmp";
-/// Share of the container's memory limit given to `run.memory_limit`: the rest is the worker's
-/// own footprint (binary, runtime, I/O buffers) beyond the rows it counts.
-const MEMORY_LIMIT_SHARE: (u64, u64) = (3, 4);
 
 /// A short, stable name for a table: the first 16 hex digits of SHA-256 of its URL as the
 /// worker reads it, so every spelling of one table (`file:///d/t`, `/d/t/`, `s3://b/p/`) has
@@ -149,7 +146,8 @@ fn derived_memory_limit(run: &EtlRun) -> Option<String> {
     }
     let limit = run.spec.resources.as_ref()?.limits.as_ref()?.get("memory")?;
     let bytes = quantity_bytes(&limit.0)?;
-    Some((bytes / MEMORY_LIMIT_SHARE.1 * MEMORY_LIMIT_SHARE.0).to_string())
+    let (num, den) = lakeload_types::CONTAINER_MEMORY_SHARE;
+    Some((bytes / den * num).to_string())
 }
 
 /// `section.key` → `LAKELOAD_SECTION_KEY`.

@@ -7,8 +7,6 @@
 
 use std::path::{Path, PathBuf};
 
-/// Share of a cgroup (container) memory limit.
-const CGROUP_SHARE: (u64, u64) = (3, 4);
 /// Share of the machine's memory when no cgroup limits the process.
 const MACHINE_SHARE: (u64, u64) = (3, 5);
 /// The smallest budget `auto` picks on a machine without a container limit: below it a run
@@ -38,11 +36,15 @@ pub fn choose(cgroup: Option<u64>, machine: Option<u64>) -> MemoryBudget {
     let share = |b: u64, (num, den): (u64, u64)| b / den * num;
     match (cgroup, machine) {
         (Some(limit), machine) if machine.is_none_or(|m| limit < m) => {
-            // No floor here: a budget above 3/4 of the limit would take the worker's peak
-            // past it, and the container would be killed.
+            // No floor here: a larger budget would take the worker's peak past the limit, and
+            // the container would be killed.
+            let (num, den) = lakeload_types::CONTAINER_MEMORY_SHARE;
             MemoryBudget {
-                bytes: share(limit, CGROUP_SHARE).max(1024),
-                chosen: format!("auto: 3/4 of the container's memory limit of {}", gib(limit)),
+                bytes: share(limit, (num, den)).max(1024),
+                chosen: format!(
+                    "auto: {num}/{den} of the container's memory limit of {}",
+                    gib(limit)
+                ),
             }
         }
         (_, Some(total)) => MemoryBudget {
