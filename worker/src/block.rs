@@ -132,6 +132,20 @@ impl KeyColumns {
     }
 }
 
+/// One row of a [`RowBlock`]: its text and where each field ends in it.
+pub struct RowView<'b> {
+    text: &'b str,
+    ends: &'b [u32],
+}
+
+impl<'b> RowView<'b> {
+    /// Field `i` as text; `None` for NULL (see [`RowBlock::field_str`]).
+    pub fn field_str(&self, i: usize) -> Option<&'b str> {
+        let span = field_span(self.ends, i);
+        (!span.is_empty()).then(|| self.text.get(span)).flatten()
+    }
+}
+
 /// Many rows of one schema. Row `r`'s text is `text[starts[r]..]`; its field `i` ends at
 /// `ends[r * columns + i]` (relative to the row's start) and begins one byte after the previous
 /// field's end (the delimiter, or any separator in rows rebuilt from the table). An empty field
@@ -258,6 +272,18 @@ impl RowBlock {
         (!span.is_empty())
             .then(|| self.text.get(start + span.start..start + span.end))
             .flatten()
+    }
+
+    /// Row `r`'s text and field ends, to read several of its fields.
+    pub fn row(&self, r: usize) -> RowView<'_> {
+        let start = self.starts[r] as usize;
+        let ends = &self.ends[r * self.columns..(r + 1) * self.columns];
+        let end = start + ends.last().copied().unwrap_or(0) as usize;
+        // Rows end on a character boundary (see `field_str`); `get` keeps a crash impossible.
+        RowView {
+            text: self.text.get(start..end).unwrap_or_default(),
+            ends,
+        }
     }
 
     /// The value of date slot `slot` of row `r` ([`NULL_DATE`] for NULL).

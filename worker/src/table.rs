@@ -471,42 +471,57 @@ fn frame_schema(schema: &SchemaConfig) -> Schema {
     Schema::from_iter(fields)
 }
 
-/// The rows `at` of `blocks` → a data frame of the table's columns.
+/// The rows `at` of `blocks` → a data frame of the table's columns. Built in one pass over
+/// the rows, every column at once: a row's text and field ends are fetched from memory once
+/// (the rows lie scattered over many blocks, in lineage order), not once per column.
 fn frame(blocks: &[RowBlock], at: &[RowRef], schema: &SchemaConfig, files: &FileTable) -> Result<DataFrame> {
-    let rows = || at.iter().map(|&(b, r)| (&blocks[b as usize], r as usize));
-    let mut columns: Vec<Column> = Vec::with_capacity(schema.columns.len() + 3);
-    for (i, name) in schema.columns.iter().enumerate() {
-        let series = match schema.date_slot(i) {
-            Some(j) => {
-                let days: Int32Chunked = rows()
-                    .map(|(block, r)| Some(block.date(r, j)).filter(|d| *d != NULL_DATE))
-                    .collect();
-                days.with_name(name.as_str().into()).into_series().into_date()
-            }
-            None => {
-                let values: StringChunked = rows().map(|(block, r)| block.field_str(r, i)).collect();
-                values.with_name(name.as_str().into()).into_series()
-            }
-        };
-        columns.push(series.into_column());
+    enum Builder {
+        Text(usize, StringChunkedBuilder),
+        Date(usize, Vec<Option<i32>>),
     }
-    let file_keys: StringChunked = rows()
-        .map(|(block, r)| Some(&*files.get(block.file(r)).key))
+    let mut builders: Vec<Builder> = schema
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, name)| match schema.date_slot(i) {
+            Some(slot) => Builder::Date(slot, Vec::with_capacity(at.len())),
+            None => Builder::Text(i, StringChunkedBuilder::new(name.as_str().into(), at.len())),
+        })
         .collect();
-    let lines: Int64Chunked = rows().map(|(block, r)| Some(block.line(r) as i64)).collect();
-    let modified: Int64Chunked = rows()
-        .map(|(block, r)| Some(files.get(block.file(r)).modified_micros))
+    let mut file_keys = StringChunkedBuilder::new(LINEAGE_FILE.into(), at.len());
+    let mut lines = Vec::with_capacity(at.len());
+    let mut modified = Vec::with_capacity(at.len());
+    for &(b, r) in at {
+        let (block, r) = (&blocks[b as usize], r as usize);
+        let row = block.row(r);
+        for builder in &mut builders {
+            match builder {
+                Builder::Text(i, values) => values.append_option(row.field_str(*i)),
+                Builder::Date(slot, days) => {
+                    days.push(Some(block.date(r, *slot)).filter(|d| *d != NULL_DATE))
+                }
+            }
+        }
+        let file = files.get(block.file(r));
+        file_keys.append_value(&*file.key);
+        lines.push(block.line(r) as i64);
+        modified.push(file.modified_micros);
+    }
+    let mut columns: Vec<Column> = builders
+        .into_iter()
+        .zip(&schema.columns)
+        .map(|(builder, name)| match builder {
+            Builder::Text(_, values) => values.finish().into_series().into_column(),
+            Builder::Date(_, days) => Int32Chunked::from_iter_options(name.as_str().into(), days.into_iter())
+                .into_series()
+                .into_date()
+                .into_column(),
+        })
         .collect();
+    columns.push(file_keys.finish().into_series().into_column());
+    columns.push(Int64Chunked::from_vec(LINEAGE_LINE.into(), lines).into_series().into_column());
     columns.push(
-        file_keys
-            .with_name(LINEAGE_FILE.into())
-            .into_series()
-            .into_column(),
-    );
-    columns.push(lines.with_name(LINEAGE_LINE.into()).into_series().into_column());
-    columns.push(
-        modified
-            .with_name(LINEAGE_MODIFIED.into())
+        Int64Chunked::from_vec(LINEAGE_MODIFIED.into(), modified)
             .into_series()
             .into_datetime(TimeUnit::Microseconds, None)
             .into_column(),
