@@ -132,6 +132,37 @@ impl KeyColumns {
     }
 }
 
+/// A new block of the rows `at` (block, row) of `blocks`, in that order, allocated once at
+/// its exact size; `blocks` share one schema and `at` is not empty.
+pub fn gather_from(blocks: &[RowBlock], at: &[(u32, u32)]) -> RowBlock {
+    let first = &blocks[at[0].0 as usize];
+    gather_rows(first, at.iter().map(|&(b, r)| (&blocks[b as usize], r as usize)))
+}
+
+fn gather_rows<'a>(like: &RowBlock, rows: impl Iterator<Item = (&'a RowBlock, usize)> + Clone) -> RowBlock {
+    let (mut n, mut text) = (0, 0);
+    for (block, r) in rows.clone() {
+        n += 1;
+        text += block.text_len(r);
+    }
+    let mut out = RowBlock {
+        columns: like.columns,
+        date_slots: like.date_slots,
+        text: String::with_capacity(text),
+        starts: Vec::with_capacity(n),
+        ends: Vec::with_capacity(n * like.columns),
+        dates: Vec::with_capacity(n * like.date_slots),
+        hashes: Vec::with_capacity(n),
+        files: Vec::with_capacity(n),
+        lines: Vec::with_capacity(n),
+        generations: Vec::with_capacity(n),
+    };
+    for (block, r) in rows {
+        out.push_from(block, r);
+    }
+    out
+}
+
 /// One row of a [`RowBlock`]: its text and where each field ends in it.
 pub struct RowView<'b> {
     text: &'b str,
@@ -213,6 +244,23 @@ impl RowBlock {
         self.text.len() + self.len() * (8 + 8 + 4 + 8 + 1) + self.ends.len() * 4 + self.dates.len() * 4
     }
 
+    /// Bytes of the rows' text.
+    pub fn text_bytes(&self) -> usize {
+        self.text.len()
+    }
+
+    /// Makes room for `rows` more rows of `text` bytes in all, exactly.
+    pub fn reserve_exact(&mut self, rows: usize, text: usize) {
+        self.text.reserve_exact(text);
+        self.starts.reserve_exact(rows);
+        self.ends.reserve_exact(rows * self.columns);
+        self.dates.reserve_exact(rows * self.date_slots);
+        self.hashes.reserve_exact(rows);
+        self.files.reserve_exact(rows);
+        self.lines.reserve_exact(rows);
+        self.generations.reserve_exact(rows);
+    }
+
     /// Gives back spare capacity (a block kept for later holds only what it uses).
     pub fn shrink_to_fit(&mut self) {
         self.text.shrink_to_fit();
@@ -252,6 +300,25 @@ impl RowBlock {
             other.hashes[r],
             other.lineage(r),
         );
+    }
+
+    /// Length of row `r`'s text: where its last field ends.
+    fn text_len(&self, r: usize) -> usize {
+        self.ends[r * self.columns..(r + 1) * self.columns]
+            .last()
+            .copied()
+            .unwrap_or(0) as usize
+    }
+
+    /// Bytes row `r` takes in a block (its text, field ends, dates, hash and lineage).
+    pub fn row_bytes(&self, r: usize) -> usize {
+        self.text_len(r) + self.columns * 4 + self.date_slots * 4 + (8 + 8 + 4 + 8 + 1)
+    }
+
+    /// A new block of rows `rows` of this one, in that order, allocated once at its exact
+    /// size (growing vectors row by row would copy every byte again on each doubling).
+    pub fn gather(&self, rows: &[u32]) -> RowBlock {
+        gather_rows(self, rows.iter().map(|&r| (self, r as usize)))
     }
 
     /// The bytes of field `i` of row `r`; `None` for NULL (an empty field).
@@ -395,6 +462,64 @@ impl RowBlock {
             generations,
         }))
     }
+
+    /// Appends the rows of one block in the spill format ([`RowBlock::write_to`]) held whole
+    /// in `bytes`: a unit read back from disk becomes one block, not one per piece. Returns
+    /// the bytes the piece took.
+    pub fn append_encoded(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let damaged = |what: &str| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a spill file is damaged: {what}"),
+            )
+        };
+        let header = bytes.get(..32).ok_or_else(|| damaged("a block is cut short"))?;
+        let header = bytes_to_words(header);
+        let [columns, date_slots, rows, text_len] = [0, 1, 2, 3].map(|i| header[i] as usize);
+        if self.is_empty() && self.text.is_empty() {
+            (self.columns, self.date_slots) = (columns, date_slots);
+        } else if (columns, date_slots) != (self.columns, self.date_slots) {
+            return Err(damaged("blocks of different schemas"));
+        }
+        let mut at = 32;
+        let mut take = |len: usize| -> std::io::Result<&[u8]> {
+            let piece = bytes
+                .get(at..at + len)
+                .ok_or_else(|| damaged("a block is cut short"))?;
+            at += len;
+            Ok(piece)
+        };
+        // Checked once per block, so every field read from it is text.
+        let text = std::str::from_utf8(take(text_len)?).map_err(|_| damaged("rows are not UTF-8"))?;
+        let offset = self.text.len() as u64;
+        self.text.push_str(text);
+        let starts = take(rows * 8)?;
+        self.starts.extend(
+            starts
+                .chunks_exact(8)
+                .map(|c| offset + u64::from_le_bytes(c.try_into().expect("8 bytes"))),
+        );
+        self.ends.extend(u32s(take(rows * columns * 4)?));
+        self.dates
+            .extend(u32s(take(rows * date_slots * 4)?).map(|d| d as i32));
+        self.hashes.extend(u64s(take(rows * 8)?));
+        self.files.extend(u32s(take(rows * 4)?));
+        self.lines.extend(u64s(take(rows * 8)?));
+        self.generations.extend_from_slice(take(rows)?);
+        Ok(at)
+    }
+}
+
+fn u64s(bytes: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+}
+
+fn u32s(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
 }
 
 fn words_to_bytes(words: &[u64]) -> Vec<u8> {
@@ -458,6 +583,71 @@ impl RowBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Blocks in the spill format, read back into one block, hold the same rows; a damaged
+    /// piece is an error, not a crash.
+    #[test]
+    fn spilled_blocks_are_read_back_into_one() {
+        let block = |first: u64| {
+            let mut b = RowBlock::new(2, 1);
+            for i in first..first + 3 {
+                let text = format!("k{i}|é{i}");
+                let ends = [text.find('|').unwrap() as u32, text.len() as u32];
+                let lineage = Lineage {
+                    file: i as u32,
+                    line: i + 10,
+                    generation: (i % 2) as u8,
+                };
+                b.push(&text, &ends, &[i as i32], i * 7, lineage);
+            }
+            b
+        };
+        let mut bytes = Vec::new();
+        let (a, b) = (block(0), block(3));
+        a.write_to(&mut bytes).unwrap();
+        b.write_to(&mut bytes).unwrap();
+        let mut one = RowBlock::default();
+        let mut at = 0;
+        while at < bytes.len() {
+            at += one.append_encoded(&bytes[at..]).unwrap();
+        }
+        assert_eq!(one.len(), 6);
+        for r in 0..6 {
+            let (src, sr) = if r < 3 { (&a, r) } else { (&b, r - 3) };
+            assert_eq!(one.field_str(r, 0), src.field_str(sr, 0));
+            assert_eq!(one.field_str(r, 1), src.field_str(sr, 1));
+            assert_eq!(one.row(r).field_str(1), src.field_str(sr, 1));
+            assert_eq!(one.date(r, 0), src.date(sr, 0));
+            assert_eq!(one.hash(r), src.hash(sr));
+            assert_eq!(one.lineage(r), src.lineage(sr));
+        }
+        let mut again = RowBlock::default();
+        assert!(again.append_encoded(&bytes[..bytes.len() / 4]).is_err());
+        assert!(again.append_encoded(&bytes[..10]).is_err());
+    }
+
+    /// Gathering rows copies exactly those rows, in the order asked for.
+    #[test]
+    fn gathered_rows_are_the_rows_asked_for() {
+        let mut b = RowBlock::new(1, 0);
+        for i in 0..10u64 {
+            let text = format!("r{i}");
+            let lineage = Lineage {
+                file: 0,
+                line: i,
+                generation: 1,
+            };
+            b.push(&text, &[text.len() as u32], &[], i, lineage);
+        }
+        let g = b.gather(&[7, 2, 2, 9]);
+        let got: Vec<_> = (0..g.len()).map(|r| g.field_str(r, 0).unwrap()).collect();
+        assert_eq!(got, ["r7", "r2", "r2", "r9"]);
+        assert_eq!(g.heap_bytes(), g.data_bytes(), "allocated at its exact size");
+        let other = b.gather(&[0]);
+        let g = gather_from(&[b, other], &[(1, 0), (0, 5)]);
+        let got: Vec<_> = (0..g.len()).map(|r| g.field_str(r, 0).unwrap()).collect();
+        assert_eq!(got, ["r0", "r5"]);
+    }
 
     #[test]
     fn spill_format_round_trips() {

@@ -178,8 +178,12 @@ impl DateMerge<'_> {
                             let mut units = units.lock().unwrap_or_else(|e| e.into_inner());
                             let index = units.1;
                             units.1 += 1;
-                            units.0.next_unit().map(|u| u.map(|blocks| (index, blocks)))
+                            units.0.next_unit().map(|u| u.map(|unit| (index, unit)))
                         };
+                        // Loaded outside the lock: units of one date are copied out of their
+                        // shared blocks or read back from disk on several threads at once.
+                        let next =
+                            next.and_then(|u| u.map(|(index, unit)| Ok((index, unit.load()?))).transpose());
                         let outcome = match next {
                             Ok(None) => return,
                             Ok(Some((index, blocks))) => {

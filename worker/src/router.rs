@@ -199,6 +199,11 @@ impl DateRouter {
         dates.into_iter().map(|(_, d)| d).collect()
     }
 
+    /// Bytes of rows held, in memory and spilled.
+    pub fn total_bytes(&self) -> u64 {
+        self.dates.values().map(DateRows::bytes).sum()
+    }
+
     pub fn total_rows(&self) -> u64 {
         self.total_rows
     }
@@ -265,8 +270,8 @@ mod tests {
     fn rows_of(rows: DateRows) -> Vec<(String, u64)> {
         let mut units = rows.into_units(usize::MAX, SpillDir::new(None));
         let mut out = Vec::new();
-        while let Some(blocks) = units.next_unit().unwrap() {
-            for b in &blocks {
+        while let Some(unit) = units.next_unit().unwrap() {
+            for b in &unit.load().unwrap() {
                 out.extend((0..b.len()).map(|r| (b.field_str(r, 0).unwrap().to_string(), b.line(r))));
             }
         }

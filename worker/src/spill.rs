@@ -10,12 +10,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::block::RowBlock;
+use crate::block::{RowBlock, gather_from};
 
-/// Hash bits that pick a sub-partition at each level: 64 files per spilled date, so a date
-/// spilled to 64 × the unit limit still needs no second pass.
-const BUCKET_BITS: u32 = 6;
-const BUCKETS: usize = 1 << BUCKET_BITS;
+/// Hash bits that pick a sub-partition at each level: 256 buckets, so a date spilled to 256 ×
+/// the unit limit still needs no second pass (a second pass writes and reads everything
+/// again). Each spill of a date writes one piece per bucket, however many blocks it holds.
+const BUCKET_BITS: u32 = 8;
+pub const BUCKETS: usize = 1 << BUCKET_BITS;
 /// Below this level rows differ in hash bits; past it only equal hashes are left together.
 const MAX_LEVEL: u32 = 64 / BUCKET_BITS - 1;
 
@@ -95,7 +96,7 @@ impl Drop for SpillPath {
 #[derive(Debug)]
 struct SpillPart {
     file: Arc<SpillPath>,
-    blocks: Vec<(u64, u64)>,
+    blocks: Vec<Piece>,
     bytes: u64,
 }
 
@@ -116,7 +117,7 @@ impl SpillPart {
         }
         let file = File::open(&self.file.0)?;
         let mut buffer = Vec::new();
-        for &(offset, len) in &self.blocks {
+        for &Piece { offset, len, .. } in &self.blocks {
             buffer.resize(len as usize, 0);
             file.read_exact_at(&mut buffer, offset)?;
             let block = RowBlock::read_from(&mut buffer.as_slice())?.ok_or_else(|| {
@@ -129,6 +130,15 @@ impl SpillPart {
         }
         Ok(())
     }
+}
+
+/// One block in a spill file: where it lies, and what it holds (to size a unit read back).
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    offset: u64,
+    len: u64,
+    rows: u64,
+    text: u64,
 }
 
 /// Appends blocks to one spill file through one buffered writer, noting in each bucket's part
@@ -153,15 +163,25 @@ impl<'a> Appender<'a> {
     /// Writes each non-empty piece into the part of its bucket.
     fn append(&mut self, pieces: &[RowBlock], parts: &mut [SpillPart]) -> std::io::Result<()> {
         for (piece, part) in pieces.iter().zip(parts.iter_mut()) {
-            if piece.is_empty() {
-                continue;
+            if !piece.is_empty() {
+                self.append_one(piece, part)?;
             }
-            let n = piece.write_to(&mut self.out)?;
-            part.blocks.push((self.offset, n));
-            part.bytes += n;
-            self.offset += n;
-            self.spill.written.fetch_add(n, Ordering::Relaxed);
         }
+        Ok(())
+    }
+
+    /// Writes `block` into `part`.
+    fn append_one(&mut self, block: &RowBlock, part: &mut SpillPart) -> std::io::Result<()> {
+        let n = block.write_to(&mut self.out)?;
+        part.blocks.push(Piece {
+            offset: self.offset,
+            len: n,
+            rows: block.len() as u64,
+            text: block.text_bytes() as u64,
+        });
+        part.bytes += n;
+        self.offset += n;
+        self.spill.written.fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
 
@@ -172,15 +192,69 @@ impl<'a> Appender<'a> {
     }
 }
 
-/// Splits `block`'s rows by their hash bucket at `level`, into `into` (one block per bucket).
-fn split_into(block: &RowBlock, level: u32, into: &mut [RowBlock]) {
+/// `block`'s rows cut by their hash bucket at `level`: one block per bucket, each allocated
+/// once at its size.
+fn split_block(block: &RowBlock, level: u32) -> Vec<RowBlock> {
+    let mut rows: Vec<Vec<u32>> = vec![Vec::new(); BUCKETS];
     for r in 0..block.len() {
-        into[bucket(block.hash(r), level)].push_from(block, r);
+        rows[bucket(block.hash(r), level)].push(r as u32);
     }
+    rows.iter().map(|rows| block.gather(rows)).collect()
 }
 
-fn empty_buckets(like: &RowBlock) -> Vec<RowBlock> {
-    (0..BUCKETS).map(|_| like.empty_like()).collect()
+/// In-memory rows waiting for their unit: a whole block, or the rows of a block that share
+/// a unit's hash bits. When a date is cut into units its blocks are shared by the units, not
+/// copied; each unit copies its rows out as it is loaded, on the thread that merges it.
+#[derive(Debug)]
+struct Slice {
+    block: Arc<RowBlock>,
+    /// `None`: every row.
+    rows: Option<Vec<u32>>,
+    bytes: usize,
+}
+
+impl Slice {
+    fn whole(block: RowBlock) -> Slice {
+        Slice {
+            bytes: block.heap_bytes(),
+            block: Arc::new(block),
+            rows: None,
+        }
+    }
+
+    /// The slice's rows cut by hash bucket at `level`, one slice per bucket (`None` where a
+    /// bucket has none).
+    fn split(&self, level: u32) -> Vec<Option<Slice>> {
+        let mut rows: Vec<Vec<u32>> = vec![Vec::new(); BUCKETS];
+        let mut bytes = vec![0usize; BUCKETS];
+        let mut add = |r: u32| {
+            let b = bucket(self.block.hash(r as usize), level);
+            rows[b].push(r);
+            bytes[b] += self.block.row_bytes(r as usize);
+        };
+        match &self.rows {
+            None => (0..self.block.len() as u32).for_each(&mut add),
+            Some(selected) => selected.iter().copied().for_each(&mut add),
+        }
+        rows.into_iter()
+            .zip(bytes)
+            .map(|(rows, bytes)| {
+                (!rows.is_empty()).then(|| Slice {
+                    block: self.block.clone(),
+                    rows: Some(rows),
+                    bytes,
+                })
+            })
+            .collect()
+    }
+
+    fn load(self) -> RowBlock {
+        match self.rows {
+            // Whole blocks are never shared; a clone would only follow a change to that.
+            None => Arc::try_unwrap(self.block).unwrap_or_else(|shared| (*shared).clone()),
+            Some(rows) => self.block.gather(&rows),
+        }
+    }
 }
 
 /// What a date spilled: its file and, per level-0 bucket, where that bucket's rows lie in it.
@@ -254,58 +328,64 @@ impl DateRows {
         }
         let date = self.spilled.as_mut().expect("created above");
         let mut out = Appender::open(spill, &date.file, date.len)?;
-        for block in std::mem::take(&mut self.memory) {
-            let mut buckets = empty_buckets(&block);
-            split_into(&block, 0, &mut buckets);
-            drop(block);
-            out.append(&buckets, &mut date.parts)?;
+        // Rows of all blocks sorted into buckets by reference; each bucket is then copied out
+        // and written as one piece, so memory holds one bucket's copy at most.
+        let mut buckets: Vec<Vec<(u32, u32)>> = vec![Vec::new(); BUCKETS];
+        for (b, block) in self.memory.iter().enumerate() {
+            for r in 0..block.len() {
+                buckets[bucket(block.hash(r), 0)].push((b as u32, r as u32));
+            }
         }
+        for (rows, part) in buckets.iter().zip(date.parts.iter_mut()) {
+            if !rows.is_empty() {
+                out.append_one(&gather_from(&self.memory, rows), part)?;
+            }
+        }
+        self.memory.clear();
         date.len = out.finish()?;
         Ok(std::mem::take(&mut self.memory_bytes))
     }
 
     /// The date's rows as merge units of about `limit` bytes at most, in a fixed order.
     pub fn into_units(mut self, limit: usize, spill: Arc<SpillDir>) -> Units {
-        let first = Pending {
-            level: 0,
-            memory: std::mem::take(&mut self.memory),
-            memory_bytes: std::mem::take(&mut self.memory_bytes),
-            files: Vec::new(),
-        };
+        self.memory_bytes = 0;
+        let memory: Vec<Slice> = std::mem::take(&mut self.memory)
+            .into_iter()
+            .map(Slice::whole)
+            .collect();
         let mut units = Units {
             limit,
             spill,
             stack: Vec::new(),
         };
+        let first = Pending {
+            level: 0,
+            memory,
+            files: Vec::new(),
+        };
         match self.spilled.take() {
             None => units.stack.push(first),
-            Some(DateSpill {
-                parts: files, len, ..
-            }) => {
-                let total = first.memory_bytes as u64 + len;
+            Some(DateSpill { parts: files, .. }) => {
+                let total = first.bytes() + files.iter().map(|f| f.bytes).sum::<u64>();
                 if total <= limit as u64 {
                     units.stack.push(Pending { files, ..first });
                 } else {
-                    // The spill files are already cut by level-0 bucket: pair each with the
-                    // in-memory rows of its bucket.
-                    let mut memory = match first.memory.first() {
-                        Some(like) => empty_buckets(like),
-                        None => Vec::new(),
-                    };
-                    for block in first.memory {
-                        split_into(&block, 0, &mut memory);
-                    }
-                    let mut memory = memory.into_iter();
-                    let buckets = files.into_iter().map(|file| {
-                        let block = memory.next().filter(|b| !b.is_empty());
-                        Pending {
+                    // The spill file is already cut by level-0 bucket: pair each bucket's part
+                    // with the in-memory rows of that bucket.
+                    let mut buckets: Vec<Pending> = files
+                        .into_iter()
+                        .map(|file| Pending {
                             level: 1,
-                            memory_bytes: block.as_ref().map_or(0, RowBlock::heap_bytes),
-                            memory: block.into_iter().collect(),
+                            memory: Vec::new(),
                             files: vec![file],
+                        })
+                        .collect();
+                    for slice in first.memory {
+                        for (bucket, piece) in buckets.iter_mut().zip(slice.split(0)) {
+                            bucket.memory.extend(piece);
                         }
-                    });
-                    units.push_grouped(buckets.collect());
+                    }
+                    units.push_grouped(buckets);
                 }
             }
         }
@@ -316,15 +396,88 @@ impl DateRows {
 /// Rows waiting to become a unit: all share their hash bits above `level`.
 struct Pending {
     level: u32,
-    memory: Vec<RowBlock>,
-    memory_bytes: usize,
+    memory: Vec<Slice>,
     files: Vec<SpillPart>,
 }
 
 impl Pending {
     fn bytes(&self) -> u64 {
-        self.memory_bytes as u64 + self.files.iter().map(|f| f.bytes).sum::<u64>()
+        self.memory.iter().map(|s| s.bytes as u64).sum::<u64>()
+            + self.files.iter().map(|f| f.bytes).sum::<u64>()
     }
+}
+
+/// One merge unit, not yet loaded: which in-memory rows and spilled parts it holds.
+pub struct Unit {
+    memory: Vec<Slice>,
+    files: Vec<SpillPart>,
+}
+
+impl Unit {
+    /// The unit's rows as blocks: in-memory rows copied out of the blocks they share, spilled
+    /// rows read back.
+    pub fn load(self) -> std::io::Result<Vec<RowBlock>> {
+        let mut blocks: Vec<RowBlock> = self.memory.into_iter().map(Slice::load).collect();
+        if !self.files.is_empty() {
+            blocks.push(read_parts(&self.files)?);
+        }
+        Ok(blocks)
+    }
+}
+
+/// Most bytes read from a spill file at once.
+const READ_BYTES: u64 = 4 << 20;
+
+/// The rows of `parts` as one block. Their pieces are read in file order, neighbours in one
+/// read: the pieces of one spill of a date lie side by side, bucket after bucket, so a unit of
+/// neighbouring buckets reads each spill's share in one go.
+fn read_parts(parts: &[SpillPart]) -> std::io::Result<RowBlock> {
+    use std::os::unix::fs::FileExt;
+    let mut by_file: Vec<(&Arc<SpillPath>, Vec<Piece>)> = Vec::new();
+    for part in parts {
+        match by_file.iter_mut().find(|(file, _)| Arc::ptr_eq(file, &part.file)) {
+            Some((_, pieces)) => pieces.extend_from_slice(&part.blocks),
+            None => by_file.push((&part.file, part.blocks.clone())),
+        }
+    }
+    let pieces = parts.iter().flat_map(|p| &p.blocks);
+    let rows = pieces.clone().map(|p| p.rows).sum::<u64>() as usize;
+    let text = pieces.map(|p| p.text).sum::<u64>() as usize;
+    let mut out = RowBlock::default();
+    let mut sized = false;
+    let mut buffer = Vec::new();
+    for (file, mut pieces) in by_file {
+        pieces.sort_unstable_by_key(|p| p.offset);
+        let handle = File::open(&file.0)?;
+        let mut i = 0;
+        while i < pieces.len() {
+            // A run of pieces that follow one another, up to READ_BYTES (one piece at least).
+            let start = pieces[i].offset;
+            let mut end = start + pieces[i].len;
+            let mut j = i + 1;
+            while j < pieces.len() && pieces[j].offset == end && end + pieces[j].len - start <= READ_BYTES {
+                end += pieces[j].len;
+                j += 1;
+            }
+            buffer.resize((end - start) as usize, 0);
+            handle.read_exact_at(&mut buffer, start)?;
+            let mut at = 0;
+            while at < buffer.len() {
+                at += out.append_encoded(&buffer[at..])?;
+                // Sized once the schema is known: growing by doubling would hold up to twice
+                // the unit in memory.
+                if !sized {
+                    out.reserve_exact(
+                        rows.saturating_sub(out.len()),
+                        text.saturating_sub(out.text_bytes()),
+                    );
+                    sized = true;
+                }
+            }
+            i = j;
+        }
+    }
+    Ok(out)
 }
 
 /// A date's merge units, produced one at a time.
@@ -336,48 +489,37 @@ pub struct Units {
 }
 
 impl Units {
-    /// The next unit's blocks; `None` when the date is done. Equal keys are always in the same
-    /// unit.
-    pub fn next_unit(&mut self) -> std::io::Result<Option<Vec<RowBlock>>> {
+    /// The next unit; `None` when the date is done. Equal keys are always in the same unit.
+    /// Cheap but for a spilled part too large for one unit, which is cut here.
+    pub fn next_unit(&mut self) -> std::io::Result<Option<Unit>> {
         loop {
             let Some(pending) = self.stack.pop() else {
                 return Ok(None);
             };
             if pending.bytes() <= self.limit as u64 || pending.level > MAX_LEVEL {
-                let mut blocks = pending.memory;
-                for part in pending.files {
-                    part.for_each(|b| {
-                        blocks.push(b);
-                        Ok(())
-                    })?;
-                }
-                return Ok(Some(blocks));
+                return Ok(Some(Unit {
+                    memory: pending.memory,
+                    files: pending.files,
+                }));
             }
             self.split(pending)?;
         }
     }
 
     /// Cuts rows too many for one unit by their hash bucket at the pending level: rows in
-    /// memory stay in memory, spilled rows go to new files, one per bucket.
+    /// memory stay where they are (the new slices name them), spilled rows go to a new file.
     fn split(&mut self, pending: Pending) -> std::io::Result<()> {
         let level = pending.level;
         let mut children: Vec<Pending> = (0..BUCKETS)
             .map(|_| Pending {
                 level: level + 1,
                 memory: Vec::new(),
-                memory_bytes: 0,
                 files: Vec::new(),
             })
             .collect();
-        for block in pending.memory {
-            let mut parts = empty_buckets(&block);
-            split_into(&block, level, &mut parts);
-            drop(block);
-            for (child, part) in children.iter_mut().zip(parts) {
-                if !part.is_empty() {
-                    child.memory_bytes += part.heap_bytes();
-                    child.memory.push(part);
-                }
+        for slice in pending.memory {
+            for (child, piece) in children.iter_mut().zip(slice.split(level)) {
+                child.memory.extend(piece);
             }
         }
         if !pending.files.is_empty() {
@@ -386,11 +528,7 @@ impl Units {
             let mut outputs: Vec<SpillPart> = (0..BUCKETS).map(|_| SpillPart::new(&file)).collect();
             let mut out = Appender::open(&self.spill, &file, 0)?;
             for part in pending.files {
-                part.for_each(|block| {
-                    let mut pieces = empty_buckets(&block);
-                    split_into(&block, level, &mut pieces);
-                    out.append(&pieces, &mut outputs)
-                })?;
+                part.for_each(|block| out.append(&split_block(&block, level), &mut outputs))?;
             }
             out.finish()?;
             for (child, part) in children.iter_mut().zip(outputs) {
@@ -406,22 +544,24 @@ impl Units {
     /// Queues sibling sub-partitions (bucket order), neighbours put together while they fit
     /// one unit: fewer, larger row groups. One still too large stays alone, to be cut again.
     fn push_grouped(&mut self, children: Vec<Pending>) {
-        let mut grouped: Vec<Pending> = Vec::new();
+        let mut grouped: Vec<(Pending, u64)> = Vec::new();
         for child in children {
-            if child.bytes() == 0 {
+            let bytes = child.bytes();
+            if bytes == 0 {
                 continue;
             }
             match grouped.last_mut() {
-                Some(group) if group.bytes() + child.bytes() <= self.limit as u64 => {
-                    group.memory_bytes += child.memory_bytes;
+                Some((group, total)) if *total + bytes <= self.limit as u64 => {
                     group.memory.extend(child.memory);
                     group.files.extend(child.files);
+                    *total += bytes;
                 }
-                _ => grouped.push(child),
+                _ => grouped.push((child, bytes)),
             }
         }
+        let grouped = grouped.into_iter().map(|(group, _)| group);
         // Bucket 0 first.
-        self.stack.extend(grouped.into_iter().rev());
+        self.stack.extend(grouped.rev());
     }
 }
 
@@ -451,7 +591,8 @@ mod tests {
 
     fn drain(mut units: Units) -> Vec<Vec<u64>> {
         let mut out = Vec::new();
-        while let Some(blocks) = units.next_unit().unwrap() {
+        while let Some(unit) = units.next_unit().unwrap() {
+            let blocks = unit.load().unwrap();
             let mut hashes: Vec<u64> = blocks
                 .iter()
                 .flat_map(|b| (0..b.len()).map(|r| b.hash(r)))

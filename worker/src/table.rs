@@ -61,8 +61,9 @@ pub trait Table: Send + Sync {
     /// first, so it is never held in memory whole.
     async fn read_date(&self, date: i32, scratch: &SpillDir) -> Result<(Option<Box<dyn StoredRows>>, Seen)>;
 
-    /// A new encoder for one date's object, writing to a scratch file under `scratch`.
-    fn encoder(&self, scratch: &SpillDir) -> Result<Box<dyn DateEncoder>>;
+    /// A new encoder for one date's object, writing to a scratch file under `scratch`, holding
+    /// up to about `group_bytes` of rows before it writes them.
+    fn encoder(&self, scratch: &SpillDir, group_bytes: usize) -> Result<Box<dyn DateEncoder>>;
 
     /// Replaces the date's object with `body` (from [`DateEncoder::finish`]), in one write, if
     /// it is still the version `seen`; otherwise fails with [`Error::LockLost`]. Returns the
@@ -180,8 +181,12 @@ impl Table for ParquetTable {
         Ok((Some(Box::new(stored)), Seen::of(meta.etag)))
     }
 
-    fn encoder(&self, scratch: &SpillDir) -> Result<Box<dyn DateEncoder>> {
-        Ok(Box::new(ParquetEncoder::new(self.schema.clone(), scratch)?))
+    fn encoder(&self, scratch: &SpillDir, group_bytes: usize) -> Result<Box<dyn DateEncoder>> {
+        Ok(Box::new(ParquetEncoder::new(
+            self.schema.clone(),
+            scratch,
+            group_bytes,
+        )?))
     }
 
     async fn write_date(&self, date: i32, body: EncodedObject, seen: Seen) -> Result<u64> {
@@ -350,6 +355,9 @@ pub trait DateEncoder: Send {
 /// Rows per Parquet row group: large enough for good compression and fast scans.
 const ROW_GROUP_ROWS: usize = 256 * 1024;
 
+/// Fewest rows of a row group made of small merge units gathered together.
+const MIN_GROUP_ROWS: usize = 64 * 1024;
+
 /// An encoded object waiting in a scratch file (removed when dropped): a large date is never
 /// held in memory as bytes.
 pub struct EncodedObject {
@@ -364,12 +372,19 @@ impl EncodedObject {
 }
 
 /// Snappy Parquet: schema columns (dates as DATE, the rest as strings), then the lineage
-/// columns; each call to `add` becomes one or more row groups.
+/// columns. Each `add` becomes row groups of up to [`ROW_GROUP_ROWS`]; the rows of small
+/// merge units are gathered first (see [`ParquetEncoder::write`]), so readers still scan row
+/// groups of a useful size.
 pub struct ParquetEncoder {
     schema: Arc<SchemaConfig>,
     file: tempfile::TempPath,
     sink: SharedFile,
     writer: polars::io::parquet::write::BatchedWriter<SharedFile>,
+    /// Rows added and not yet written, in order.
+    pending: Vec<DataFrame>,
+    pending_rows: usize,
+    pending_bytes: usize,
+    group_bytes: usize,
 }
 
 /// The scratch file behind a handle the encoder keeps, so it can flush (and hear of a full
@@ -387,7 +402,7 @@ impl std::io::Write for SharedFile {
 }
 
 impl ParquetEncoder {
-    pub fn new(schema: Arc<SchemaConfig>, scratch: &SpillDir) -> Result<Self> {
+    pub fn new(schema: Arc<SchemaConfig>, scratch: &SpillDir, group_bytes: usize) -> Result<Self> {
         let (file, path) = scratch
             .create_file("object")
             .map_err(|e| Error::Other(format!("cannot create a scratch file (run.spill_dir): {e}")))?;
@@ -402,17 +417,53 @@ impl ParquetEncoder {
             file: path,
             sink,
             writer,
+            pending: Vec::new(),
+            pending_rows: 0,
+            pending_bytes: 0,
+            group_bytes,
         })
     }
 }
 
 impl ParquetEncoder {
+    /// Adds `frame`'s rows. A frame of a small merge unit waits for more, to make a row group
+    /// of at least [`MIN_GROUP_ROWS`] (or `group_bytes`); larger frames are written at once.
+    fn write(&mut self, frame: DataFrame) -> Result<()> {
+        let bytes = frame.estimated_size();
+        if frame.height() >= MIN_GROUP_ROWS || bytes >= self.group_bytes {
+            self.flush()?;
+            return self.write_groups(&frame);
+        }
+        self.pending_rows += frame.height();
+        self.pending_bytes += bytes;
+        self.pending.push(frame);
+        if self.pending_rows >= MIN_GROUP_ROWS || self.pending_bytes >= self.group_bytes {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the rows waiting, as one frame.
+    fn flush(&mut self) -> Result<()> {
+        let mut frames = std::mem::take(&mut self.pending).into_iter();
+        (self.pending_rows, self.pending_bytes) = (0, 0);
+        let Some(mut rows) = frames.next() else {
+            return Ok(());
+        };
+        for frame in frames {
+            rows.vstack_mut_owned(frame)?;
+        }
+        // One chunk: the writer makes a row group of each chunk.
+        rows.rechunk_mut();
+        self.write_groups(&rows)
+    }
+
     /// `frame`'s rows as row groups of at most [`ROW_GROUP_ROWS`].
-    fn write(&mut self, frame: &DataFrame) -> Result<()> {
+    fn write_groups(&mut self, frame: &DataFrame) -> Result<()> {
         let mut offset = 0;
         while offset < frame.height() {
-            let part = frame.slice(offset as i64, ROW_GROUP_ROWS);
-            self.writer.write_batch(&part)?;
+            self.writer
+                .write_batch(&frame.slice(offset as i64, ROW_GROUP_ROWS))?;
             offset += ROW_GROUP_ROWS;
         }
         Ok(())
@@ -421,7 +472,7 @@ impl ParquetEncoder {
 
 impl DateEncoder for ParquetEncoder {
     fn add(&mut self, blocks: &[RowBlock], at: &[RowRef], files: &FileTable) -> Result<()> {
-        self.write(&frame(blocks, at, &self.schema, files)?)
+        self.write(frame(blocks, at, &self.schema, files)?)
     }
 
     fn add_with_stored(
@@ -436,10 +487,11 @@ impl DateEncoder for ParquetEncoder {
         all.vstack_mut_owned(frame(blocks, at, &self.schema, files)?)?;
         all.rechunk_mut();
         let take = IdxCa::from_vec(PlSmallStr::EMPTY, take.iter().map(|&i| i as IdxSize).collect());
-        self.write(&all.take(&take)?)
+        self.write(all.take(&take)?)
     }
 
-    fn finish(self: Box<Self>) -> Result<EncodedObject> {
+    fn finish(mut self: Box<Self>) -> Result<EncodedObject> {
+        self.flush()?;
         let size = self.writer.finish()?;
         let ParquetEncoder { file, mut sink, .. } = *self;
         std::io::Write::flush(&mut sink)
@@ -519,7 +571,11 @@ fn frame(blocks: &[RowBlock], at: &[RowRef], schema: &SchemaConfig, files: &File
         })
         .collect();
     columns.push(file_keys.finish().into_series().into_column());
-    columns.push(Int64Chunked::from_vec(LINEAGE_LINE.into(), lines).into_series().into_column());
+    columns.push(
+        Int64Chunked::from_vec(LINEAGE_LINE.into(), lines)
+            .into_series()
+            .into_column(),
+    );
     columns.push(
         Int64Chunked::from_vec(LINEAGE_MODIFIED.into(), modified)
             .into_series()
@@ -533,7 +589,8 @@ fn frame(blocks: &[RowBlock], at: &[RowRef], schema: &SchemaConfig, files: &File
 #[cfg(test)]
 pub fn encode(rows: &RowBlock, schema: &Arc<SchemaConfig>, files: &FileTable) -> Result<bytes::Bytes> {
     let scratch = SpillDir::new(None);
-    let mut encoder: Box<dyn DateEncoder> = Box::new(ParquetEncoder::new(schema.clone(), &scratch)?);
+    let mut encoder: Box<dyn DateEncoder> =
+        Box::new(ParquetEncoder::new(schema.clone(), &scratch, usize::MAX)?);
     let at: Vec<RowRef> = (0..rows.len() as u32).map(|r| (0, r)).collect();
     encoder.add(std::slice::from_ref(rows), &at, files)?;
     let object = encoder.finish()?;
@@ -648,6 +705,67 @@ mod tests {
     use crate::config::{Config, RawConfig};
     use crate::merge::FileInfo;
     use crate::row::{LineOutcome, LineParser, ParsedLine};
+
+    /// Small merge units are gathered into row groups of a useful size, in order; a large
+    /// one is cut at the row group size; every row is written once.
+    #[test]
+    fn small_units_are_gathered_into_row_groups() {
+        let mut raw = RawConfig::default();
+        raw.set("source.url", "/in");
+        raw.set("target.url", "/out");
+        raw.set("schema.columns", "id,day");
+        raw.set("schema.date_columns", "day");
+        raw.set("schema.partition_column", "day");
+        raw.set("schema.key", "id,day");
+        let schema = Arc::new(Config::from_raw(&raw).unwrap().schema);
+        let files = FileTable::new(std::sync::Arc::from(vec![FileInfo {
+            key: "f.gz".into(),
+            modified_micros: 7,
+        }]));
+        let unit = |first: usize, rows: usize| {
+            let mut block = RowBlock::new(2, 1);
+            for i in first..first + rows {
+                let text = format!("{i}|2024-01-02");
+                let ends = [text.find('|').unwrap() as u32, text.len() as u32];
+                let lineage = Lineage {
+                    file: 0,
+                    line: i as u64 + 1,
+                    generation: 1,
+                };
+                block.push(&text, &ends, &[19724], i as u64, lineage);
+            }
+            let at: Vec<RowRef> = (0..rows as u32).map(|r| (0, r)).collect();
+            (block, at)
+        };
+        let scratch = SpillDir::new(None);
+        let mut encoder: Box<dyn DateEncoder> =
+            Box::new(ParquetEncoder::new(schema.clone(), &scratch, usize::MAX).unwrap());
+        // 10 units of 10,000 rows, then one of 300,000.
+        let mut first = 0;
+        for rows in [10_000; 10].into_iter().chain([300_000]) {
+            let (block, at) = unit(first, rows);
+            encoder.add(std::slice::from_ref(&block), &at, &files).unwrap();
+            first += rows;
+        }
+        let object = encoder.finish().unwrap();
+        let mut reader = ParquetReader::new(std::fs::File::open(object.path()).unwrap());
+        let groups: Vec<usize> = reader
+            .get_metadata()
+            .unwrap()
+            .row_groups
+            .iter()
+            .map(|g| g.num_rows())
+            .collect();
+        // 7 small units reach the minimum; the other 3 go out before the large unit, which
+        // is cut at the row group size.
+        assert_eq!(groups, [70_000, 30_000, ROW_GROUP_ROWS, 300_000 - ROW_GROUP_ROWS]);
+        let decoded = decode(&std::fs::read(object.path()).unwrap(), &schema).unwrap();
+        assert_eq!(decoded.rows.len(), first);
+        let ids: Vec<usize> = (0..first)
+            .map(|r| decoded.rows.field_str(r, 0).unwrap().parse().unwrap())
+            .collect();
+        assert!(ids.iter().enumerate().all(|(i, id)| i == *id), "rows in order");
+    }
 
     /// Issue 7 (2): date columns listed out of column order must decode into the slots they
     /// were parsed into, or stored rows swap their dates and stop matching their keys.
