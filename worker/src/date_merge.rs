@@ -109,7 +109,7 @@ impl DateMerge<'_> {
             }
             drop(slot);
         }
-        let units = rows.into_units(self.unit_limit, self.spill.clone());
+        let units = rows.into_units(self.unit_limit, self.spill.clone(), self.threads);
         self.merge_units(units, &files, encoder)
     }
 

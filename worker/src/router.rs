@@ -268,7 +268,7 @@ mod tests {
     }
 
     fn rows_of(rows: DateRows) -> Vec<(String, u64)> {
-        let mut units = rows.into_units(usize::MAX, SpillDir::new(None));
+        let mut units = rows.into_units(usize::MAX, SpillDir::new(None), 1);
         let mut out = Vec::new();
         while let Some(unit) = units.next_unit().unwrap() {
             for b in &unit.load().unwrap() {

@@ -346,8 +346,18 @@ impl DateRows {
         Ok(std::mem::take(&mut self.memory_bytes))
     }
 
-    /// The date's rows as merge units of about `limit` bytes at most, in a fixed order.
-    pub fn into_units(mut self, limit: usize, spill: Arc<SpillDir>) -> Units {
+    /// The date's rows as merge units of about `limit` bytes at most, in a fixed order. Rows
+    /// held only in memory and too many for one unit are cut into their units at once, each
+    /// block read once, on `threads` threads.
+    pub fn into_units(mut self, limit: usize, spill: Arc<SpillDir>, threads: usize) -> Units {
+        if self.spilled.is_none() && self.memory_bytes > limit {
+            let blocks = std::mem::take(&mut self.memory);
+            return Units {
+                limit,
+                spill,
+                stack: cut_in_memory(blocks, limit, threads).into_iter().rev().collect(),
+            };
+        }
         self.memory_bytes = 0;
         let memory: Vec<Slice> = std::mem::take(&mut self.memory)
             .into_iter()
@@ -391,6 +401,73 @@ impl DateRows {
         }
         units
     }
+}
+
+/// Blocks held in memory, cut by level-0 hash bucket into units of about `limit` bytes:
+/// neighbouring buckets are grouped by their sizes, then each block is split once into one
+/// piece per unit, sized exactly, blocks shared out over `threads` threads. Cutting by
+/// reference instead ([`Slice`]) would have every unit read through every block: on a date of
+/// 16 M rows cut into 32 units that read its row entries 8 times over. A bucket larger than
+/// `limit` is its own unit, cut again by [`Units::next_unit`].
+fn cut_in_memory(blocks: Vec<RowBlock>, limit: usize, threads: usize) -> Vec<Pending> {
+    let mut sizes = vec![0u64; BUCKETS];
+    for block in &blocks {
+        for r in 0..block.len() {
+            sizes[bucket(block.hash(r), 0)] += block.row_bytes(r) as u64;
+        }
+    }
+    // Each bucket's unit: neighbours grouped while they fit.
+    let mut unit_of = vec![0usize; BUCKETS];
+    let (mut units, mut filled) = (0usize, 0u64);
+    for (b, &size) in sizes.iter().enumerate() {
+        if filled > 0 && filled + size > limit as u64 {
+            units += 1;
+            filled = 0;
+        }
+        unit_of[b] = units;
+        filled += size;
+    }
+    let units = units + 1;
+    // Each block split into its units' pieces; a block is dropped once split.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let blocks: Vec<Mutex<Option<RowBlock>>> = blocks.into_iter().map(|b| Mutex::new(Some(b))).collect();
+    let split: Vec<Mutex<Vec<RowBlock>>> = (0..blocks.len()).map(|_| Mutex::new(Vec::new())).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| {
+                let mut rows: Vec<Vec<u32>> = vec![Vec::new(); units];
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(slot) = blocks.get(i) else { return };
+                    let Some(block) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+                        continue;
+                    };
+                    rows.iter_mut().for_each(Vec::clear);
+                    for r in 0..block.len() {
+                        rows[unit_of[bucket(block.hash(r), 0)]].push(r as u32);
+                    }
+                    *split[i].lock().unwrap_or_else(|e| e.into_inner()) =
+                        rows.iter().map(|rows| block.gather(rows)).collect();
+                }
+            });
+        }
+    });
+    let mut pending: Vec<Pending> = (0..units)
+        .map(|_| Pending {
+            level: 1,
+            memory: Vec::new(),
+            files: Vec::new(),
+        })
+        .collect();
+    for pieces in split {
+        let pieces = pieces.into_inner().unwrap_or_else(|e| e.into_inner());
+        for (unit, piece) in pending.iter_mut().zip(pieces) {
+            if !piece.is_empty() {
+                unit.memory.push(Slice::whole(piece));
+            }
+        }
+    }
+    pending
 }
 
 /// Rows waiting to become a unit: all share their hash bits above `level`.
@@ -626,7 +703,7 @@ mod tests {
                 rows.spill(&spill).unwrap();
             }
             rows.add(block(hashes[2000..].iter().copied()));
-            let units = drain(rows.into_units(limit, spill.clone()));
+            let units = drain(rows.into_units(limit, spill.clone(), 2));
             let mut all: Vec<u64> = units.iter().flatten().copied().collect();
             all.sort();
             let mut expected = hashes.clone();
