@@ -710,23 +710,17 @@ mod tests {
     /// one is cut at the row group size; every row is written once.
     #[test]
     fn small_units_are_gathered_into_row_groups() {
-        let mut raw = RawConfig::default();
-        raw.set("source.url", "/in");
-        raw.set("target.url", "/out");
-        raw.set("schema.columns", "id,day");
-        raw.set("schema.date_columns", "day");
-        raw.set("schema.partition_column", "day");
-        raw.set("schema.key", "id,day");
-        let schema = Arc::new(Config::from_raw(&raw).unwrap().schema);
+        let schema = Arc::new(crate::merge::tests::schema());
         let files = FileTable::new(std::sync::Arc::from(vec![FileInfo {
             key: "f.gz".into(),
             modified_micros: 7,
         }]));
         let unit = |first: usize, rows: usize| {
-            let mut block = RowBlock::new(2, 1);
+            let mut block = RowBlock::new(3, 1);
             for i in first..first + rows {
-                let text = format!("{i}|2024-01-02");
-                let ends = [text.find('|').unwrap() as u32, text.len() as u32];
+                let text = format!("{i}|2024-01-02|v");
+                let id_end = text.find('|').unwrap() as u32;
+                let ends = [id_end, id_end + 11, text.len() as u32];
                 let lineage = Lineage {
                     file: 0,
                     line: i as u64 + 1,
