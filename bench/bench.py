@@ -400,46 +400,62 @@ SHAPE_MEMORY = "512MiB"
 SHAPE_RUNS = 2
 
 
-def disk_speed(work, size):
+def disk_speed(work, size, tries=3):
     """Sequential write (1 MiB writes, then fdatasync) and read of `size` bytes in the bench's
-    folder, the file evicted from the page cache between the two: the disk's own speed."""
+    folder, the file evicted from the page cache between the two: the disk's own speed. The
+    best of `tries` for each, since a shared (virtual) disk only ever runs slower than it can,
+    and the spill target (see `spill_target`) should be the strictest one."""
     path = os.path.join(work, "disk-speed.bin")
     chunk = os.urandom(MIB)
-    t = time.perf_counter()
-    with open(path, "wb") as f:
-        for _ in range(size // MIB):
-            f.write(chunk)
-        f.flush()
-        os.fdatasync(f.fileno())
-    write_s = time.perf_counter() - t
-    fd = os.open(path, os.O_RDONLY)
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    t = time.perf_counter()
-    while os.read(fd, 4 * MIB):
-        pass
-    read_s = time.perf_counter() - t
-    os.close(fd)
-    os.remove(path)
-    return {"write_mib_s": size / MIB / write_s, "read_mib_s": size / MIB / read_s}
+    best = {"write_mib_s": 0.0, "read_mib_s": 0.0}
+    for _ in range(tries):
+        t = time.perf_counter()
+        with open(path, "wb") as f:
+            for _ in range(size // MIB):
+                f.write(chunk)
+            f.flush()
+            os.fdatasync(f.fileno())
+        write_s = time.perf_counter() - t
+        fd = os.open(path, os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        t = time.perf_counter()
+        while os.read(fd, 4 * MIB):
+            pass
+        read_s = time.perf_counter() - t
+        os.close(fd)
+        os.remove(path)
+        best["write_mib_s"] = max(best["write_mib_s"], size / MIB / write_s)
+        best["read_mib_s"] = max(best["read_mib_s"], size / MIB / read_s)
+    return best
+
+
+def spill_target(shape, disk):
+    """What a run that spills may cost (issue 19): the in-memory run's time plus writing and
+    reading what it spilled at the disk's measured speeds."""
+    spilled = shape["lakeload_eq"]["spilled_mib"]
+    return shape["lakeload"]["s"] + spilled / disk["write_mib_s"] + spilled / disk["read_mib_s"]
 
 
 def shapes_table(shapes, disk):
     rows = [f"| shape | lines | input MiB | floor s | lakeload s (budget) | peak MiB | DuckDB s | peak MiB "
             f"| Polars s | ÷ DuckDB | lakeload s at {shapes[0]['limit']} | peak MiB | spilled MiB | "
-            f"DuckDB s at {shapes[0]['limit']} | peak MiB | ÷ DuckDB |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            f"spill target s | ÷ target | DuckDB s at {shapes[0]['limit']} | peak MiB | ÷ DuckDB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in shapes:
         ld, dd, le, de = r["lakeload"], r["duckdb"], r["lakeload_eq"], r["duckdb_eq"]
         rows.append(
             f"| {r['shape']} | {r['lines']:,} | {r['input_mib']:.0f} | {r['floor']['s']:.2f} | "
             f"{ld['s']:.2f} | {ld['rss']:.0f} | {dd['s']:.2f} | {dd['rss']:.0f} | {r['polars']['s']:.2f} | "
-            f"{ld['s'] / dd['s']:.2f}x | {le['s']:.2f} | {le['rss']:.0f} | {le['spilled_mib']:.0f} | " +
+            f"{ld['s'] / dd['s']:.2f}x | {le['s']:.2f} | {le['rss']:.0f} | {le['spilled_mib']:.0f} | "
+            f"{spill_target(r, disk):.2f} | {le['s'] / spill_target(r, disk):.2f}x | " +
             (f"failed after {de['s']:.1f} s ({de['failed']}) | {de['rss']:.0f} | |" if de.get("failed") else
              f"{de['s']:.2f} | {de['rss']:.0f} | {le['s'] / de['s']:.2f}x |"))
     rows.append("")
     rows.append(f"lakeload's default budget here: {shapes[0]['budget'] or '?'}. The disk: "
                 f"{disk['write_mib_s']:.0f} MiB/s sequential write (with fdatasync), "
-                f"{disk['read_mib_s']:.0f} MiB/s read (not cached).")
+                f"{disk['read_mib_s']:.0f} MiB/s read (not cached), each the best of 3. The spill target is "
+                f"the time at defaults (nothing spilled) plus writing and reading what the run at "
+                f"{shapes[0]['limit']} spilled at those speeds.")
     return "\n".join(rows)
 
 
