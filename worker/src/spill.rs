@@ -1,8 +1,9 @@
 //! The rows of one date, in memory and on local disk, handed to the merge in units that fit a
-//! memory limit. A date that alone is larger than the limit is cut by key hash into 16
-//! sub-partitions (and those again, as often as needed): rows with equal keys have equal
-//! hashes, so each unit is merged on its own and the date's memory stays bounded whatever the
-//! input size or skew.
+//! memory limit. A date that alone is larger than the limit is cut by key hash into 256
+//! buckets (and those again, as often as needed), neighbouring buckets grouped into units:
+//! rows with equal keys have equal hashes, so each unit is merged on its own and the date's
+//! memory stays bounded whatever the input size or skew. A spilled date's file holds, per
+//! spill, one piece per bucket; a unit is read back from it in few large reads.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
