@@ -344,12 +344,10 @@ impl RowBlock {
     /// Row `r`'s text and field ends, to read several of its fields.
     pub fn row(&self, r: usize) -> RowView<'_> {
         let start = self.starts[r] as usize;
-        let ends = &self.ends[r * self.columns..(r + 1) * self.columns];
-        let end = start + ends.last().copied().unwrap_or(0) as usize;
         // Rows end on a character boundary (see `field_str`); `get` keeps a crash impossible.
         RowView {
-            text: self.text.get(start..end).unwrap_or_default(),
-            ends,
+            text: self.text.get(start..start + self.text_len(r)).unwrap_or_default(),
+            ends: &self.ends[r * self.columns..(r + 1) * self.columns],
         }
     }
 
@@ -418,49 +416,23 @@ impl RowBlock {
     }
 
     /// Reads a block written by [`RowBlock::write_to`]; `Ok(None)` at the end of the input.
+    /// The header says how long the block is; the block is then decoded by
+    /// [`RowBlock::append_encoded`], the one reader of the format.
     pub fn read_from(input: &mut impl Read) -> std::io::Result<Option<RowBlock>> {
-        let mut header = [0u8; 32];
-        match input.read_exact(&mut header) {
+        let mut bytes = vec![0u8; HEADER_BYTES];
+        match input.read_exact(&mut bytes) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(e) => return Err(e),
         }
-        let header = bytes_to_words(&header);
+        let header: Vec<u64> = u64s(&bytes).collect();
         let [columns, date_slots, rows, text_len] = [0, 1, 2, 3].map(|i| header[i] as usize);
-        let mut read = |len: usize| -> std::io::Result<Vec<u8>> {
-            let mut buf = vec![0u8; len];
-            input.read_exact(&mut buf)?;
-            Ok(buf)
-        };
-        // Checked once per block, so every field read from it is text.
-        let text = String::from_utf8(read(text_len)?).map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "a spill file is damaged: rows are not UTF-8",
-            )
-        })?;
-        let starts = bytes_to_words(&read(rows * 8)?);
-        let ends = bytes_to_u32s(&read(rows * columns * 4)?);
-        let dates = bytes_to_u32s(&read(rows * date_slots * 4)?)
-            .into_iter()
-            .map(|d| d as i32)
-            .collect();
-        let hashes = bytes_to_words(&read(rows * 8)?);
-        let files = bytes_to_u32s(&read(rows * 4)?);
-        let lines = bytes_to_words(&read(rows * 8)?);
-        let generations = read(rows)?;
-        Ok(Some(RowBlock {
-            columns,
-            date_slots,
-            text,
-            starts,
-            ends,
-            dates,
-            hashes,
-            files,
-            lines,
-            generations,
-        }))
+        let body = text_len + rows * (8 + columns * 4 + date_slots * 4 + 8 + 4 + 8 + 1);
+        bytes.resize(HEADER_BYTES + body, 0);
+        input.read_exact(&mut bytes[HEADER_BYTES..])?;
+        let mut block = RowBlock::default();
+        block.append_encoded(&bytes)?;
+        Ok(Some(block))
     }
 
     /// Appends the rows of one block in the spill format ([`RowBlock::write_to`]) held whole
@@ -473,15 +445,17 @@ impl RowBlock {
                 format!("a spill file is damaged: {what}"),
             )
         };
-        let header = bytes.get(..32).ok_or_else(|| damaged("a block is cut short"))?;
-        let header = bytes_to_words(header);
+        let header = bytes
+            .get(..HEADER_BYTES)
+            .ok_or_else(|| damaged("a block is cut short"))?;
+        let header: Vec<u64> = u64s(header).collect();
         let [columns, date_slots, rows, text_len] = [0, 1, 2, 3].map(|i| header[i] as usize);
         if self.is_empty() && self.text.is_empty() {
             (self.columns, self.date_slots) = (columns, date_slots);
         } else if (columns, date_slots) != (self.columns, self.date_slots) {
             return Err(damaged("blocks of different schemas"));
         }
-        let mut at = 32;
+        let mut at = HEADER_BYTES;
         let mut take = |len: usize| -> std::io::Result<&[u8]> {
             let piece = bytes
                 .get(at..at + len)
@@ -493,12 +467,8 @@ impl RowBlock {
         let text = std::str::from_utf8(take(text_len)?).map_err(|_| damaged("rows are not UTF-8"))?;
         let offset = self.text.len() as u64;
         self.text.push_str(text);
-        let starts = take(rows * 8)?;
-        self.starts.extend(
-            starts
-                .chunks_exact(8)
-                .map(|c| offset + u64::from_le_bytes(c.try_into().expect("8 bytes"))),
-        );
+        self.starts
+            .extend(u64s(take(rows * 8)?).map(|start| offset + start));
         self.ends.extend(u32s(take(rows * columns * 4)?));
         self.dates
             .extend(u32s(take(rows * date_slots * 4)?).map(|d| d as i32));
@@ -522,26 +492,15 @@ fn u32s(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
         .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
 }
 
+/// Bytes of a spilled block's header: columns, date slots, rows and text length.
+const HEADER_BYTES: usize = 32;
+
 fn words_to_bytes(words: &[u64]) -> Vec<u8> {
     words.iter().flat_map(|w| w.to_le_bytes()).collect()
 }
 
 fn u32s_to_bytes(words: &[u32]) -> Vec<u8> {
     words.iter().flat_map(|w| w.to_le_bytes()).collect()
-}
-
-fn bytes_to_words(bytes: &[u8]) -> Vec<u64> {
-    bytes
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-        .collect()
-}
-
-fn bytes_to_u32s(bytes: &[u8]) -> Vec<u32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
-        .collect()
 }
 
 /// Builds rows from field values (`None` = NULL): rows read back from the table, and tests.

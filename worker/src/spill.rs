@@ -121,12 +121,8 @@ impl SpillPart {
         for &Piece { offset, len, .. } in &self.blocks {
             buffer.resize(len as usize, 0);
             file.read_exact_at(&mut buffer, offset)?;
-            let block = RowBlock::read_from(&mut buffer.as_slice())?.ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "a spill file is damaged: a block is missing",
-                )
-            })?;
+            let mut block = RowBlock::default();
+            block.append_encoded(&buffer)?;
             f(block)?;
         }
         Ok(())
@@ -193,12 +189,12 @@ impl<'a> Appender<'a> {
     }
 }
 
-/// `block`'s rows cut by their hash bucket at `level`: one block per bucket, each allocated
-/// once at its size.
-fn split_block(block: &RowBlock, level: u32) -> Vec<RowBlock> {
-    let mut rows: Vec<Vec<u32>> = vec![Vec::new(); BUCKETS];
+/// `block`'s rows cut into `parts` blocks by `part_of(key hash)`, each allocated once at its
+/// size.
+fn split_block(block: &RowBlock, parts: usize, part_of: impl Fn(u64) -> usize) -> Vec<RowBlock> {
+    let mut rows: Vec<Vec<u32>> = vec![Vec::new(); parts];
     for r in 0..block.len() {
-        rows[bucket(block.hash(r), level)].push(r as u32);
+        rows[part_of(block.hash(r))].push(r as u32);
     }
     rows.iter().map(|rows| block.gather(rows)).collect()
 }
@@ -316,8 +312,8 @@ impl DateRows {
         }
     }
 
-    /// Moves the in-memory rows to this date's spill file, cut by level-0 bucket, a block at a
-    /// time (memory holds one block's copy at most). Returns the memory freed.
+    /// Moves the in-memory rows to this date's spill file, cut by level-0 bucket, one piece per
+    /// bucket (memory holds one bucket's copy at most). Returns the memory freed.
     pub fn spill(&mut self, spill: &SpillDir) -> std::io::Result<usize> {
         if self.memory.is_empty() {
             return Ok(0);
@@ -429,30 +425,26 @@ fn cut_in_memory(blocks: Vec<RowBlock>, limit: usize, threads: usize) -> Vec<Pen
         filled += size;
     }
     let units = units + 1;
-    // Each block split into its units' pieces; a block is dropped once split.
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let blocks: Vec<Mutex<Option<RowBlock>>> = blocks.into_iter().map(|b| Mutex::new(Some(b))).collect();
-    let split: Vec<Mutex<Vec<RowBlock>>> = (0..blocks.len()).map(|_| Mutex::new(Vec::new())).collect();
+    // Each block split into its units' pieces, blocks taken in turn by `threads` threads; a
+    // block is dropped once split.
+    let work = Mutex::new(blocks.into_iter().enumerate());
+    let split: Mutex<Vec<(usize, Vec<RowBlock>)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..threads.max(1) {
             scope.spawn(|| {
-                let mut rows: Vec<Vec<u32>> = vec![Vec::new(); units];
                 loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(slot) = blocks.get(i) else { return };
-                    let Some(block) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() else {
-                        continue;
-                    };
-                    rows.iter_mut().for_each(Vec::clear);
-                    for r in 0..block.len() {
-                        rows[unit_of[bucket(block.hash(r), 0)]].push(r as u32);
-                    }
-                    *split[i].lock().unwrap_or_else(|e| e.into_inner()) =
-                        rows.iter().map(|rows| block.gather(rows)).collect();
+                    let next = work.lock().unwrap_or_else(|e| e.into_inner()).next();
+                    let Some((i, block)) = next else { return };
+                    let pieces = split_block(&block, units, |h| unit_of[bucket(h, 0)]);
+                    drop(block);
+                    split.lock().unwrap_or_else(|e| e.into_inner()).push((i, pieces));
                 }
             });
         }
     });
+    // Block order, so the unit's rows (and the file) do not depend on which thread was first.
+    let mut split = split.into_inner().unwrap_or_else(|e| e.into_inner());
+    split.sort_unstable_by_key(|(i, _)| *i);
     let mut pending: Vec<Pending> = (0..units)
         .map(|_| Pending {
             level: 1,
@@ -460,8 +452,7 @@ fn cut_in_memory(blocks: Vec<RowBlock>, limit: usize, threads: usize) -> Vec<Pen
             files: Vec::new(),
         })
         .collect();
-    for pieces in split {
-        let pieces = pieces.into_inner().unwrap_or_else(|e| e.into_inner());
+    for (_, pieces) in split {
         for (unit, piece) in pending.iter_mut().zip(pieces) {
             if !piece.is_empty() {
                 unit.memory.push(Slice::whole(piece));
@@ -606,7 +597,9 @@ impl Units {
             let mut outputs: Vec<SpillPart> = (0..BUCKETS).map(|_| SpillPart::new(&file)).collect();
             let mut out = Appender::open(&self.spill, &file, 0)?;
             for part in pending.files {
-                part.for_each(|block| out.append(&split_block(&block, level), &mut outputs))?;
+                part.for_each(|block| {
+                    out.append(&split_block(&block, BUCKETS, |h| bucket(h, level)), &mut outputs)
+                })?;
             }
             out.finish()?;
             for (child, part) in children.iter_mut().zip(outputs) {
