@@ -8,21 +8,12 @@ use crate::common::*;
 
 /// Generated source files (ISO dates, `|`-separated, a few bad lines) in `dir/<folder>`.
 fn generate(dir: &std::path::Path, folder: &str, files: usize, rows: usize) -> std::path::PathBuf {
-    let source = dir.join(folder);
-    let out = Lakeload::new(dir)
-        .args([
-            "generate",
-            &path_str(&source),
-            "--files",
-            &files.to_string(),
-            "--rows",
-            &rows.to_string(),
-            "--bad-ratio",
-            "0.001",
-        ])
-        .output();
-    assert_exit(&out, 0);
-    source
+    let (files, rows) = (files.to_string(), rows.to_string());
+    generated_source(
+        dir,
+        folder,
+        &["--files", &files, "--rows", &rows, "--bad-ratio", "0.001"],
+    )
 }
 
 /// Runs the worker; returns its output and its peak resident memory in bytes (wait4).

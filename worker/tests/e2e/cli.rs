@@ -294,18 +294,8 @@ async fn an_expired_lock_is_taken_over() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_stops_the_run_releases_the_lock_and_uploads_the_log() {
     let dir = tempdir();
-    let (source, table) = (dir.path().join("in"), dir.path().join("out"));
-    let generated = Lakeload::new(dir.path())
-        .args([
-            "generate",
-            &path_str(&source),
-            "--files",
-            "24",
-            "--rows",
-            "120000",
-        ])
-        .output();
-    assert_exit(&generated, 0);
+    let source = generated_source(dir.path(), "in", &["--files", "24", "--rows", "120000"]);
+    let table = dir.path().join("out");
     let child = Lakeload::new(dir.path())
         .args(["run", "--mode", "full", "--json", "--set", "run.threads=1"])
         .env("LAKELOAD_SOURCE_URL", &source)
@@ -503,20 +493,12 @@ fn output_into_a_closed_pipe_ends_quietly() {
 #[test]
 fn the_summary_and_plan_say_which_memory_budget_was_used_and_what_spilled() {
     let dir = tempdir();
-    let (source, table) = (dir.path().join("in"), dir.path().join("out"));
-    let generated = Lakeload::new(dir.path())
-        .args([
-            "generate",
-            &path_str(&source),
-            "--files",
-            "4",
-            "--rows",
-            "5000",
-            "--span",
-            "10",
-        ])
-        .output();
-    assert_exit(&generated, 0);
+    let source = generated_source(
+        dir.path(),
+        "in",
+        &["--files", "4", "--rows", "5000", "--span", "10"],
+    );
+    let table = dir.path().join("out");
     let run = |limit: Option<&str>, json: bool| {
         let mut cmd = Lakeload::new(dir.path())
             .env("LAKELOAD_SOURCE_URL", &source)

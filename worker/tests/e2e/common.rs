@@ -250,6 +250,18 @@ pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// Source files made by `lakeload generate` in `dir/<folder>`, with `args` (files, rows, ...);
+/// returns the folder.
+pub fn generated_source(dir: &Path, folder: &str, args: &[&str]) -> std::path::PathBuf {
+    let source = dir.join(folder);
+    let out = Lakeload::new(dir)
+        .args(["generate", &path_str(&source)])
+        .args(args)
+        .output();
+    assert_exit(&out, 0);
+    source
+}
+
 /// A worker process started in the background, its stderr watched line by line.
 pub struct Running {
     child: std::process::Child,
