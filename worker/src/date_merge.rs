@@ -1,6 +1,6 @@
 //! One date's merge: its rows come as units (see [`crate::spill`]); each unit's latest rows
 //! per key are kept and encoded, in unit order, into the date's object. A date cut into
-//! several units has them merged on several threads; [`MergeSlots`] caps how many units are
+//! several units has them merged on several threads; [`MergeMemory`] caps the bytes of units
 //! in memory at once across every date of the run, so the memory budget holds however the
 //! dates are sized. A date whose new and stored rows fit one unit is the common incremental
 //! case: its stored rows stay in the columns they were decoded into ([`StoredSlice`]).
@@ -15,36 +15,49 @@ use crate::merge::{FileTable, MergeCounts, Merger, RowRef};
 use crate::spill::{DateRows, SpillDir, Units};
 use crate::table::{DateEncoder, EncodedObject, StoredRows, StoredSlice};
 
-/// A counting semaphore for blocking threads: how many merge units may be loaded at once.
-pub struct MergeSlots {
-    free: Mutex<usize>,
+/// The memory merge units may hold at once, across every date of the run, in bytes of rows:
+/// a semaphore for blocking threads. Counting bytes rather than units lets small units (a
+/// spilled date's) be merged while earlier ones are encoded, where a count of units sized for
+/// the largest would leave cores idle.
+pub struct MergeMemory {
+    capacity: u64,
+    free: Mutex<u64>,
     freed: Condvar,
 }
 
-impl MergeSlots {
-    pub fn new(slots: usize) -> Self {
-        MergeSlots {
-            free: Mutex::new(slots.max(1)),
+impl MergeMemory {
+    pub fn new(capacity: u64) -> Self {
+        let capacity = capacity.max(1);
+        MergeMemory {
+            capacity,
+            free: Mutex::new(capacity),
             freed: Condvar::new(),
         }
     }
 
-    fn acquire(&self) -> SlotGuard<'_> {
+    /// Waits until `bytes` are free (all of it, for a unit larger than the whole) and takes
+    /// them until the guard drops. Callers acquire a date's units in unit order, so the
+    /// earliest unit of a date holding memory never waits on a later one.
+    fn acquire(&self, bytes: u64) -> MemoryGuard<'_> {
+        let bytes = bytes.clamp(1, self.capacity);
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        while *free == 0 {
+        while *free < bytes {
             free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
         }
-        *free -= 1;
-        SlotGuard(self)
+        *free -= bytes;
+        MemoryGuard { memory: self, bytes }
     }
 }
 
-struct SlotGuard<'a>(&'a MergeSlots);
+struct MemoryGuard<'a> {
+    memory: &'a MergeMemory,
+    bytes: u64,
+}
 
-impl Drop for SlotGuard<'_> {
+impl Drop for MemoryGuard<'_> {
     fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        self.0.freed.notify_one();
+        *self.memory.free.lock().unwrap_or_else(|e| e.into_inner()) += self.bytes;
+        self.memory.freed.notify_all();
     }
 }
 
@@ -52,7 +65,7 @@ impl Drop for SlotGuard<'_> {
 pub struct DateMerge<'a> {
     pub keys: &'a KeyColumns,
     pub order: Order,
-    pub slots: &'a MergeSlots,
+    pub memory: &'a MergeMemory,
     /// Threads merging units of this date side by side.
     pub threads: usize,
     /// Largest unit, in bytes of rows (see [`crate::spill`]).
@@ -78,9 +91,9 @@ impl DateMerge<'_> {
         encoder: Box<dyn DateEncoder>,
     ) -> Result<MergedDate> {
         if let Some(mut stored) = stored {
-            // Stored rows are decoded under a merge slot, a unit's worth at a time: what
+            // Stored rows are decoded under a unit's worth of merge memory, a unit at a time: what
             // `unit_limit` is sized for, however wide the rows and however many dates merge.
-            let slot = self.slots.acquire();
+            let memory = self.memory.acquire(self.unit_limit as u64);
             let mut first = true;
             loop {
                 let room = self
@@ -94,7 +107,7 @@ impl DateMerge<'_> {
                 // their columnar form.
                 let whole = first && !stored.has_more() && !rows.spilled();
                 if whole && rows.memory_bytes() + slice.memory_bytes() <= self.unit_limit {
-                    return self.merge_with_stored(rows, slice, files, encoder, slot);
+                    return self.merge_with_stored(rows, slice, files, encoder, memory);
                 }
                 first = false;
                 // Otherwise stored rows join the new ones; a large date goes to disk as it is
@@ -107,7 +120,7 @@ impl DateMerge<'_> {
                     })?;
                 }
             }
-            drop(slot);
+            drop(memory);
         }
         let units = rows.into_units(self.unit_limit, self.spill.clone(), self.threads);
         self.merge_units(units, &files, encoder)
@@ -122,7 +135,7 @@ impl DateMerge<'_> {
         stored: StoredSlice,
         mut files: FileTable,
         mut encoder: Box<dyn DateEncoder>,
-        _slot: SlotGuard<'_>,
+        _memory: MemoryGuard<'_>,
     ) -> Result<MergedDate> {
         let mut blocks = vec![stored.keys(&mut files)?];
         blocks.extend(rows.take_memory());
@@ -162,9 +175,9 @@ impl DateMerge<'_> {
         mut encoder: Box<dyn DateEncoder>,
     ) -> Result<MergedDate> {
         let units = Mutex::new((units, 0usize));
-        // A unit's slot travels with its kept rows and is freed once they are encoded, so
+        // A unit's memory travels with its kept rows and is freed once they are encoded, so
         // merging cannot run ahead of encoding and pile kept rows up in memory.
-        type Merged<'s> = (usize, (Vec<RowBlock>, Vec<RowRef>), MergeCounts, SlotGuard<'s>);
+        type Merged<'s> = (usize, (Vec<RowBlock>, Vec<RowRef>), MergeCounts, MemoryGuard<'s>);
         let (sender, receiver) = std::sync::mpsc::channel::<Result<Merged<'_>>>();
         let (mut counts, mut rows) = (MergeCounts::default(), 0u64);
         std::thread::scope(|scope| -> Result<()> {
@@ -173,22 +186,29 @@ impl DateMerge<'_> {
                 let units = &units;
                 scope.spawn(move || {
                     loop {
-                        let slot = self.slots.acquire();
+                        // The unit's memory is taken under the lock: units of a date hold
+                        // memory in unit order (see `MergeMemory::acquire`).
                         let next = {
                             let mut units = units.lock().unwrap_or_else(|e| e.into_inner());
                             let index = units.1;
                             units.1 += 1;
-                            units.0.next_unit().map(|u| u.map(|unit| (index, unit)))
+                            units.0.next_unit().map(|unit| {
+                                unit.map(|unit| {
+                                    let memory = self.memory.acquire(unit.bytes());
+                                    (index, unit, memory)
+                                })
+                            })
                         };
                         // Loaded outside the lock: units of one date are copied out of their
                         // shared blocks or read back from disk on several threads at once.
-                        let next =
-                            next.and_then(|u| u.map(|(index, unit)| Ok((index, unit.load()?))).transpose());
-                        let outcome = match next {
+                        let outcome = match next.and_then(|next| {
+                            next.map(|(index, unit, memory)| Ok((index, unit.load()?, memory)))
+                                .transpose()
+                        }) {
                             Ok(None) => return,
-                            Ok(Some((index, blocks))) => {
+                            Ok(Some((index, blocks, memory))) => {
                                 let (kept, counts) = self.merge_unit(blocks, files);
-                                Ok((index, kept, counts, slot))
+                                Ok((index, kept, counts, memory))
                             }
                             Err(e) => Err(Error::Other(format!(
                                 "cannot read back spilled rows (run.spill_dir): {e}"
@@ -206,14 +226,14 @@ impl DateMerge<'_> {
             let mut waiting = BTreeMap::new();
             let mut next = 0usize;
             for outcome in receiver {
-                let (index, kept, unit_counts, slot) = outcome?;
-                waiting.insert(index, (kept, slot));
+                let (index, kept, unit_counts, memory) = outcome?;
+                waiting.insert(index, (kept, memory));
                 counts += unit_counts;
-                while let Some(((blocks, kept), slot)) = waiting.remove(&next) {
+                while let Some(((blocks, kept), memory)) = waiting.remove(&next) {
                     encoder.add(&blocks, &kept, files)?;
                     rows += kept.len() as u64;
                     next += 1;
-                    drop(slot);
+                    drop(memory);
                 }
             }
             Ok(())
@@ -238,5 +258,39 @@ impl DateMerge<'_> {
         };
         let (winners, counts) = merger.merge(&blocks);
         ((blocks, winners), counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Units hold merge memory by their size: small ones side by side, a large one alone,
+    /// one larger than the whole takes all of it rather than waiting forever.
+    #[test]
+    fn merge_memory_counts_bytes() {
+        let memory = MergeMemory::new(100);
+        let a = memory.acquire(30);
+        let b = memory.acquire(30);
+        let c = memory.acquire(40);
+        assert_eq!(*memory.free.lock().unwrap(), 0);
+        drop((a, b, c));
+        let all = memory.acquire(1_000);
+        assert_eq!(all.bytes, 100, "clamped to the whole");
+        let waited = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| {
+                let _small = memory.acquire(10);
+                assert!(
+                    waited.load(std::sync::atomic::Ordering::SeqCst),
+                    "took memory still held"
+                );
+            });
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            waited.store(true, std::sync::atomic::Ordering::SeqCst);
+            drop(all);
+            waiter.join().unwrap();
+        });
+        assert_eq!(*memory.free.lock().unwrap(), 100);
     }
 }

@@ -10,7 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::block::KeyColumns;
 use crate::config::{Config, Mode};
-use crate::date_merge::{DateMerge, MergeSlots};
+use crate::date_merge::{DateMerge, MergeMemory};
 use crate::dates::format_days;
 use crate::error::{Error, Result, exit_code};
 use crate::lock::TableLock;
@@ -588,8 +588,8 @@ async fn merge_and_write(
     let table = target.table.clone();
     let compacted = router.superseded();
     let concurrency = merge_concurrency(config);
-    // Units in memory at once, across all dates: what `unit_limit` is sized for.
-    let slots = Arc::new(MergeSlots::new(concurrency));
+    // Bytes of units in memory at once, across all dates: what `unit_limit` is sized for.
+    let memory = Arc::new(MergeMemory::new((unit_limit * concurrency) as u64));
     let total_bytes = router.total_bytes();
     let group_bytes = row_group_bytes(config);
     let mut merges = futures::stream::iter(dates)
@@ -597,7 +597,7 @@ async fn merge_and_write(
             let rows = router.take(date);
             let unit_limit =
                 date_unit_limit(unit_limit, rows.bytes(), rows.spilled(), total_bytes, concurrency);
-            let (keys, table, spill, slots) = (keys.clone(), table.clone(), spill.clone(), slots.clone());
+            let (keys, table, spill, memory) = (keys.clone(), table.clone(), spill.clone(), memory.clone());
             let files = FileTable::new(work.shared_files.clone());
             // Each write is conditional on the version the run merged with or found; only
             // the table's own stored rows are merged (incremental runs).
@@ -614,7 +614,7 @@ async fn merge_and_write(
                     let merge = DateMerge {
                         keys: &keys,
                         order,
-                        slots: &slots,
+                        memory: &memory,
                         threads: concurrency,
                         unit_limit,
                         spill: &spill,

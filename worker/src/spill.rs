@@ -3,7 +3,8 @@
 //! buckets (and those again, as often as needed), neighbouring buckets grouped into units:
 //! rows with equal keys have equal hashes, so each unit is merged on its own and the date's
 //! memory stays bounded whatever the input size or skew. A spilled date's file holds, per
-//! spill, one piece per bucket; a unit is read back from it in few large reads.
+//! spill, each bucket's rows in pieces of about 64 KiB (one piece for a small date), written
+//! in one pass over the date's blocks; a unit is read back from it in few large reads.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::block::{RowBlock, gather_from};
+use crate::block::RowBlock;
 
 /// Hash bits that pick a sub-partition at each level: 256 buckets, so a date spilled to 256 ×
 /// the unit limit still needs no second pass (a second pass writes and reads everything
@@ -138,37 +139,75 @@ struct Piece {
     text: u64,
 }
 
-/// Appends blocks to one spill file through one buffered writer, noting in each bucket's part
-/// where they went.
-struct Appender<'a> {
+/// Rows a part gathers before they are written as one piece: 256 parts stage up to 16 MiB.
+const STAGED_BYTES: usize = 64 << 10;
+
+/// Appends rows to one spill file, each row to the part of its key hash. Blocks are read
+/// once, in order; each part gathers its rows until it holds [`STAGED_BYTES`], then writes
+/// them as one piece through one buffered writer. Reading each part's rows from all blocks
+/// at once instead costs a trip to memory per row. Rows keep their order within a part; a
+/// spill of a small date writes one piece per part, bucket after bucket, so a unit of
+/// neighbouring buckets is read back in one read.
+struct PartWriter<'a> {
     spill: &'a SpillDir,
     out: BufWriter<File>,
+    /// The file's length so far.
     offset: u64,
+    staged: Vec<RowBlock>,
 }
 
-impl<'a> Appender<'a> {
-    /// Opens `file` to append at `offset` (its length so far).
-    fn open(spill: &'a SpillDir, file: &SpillPath, offset: u64) -> std::io::Result<Appender<'a>> {
+impl<'a> PartWriter<'a> {
+    /// Opens `file` (`len` bytes long) to append rows of `parts` parts.
+    fn open(spill: &'a SpillDir, file: &SpillPath, len: u64, parts: usize) -> std::io::Result<Self> {
         let handle = OpenOptions::new().create(true).append(true).open(&file.0)?;
-        Ok(Appender {
+        Ok(PartWriter {
             spill,
             out: BufWriter::with_capacity(1 << 20, handle),
-            offset,
+            offset: len,
+            staged: (0..parts).map(|_| RowBlock::default()).collect(),
         })
     }
 
-    /// Writes each non-empty piece into the part of its bucket.
-    fn append(&mut self, pieces: &[RowBlock], parts: &mut [SpillPart]) -> std::io::Result<()> {
-        for (piece, part) in pieces.iter().zip(parts.iter_mut()) {
-            if !piece.is_empty() {
-                self.append_one(piece, part)?;
+    /// Adds `block`'s rows, row `r` to `parts[part_of(hash of r)]`.
+    fn add(
+        &mut self,
+        block: &RowBlock,
+        part_of: impl Fn(u64) -> usize,
+        parts: &mut [SpillPart],
+    ) -> std::io::Result<()> {
+        for r in 0..block.len() {
+            let p = part_of(block.hash(r));
+            let stage = &mut self.staged[p];
+            if stage.is_empty() && stage.columns() != block.columns() {
+                // Sized once for what it gathers: growing 256 parts by doubling is malloc churn.
+                *stage = block.empty_like();
+                let row_bytes = (block.data_bytes() / block.len()).max(1);
+                stage.reserve_exact(STAGED_BYTES / row_bytes + 1, STAGED_BYTES);
+            }
+            stage.push_from(block, r);
+            if stage.data_bytes() >= STAGED_BYTES {
+                let stage = std::mem::take(&mut self.staged[p]);
+                self.write(&stage, &mut parts[p])?;
+                self.staged[p] = stage;
+                self.staged[p].clear();
             }
         }
         Ok(())
     }
 
-    /// Writes `block` into `part`.
-    fn append_one(&mut self, block: &RowBlock, part: &mut SpillPart) -> std::io::Result<()> {
+    /// Writes what every part still holds; returns the file's length.
+    fn finish(mut self, parts: &mut [SpillPart]) -> std::io::Result<u64> {
+        for (p, part) in parts.iter_mut().enumerate() {
+            let stage = std::mem::take(&mut self.staged[p]);
+            if !stage.is_empty() {
+                self.write(&stage, part)?;
+            }
+        }
+        self.out.flush()?;
+        Ok(self.offset)
+    }
+
+    fn write(&mut self, block: &RowBlock, part: &mut SpillPart) -> std::io::Result<()> {
         let n = block.write_to(&mut self.out)?;
         part.blocks.push(Piece {
             offset: self.offset,
@@ -180,12 +219,6 @@ impl<'a> Appender<'a> {
         self.offset += n;
         self.spill.written.fetch_add(n, Ordering::Relaxed);
         Ok(())
-    }
-
-    /// Flushes; returns the file's length.
-    fn finish(mut self) -> std::io::Result<u64> {
-        self.out.flush()?;
-        Ok(self.offset)
     }
 }
 
@@ -312,8 +345,8 @@ impl DateRows {
         }
     }
 
-    /// Moves the in-memory rows to this date's spill file, cut by level-0 bucket, one piece per
-    /// bucket (memory holds one bucket's copy at most). Returns the memory freed.
+    /// Moves the in-memory rows to this date's spill file, cut by level-0 bucket (see
+    /// [`PartWriter`]). Returns the memory freed.
     pub fn spill(&mut self, spill: &SpillDir) -> std::io::Result<usize> {
         if self.memory.is_empty() {
             return Ok(0);
@@ -324,22 +357,12 @@ impl DateRows {
             self.spilled = Some(DateSpill { file, len: 0, parts });
         }
         let date = self.spilled.as_mut().expect("created above");
-        let mut out = Appender::open(spill, &date.file, date.len)?;
-        // Rows of all blocks sorted into buckets by reference; each bucket is then copied out
-        // and written as one piece, so memory holds one bucket's copy at most.
-        let mut buckets: Vec<Vec<(u32, u32)>> = vec![Vec::new(); BUCKETS];
-        for (b, block) in self.memory.iter().enumerate() {
-            for r in 0..block.len() {
-                buckets[bucket(block.hash(r), 0)].push((b as u32, r as u32));
-            }
+        let mut out = PartWriter::open(spill, &date.file, date.len, BUCKETS)?;
+        for block in std::mem::take(&mut self.memory) {
+            // Dropped once written: memory goes down as the spill goes on.
+            out.add(&block, |h| bucket(h, 0), &mut date.parts)?;
         }
-        for (rows, part) in buckets.iter().zip(date.parts.iter_mut()) {
-            if !rows.is_empty() {
-                out.append_one(&gather_from(&self.memory, rows), part)?;
-            }
-        }
-        self.memory.clear();
-        date.len = out.finish()?;
+        date.len = out.finish(&mut date.parts)?;
         Ok(std::mem::take(&mut self.memory_bytes))
     }
 
@@ -480,9 +503,15 @@ impl Pending {
 pub struct Unit {
     memory: Vec<Slice>,
     files: Vec<SpillPart>,
+    bytes: u64,
 }
 
 impl Unit {
+    /// Bytes of the unit's rows, in memory or on disk: about what it takes in memory loaded.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
     /// The unit's rows as blocks: in-memory rows copied out of the blocks they share, spilled
     /// rows read back.
     pub fn load(self) -> std::io::Result<Vec<RowBlock>> {
@@ -565,10 +594,12 @@ impl Units {
             let Some(pending) = self.stack.pop() else {
                 return Ok(None);
             };
-            if pending.bytes() <= self.limit as u64 || pending.level > MAX_LEVEL {
+            let bytes = pending.bytes();
+            if bytes <= self.limit as u64 || pending.level > MAX_LEVEL {
                 return Ok(Some(Unit {
                     memory: pending.memory,
                     files: pending.files,
+                    bytes,
                 }));
             }
             self.split(pending)?;
@@ -595,13 +626,11 @@ impl Units {
             // The spilled rows of every bucket into one new file, read back by offset.
             let file = Arc::new(SpillPath(self.spill.new_path("split")?));
             let mut outputs: Vec<SpillPart> = (0..BUCKETS).map(|_| SpillPart::new(&file)).collect();
-            let mut out = Appender::open(&self.spill, &file, 0)?;
+            let mut out = PartWriter::open(&self.spill, &file, 0, BUCKETS)?;
             for part in pending.files {
-                part.for_each(|block| {
-                    out.append(&split_block(&block, BUCKETS, |h| bucket(h, level)), &mut outputs)
-                })?;
+                part.for_each(|block| out.add(&block, |h| bucket(h, level), &mut outputs))?;
             }
-            out.finish()?;
+            out.finish(&mut outputs)?;
             for (child, part) in children.iter_mut().zip(outputs) {
                 if part.bytes > 0 {
                     child.files.push(part);
@@ -672,6 +701,65 @@ mod tests {
             out.push(hashes);
         }
         out
+    }
+
+    /// A spill larger than what a part stages is written as several pieces per part; read
+    /// back, every row is there once, with its fields, in the order it was added.
+    #[test]
+    fn large_spills_write_several_pieces_per_part_in_order() {
+        let spill = SpillDir::new(None);
+        // Two buckets only, each far more than one piece's worth.
+        let hashes: Vec<u64> = (0..20_000u64).map(|i| (i % 2) << 60 | i).collect();
+        let mut rows = DateRows::default();
+        rows.add(block(hashes[..12_000].iter().copied()));
+        rows.add(block(hashes[12_000..].iter().copied()));
+        rows.spill(&spill).unwrap();
+        let date = rows.spilled.as_ref().unwrap();
+        let pieces: Vec<usize> = date
+            .parts
+            .iter()
+            .map(|p| p.blocks.len())
+            .filter(|&n| n > 0)
+            .collect();
+        assert_eq!(pieces.len(), 2, "two buckets hold rows");
+        assert!(
+            pieces.iter().all(|&n| n > 2),
+            "several pieces per part: {pieces:?}"
+        );
+        let mut units = rows.into_units(usize::MAX, spill.clone(), 1);
+        let blocks = units.next_unit().unwrap().unwrap().load().unwrap();
+        assert!(units.next_unit().unwrap().is_none());
+        let back: Vec<(u64, u64, String)> = blocks
+            .iter()
+            .flat_map(|b| {
+                (0..b.len()).map(move |r| (b.hash(r), b.line(r), b.field_str(r, 0).unwrap().to_string()))
+            })
+            .collect();
+        assert_eq!(back.len(), hashes.len());
+        for (hash, _, text) in &back {
+            assert_eq!(text, &format!("{hash:016x}"), "the row's own text");
+        }
+        // Within a bucket, rows keep the order they were added in.
+        for bucket in [0u64, 1] {
+            let lines: Vec<u64> = back
+                .iter()
+                .filter(|(h, ..)| h >> 60 == bucket)
+                .map(|r| r.1)
+                .collect();
+            let expected: Vec<u64> = hashes
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| *h >> 60 == bucket)
+                .map(|(i, _)| {
+                    if i < 12_000 {
+                        i as u64 + 1
+                    } else {
+                        (i - 12_000) as u64 + 1
+                    }
+                })
+                .collect();
+            assert_eq!(lines, expected, "bucket {bucket}");
+        }
     }
 
     /// Every row comes back exactly once, equal hashes in the same unit, each unit within
