@@ -3,7 +3,7 @@
 //! buckets (and those again, as often as needed), neighbouring buckets grouped into units:
 //! rows with equal keys have equal hashes, so each unit is merged on its own and the date's
 //! memory stays bounded whatever the input size or skew. A spilled date's file holds, per
-//! spill, each bucket's rows in pieces of about 64 KiB (one piece for a small date), written
+//! spill, each bucket's rows in pieces of about 32 KiB (one piece for a small date), written
 //! in one pass over the date's blocks; a unit is read back from it in few large reads.
 
 use std::fs::{File, OpenOptions};
@@ -139,8 +139,8 @@ struct Piece {
     text: u64,
 }
 
-/// Rows a part gathers before they are written as one piece: 256 parts stage up to 16 MiB.
-const STAGED_BYTES: usize = 64 << 10;
+/// Rows a part gathers before they are written as one piece: 256 parts stage up to 8 MiB.
+const STAGED_BYTES: usize = 32 << 10;
 
 /// Appends rows to one spill file, each row to the part of its key hash. Blocks are read
 /// once, in order; each part gathers its rows until it holds [`STAGED_BYTES`], then writes
@@ -154,17 +154,28 @@ struct PartWriter<'a> {
     /// The file's length so far.
     offset: u64,
     staged: Vec<RowBlock>,
+    /// Room each part's staging block is given at first.
+    stage_bytes: usize,
 }
 
 impl<'a> PartWriter<'a> {
-    /// Opens `file` (`len` bytes long) to append rows of `parts` parts.
-    fn open(spill: &'a SpillDir, file: &SpillPath, len: u64, parts: usize) -> std::io::Result<Self> {
+    /// Opens `file` (`len` bytes long) to append about `bytes` of rows, cut into `parts`.
+    fn open(
+        spill: &'a SpillDir,
+        file: &SpillPath,
+        len: u64,
+        parts: usize,
+        bytes: usize,
+    ) -> std::io::Result<Self> {
         let handle = OpenOptions::new().create(true).append(true).open(&file.0)?;
         Ok(PartWriter {
             spill,
             out: BufWriter::with_capacity(1 << 20, handle),
             offset: len,
             staged: (0..parts).map(|_| RowBlock::default()).collect(),
+            // A part's expected share, with room for chance: a small spill stages no more
+            // than it holds.
+            stage_bytes: (bytes / parts.max(1) * 5 / 4).clamp(1, STAGED_BYTES),
         })
     }
 
@@ -182,7 +193,7 @@ impl<'a> PartWriter<'a> {
                 // Sized once for what it gathers: growing 256 parts by doubling is malloc churn.
                 *stage = block.empty_like();
                 let row_bytes = (block.data_bytes() / block.len()).max(1);
-                stage.reserve_exact(STAGED_BYTES / row_bytes + 1, STAGED_BYTES);
+                stage.reserve_exact(self.stage_bytes / row_bytes + 1, self.stage_bytes);
             }
             stage.push_from(block, r);
             if stage.data_bytes() >= STAGED_BYTES {
@@ -357,7 +368,7 @@ impl DateRows {
             self.spilled = Some(DateSpill { file, len: 0, parts });
         }
         let date = self.spilled.as_mut().expect("created above");
-        let mut out = PartWriter::open(spill, &date.file, date.len, BUCKETS)?;
+        let mut out = PartWriter::open(spill, &date.file, date.len, BUCKETS, self.memory_bytes)?;
         for block in std::mem::take(&mut self.memory) {
             // Dropped once written: memory goes down as the spill goes on.
             out.add(&block, |h| bucket(h, 0), &mut date.parts)?;
@@ -626,7 +637,8 @@ impl Units {
             // The spilled rows of every bucket into one new file, read back by offset.
             let file = Arc::new(SpillPath(self.spill.new_path("split")?));
             let mut outputs: Vec<SpillPart> = (0..BUCKETS).map(|_| SpillPart::new(&file)).collect();
-            let mut out = PartWriter::open(&self.spill, &file, 0, BUCKETS)?;
+            let bytes = pending.files.iter().map(|f| f.bytes as usize).sum();
+            let mut out = PartWriter::open(&self.spill, &file, 0, BUCKETS, bytes)?;
             for part in pending.files {
                 part.for_each(|block| out.add(&block, |h| bucket(h, level), &mut outputs))?;
             }
