@@ -1,0 +1,257 @@
+//! One date's object built from its kept rows, a merge unit at a time, into a scratch file.
+
+use std::sync::Arc;
+
+use polars::prelude::*;
+
+use super::StoredSlice;
+use super::frame::{frame, frame_schema};
+use crate::block::RowBlock;
+use crate::config::SchemaConfig;
+use crate::error::{Error, Result};
+use crate::merge::{FileTable, RowRef};
+use crate::spill::SpillDir;
+
+/// Builds one date's object from its kept rows, added a merge unit at a time.
+pub trait DateEncoder: Send {
+    /// Adds the rows `at` of `blocks`, in that order; `files` names their lineage file ids.
+    fn add(&mut self, blocks: &[RowBlock], at: &[RowRef], files: &FileTable) -> Result<()>;
+
+    /// Adds rows drawn from `stored` and from the rows `at` of `blocks`: `take` lists them in
+    /// the order they should be stored, numbering the stored slice's rows first and then those
+    /// of `at`.
+    fn add_with_stored(
+        &mut self,
+        stored: &StoredSlice,
+        blocks: &[RowBlock],
+        at: &[RowRef],
+        take: &[u32],
+        files: &FileTable,
+    ) -> Result<()>;
+
+    /// The finished object.
+    fn finish(self: Box<Self>) -> Result<EncodedObject>;
+}
+
+/// Rows per Parquet row group: large enough for good compression and fast scans.
+pub(super) const ROW_GROUP_ROWS: usize = 256 * 1024;
+
+/// Fewest rows of a row group made of small merge units gathered together.
+const MIN_GROUP_ROWS: usize = 64 * 1024;
+
+/// An encoded object waiting in a scratch file (removed when dropped): a large date is never
+/// held in memory as bytes.
+pub struct EncodedObject {
+    file: tempfile::TempPath,
+    pub size: u64,
+}
+
+impl EncodedObject {
+    pub fn path(&self) -> &std::path::Path {
+        &self.file
+    }
+}
+
+/// Snappy Parquet: schema columns (dates as DATE, the rest as strings), then the lineage
+/// columns. Each `add` becomes row groups of up to [`ROW_GROUP_ROWS`]; the rows of small
+/// merge units are gathered first (see [`ParquetEncoder::write`]), so readers still scan row
+/// groups of a useful size.
+pub struct ParquetEncoder {
+    schema: Arc<SchemaConfig>,
+    file: tempfile::TempPath,
+    sink: SharedFile,
+    writer: polars::io::parquet::write::BatchedWriter<SharedFile>,
+    /// Rows added and not yet written, in order.
+    pending: Vec<DataFrame>,
+    pending_rows: usize,
+    pending_bytes: usize,
+    group_bytes: usize,
+}
+
+/// The scratch file behind a handle the encoder keeps, so it can flush (and hear of a full
+/// disk) after polars' batched writer, which owns its sink, has finished.
+#[derive(Clone)]
+struct SharedFile(Arc<std::sync::Mutex<std::io::BufWriter<std::fs::File>>>);
+
+impl std::io::Write for SharedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).flush()
+    }
+}
+
+impl ParquetEncoder {
+    pub fn new(schema: Arc<SchemaConfig>, scratch: &SpillDir, group_bytes: usize) -> Result<Self> {
+        let (file, path) = scratch
+            .create_file("object")
+            .map_err(|e| Error::Other(format!("cannot create a scratch file (run.spill_dir): {e}")))?;
+        let sink = SharedFile(Arc::new(std::sync::Mutex::new(
+            std::io::BufWriter::with_capacity(1 << 20, file),
+        )));
+        let writer = ParquetWriter::new(sink.clone())
+            .with_compression(ParquetCompression::Snappy)
+            .batched(&frame_schema(&schema))?;
+        Ok(ParquetEncoder {
+            schema,
+            file: path,
+            sink,
+            writer,
+            pending: Vec::new(),
+            pending_rows: 0,
+            pending_bytes: 0,
+            group_bytes,
+        })
+    }
+}
+
+impl ParquetEncoder {
+    /// Adds `frame`'s rows. A frame of a small merge unit waits for more, to make a row group
+    /// of at least [`MIN_GROUP_ROWS`] (or `group_bytes`); larger frames are written at once.
+    fn write(&mut self, frame: DataFrame) -> Result<()> {
+        let bytes = frame.estimated_size();
+        if frame.height() >= MIN_GROUP_ROWS || bytes >= self.group_bytes {
+            self.flush()?;
+            return self.write_groups(&frame);
+        }
+        self.pending_rows += frame.height();
+        self.pending_bytes += bytes;
+        self.pending.push(frame);
+        if self.pending_rows >= MIN_GROUP_ROWS || self.pending_bytes >= self.group_bytes {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the rows waiting, as one frame.
+    fn flush(&mut self) -> Result<()> {
+        let mut frames = std::mem::take(&mut self.pending).into_iter();
+        (self.pending_rows, self.pending_bytes) = (0, 0);
+        let Some(mut rows) = frames.next() else {
+            return Ok(());
+        };
+        for frame in frames {
+            rows.vstack_mut_owned(frame)?;
+        }
+        // One chunk: the writer makes a row group of each chunk.
+        rows.rechunk_mut();
+        self.write_groups(&rows)
+    }
+
+    /// `frame`'s rows as row groups of at most [`ROW_GROUP_ROWS`].
+    fn write_groups(&mut self, frame: &DataFrame) -> Result<()> {
+        let mut offset = 0;
+        while offset < frame.height() {
+            self.writer
+                .write_batch(&frame.slice(offset as i64, ROW_GROUP_ROWS))?;
+            offset += ROW_GROUP_ROWS;
+        }
+        Ok(())
+    }
+}
+
+impl DateEncoder for ParquetEncoder {
+    fn add(&mut self, blocks: &[RowBlock], at: &[RowRef], files: &FileTable) -> Result<()> {
+        self.write(frame(blocks, at, &self.schema, files)?)
+    }
+
+    fn add_with_stored(
+        &mut self,
+        stored: &StoredSlice,
+        blocks: &[RowBlock],
+        at: &[RowRef],
+        take: &[u32],
+        files: &FileTable,
+    ) -> Result<()> {
+        let mut all = stored.columns.clone();
+        all.vstack_mut_owned(frame(blocks, at, &self.schema, files)?)?;
+        all.rechunk_mut();
+        let take = IdxCa::from_vec(PlSmallStr::EMPTY, take.iter().map(|&i| i as IdxSize).collect());
+        self.write(all.take(&take)?)
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<EncodedObject> {
+        self.flush()?;
+        let size = self.writer.finish()?;
+        let ParquetEncoder { file, mut sink, .. } = *self;
+        std::io::Write::flush(&mut sink)
+            .map_err(|e| Error::Other(format!("cannot write a scratch file (run.spill_dir): {e}")))?;
+        Ok(EncodedObject { file, size })
+    }
+}
+
+/// Rows → a whole snappy Parquet object's bytes (one encoder, one `add`).
+#[cfg(test)]
+pub fn encode(rows: &RowBlock, schema: &Arc<SchemaConfig>, files: &FileTable) -> Result<bytes::Bytes> {
+    let scratch = SpillDir::new(None);
+    let mut encoder: Box<dyn DateEncoder> =
+        Box::new(ParquetEncoder::new(schema.clone(), &scratch, usize::MAX)?);
+    let at: Vec<RowRef> = (0..rows.len() as u32).map(|r| (0, r)).collect();
+    encoder.add(std::slice::from_ref(rows), &at, files)?;
+    let object = encoder.finish()?;
+    Ok(bytes::Bytes::from(std::fs::read(object.path())?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::Lineage;
+    use crate::merge::FileInfo;
+    use crate::table::decode;
+
+    /// Small merge units are gathered into row groups of a useful size, in order; a large
+    /// one is cut at the row group size; every row is written once.
+    #[test]
+    fn small_units_are_gathered_into_row_groups() {
+        let schema = Arc::new(crate::merge::tests::schema());
+        let files = FileTable::new(std::sync::Arc::from(vec![FileInfo {
+            key: "f.gz".into(),
+            modified_micros: 7,
+        }]));
+        let unit = |first: usize, rows: usize| {
+            let mut block = RowBlock::new(3, 1);
+            for i in first..first + rows {
+                let text = format!("{i}|2024-01-02|v");
+                let id_end = text.find('|').unwrap() as u32;
+                let ends = [id_end, id_end + 11, text.len() as u32];
+                let lineage = Lineage {
+                    file: 0,
+                    line: i as u64 + 1,
+                    generation: 1,
+                };
+                block.push(&text, &ends, &[19724], i as u64, lineage);
+            }
+            let at: Vec<RowRef> = (0..rows as u32).map(|r| (0, r)).collect();
+            (block, at)
+        };
+        let scratch = SpillDir::new(None);
+        let mut encoder: Box<dyn DateEncoder> =
+            Box::new(ParquetEncoder::new(schema.clone(), &scratch, usize::MAX).unwrap());
+        // 10 units of 10,000 rows, then one of 300,000.
+        let mut first = 0;
+        for rows in [10_000; 10].into_iter().chain([300_000]) {
+            let (block, at) = unit(first, rows);
+            encoder.add(std::slice::from_ref(&block), &at, &files).unwrap();
+            first += rows;
+        }
+        let object = encoder.finish().unwrap();
+        let mut reader = ParquetReader::new(std::fs::File::open(object.path()).unwrap());
+        let groups: Vec<usize> = reader
+            .get_metadata()
+            .unwrap()
+            .row_groups
+            .iter()
+            .map(|g| g.num_rows())
+            .collect();
+        // 7 small units reach the minimum; the other 3 go out before the large unit, which
+        // is cut at the row group size.
+        assert_eq!(groups, [70_000, 30_000, ROW_GROUP_ROWS, 300_000 - ROW_GROUP_ROWS]);
+        let decoded = decode(&std::fs::read(object.path()).unwrap(), &schema).unwrap();
+        assert_eq!(decoded.rows.len(), first);
+        let ids: Vec<usize> = (0..first)
+            .map(|r| decoded.rows.field_str(r, 0).unwrap().parse().unwrap())
+            .collect();
+        assert!(ids.iter().enumerate().all(|(i, id)| i == *id), "rows in order");
+    }
+}

@@ -1,0 +1,92 @@
+//! The table behind the [`Table`] trait, one format per module, so another format (Delta
+//! Lake is planned) is a new module, not a rewrite. `parquet`: one snappy Parquet object per
+//! date (SPEC §3). Beside the formats: `stored` streams a stored date back a slice at a time,
+//! `encoder` builds a date's object from merge units, and `frame` converts rows to and from
+//! the table's columns.
+
+mod encoder;
+mod frame;
+mod parquet;
+mod stored;
+
+#[cfg(test)]
+pub use encoder::encode;
+pub use encoder::{DateEncoder, EncodedObject};
+#[cfg(test)]
+pub use frame::decode;
+pub use parquet::{ParquetTable, date_of_file_name};
+pub use stored::{StoredRows, StoredSlice};
+
+use crate::error::{Error, Result};
+use crate::spill::SpillDir;
+use crate::storage::ObjectMeta;
+
+/// Bookkeeping lives under this folder of the table root; nothing in it ends in `.parquet`.
+pub const META_DIR: &str = "_lakeload";
+
+pub const LINEAGE_FILE: &str = "_source_file";
+pub const LINEAGE_LINE: &str = "_source_line";
+pub const LINEAGE_MODIFIED: &str = "_source_modified";
+
+/// The version of a date's object that a run based its rows on. Writing the date is
+/// conditional on it, so a run that stalled past its lease cannot overwrite what a newer run
+/// merged in the meantime (SPEC §5: fencing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// The date had no object.
+    Absent,
+    /// The object had this ETag.
+    Version(String),
+    /// The version is unknown (a store without ETags): the write is unconditional.
+    Unknown,
+}
+
+impl Seen {
+    pub fn of(etag: Option<String>) -> Seen {
+        etag.map_or(Seen::Unknown, Seen::Version)
+    }
+}
+
+#[async_trait::async_trait]
+pub trait Table: Send + Sync {
+    /// The object key a date is stored under.
+    fn key_for(&self, date: i32) -> String;
+
+    /// The date whose object this table stores under `key`, if `key` is exactly where it
+    /// would (`key_for(date) == key`).
+    fn date_of_key(&self, key: &str) -> Option<i32>;
+
+    /// The key prefix under which every date's object lies (`year=`, `c7=`): listing it finds
+    /// the table's places without walking everything else under the root.
+    fn places_prefix(&self) -> String;
+
+    /// Every object sitting where this table stores a date, whether the table wrote it or
+    /// not (see `ownership`).
+    async fn list(&self) -> Result<Vec<ObjectMeta>>;
+
+    /// The rows stored for a date (none if the date has no object), to be decoded a slice at
+    /// a time, and the version read. The object is copied to a scratch file under `scratch`
+    /// first, so it is never held in memory whole.
+    async fn read_date(&self, date: i32, scratch: &SpillDir) -> Result<(Option<Box<dyn StoredRows>>, Seen)>;
+
+    /// A new encoder for one date's object, writing to a scratch file under `scratch`, holding
+    /// up to about `group_bytes` of rows before it writes them.
+    fn encoder(&self, scratch: &SpillDir, group_bytes: usize) -> Result<Box<dyn DateEncoder>>;
+
+    /// Replaces the date's object with `body` (from [`DateEncoder::finish`]), in one write, if
+    /// it is still the version `seen`; otherwise fails with [`Error::LockLost`]. Returns the
+    /// bytes written.
+    async fn write_date(&self, date: i32, body: EncodedObject, seen: Seen) -> Result<u64>;
+
+    /// Deletes the object `key` if it is still the version `etag` (unconditionally when the
+    /// store gave no version).
+    async fn delete(&self, key: &str, etag: Option<&str>) -> Result<()>;
+}
+
+/// A conditional table write that found another version: only a run that lost its lock (or a
+/// writer outside lakeload) gets here.
+fn fenced(url: &str) -> Error {
+    Error::LockLost(format!(
+        "{url} changed since this run read it; another run has written the table"
+    ))
+}

@@ -1,0 +1,136 @@
+//! A stored date read back a slice at a time, so a large date never sits in memory whole.
+
+use polars::prelude::*;
+
+use super::encoder::ROW_GROUP_ROWS;
+use super::frame::{Fields, conform, decode_frame};
+use crate::block::RowBlock;
+use crate::config::SchemaConfig;
+use crate::error::{Error, Result};
+use crate::merge::FileTable;
+
+/// A date's stored rows, decoded a slice at a time so a large date never sits in memory whole.
+pub trait StoredRows: Send {
+    /// The next slice of rows, of about `max_bytes` once decoded (at least one row); `None`
+    /// at the end.
+    fn next_slice(&mut self, max_bytes: usize) -> Result<Option<StoredSlice>>;
+
+    /// Whether slices remain after those handed out.
+    fn has_more(&self) -> bool;
+}
+
+/// A stored object, copied to a scratch file (removed when dropped). Each slice maps the file
+/// anew and decodes only its row groups, so memory holds one slice's pages at a time.
+pub(super) struct StoredParquet {
+    path: tempfile::TempPath,
+    schema: Arc<SchemaConfig>,
+    url: String,
+    next: usize,
+    rows: usize,
+    /// Decoded bytes per row, as far as known.
+    bytes_per_row: usize,
+}
+
+impl StoredParquet {
+    /// The stored object copied to scratch file `path`, as `url` names it.
+    pub(super) fn open(path: tempfile::TempPath, schema: Arc<SchemaConfig>, url: String) -> Result<Self> {
+        let file = std::fs::File::open(&path)
+            .map_err(|e| Error::Other(format!("cannot read a scratch file (run.spill_dir): {e}")))?;
+        let (rows, bytes) = ParquetReader::new(file)
+            .get_metadata()
+            .map(|meta| {
+                let groups = &meta.row_groups;
+                (
+                    groups.iter().map(|g| g.num_rows()).sum::<usize>(),
+                    groups.iter().map(|g| g.total_byte_size()).sum::<usize>(),
+                )
+            })
+            .map_err(|e| Error::Other(format!("cannot read table object {url}: {e}")))?;
+        Ok(StoredParquet {
+            path,
+            schema,
+            url,
+            next: 0,
+            rows,
+            // The pages' plain size: a first guess (decoded columns take somewhat more),
+            // corrected by each slice decoded.
+            bytes_per_row: (bytes / rows.max(1)).max(1),
+        })
+    }
+}
+
+impl StoredRows for StoredParquet {
+    fn next_slice(&mut self, max_bytes: usize) -> Result<Option<StoredSlice>> {
+        if !self.has_more() {
+            return Ok(None);
+        }
+        let file = std::fs::File::open(&self.path)
+            .map_err(|e| Error::Other(format!("cannot read a scratch file (run.spill_dir): {e}")))?;
+        let take = (max_bytes / self.bytes_per_row).clamp(1, ROW_GROUP_ROWS);
+        let columns = ParquetReader::new(file)
+            .with_slice(Some((self.next, take)))
+            .finish()
+            .map_err(Error::from)
+            .and_then(|frame| conform(frame, &self.schema))
+            .map_err(|e| Error::Other(format!("cannot read table object {}: {e}", self.url)))?;
+        self.next += take;
+        if columns.height() > 0 {
+            self.bytes_per_row = (columns.estimated_size() / columns.height()).max(1);
+        }
+        Ok(Some(StoredSlice {
+            columns,
+            schema: self.schema.clone(),
+            url: self.url.clone(),
+        }))
+    }
+
+    fn has_more(&self) -> bool {
+        self.next < self.rows
+    }
+}
+
+/// Stored rows in columnar form, as the table holds them: every column of the table, in its
+/// order and types. A date merged whole keeps its stored rows in this form — the merge reads
+/// only their keys and lineage, and the winners are re-encoded straight from these columns —
+/// instead of copying every field into rows and back.
+pub struct StoredSlice {
+    pub(super) columns: DataFrame,
+    pub(super) schema: Arc<SchemaConfig>,
+    pub(super) url: String,
+}
+
+impl StoredSlice {
+    pub fn len(&self) -> usize {
+        self.columns.height()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Memory the decoded columns hold.
+    pub fn memory_bytes(&self) -> usize {
+        self.columns.estimated_size()
+    }
+
+    /// Every row, all fields; lineage file ids interned into `files`.
+    pub fn rows(&self, files: &mut FileTable) -> Result<RowBlock> {
+        self.decode(Fields::All, files)
+    }
+
+    /// Every row's key, dates and lineage — what the merge compares — with the other text
+    /// fields left NULL; lineage file ids interned into `files`. Row `r` is the slice's row `r`.
+    pub fn keys(&self, files: &mut FileTable) -> Result<RowBlock> {
+        self.decode(Fields::Key, files)
+    }
+
+    fn decode(&self, fields: Fields, files: &mut FileTable) -> Result<RowBlock> {
+        let decoded = decode_frame(&self.columns, &self.schema, fields)
+            .map_err(|e| Error::Other(format!("cannot read table object {}: {e}", self.url)))?;
+        // Re-point lineage ids from the object's own file list to the run's file table.
+        let ids: Vec<u32> = decoded.files.iter().map(|(k, m)| files.intern(k, *m)).collect();
+        let mut rows = decoded.rows;
+        rows.remap_files(&ids);
+        Ok(rows)
+    }
+}
