@@ -8,6 +8,8 @@
 //! (write) → [`state`] (commit) → [`summary`]. [`run`] drives it under the table [`lock`].
 
 pub mod block;
+pub mod budget;
+pub mod commit;
 pub mod config;
 pub mod date_merge;
 pub mod dates;
@@ -17,6 +19,7 @@ pub mod error;
 pub mod etlrun_result;
 pub mod faults;
 pub mod generate;
+pub mod ingest;
 pub mod lock;
 pub mod memory;
 pub mod merge;

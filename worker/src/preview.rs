@@ -92,7 +92,7 @@ pub async fn preview(config: &Config) -> Result<Preview> {
                 .await
             }
         })
-        .buffered(crate::run::reader_threads(config))
+        .buffered(crate::budget::reader_threads(config))
         .try_collect()
         .await?;
 

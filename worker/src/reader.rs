@@ -143,7 +143,7 @@ impl ReadOptions {
     pub fn for_files(config: &Config, files: usize) -> Self {
         ReadOptions {
             skip_header: config.source.header,
-            inflate_ahead: files < crate::run::reader_threads(config),
+            inflate_ahead: files < crate::budget::reader_threads(config),
             diagnose: Some(Arc::new(Expectation::of(config))),
         }
     }
