@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Layout, Order};
+use crate::config::{Config, Layout, Order, TableFormat};
 use crate::error::{Error, Result};
 use crate::state::State;
 use crate::table::Table;
@@ -56,7 +56,11 @@ impl TableSettings {
                 Layout::Date => "date",
             }
             .into(),
-            format: "parquet".into(),
+            format: match config.target.format {
+                TableFormat::Parquet => "parquet",
+                TableFormat::Delta => "delta",
+            }
+            .into(),
         }
     }
 

@@ -40,6 +40,15 @@ pub enum Layout {
     Date,
 }
 
+/// How the table is stored (`target.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFormat {
+    /// One Parquet object per date, replaced in place (`target.layout`).
+    Parquet,
+    /// A Delta Lake table: immutable data files, one log commit per run.
+    Delta,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnChangedFile {
     Reprocess,
@@ -65,6 +74,7 @@ pub struct SourceConfig {
 pub struct TargetConfig {
     pub url: Location,
     pub layout: Layout,
+    pub format: TableFormat,
     /// Objects where the table stores its dates that it did not write.
     pub existing_objects: ExistingObjects,
 }

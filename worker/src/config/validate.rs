@@ -198,12 +198,12 @@ impl Config {
                 _ => Err("expected ymd or date".into()),
             })?,
             existing_objects: r.parse("target.existing_objects", |s| s.parse())?,
+            format: r.parse("target.format", |s| match s.to_ascii_lowercase().as_str() {
+                "parquet" => Ok(TableFormat::Parquet),
+                "delta" => Err("Delta Lake output is planned but not available yet; use parquet".into()),
+                _ => Err("expected parquet".into()),
+            })?,
         };
-        r.parse("target.format", |s| match s.to_ascii_lowercase().as_str() {
-            "parquet" => Ok(()),
-            "delta" => Err("Delta Lake output is planned but not available yet; use parquet".into()),
-            _ => Err("expected parquet".into()),
-        })?;
         if let Some(why) = crate::location::overlap_error(&source.url, &target.url) {
             return Err(r.bad("target.url", why));
         }

@@ -4,6 +4,7 @@
 //! `encoder` builds a date's object from merge units, and `frame` converts rows to and from
 //! the table's columns.
 
+pub mod delta_log;
 mod encoder;
 mod frame;
 mod parquet;

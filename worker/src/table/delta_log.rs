@@ -1,0 +1,413 @@
+//! The Delta Lake transaction log (protocol reader 1 / writer 2), as far as lakeload writes and
+//! reads it: the actions of one commit, `_delta_log/<20-digit version>.json` (one JSON action
+//! per line), and the snapshot a sequence of commits leaves — which data files are live, the
+//! table's metadata, and the latest transaction version per application id.
+//!
+//! Readers of the log must skip what they do not know (other writers add actions such as
+//! `cdc` or `domainMetadata`), so replay keeps what it understands and ignores the rest.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::SchemaConfig;
+use crate::error::{Error, Result};
+use crate::table::{LINEAGE_FILE, LINEAGE_LINE, LINEAGE_MODIFIED};
+
+/// The log's folder under the table root.
+pub const LOG_DIR: &str = "_delta_log";
+
+/// The key of commit `version` under the table root.
+pub fn commit_key(version: u64) -> String {
+    format!("{LOG_DIR}/{version:020}.json")
+}
+
+/// The version a commit's key names; `None` for anything else in the log folder
+/// (checkpoints, `_last_checkpoint`, temporary files).
+pub fn version_of_key(key: &str) -> Option<u64> {
+    let name = key.strip_prefix(LOG_DIR)?.strip_prefix('/')?;
+    let digits = name.strip_suffix(".json")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Protocol {
+    pub min_reader_version: i32,
+    pub min_writer_version: i32,
+}
+
+impl Protocol {
+    /// What lakeload writes: no table features, so every Delta reader can read the table.
+    pub fn lakeload() -> Protocol {
+        Protocol {
+            min_reader_version: 1,
+            min_writer_version: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Format {
+    pub provider: String,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub format: Format,
+    pub schema_string: String,
+    pub partition_columns: Vec<String>,
+    #[serde(default)]
+    pub configuration: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_time: Option<i64>,
+}
+
+/// A data file joining the table. Partition values are strings (`YYYY-MM-DD` for dates);
+/// `None` is a null partition value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Add {
+    pub path: String,
+    pub partition_values: BTreeMap<String, Option<String>>,
+    pub size: i64,
+    /// Milliseconds since the epoch.
+    pub modification_time: i64,
+    pub data_change: bool,
+    /// A JSON string: `numRecords`, `minValues`, `maxValues`, `nullCount`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<String>,
+}
+
+/// A data file leaving the table (it stays on storage until vacuumed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Remove {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_timestamp: Option<i64>,
+    pub data_change: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extended_file_metadata: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_values: Option<BTreeMap<String, Option<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+}
+
+impl Remove {
+    /// Removes `add`'s file at `now_ms`, keeping what a reader needs to find it again.
+    pub fn of(add: &Add, now_ms: i64) -> Remove {
+        Remove {
+            path: add.path.clone(),
+            deletion_timestamp: Some(now_ms),
+            data_change: true,
+            extended_file_metadata: Some(true),
+            partition_values: Some(add.partition_values.clone()),
+            size: Some(add.size),
+        }
+    }
+}
+
+/// An application's transaction version: readers keep the latest per `appId`. lakeload's
+/// runs record their sequence number, which tells a run whether the state caught up with
+/// the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Txn {
+    pub app_id: String,
+    pub version: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_updated: Option<i64>,
+}
+
+/// One line of a commit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Protocol(Protocol),
+    Metadata(Metadata),
+    Add(Add),
+    Remove(Remove),
+    Txn(Txn),
+    /// Free-form; lakeload's carries its run id, mode and counts.
+    CommitInfo(serde_json::Value),
+}
+
+impl Action {
+    fn to_json(&self) -> serde_json::Result<String> {
+        let (name, body) = match self {
+            Action::Protocol(p) => ("protocol", serde_json::to_value(p)?),
+            Action::Metadata(m) => ("metaData", serde_json::to_value(m)?),
+            Action::Add(a) => ("add", serde_json::to_value(a)?),
+            Action::Remove(r) => ("remove", serde_json::to_value(r)?),
+            Action::Txn(t) => ("txn", serde_json::to_value(t)?),
+            Action::CommitInfo(c) => ("commitInfo", c.clone()),
+        };
+        serde_json::to_string(&serde_json::json!({ name: body }))
+    }
+
+    /// One line of a commit; `Ok(None)` for an action lakeload does not use.
+    fn from_json(line: &str) -> serde_json::Result<Option<Action>> {
+        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line)?;
+        let Some((name, body)) = object.into_iter().next() else {
+            return Ok(None);
+        };
+        Ok(Some(match name.as_str() {
+            "protocol" => Action::Protocol(serde_json::from_value(body)?),
+            "metaData" => Action::Metadata(serde_json::from_value(body)?),
+            "add" => Action::Add(serde_json::from_value(body)?),
+            "remove" => Action::Remove(serde_json::from_value(body)?),
+            "txn" => Action::Txn(serde_json::from_value(body)?),
+            "commitInfo" => Action::CommitInfo(body),
+            _ => return Ok(None),
+        }))
+    }
+}
+
+/// A commit's bytes: one action per line.
+pub fn encode_commit(actions: &[Action]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for action in actions {
+        let line = action
+            .to_json()
+            .map_err(|e| Error::Other(format!("cannot encode a Delta log action: {e}")))?;
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// A commit's actions, from its bytes.
+pub fn decode_commit(version: u64, bytes: &[u8]) -> Result<Vec<Action>> {
+    let damaged = |what: String| Error::Other(format!("{}: {what}", commit_key(version)));
+    let text = std::str::from_utf8(bytes).map_err(|_| damaged("not UTF-8".into()))?;
+    let mut actions = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some(action) =
+            Action::from_json(line).map_err(|e| damaged(format!("not a Delta action: {e}")))?
+        {
+            actions.push(action);
+        }
+    }
+    Ok(actions)
+}
+
+/// The table as of one version: what replaying its commits in order leaves.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// `None`: no commit yet (the table does not exist).
+    pub version: Option<u64>,
+    pub protocol: Option<Protocol>,
+    pub metadata: Option<Metadata>,
+    /// Live data files by path.
+    pub files: BTreeMap<String, Add>,
+    /// Latest transaction version per application id.
+    pub txns: BTreeMap<String, i64>,
+}
+
+impl Snapshot {
+    /// Applies the next commit. Versions must follow one another: a gap means a commit is
+    /// missing (or was being written when the log was listed), and the snapshot would be wrong.
+    pub fn apply(&mut self, version: u64, actions: Vec<Action>) -> Result<()> {
+        let expected = self.version.map_or(0, |v| v + 1);
+        if version != expected {
+            return Err(Error::Other(format!(
+                "the Delta log skips from version {} to {version}; {} is missing",
+                self.version.map_or("none".into(), |v| v.to_string()),
+                commit_key(expected)
+            )));
+        }
+        for action in actions {
+            match action {
+                Action::Protocol(p) => self.protocol = Some(p),
+                Action::Metadata(m) => self.metadata = Some(m),
+                Action::Add(a) => {
+                    self.files.insert(a.path.clone(), a);
+                }
+                Action::Remove(r) => {
+                    self.files.remove(&r.path);
+                }
+                Action::Txn(t) => {
+                    self.txns.insert(t.app_id, t.version);
+                }
+                Action::CommitInfo(_) => {}
+            }
+        }
+        self.version = Some(version);
+        Ok(())
+    }
+
+    /// The live files of one partition value.
+    pub fn files_of<'s>(&'s self, column: &'s str, value: &'s str) -> impl Iterator<Item = &'s Add> + 's {
+        self.files
+            .values()
+            .filter(move |a| a.partition_values.get(column).and_then(|v| v.as_deref()) == Some(value))
+    }
+}
+
+/// The table's schema as Delta states it (Spark's JSON struct type): schema columns (date
+/// columns as `date`, the rest `string`), then the lineage columns. `_source_modified` is a
+/// UTC `timestamp` (a timestamp without time zone would need a table feature that raises the
+/// protocol).
+pub fn schema_string(schema: &SchemaConfig) -> String {
+    let field = |name: &str, kind: &str| serde_json::json!({ "name": name, "type": kind, "nullable": true, "metadata": {} });
+    let mut fields: Vec<serde_json::Value> = schema
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            field(
+                name,
+                match schema.date_slot(i) {
+                    Some(_) => "date",
+                    None => "string",
+                },
+            )
+        })
+        .collect();
+    fields.push(field(LINEAGE_FILE, "string"));
+    fields.push(field(LINEAGE_LINE, "long"));
+    fields.push(field(LINEAGE_MODIFIED, "timestamp"));
+    serde_json::json!({ "type": "struct", "fields": fields }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(path: &str, date: &str) -> Add {
+        Add {
+            path: path.into(),
+            partition_values: BTreeMap::from([("day".to_string(), Some(date.to_string()))]),
+            size: 10,
+            modification_time: 1,
+            data_change: true,
+            stats: Some(r#"{"numRecords":3}"#.into()),
+        }
+    }
+
+    #[test]
+    fn commit_keys_name_their_version_and_nothing_else_does() {
+        assert_eq!(commit_key(7), "_delta_log/00000000000000000007.json");
+        assert_eq!(version_of_key(&commit_key(123)), Some(123));
+        for other in [
+            "_delta_log/_last_checkpoint",
+            "_delta_log/00000000000000000010.checkpoint.parquet",
+            "_delta_log/7.json",
+            "data/00000000000000000007.json",
+        ] {
+            assert_eq!(version_of_key(other), None, "{other}");
+        }
+    }
+
+    /// Commits encode to one action per line in the protocol's shape and read back the same;
+    /// replay keeps the live files, the latest metadata and transaction versions, and skips
+    /// actions it does not know.
+    #[test]
+    fn replayed_commits_leave_the_live_files() {
+        let meta = Metadata {
+            id: "t".into(),
+            name: None,
+            format: Format {
+                provider: "parquet".into(),
+                options: BTreeMap::new(),
+            },
+            schema_string: "{}".into(),
+            partition_columns: vec!["day".into()],
+            configuration: BTreeMap::new(),
+            created_time: Some(5),
+        };
+        let first = vec![
+            Action::Protocol(Protocol::lakeload()),
+            Action::Metadata(meta.clone()),
+            Action::Add(add("day=2024-01-01/a.parquet", "2024-01-01")),
+            Action::Add(add("day=2024-01-02/b.parquet", "2024-01-02")),
+            Action::Txn(Txn {
+                app_id: "lakeload".into(),
+                version: 1,
+                last_updated: None,
+            }),
+            Action::CommitInfo(serde_json::json!({"runId": "r1"})),
+        ];
+        let bytes = encode_commit(&first).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert_eq!(text.lines().count(), 6);
+        assert!(text.starts_with(r#"{"protocol":{"minReaderVersion":1,"minWriterVersion":2}}"#));
+        assert!(
+            text.contains(r#""partitionValues":{"day":"2024-01-01"}"#),
+            "{text}"
+        );
+        assert_eq!(decode_commit(0, &bytes).unwrap(), first);
+
+        let mut second = encode_commit(&[
+            Action::Remove(Remove::of(&add("day=2024-01-01/a.parquet", "2024-01-01"), 9)),
+            Action::Add(add("day=2024-01-01/c.parquet", "2024-01-01")),
+            Action::Txn(Txn {
+                app_id: "lakeload".into(),
+                version: 2,
+                last_updated: Some(9),
+            }),
+        ])
+        .unwrap();
+        second.extend_from_slice(b"{\"domainMetadata\":{\"domain\":\"x\"}}\n");
+        let mut snapshot = Snapshot::default();
+        snapshot.apply(0, decode_commit(0, &bytes).unwrap()).unwrap();
+        snapshot.apply(1, decode_commit(1, &second).unwrap()).unwrap();
+        assert_eq!(snapshot.version, Some(1));
+        assert_eq!(snapshot.metadata, Some(meta));
+        let live: Vec<&str> = snapshot.files.keys().map(String::as_str).collect();
+        assert_eq!(live, ["day=2024-01-01/c.parquet", "day=2024-01-02/b.parquet"]);
+        assert_eq!(snapshot.txns.get("lakeload"), Some(&2));
+        let day1: Vec<&str> = snapshot
+            .files_of("day", "2024-01-01")
+            .map(|a| a.path.as_str())
+            .collect();
+        assert_eq!(day1, ["day=2024-01-01/c.parquet"]);
+    }
+
+    /// A gap in the versions is an error, not a snapshot missing a commit.
+    #[test]
+    fn a_missing_commit_is_an_error() {
+        let mut snapshot = Snapshot::default();
+        snapshot.apply(0, Vec::new()).unwrap();
+        let error = snapshot.apply(2, Vec::new()).unwrap_err().to_string();
+        assert!(error.contains("00000000000000000001.json is missing"), "{error}");
+        assert!(decode_commit(3, b"not json\n").is_err());
+    }
+
+    #[test]
+    fn the_schema_names_date_and_lineage_types() {
+        let schema = crate::merge::tests::schema();
+        let parsed: serde_json::Value = serde_json::from_str(&schema_string(&schema)).unwrap();
+        let fields = parsed["fields"].as_array().unwrap();
+        let types: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|f| (f["name"].as_str().unwrap(), f["type"].as_str().unwrap()))
+            .collect();
+        assert_eq!(types.len(), schema.columns.len() + 3);
+        for (i, name) in schema.columns.iter().enumerate() {
+            let expected = if schema.date_slot(i).is_some() {
+                "date"
+            } else {
+                "string"
+            };
+            assert_eq!(types[i], (name.as_str(), expected));
+        }
+        assert_eq!(
+            &types[schema.columns.len()..],
+            [
+                (LINEAGE_FILE, "string"),
+                (LINEAGE_LINE, "long"),
+                (LINEAGE_MODIFIED, "timestamp")
+            ]
+        );
+    }
+}
