@@ -10,7 +10,9 @@
 //!    run wrote.
 //! 3. **Delete** ([`TableCommit::delete_unwritten`], full runs): owned objects the run did not
 //!    rewrite, each conditional on the version seen.
-//! 4. **Commit the state** ([`TableCommit::commit_state`]): the processed files and partition
+//! 4. **Commit the table** ([`TableCommit::commit_table`], formats with versions): one log
+//!    entry makes every date written the table's current version, created only if absent.
+//! 5. **Commit the state** ([`TableCommit::commit_state`]): the processed files and partition
 //!    records, conditional on the state the run loaded (compare-and-swap on its ETag).
 //!
 //! Every write goes through the lock ([`TableLock::fenced`] / [`TableLock::bounded`]); the
@@ -134,17 +136,40 @@ impl<'a> TableCommit<'a> {
         let written_keys: BTreeSet<String> = written.iter().map(|d| table.key_for(*d)).collect();
         for (key, etag) in claims.unwritten(&written_keys) {
             crate::faults::pause_point("before_delete").await;
-            let url = self.target.storage.url(&key);
-            self.lock
-                .fenced(&url, table.delete(&key, etag.as_deref()))
-                .await?;
-            let date_emptied = crate::table::date_of_file_name(&key).filter(|d| !written.contains(d));
+            // A format with versions drops a live object in its commit (step 4), and keeps it
+            // for the versions before.
+            if !table.drops_by_record(&key) {
+                let url = self.target.storage.url(&key);
+                self.lock
+                    .fenced(&url, table.delete(&key, etag.as_deref()))
+                    .await?;
+            }
+            let date_emptied = table
+                .date_of_key(&key)
+                .or_else(|| crate::table::date_of_file_name(&key))
+                .filter(|d| !written.contains(d));
             deleted(Deleted { key, date_emptied });
         }
         Ok(())
     }
 
-    /// Step 4: commits the state: every processed file, after its rows are in the table, and
+    /// Step 4 (formats with versions): makes the run's writes the table's current version in
+    /// one write, conditional on no other writer having taken that version.
+    pub async fn commit_table(&self, mode: Mode) -> Result<Option<u64>> {
+        crate::faults::pause_point("before_table_commit").await;
+        let url = self.target.storage.root().to_string();
+        let version = self
+            .lock
+            .fenced(&url, self.target.table.commit(mode, self.run_id))
+            .await?;
+        if let Some(version) = version {
+            tracing::info!("run {} committed version {version} of the table", self.run_id);
+        }
+        crate::faults::pause_point("after_table_commit").await;
+        Ok(version)
+    }
+
+    /// Step 5: commits the state: every processed file, after its rows are in the table, and
     /// the partitions written (`(date, rows, bytes)`) and emptied; conditional on the state
     /// this run loaded, so a run that lost its lock cannot overwrite a newer state.
     #[allow(clippy::too_many_arguments)]

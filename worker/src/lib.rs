@@ -19,6 +19,7 @@ pub mod error;
 pub mod etlrun_result;
 pub mod faults;
 pub mod generate;
+pub mod history;
 pub mod ingest;
 pub mod lock;
 pub mod memory;

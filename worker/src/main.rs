@@ -61,6 +61,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the versions of a `target.format = delta` table, newest first.
+    History {
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a lock left by a crashed run.
     Unlock {
         /// Remove it even if its lease is still live.
@@ -227,6 +232,23 @@ async fn dispatch(cli: Cli) -> i32 {
                 }
                 Ok(p) => {
                     lakeload::out!("{}", lakeload::preview::format_preview(&p));
+                    exit_code::OK
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::History { json } => {
+            let config = match load_config(&cli, None) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            match lakeload::history::history(&config).await {
+                Ok(versions) if *json => {
+                    print_json(&versions);
+                    exit_code::OK
+                }
+                Ok(versions) => {
+                    lakeload::out!("{}", lakeload::history::format_history(&versions));
                     exit_code::OK
                 }
                 Err(e) => fail(&e),

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use crate::block::KeyColumns;
 use crate::budget::{date_unit_limit, ingest_budget, merge_concurrency, row_group_bytes, unit_limit};
 use crate::commit::{TableCommit, TableFacts};
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, TableFormat};
 use crate::date_merge::{DateMerge, MergeMemory};
 use crate::dates::format_days;
 use crate::error::{Error, Result, exit_code};
@@ -27,7 +27,7 @@ use crate::spill::SpillDir;
 use crate::state::{JsonStateStore, Loaded, State, StateStore, StoreCheck};
 use crate::storage::{self, DynStorage, ObjectMeta};
 use crate::summary::{ManifestEntry, RowCounts, RunSummary};
-use crate::table::{ParquetTable, Table};
+use crate::table::{DeltaTable, ParquetTable, Table};
 
 /// A new run id: sortable by start time, unique enough to never collide in one table.
 pub fn new_run_id(now: DateTime<Utc>) -> String {
@@ -70,7 +70,12 @@ impl Target {
         let schema = Arc::new(config.schema.clone());
         Target {
             source,
-            table: Arc::new(ParquetTable::new(storage.clone(), config.target.layout, schema)),
+            table: match config.target.format {
+                TableFormat::Parquet => {
+                    Arc::new(ParquetTable::new(storage.clone(), config.target.layout, schema))
+                }
+                TableFormat::Delta => Arc::new(DeltaTable::new(storage.clone(), schema)),
+            },
             state: Arc::new(JsonStateStore::new(storage.clone())),
             storage,
         }
@@ -244,6 +249,7 @@ async fn execute(
     stats: &mut RunStats,
 ) -> Result<()> {
     let loaded = target.state.load().await?;
+    target.table.begin(run_id).await?;
     let settings = TableSettings::of(config);
     check_settings(config, target, &loaded.state, &settings)?;
     let mut work = plan_work(config, target, &loaded).await?;
@@ -311,6 +317,7 @@ async fn execute(
             })
             .await?;
     }
+    commit.commit_table(config.run.mode).await?;
     let facts = TableFacts { settings, store };
     commit
         .commit_state(
@@ -425,8 +432,9 @@ async fn merge_and_write(
             let files = FileTable::new(work.shared_files.clone());
             // Each write is conditional on the version the run merged with or found; only
             // the table's own stored rows are merged (incremental runs).
-            let key = table.key_for(date);
-            let place = work.claims.place(&key, mode == Mode::Incremental);
+            let place = work
+                .claims
+                .place(&table.stored_key(date), mode == Mode::Incremental);
             async move {
                 let (stored, seen) = match place.merge {
                     true => table.read_date(date, &spill).await?,

@@ -66,7 +66,7 @@ pub const KEYS: &[KeySpec] = &[
         "target",
         "format",
         Some("parquet"),
-        "parquet (delta is planned, not available yet)"
+        "parquet: one object per date (target.layout); delta: a Delta Lake table, one commit per run"
     ),
     key!(
         "target",

@@ -200,8 +200,8 @@ impl Config {
             existing_objects: r.parse("target.existing_objects", |s| s.parse())?,
             format: r.parse("target.format", |s| match s.to_ascii_lowercase().as_str() {
                 "parquet" => Ok(TableFormat::Parquet),
-                "delta" => Err("Delta Lake output is planned but not available yet; use parquet".into()),
-                _ => Err("expected parquet".into()),
+                "delta" => Ok(TableFormat::Delta),
+                _ => Err("expected parquet or delta".into()),
             })?,
         };
         if let Some(why) = crate::location::overlap_error(&source.url, &target.url) {

@@ -44,6 +44,7 @@ const MIN_GROUP_ROWS: usize = 64 * 1024;
 pub struct EncodedObject {
     file: tempfile::TempPath,
     pub size: u64,
+    pub rows: u64,
 }
 
 impl EncodedObject {
@@ -66,6 +67,10 @@ pub struct ParquetEncoder {
     pending_rows: usize,
     pending_bytes: usize,
     group_bytes: usize,
+    /// A column the files leave out (a Delta table's partition column: its value is in the
+    /// log and the file's path).
+    leave_out: Option<String>,
+    rows: u64,
 }
 
 /// The scratch file behind a handle the encoder keeps, so it can flush (and hear of a full
@@ -83,16 +88,26 @@ impl std::io::Write for SharedFile {
 }
 
 impl ParquetEncoder {
-    pub fn new(schema: Arc<SchemaConfig>, scratch: &SpillDir, group_bytes: usize) -> Result<Self> {
+    /// An encoder of the table's columns, but `leave_out` if given.
+    pub fn new(
+        schema: Arc<SchemaConfig>,
+        scratch: &SpillDir,
+        group_bytes: usize,
+        leave_out: Option<String>,
+    ) -> Result<Self> {
         let (file, path) = scratch
             .create_file("object")
             .map_err(|e| Error::Other(format!("cannot create a scratch file (run.spill_dir): {e}")))?;
         let sink = SharedFile(Arc::new(std::sync::Mutex::new(
             std::io::BufWriter::with_capacity(1 << 20, file),
         )));
+        let mut columns = frame_schema(&schema);
+        if let Some(column) = leave_out.as_deref() {
+            columns.shift_remove(column);
+        }
         let writer = ParquetWriter::new(sink.clone())
             .with_compression(ParquetCompression::Snappy)
-            .batched(&frame_schema(&schema))?;
+            .batched(&columns)?;
         Ok(ParquetEncoder {
             schema,
             file: path,
@@ -102,6 +117,8 @@ impl ParquetEncoder {
             pending_rows: 0,
             pending_bytes: 0,
             group_bytes,
+            leave_out,
+            rows: 0,
         })
     }
 }
@@ -109,7 +126,11 @@ impl ParquetEncoder {
 impl ParquetEncoder {
     /// Adds `frame`'s rows. A frame of a small merge unit waits for more, to make a row group
     /// of at least [`MIN_GROUP_ROWS`] (or `group_bytes`); larger frames are written at once.
-    fn write(&mut self, frame: DataFrame) -> Result<()> {
+    fn write(&mut self, mut frame: DataFrame) -> Result<()> {
+        if let Some(column) = &self.leave_out {
+            frame = frame.drop(column)?;
+        }
+        self.rows += frame.height() as u64;
         let bytes = frame.estimated_size();
         if frame.height() >= MIN_GROUP_ROWS || bytes >= self.group_bytes {
             self.flush()?;
@@ -174,10 +195,12 @@ impl DateEncoder for ParquetEncoder {
     fn finish(mut self: Box<Self>) -> Result<EncodedObject> {
         self.flush()?;
         let size = self.writer.finish()?;
-        let ParquetEncoder { file, mut sink, .. } = *self;
+        let ParquetEncoder {
+            file, mut sink, rows, ..
+        } = *self;
         std::io::Write::flush(&mut sink)
             .map_err(|e| Error::Other(format!("cannot write a scratch file (run.spill_dir): {e}")))?;
-        Ok(EncodedObject { file, size })
+        Ok(EncodedObject { file, size, rows })
     }
 }
 
@@ -186,7 +209,7 @@ impl DateEncoder for ParquetEncoder {
 pub fn encode(rows: &RowBlock, schema: &Arc<SchemaConfig>, files: &FileTable) -> Result<bytes::Bytes> {
     let scratch = SpillDir::new(None);
     let mut encoder: Box<dyn DateEncoder> =
-        Box::new(ParquetEncoder::new(schema.clone(), &scratch, usize::MAX)?);
+        Box::new(ParquetEncoder::new(schema.clone(), &scratch, usize::MAX, None)?);
     let at: Vec<RowRef> = (0..rows.len() as u32).map(|r| (0, r)).collect();
     encoder.add(std::slice::from_ref(rows), &at, files)?;
     let object = encoder.finish()?;
@@ -227,7 +250,7 @@ mod tests {
         };
         let scratch = SpillDir::new(None);
         let mut encoder: Box<dyn DateEncoder> =
-            Box::new(ParquetEncoder::new(schema.clone(), &scratch, usize::MAX).unwrap());
+            Box::new(ParquetEncoder::new(schema.clone(), &scratch, usize::MAX, None).unwrap());
         // 10 units of 10,000 rows, then one of 300,000.
         let mut first = 0;
         for rows in [10_000; 10].into_iter().chain([300_000]) {

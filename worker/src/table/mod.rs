@@ -4,12 +4,14 @@
 //! `encoder` builds a date's object from merge units, and `frame` converts rows to and from
 //! the table's columns.
 
+pub mod delta;
 pub mod delta_log;
 mod encoder;
 mod frame;
 mod parquet;
 mod stored;
 
+pub use delta::DeltaTable;
 #[cfg(test)]
 pub use encoder::encode;
 pub use encoder::{DateEncoder, EncodedObject};
@@ -53,6 +55,13 @@ pub trait Table: Send + Sync {
     /// The object key a date is stored under.
     fn key_for(&self, date: i32) -> String;
 
+    /// The key of the object holding a date's stored rows now: where a run reads them from.
+    /// The key it writes the date to ([`Table::key_for`]) unless the format writes each
+    /// version of a date to a new object.
+    fn stored_key(&self, date: i32) -> String {
+        self.key_for(date)
+    }
+
     /// The date whose object this table stores under `key`, if `key` is exactly where it
     /// would (`key_for(date) == key`).
     fn date_of_key(&self, key: &str) -> Option<i32>;
@@ -82,6 +91,25 @@ pub trait Table: Send + Sync {
     /// Deletes the object `key` if it is still the version `etag` (unconditionally when the
     /// store gave no version).
     async fn delete(&self, key: &str, etag: Option<&str>) -> Result<()>;
+
+    /// Reads what the format keeps beside the data (a Delta log) before `run_id` plans its
+    /// writes. Called under the lock, once per run.
+    async fn begin(&self, _run_id: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether the table's current version drops `key` by recording it (the object stays for
+    /// older versions until vacuumed) rather than by deleting it.
+    fn drops_by_record(&self, _key: &str) -> bool {
+        false
+    }
+
+    /// Makes the run's writes the table's current version at once, after every date is
+    /// written (a Delta log commit). Returns the version committed; `None` for a format
+    /// whose writes are live as they land.
+    async fn commit(&self, _mode: crate::config::Mode, _run_id: &str) -> Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 /// A conditional table write that found another version: only a run that lost its lock (or a

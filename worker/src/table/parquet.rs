@@ -93,6 +93,7 @@ impl Table for ParquetTable {
             self.schema.clone(),
             scratch,
             group_bytes,
+            None,
         )?))
     }
 

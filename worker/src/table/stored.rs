@@ -29,6 +29,9 @@ pub(super) struct StoredParquet {
     rows: usize,
     /// Decoded bytes per row, as far as known.
     bytes_per_row: usize,
+    /// A column the file leaves out, and the date it holds in every row (a Delta table's
+    /// partition column).
+    partition: Option<(String, i32)>,
 }
 
 impl StoredParquet {
@@ -55,7 +58,23 @@ impl StoredParquet {
             // The pages' plain size: a first guess (decoded columns take somewhat more),
             // corrected by each slice decoded.
             bytes_per_row: (bytes / rows.max(1)).max(1),
+            partition: None,
         })
+    }
+
+    /// The file leaves column `column` out; every row holds `date` there.
+    pub(super) fn with_partition(mut self, column: String, date: i32) -> Self {
+        self.partition = Some((column, date));
+        self
+    }
+
+    /// Puts the partition column back, when the file leaves it out.
+    fn with_partition_column(&self, mut frame: DataFrame) -> Result<DataFrame> {
+        if let Some((column, date)) = &self.partition {
+            let days = Int32Chunked::full(column.as_str().into(), *date, frame.height());
+            frame.with_column(days.into_series().into_date().into_column())?;
+        }
+        Ok(frame)
     }
 }
 
@@ -71,6 +90,7 @@ impl StoredRows for StoredParquet {
             .with_slice(Some((self.next, take)))
             .finish()
             .map_err(Error::from)
+            .and_then(|frame| self.with_partition_column(frame))
             .and_then(|frame| conform(frame, &self.schema))
             .map_err(|e| Error::Other(format!("cannot read table object {}: {e}", self.url)))?;
         self.next += take;

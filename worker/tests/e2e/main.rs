@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli;
 mod common;
+mod delta;
 mod fencing;
 mod full;
 mod image;

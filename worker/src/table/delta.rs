@@ -1,0 +1,338 @@
+//! The `delta` format: a Delta Lake table (protocol reader 1 / writer 2) partitioned by the
+//! partition column. Each run writes its dates as new files, uniquely named by the run
+//! (`<column>=YYYY-MM-DD/<run id>.snappy.parquet`, the partition column left out of the file
+//! as Delta readers expect), then makes them the table's current version with one log commit
+//! (`_delta_log/<version>.json`, created only if absent): readers see the table before the run
+//! or after it, never between. Replaced files stay on storage for older versions.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+
+use super::delta_log::{
+    Action, Add, Format, LOG_DIR, Metadata, Protocol, Remove, Snapshot, Txn, commit_key, decode_commit,
+    encode_commit, schema_string, version_of_key,
+};
+use super::encoder::ParquetEncoder;
+use super::stored::StoredParquet;
+use super::{DateEncoder, EncodedObject, Seen, StoredRows, Table, fenced};
+use crate::config::{Mode, SchemaConfig};
+use crate::dates::{days_since_epoch, format_days};
+use crate::error::{Error, Result};
+use crate::spill::SpillDir;
+use crate::storage::{DynStorage, ObjectMeta, PutCondition, StorageError};
+
+/// The application id of lakeload's `txn` actions.
+const APP_ID: &str = "lakeload";
+
+pub struct DeltaTable {
+    storage: DynStorage,
+    schema: Arc<SchemaConfig>,
+    run: Mutex<DeltaRun>,
+}
+
+/// What one run knows of the table and has written to it.
+#[derive(Default)]
+struct DeltaRun {
+    run_id: Option<String>,
+    snapshot: Snapshot,
+    written: Vec<Add>,
+}
+
+impl DeltaTable {
+    pub fn new(storage: DynStorage, schema: Arc<SchemaConfig>) -> Self {
+        DeltaTable {
+            storage,
+            schema,
+            run: Mutex::new(DeltaRun::default()),
+        }
+    }
+
+    fn partition_name(&self) -> &str {
+        &self.schema.columns[self.schema.partition_column]
+    }
+
+    fn run(&self) -> std::sync::MutexGuard<'_, DeltaRun> {
+        self.run.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The table as its log says now: every commit replayed in order.
+    async fn read_log(&self) -> Result<Snapshot> {
+        let mut snapshot = Snapshot::default();
+        for (version, actions) in log_commits(&self.storage).await? {
+            snapshot.apply(version, actions)?;
+        }
+        Ok(snapshot)
+    }
+
+    /// The one live file of a date, if any.
+    fn live_file(&self, date: i32) -> Result<Option<Add>> {
+        let run = self.run();
+        let day = format_days(date);
+        let mut files = run.snapshot.files_of(self.partition_name(), &day);
+        let first = files.next().cloned();
+        if files.next().is_some() {
+            return Err(Error::Other(format!(
+                "the Delta table at {} holds several files for {day}; lakeload writes one per \
+                 date, so another writer changed the table. Run a full refresh to rebuild it",
+                self.storage.root()
+            )));
+        }
+        Ok(first)
+    }
+
+    /// The actions of this run's commit: the new files, the live files they replace (a full
+    /// run replaces every live file), and on a new table its protocol and metadata.
+    fn actions(&self, mode: Mode, run_id: &str, now: DateTime<Utc>) -> Vec<Action> {
+        let run = self.run();
+        let now_ms = now.timestamp_millis();
+        let mut actions = Vec::new();
+        let metadata = match &run.snapshot.metadata {
+            Some(existing) if run.snapshot.protocol.is_some() => Metadata {
+                schema_string: schema_string(&self.schema),
+                partition_columns: vec![self.partition_name().to_string()],
+                ..existing.clone()
+            },
+            _ => {
+                actions.push(Action::Protocol(Protocol::lakeload()));
+                Metadata {
+                    id: table_id(run_id),
+                    name: None,
+                    format: Format {
+                        provider: "parquet".into(),
+                        options: BTreeMap::new(),
+                    },
+                    schema_string: schema_string(&self.schema),
+                    partition_columns: vec![self.partition_name().to_string()],
+                    configuration: BTreeMap::new(),
+                    created_time: Some(now_ms),
+                }
+            }
+        };
+        if run.snapshot.metadata.as_ref() != Some(&metadata) {
+            actions.push(Action::Metadata(metadata));
+        }
+        let written_days: std::collections::BTreeSet<&str> = run
+            .written
+            .iter()
+            .filter_map(|a| a.partition_values.get(self.partition_name())?.as_deref())
+            .collect();
+        for live in run.snapshot.files.values() {
+            let day = live
+                .partition_values
+                .get(self.partition_name())
+                .and_then(|v| v.as_deref());
+            if mode == Mode::Full || day.is_some_and(|d| written_days.contains(d)) {
+                actions.push(Action::Remove(Remove::of(live, now_ms)));
+            }
+        }
+        actions.extend(run.written.iter().cloned().map(Action::Add));
+        let version = run.snapshot.version.map_or(0, |v| v + 1);
+        actions.push(Action::Txn(Txn {
+            app_id: APP_ID.into(),
+            version: version as i64,
+            last_updated: Some(now_ms),
+        }));
+        let rows: i64 = run.written.iter().filter_map(rows_of).sum();
+        actions.push(Action::CommitInfo(serde_json::json!({
+            "timestamp": now_ms,
+            "operation": "WRITE",
+            "operationParameters": {
+                "mode": if mode == Mode::Full { "Overwrite" } else { "Append" },
+                "partitionBy": serde_json::to_string(&[self.partition_name()]).unwrap_or_default(),
+            },
+            "engineInfo": format!("lakeload/{}", env!("CARGO_PKG_VERSION")),
+            "lakeload": { "runId": run_id, "mode": mode.to_string(), "rowsWritten": rows, "datesWritten": run.written.len() },
+        })));
+        actions
+    }
+}
+
+/// Every commit of the Delta log under `storage`'s root, oldest first (none: no table yet).
+pub async fn log_commits(storage: &DynStorage) -> Result<Vec<(u64, Vec<Action>)>> {
+    let mut versions: Vec<u64> = storage
+        .list(&format!("{LOG_DIR}/"))
+        .await?
+        .iter()
+        .filter_map(|o| version_of_key(&o.key))
+        .collect();
+    versions.sort_unstable();
+    let mut commits = Vec::with_capacity(versions.len());
+    for version in versions {
+        let key = commit_key(version);
+        let Some((bytes, _)) = storage.get(&key).await? else {
+            return Err(Error::Other(format!(
+                "{} vanished while the Delta log was read",
+                storage.url(&key)
+            )));
+        };
+        commits.push((version, decode_commit(version, &bytes)?));
+    }
+    Ok(commits)
+}
+
+/// The rows a file holds, from its stats.
+pub fn rows_of(add: &Add) -> Option<i64> {
+    let stats: serde_json::Value = serde_json::from_str(add.stats.as_deref()?).ok()?;
+    stats["numRecords"].as_i64()
+}
+
+/// A table id in the shape Delta readers expect (a GUID), unique enough: from the run that
+/// created the table and this process's random state.
+fn table_id(run_id: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut words = [0u64; 2];
+    for (i, word) in words.iter_mut().enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write(run_id.as_bytes());
+        h.write_usize(i);
+        *word = h.finish();
+    }
+    let hex = format!("{:016x}{:016x}", words[0], words[1]);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+#[async_trait::async_trait]
+impl Table for DeltaTable {
+    fn key_for(&self, date: i32) -> String {
+        let run = self.run();
+        let run_id = run.run_id.as_deref().unwrap_or("next-run");
+        format!(
+            "{}={}/{run_id}.snappy.parquet",
+            self.partition_name(),
+            format_days(date)
+        )
+    }
+
+    fn stored_key(&self, date: i32) -> String {
+        match self.live_file(date) {
+            Ok(Some(live)) => live.path,
+            _ => self.key_for(date),
+        }
+    }
+
+    fn date_of_key(&self, key: &str) -> Option<i32> {
+        let (folder, name) = key.split_once('/')?;
+        let day = folder.strip_prefix(self.partition_name())?.strip_prefix('=')?;
+        let day = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
+        (name.ends_with(".parquet") && !name.contains('/')).then(|| days_since_epoch(day))
+    }
+
+    fn places_prefix(&self) -> String {
+        format!("{}=", self.partition_name())
+    }
+
+    /// The table's live files (older versions' files are not the current table's).
+    async fn list(&self) -> Result<Vec<ObjectMeta>> {
+        let run = self.run();
+        Ok(run
+            .snapshot
+            .files
+            .values()
+            .map(|add| ObjectMeta {
+                key: add.path.clone(),
+                size: add.size.max(0) as u64,
+                etag: None,
+                last_modified: DateTime::from_timestamp_millis(add.modification_time).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn read_date(&self, date: i32, scratch: &SpillDir) -> Result<(Option<Box<dyn StoredRows>>, Seen)> {
+        let Some(live) = self.live_file(date)? else {
+            return Ok((None, Seen::Absent));
+        };
+        let url = self.storage.url(&live.path);
+        let (file, path) = scratch
+            .create_file("stored")
+            .map_err(|e| Error::Other(format!("cannot create a scratch file (run.spill_dir): {e}")))?;
+        if crate::storage::get_to_file(&self.storage, &live.path, file)
+            .await?
+            .is_none()
+        {
+            return Err(Error::Other(format!(
+                "{url} is in the Delta table's current version but missing from storage"
+            )));
+        }
+        let stored = StoredParquet::open(path, self.schema.clone(), url)?
+            .with_partition(self.partition_name().to_string(), date);
+        // The new file has a name of its own: nothing to overwrite.
+        Ok((Some(Box::new(stored)), Seen::Absent))
+    }
+
+    fn encoder(&self, scratch: &SpillDir, group_bytes: usize) -> Result<Box<dyn DateEncoder>> {
+        Ok(Box::new(ParquetEncoder::new(
+            self.schema.clone(),
+            scratch,
+            group_bytes,
+            Some(self.partition_name().to_string()),
+        )?))
+    }
+
+    async fn write_date(&self, date: i32, body: EncodedObject, _seen: Seen) -> Result<u64> {
+        let key = self.key_for(date);
+        match self
+            .storage
+            .put_file(&key, body.path(), Some(PutCondition::IfAbsent))
+            .await
+        {
+            Ok(()) => {}
+            Err(StorageError::PreconditionFailed { url }) => return Err(fenced(&url)),
+            Err(e) => return Err(e.into()),
+        }
+        let stats = serde_json::json!({ "numRecords": body.rows }).to_string();
+        self.run().written.push(Add {
+            path: key,
+            partition_values: BTreeMap::from([(self.partition_name().to_string(), Some(format_days(date)))]),
+            size: body.size as i64,
+            modification_time: Utc::now().timestamp_millis(),
+            data_change: true,
+            stats: Some(stats),
+        });
+        Ok(body.size)
+    }
+
+    async fn delete(&self, key: &str, _etag: Option<&str>) -> Result<()> {
+        Ok(self.storage.delete(key).await?)
+    }
+
+    async fn begin(&self, run_id: &str) -> Result<()> {
+        let snapshot = self.read_log().await?;
+        *self.run() = DeltaRun {
+            run_id: Some(run_id.to_string()),
+            snapshot,
+            written: Vec::new(),
+        };
+        Ok(())
+    }
+
+    fn drops_by_record(&self, key: &str) -> bool {
+        self.run().snapshot.files.contains_key(key)
+    }
+
+    async fn commit(&self, mode: Mode, run_id: &str) -> Result<Option<u64>> {
+        let version = self.run().snapshot.version.map_or(0, |v| v + 1);
+        let body = encode_commit(&self.actions(mode, run_id, Utc::now()))?;
+        let key = commit_key(version);
+        match self
+            .storage
+            .put_if(&key, bytes::Bytes::from(body), PutCondition::IfAbsent)
+            .await
+        {
+            Ok(_) => Ok(Some(version)),
+            Err(StorageError::PreconditionFailed { url }) => Err(Error::LockLost(format!(
+                "another writer committed version {version} of the Delta table first ({url}); \
+                 this run's files are not part of the table"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

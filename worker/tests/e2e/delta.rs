@@ -1,0 +1,213 @@
+//! `target.format = delta`: tables read back by an independent Delta reader (delta-rs' Python
+//! package, `deltalake`), every version equal to the `parquet` table the same runs build.
+
+use std::path::Path;
+
+use crate::common::*;
+
+fn run(dir: &Path, source: &Path, target: &Path, format: &str, mode: &str) -> serde_json::Value {
+    let out = Lakeload::new(dir)
+        .env("LAKELOAD_SOURCE_URL", source)
+        .env("LAKELOAD_TARGET_URL", target)
+        .env("LAKELOAD_TARGET_FORMAT", format)
+        .env("LAKELOAD_RUN_THREADS", "2")
+        .args(["run", "--mode", mode, "--json"])
+        .output();
+    assert_exit(&out, 0);
+    summary_json(&out)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        if path.is_dir() {
+            copy_dir(&path, &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(&path, to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// Compares `DeltaTable(table, version=k)` with the Parquet table in `oracles/v<k>` for each
+/// version, as the rows a reader gets (partition values from the log, lineage times in UTC).
+const COMPARE: &str = r#"
+import glob, json, sys
+from deltalake import DeltaTable
+import pyarrow as pa, pyarrow.parquet as pq
+
+table, oracles, versions = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+def rows(t):
+    cols = [c for c in t.column_names if c not in ("year", "month", "day")]
+    out = []
+    for r in t.select(cols).to_pylist():
+        if r["_source_modified"] is not None:
+            r["_source_modified"] = r["_source_modified"].replace(tzinfo=None)
+        out.append(tuple(sorted((k, str(v)) for k, v in r.items())))
+    return sorted(out)
+
+report = {"latest": DeltaTable(table).version(), "history": len(DeltaTable(table).history())}
+for v in range(versions):
+    dt = DeltaTable(table, version=v)
+    files = [f for f in glob.glob(f"{oracles}/v{v}/**/*.parquet", recursive=True) if "_lakeload" not in f]
+    oracle = rows(pa.concat_tables([pq.read_table(f, partitioning=None) for f in files]))
+    got = rows(dt.to_pyarrow_table())
+    dates = {dict(r)["c7"] for r in oracle}
+    report[f"v{v}"] = {"rows": len(got), "equal": got == oracle, "oracle_rows": len(oracle),
+                       "dates": len(dates), "files": sorted(dt.file_uris()),
+                       "partitions": dt.metadata().partition_columns}
+print(json.dumps(report))
+"#;
+
+/// A sequence of full and incremental runs (new rows, re-sent keys, a new date, then a full
+/// run after a date's source files are gone): each commits one version, and a Delta reader
+/// sees at every version exactly the rows the `parquet` table held after the same run.
+#[test]
+fn every_version_of_a_delta_table_equals_the_parquet_table_of_the_same_runs() {
+    let dir = tempdir();
+    let dir = dir.path();
+    let source = generated_source(
+        dir,
+        "src",
+        &["--files", "4", "--rows", "1500", "--files-per-day", "2"],
+    );
+    let (delta, parquet, oracles) = (dir.join("delta"), dir.join("parquet"), dir.join("oracles"));
+    let mut version = 0;
+    let mut runs = Vec::new();
+    let mut step = |mode: &str| {
+        let d = run(dir, &source, &delta, "delta", mode);
+        let p = run(dir, &source, &parquet, "parquet", mode);
+        assert_eq!(
+            d["counts"], p["counts"],
+            "the same counts in both formats ({mode})"
+        );
+        copy_dir(&parquet, &oracles.join(format!("v{version}")));
+        runs.push((d["run_id"].as_str().unwrap().to_string(), mode.to_string()));
+        version += 1;
+    };
+    step("full");
+    // More rows for the second day, re-sending some of its keys (updates).
+    generated_source(
+        dir,
+        "src",
+        &[
+            "--files",
+            "1",
+            "--rows",
+            "1500",
+            "--start",
+            "2026-11-02",
+            "--first-file",
+            "10",
+            "--seed",
+            "7",
+            "--duplicate-ratio",
+            "0.3",
+        ],
+    );
+    step("incremental");
+    // A new date.
+    generated_source(
+        dir,
+        "src",
+        &[
+            "--files",
+            "1",
+            "--rows",
+            "800",
+            "--start",
+            "2026-11-05",
+            "--first-file",
+            "20",
+        ],
+    );
+    step("incremental");
+    // The first day's files are gone: a full run drops its date.
+    std::fs::remove_dir_all(source.join("2026/11/01")).unwrap();
+    step("full");
+
+    // `history` lists one version per run, newest first, with the run and mode.
+    let out = Lakeload::new(dir)
+        .env("LAKELOAD_SOURCE_URL", &source)
+        .env("LAKELOAD_TARGET_URL", &delta)
+        .env("LAKELOAD_TARGET_FORMAT", "delta")
+        .args(["history", "--json"])
+        .output();
+    assert_exit(&out, 0);
+    let history: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let listed: Vec<(u64, String, String)> = history
+        .iter()
+        .map(|v| {
+            let text = |k: &str| v[k].as_str().unwrap().to_string();
+            (v["version"].as_u64().unwrap(), text("run_id"), text("mode"))
+        })
+        .collect();
+    let expected: Vec<(u64, String, String)> = runs
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(v, (id, mode))| (v as u64, id.clone(), mode.clone()))
+        .collect();
+    assert_eq!(listed, expected);
+    // A `parquet` table keeps no versions, and says so.
+    let out = Lakeload::new(dir)
+        .env("LAKELOAD_SOURCE_URL", &source)
+        .env("LAKELOAD_TARGET_URL", &parquet)
+        .args(["history"])
+        .output();
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("target.format = delta"), "{}", stderr(&out));
+
+    let out = std::process::Command::new(lakeload_testkit::python())
+        .arg("-c")
+        .arg(COMPARE)
+        .args([path_str(&delta), path_str(&oracles), version.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["latest"], 3, "one version per run: {report}");
+    assert_eq!(report["history"], 4, "{report}");
+    for v in 0..version {
+        let seen = &report[format!("v{v}")];
+        assert_eq!(seen["equal"], true, "version {v} as the reader sees it: {report}");
+        assert!(seen["rows"].as_u64().unwrap() > 0);
+        assert_eq!(seen["partitions"], serde_json::json!(["c7"]));
+    }
+    let files = |v: usize| -> Vec<String> {
+        serde_json::from_value(report[format!("v{v}")]["files"].clone()).unwrap()
+    };
+    for v in 0..version {
+        // One file per date.
+        assert_eq!(
+            files(v).len() as u64,
+            report[format!("v{v}")]["dates"].as_u64().unwrap(),
+            "{report}"
+        );
+    }
+    // An incremental run replaces only the files of the dates it touched...
+    assert!(files(1).iter().any(|f| files(0).contains(f)), "{report}");
+    // ...a full run replaces them all.
+    assert!(files(3).iter().all(|f| !files(2).contains(f)), "{report}");
+    // Files of replaced versions stay for the readers of older versions.
+    let data_files = walk(&delta)
+        .into_iter()
+        .filter(|p| p.ends_with(".snappy.parquet"))
+        .count();
+    assert!(data_files > files(3).len(), "{data_files} files");
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path_str(&path));
+        }
+    }
+    out
+}
