@@ -320,7 +320,13 @@ impl Table for DeltaTable {
 
     async fn commit(&self, mode: Mode, run_id: &str) -> Result<Option<u64>> {
         let version = self.run().snapshot.version.map_or(0, |v| v + 1);
-        let body = encode_commit(&self.actions(mode, run_id, Utc::now()))?;
+        let actions = self.actions(mode, run_id, Utc::now());
+        let changes = |a: &Action| !matches!(a, Action::Txn(_) | Action::CommitInfo(_));
+        if !actions.iter().any(changes) {
+            // Nothing new (an incremental run with no new file): no empty version.
+            return Ok(None);
+        }
+        let body = encode_commit(&actions)?;
         let key = commit_key(version);
         match self
             .storage

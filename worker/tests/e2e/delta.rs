@@ -128,6 +128,10 @@ fn every_version_of_a_delta_table_equals_the_parquet_table_of_the_same_runs() {
     std::fs::remove_dir_all(source.join("2026/11/01")).unwrap();
     step("full");
 
+    // A run with nothing new to load commits no version.
+    let idle = run(dir, &source, &delta, "delta", "incremental");
+    assert_eq!(idle["dates_written"], serde_json::json!([]));
+
     // `history` lists one version per run, newest first, with the run and mode.
     let out = Lakeload::new(dir)
         .env("LAKELOAD_SOURCE_URL", &source)
