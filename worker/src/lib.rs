@@ -43,6 +43,7 @@ pub mod status;
 pub mod storage;
 pub mod store_check;
 pub mod table;
+pub mod vacuum;
 
 pub use config::Config;
 // Shared with the operator (the `lakeload-types` crate).

@@ -66,6 +66,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Delete the files of a `target.format = delta` table that no version within the
+    /// retention reads any more.
+    Vacuum {
+        /// Keep files removed more recently than this (s, m, h or d).
+        #[arg(long, default_value = "168h")]
+        retain: String,
+        /// List what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a lock left by a crashed run.
     Unlock {
         /// Remove it even if its lease is still live.
@@ -249,6 +261,31 @@ async fn dispatch(cli: Cli) -> i32 {
                 }
                 Ok(versions) => {
                     lakeload::out!("{}", lakeload::history::format_history(&versions));
+                    exit_code::OK
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Vacuum {
+            retain,
+            dry_run,
+            json,
+        } => {
+            let config = match load_config(&cli, None) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            let retain = match lakeload::vacuum::parse_retention(retain) {
+                Ok(r) => r,
+                Err(why) => return fail(&lakeload::error::Error::Config(format!("--retain {why}"))),
+            };
+            match lakeload::vacuum::vacuum(&config, retain, *dry_run).await {
+                Ok(v) if *json => {
+                    print_json(&v);
+                    exit_code::OK
+                }
+                Ok(v) => {
+                    lakeload::out!("{}", lakeload::vacuum::format_vacuumed(&v));
                     exit_code::OK
                 }
                 Err(e) => fail(&e),

@@ -196,11 +196,75 @@ fn every_version_of_a_delta_table_equals_the_parquet_table_of_the_same_runs() {
     // ...a full run replaces them all.
     assert!(files(3).iter().all(|f| !files(2).contains(f)), "{report}");
     // Files of replaced versions stay for the readers of older versions.
-    let data_files = walk(&delta)
-        .into_iter()
-        .filter(|p| p.ends_with(".snappy.parquet"))
-        .count();
-    assert!(data_files > files(3).len(), "{data_files} files");
+    let data_files = || -> Vec<String> {
+        let mut found: Vec<String> = walk(&delta)
+            .into_iter()
+            .filter(|p| p.ends_with(".parquet"))
+            .map(|p| {
+                p.strip_prefix(&format!("{}/", path_str(&delta)))
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let live: Vec<String> = files(3)
+        .iter()
+        .map(|uri| {
+            uri.rsplit_once(&format!("{}/", path_str(&delta)))
+                .map_or(uri.clone(), |(_, p)| p.to_string())
+        })
+        .collect();
+    let replaced: Vec<String> = data_files().into_iter().filter(|f| !live.contains(f)).collect();
+    assert!(
+        !replaced.is_empty(),
+        "files of replaced versions stay for older versions"
+    );
+
+    // Vacuum: a user's file beside the table's is never touched; files removed within the
+    // retention stay; a dry run deletes nothing.
+    let foreign = "c7=2026-11-02/notes.parquet";
+    std::fs::write(delta.join(foreign), b"not the table's").unwrap();
+    let vacuum = |args: &[&str]| -> serde_json::Value {
+        let out = Lakeload::new(dir)
+            .env("LAKELOAD_SOURCE_URL", &source)
+            .env("LAKELOAD_TARGET_URL", &delta)
+            .env("LAKELOAD_TARGET_FORMAT", "delta")
+            .args(["vacuum", "--json"])
+            .args(args)
+            .output();
+        assert_exit(&out, 0);
+        serde_json::from_str(&stdout(&out)).unwrap()
+    };
+    assert_eq!(vacuum(&["--retain", "168h"])["deleted"], serde_json::json!([]));
+    let dry = vacuum(&["--retain", "0s", "--dry-run"]);
+    let listed: Vec<String> = serde_json::from_value(dry["deleted"].clone()).unwrap();
+    assert_eq!(listed, replaced, "what a dry run lists");
+    assert_eq!(
+        data_files().len(),
+        live.len() + replaced.len() + 1,
+        "a dry run deletes nothing"
+    );
+    let done = vacuum(&["--retain", "0s"]);
+    assert_eq!(done["deleted"], dry["deleted"]);
+    let mut left = live.clone();
+    left.push(foreign.to_string());
+    left.sort();
+    assert_eq!(data_files(), left, "the live files and the user's file are left");
+    // The current version still reads whole. (pyarrow is imported first: deltalake 1.6.6
+    // importing it lazily aborts the interpreter at exit.)
+    let out = std::process::Command::new(lakeload_testkit::python())
+        .arg("-c")
+        .arg("import sys, pyarrow\nfrom deltalake import DeltaTable\nprint(DeltaTable(sys.argv[1]).to_pyarrow_table().num_rows)")
+        .arg(path_str(&delta))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        report["v3"]["rows"].to_string()
+    );
 }
 
 fn walk(dir: &Path) -> Vec<String> {

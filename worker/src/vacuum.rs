@@ -1,0 +1,205 @@
+//! `lakeload vacuum`: deletes the data files of a `delta`-format table that no version within
+//! the retention reads any more. A file leaves the current version when a run replaces it;
+//! versions committed before that still read it, so it is deleted only once it was removed
+//! longer ago than the retention. Files the current version reads are never deleted, and
+//! neither is anything the table did not write (a file no commit of its log ever added).
+//! Vacuum holds the table's lock, so no run is writing files it has not committed yet.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::config::{Config, TableFormat};
+use crate::error::{Error, Result};
+use crate::lock::TableLock;
+use crate::table::delta::log_commits;
+use crate::table::delta_log::{Action, Snapshot};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Vacuumed {
+    pub table_url: String,
+    pub retain_hours: f64,
+    pub dry_run: bool,
+    /// Files deleted (or, on a dry run, that would be).
+    pub deleted: Vec<String>,
+    pub bytes: u64,
+    /// Files kept: read by the current version or removed within the retention.
+    pub kept: usize,
+}
+
+/// `168h`, `7d`, `30m`, `0h` → a duration.
+pub fn parse_retention(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number and a unit, e.g. 168h or 7d"))?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d, e.g. 168h")),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+pub async fn vacuum(config: &Config, retain: Duration, dry_run: bool) -> Result<Vacuumed> {
+    if config.target.format != TableFormat::Delta {
+        return Err(Error::Config(
+            "target.format = parquet replaces each date's object in place and keeps no old \
+             files; vacuum is for target.format = delta tables"
+                .into(),
+        ));
+    }
+    let storage = crate::storage::open(&config.target.url, &config.aws).await?;
+    let run_id = format!("vacuum-{}", crate::run::new_run_id(Utc::now()));
+    let lease = Duration::from_secs(config.lock.lease_seconds);
+    let lock = TableLock::acquire(storage.clone(), &run_id, lease).await?;
+    let outcome = async {
+        let commits = log_commits(&storage).await?;
+        let cutoff = Utc::now() - chrono::Duration::from_std(retain).unwrap_or(chrono::TimeDelta::MAX);
+        let (deletable, kept) = deletable_files(commits, cutoff)?;
+        let present: BTreeMap<String, u64> = storage
+            .list("")
+            .await?
+            .into_iter()
+            .map(|o| (o.key, o.size))
+            .collect();
+        let mut out = Vacuumed {
+            table_url: storage.root().to_string(),
+            retain_hours: retain.as_secs_f64() / 3600.0,
+            dry_run,
+            deleted: Vec::new(),
+            bytes: 0,
+            kept,
+        };
+        for path in deletable {
+            let Some(&size) = present.get(&path) else {
+                continue;
+            };
+            if !dry_run {
+                let url = storage.url(&path);
+                lock.fenced(&url, async { Ok(storage.delete(&path).await?) })
+                    .await?;
+            }
+            out.bytes += size;
+            out.deleted.push(path);
+        }
+        Ok(out)
+    }
+    .await;
+    if let Err(e) = lock.release().await {
+        tracing::error!("could not release the lock: {e}; remove it with `lakeload unlock`");
+    }
+    outcome
+}
+
+/// The files the log removed before `cutoff` and never added again, and how many files it
+/// keeps (read by the current version or removed since `cutoff`).
+fn deletable_files(commits: Vec<(u64, Vec<Action>)>, cutoff: DateTime<Utc>) -> Result<(Vec<String>, usize)> {
+    let mut snapshot = Snapshot::default();
+    // Each file ever added, and when it was last removed (None: live).
+    let mut removed_at: BTreeMap<String, Option<i64>> = BTreeMap::new();
+    for (version, actions) in commits {
+        for action in &actions {
+            match action {
+                Action::Add(add) => {
+                    removed_at.insert(add.path.clone(), None);
+                }
+                Action::Remove(remove) => {
+                    if let Some(when) = removed_at.get_mut(&remove.path) {
+                        // A remove without a time is as old as can be.
+                        *when = Some(remove.deletion_timestamp.unwrap_or(0));
+                    }
+                }
+                _ => {}
+            }
+        }
+        snapshot.apply(version, actions)?;
+    }
+    let cutoff_ms = cutoff.timestamp_millis();
+    let mut deletable = Vec::new();
+    let mut kept = 0;
+    for (path, removed) in removed_at {
+        match removed {
+            Some(when) if when < cutoff_ms && !snapshot.files.contains_key(&path) => deletable.push(path),
+            _ => kept += 1,
+        }
+    }
+    Ok((deletable, kept))
+}
+
+pub fn format_vacuumed(v: &Vacuumed) -> String {
+    let verb = if v.dry_run { "would delete" } else { "deleted" };
+    let mut out = format!(
+        "{verb} {} file(s), {} (removed more than {}h ago); {} file(s) kept\n",
+        v.deleted.len(),
+        crate::report::bytes(v.bytes),
+        v.retain_hours,
+        v.kept
+    );
+    for path in &v.deleted {
+        out += &format!("  {path}\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::delta_log::{Add, Remove};
+
+    fn add(path: &str) -> Action {
+        Action::Add(Add {
+            path: path.into(),
+            partition_values: BTreeMap::new(),
+            size: 1,
+            modification_time: 0,
+            data_change: true,
+            stats: None,
+        })
+    }
+
+    fn remove(path: &str, at: i64) -> Action {
+        Action::Remove(Remove {
+            path: path.into(),
+            deletion_timestamp: Some(at),
+            data_change: true,
+            extended_file_metadata: None,
+            partition_values: None,
+            size: None,
+        })
+    }
+
+    #[test]
+    fn only_files_removed_before_the_retention_go() {
+        let commits = vec![
+            (0, vec![add("a"), add("b")]),
+            (1, vec![remove("a", 1_000), add("c")]),
+            (2, vec![remove("b", 5_000), add("d")]),
+            // Removed long ago, then added back (a rollback): live again.
+            (3, vec![remove("c", 1_000), add("c")]),
+        ];
+        let cutoff = DateTime::from_timestamp_millis(3_000).unwrap();
+        let (deletable, kept) = deletable_files(commits, cutoff).unwrap();
+        assert_eq!(
+            deletable,
+            ["a"],
+            "b was removed within the retention; c and d are live"
+        );
+        assert_eq!(kept, 3);
+    }
+
+    #[test]
+    fn retention_is_a_number_and_a_unit() {
+        assert_eq!(parse_retention("168h"), Ok(Duration::from_secs(168 * 3600)));
+        assert_eq!(parse_retention("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_retention("0h"), Ok(Duration::ZERO));
+        assert!(parse_retention("7").unwrap_err().contains("unit"));
+        assert!(parse_retention("h").is_err());
+    }
+}
