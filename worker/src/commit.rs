@@ -49,6 +49,24 @@ pub struct Deleted {
     pub date_emptied: Option<i32>,
 }
 
+/// What the state records of each source file a run processed.
+pub fn file_records(run_id: &str, files: &[ObjectMeta], per_file: &[FileCounts]) -> Vec<FileRecord> {
+    files
+        .iter()
+        .zip(per_file)
+        .map(|(meta, counts)| FileRecord {
+            key: meta.key.clone(),
+            size: meta.size,
+            etag: meta.etag.clone(),
+            last_modified: meta.last_modified,
+            rows: counts.rows,
+            rows_rejected: counts.rejected,
+            dates: counts.dates.iter().map(|d| format_days(*d)).collect(),
+            run_id: run_id.to_string(),
+        })
+        .collect()
+}
+
 /// One run's writes to its table, under its lock, from the state it loaded.
 pub struct TableCommit<'a> {
     target: &'a Target,
@@ -155,12 +173,12 @@ impl<'a> TableCommit<'a> {
 
     /// Step 4 (formats with versions): makes the run's writes the table's current version in
     /// one write, conditional on no other writer having taken that version.
-    pub async fn commit_table(&self, mode: Mode) -> Result<Option<u64>> {
+    pub async fn commit_table(&self, mode: Mode, files: &[FileRecord]) -> Result<Option<u64>> {
         crate::faults::pause_point("before_table_commit").await;
         let url = self.target.storage.root().to_string();
         let version = self
             .lock
-            .fenced(&url, self.target.table.commit(mode, self.run_id))
+            .fenced(&url, self.target.table.commit(mode, self.run_id, files))
             .await?;
         if let Some(version) = version {
             tracing::info!("run {} committed version {version} of the table", self.run_id);
@@ -177,26 +195,18 @@ impl<'a> TableCommit<'a> {
         self,
         mode: Mode,
         facts: TableFacts,
-        files: &[ObjectMeta],
-        per_file: &[FileCounts],
+        records: Vec<FileRecord>,
+        table_version: Option<u64>,
         partitions: Vec<(i32, u64, u64)>,
         dates_emptied: &BTreeSet<String>,
     ) -> Result<()> {
         let run_id = self.run_id;
-        let records = files.iter().zip(per_file).map(|(meta, counts)| FileRecord {
-            key: meta.key.clone(),
-            size: meta.size,
-            etag: meta.etag.clone(),
-            last_modified: meta.last_modified,
-            rows: counts.rows,
-            rows_rejected: counts.rejected,
-            dates: counts.dates.iter().map(|d| format_days(*d)).collect(),
-            run_id: run_id.to_string(),
-        });
+        let previous_version = self.loaded.state.table_version;
         let mut state = match mode {
             Mode::Full => State::default(),
             Mode::Incremental => self.loaded.state,
         };
+        state.table_version = table_version.or(previous_version);
         state.settings = Some(facts.settings);
         state.store = Some(facts.store);
         state.upsert(records);

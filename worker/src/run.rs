@@ -10,7 +10,7 @@ use futures::StreamExt;
 
 use crate::block::KeyColumns;
 use crate::budget::{date_unit_limit, ingest_budget, merge_concurrency, row_group_bytes, unit_limit};
-use crate::commit::{TableCommit, TableFacts};
+use crate::commit::{TableCommit, TableFacts, file_records};
 use crate::config::{Config, Mode, TableFormat};
 use crate::date_merge::{DateMerge, MergeMemory};
 use crate::dates::format_days;
@@ -248,8 +248,16 @@ async fn execute(
     interactive: bool,
     stats: &mut RunStats,
 ) -> Result<()> {
-    let loaded = target.state.load().await?;
+    let mut loaded = target.state.load().await?;
     target.table.begin(run_id).await?;
+    if let Some(state) = target.table.state_from_log(&loaded.state)? {
+        tracing::warn!(
+            "the state caught up with version {} of the table's log (a run stopped between \
+             its table commit and its state commit)",
+            state.table_version.map_or("-".into(), |v| v.to_string())
+        );
+        loaded.state = state;
+    }
     let settings = TableSettings::of(config);
     check_settings(config, target, &loaded.state, &settings)?;
     let mut work = plan_work(config, target, &loaded).await?;
@@ -317,14 +325,15 @@ async fn execute(
             })
             .await?;
     }
-    commit.commit_table(config.run.mode).await?;
+    let records = file_records(run_id, &work.files, &per_file);
+    let table_version = commit.commit_table(config.run.mode, &records).await?;
     let facts = TableFacts { settings, store };
     commit
         .commit_state(
             config.run.mode,
             facts,
-            &work.files,
-            &per_file,
+            records,
+            table_version,
             partitions,
             &stats.dates_deleted,
         )

@@ -52,6 +52,9 @@ pub struct State {
     /// The last check that the store enforces conditional writes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreCheck>,
+    /// The version of a `delta`-format table this state matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_version: Option<u64>,
 }
 
 /// What a run found when it checked the table's store (see `store_check`).

@@ -21,6 +21,7 @@ use crate::config::{Mode, SchemaConfig};
 use crate::dates::{days_since_epoch, format_days};
 use crate::error::{Error, Result};
 use crate::spill::SpillDir;
+use crate::state::{FileRecord, PartitionRecord, State};
 use crate::storage::{DynStorage, ObjectMeta, PutCondition, StorageError};
 
 /// The application id of lakeload's `txn` actions.
@@ -37,6 +38,8 @@ pub struct DeltaTable {
 struct DeltaRun {
     run_id: Option<String>,
     snapshot: Snapshot,
+    /// Every commit of the log, oldest first.
+    commits: Vec<(u64, Vec<Action>)>,
     written: Vec<Add>,
 }
 
@@ -57,15 +60,6 @@ impl DeltaTable {
         self.run.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The table as its log says now: every commit replayed in order.
-    async fn read_log(&self) -> Result<Snapshot> {
-        let mut snapshot = Snapshot::default();
-        for (version, actions) in log_commits(&self.storage).await? {
-            snapshot.apply(version, actions)?;
-        }
-        Ok(snapshot)
-    }
-
     /// The one live file of a date, if any.
     fn live_file(&self, date: i32) -> Result<Option<Add>> {
         let run = self.run();
@@ -84,7 +78,7 @@ impl DeltaTable {
 
     /// The actions of this run's commit: the new files, the live files they replace (a full
     /// run replaces every live file), and on a new table its protocol and metadata.
-    fn actions(&self, mode: Mode, run_id: &str, now: DateTime<Utc>) -> Vec<Action> {
+    fn actions(&self, mode: Mode, run_id: &str, files: &[FileRecord], now: DateTime<Utc>) -> Vec<Action> {
         let run = self.run();
         let now_ms = now.timestamp_millis();
         let mut actions = Vec::new();
@@ -143,10 +137,73 @@ impl DeltaTable {
                 "partitionBy": serde_json::to_string(&[self.partition_name()]).unwrap_or_default(),
             },
             "engineInfo": format!("lakeload/{}", env!("CARGO_PKG_VERSION")),
-            "lakeload": { "runId": run_id, "mode": mode.to_string(), "rowsWritten": rows, "datesWritten": run.written.len() },
+            "lakeload": {
+                "runId": run_id,
+                "mode": mode.to_string(),
+                "rowsWritten": rows,
+                "datesWritten": run.written.len(),
+                // The source files processed, so the state can be rebuilt from the log.
+                "files": files,
+            },
         })));
         actions
     }
+}
+
+/// What a lakeload commit records of its run (its `commitInfo`).
+pub struct RecordedRun {
+    pub run_id: String,
+    /// A full run (or a rollback): the files it records are all the table's.
+    pub replaces_all: bool,
+    pub files: Vec<FileRecord>,
+}
+
+/// The run a commit records, if lakeload made it.
+pub fn recorded_run(actions: &[Action]) -> Result<Option<RecordedRun>> {
+    for action in actions {
+        if let Action::CommitInfo(info) = action
+            && let Some(run_id) = info["lakeload"]["runId"].as_str()
+        {
+            let files = serde_json::from_value(info["lakeload"]["files"].clone()).map_err(|e| {
+                Error::Other(format!(
+                    "a Delta commit of run {run_id} records its files badly: {e}"
+                ))
+            })?;
+            let mode = info["lakeload"]["mode"].as_str().unwrap_or_default();
+            return Ok(Some(RecordedRun {
+                run_id: run_id.to_string(),
+                replaces_all: mode != "incremental",
+                files,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// The state's partition records of a snapshot: one per live file.
+pub fn partitions_of(snapshot: &Snapshot, column: &str) -> BTreeMap<String, PartitionRecord> {
+    snapshot
+        .files
+        .values()
+        .filter_map(|add| {
+            let day = add.partition_values.get(column)?.clone()?;
+            let run_id = add
+                .path
+                .rsplit_once('/')
+                .map_or(add.path.as_str(), |(_, name)| name)
+                .trim_end_matches(".snappy.parquet")
+                .to_string();
+            Some((
+                day,
+                PartitionRecord {
+                    key: add.path.clone(),
+                    rows: rows_of(add).unwrap_or(0).max(0) as u64,
+                    bytes: add.size.max(0) as u64,
+                    run_id,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Every commit of the Delta log under `storage`'s root, oldest first (none: no table yet).
@@ -305,22 +362,54 @@ impl Table for DeltaTable {
     }
 
     async fn begin(&self, run_id: &str) -> Result<()> {
-        let snapshot = self.read_log().await?;
+        let commits = log_commits(&self.storage).await?;
+        let mut snapshot = Snapshot::default();
+        for (version, actions) in &commits {
+            snapshot.apply(*version, actions.clone())?;
+        }
         *self.run() = DeltaRun {
             run_id: Some(run_id.to_string()),
             snapshot,
+            commits,
             written: Vec::new(),
         };
         Ok(())
+    }
+
+    fn state_from_log(&self, state: &State) -> Result<Option<State>> {
+        let run = self.run();
+        let Some(latest) = run.snapshot.version else {
+            return Ok(None);
+        };
+        if state.table_version.is_some_and(|v| v >= latest) {
+            return Ok(None);
+        }
+        let since = state.table_version.map_or(0, |v| v + 1);
+        let mut out = state.clone();
+        for (_, actions) in run.commits.iter().filter(|(v, _)| *v >= since) {
+            let Some(recorded) = recorded_run(actions)? else {
+                continue;
+            };
+            if recorded.replaces_all {
+                out.files.clear();
+            }
+            out.upsert(recorded.files);
+            out.last_run_id = Some(recorded.run_id);
+        }
+        out.partitions = partitions_of(&run.snapshot, self.partition_name());
+        let live: std::collections::BTreeSet<&str> = run.snapshot.files.keys().map(String::as_str).collect();
+        out.unconfirmed.retain(|k| !live.contains(k.as_str()));
+        out.table_version = Some(latest);
+        Ok(Some(out))
     }
 
     fn drops_by_record(&self, key: &str) -> bool {
         self.run().snapshot.files.contains_key(key)
     }
 
-    async fn commit(&self, mode: Mode, run_id: &str) -> Result<Option<u64>> {
+    async fn commit(&self, mode: Mode, run_id: &str, files: &[FileRecord]) -> Result<Option<u64>> {
         let version = self.run().snapshot.version.map_or(0, |v| v + 1);
-        let actions = self.actions(mode, run_id, Utc::now());
+        let actions = self.actions(mode, run_id, files, Utc::now());
         let changes = |a: &Action| !matches!(a, Action::Txn(_) | Action::CommitInfo(_));
         if !actions.iter().any(changes) {
             // Nothing new (an incremental run with no new file): no empty version.

@@ -107,7 +107,21 @@ pub trait Table: Send + Sync {
     /// Makes the run's writes the table's current version at once, after every date is
     /// written (a Delta log commit). Returns the version committed; `None` for a format
     /// whose writes are live as they land.
-    async fn commit(&self, _mode: crate::config::Mode, _run_id: &str) -> Result<Option<u64>> {
+    /// `files` are the source files the run processed: a format with a log records them in
+    /// the commit, so the state can be rebuilt from it ([`Table::state_from_log`]).
+    async fn commit(
+        &self,
+        _mode: crate::config::Mode,
+        _run_id: &str,
+        _files: &[crate::state::FileRecord],
+    ) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
+    /// The state as the table's log says it should be, when the log is ahead of `state` (a
+    /// run stopped between its table commit and its state commit); `None` when they agree
+    /// or the format keeps no log.
+    fn state_from_log(&self, _state: &crate::state::State) -> Result<Option<crate::state::State>> {
         Ok(None)
     }
 }

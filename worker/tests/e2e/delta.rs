@@ -279,3 +279,92 @@ fn walk(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+/// A run killed after its table commit and before its state commit: the next run finds the
+/// log ahead of the state and completes the state from it (the commit records the files it
+/// processed) instead of loading the same files again; no version is skipped or repeated.
+#[test]
+fn a_run_stopped_between_its_two_commits_is_completed_not_loaded_again() {
+    let dir = tempdir();
+    let dir = dir.path();
+    let source = generated_source(
+        dir,
+        "src",
+        &["--files", "4", "--rows", "1000", "--files-per-day", "2"],
+    );
+    let (delta, parquet) = (dir.join("delta"), dir.join("parquet"));
+    run(dir, &source, &delta, "delta", "full");
+    run(dir, &source, &parquet, "parquet", "full");
+    generated_source(
+        dir,
+        "src",
+        &[
+            "--files",
+            "1",
+            "--rows",
+            "1000",
+            "--start",
+            "2026-11-02",
+            "--first-file",
+            "10",
+            "--seed",
+            "9",
+        ],
+    );
+    let mut killed = Running::spawn(
+        Lakeload::new(dir)
+            .env("LAKELOAD_SOURCE_URL", &source)
+            .env("LAKELOAD_TARGET_URL", &delta)
+            .env("LAKELOAD_TARGET_FORMAT", "delta")
+            .env("LAKELOAD_TEST_PAUSE_AT", "after_table_commit:1")
+            .args(["run", "--mode", "incremental"]),
+    );
+    killed.wait_for("lakeload-test-paused-at", std::time::Duration::from_secs(60));
+    killed.signal("KILL");
+    killed.finish();
+    let unlock = Lakeload::new(dir)
+        .env("LAKELOAD_SOURCE_URL", &source)
+        .env("LAKELOAD_TARGET_URL", &delta)
+        .args(["unlock", "--force"])
+        .output();
+    assert_exit(&unlock, 0);
+
+    let next = run(dir, &source, &delta, "delta", "incremental");
+    assert_eq!(
+        next["files"],
+        serde_json::json!([]),
+        "nothing loaded again: {next}"
+    );
+    run(dir, &source, &parquet, "parquet", "incremental");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(delta.join("_lakeload/state.json")).unwrap()).unwrap();
+    assert_eq!(
+        state["files"].as_array().unwrap().len(),
+        5,
+        "the killed run's file is recorded"
+    );
+    assert_eq!(state["table_version"], 1);
+
+    let compare = r#"
+import glob, sys, pyarrow as pa, pyarrow.parquet as pq
+from deltalake import DeltaTable
+dt = DeltaTable(sys.argv[1])
+def rows(t):
+    out = []
+    for r in t.select([c for c in t.column_names if c not in ("year", "month", "day")]).to_pylist():
+        r["_source_modified"] = r["_source_modified"].replace(tzinfo=None)
+        out.append(tuple(sorted((k, str(v)) for k, v in r.items())))
+    return sorted(out)
+files = [f for f in glob.glob(sys.argv[2] + "/**/*.parquet", recursive=True) if "_lakeload" not in f]
+oracle = pa.concat_tables([pq.read_table(f, partitioning=None) for f in files])
+print(dt.version(), rows(dt.to_pyarrow_table()) == rows(oracle))
+"#;
+    let out = std::process::Command::new(lakeload_testkit::python())
+        .arg("-c")
+        .arg(compare)
+        .args([path_str(&delta), path_str(&parquet)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1 True");
+}
