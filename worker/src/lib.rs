@@ -31,6 +31,7 @@ pub mod progress;
 pub mod reader;
 pub mod rejects;
 pub mod report;
+pub mod rollback;
 pub mod router;
 pub mod row;
 pub mod run;

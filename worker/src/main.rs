@@ -66,6 +66,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make version N of a `target.format = delta` table its current version again, in a
+    /// new version; the next incremental run loads the files loaded after N again.
+    Rollback {
+        #[arg(long)]
+        to_version: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete the files of a `target.format = delta` table that no version within the
     /// retention reads any more.
     Vacuum {
@@ -261,6 +269,31 @@ async fn dispatch(cli: Cli) -> i32 {
                 }
                 Ok(versions) => {
                     lakeload::out!("{}", lakeload::history::format_history(&versions));
+                    exit_code::OK
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Rollback { to_version, json } => {
+            let config = match load_config(&cli, None) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            match lakeload::rollback::rollback(&config, *to_version).await {
+                Ok(r) if *json => {
+                    print_json(&r);
+                    exit_code::OK
+                }
+                Ok(r) => {
+                    lakeload::outln!(
+                        "version {} restores version {}: {} file(s) back, {} removed; the next \
+                         incremental run loads the files loaded after version {} again",
+                        r.version,
+                        r.restored_version,
+                        r.files_added,
+                        r.files_removed,
+                        r.restored_version
+                    );
                     exit_code::OK
                 }
                 Err(e) => fail(&e),

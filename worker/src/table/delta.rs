@@ -150,6 +150,127 @@ impl DeltaTable {
     }
 }
 
+/// What a rollback committed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Restored {
+    pub restored_version: u64,
+    pub version: u64,
+    pub files_added: usize,
+    pub files_removed: usize,
+    /// The state as of the restored version: the source files then loaded, its partitions.
+    #[serde(skip)]
+    pub state: State,
+}
+
+impl DeltaTable {
+    /// Commits a new version whose files are those of version `to` (read after
+    /// [`Table::begin`]), and returns the state as of `to` with the new version.
+    pub async fn restore(&self, to: u64, run_id: &str) -> Result<Restored> {
+        let (actions, version, restored) = {
+            let run = self.run();
+            let latest = run
+                .snapshot
+                .version
+                .ok_or_else(|| Error::Config("the Delta table has no versions yet".into()))?;
+            if to >= latest {
+                return Err(Error::Config(format!(
+                    "--to-version {to}: the table's versions are 0 to {latest} ({latest} is the current \
+                     one); roll back to an earlier one"
+                )));
+            }
+            let mut then = Snapshot::default();
+            let mut files: Vec<FileRecord> = Vec::new();
+            for (version, actions) in run.commits.iter().filter(|(v, _)| *v <= to) {
+                if let Some(recorded) = recorded_run(actions)? {
+                    if recorded.replaces_all {
+                        files.clear();
+                    }
+                    let mut merged = State {
+                        files: std::mem::take(&mut files),
+                        ..State::default()
+                    };
+                    merged.upsert(recorded.files);
+                    files = merged.files;
+                }
+                then.apply(*version, actions.clone())?;
+            }
+            let now = Utc::now();
+            let now_ms = now.timestamp_millis();
+            let mut actions = Vec::new();
+            let mut removed = 0;
+            for (path, live) in &run.snapshot.files {
+                if !then.files.contains_key(path) {
+                    actions.push(Action::Remove(Remove::of(live, now_ms)));
+                    removed += 1;
+                }
+            }
+            let mut added = 0;
+            for (path, old) in &then.files {
+                if !run.snapshot.files.contains_key(path) {
+                    actions.push(Action::Add(old.clone()));
+                    added += 1;
+                }
+            }
+            let version = latest + 1;
+            actions.push(Action::Txn(Txn {
+                app_id: APP_ID.into(),
+                version: version as i64,
+                last_updated: Some(now_ms),
+            }));
+            actions.push(Action::CommitInfo(serde_json::json!({
+                "timestamp": now_ms,
+                "operation": "RESTORE",
+                "operationParameters": { "version": to },
+                "engineInfo": format!("lakeload/{}", env!("CARGO_PKG_VERSION")),
+                "lakeload": { "runId": run_id, "mode": "rollback", "restoredVersion": to, "files": &files },
+            })));
+            let state = State {
+                files,
+                partitions: partitions_of(&then, self.partition_name()),
+                table_version: Some(version),
+                ..State::default()
+            };
+            let restored = Restored {
+                restored_version: to,
+                version,
+                files_added: added,
+                files_removed: removed,
+                state,
+            };
+            (actions, version, restored)
+        };
+        // Every file of the restored version must still be there (vacuum may have taken it).
+        for action in &actions {
+            if let Action::Add(add) = action
+                && self.storage.head(&add.path).await?.is_none()
+            {
+                return Err(Error::Config(format!(
+                    "version {to} cannot be restored: its file {} was deleted (by vacuum, once it \
+                     was removed for longer than the retention)",
+                    self.storage.url(&add.path)
+                )));
+            }
+        }
+        let key = commit_key(version);
+        match self
+            .storage
+            .put_if(
+                &key,
+                bytes::Bytes::from(encode_commit(&actions)?),
+                PutCondition::IfAbsent,
+            )
+            .await
+        {
+            Ok(_) => Ok(restored),
+            Err(StorageError::PreconditionFailed { url }) => Err(Error::LockLost(format!(
+                "another writer committed version {version} of the Delta table first ({url}); \
+                 nothing was rolled back"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 /// What a lakeload commit records of its run (its `commitInfo`).
 pub struct RecordedRun {
     pub run_id: String,

@@ -17,6 +17,21 @@ fn run(dir: &Path, source: &Path, target: &Path, format: &str, mode: &str) -> se
     summary_json(&out)
 }
 
+/// Runs a Python script with the test venv (deltalake, pyarrow); returns its stdout. The
+/// script ends with `os._exit` once its output is flushed: deltalake 1.6.6 sometimes aborts
+/// the interpreter while it shuts down ("terminate called without an active exception").
+fn python(script: &str, args: &[String]) -> String {
+    let script = format!("{script}\nimport os, sys\nsys.stdout.flush()\nos._exit(0)\n");
+    let out = std::process::Command::new(lakeload_testkit::python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -164,14 +179,11 @@ fn every_version_of_a_delta_table_equals_the_parquet_table_of_the_same_runs() {
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("target.format = delta"), "{}", stderr(&out));
 
-    let out = std::process::Command::new(lakeload_testkit::python())
-        .arg("-c")
-        .arg(COMPARE)
-        .args([path_str(&delta), path_str(&oracles), version.to_string()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = python(
+        COMPARE,
+        &[path_str(&delta), path_str(&oracles), version.to_string()],
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["latest"], 3, "one version per run: {report}");
     assert_eq!(report["history"], 4, "{report}");
     for v in 0..version {
@@ -254,17 +266,11 @@ fn every_version_of_a_delta_table_equals_the_parquet_table_of_the_same_runs() {
     assert_eq!(data_files(), left, "the live files and the user's file are left");
     // The current version still reads whole. (pyarrow is imported first: deltalake 1.6.6
     // importing it lazily aborts the interpreter at exit.)
-    let out = std::process::Command::new(lakeload_testkit::python())
-        .arg("-c")
-        .arg("import sys, pyarrow\nfrom deltalake import DeltaTable\nprint(DeltaTable(sys.argv[1]).to_pyarrow_table().num_rows)")
-        .arg(path_str(&delta))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        report["v3"]["rows"].to_string()
+    let out = python(
+        "import sys, pyarrow\nfrom deltalake import DeltaTable\nprint(DeltaTable(sys.argv[1]).to_pyarrow_table().num_rows)",
+        &[path_str(&delta)],
     );
+    assert_eq!(out.trim(), report["v3"]["rows"].to_string());
 }
 
 fn walk(dir: &Path) -> Vec<String> {
@@ -345,26 +351,140 @@ fn a_run_stopped_between_its_two_commits_is_completed_not_loaded_again() {
     );
     assert_eq!(state["table_version"], 1);
 
-    let compare = r#"
+    assert!(
+        delta_equals(&delta, None, &parquet),
+        "the rows of a full and an incremental run"
+    );
+    assert!(
+        delta_equals(&delta, Some(1), &parquet),
+        "version 1 is the latest: no version repeated"
+    );
+}
+
+/// Rows of the Delta table at `version` (latest when `None`) equal the Parquet table in
+/// `oracle`, as a reader sees them.
+fn delta_equals(delta: &Path, version: Option<u64>, oracle: &Path) -> bool {
+    let script = r#"
 import glob, sys, pyarrow as pa, pyarrow.parquet as pq
 from deltalake import DeltaTable
-dt = DeltaTable(sys.argv[1])
+dt = DeltaTable(sys.argv[1], version=None if sys.argv[2] == "latest" else int(sys.argv[2]))
 def rows(t):
     out = []
     for r in t.select([c for c in t.column_names if c not in ("year", "month", "day")]).to_pylist():
         r["_source_modified"] = r["_source_modified"].replace(tzinfo=None)
         out.append(tuple(sorted((k, str(v)) for k, v in r.items())))
     return sorted(out)
-files = [f for f in glob.glob(sys.argv[2] + "/**/*.parquet", recursive=True) if "_lakeload" not in f]
+files = [f for f in glob.glob(sys.argv[3] + "/**/*.parquet", recursive=True) if "_lakeload" not in f]
 oracle = pa.concat_tables([pq.read_table(f, partitioning=None) for f in files])
-print(dt.version(), rows(dt.to_pyarrow_table()) == rows(oracle))
+print(rows(dt.to_pyarrow_table()) == rows(oracle))
 "#;
-    let out = std::process::Command::new(lakeload_testkit::python())
-        .arg("-c")
-        .arg(compare)
-        .args([path_str(&delta), path_str(&parquet)])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1 True");
+    let out = python(
+        script,
+        &[
+            path_str(delta),
+            version.map_or("latest".into(), |v| v.to_string()),
+            path_str(oracle),
+        ],
+    );
+    out.trim() == "True"
+}
+
+/// `rollback --to-version 1` commits a new version holding version 1's rows, keeps history,
+/// and rolls the state back: the next incremental run loads the files loaded after version 1
+/// again, giving the table an incremental run from version 1's table would give.
+#[test]
+fn a_rollback_restores_a_version_and_the_next_run_loads_what_came_after() {
+    let dir = tempdir();
+    let dir = dir.path();
+    let source = generated_source(
+        dir,
+        "src",
+        &["--files", "4", "--rows", "1000", "--files-per-day", "2"],
+    );
+    let (delta, parquet) = (dir.join("delta"), dir.join("parquet"));
+    let both = |mode: &str| {
+        run(dir, &source, &delta, "delta", mode);
+        run(dir, &source, &parquet, "parquet", mode);
+    };
+    both("full");
+    generated_source(
+        dir,
+        "src",
+        &[
+            "--files",
+            "1",
+            "--rows",
+            "1000",
+            "--start",
+            "2026-11-02",
+            "--first-file",
+            "10",
+            "--seed",
+            "3",
+        ],
+    );
+    both("incremental");
+    let at_version_1 = dir.join("parquet-v1");
+    copy_dir(&parquet, &at_version_1);
+    generated_source(
+        dir,
+        "src",
+        &[
+            "--files",
+            "1",
+            "--rows",
+            "1000",
+            "--start",
+            "2026-11-01",
+            "--first-file",
+            "20",
+            "--seed",
+            "4",
+        ],
+    );
+    both("incremental");
+    assert!(
+        !delta_equals(&delta, None, &at_version_1),
+        "version 2 differs from version 1"
+    );
+
+    let lakeload = |args: &[&str]| {
+        Lakeload::new(dir)
+            .env("LAKELOAD_SOURCE_URL", &source)
+            .env("LAKELOAD_TARGET_URL", &delta)
+            .env("LAKELOAD_TARGET_FORMAT", "delta")
+            .args(args)
+            .output()
+    };
+    // The current version and versions that do not exist are refused.
+    assert_exit(&lakeload(&["rollback", "--to-version", "2"]), 2);
+    assert_exit(&lakeload(&["rollback", "--to-version", "9"]), 2);
+    let out = lakeload(&["rollback", "--to-version", "1", "--json"]);
+    assert_exit(&out, 0);
+    let rolled: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(rolled["version"], 3);
+    assert_eq!(rolled["restored_version"], 1);
+    assert!(
+        delta_equals(&delta, None, &at_version_1),
+        "version 3 holds version 1's rows"
+    );
+    assert!(
+        delta_equals(&delta, Some(2), &parquet),
+        "version 2 is still readable"
+    );
+    let history: Vec<serde_json::Value> =
+        serde_json::from_str(&stdout(&lakeload(&["history", "--json"]))).unwrap();
+    assert_eq!(history.len(), 4);
+    assert_eq!(history[0]["mode"], "rollback");
+
+    // The next incremental run loads file 20 again: the table an incremental run from
+    // version 1's table gives.
+    let again = run(dir, &source, &delta, "delta", "incremental");
+    let loaded: Vec<String> = serde_json::from_value(again["files"].clone()).unwrap();
+    assert!(
+        loaded.len() == 1 && loaded[0].ends_with("events-000020.gz"),
+        "{loaded:?}"
+    );
+    run(dir, &source, &at_version_1, "parquet", "incremental");
+    assert!(delta_equals(&delta, None, &at_version_1));
 }
