@@ -488,3 +488,177 @@ fn a_rollback_restores_a_version_and_the_next_run_loads_what_came_after() {
     run(dir, &source, &at_version_1, "parquet", "incremental");
     assert!(delta_equals(&delta, None, &at_version_1));
 }
+
+/// Another writer commits the version a run was about to take: the run fails saying so, and
+/// the table is exactly what the other writer left (its files never join it); the state is
+/// not committed, so the next run loads the same files.
+#[test]
+fn a_run_that_loses_the_race_for_its_version_changes_nothing() {
+    let dir = tempdir();
+    let dir = dir.path();
+    let source = generated_source(
+        dir,
+        "src",
+        &["--files", "2", "--rows", "500", "--files-per-day", "2"],
+    );
+    let delta = dir.join("delta");
+    run(dir, &source, &delta, "delta", "full");
+    generated_source(
+        dir,
+        "src",
+        &[
+            "--files",
+            "1",
+            "--rows",
+            "500",
+            "--first-file",
+            "10",
+            "--seed",
+            "5",
+        ],
+    );
+    let mut paused = Running::spawn(
+        Lakeload::new(dir)
+            .env("LAKELOAD_SOURCE_URL", &source)
+            .env("LAKELOAD_TARGET_URL", &delta)
+            .env("LAKELOAD_TARGET_FORMAT", "delta")
+            .env("LAKELOAD_TEST_PAUSE_AT", "before_table_commit:1:stop")
+            .args(["run", "--mode", "incremental"]),
+    );
+    paused.wait_for("lakeload-test-paused-at", std::time::Duration::from_secs(60));
+    // Another Delta writer takes version 1 meanwhile (a commit that changes no file).
+    let theirs = b"{\"commitInfo\":{\"operation\":\"OPTIMIZE\",\"engineInfo\":\"another-writer\"}}\n";
+    std::fs::write(delta.join("_delta_log/00000000000000000001.json"), theirs).unwrap();
+    paused.signal("CONT");
+    let (code, _, stderr) = paused.finish();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("another writer committed version 1"), "{stderr}");
+    assert_eq!(
+        std::fs::read(delta.join("_delta_log/00000000000000000001.json")).unwrap(),
+        theirs,
+        "their commit stands"
+    );
+    assert!(!delta.join("_delta_log/00000000000000000002.json").exists());
+    let history = Lakeload::new(dir)
+        .env("LAKELOAD_SOURCE_URL", &source)
+        .env("LAKELOAD_TARGET_URL", &delta)
+        .env("LAKELOAD_TARGET_FORMAT", "delta")
+        .args(["history", "--json"])
+        .output();
+    let versions: Vec<serde_json::Value> = serde_json::from_str(&stdout(&history)).unwrap();
+    assert_eq!(
+        versions[0]["files_added"], 0,
+        "the failed run's files are not in the table"
+    );
+    // The next run loads the new file.
+    let next = run(dir, &source, &delta, "delta", "incremental");
+    assert_eq!(next["files"].as_array().unwrap().len(), 1, "{next}");
+}
+
+/// Snapshot isolation: a reader polling the table while an incremental run rewrites 30 dates
+/// (its files all written, its commit held back for a while) only ever sees a whole version,
+/// the one before the run or the one after it, never some dates new and some old.
+#[test]
+fn a_reader_sees_whole_versions_while_a_run_rewrites_thirty_dates() {
+    let dir = tempdir();
+    let dir = dir.path();
+    let source = generated_source(
+        dir,
+        "src",
+        &["--files", "30", "--rows", "200", "--files-per-day", "1"],
+    );
+    let delta = dir.join("delta");
+    run(dir, &source, &delta, "delta", "full");
+    // Late data: every new file carries rows of all 30 dates.
+    generated_source(
+        dir,
+        "src",
+        &[
+            "--files",
+            "2",
+            "--rows",
+            "3000",
+            "--span",
+            "30",
+            "--first-file",
+            "100",
+            "--seed",
+            "8",
+        ],
+    );
+    let stop = dir.join("stop");
+    let reader = r#"
+import hashlib, os, sys, time, pyarrow
+from deltalake import DeltaTable
+table, stop = sys.argv[1], sys.argv[2]
+def digest(dt):
+    t = dt.to_pyarrow_table().select(["_source_file", "_source_line", "c7"])
+    rows = sorted(zip(*[t[c].to_pylist() for c in t.column_names]))
+    return hashlib.sha256(repr(rows).encode()).hexdigest()[:16]
+while not os.path.exists(stop):
+    dt = DeltaTable(table)
+    print("read", dt.version(), digest(dt), flush=True)
+for v in (0, 1):
+    print("version", v, digest(DeltaTable(table, version=v)), flush=True)
+sys.stdout.flush()
+os._exit(0)
+"#;
+    let mut writer = Running::spawn(
+        Lakeload::new(dir)
+            .env("LAKELOAD_SOURCE_URL", &source)
+            .env("LAKELOAD_TARGET_URL", &delta)
+            .env("LAKELOAD_TARGET_FORMAT", "delta")
+            .env("LAKELOAD_TEST_PAUSE_AT", "before_table_commit:1:sleep3000")
+            .args(["run", "--mode", "incremental"]),
+    );
+    let poller = std::process::Command::new(lakeload_testkit::python())
+        .arg("-c")
+        .arg(reader)
+        .args([path_str(&delta), path_str(&stop)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The run has written every date's file and waits before its commit.
+    writer.wait_for("lakeload-test-paused-at", std::time::Duration::from_secs(60));
+    let written = walk(&delta)
+        .into_iter()
+        .filter(|f| f.ends_with(".snappy.parquet"))
+        .count();
+    assert_eq!(
+        written, 60,
+        "30 dates written twice: the full run's files and the new ones"
+    );
+    let (code, _, stderr) = writer.finish();
+    assert_eq!(code, Some(0), "{stderr}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::fs::write(&stop, b"").unwrap();
+    let out = poller.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = |v: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("version {v} ")))
+            .unwrap()
+            .to_string()
+    };
+    let (before, after) = (version("0"), version("1"));
+    assert_ne!(before, after);
+    let reads: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("read "))
+        .map(|l| l.split_once(' ').unwrap())
+        .collect();
+    for (v, digest) in &reads {
+        let expected = if *v == "0" { &before } else { &after };
+        assert_eq!(
+            digest, expected,
+            "a read of version {v} saw another table: {text}"
+        );
+    }
+    assert!(
+        reads.iter().any(|(v, _)| *v == "0"),
+        "some reads while the run held its commit"
+    );
+    assert!(reads.iter().any(|(v, _)| *v == "1"), "some reads after: {text}");
+}
