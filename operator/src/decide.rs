@@ -878,6 +878,7 @@ fn finish(o: &Observed, current: &EtlRunStatus, job: &JobState, summary: &Summar
         next.manifest = s.manifest.iter().take(MANIFEST_CAP).cloned().collect();
         next.state_url = s.state_url.clone();
         next.summary_url = s.summary_url.clone();
+        next.table_version = s.table_version;
     } else if let Some(code) = exit_code(o, summary) {
         next.exit_code = Some(code);
     }
@@ -1046,6 +1047,7 @@ mod tests {
             bytes_spilled: 0,
             bytes_written: 100,
             table_changed: true,
+            table_version: None,
             rejects_url: None,
             log_url: None,
             state_url: Some("s3://out/t/_lakeload/state.json".into()),

@@ -178,6 +178,13 @@ pub fn worker_env(run: &EtlRun) -> Vec<EnvVar> {
             .unwrap_or_default();
         settings.insert("target.layout".into(), layout);
     }
+    if let Some(format) = spec.target.format {
+        let format = serde_json::to_value(format)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        settings.insert("target.format".into(), format);
+    }
     settings
         .entry("logging.format".into())
         .or_insert_with(|| "json".into());
@@ -448,6 +455,28 @@ mod tests {
             .into_iter()
             .map(|e| (e.name, e.value.unwrap_or_default()))
             .collect()
+    }
+
+    /// The table's format and layout reach the worker as its settings.
+    #[test]
+    fn the_target_format_and_layout_are_passed_to_the_worker() {
+        let mut r = run("r");
+        let env = env_of(&build_job(&r, "i"));
+        assert!(
+            !env.contains_key("LAKELOAD_TARGET_FORMAT"),
+            "the worker's default"
+        );
+        r.spec.target.format = Some(crate::crd::TableFormat::Delta);
+        r.spec.target.layout = Some(crate::crd::Layout::Date);
+        let env = env_of(&build_job(&r, "i"));
+        assert_eq!(
+            env.get("LAKELOAD_TARGET_FORMAT").map(String::as_str),
+            Some("delta")
+        );
+        assert_eq!(
+            env.get("LAKELOAD_TARGET_LAYOUT").map(String::as_str),
+            Some("date")
+        );
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub struct RunResultSpec {
     pub rejects_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_url: Option<String>,
+    /// The table version the run committed (`target.format = delta`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_version: Option<u64>,
     pub lakeload_version: String,
 }
 
@@ -134,6 +137,7 @@ impl RunResultSpec {
             summary_url,
             rejects_url: summary.rejects_url.clone(),
             log_url: summary.log_url.clone(),
+            table_version: summary.table_version,
             lakeload_version: summary.lakeload_version.clone(),
         }
     }
@@ -214,6 +218,7 @@ mod tests {
             memory_limit_chosen: "run.memory_limit = 1GiB".into(),
             bytes_spilled: 0,
             table_changed: true,
+            table_version: None,
             rejects_url: None,
             log_url: Some("s3://out/t/_lakeload/logs/r.log".into()),
             state_url: Some("s3://out/t/_lakeload/state.json".into()),

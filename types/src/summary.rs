@@ -104,6 +104,10 @@ pub struct RunSummary {
     pub bytes_spilled: u64,
     /// Whether the run changed the table or the state (false when it failed before any write).
     pub table_changed: bool,
+    /// The table version the run committed (`target.format = delta`; none when it committed
+    /// none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_version: Option<u64>,
     pub rejects_url: Option<String>,
     pub log_url: Option<String>,
     pub state_url: Option<String>,

@@ -118,6 +118,8 @@ pub(crate) struct RunStats {
     pub(crate) bytes_written: u64,
     pub(crate) bytes_spilled: u64,
     pub(crate) table_changed: bool,
+    /// The table version the run committed (formats with versions).
+    pub(crate) table_version: Option<u64>,
     pub(crate) rejects: RejectsWriter,
 }
 
@@ -133,6 +135,7 @@ impl RunStats {
             bytes_written: 0,
             bytes_spilled: 0,
             table_changed: false,
+            table_version: None,
             rejects: RejectsWriter::new(config.run.spill_dir.clone()),
         }
     }
@@ -327,6 +330,7 @@ async fn execute(
     }
     let records = file_records(run_id, &work.files, &per_file);
     let table_version = commit.commit_table(config.run.mode, &records).await?;
+    stats.table_version = table_version;
     let facts = TableFacts { settings, store };
     commit
         .commit_state(
@@ -549,6 +553,7 @@ async fn finish(
         memory_limit_chosen: config.run.memory_limit_chosen.clone(),
         bytes_spilled: stats.bytes_spilled,
         table_changed: stats.table_changed,
+        table_version: stats.table_version,
         rejects_url,
         log_url: Some(storage.url(&log_key(run_id))),
         state_url: Some(target.state.url()),
