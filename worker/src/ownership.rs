@@ -84,7 +84,7 @@ impl Survey {
     pub fn of(listing: Vec<ObjectMeta>, owned: &Owned, table: &dyn Table) -> Survey {
         let mut survey = Survey::default();
         for object in listing {
-            if object.key.starts_with(&format!("{META_DIR}/")) {
+            if object.key.starts_with(&format!("{META_DIR}/")) || table.is_bookkeeping(&object.key) {
                 continue;
             }
             if owned.contains(&object.key) {

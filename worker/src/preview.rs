@@ -52,11 +52,14 @@ pub struct Preview {
     /// The run's memory budget in bytes, and how it was chosen (`run.memory_limit`).
     pub memory_limit: u64,
     pub memory_limit_chosen: String,
+    /// The table's current version (`target.format = delta`; none before the first run).
+    pub table_version: Option<u64>,
 }
 
 pub async fn preview(config: &Config) -> Result<Preview> {
     let target = Target::open(config).await?;
     let loaded = target.state.load().await?;
+    target.table.begin("plan").await?;
     let settings = TableSettings::of(config);
     crate::run::check_settings(config, &target, &loaded.state, &settings)?;
     let listing = target.list_sources(config).await?;
@@ -111,7 +114,11 @@ pub async fn preview(config: &Config) -> Result<Preview> {
         .map(|p| p.bytes)
         .sum();
     // Everything under the table root, sorted by whose it is.
-    let owned = Owned::of(&loaded.state);
+    let mut owned = Owned::of(&loaded.state);
+    let history: BTreeSet<String> = target.table.kept_for_history().into_iter().collect();
+    for key in &history {
+        owned.insert(key.clone());
+    }
     let listing = target.storage.list("").await?;
     let survey = Survey::of(listing, &owned, target.table.as_ref());
     let keys_to_write: BTreeSet<String> = counts
@@ -123,7 +130,10 @@ pub async fn preview(config: &Config) -> Result<Preview> {
             .owned
             .iter()
             .map(|o| o.key.clone())
-            .filter(|k| !keys_to_write.contains(k))
+            // A format with versions keeps what it replaces for the versions before.
+            .filter(|k| {
+                !keys_to_write.contains(k) && !history.contains(k) && !target.table.drops_by_record(k)
+            })
             .collect(),
         Mode::Incremental => Vec::new(),
     };
@@ -157,6 +167,7 @@ pub async fn preview(config: &Config) -> Result<Preview> {
         settings_changes,
         memory_limit: config.run.memory_limit,
         memory_limit_chosen: config.run.memory_limit_chosen.clone(),
+        table_version: target.table.version(),
     })
 }
 
@@ -180,6 +191,12 @@ pub fn format_preview(p: &Preview) -> String {
         bytes(p.memory_limit),
         p.memory_limit_chosen
     );
+    if let Some(version) = p.table_version {
+        out += &format!(
+            "  table version  {version} (a run that changes the table commits {})\n",
+            version + 1
+        );
+    }
     out += &format!(
         "  dates          {} to write ({} of existing objects rewritten), {} to delete\n",
         p.dates_to_write.len(),

@@ -32,6 +32,8 @@ pub struct Status {
     pub bytes: u64,
     pub dates: Vec<DateStatus>,
     pub last_run_id: Option<String>,
+    /// The `delta`-format table version the state matches.
+    pub table_version: Option<u64>,
     /// Latest first.
     pub runs: Vec<RunSummary>,
     pub lock: Option<LockInfo>,
@@ -93,6 +95,7 @@ pub async fn status(config: &Config) -> Result<Status> {
         bytes: dates.iter().map(|d| d.bytes).sum(),
         dates,
         last_run_id: state.last_run_id,
+        table_version: state.table_version,
         runs,
         lock,
         lock_expired,
@@ -112,6 +115,9 @@ pub fn format_status(s: &Status) -> String {
         s.dates.len(),
         bytes(s.bytes)
     );
+    if let Some(version) = s.table_version {
+        out += &format!("       Delta table version {version}\n");
+    }
     out += match (&s.lock, s.lock_unreadable) {
         (Some(info), _) => format!(
             "lock   held by {}{}\n",

@@ -497,6 +497,29 @@ impl Table for DeltaTable {
         Ok(())
     }
 
+    fn is_bookkeeping(&self, key: &str) -> bool {
+        key.starts_with(&format!("{LOG_DIR}/"))
+    }
+
+    fn version(&self) -> Option<u64> {
+        self.run().snapshot.version
+    }
+
+    fn kept_for_history(&self) -> Vec<String> {
+        let run = self.run();
+        let mut older: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        for (_, actions) in &run.commits {
+            for action in actions {
+                if let Action::Add(add) = action
+                    && !run.snapshot.files.contains_key(&add.path)
+                {
+                    older.insert(add.path.clone());
+                }
+            }
+        }
+        older.into_iter().collect()
+    }
+
     fn state_from_log(&self, state: &State) -> Result<Option<State>> {
         let run = self.run();
         let Some(latest) = run.snapshot.version else {

@@ -118,6 +118,22 @@ pub trait Table: Send + Sync {
         Ok(None)
     }
 
+    /// Whether `key` is the format's own bookkeeping beside the data (a Delta log).
+    fn is_bookkeeping(&self, _key: &str) -> bool {
+        false
+    }
+
+    /// The table's current version, once [`Table::begin`] has read it (formats with versions).
+    fn version(&self) -> Option<u64> {
+        None
+    }
+
+    /// Objects only older versions of the table read: the table's own, though no date of
+    /// its current version is stored there.
+    fn kept_for_history(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The state as the table's log says it should be, when the log is ahead of `state` (a
     /// run stopped between its table commit and its state commit); `None` when they agree
     /// or the format keeps no log.

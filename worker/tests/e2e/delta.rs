@@ -170,6 +170,23 @@ fn every_version_of_a_delta_table_equals_the_parquet_table_of_the_same_runs() {
         .map(|(v, (id, mode))| (v as u64, id.clone(), mode.clone()))
         .collect();
     assert_eq!(listed, expected);
+    // `plan` and `status` name the version; the log and older versions' files are the
+    // table's, and a full run would delete none of them.
+    let json_of = |args: &[&str]| -> serde_json::Value {
+        let out = Lakeload::new(dir)
+            .env("LAKELOAD_SOURCE_URL", &source)
+            .env("LAKELOAD_TARGET_URL", &delta)
+            .env("LAKELOAD_TARGET_FORMAT", "delta")
+            .args(args)
+            .output();
+        assert_exit(&out, 0);
+        serde_json::from_str(&stdout(&out)).unwrap()
+    };
+    let plan = json_of(&["plan", "--mode", "full", "--json"]);
+    assert_eq!(plan["table_version"], 3);
+    assert_eq!(plan["objects_to_delete"], serde_json::json!([]), "{plan}");
+    assert_eq!(plan["foreign_objects"], serde_json::json!([]), "{plan}");
+    assert_eq!(json_of(&["status", "--json"])["table_version"], 3);
     // A `parquet` table keeps no versions, and says so.
     let out = Lakeload::new(dir)
         .env("LAKELOAD_SOURCE_URL", &source)
