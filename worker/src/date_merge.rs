@@ -15,36 +15,39 @@ use crate::merge::{FileTable, MergeCounts, Merger, RowRef};
 use crate::spill::{DateRows, SpillDir, Units};
 use crate::table::{DateEncoder, EncodedObject, StoredRows, StoredSlice};
 
-/// The memory merge units may hold at once, across every date of the run, in bytes of rows:
-/// a semaphore for blocking threads. Counting bytes rather than units lets small units (a
-/// spilled date's) be merged while earlier ones are encoded, where a count of units sized for
-/// the largest would leave cores idle.
+/// The memory merge units may hold at once, across every date of the run, in bytes of rows,
+/// and how many units: a semaphore for blocking threads. Counting bytes rather than units lets
+/// small units (a spilled date's) be merged while earlier ones are encoded, where a count of
+/// units sized for the largest would leave cores idle; the count keeps a run of many small
+/// units from filling the whole allowance with units waiting to be encoded.
 pub struct MergeMemory {
     capacity: u64,
-    free: Mutex<u64>,
+    free: Mutex<(u64, usize)>,
     freed: Condvar,
 }
 
 impl MergeMemory {
-    pub fn new(capacity: u64) -> Self {
+    /// `capacity` bytes in at most `units` units.
+    pub fn new(capacity: u64, units: usize) -> Self {
         let capacity = capacity.max(1);
         MergeMemory {
             capacity,
-            free: Mutex::new(capacity),
+            free: Mutex::new((capacity, units.max(1))),
             freed: Condvar::new(),
         }
     }
 
-    /// Waits until `bytes` are free (all of it, for a unit larger than the whole) and takes
-    /// them until the guard drops. Callers acquire a date's units in unit order, so the
-    /// earliest unit of a date holding memory never waits on a later one.
+    /// Waits until `bytes` and one unit are free (all the bytes, for a unit larger than the
+    /// whole) and takes them until the guard drops. Callers acquire a date's units in unit
+    /// order, so the earliest unit of a date holding memory never waits on a later one.
     fn acquire(&self, bytes: u64) -> MemoryGuard<'_> {
         let bytes = bytes.clamp(1, self.capacity);
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        while *free < bytes {
+        while free.0 < bytes || free.1 == 0 {
             free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
         }
-        *free -= bytes;
+        free.0 -= bytes;
+        free.1 -= 1;
         MemoryGuard { memory: self, bytes }
     }
 }
@@ -56,7 +59,9 @@ struct MemoryGuard<'a> {
 
 impl Drop for MemoryGuard<'_> {
     fn drop(&mut self) {
-        *self.memory.free.lock().unwrap_or_else(|e| e.into_inner()) += self.bytes;
+        let mut free = self.memory.free.lock().unwrap_or_else(|e| e.into_inner());
+        free.0 += self.bytes;
+        free.1 += 1;
         self.memory.freed.notify_all();
     }
 }
@@ -269,12 +274,16 @@ mod tests {
     /// one larger than the whole takes all of it rather than waiting forever.
     #[test]
     fn merge_memory_counts_bytes() {
-        let memory = MergeMemory::new(100);
+        let memory = MergeMemory::new(100, 3);
         let a = memory.acquire(30);
         let b = memory.acquire(30);
         let c = memory.acquire(40);
-        assert_eq!(*memory.free.lock().unwrap(), 0);
+        assert_eq!(*memory.free.lock().unwrap(), (0, 0));
         drop((a, b, c));
+        // Small units are counted too: three at most.
+        let small: Vec<_> = (0..3).map(|_| memory.acquire(1)).collect();
+        assert_eq!(memory.free.lock().unwrap().1, 0);
+        drop(small);
         let all = memory.acquire(1_000);
         assert_eq!(all.bytes, 100, "clamped to the whole");
         let waited = std::sync::atomic::AtomicBool::new(false);
@@ -291,6 +300,6 @@ mod tests {
             drop(all);
             waiter.join().unwrap();
         });
-        assert_eq!(*memory.free.lock().unwrap(), 100);
+        assert_eq!(*memory.free.lock().unwrap(), (100, 3));
     }
 }

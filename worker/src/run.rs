@@ -432,8 +432,11 @@ async fn merge_and_write(
     let table = target.table.clone();
     let compacted = router.superseded();
     let concurrency = merge_concurrency(config);
-    // Bytes of units in memory at once, across all dates: what `unit_limit` is sized for.
-    let memory = Arc::new(MergeMemory::new((unit_limit * concurrency) as u64));
+    // Four units per thread: one merging, the rest waiting for the encoder or loading.
+    let memory = Arc::new(MergeMemory::new(
+        (unit_limit * concurrency) as u64,
+        4 * concurrency,
+    ));
     let total_bytes = router.total_bytes();
     let group_bytes = row_group_bytes(config);
     let mut merges = futures::stream::iter(dates)
