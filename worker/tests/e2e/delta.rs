@@ -5,6 +5,14 @@ use std::path::Path;
 
 use crate::common::*;
 
+/// The worker on the Delta table `delta` of `source`.
+fn on_delta(dir: &Path, source: &Path, delta: &Path) -> Lakeload {
+    Lakeload::new(dir)
+        .env("LAKELOAD_SOURCE_URL", source)
+        .env("LAKELOAD_TARGET_URL", delta)
+        .env("LAKELOAD_TARGET_FORMAT", "delta")
+}
+
 fn run(dir: &Path, source: &Path, target: &Path, format: &str, mode: &str) -> serde_json::Value {
     let out = Lakeload::new(dir)
         .env("LAKELOAD_SOURCE_URL", source)
@@ -148,10 +156,7 @@ fn every_version_of_a_delta_table_equals_the_parquet_table_of_the_same_runs() {
     assert_eq!(idle["dates_written"], serde_json::json!([]));
 
     // `history` lists one version per run, newest first, with the run and mode.
-    let out = Lakeload::new(dir)
-        .env("LAKELOAD_SOURCE_URL", &source)
-        .env("LAKELOAD_TARGET_URL", &delta)
-        .env("LAKELOAD_TARGET_FORMAT", "delta")
+    let out = on_delta(dir, &source, &delta)
         .args(["history", "--json"])
         .output();
     assert_exit(&out, 0);
@@ -173,12 +178,7 @@ fn every_version_of_a_delta_table_equals_the_parquet_table_of_the_same_runs() {
     // `plan` and `status` name the version; the log and older versions' files are the
     // table's, and a full run would delete none of them.
     let json_of = |args: &[&str]| -> serde_json::Value {
-        let out = Lakeload::new(dir)
-            .env("LAKELOAD_SOURCE_URL", &source)
-            .env("LAKELOAD_TARGET_URL", &delta)
-            .env("LAKELOAD_TARGET_FORMAT", "delta")
-            .args(args)
-            .output();
+        let out = on_delta(dir, &source, &delta).args(args).output();
         assert_exit(&out, 0);
         serde_json::from_str(&stdout(&out)).unwrap()
     };
@@ -256,10 +256,7 @@ fn every_version_of_a_delta_table_equals_the_parquet_table_of_the_same_runs() {
     let foreign = "c7=2026-11-02/notes.parquet";
     std::fs::write(delta.join(foreign), b"not the table's").unwrap();
     let vacuum = |args: &[&str]| -> serde_json::Value {
-        let out = Lakeload::new(dir)
-            .env("LAKELOAD_SOURCE_URL", &source)
-            .env("LAKELOAD_TARGET_URL", &delta)
-            .env("LAKELOAD_TARGET_FORMAT", "delta")
+        let out = on_delta(dir, &source, &delta)
             .args(["vacuum", "--json"])
             .args(args)
             .output();
@@ -335,10 +332,7 @@ fn a_run_stopped_between_its_two_commits_is_completed_not_loaded_again() {
         ],
     );
     let mut killed = Running::spawn(
-        Lakeload::new(dir)
-            .env("LAKELOAD_SOURCE_URL", &source)
-            .env("LAKELOAD_TARGET_URL", &delta)
-            .env("LAKELOAD_TARGET_FORMAT", "delta")
+        on_delta(dir, &source, &delta)
             .env("LAKELOAD_TEST_PAUSE_AT", "after_table_commit:1")
             .args(["run", "--mode", "incremental"]),
     );
@@ -465,14 +459,7 @@ fn a_rollback_restores_a_version_and_the_next_run_loads_what_came_after() {
         "version 2 differs from version 1"
     );
 
-    let lakeload = |args: &[&str]| {
-        Lakeload::new(dir)
-            .env("LAKELOAD_SOURCE_URL", &source)
-            .env("LAKELOAD_TARGET_URL", &delta)
-            .env("LAKELOAD_TARGET_FORMAT", "delta")
-            .args(args)
-            .output()
-    };
+    let lakeload = |args: &[&str]| on_delta(dir, &source, &delta).args(args).output();
     // The current version and versions that do not exist are refused.
     assert_exit(&lakeload(&["rollback", "--to-version", "2"]), 2);
     assert_exit(&lakeload(&["rollback", "--to-version", "9"]), 2);
@@ -535,10 +522,7 @@ fn a_run_that_loses_the_race_for_its_version_changes_nothing() {
         ],
     );
     let mut paused = Running::spawn(
-        Lakeload::new(dir)
-            .env("LAKELOAD_SOURCE_URL", &source)
-            .env("LAKELOAD_TARGET_URL", &delta)
-            .env("LAKELOAD_TARGET_FORMAT", "delta")
+        on_delta(dir, &source, &delta)
             .env("LAKELOAD_TEST_PAUSE_AT", "before_table_commit:1:stop")
             .args(["run", "--mode", "incremental"]),
     );
@@ -556,10 +540,7 @@ fn a_run_that_loses_the_race_for_its_version_changes_nothing() {
         "their commit stands"
     );
     assert!(!delta.join("_delta_log/00000000000000000002.json").exists());
-    let history = Lakeload::new(dir)
-        .env("LAKELOAD_SOURCE_URL", &source)
-        .env("LAKELOAD_TARGET_URL", &delta)
-        .env("LAKELOAD_TARGET_FORMAT", "delta")
+    let history = on_delta(dir, &source, &delta)
         .args(["history", "--json"])
         .output();
     let versions: Vec<serde_json::Value> = serde_json::from_str(&stdout(&history)).unwrap();
@@ -621,10 +602,7 @@ sys.stdout.flush()
 os._exit(0)
 "#;
     let mut writer = Running::spawn(
-        Lakeload::new(dir)
-            .env("LAKELOAD_SOURCE_URL", &source)
-            .env("LAKELOAD_TARGET_URL", &delta)
-            .env("LAKELOAD_TARGET_FORMAT", "delta")
+        on_delta(dir, &source, &delta)
             .env("LAKELOAD_TEST_PAUSE_AT", "before_table_commit:1:sleep3000")
             .args(["run", "--mode", "incremental"]),
     );
