@@ -1,5 +1,6 @@
-//! `target.format = delta`: tables read back by an independent Delta reader (delta-rs' Python
-//! package, `deltalake`), every version equal to the `parquet` table the same runs build.
+//! `target.format = delta`: tables read back by independent Delta readers (delta-rs' Python
+//! package, `deltalake`, and Polars' `scan_delta`), every version equal to the `parquet` table
+//! the same runs build.
 
 use std::path::Path;
 
@@ -53,12 +54,14 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Compares `DeltaTable(table, version=k)` with the Parquet table in `oracles/v<k>` for each
-/// version, as the rows a reader gets (partition values from the log, lineage times in UTC).
+/// Compares `DeltaTable(table, version=k)` and Polars' `scan_delta(table, version=k)` with the
+/// Parquet table in `oracles/v<k>` for each version, as the rows a reader gets (partition
+/// values from the log, lineage times in UTC).
 const COMPARE: &str = r#"
 import glob, json, sys
 from deltalake import DeltaTable
 import pyarrow as pa, pyarrow.parquet as pq
+import polars as pl
 
 table, oracles, versions = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
@@ -77,8 +80,10 @@ for v in range(versions):
     files = [f for f in glob.glob(f"{oracles}/v{v}/**/*.parquet", recursive=True) if "_lakeload" not in f]
     oracle = rows(pa.concat_tables([pq.read_table(f, partitioning=None) for f in files]))
     got = rows(dt.to_pyarrow_table())
+    by_polars = rows(pl.scan_delta(table, version=v).collect().to_arrow())
     dates = {dict(r)["c7"] for r in oracle}
     report[f"v{v}"] = {"rows": len(got), "equal": got == oracle, "oracle_rows": len(oracle),
+                       "polars_equal": by_polars == oracle,
                        "dates": len(dates), "files": sorted(dt.file_uris()),
                        "partitions": dt.metadata().partition_columns}
 print(json.dumps(report))
@@ -205,7 +210,11 @@ fn every_version_of_a_delta_table_equals_the_parquet_table_of_the_same_runs() {
     assert_eq!(report["history"], 4, "{report}");
     for v in 0..version {
         let seen = &report[format!("v{v}")];
-        assert_eq!(seen["equal"], true, "version {v} as the reader sees it: {report}");
+        assert_eq!(seen["equal"], true, "version {v} as deltalake reads it: {report}");
+        assert_eq!(
+            seen["polars_equal"], true,
+            "version {v} as Polars' scan_delta reads it: {report}"
+        );
         assert!(seen["rows"].as_u64().unwrap() > 0);
         assert_eq!(seen["partitions"], serde_json::json!(["c7"]));
     }
