@@ -2,7 +2,9 @@
 //! the retention reads any more. A file leaves the current version when a run replaces it;
 //! versions committed before that still read it, so it is deleted only once it was removed
 //! longer ago than the retention. Files the current version reads are never deleted, and
-//! neither is anything the table did not write (a file no commit of its log ever added).
+//! neither is anything the table did not write: a file no commit of its log added goes only
+//! if a run announced it in the state (a run that stopped, or lost the race for its version,
+//! before its commit) and it is older than the retention.
 //! Vacuum holds the table's lock, so no run is writing files it has not committed yet.
 
 use std::collections::BTreeMap;
@@ -14,6 +16,7 @@ use serde::Serialize;
 use crate::config::{Config, TableFormat};
 use crate::error::{Error, Result};
 use crate::lock::TableLock;
+use crate::state::{JsonStateStore, StateStore};
 use crate::table::delta::log_commits;
 use crate::table::delta_log::{Action, Snapshot};
 
@@ -62,13 +65,33 @@ pub async fn vacuum(config: &Config, retain: Duration, dry_run: bool) -> Result<
     let outcome = async {
         let commits = log_commits(&storage).await?;
         let cutoff = Utc::now() - chrono::Duration::from_std(retain).unwrap_or(chrono::TimeDelta::MAX);
-        let (deletable, kept) = deletable_files(commits, cutoff)?;
-        let present: BTreeMap<String, u64> = storage
-            .list("")
-            .await?
-            .into_iter()
-            .map(|o| (o.key, o.size))
+        let ever_added: std::collections::BTreeSet<String> = commits
+            .iter()
+            .flat_map(|(_, actions)| actions.iter())
+            .filter_map(|a| match a {
+                Action::Add(add) => Some(add.path.clone()),
+                _ => None,
+            })
             .collect();
+        let (mut deletable, kept) = deletable_files(commits, cutoff)?;
+        let listing = storage.list("").await?;
+        // Files of runs that stopped or lost the race before their commit: announced in the
+        // state (so the table's own), added by no commit.
+        let announced = JsonStateStore::new(storage.clone())
+            .load()
+            .await?
+            .state
+            .unconfirmed;
+        for object in &listing {
+            if announced.contains(&object.key)
+                && !ever_added.contains(&object.key)
+                && object.last_modified < cutoff
+            {
+                deletable.push(object.key.clone());
+            }
+        }
+        deletable.sort();
+        let present: BTreeMap<String, u64> = listing.into_iter().map(|o| (o.key, o.size)).collect();
         let mut out = Vacuumed {
             table_url: storage.root().to_string(),
             retain_hours: retain.as_secs_f64() / 3600.0,

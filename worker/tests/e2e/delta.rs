@@ -560,6 +560,24 @@ fn a_run_that_loses_the_race_for_its_version_changes_nothing() {
     // The next run loads the new file.
     let next = run(dir, &source, &delta, "delta", "incremental");
     assert_eq!(next["files"].as_array().unwrap().len(), 1, "{next}");
+    // The losing run's files are left for vacuum, which knows them from the state.
+    let first_run = versions.last().unwrap()["run_id"].as_str().unwrap().to_string();
+    let next_run = next["run_id"].as_str().unwrap().to_string();
+    let losers = || -> Vec<String> {
+        walk(&delta)
+            .into_iter()
+            .filter(|f| f.ends_with(".snappy.parquet") && !f.contains(&first_run) && !f.contains(&next_run))
+            .collect()
+    };
+    assert!(
+        !losers().is_empty(),
+        "the losing run wrote its files before its commit"
+    );
+    let out = on_delta(dir, &source, &delta)
+        .args(["vacuum", "--retain", "0s", "--json"])
+        .output();
+    assert_exit(&out, 0);
+    assert_eq!(losers(), Vec::<String>::new(), "{}", stdout(&out));
 }
 
 /// Snapshot isolation: a reader polling the table while an incremental run rewrites 30 dates
