@@ -184,6 +184,20 @@ fn fail(e: &Error) -> i32 {
     e.exit_code()
 }
 
+/// Prints a command's outcome, as JSON or as `text` gives it; returns the exit code.
+fn show<T: serde::Serialize>(
+    outcome: lakeload::error::Result<T>,
+    json: bool,
+    text: impl FnOnce(&T) -> String,
+) -> i32 {
+    match outcome {
+        Ok(value) if json => print_json(&value),
+        Ok(value) => lakeload::out!("{}", text(&value)),
+        Err(e) => return fail(&e),
+    }
+    exit_code::OK
+}
+
 fn print_json(value: &impl serde::Serialize) {
     match serde_json::to_string(value) {
         Ok(json) => lakeload::outln!("{json}"),
@@ -245,59 +259,31 @@ async fn dispatch(cli: Cli) -> i32 {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
-            match lakeload::preview::preview(&config).await {
-                Ok(p) if *json => {
-                    print_json(&p);
-                    exit_code::OK
-                }
-                Ok(p) => {
-                    lakeload::out!("{}", lakeload::preview::format_preview(&p));
-                    exit_code::OK
-                }
-                Err(e) => fail(&e),
-            }
+            show(
+                lakeload::preview::preview(&config).await,
+                *json,
+                lakeload::preview::format_preview,
+            )
         }
         Command::History { json } => {
             let config = match load_config(&cli, None) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
-            match lakeload::history::history(&config).await {
-                Ok(versions) if *json => {
-                    print_json(&versions);
-                    exit_code::OK
-                }
-                Ok(versions) => {
-                    lakeload::out!("{}", lakeload::history::format_history(&versions));
-                    exit_code::OK
-                }
-                Err(e) => fail(&e),
-            }
+            show(lakeload::history::history(&config).await, *json, |versions| {
+                lakeload::history::format_history(versions)
+            })
         }
         Command::Rollback { to_version, json } => {
             let config = match load_config(&cli, None) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
-            match lakeload::rollback::rollback(&config, *to_version).await {
-                Ok(r) if *json => {
-                    print_json(&r);
-                    exit_code::OK
-                }
-                Ok(r) => {
-                    lakeload::outln!(
-                        "version {} restores version {}: {} file(s) back, {} removed; the next \
-                         incremental run loads the files loaded after version {} again",
-                        r.version,
-                        r.restored_version,
-                        r.files_added,
-                        r.files_removed,
-                        r.restored_version
-                    );
-                    exit_code::OK
-                }
-                Err(e) => fail(&e),
-            }
+            show(
+                lakeload::rollback::rollback(&config, *to_version).await,
+                *json,
+                lakeload::rollback::format_restored,
+            )
         }
         Command::Vacuum {
             retain,
@@ -312,34 +298,22 @@ async fn dispatch(cli: Cli) -> i32 {
                 Ok(r) => r,
                 Err(why) => return fail(&lakeload::error::Error::Config(format!("--retain {why}"))),
             };
-            match lakeload::vacuum::vacuum(&config, retain, *dry_run).await {
-                Ok(v) if *json => {
-                    print_json(&v);
-                    exit_code::OK
-                }
-                Ok(v) => {
-                    lakeload::out!("{}", lakeload::vacuum::format_vacuumed(&v));
-                    exit_code::OK
-                }
-                Err(e) => fail(&e),
-            }
+            show(
+                lakeload::vacuum::vacuum(&config, retain, *dry_run).await,
+                *json,
+                lakeload::vacuum::format_vacuumed,
+            )
         }
         Command::Status { json } => {
             let config = match load_config(&cli, None) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
-            match lakeload::status::status(&config).await {
-                Ok(s) if *json => {
-                    print_json(&s);
-                    exit_code::OK
-                }
-                Ok(s) => {
-                    lakeload::out!("{}", lakeload::status::format_status(&s));
-                    exit_code::OK
-                }
-                Err(e) => fail(&e),
-            }
+            show(
+                lakeload::status::status(&config).await,
+                *json,
+                lakeload::status::format_status,
+            )
         }
         Command::Unlock { force } => {
             let config = match load_config(&cli, None) {

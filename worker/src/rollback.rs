@@ -50,3 +50,12 @@ pub async fn rollback(config: &Config, to_version: u64) -> Result<Restored> {
     }
     outcome
 }
+
+/// What a rollback did, for the terminal.
+pub fn format_restored(r: &Restored) -> String {
+    format!(
+        "version {} restores version {}: {} file(s) back, {} removed; the next incremental run \
+         loads the files loaded after version {} again\n",
+        r.version, r.restored_version, r.files_added, r.files_removed, r.restored_version
+    )
+}

@@ -149,13 +149,18 @@ const STAGED_BYTES: usize = 32 << 10;
 /// spill of a small date writes one piece per part, bucket after bucket, so a unit of
 /// neighbouring buckets is read back in one read.
 struct PartWriter<'a> {
+    out: PieceWriter<'a>,
+    staged: Vec<RowBlock>,
+    /// Room each part's staging block is given at first.
+    stage_bytes: usize,
+}
+
+/// Pieces appended to one spill file through one buffered writer, each noted in its part.
+struct PieceWriter<'a> {
     spill: &'a SpillDir,
     out: BufWriter<File>,
     /// The file's length so far.
     offset: u64,
-    staged: Vec<RowBlock>,
-    /// Room each part's staging block is given at first.
-    stage_bytes: usize,
 }
 
 impl<'a> PartWriter<'a> {
@@ -169,9 +174,11 @@ impl<'a> PartWriter<'a> {
     ) -> std::io::Result<Self> {
         let handle = OpenOptions::new().create(true).append(true).open(&file.0)?;
         Ok(PartWriter {
-            spill,
-            out: BufWriter::with_capacity(1 << 20, handle),
-            offset: len,
+            out: PieceWriter {
+                spill,
+                out: BufWriter::with_capacity(1 << 20, handle),
+                offset: len,
+            },
             staged: (0..parts).map(|_| RowBlock::default()).collect(),
             // A part's expected share, with room for chance: a small spill stages no more
             // than it holds.
@@ -197,10 +204,8 @@ impl<'a> PartWriter<'a> {
             }
             stage.push_from(block, r);
             if stage.data_bytes() >= STAGED_BYTES {
-                let stage = std::mem::take(&mut self.staged[p]);
-                self.write(&stage, &mut parts[p])?;
-                self.staged[p] = stage;
-                self.staged[p].clear();
+                self.out.write(stage, &mut parts[p])?;
+                stage.clear();
             }
         }
         Ok(())
@@ -208,16 +213,17 @@ impl<'a> PartWriter<'a> {
 
     /// Writes what every part still holds; returns the file's length.
     fn finish(mut self, parts: &mut [SpillPart]) -> std::io::Result<u64> {
-        for (p, part) in parts.iter_mut().enumerate() {
-            let stage = std::mem::take(&mut self.staged[p]);
+        for (stage, part) in self.staged.iter().zip(parts.iter_mut()) {
             if !stage.is_empty() {
-                self.write(&stage, part)?;
+                self.out.write(stage, part)?;
             }
         }
-        self.out.flush()?;
-        Ok(self.offset)
+        self.out.out.flush()?;
+        Ok(self.out.offset)
     }
+}
 
+impl PieceWriter<'_> {
     fn write(&mut self, block: &RowBlock, part: &mut SpillPart) -> std::io::Result<()> {
         let n = block.write_to(&mut self.out)?;
         part.blocks.push(Piece {

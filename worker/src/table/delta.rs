@@ -179,21 +179,12 @@ impl DeltaTable {
                 )));
             }
             let mut then = Snapshot::default();
-            let mut files: Vec<FileRecord> = Vec::new();
+            let mut as_of = State::default();
             for (version, actions) in run.commits.iter().filter(|(v, _)| *v <= to) {
-                if let Some(recorded) = recorded_run(actions)? {
-                    if recorded.replaces_all {
-                        files.clear();
-                    }
-                    let mut merged = State {
-                        files: std::mem::take(&mut files),
-                        ..State::default()
-                    };
-                    merged.upsert(recorded.files);
-                    files = merged.files;
-                }
+                apply_recorded_run(&mut as_of, actions)?;
                 then.apply(*version, actions.clone())?;
             }
+            let files = as_of.files;
             let now = Utc::now();
             let now_ms = now.timestamp_millis();
             let mut actions = Vec::new();
@@ -299,6 +290,19 @@ pub fn recorded_run(actions: &[Action]) -> Result<Option<RecordedRun>> {
         }
     }
     Ok(None)
+}
+
+/// Applies to `state`'s processed files what a commit records of its run, if lakeload made
+/// it: a full run or a rollback replaces them, an incremental run adds to them.
+fn apply_recorded_run(state: &mut State, actions: &[Action]) -> Result<()> {
+    if let Some(recorded) = recorded_run(actions)? {
+        if recorded.replaces_all {
+            state.files.clear();
+        }
+        state.upsert(recorded.files);
+        state.last_run_id = Some(recorded.run_id);
+    }
+    Ok(())
 }
 
 /// The state's partition records of a snapshot: one per live file.
@@ -531,14 +535,7 @@ impl Table for DeltaTable {
         let since = state.table_version.map_or(0, |v| v + 1);
         let mut out = state.clone();
         for (_, actions) in run.commits.iter().filter(|(v, _)| *v >= since) {
-            let Some(recorded) = recorded_run(actions)? else {
-                continue;
-            };
-            if recorded.replaces_all {
-                out.files.clear();
-            }
-            out.upsert(recorded.files);
-            out.last_run_id = Some(recorded.run_id);
+            apply_recorded_run(&mut out, actions)?;
         }
         out.partitions = partitions_of(&run.snapshot, self.partition_name());
         let live: std::collections::BTreeSet<&str> = run.snapshot.files.keys().map(String::as_str).collect();
