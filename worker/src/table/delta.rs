@@ -451,12 +451,15 @@ impl Table for DeltaTable {
     }
 
     fn encoder(&self, scratch: &SpillDir, group_bytes: usize) -> Result<Box<dyn DateEncoder>> {
-        Ok(Box::new(ParquetEncoder::new(
-            self.schema.clone(),
-            scratch,
-            group_bytes,
-            Some(self.partition_name().to_string()),
-        )?))
+        Ok(Box::new(
+            ParquetEncoder::new(
+                self.schema.clone(),
+                scratch,
+                group_bytes,
+                Some(self.partition_name().to_string()),
+            )?
+            .with_stats(),
+        ))
     }
 
     async fn write_date(&self, date: i32, body: EncodedObject, _seen: Seen) -> Result<u64> {
@@ -470,7 +473,10 @@ impl Table for DeltaTable {
             Err(StorageError::PreconditionFailed { url }) => return Err(fenced(&url)),
             Err(e) => return Err(e.into()),
         }
-        let stats = serde_json::json!({ "numRecords": body.rows }).to_string();
+        let stats = match &body.stats {
+            Some(stats) => stats.to_json(),
+            None => serde_json::json!({ "numRecords": body.rows }).to_string(),
+        };
         self.run().written.push(Add {
             path: key,
             partition_values: BTreeMap::from([(self.partition_name().to_string(), Some(format_days(date)))]),

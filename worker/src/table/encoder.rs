@@ -6,6 +6,7 @@ use polars::prelude::*;
 
 use super::StoredSlice;
 use super::frame::{frame, frame_schema};
+use super::stats::FileStats;
 use crate::block::RowBlock;
 use crate::config::SchemaConfig;
 use crate::error::{Error, Result};
@@ -45,6 +46,8 @@ pub struct EncodedObject {
     file: tempfile::TempPath,
     pub size: u64,
     pub rows: u64,
+    /// Column statistics, when the encoder was asked for them ([`ParquetEncoder::with_stats`]).
+    pub stats: Option<FileStats>,
 }
 
 impl EncodedObject {
@@ -71,6 +74,7 @@ pub struct ParquetEncoder {
     /// log and the file's path).
     leave_out: Option<String>,
     rows: u64,
+    stats: Option<FileStats>,
 }
 
 /// The scratch file behind a handle the encoder keeps, so it can flush (and hear of a full
@@ -105,8 +109,14 @@ impl ParquetEncoder {
         if let Some(column) = leave_out.as_deref() {
             columns.shift_remove(column);
         }
+        // The Arrow schema hint in the footer names strings `large_string` rather than polars'
+        // own `string_view`: pyarrow (and pandas through it) then reads the columns as strings
+        // it can filter and compare; it cannot compare `string_view` (pyarrow 22). The data
+        // pages are the same either way.
+        let hint = polars_parquet::write::schema_to_metadata_key(&columns.to_arrow(CompatLevel::oldest()));
         let writer = ParquetWriter::new(sink.clone())
             .with_compression(ParquetCompression::Snappy)
+            .with_key_value_metadata(Some(KeyValueMetadata::Static(vec![hint])))
             .batched(&columns)?;
         Ok(ParquetEncoder {
             schema,
@@ -119,7 +129,14 @@ impl ParquetEncoder {
             group_bytes,
             leave_out,
             rows: 0,
+            stats: None,
         })
+    }
+
+    /// Gathers the file's column statistics as rows are added (a Delta `add` carries them).
+    pub fn with_stats(mut self) -> Self {
+        self.stats = Some(FileStats::default());
+        self
     }
 }
 
@@ -131,6 +148,9 @@ impl ParquetEncoder {
             frame = frame.drop(column)?;
         }
         self.rows += frame.height() as u64;
+        if let Some(stats) = &mut self.stats {
+            stats.observe(&frame)?;
+        }
         let bytes = frame.estimated_size();
         if frame.height() >= MIN_GROUP_ROWS || bytes >= self.group_bytes {
             self.flush()?;
@@ -196,11 +216,20 @@ impl DateEncoder for ParquetEncoder {
         self.flush()?;
         let size = self.writer.finish()?;
         let ParquetEncoder {
-            file, mut sink, rows, ..
+            file,
+            mut sink,
+            rows,
+            stats,
+            ..
         } = *self;
         std::io::Write::flush(&mut sink)
             .map_err(|e| Error::Other(format!("cannot write a scratch file (run.spill_dir): {e}")))?;
-        Ok(EncodedObject { file, size, rows })
+        Ok(EncodedObject {
+            file,
+            size,
+            rows,
+            stats,
+        })
     }
 }
 

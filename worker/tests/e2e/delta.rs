@@ -89,6 +89,54 @@ for v in range(versions):
 print(json.dumps(report))
 "#;
 
+/// Checks each live file's stats (as deltalake parses them) against the file's own values:
+/// the row count and null counts equal, every bound on the right side of every value (a long
+/// string's may be a prefix, or missing). Then filters on a string and a number, which
+/// deltalake answers by skipping files on those stats, must return what filtering every row
+/// returns.
+const STATS: &str = r#"
+import json, sys
+import pyarrow as pa, pyarrow.parquet as pq, pyarrow.compute as pc
+from deltalake import DeltaTable
+
+table = sys.argv[1]
+dt = DeltaTable(table)
+adds = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+wrong, bounded = [], 0
+for add in adds:
+    data = pq.read_table(f"{table}/{add['path']}", partitioning=None)
+    if add["num_records"] != data.num_rows:
+        wrong.append((add["path"], "num_records"))
+    for name in data.column_names:
+        column = data[name]
+        if column.type == pa.string_view():
+            column = column.cast(pa.string())
+        if add.get(f"null_count.{name}") != column.null_count:
+            wrong.append((add["path"], f"null_count.{name}"))
+        low, high = pc.min(column).as_py(), pc.max(column).as_py()
+        if hasattr(low, "tzinfo") and low is not None:
+            low, high = low.replace(tzinfo=None), high.replace(tzinfo=None)
+        lo, hi = add.get(f"min.{name}"), add.get(f"max.{name}")
+        if hasattr(lo, "tzinfo") and lo is not None:
+            lo = lo.replace(tzinfo=None)
+        if hasattr(hi, "tzinfo") and hi is not None:
+            hi = hi.replace(tzinfo=None)
+        if lo is None or (lo > low):
+            wrong.append((add["path"], f"min.{name}", str(lo), str(low)))
+        if hi is not None and hi < high:
+            wrong.append((add["path"], f"max.{name}", str(hi), str(high)))
+        if hi is None and not (isinstance(high, str) and len(high) > 32):
+            wrong.append((add["path"], f"max.{name} missing"))
+        bounded += 1
+everything = dt.to_pyarrow_table()
+checks = {}
+for name, op, value in [("c1", ">=", "C015000"), ("_source_line", "<", 200)]:
+    skipped = dt.to_pyarrow_table(filters=[(name, op, value)]).num_rows
+    fn = pc.greater_equal if op == ">=" else pc.less
+    checks[name] = [skipped, everything.filter(fn(everything[name], value)).num_rows]
+print(json.dumps({"files": len(adds), "bounded": bounded, "wrong": wrong, "filters": checks}))
+"#;
+
 /// A sequence of full and incremental runs (new rows, re-sent keys, a new date, then a full
 /// run after a date's source files are gone): each commits one version, and a Delta reader
 /// sees at every version exactly the rows the `parquet` table held after the same run.
@@ -217,6 +265,14 @@ fn every_version_of_a_delta_table_equals_the_parquet_table_of_the_same_runs() {
         );
         assert!(seen["rows"].as_u64().unwrap() > 0);
         assert_eq!(seen["partitions"], serde_json::json!(["c7"]));
+    }
+    // The stats of every live file bound its values; readers skipping files on them lose no row.
+    let stats: serde_json::Value = serde_json::from_str(&python(STATS, &[path_str(&delta)])).unwrap();
+    assert_eq!(stats["wrong"], serde_json::json!([]), "{stats}");
+    assert!(stats["bounded"].as_u64().unwrap() >= 10, "{stats}");
+    for (column, counts) in stats["filters"].as_object().unwrap() {
+        assert_eq!(counts[0], counts[1], "filter on {column}: {stats}");
+        assert!(counts[0].as_u64().unwrap() > 0, "filter on {column}: {stats}");
     }
     let files = |v: usize| -> Vec<String> {
         serde_json::from_value(report[format!("v{v}")]["files"].clone()).unwrap()
