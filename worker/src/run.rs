@@ -253,7 +253,7 @@ async fn execute(
 ) -> Result<()> {
     let mut loaded = target.state.load().await?;
     target.table.begin(run_id).await?;
-    if let Some(state) = target.table.state_from_log(&loaded.state)? {
+    if let Some(state) = target.table.state_from_log(&loaded.state).await? {
         tracing::warn!(
             "the state caught up with version {} of the table's log (a run stopped between \
              its table commit and its state commit)",

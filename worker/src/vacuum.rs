@@ -17,8 +17,8 @@ use crate::config::{Config, TableFormat};
 use crate::error::{Error, Result};
 use crate::lock::TableLock;
 use crate::state::{JsonStateStore, StateStore};
-use crate::table::delta::log_commits;
-use crate::table::delta_log::{Action, Snapshot};
+use crate::table::delta::load_snapshot;
+use crate::table::delta_log::Snapshot;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Vacuumed {
@@ -63,17 +63,12 @@ pub async fn vacuum(config: &Config, retain: Duration, dry_run: bool) -> Result<
     let lease = Duration::from_secs(config.lock.lease_seconds);
     let lock = TableLock::acquire(storage.clone(), &run_id, lease).await?;
     let outcome = async {
-        let commits = log_commits(&storage).await?;
+        let (snapshot, _) = load_snapshot(&storage).await?;
         let cutoff = Utc::now() - chrono::Duration::from_std(retain).unwrap_or(chrono::TimeDelta::MAX);
-        let ever_added: std::collections::BTreeSet<String> = commits
-            .iter()
-            .flat_map(|(_, actions)| actions.iter())
-            .filter_map(|a| match a {
-                Action::Add(add) => Some(add.path.clone()),
-                _ => None,
-            })
-            .collect();
-        let (mut deletable, kept) = deletable_files(commits, cutoff)?;
+        // Every file a commit added is live or a tombstone (tombstones are kept for good).
+        let ever_added =
+            |key: &str| snapshot.files.contains_key(key) || snapshot.tombstones.contains_key(key);
+        let (mut deletable, kept) = deletable_files(&snapshot, cutoff);
         let listing = storage.list("").await?;
         // Files of runs that stopped or lost the race before their commit: announced in the
         // state (so the table's own), added by no commit.
@@ -83,10 +78,7 @@ pub async fn vacuum(config: &Config, retain: Duration, dry_run: bool) -> Result<
             .state
             .unconfirmed;
         for object in &listing {
-            if announced.contains(&object.key)
-                && !ever_added.contains(&object.key)
-                && object.last_modified < cutoff
-            {
+            if announced.contains(&object.key) && !ever_added(&object.key) && object.last_modified < cutoff {
                 deletable.push(object.key.clone());
             }
         }
@@ -121,39 +113,21 @@ pub async fn vacuum(config: &Config, retain: Duration, dry_run: bool) -> Result<
     outcome
 }
 
-/// The files the log removed before `cutoff` and never added again, and how many files it
+/// The files the table removed before `cutoff` and did not add back, and how many files it
 /// keeps (read by the current version or removed since `cutoff`).
-fn deletable_files(commits: Vec<(u64, Vec<Action>)>, cutoff: DateTime<Utc>) -> Result<(Vec<String>, usize)> {
-    let mut snapshot = Snapshot::default();
-    // Each file ever added, and when it was last removed (None: live).
-    let mut removed_at: BTreeMap<String, Option<i64>> = BTreeMap::new();
-    for (version, actions) in commits {
-        for action in &actions {
-            match action {
-                Action::Add(add) => {
-                    removed_at.insert(add.path.clone(), None);
-                }
-                Action::Remove(remove) => {
-                    if let Some(when) = removed_at.get_mut(&remove.path) {
-                        // A remove without a time is as old as can be.
-                        *when = Some(remove.deletion_timestamp.unwrap_or(0));
-                    }
-                }
-                _ => {}
-            }
-        }
-        snapshot.apply(version, actions)?;
-    }
+fn deletable_files(snapshot: &Snapshot, cutoff: DateTime<Utc>) -> (Vec<String>, usize) {
     let cutoff_ms = cutoff.timestamp_millis();
     let mut deletable = Vec::new();
-    let mut kept = 0;
-    for (path, removed) in removed_at {
-        match removed {
-            Some(when) if when < cutoff_ms && !snapshot.files.contains_key(&path) => deletable.push(path),
-            _ => kept += 1,
+    let mut kept = snapshot.files.len();
+    for (path, removed) in &snapshot.tombstones {
+        // A remove without a time is as old as can be.
+        if removed.deletion_timestamp.unwrap_or(0) < cutoff_ms {
+            deletable.push(path.clone());
+        } else {
+            kept += 1;
         }
     }
-    Ok((deletable, kept))
+    (deletable, kept)
 }
 
 pub fn format_vacuumed(v: &Vacuumed) -> String {
@@ -174,7 +148,7 @@ pub fn format_vacuumed(v: &Vacuumed) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::delta_log::{Add, Remove};
+    use crate::table::delta_log::{Action, Add, Remove};
 
     fn add(path: &str) -> Action {
         Action::Add(Add {
@@ -207,8 +181,12 @@ mod tests {
             // Removed long ago, then added back (a rollback): live again.
             (3, vec![remove("c", 1_000), add("c")]),
         ];
+        let mut snapshot = Snapshot::default();
+        for (version, actions) in commits {
+            snapshot.apply(version, actions).unwrap();
+        }
         let cutoff = DateTime::from_timestamp_millis(3_000).unwrap();
-        let (deletable, kept) = deletable_files(commits, cutoff).unwrap();
+        let (deletable, kept) = deletable_files(&snapshot, cutoff);
         assert_eq!(
             deletable,
             ["a"],

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
+use super::delta_checkpoint::{self, LAST_CHECKPOINT_KEY, checkpoint_key, checkpoint_version_of_key};
 use super::delta_log::{
     Action, Add, Format, LOG_DIR, Metadata, Protocol, Remove, Snapshot, Txn, commit_key, decode_commit,
     encode_commit, schema_string, version_of_key,
@@ -38,8 +39,8 @@ pub struct DeltaTable {
 struct DeltaRun {
     run_id: Option<String>,
     snapshot: Snapshot,
-    /// Every commit of the log, oldest first.
-    commits: Vec<(u64, Vec<Action>)>,
+    /// The commits after the latest checkpoint (every commit without one), oldest first.
+    tail: Vec<(u64, Vec<Action>)>,
     written: Vec<Add>,
 }
 
@@ -150,6 +151,55 @@ impl DeltaTable {
     }
 }
 
+impl DeltaTable {
+    /// Takes in the commit of `version` just made, and writes the checkpoint when one is due.
+    /// The version is committed whatever happens here: a checkpoint that cannot be written
+    /// only leaves readers more commits to replay, so it is a warning, not a failed run.
+    async fn committed(&self, version: u64, actions: Vec<Action>) {
+        let checkpoint = {
+            let mut run = self.run();
+            if let Err(e) = run.snapshot.apply(version, actions.clone()) {
+                tracing::warn!("{e}");
+                return;
+            }
+            run.tail.push((version, actions));
+            delta_checkpoint::is_due(version).then(|| delta_checkpoint::actions_of(&run.snapshot))
+        };
+        if let Some(actions) = checkpoint
+            && let Err(e) = self.write_checkpoint(version, &actions).await
+        {
+            tracing::warn!(
+                "version {version} is committed, but its checkpoint could not be written ({e}); \
+                 readers replay the log's commits instead"
+            );
+        }
+    }
+
+    async fn write_checkpoint(&self, version: u64, actions: &[Action]) -> Result<()> {
+        let body = delta_checkpoint::encode(actions)?;
+        let size = body.len();
+        match self
+            .storage
+            .put_if(
+                &checkpoint_key(version),
+                bytes::Bytes::from(body),
+                PutCondition::IfAbsent,
+            )
+            .await
+        {
+            // Written already (a checkpoint of a version is the same whoever writes it).
+            Ok(_) | Err(StorageError::PreconditionFailed { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let pointer = delta_checkpoint::last_checkpoint(version, actions.len(), size);
+        self.storage
+            .put(LAST_CHECKPOINT_KEY, bytes::Bytes::from(pointer))
+            .await?;
+        tracing::info!("wrote the checkpoint of version {version}");
+        Ok(())
+    }
+}
+
 /// What a rollback committed.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Restored {
@@ -166,6 +216,9 @@ impl DeltaTable {
     /// Commits a new version whose files are those of version `to` (read after
     /// [`Table::begin`]), and returns the state as of `to` with the new version.
     pub async fn restore(&self, to: u64, run_id: &str) -> Result<Restored> {
+        // Version `to` as its commits left it (every commit is kept; checkpoints only spare
+        // replaying them).
+        let commits = log_commits(&self.storage).await?;
         let (actions, version, restored) = {
             let run = self.run();
             let latest = run
@@ -180,7 +233,7 @@ impl DeltaTable {
             }
             let mut then = Snapshot::default();
             let mut as_of = State::default();
-            for (version, actions) in run.commits.iter().filter(|(v, _)| *v <= to) {
+            for (version, actions) in commits.iter().filter(|(v, _)| *v <= to) {
                 apply_recorded_run(&mut as_of, actions)?;
                 then.apply(*version, actions.clone())?;
             }
@@ -252,7 +305,10 @@ impl DeltaTable {
             )
             .await
         {
-            Ok(_) => Ok(restored),
+            Ok(_) => {
+                self.committed(version, actions).await;
+                Ok(restored)
+            }
             Err(StorageError::PreconditionFailed { url }) => Err(Error::LockLost(format!(
                 "another writer committed version {version} of the Delta table first ({url}); \
                  nothing was rolled back"
@@ -340,7 +396,48 @@ pub async fn log_commits(storage: &DynStorage) -> Result<Vec<(u64, Vec<Action>)>
         .filter_map(|o| version_of_key(&o.key))
         .collect();
     versions.sort_unstable();
-    let mut commits = Vec::with_capacity(versions.len());
+    read_commits(storage, versions).await
+}
+
+/// The table's current snapshot: its latest checkpoint, if any, and the commits after it,
+/// which are returned too (oldest first). A checkpoint that cannot be read is passed over
+/// for the commits it covers.
+pub async fn load_snapshot(storage: &DynStorage) -> Result<(Snapshot, Vec<(u64, Vec<Action>)>)> {
+    let listing = storage.list(&format!("{LOG_DIR}/")).await?;
+    let mut versions: Vec<u64> = listing.iter().filter_map(|o| version_of_key(&o.key)).collect();
+    versions.sort_unstable();
+    let latest = versions.last().copied();
+    let checkpoint = listing
+        .iter()
+        .filter_map(|o| checkpoint_version_of_key(&o.key))
+        .filter(|v| latest.is_some_and(|latest| *v <= latest))
+        .max();
+    let mut snapshot = Snapshot::default();
+    if let Some(version) = checkpoint {
+        let key = checkpoint_key(version);
+        let read = match storage.get(&key).await? {
+            Some((bytes, _)) => delta_checkpoint::decode(version, bytes.to_vec()),
+            None => Err(Error::Other(format!("{} vanished", storage.url(&key)))),
+        };
+        match read {
+            Ok(from_checkpoint) => snapshot = from_checkpoint,
+            Err(e) => tracing::warn!("{e}; reading the log's commits instead"),
+        }
+    }
+    let since = snapshot.version.map_or(0, |v| v + 1);
+    let tail = read_commits(storage, versions.into_iter().filter(|v| *v >= since)).await?;
+    for (version, actions) in &tail {
+        snapshot.apply(*version, actions.clone())?;
+    }
+    Ok((snapshot, tail))
+}
+
+/// The commits `versions` of the log, in that order.
+async fn read_commits(
+    storage: &DynStorage,
+    versions: impl IntoIterator<Item = u64>,
+) -> Result<Vec<(u64, Vec<Action>)>> {
+    let mut commits = Vec::new();
     for version in versions {
         let key = commit_key(version);
         let Some((bytes, _)) = storage.get(&key).await? else {
@@ -493,15 +590,11 @@ impl Table for DeltaTable {
     }
 
     async fn begin(&self, run_id: &str) -> Result<()> {
-        let commits = log_commits(&self.storage).await?;
-        let mut snapshot = Snapshot::default();
-        for (version, actions) in &commits {
-            snapshot.apply(*version, actions.clone())?;
-        }
+        let (snapshot, tail) = load_snapshot(&self.storage).await?;
         *self.run() = DeltaRun {
             run_id: Some(run_id.to_string()),
             snapshot,
-            commits,
+            tail,
             written: Vec::new(),
         };
         Ok(())
@@ -516,31 +609,26 @@ impl Table for DeltaTable {
     }
 
     fn kept_for_history(&self) -> Vec<String> {
-        let run = self.run();
-        let mut older: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
-        for (_, actions) in &run.commits {
-            for action in actions {
-                if let Action::Add(add) = action
-                    && !run.snapshot.files.contains_key(&add.path)
-                {
-                    older.insert(add.path.clone());
-                }
-            }
-        }
-        older.into_iter().collect()
+        self.run().snapshot.tombstones.keys().cloned().collect()
     }
 
-    fn state_from_log(&self, state: &State) -> Result<Option<State>> {
-        let run = self.run();
-        let Some(latest) = run.snapshot.version else {
-            return Ok(None);
+    async fn state_from_log(&self, state: &State) -> Result<Option<State>> {
+        let (latest, tail_start) = {
+            let run = self.run();
+            let Some(latest) = run.snapshot.version else {
+                return Ok(None);
+            };
+            (latest, run.tail.first().map_or(latest + 1, |(v, _)| *v))
         };
         if state.table_version.is_some_and(|v| v >= latest) {
             return Ok(None);
         }
         let since = state.table_version.map_or(0, |v| v + 1);
+        // Commits the checkpoint covered are read now: the state is behind it.
+        let before_tail = read_commits(&self.storage, since..tail_start).await?;
+        let run = self.run();
         let mut out = state.clone();
-        for (_, actions) in run.commits.iter().filter(|(v, _)| *v >= since) {
+        for (_, actions) in before_tail.iter().chain(&run.tail).filter(|(v, _)| *v >= since) {
             apply_recorded_run(&mut out, actions)?;
         }
         out.partitions = partitions_of(&run.snapshot, self.partition_name());
@@ -569,7 +657,10 @@ impl Table for DeltaTable {
             .put_if(&key, bytes::Bytes::from(body), PutCondition::IfAbsent)
             .await
         {
-            Ok(_) => Ok(Some(version)),
+            Ok(_) => {
+                self.committed(version, actions).await;
+                Ok(Some(version))
+            }
             Err(StorageError::PreconditionFailed { url }) => Err(Error::LockLost(format!(
                 "another writer committed version {version} of the Delta table first ({url}); \
                  this run's files are not part of the table"

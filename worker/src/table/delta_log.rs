@@ -142,25 +142,24 @@ pub enum Action {
 }
 
 impl Action {
-    fn to_json(&self) -> serde_json::Result<String> {
+    /// The action as one JSON object, `{"add": {...}}`.
+    pub fn to_value(&self) -> Result<serde_json::Value> {
         let (name, body) = match self {
-            Action::Protocol(p) => ("protocol", serde_json::to_value(p)?),
-            Action::Metadata(m) => ("metaData", serde_json::to_value(m)?),
-            Action::Add(a) => ("add", serde_json::to_value(a)?),
-            Action::Remove(r) => ("remove", serde_json::to_value(r)?),
-            Action::Txn(t) => ("txn", serde_json::to_value(t)?),
-            Action::CommitInfo(c) => ("commitInfo", c.clone()),
+            Action::Protocol(p) => ("protocol", serde_json::to_value(p)),
+            Action::Metadata(m) => ("metaData", serde_json::to_value(m)),
+            Action::Add(a) => ("add", serde_json::to_value(a)),
+            Action::Remove(r) => ("remove", serde_json::to_value(r)),
+            Action::Txn(t) => ("txn", serde_json::to_value(t)),
+            Action::CommitInfo(c) => ("commitInfo", Ok(c.clone())),
         };
-        serde_json::to_string(&serde_json::json!({ name: body }))
+        let body = body.map_err(|e| Error::Other(format!("cannot encode a Delta log action: {e}")))?;
+        Ok(serde_json::json!({ name: body }))
     }
 
-    /// One line of a commit; `Ok(None)` for an action lakeload does not use.
-    fn from_json(line: &str) -> serde_json::Result<Option<Action>> {
-        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line)?;
-        let Some((name, body)) = object.into_iter().next() else {
-            return Ok(None);
-        };
-        Ok(Some(match name.as_str() {
+    /// The action named `name` with body `body`; `Ok(None)` for an action lakeload does not
+    /// use.
+    pub fn from_value(name: &str, body: serde_json::Value) -> serde_json::Result<Option<Action>> {
+        Ok(Some(match name {
             "protocol" => Action::Protocol(serde_json::from_value(body)?),
             "metaData" => Action::Metadata(serde_json::from_value(body)?),
             "add" => Action::Add(serde_json::from_value(body)?),
@@ -170,16 +169,22 @@ impl Action {
             _ => return Ok(None),
         }))
     }
+
+    /// One line of a commit; `Ok(None)` for an action lakeload does not use.
+    fn from_json(line: &str) -> serde_json::Result<Option<Action>> {
+        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line)?;
+        match object.into_iter().next() {
+            Some((name, body)) => Action::from_value(&name, body),
+            None => Ok(None),
+        }
+    }
 }
 
 /// A commit's bytes: one action per line.
 pub fn encode_commit(actions: &[Action]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     for action in actions {
-        let line = action
-            .to_json()
-            .map_err(|e| Error::Other(format!("cannot encode a Delta log action: {e}")))?;
-        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(action.to_value()?.to_string().as_bytes());
         out.push(b'\n');
     }
     Ok(out)
@@ -211,6 +216,9 @@ pub struct Snapshot {
     pub files: BTreeMap<String, Add>,
     /// Latest transaction version per application id.
     pub txns: BTreeMap<String, i64>,
+    /// Files removed from the table and not added back, by path: older versions read them
+    /// until vacuum deletes them.
+    pub tombstones: BTreeMap<String, Remove>,
 }
 
 impl Snapshot {
@@ -225,15 +233,24 @@ impl Snapshot {
                 commit_key(expected)
             )));
         }
+        self.apply_checkpoint(version, actions);
+        Ok(())
+    }
+
+    /// Applies the actions of a checkpoint of `version` (or of the commit after the
+    /// snapshot's version, checked by [`Snapshot::apply`]).
+    pub fn apply_checkpoint(&mut self, version: u64, actions: Vec<Action>) {
         for action in actions {
             match action {
                 Action::Protocol(p) => self.protocol = Some(p),
                 Action::Metadata(m) => self.metadata = Some(m),
                 Action::Add(a) => {
+                    self.tombstones.remove(&a.path);
                     self.files.insert(a.path.clone(), a);
                 }
                 Action::Remove(r) => {
                     self.files.remove(&r.path);
+                    self.tombstones.insert(r.path.clone(), r);
                 }
                 Action::Txn(t) => {
                     self.txns.insert(t.app_id, t.version);
@@ -242,7 +259,6 @@ impl Snapshot {
             }
         }
         self.version = Some(version);
-        Ok(())
     }
 
     /// The live files of one partition value.

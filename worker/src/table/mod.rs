@@ -6,6 +6,7 @@
 //! `frame` converts rows to and from the table's columns.
 
 pub mod delta;
+pub mod delta_checkpoint;
 pub mod delta_log;
 mod encoder;
 mod frame;
@@ -139,7 +140,7 @@ pub trait Table: Send + Sync {
     /// The state as the table's log says it should be, when the log is ahead of `state` (a
     /// run stopped between its table commit and its state commit); `None` when they agree
     /// or the format keeps no log.
-    fn state_from_log(&self, _state: &crate::state::State) -> Result<Option<crate::state::State>> {
+    async fn state_from_log(&self, _state: &crate::state::State) -> Result<Option<crate::state::State>> {
         Ok(None)
     }
 }

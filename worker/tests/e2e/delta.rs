@@ -740,3 +740,133 @@ os._exit(0)
     );
     assert!(reads.iter().any(|(v, _)| *v == "1"), "some reads after: {text}");
 }
+
+/// After 100 commits a run writes the checkpoint of version 100 and points
+/// `_last_checkpoint` at it. A reader then needs no earlier commit: with commits 0 to 99 gone
+/// from a copy of the table, deltalake and Polars read the current version from the
+/// checkpoint, equal to the `parquet` table of the same runs, and lakeload itself plans and
+/// runs from it. A run stopped between the checkpointed commit and its state commit is
+/// completed, not loaded again.
+#[test]
+fn after_a_hundred_versions_readers_and_lakeload_start_from_the_checkpoint() {
+    let dir = tempdir();
+    let dir = dir.path();
+    let source = generated_source(
+        dir,
+        "src",
+        &["--files", "2", "--rows", "200", "--files-per-day", "2"],
+    );
+    let (delta, parquet) = (dir.join("delta"), dir.join("parquet"));
+    let add_file = |n: usize| {
+        let start = format!("2026-11-{:02}", 2 + n % 5);
+        let first = (100 + n).to_string();
+        generated_source(
+            dir,
+            "src",
+            &[
+                "--files",
+                "1",
+                "--rows",
+                "20",
+                "--start",
+                &start,
+                "--first-file",
+                &first,
+                "--seed",
+                &first,
+                "--bad-ratio",
+                "0",
+            ],
+        );
+    };
+    run(dir, &source, &delta, "delta", "full");
+    run(dir, &source, &parquet, "parquet", "full");
+    for n in 1..100 {
+        add_file(n);
+        run(dir, &source, &delta, "delta", "incremental");
+        run(dir, &source, &parquet, "parquet", "incremental");
+    }
+    let log = delta.join("_delta_log");
+    let checkpoint = log.join("00000000000000000100.checkpoint.parquet");
+    assert!(!checkpoint.exists(), "no checkpoint before version 100");
+    // Version 100, stopped before its state commit.
+    add_file(100);
+    let mut killed = Running::spawn(
+        on_delta(dir, &source, &delta)
+            .env("LAKELOAD_TEST_PAUSE_AT", "before_state_commit:1")
+            .args(["run", "--mode", "incremental"]),
+    );
+    killed.wait_for("lakeload-test-paused-at", std::time::Duration::from_secs(60));
+    killed.signal("KILL");
+    killed.finish();
+    run(dir, &source, &parquet, "parquet", "incremental");
+    assert!(
+        checkpoint.exists(),
+        "the run that committed version 100 wrote its checkpoint"
+    );
+    let pointer: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(log.join("_last_checkpoint")).unwrap()).unwrap();
+    assert_eq!(pointer["version"], 100, "{pointer}");
+    let unlock = on_delta(dir, &source, &delta)
+        .args(["unlock", "--force"])
+        .output();
+    assert_exit(&unlock, 0);
+    let next = run(dir, &source, &delta, "delta", "incremental");
+    assert_eq!(
+        next["files"],
+        serde_json::json!([]),
+        "nothing loaded again: {next}"
+    );
+
+    // A copy of the table without the commits the checkpoint covers.
+    let trimmed = dir.join("trimmed");
+    copy_dir(&delta, &trimmed);
+    for version in 0..100 {
+        std::fs::remove_file(trimmed.join(format!("_delta_log/{version:020}.json"))).unwrap();
+    }
+    let oracle = dir.join("oracle");
+    copy_dir(&parquet, &oracle.join("v0"));
+    let compare_latest = |table: &Path| -> serde_json::Value {
+        let script = COMPARE
+            .replace("DeltaTable(table, version=v)", "DeltaTable(table)")
+            .replace("pl.scan_delta(table, version=v)", "pl.scan_delta(table)");
+        serde_json::from_str(&python(
+            &script,
+            &[path_str(table), path_str(&oracle), "1".into()],
+        ))
+        .unwrap()
+    };
+    let report = compare_latest(&trimmed);
+    assert_eq!(report["latest"], 100, "{report}");
+    assert_eq!(
+        report["v0"]["equal"], true,
+        "deltalake reads the checkpoint: {report}"
+    );
+    assert_eq!(
+        report["v0"]["polars_equal"], true,
+        "Polars reads the checkpoint: {report}"
+    );
+    assert!(report["v0"]["rows"].as_u64().unwrap() > 400, "{report}");
+    // lakeload plans and runs from the checkpoint too.
+    let out = on_delta(dir, &source, &trimmed)
+        .args(["status", "--json"])
+        .output();
+    assert_exit(&out, 0);
+    let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(status["table_version"], 100, "{status}");
+    add_file(101);
+    let more = run(dir, &source, &trimmed, "delta", "incremental");
+    assert_eq!(more["table_version"], 101, "{more}");
+    run(dir, &source, &parquet, "parquet", "incremental");
+    std::fs::remove_dir_all(&oracle).unwrap();
+    copy_dir(&parquet, &oracle.join("v0"));
+    let report = compare_latest(&trimmed);
+    assert_eq!(report["latest"], 101, "{report}");
+    assert_eq!(report["v0"]["equal"], true, "{report}");
+    // On the whole log, time travel before the checkpoint still reads.
+    let out = python(
+        "import sys, pyarrow\nfrom deltalake import DeltaTable\nprint(DeltaTable(sys.argv[1], version=50).version())",
+        &[path_str(&delta)],
+    );
+    assert_eq!(out.trim(), "50");
+}
