@@ -372,76 +372,89 @@ fn walk(dir: &Path) -> Vec<String> {
     out
 }
 
-/// A run killed after its table commit and before its state commit: the next run finds the
-/// log ahead of the state and completes the state from it (the commit records the files it
-/// processed) instead of loading the same files again; no version is skipped or repeated.
+/// A run killed at each point of its commit — after writing a data file, before its log
+/// commit, after it, before its state commit — leaves a table the next incremental run
+/// completes: a run killed before its log commit changed no version and its file is loaded by
+/// the next run; one killed after it is recorded from the log, not loaded again. Either way
+/// the table is the `parquet` table of the same runs at version 1: no row lost or doubled, no
+/// version skipped or repeated.
 #[test]
-fn a_run_stopped_between_its_two_commits_is_completed_not_loaded_again() {
-    let dir = tempdir();
-    let dir = dir.path();
-    let source = generated_source(
-        dir,
-        "src",
-        &["--files", "4", "--rows", "1000", "--files-per-day", "2"],
-    );
-    let (delta, parquet) = (dir.join("delta"), dir.join("parquet"));
-    run(dir, &source, &delta, "delta", "full");
-    run(dir, &source, &parquet, "parquet", "full");
-    generated_source(
-        dir,
-        "src",
-        &[
-            "--files",
-            "1",
-            "--rows",
-            "1000",
-            "--start",
-            "2026-11-02",
-            "--first-file",
-            "10",
-            "--seed",
-            "9",
-        ],
-    );
-    let mut killed = Running::spawn(
-        on_delta(dir, &source, &delta)
-            .env("LAKELOAD_TEST_PAUSE_AT", "after_table_commit:1")
-            .args(["run", "--mode", "incremental"]),
-    );
-    killed.wait_for("lakeload-test-paused-at", std::time::Duration::from_secs(60));
-    killed.signal("KILL");
-    killed.finish();
-    let unlock = Lakeload::new(dir)
-        .env("LAKELOAD_SOURCE_URL", &source)
-        .env("LAKELOAD_TARGET_URL", &delta)
-        .args(["unlock", "--force"])
-        .output();
-    assert_exit(&unlock, 0);
+fn a_run_stopped_at_any_point_of_its_commit_converges() {
+    for (point, committed) in [
+        ("after_date_write", false),
+        ("before_table_commit", false),
+        ("after_table_commit", true),
+        ("before_state_commit", true),
+    ] {
+        let dir = tempdir();
+        let dir = dir.path();
+        let source = generated_source(
+            dir,
+            "src",
+            &["--files", "4", "--rows", "1000", "--files-per-day", "2"],
+        );
+        let (delta, parquet) = (dir.join("delta"), dir.join("parquet"));
+        run(dir, &source, &delta, "delta", "full");
+        run(dir, &source, &parquet, "parquet", "full");
+        generated_source(
+            dir,
+            "src",
+            &[
+                "--files",
+                "1",
+                "--rows",
+                "1000",
+                "--start",
+                "2026-11-02",
+                "--first-file",
+                "10",
+                "--seed",
+                "9",
+            ],
+        );
+        let mut killed = Running::spawn(
+            on_delta(dir, &source, &delta)
+                .env("LAKELOAD_TEST_PAUSE_AT", format!("{point}:1"))
+                .args(["run", "--mode", "incremental"]),
+        );
+        killed.wait_for("lakeload-test-paused-at", std::time::Duration::from_secs(60));
+        killed.signal("KILL");
+        killed.finish();
+        let unlock = on_delta(dir, &source, &delta)
+            .args(["unlock", "--force"])
+            .output();
+        assert_exit(&unlock, 0);
 
-    let next = run(dir, &source, &delta, "delta", "incremental");
-    assert_eq!(
-        next["files"],
-        serde_json::json!([]),
-        "nothing loaded again: {next}"
-    );
-    run(dir, &source, &parquet, "parquet", "incremental");
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(delta.join("_lakeload/state.json")).unwrap()).unwrap();
-    assert_eq!(
-        state["files"].as_array().unwrap().len(),
-        5,
-        "the killed run's file is recorded"
-    );
-    assert_eq!(state["table_version"], 1);
-
-    assert!(
-        delta_equals(&delta, None, &parquet),
-        "the rows of a full and an incremental run"
-    );
-    assert!(
-        delta_equals(&delta, Some(1), &parquet),
-        "version 1 is the latest: no version repeated"
-    );
+        let next = run(dir, &source, &delta, "delta", "incremental");
+        let loaded = next["files"].as_array().unwrap().len();
+        assert_eq!(
+            loaded,
+            usize::from(!committed),
+            "killed at {point}: the new file loaded once in all: {next}"
+        );
+        run(dir, &source, &parquet, "parquet", "incremental");
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(delta.join("_lakeload/state.json")).unwrap()).unwrap();
+        assert_eq!(
+            state["files"].as_array().unwrap().len(),
+            5,
+            "killed at {point}: every file recorded"
+        );
+        assert_eq!(state["table_version"], 1, "killed at {point}");
+        let commits: Vec<String> = walk(&delta.join("_delta_log"))
+            .into_iter()
+            .filter(|p| p.ends_with(".json"))
+            .collect();
+        assert_eq!(
+            commits.len(),
+            2,
+            "killed at {point}: versions 0 and 1: {commits:?}"
+        );
+        assert!(
+            delta_equals(&delta, Some(1), &parquet),
+            "killed at {point}: version 1 holds the rows of a full and an incremental run"
+        );
+    }
 }
 
 /// Rows of the Delta table at `version` (latest when `None`) equal the Parquet table in
