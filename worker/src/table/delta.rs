@@ -25,8 +25,18 @@ use crate::spill::SpillDir;
 use crate::state::{FileRecord, PartitionRecord, State};
 use crate::storage::{DynStorage, ObjectMeta, PutCondition, StorageError};
 
-/// The application id of lakeload's `txn` actions.
-const APP_ID: &str = "lakeload";
+/// lakeload's transaction in its next commit to the table `table_id`: the application id
+/// names lakeload and the table, the version counts lakeload's commits to it (runs and
+/// rollbacks), so a reader can tell which run a version is and whether one was applied.
+fn next_txn(snapshot: &Snapshot, table_id: &str, now_ms: i64) -> Txn {
+    let app_id = format!("lakeload-{table_id}");
+    let version = snapshot.txns.get(&app_id).map_or(0, |v| v + 1);
+    Txn {
+        app_id,
+        version,
+        last_updated: Some(now_ms),
+    }
+}
 
 pub struct DeltaTable {
     storage: DynStorage,
@@ -105,6 +115,7 @@ impl DeltaTable {
                 }
             }
         };
+        let table_id = metadata.id.clone();
         if run.snapshot.metadata.as_ref() != Some(&metadata) {
             actions.push(Action::Metadata(metadata));
         }
@@ -123,12 +134,7 @@ impl DeltaTable {
             }
         }
         actions.extend(run.written.iter().cloned().map(Action::Add));
-        let version = run.snapshot.version.map_or(0, |v| v + 1);
-        actions.push(Action::Txn(Txn {
-            app_id: APP_ID.into(),
-            version: version as i64,
-            last_updated: Some(now_ms),
-        }));
+        actions.push(Action::Txn(next_txn(&run.snapshot, &table_id, now_ms)));
         let rows: i64 = run.written.iter().filter_map(rows_of).sum();
         actions.push(Action::CommitInfo(serde_json::json!({
             "timestamp": now_ms,
@@ -256,11 +262,8 @@ impl DeltaTable {
                 }
             }
             let version = latest + 1;
-            actions.push(Action::Txn(Txn {
-                app_id: APP_ID.into(),
-                version: version as i64,
-                last_updated: Some(now_ms),
-            }));
+            let table_id = run.snapshot.metadata.as_ref().map_or("", |m| m.id.as_str());
+            actions.push(Action::Txn(next_txn(&run.snapshot, table_id, now_ms)));
             actions.push(Action::CommitInfo(serde_json::json!({
                 "timestamp": now_ms,
                 "operation": "RESTORE",

@@ -118,8 +118,7 @@ impl Remove {
 }
 
 /// An application's transaction version: readers keep the latest per `appId`. lakeload's
-/// runs record their sequence number, which tells a run whether the state caught up with
-/// the log.
+/// commits number its runs on the table (see `delta::next_txn`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Txn {

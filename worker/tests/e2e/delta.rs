@@ -235,6 +235,31 @@ fn every_version_of_a_delta_table_equals_the_parquet_table_of_the_same_runs() {
         .map(|(v, (id, mode))| (v as u64, id.clone(), mode.clone()))
         .collect();
     assert_eq!(listed, expected);
+    // Each commit carries lakeload's transaction on this table, numbering its runs.
+    let txns: Vec<(String, i64)> = (0..version)
+        .map(|v| {
+            let commit = std::fs::read_to_string(delta.join(format!("_delta_log/{v:020}.json"))).unwrap();
+            let txn = commit
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find_map(|a| a.get("txn").cloned())
+                .unwrap();
+            (
+                txn["appId"].as_str().unwrap().to_string(),
+                txn["version"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        txns[0].0.starts_with("lakeload-") && txns[0].0.len() > 20,
+        "{txns:?}"
+    );
+    assert!(
+        txns.iter().all(|(app, _)| *app == txns[0].0),
+        "one application id: {txns:?}"
+    );
+    let numbers: Vec<i64> = txns.iter().map(|(_, n)| *n).collect();
+    assert_eq!(numbers, [0, 1, 2, 3]);
     // `plan` and `status` name the version; the log and older versions' files are the
     // table's, and a full run would delete none of them.
     let json_of = |args: &[&str]| -> serde_json::Value {
