@@ -124,7 +124,17 @@ def check(spark, F, args, table, version, rows):
     for c in args.timestamp_columns:
         if c in schema:
             agg += [F.min(c).cast("string").alias(f"min_{c}"), F.max(c).cast("string").alias(f"max_{c}")]
+    # Filters Spark may answer by skipping files on their stats (min/max per column), and the
+    # same predicates counted over every row: skipping must lose no row.
+    filters = [(c, p) for c, p in (("c1", F.col("c1") >= "C015000"), ("_source_line", F.col("_source_line") < 200)) if c in schema]
+    for c, predicate in filters:
+        agg.append(F.sum(predicate.cast("long")).alias(f"every_row_{c}"))
     stats = df.agg(*agg).first().asDict()
+    for c, predicate in filters:
+        skipped = df.where(predicate).count()
+        stats[f"filtered_{c}"] = skipped
+        if skipped != (stats[f"every_row_{c}"] or 0):
+            problems.append(f"{what}: a filter on {c} gives {skipped} rows, {stats[f'every_row_{c}']} rows match it")
     if rows is not None and stats["rows"] != rows:
         problems.append(f"{what}: Spark counts {stats['rows']} rows, expected {rows}")
     for c in partition_columns:

@@ -1032,3 +1032,92 @@ fn on_s3_every_version_reads_back_equal_to_the_parquet_table() {
         assert!(seen["rows"].as_u64().unwrap() > 0, "{report}");
     }
 }
+
+/// Apache Spark with Delta Lake (pyspark 3.5.3, delta-spark 3.3.2; installed by
+/// `tests/spark/run.sh` under `$HOME/.cache/lakeload/spark`, Java 17 from Debian if missing)
+/// reads the table lakeload wrote: every version asked for, past the checkpoint of version 100
+/// too, counts the rows deltalake counts, with the log's column types, and filters that skip
+/// files on their stats lose no row. Ignored in a plain `cargo test` (it needs Java and a
+/// 370 MB venv); `tests/run-all.sh` runs it.
+#[test]
+#[ignore = "needs Spark: run by tests/run-all.sh (cargo test --release -p lakeload --test e2e -- --ignored spark)"]
+fn spark_reads_every_version_and_the_checkpoint() {
+    let dir = tempdir();
+    let dir = dir.path();
+    let source = generated_source(
+        dir,
+        "src",
+        &["--files", "2", "--rows", "400", "--files-per-day", "2"],
+    );
+    let delta = dir.join("delta");
+    run(dir, &source, &delta, "delta", "full");
+    for n in 1..=101 {
+        let start = format!("2026-11-{:02}", 1 + n % 5);
+        let first = (100 + n).to_string();
+        generated_source(
+            dir,
+            "src",
+            &[
+                "--files",
+                "1",
+                "--rows",
+                "20",
+                "--start",
+                &start,
+                "--first-file",
+                &first,
+                "--seed",
+                &first,
+                "--bad-ratio",
+                "0",
+            ],
+        );
+        run(dir, &source, &delta, "delta", "incremental");
+    }
+    assert!(
+        delta
+            .join("_delta_log/00000000000000000100.checkpoint.parquet")
+            .exists()
+    );
+    let versions = [0u64, 1, 99, 100, 101];
+    let counts = python(
+        "import sys, json, pyarrow\nfrom deltalake import DeltaTable\n\
+         print(json.dumps([DeltaTable(sys.argv[1], version=int(v)).to_pyarrow_table().num_rows for v in sys.argv[2:]]))",
+        &std::iter::once(path_str(&delta))
+            .chain(versions.iter().map(u64::to_string))
+            .collect::<Vec<_>>(),
+    );
+    let counts: Vec<u64> = serde_json::from_str(counts.trim()).unwrap();
+    let expected: Vec<String> = versions
+        .iter()
+        .zip(&counts)
+        .map(|(v, n)| format!("{v}={n}"))
+        .collect();
+    let out = std::process::Command::new("bash")
+        .arg(lakeload_testkit::workspace().join("tests/spark/run.sh"))
+        .arg(&delta)
+        .args(&expected)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "Spark read {expected:?}:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let read: Vec<(u64, u64)> = lines
+        .iter()
+        .filter(|l| l["latest"] == false)
+        .map(|l| (l["version"].as_u64().unwrap(), l["rows"].as_u64().unwrap()))
+        .collect();
+    let asked: Vec<(u64, u64)> = versions.iter().copied().zip(counts.iter().copied()).collect();
+    assert_eq!(read, asked, "what Spark read");
+    assert!(
+        lines.iter().any(|l| l["stats"]["filtered_c1"].as_u64().is_some_and(|n| n > 0)),
+        "the filters matched rows: {lines:?}"
+    );
+}
