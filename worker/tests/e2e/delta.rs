@@ -62,6 +62,7 @@ import glob, json, sys
 from deltalake import DeltaTable
 import pyarrow as pa, pyarrow.parquet as pq
 import polars as pl
+import duckdb, duckdb_extension_delta, os
 
 # `versions`: the count of versions to read, or `latest` (then `v0` is the latest version).
 table, oracles = sys.argv[1], sys.argv[2]
@@ -79,6 +80,16 @@ def rows(t):
         out.append(tuple(sorted((k, str(v)) for k, v in r.items())))
     return sorted(out)
 
+def by_duckdb(at):
+    # DuckDB's delta extension (delta-kernel-rs); local tables only (S3 would need httpfs).
+    if options is not None:
+        return None
+    ext = glob.glob(os.path.join(os.path.dirname(duckdb_extension_delta.__file__), "extensions", "*", "delta.duckdb_extension"))[0]
+    con = duckdb.connect()
+    con.load_extension(ext)
+    version = "" if at is None else f", version := {at}"
+    return rows(con.sql(f"select * from delta_scan('{table}'{version})").to_arrow_table())
+
 report = {"latest": DeltaTable(table, storage_options=options).version(),
           "history": len(DeltaTable(table, storage_options=options).history())}
 for v in range(versions):
@@ -88,9 +99,11 @@ for v in range(versions):
     oracle = rows(pa.concat_tables([pq.read_table(f, partitioning=None) for f in files]))
     got = rows(dt.to_pyarrow_table())
     by_polars = rows(pl.scan_delta(table, version=at, storage_options=options).collect().to_arrow())
+    from_duckdb = by_duckdb(at)
     dates = {dict(r)["c7"] for r in oracle}
     report[f"v{v}"] = {"rows": len(got), "equal": got == oracle, "oracle_rows": len(oracle),
                        "polars_equal": by_polars == oracle,
+                       "duckdb_equal": None if from_duckdb is None else from_duckdb == oracle,
                        "dates": len(dates), "files": sorted(dt.file_uris()),
                        "partitions": dt.metadata().partition_columns}
 print(json.dumps(report))
@@ -294,6 +307,10 @@ fn every_version_of_a_delta_table_equals_the_parquet_table_of_the_same_runs() {
         assert_eq!(
             seen["polars_equal"], true,
             "version {v} as Polars' scan_delta reads it: {report}"
+        );
+        assert_eq!(
+            seen["duckdb_equal"], true,
+            "version {v} as DuckDB's delta_scan reads it: {report}"
         );
         assert!(seen["rows"].as_u64().unwrap() > 0);
         assert_eq!(seen["partitions"], serde_json::json!(["c7"]));
@@ -887,6 +904,10 @@ fn after_a_hundred_versions_readers_and_lakeload_start_from_the_checkpoint() {
     assert_eq!(
         report["v0"]["polars_equal"], true,
         "Polars reads the checkpoint: {report}"
+    );
+    assert_eq!(
+        report["v0"]["duckdb_equal"], true,
+        "DuckDB reads the checkpoint: {report}"
     );
     assert!(report["v0"]["rows"].as_u64().unwrap() > 400, "{report}");
     // lakeload plans and runs from the checkpoint too.
