@@ -1430,3 +1430,53 @@ async fn apply_dynamic(setup: &Setup, object: serde_json::Value) {
         .await
         .unwrap_or_else(|e| panic!("create {}: {e}", gvk.kind));
 }
+
+/// An EtlRun with `target.format: delta` runs the worker image on a Delta table: each run
+/// commits one version, and the run's status records the version it committed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delta_etlrun_records_the_table_version_it_committed() {
+    let (ref setup, ns, bucket, lines) = fresh("delta-table", 200).await;
+    let delta = json!({"target": {"format": "delta"}});
+    create_run(setup, &ns, "first", &bucket, delta.clone()).await;
+    let first = wait_run(setup, &ns, "first", Duration::from_secs(180), finished).await;
+    let status = first.status.clone().unwrap();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    assert_eq!(status.rows_read, Some(lines as u64));
+    assert_eq!(status.table_version, Some(0), "{status:?}");
+
+    setup.s3.put(
+        &bucket,
+        "src/part-9.gz",
+        &gzip(&lakeload_testkit::sample_lines(9, 150, 50, 4)),
+    );
+    let mut incremental = delta.clone();
+    merge(&mut incremental, json!({"mode": "incremental"}));
+    create_run(setup, &ns, "second", &bucket, incremental).await;
+    let second = wait_run(setup, &ns, "second", Duration::from_secs(180), finished).await;
+    let status = second.status.clone().unwrap();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    assert_eq!(status.rows_read, Some(150), "only the new file is read");
+    assert_eq!(status.table_version, Some(1), "{status:?}");
+
+    // The table's log, read on this host: one version per run, full then incremental.
+    let worker = PathBuf::from(env!("CARGO_BIN_EXE_lakeload-operator"))
+        .parent()
+        .unwrap()
+        .join("lakeload");
+    let out = Command::new(worker)
+        .args(["history", "--json"])
+        .envs(setup.s3.env())
+        .env("LAKELOAD_SOURCE_URL", "s3://unused/x")
+        .env("LAKELOAD_TARGET_URL", format!("s3://{bucket}/table"))
+        .env("LAKELOAD_TARGET_FORMAT", "delta")
+        .env("LAKELOAD_AWS_FORCE_PATH_STYLE", "true")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let history: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let versions: Vec<(u64, &str)> = history
+        .iter()
+        .map(|v| (v["version"].as_u64().unwrap(), v["mode"].as_str().unwrap()))
+        .collect();
+    assert_eq!(versions, [(1, "incremental"), (0, "full")]);
+}

@@ -1138,7 +1138,9 @@ fn spark_reads_every_version_and_the_checkpoint() {
     let asked: Vec<(u64, u64)> = versions.iter().copied().zip(counts.iter().copied()).collect();
     assert_eq!(read, asked, "what Spark read");
     assert!(
-        lines.iter().any(|l| l["stats"]["filtered_c1"].as_u64().is_some_and(|n| n > 0)),
+        lines
+            .iter()
+            .any(|l| l["stats"]["filtered_c1"].as_u64().is_some_and(|n| n > 0)),
         "the filters matched rows: {lines:?}"
     );
 }
