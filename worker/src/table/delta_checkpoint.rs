@@ -22,7 +22,7 @@ use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::{SchemaDescriptor, Type};
 use serde_json::Value;
 
-use super::delta_log::{Action, LOG_DIR, Snapshot};
+use super::delta_log::{Action, LOG_DIR, Snapshot, version_named};
 use crate::error::{Error, Result};
 
 /// Versions between checkpoints, as Delta writers do by default.
@@ -39,11 +39,7 @@ pub fn checkpoint_key(version: u64) -> String {
 /// The version a single-file checkpoint's key names; `None` for anything else (multi-part
 /// checkpoints of other writers included: lakeload replays the commits instead).
 pub fn checkpoint_version_of_key(key: &str) -> Option<u64> {
-    let name = key.strip_prefix(LOG_DIR)?.strip_prefix('/')?;
-    let digits = name.strip_suffix(".checkpoint.parquet")?;
-    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| digits.parse().ok())
-        .flatten()
+    version_named(key, ".checkpoint.parquet")
 }
 
 /// Whether a run that committed `version` writes its checkpoint.

@@ -25,8 +25,13 @@ pub fn commit_key(version: u64) -> String {
 /// The version a commit's key names; `None` for anything else in the log folder
 /// (checkpoints, `_last_checkpoint`, temporary files).
 pub fn version_of_key(key: &str) -> Option<u64> {
+    version_named(key, ".json")
+}
+
+/// The version of a log file named `<20 digits><suffix>` in the log folder.
+pub(super) fn version_named(key: &str, suffix: &str) -> Option<u64> {
     let name = key.strip_prefix(LOG_DIR)?.strip_prefix('/')?;
-    let digits = name.strip_suffix(".json")?;
+    let digits = name.strip_suffix(suffix)?;
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())
         .flatten()

@@ -14,8 +14,23 @@ fn on_delta(dir: &Path, source: &Path, delta: &Path) -> Lakeload {
         .env("LAKELOAD_TARGET_FORMAT", "delta")
 }
 
+/// One run on the local table `target`: its summary.
 fn run(dir: &Path, source: &Path, target: &Path, format: &str, mode: &str) -> serde_json::Value {
+    run_at(dir, source, &path_str(target), &[], format, mode)
+}
+
+/// The worker on `source` (a local folder) and the table at `target` (a path or an s3:// URL,
+/// with `env` pointing at its server): one run's summary.
+fn run_at(
+    dir: &Path,
+    source: &Path,
+    target: &str,
+    env: &[(String, String)],
+    format: &str,
+    mode: &str,
+) -> serde_json::Value {
     let out = Lakeload::new(dir)
+        .envs(env.to_vec())
         .env("LAKELOAD_SOURCE_URL", source)
         .env("LAKELOAD_TARGET_URL", target)
         .env("LAKELOAD_TARGET_FORMAT", format)
@@ -52,6 +67,58 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(&path, to.join(entry.file_name())).unwrap();
         }
     }
+}
+
+/// The first `files` source files of `rows` lines each in `dir/src`, two a day.
+fn first_files(dir: &Path, files: usize, rows: usize) -> std::path::PathBuf {
+    let (files, rows) = (files.to_string(), rows.to_string());
+    generated_source(
+        dir,
+        "src",
+        &["--files", &files, "--rows", &rows, "--files-per-day", "2"],
+    )
+}
+
+/// Adds one source file of `rows` lines to `dir/src`, landing on `day`, numbered
+/// `first_file` (also its seed unless `more` sets one), with `more` generator options.
+fn land_file(dir: &Path, day: &str, first_file: usize, rows: usize, more: &[&str]) {
+    let (first, rows) = (first_file.to_string(), rows.to_string());
+    let mut args = vec![
+        "--files",
+        "1",
+        "--rows",
+        &rows,
+        "--start",
+        day,
+        "--first-file",
+        &first,
+    ];
+    if !more.contains(&"--seed") {
+        args.extend(["--seed", &first]);
+    }
+    args.extend(more);
+    generated_source(dir, "src", &args);
+}
+
+/// The `n`-th of many small files (20 lines, none bad), over five days.
+fn small_file(dir: &Path, n: usize) {
+    let day = format!("2026-11-{:02}", 1 + n % 5);
+    land_file(dir, &day, 100 + n, 20, &["--bad-ratio", "0"]);
+}
+
+/// Starts an incremental run on the Delta table, kills it (SIGKILL) once it pauses at
+/// `point`, and frees the lock it held.
+fn kill_run_at(dir: &Path, source: &Path, delta: &Path, point: &str) {
+    let mut killed = Running::spawn(
+        on_delta(dir, source, delta)
+            .env("LAKELOAD_TEST_PAUSE_AT", format!("{point}:1"))
+            .args(["run", "--mode", "incremental"]),
+    );
+    killed.wait_for("lakeload-test-paused-at", std::time::Duration::from_secs(60));
+    killed.signal("KILL");
+    killed.finish();
+    let unlock = on_delta(dir, source, delta).args(["unlock", "--force"]).output();
+    assert_exit(&unlock, 0);
 }
 
 /// Compares `DeltaTable(table, version=k)` and Polars' `scan_delta(table, version=k)` with the
@@ -164,11 +231,7 @@ print(json.dumps({"files": len(adds), "bounded": bounded, "wrong": wrong, "filte
 fn every_version_of_a_delta_table_equals_the_parquet_table_of_the_same_runs() {
     let dir = tempdir();
     let dir = dir.path();
-    let source = generated_source(
-        dir,
-        "src",
-        &["--files", "4", "--rows", "1500", "--files-per-day", "2"],
-    );
+    let source = first_files(dir, 4, 1500);
     let (delta, parquet, oracles) = (dir.join("delta"), dir.join("parquet"), dir.join("oracles"));
     let mut version = 0;
     let mut runs = Vec::new();
@@ -185,40 +248,16 @@ fn every_version_of_a_delta_table_equals_the_parquet_table_of_the_same_runs() {
     };
     step("full");
     // More rows for the second day, re-sending some of its keys (updates).
-    generated_source(
+    land_file(
         dir,
-        "src",
-        &[
-            "--files",
-            "1",
-            "--rows",
-            "1500",
-            "--start",
-            "2026-11-02",
-            "--first-file",
-            "10",
-            "--seed",
-            "7",
-            "--duplicate-ratio",
-            "0.3",
-        ],
+        "2026-11-02",
+        10,
+        1500,
+        &["--seed", "7", "--duplicate-ratio", "0.3"],
     );
     step("incremental");
     // A new date.
-    generated_source(
-        dir,
-        "src",
-        &[
-            "--files",
-            "1",
-            "--rows",
-            "800",
-            "--start",
-            "2026-11-05",
-            "--first-file",
-            "20",
-        ],
-    );
+    land_file(dir, "2026-11-05", 20, 800, &[]);
     step("incremental");
     // The first day's files are gone: a full run drops its date.
     std::fs::remove_dir_all(source.join("2026/11/01")).unwrap();
@@ -430,42 +469,12 @@ fn a_run_stopped_at_any_point_of_its_commit_converges() {
     ] {
         let dir = tempdir();
         let dir = dir.path();
-        let source = generated_source(
-            dir,
-            "src",
-            &["--files", "4", "--rows", "1000", "--files-per-day", "2"],
-        );
+        let source = first_files(dir, 4, 1000);
         let (delta, parquet) = (dir.join("delta"), dir.join("parquet"));
         run(dir, &source, &delta, "delta", "full");
         run(dir, &source, &parquet, "parquet", "full");
-        generated_source(
-            dir,
-            "src",
-            &[
-                "--files",
-                "1",
-                "--rows",
-                "1000",
-                "--start",
-                "2026-11-02",
-                "--first-file",
-                "10",
-                "--seed",
-                "9",
-            ],
-        );
-        let mut killed = Running::spawn(
-            on_delta(dir, &source, &delta)
-                .env("LAKELOAD_TEST_PAUSE_AT", format!("{point}:1"))
-                .args(["run", "--mode", "incremental"]),
-        );
-        killed.wait_for("lakeload-test-paused-at", std::time::Duration::from_secs(60));
-        killed.signal("KILL");
-        killed.finish();
-        let unlock = on_delta(dir, &source, &delta)
-            .args(["unlock", "--force"])
-            .output();
-        assert_exit(&unlock, 0);
+        land_file(dir, "2026-11-02", 10, 1000, &["--seed", "9"]);
+        kill_run_at(dir, &source, &delta, point);
 
         let next = run(dir, &source, &delta, "delta", "incremental");
         let loaded = next["files"].as_array().unwrap().len();
@@ -534,52 +543,18 @@ print(rows(dt.to_pyarrow_table()) == rows(oracle))
 fn a_rollback_restores_a_version_and_the_next_run_loads_what_came_after() {
     let dir = tempdir();
     let dir = dir.path();
-    let source = generated_source(
-        dir,
-        "src",
-        &["--files", "4", "--rows", "1000", "--files-per-day", "2"],
-    );
+    let source = first_files(dir, 4, 1000);
     let (delta, parquet) = (dir.join("delta"), dir.join("parquet"));
     let both = |mode: &str| {
         run(dir, &source, &delta, "delta", mode);
         run(dir, &source, &parquet, "parquet", mode);
     };
     both("full");
-    generated_source(
-        dir,
-        "src",
-        &[
-            "--files",
-            "1",
-            "--rows",
-            "1000",
-            "--start",
-            "2026-11-02",
-            "--first-file",
-            "10",
-            "--seed",
-            "3",
-        ],
-    );
+    land_file(dir, "2026-11-02", 10, 1000, &["--seed", "3"]);
     both("incremental");
     let at_version_1 = dir.join("parquet-v1");
     copy_dir(&parquet, &at_version_1);
-    generated_source(
-        dir,
-        "src",
-        &[
-            "--files",
-            "1",
-            "--rows",
-            "1000",
-            "--start",
-            "2026-11-01",
-            "--first-file",
-            "20",
-            "--seed",
-            "4",
-        ],
-    );
+    land_file(dir, "2026-11-01", 20, 1000, &["--seed", "4"]);
     both("incremental");
     assert!(
         !delta_equals(&delta, None, &at_version_1),
@@ -627,27 +602,10 @@ fn a_rollback_restores_a_version_and_the_next_run_loads_what_came_after() {
 fn a_run_that_loses_the_race_for_its_version_changes_nothing() {
     let dir = tempdir();
     let dir = dir.path();
-    let source = generated_source(
-        dir,
-        "src",
-        &["--files", "2", "--rows", "500", "--files-per-day", "2"],
-    );
+    let source = first_files(dir, 2, 500);
     let delta = dir.join("delta");
     run(dir, &source, &delta, "delta", "full");
-    generated_source(
-        dir,
-        "src",
-        &[
-            "--files",
-            "1",
-            "--rows",
-            "500",
-            "--first-file",
-            "10",
-            "--seed",
-            "5",
-        ],
-    );
+    land_file(dir, "2026-11-01", 10, 500, &["--seed", "5"]);
     let mut paused = Running::spawn(
         on_delta(dir, &source, &delta)
             .env("LAKELOAD_TEST_PAUSE_AT", "before_table_commit:1:stop")
@@ -813,34 +771,9 @@ os._exit(0)
 fn after_a_hundred_versions_readers_and_lakeload_start_from_the_checkpoint() {
     let dir = tempdir();
     let dir = dir.path();
-    let source = generated_source(
-        dir,
-        "src",
-        &["--files", "2", "--rows", "200", "--files-per-day", "2"],
-    );
+    let source = first_files(dir, 2, 200);
     let (delta, parquet) = (dir.join("delta"), dir.join("parquet"));
-    let add_file = |n: usize| {
-        let start = format!("2026-11-{:02}", 2 + n % 5);
-        let first = (100 + n).to_string();
-        generated_source(
-            dir,
-            "src",
-            &[
-                "--files",
-                "1",
-                "--rows",
-                "20",
-                "--start",
-                &start,
-                "--first-file",
-                &first,
-                "--seed",
-                &first,
-                "--bad-ratio",
-                "0",
-            ],
-        );
-    };
+    let add_file = |n: usize| small_file(dir, n);
     run(dir, &source, &delta, "delta", "full");
     run(dir, &source, &parquet, "parquet", "full");
     for n in 1..100 {
@@ -853,14 +786,7 @@ fn after_a_hundred_versions_readers_and_lakeload_start_from_the_checkpoint() {
     assert!(!checkpoint.exists(), "no checkpoint before version 100");
     // Version 100, stopped before its state commit.
     add_file(100);
-    let mut killed = Running::spawn(
-        on_delta(dir, &source, &delta)
-            .env("LAKELOAD_TEST_PAUSE_AT", "before_state_commit:1")
-            .args(["run", "--mode", "incremental"]),
-    );
-    killed.wait_for("lakeload-test-paused-at", std::time::Duration::from_secs(60));
-    killed.signal("KILL");
-    killed.finish();
+    kill_run_at(dir, &source, &delta, "before_state_commit");
     run(dir, &source, &parquet, "parquet", "incremental");
     assert!(
         checkpoint.exists(),
@@ -869,10 +795,6 @@ fn after_a_hundred_versions_readers_and_lakeload_start_from_the_checkpoint() {
     let pointer: serde_json::Value =
         serde_json::from_slice(&std::fs::read(log.join("_last_checkpoint")).unwrap()).unwrap();
     assert_eq!(pointer["version"], 100, "{pointer}");
-    let unlock = on_delta(dir, &source, &delta)
-        .args(["unlock", "--force"])
-        .output();
-    assert_exit(&unlock, 0);
     let next = run(dir, &source, &delta, "delta", "incremental");
     assert_eq!(
         next["files"],
@@ -934,28 +856,6 @@ fn after_a_hundred_versions_readers_and_lakeload_start_from_the_checkpoint() {
     assert_eq!(out.trim(), "50");
 }
 
-/// The worker on `source` (a local folder) and the table at `target` (a path or an s3:// URL,
-/// with `env` pointing at its server): one run's summary.
-fn run_at(
-    dir: &Path,
-    source: &Path,
-    target: &str,
-    env: &[(String, String)],
-    format: &str,
-    mode: &str,
-) -> serde_json::Value {
-    let out = Lakeload::new(dir)
-        .envs(env.to_vec())
-        .env("LAKELOAD_SOURCE_URL", source)
-        .env("LAKELOAD_TARGET_URL", target)
-        .env("LAKELOAD_TARGET_FORMAT", format)
-        .env("LAKELOAD_RUN_THREADS", "2")
-        .args(["run", "--mode", mode, "--json"])
-        .output();
-    assert_exit(&out, 0);
-    summary_json(&out)
-}
-
 /// On S3 (moto over HTTP), a Delta table built by full and incremental runs reads back at
 /// every version, through deltalake's and Polars' own S3 clients, equal to the `parquet`
 /// table of the same runs; `history` lists the runs.
@@ -966,11 +866,7 @@ fn on_s3_every_version_reads_back_equal_to_the_parquet_table() {
     let delta = format!("s3://{}/tables/sales", s3.bucket("delta-versions"));
     let dir = tempdir();
     let dir = dir.path();
-    let source = generated_source(
-        dir,
-        "src",
-        &["--files", "4", "--rows", "800", "--files-per-day", "2"],
-    );
+    let source = first_files(dir, 4, 800);
     let (parquet, oracles) = (dir.join("parquet"), dir.join("oracles"));
     let mut runs = Vec::new();
     let mut step = |mode: &str| {
@@ -984,23 +880,12 @@ fn on_s3_every_version_reads_back_equal_to_the_parquet_table() {
         runs.push(d["run_id"].as_str().unwrap().to_string());
     };
     step("full");
-    generated_source(
+    land_file(
         dir,
-        "src",
-        &[
-            "--files",
-            "1",
-            "--rows",
-            "800",
-            "--start",
-            "2026-11-02",
-            "--first-file",
-            "10",
-            "--seed",
-            "3",
-            "--duplicate-ratio",
-            "0.3",
-        ],
+        "2026-11-02",
+        10,
+        800,
+        &["--seed", "3", "--duplicate-ratio", "0.3"],
     );
     step("incremental");
     std::fs::remove_dir_all(source.join("2026/11/01")).unwrap();
@@ -1065,34 +950,11 @@ fn on_s3_every_version_reads_back_equal_to_the_parquet_table() {
 fn spark_reads_every_version_and_the_checkpoint() {
     let dir = tempdir();
     let dir = dir.path();
-    let source = generated_source(
-        dir,
-        "src",
-        &["--files", "2", "--rows", "400", "--files-per-day", "2"],
-    );
+    let source = first_files(dir, 2, 400);
     let delta = dir.join("delta");
     run(dir, &source, &delta, "delta", "full");
     for n in 1..=101 {
-        let start = format!("2026-11-{:02}", 1 + n % 5);
-        let first = (100 + n).to_string();
-        generated_source(
-            dir,
-            "src",
-            &[
-                "--files",
-                "1",
-                "--rows",
-                "20",
-                "--start",
-                &start,
-                "--first-file",
-                &first,
-                "--seed",
-                &first,
-                "--bad-ratio",
-                "0",
-            ],
-        );
+        small_file(dir, n);
         run(dir, &source, &delta, "delta", "incremental");
     }
     assert!(
