@@ -32,6 +32,7 @@ pub async fn rollback(config: &Config, to_version: u64) -> Result<Restored> {
         table.begin(&run_id).await?;
         let root = storage.root().to_string();
         let restored = lock.fenced(&root, table.restore(to_version, &run_id)).await?;
+        table.checkpoint_if_due().await;
         // The state as of the restored version, keeping what describes the table itself.
         let mut state = restored.state.clone();
         state.settings = loaded.state.settings.clone();

@@ -51,6 +51,8 @@ struct DeltaRun {
     snapshot: Snapshot,
     /// The commits after the latest checkpoint (every commit without one), oldest first.
     tail: Vec<(u64, Vec<Action>)>,
+    /// The version of the latest checkpoint (read, or written by this run).
+    checkpointed: Option<u64>,
     written: Vec<Add>,
 }
 
@@ -161,23 +163,36 @@ impl DeltaTable {
     /// Takes in the commit of `version` just made, and writes the checkpoint when one is due.
     /// The version is committed whatever happens here: a checkpoint that cannot be written
     /// only leaves readers more commits to replay, so it is a warning, not a failed run.
-    async fn committed(&self, version: u64, actions: Vec<Action>) {
-        let checkpoint = {
-            let mut run = self.run();
-            if let Err(e) = run.snapshot.apply(version, actions.clone()) {
-                tracing::warn!("{e}");
-                return;
-            }
-            run.tail.push((version, actions));
-            delta_checkpoint::is_due(version).then(|| delta_checkpoint::actions_of(&run.snapshot))
+    fn committed(&self, version: u64, actions: Vec<Action>) {
+        let mut run = self.run();
+        if let Err(e) = run.snapshot.apply(version, actions.clone()) {
+            tracing::warn!("{e}");
+            return;
+        }
+        run.tail.push((version, actions));
+    }
+
+    /// Writes the checkpoint of the current version when one is due (see
+    /// [`delta_checkpoint::is_due`]). Called after the commit, outside its fenced write: the
+    /// version is committed whatever happens here, and a checkpoint that cannot be written
+    /// only leaves readers more commits to replay, so failing is a warning, not a failed run.
+    pub async fn checkpoint_if_due(&self) {
+        let due = {
+            let run = self.run();
+            run.snapshot
+                .version
+                .filter(|v| delta_checkpoint::is_due(*v, run.checkpointed))
+                .map(|v| (v, delta_checkpoint::actions_of(&run.snapshot)))
         };
-        if let Some(actions) = checkpoint
-            && let Err(e) = self.write_checkpoint(version, &actions).await
-        {
-            tracing::warn!(
+        let Some((version, actions)) = due else {
+            return;
+        };
+        match self.write_checkpoint(version, &actions).await {
+            Ok(()) => self.run().checkpointed = Some(version),
+            Err(e) => tracing::warn!(
                 "version {version} is committed, but its checkpoint could not be written ({e}); \
                  readers replay the log's commits instead"
-            );
+            ),
         }
     }
 
@@ -222,21 +237,22 @@ impl DeltaTable {
     /// Commits a new version whose files are those of version `to` (read after
     /// [`Table::begin`]), and returns the state as of `to` with the new version.
     pub async fn restore(&self, to: u64, run_id: &str) -> Result<Restored> {
+        let latest = self
+            .run()
+            .snapshot
+            .version
+            .ok_or_else(|| Error::Config("the Delta table has no versions yet".into()))?;
+        if to >= latest {
+            return Err(Error::Config(format!(
+                "--to-version {to}: the table's versions are 0 to {latest} ({latest} is the current \
+                 one); roll back to an earlier one"
+            )));
+        }
         // Version `to` as its commits left it (every commit is kept; checkpoints only spare
         // replaying them).
-        let commits = log_commits(&self.storage).await?;
+        let commits = read_commits(&self.storage, 0..=to).await?;
         let (actions, version, restored) = {
             let run = self.run();
-            let latest = run
-                .snapshot
-                .version
-                .ok_or_else(|| Error::Config("the Delta table has no versions yet".into()))?;
-            if to >= latest {
-                return Err(Error::Config(format!(
-                    "--to-version {to}: the table's versions are 0 to {latest} ({latest} is the current \
-                     one); roll back to an earlier one"
-                )));
-            }
             let mut then = Snapshot::default();
             let mut as_of = State::default();
             for (version, actions) in commits.iter().filter(|(v, _)| *v <= to) {
@@ -309,7 +325,7 @@ impl DeltaTable {
             .await
         {
             Ok(_) => {
-                self.committed(version, actions).await;
+                self.committed(version, actions);
                 Ok(restored)
             }
             Err(StorageError::PreconditionFailed { url }) => Err(Error::LockLost(format!(
@@ -405,26 +421,45 @@ pub async fn log_commits(storage: &DynStorage) -> Result<Vec<(u64, Vec<Action>)>
 /// The table's current snapshot: its latest checkpoint, if any, and the commits after it,
 /// which are returned too (oldest first). A checkpoint that cannot be read is passed over
 /// for the commits it covers.
-pub async fn load_snapshot(storage: &DynStorage) -> Result<(Snapshot, Vec<(u64, Vec<Action>)>)> {
+/// Also returns the version of the checkpoint it started from.
+#[allow(clippy::type_complexity)]
+pub async fn load_snapshot(storage: &DynStorage) -> Result<(Snapshot, Vec<(u64, Vec<Action>)>, Option<u64>)> {
     let listing = storage.list(&format!("{LOG_DIR}/")).await?;
     let mut versions: Vec<u64> = listing.iter().filter_map(|o| version_of_key(&o.key)).collect();
     versions.sort_unstable();
-    let latest = versions.last().copied();
-    let checkpoint = listing
+    let mut checkpoints: Vec<u64> = listing
         .iter()
         .filter_map(|o| checkpoint_version_of_key(&o.key))
-        .filter(|v| latest.is_some_and(|latest| *v <= latest))
-        .max();
+        .collect();
+    checkpoints.sort_unstable();
+    let Some(&latest) = versions.last() else {
+        if let Some(version) = checkpoints.last() {
+            // Commits are never deleted before their checkpoint's: a log listed half-way.
+            return Err(Error::Other(format!(
+                "{} has a checkpoint of version {version} but no commit; run again once the \
+                 storage lists the log whole",
+                storage.url(LOG_DIR)
+            )));
+        }
+        return Ok((Snapshot::default(), Vec::new(), None));
+    };
+    // The latest checkpoint that reads whole (a damaged one is passed over for the one
+    // before it, as Delta readers do); none: every commit is replayed.
     let mut snapshot = Snapshot::default();
-    if let Some(version) = checkpoint {
+    let mut checkpointed = None;
+    for &version in checkpoints.iter().rev().filter(|v| **v <= latest) {
         let key = checkpoint_key(version);
         let read = match storage.get(&key).await? {
             Some((bytes, _)) => delta_checkpoint::decode(version, bytes.to_vec()),
             None => Err(Error::Other(format!("{} vanished", storage.url(&key)))),
         };
         match read {
-            Ok(from_checkpoint) => snapshot = from_checkpoint,
-            Err(e) => tracing::warn!("{e}; reading the log's commits instead"),
+            Ok(from_checkpoint) => {
+                snapshot = from_checkpoint;
+                checkpointed = Some(version);
+                break;
+            }
+            Err(e) => tracing::warn!("{e}; trying an earlier checkpoint or the commits"),
         }
     }
     let since = snapshot.version.map_or(0, |v| v + 1);
@@ -432,7 +467,7 @@ pub async fn load_snapshot(storage: &DynStorage) -> Result<(Snapshot, Vec<(u64, 
     for (version, actions) in &tail {
         snapshot.apply(*version, actions.clone())?;
     }
-    Ok((snapshot, tail))
+    Ok((snapshot, tail, checkpointed))
 }
 
 /// The commits `versions` of the log, in that order.
@@ -445,7 +480,8 @@ async fn read_commits(
         let key = commit_key(version);
         let Some((bytes, _)) = storage.get(&key).await? else {
             return Err(Error::Other(format!(
-                "{} vanished while the Delta log was read",
+                "{} is missing from the Delta log (another tool deleted old commits, or it \
+                 vanished while the log was read)",
                 storage.url(&key)
             )));
         };
@@ -551,15 +587,12 @@ impl Table for DeltaTable {
     }
 
     fn encoder(&self, scratch: &SpillDir, group_bytes: usize) -> Result<Box<dyn DateEncoder>> {
-        Ok(Box::new(
-            ParquetEncoder::new(
-                self.schema.clone(),
-                scratch,
-                group_bytes,
-                Some(self.partition_name().to_string()),
-            )?
-            .with_stats(),
-        ))
+        Ok(Box::new(ParquetEncoder::for_delta(
+            self.schema.clone(),
+            scratch,
+            group_bytes,
+            self.partition_name().to_string(),
+        )?))
     }
 
     async fn write_date(&self, date: i32, body: EncodedObject, _seen: Seen) -> Result<u64> {
@@ -593,14 +626,32 @@ impl Table for DeltaTable {
     }
 
     async fn begin(&self, run_id: &str) -> Result<()> {
-        let (snapshot, tail) = load_snapshot(&self.storage).await?;
+        let (snapshot, tail, checkpointed) = load_snapshot(&self.storage).await?;
+        if let Some(protocol) = &snapshot.protocol
+            && (protocol.min_reader_version > 1 || protocol.min_writer_version > 2)
+        {
+            return Err(Error::Config(format!(
+                "the Delta table at {} needs reader version {} and writer version {} (another \
+                 writer enabled table features: deletion vectors, column mapping, constraints …); \
+                 lakeload writes only protocol 1/2 tables, and writing this one could undo those \
+                 features for every reader. Point target.url at a table of lakeload's own",
+                self.storage.root(),
+                protocol.min_reader_version,
+                protocol.min_writer_version
+            )));
+        }
         *self.run() = DeltaRun {
             run_id: Some(run_id.to_string()),
             snapshot,
             tail,
+            checkpointed,
             written: Vec::new(),
         };
         Ok(())
+    }
+
+    async fn after_commit(&self) {
+        self.checkpoint_if_due().await;
     }
 
     fn is_bookkeeping(&self, key: &str) -> bool {
@@ -661,7 +712,7 @@ impl Table for DeltaTable {
             .await
         {
             Ok(_) => {
-                self.committed(version, actions).await;
+                self.committed(version, actions);
                 Ok(Some(version))
             }
             Err(StorageError::PreconditionFailed { url }) => Err(Error::LockLost(format!(

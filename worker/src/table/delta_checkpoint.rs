@@ -42,9 +42,11 @@ pub fn checkpoint_version_of_key(key: &str) -> Option<u64> {
     version_named(key, ".checkpoint.parquet")
 }
 
-/// Whether a run that committed `version` writes its checkpoint.
-pub fn is_due(version: u64) -> bool {
-    version > 0 && version.is_multiple_of(CHECKPOINT_INTERVAL)
+/// Whether a run that committed `version` writes its checkpoint, the latest being of version
+/// `last`: every [`CHECKPOINT_INTERVAL`] versions, and at the next commit when the run due
+/// to write one did not.
+pub fn is_due(version: u64, last: Option<u64>) -> bool {
+    version >= CHECKPOINT_INTERVAL && version - last.unwrap_or(0) >= CHECKPOINT_INTERVAL
 }
 
 /// The body of `_last_checkpoint` for a checkpoint of `actions` actions at `version`.
@@ -496,6 +498,9 @@ mod tests {
         ] {
             assert_eq!(checkpoint_version_of_key(other), None, "{other}");
         }
-        assert!(!is_due(0) && !is_due(99) && is_due(100) && !is_due(101) && is_due(200));
+        assert!(!is_due(0, None) && !is_due(99, None) && is_due(100, None));
+        assert!(!is_due(101, Some(100)) && is_due(200, Some(100)));
+        // The run that committed 100 wrote none: the next one does.
+        assert!(is_due(101, None) && is_due(205, Some(100)) && !is_due(250, Some(205)));
     }
 }

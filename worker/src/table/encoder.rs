@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use polars::prelude::*;
 
+use super::LINEAGE_MODIFIED;
 use super::StoredSlice;
 use super::frame::{frame, frame_schema};
 use super::stats::FileStats;
@@ -75,6 +76,9 @@ pub struct ParquetEncoder {
     leave_out: Option<String>,
     rows: u64,
     stats: Option<FileStats>,
+    /// Whether `_source_modified` is written as a UTC-adjusted timestamp (Delta's `timestamp`)
+    /// rather than a local one.
+    utc_lineage: bool,
 }
 
 /// The scratch file behind a handle the encoder keeps, so it can flush (and hear of a full
@@ -92,13 +96,32 @@ impl std::io::Write for SharedFile {
 }
 
 impl ParquetEncoder {
-    /// An encoder of the table's columns, but `leave_out` if given.
-    pub fn new(
+    /// An encoder of a `parquet` table's object: every column of the table.
+    pub fn new(schema: Arc<SchemaConfig>, scratch: &SpillDir, group_bytes: usize) -> Result<Self> {
+        Self::open(schema, scratch, group_bytes, None)
+    }
+
+    /// An encoder of a Delta data file: the table's columns but the partition column `leave_out`
+    /// (its value is in the log and the file's path); gathers the file's column statistics as
+    /// rows are added (its `add` carries them); stores `_source_modified` as a UTC-adjusted
+    /// timestamp, as Delta's `timestamp` type requires (a `parquet` table keeps the local form
+    /// it always had).
+    pub fn for_delta(
+        schema: Arc<SchemaConfig>,
+        scratch: &SpillDir,
+        group_bytes: usize,
+        leave_out: String,
+    ) -> Result<Self> {
+        Self::open(schema, scratch, group_bytes, Some(leave_out))
+    }
+
+    fn open(
         schema: Arc<SchemaConfig>,
         scratch: &SpillDir,
         group_bytes: usize,
         leave_out: Option<String>,
     ) -> Result<Self> {
+        let delta = leave_out.is_some();
         let (file, path) = scratch
             .create_file("object")
             .map_err(|e| Error::Other(format!("cannot create a scratch file (run.spill_dir): {e}")))?;
@@ -108,6 +131,12 @@ impl ParquetEncoder {
         let mut columns = frame_schema(&schema);
         if let Some(column) = leave_out.as_deref() {
             columns.shift_remove(column);
+        }
+        if delta {
+            columns.set_dtype(
+                LINEAGE_MODIFIED,
+                DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)),
+            );
         }
         // The Arrow schema hint in the footer names strings `large_string` rather than polars'
         // own `string_view`: pyarrow (and pandas through it) then reads the columns as strings
@@ -129,14 +158,9 @@ impl ParquetEncoder {
             group_bytes,
             leave_out,
             rows: 0,
-            stats: None,
+            stats: delta.then(FileStats::default),
+            utc_lineage: delta,
         })
-    }
-
-    /// Gathers the file's column statistics as rows are added (a Delta `add` carries them).
-    pub fn with_stats(mut self) -> Self {
-        self.stats = Some(FileStats::default());
-        self
     }
 }
 
@@ -146,6 +170,14 @@ impl ParquetEncoder {
     fn write(&mut self, mut frame: DataFrame) -> Result<()> {
         if let Some(column) = &self.leave_out {
             frame = frame.drop(column)?;
+        }
+        if self.utc_lineage {
+            let utc = frame
+                .column(LINEAGE_MODIFIED)?
+                .as_materialized_series()
+                .clone()
+                .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC));
+            frame.with_column(utc.into_column())?;
         }
         self.rows += frame.height() as u64;
         if let Some(stats) = &mut self.stats {
@@ -238,7 +270,7 @@ impl DateEncoder for ParquetEncoder {
 pub fn encode(rows: &RowBlock, schema: &Arc<SchemaConfig>, files: &FileTable) -> Result<bytes::Bytes> {
     let scratch = SpillDir::new(None);
     let mut encoder: Box<dyn DateEncoder> =
-        Box::new(ParquetEncoder::new(schema.clone(), &scratch, usize::MAX, None)?);
+        Box::new(ParquetEncoder::new(schema.clone(), &scratch, usize::MAX)?);
     let at: Vec<RowRef> = (0..rows.len() as u32).map(|r| (0, r)).collect();
     encoder.add(std::slice::from_ref(rows), &at, files)?;
     let object = encoder.finish()?;
@@ -279,7 +311,7 @@ mod tests {
         };
         let scratch = SpillDir::new(None);
         let mut encoder: Box<dyn DateEncoder> =
-            Box::new(ParquetEncoder::new(schema.clone(), &scratch, usize::MAX, None).unwrap());
+            Box::new(ParquetEncoder::new(schema.clone(), &scratch, usize::MAX).unwrap());
         // 10 units of 10,000 rows, then one of 300,000.
         let mut first = 0;
         for rows in [10_000; 10].into_iter().chain([300_000]) {

@@ -98,6 +98,20 @@ pub(super) fn frame(
     Ok(DataFrame::new(at.len(), columns)?)
 }
 
+/// A timestamp column as the same instants without a time zone (a Delta file's UTC lineage
+/// time): polars converts between zones only with its time-zone database, which this build
+/// leaves out, and the instants need no conversion.
+pub(super) fn without_time_zone(column: &Column) -> Column {
+    match column.dtype() {
+        DataType::Datetime(unit, Some(_)) => column
+            .as_materialized_series()
+            .clone()
+            .into_datetime(*unit, None)
+            .into_column(),
+        _ => column.clone(),
+    }
+}
+
 /// A decoded table object.
 pub struct Decoded {
     /// Lineage file ids index `files`.
@@ -123,8 +137,7 @@ pub(super) fn decode_frame(frame: &DataFrame, schema: &SchemaConfig, fields: Fie
         Ok(frame.column(name)?.cast(&DataType::String)?.str()?.clone())
     };
     let int_column = |name: &str, dtype: DataType| -> Result<Int64Chunked> {
-        Ok(frame
-            .column(name)?
+        Ok(without_time_zone(frame.column(name)?)
             .cast(&dtype)?
             .cast(&DataType::Int64)?
             .i64()?
@@ -213,7 +226,7 @@ pub(super) fn conform(frame: DataFrame, schema: &SchemaConfig) -> Result<DataFra
     let height = frame.height();
     let columns = frame_schema(schema)
         .iter()
-        .map(|(name, dtype)| Ok(frame.column(name)?.cast(dtype)?))
+        .map(|(name, dtype)| Ok(without_time_zone(frame.column(name)?).cast(dtype)?))
         .collect::<Result<Vec<Column>>>()?;
     Ok(DataFrame::new(height, columns)?)
 }

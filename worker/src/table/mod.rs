@@ -121,6 +121,10 @@ pub trait Table: Send + Sync {
         Ok(None)
     }
 
+    /// What a format does once its commit landed, outside the commit's fenced write (a Delta
+    /// checkpoint when one is due). Best effort: the commit stands whatever happens here.
+    async fn after_commit(&self) {}
+
     /// Whether `key` is the format's own bookkeeping beside the data (a Delta log).
     fn is_bookkeeping(&self, _key: &str) -> bool {
         false

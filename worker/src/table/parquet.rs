@@ -93,7 +93,6 @@ impl Table for ParquetTable {
             self.schema.clone(),
             scratch,
             group_bytes,
-            None,
         )?))
     }
 

@@ -178,7 +178,7 @@ print(json.dumps(report))
 
 /// Checks each live file's stats (as deltalake parses them) against the file's own values:
 /// the row count and null counts equal, every bound on the right side of every value (a long
-/// string's may be a prefix, or missing). Then filters on a string and a number, which
+/// string's may be a prefix, or missing), the lineage time UTC-adjusted. Then filters on a string and a number, which
 /// deltalake answers by skipping files on those stats, must return what filtering every row
 /// returns.
 const STATS: &str = r#"
@@ -189,9 +189,10 @@ from deltalake import DeltaTable
 table = sys.argv[1]
 dt = DeltaTable(table)
 adds = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
-wrong, bounded = [], 0
+wrong, bounded, zones = [], 0, set()
 for add in adds:
     data = pq.read_table(f"{table}/{add['path']}", partitioning=None)
+    zones.add(str(data.schema.field("_source_modified").type.tz))
     if add["num_records"] != data.num_rows:
         wrong.append((add["path"], "num_records"))
     for name in data.column_names:
@@ -221,7 +222,8 @@ for name, op, value in [("c1", ">=", "C015000"), ("_source_line", "<", 200)]:
     skipped = dt.to_pyarrow_table(filters=[(name, op, value)]).num_rows
     fn = pc.greater_equal if op == ">=" else pc.less
     checks[name] = [skipped, everything.filter(fn(everything[name], value)).num_rows]
-print(json.dumps({"files": len(adds), "bounded": bounded, "wrong": wrong, "filters": checks}))
+print(json.dumps({"files": len(adds), "bounded": bounded, "wrong": wrong, "filters": checks,
+                  "lineage_time_zones": sorted(zones)}))
 "#;
 
 /// A sequence of full and incremental runs (new rows, re-sent keys, a new date, then a full
@@ -358,6 +360,8 @@ fn every_version_of_a_delta_table_equals_the_parquet_table_of_the_same_runs() {
     let stats: serde_json::Value = serde_json::from_str(&python(STATS, &[path_str(&delta)])).unwrap();
     assert_eq!(stats["wrong"], serde_json::json!([]), "{stats}");
     assert!(stats["bounded"].as_u64().unwrap() >= 10, "{stats}");
+    // Delta's `timestamp` is stored UTC-adjusted (isAdjustedToUTC = true in the files).
+    assert_eq!(stats["lineage_time_zones"], serde_json::json!(["UTC"]), "{stats}");
     for (column, counts) in stats["filters"].as_object().unwrap() {
         assert_eq!(counts[0], counts[1], "filter on {column}: {stats}");
         assert!(counts[0].as_u64().unwrap() > 0, "filter on {column}: {stats}");
@@ -1005,4 +1009,44 @@ fn spark_reads_every_version_and_the_checkpoint() {
             .any(|l| l["stats"]["filtered_c1"].as_u64().is_some_and(|n| n > 0)),
         "the filters matched rows: {lines:?}"
     );
+}
+
+/// A table another writer upgraded past protocol 1/2 (deletion vectors here) is refused with
+/// the versions it needs, and left as it was: a lakeload commit or checkpoint would drop the
+/// features its readers rely on.
+#[test]
+fn a_table_upgraded_by_another_writer_is_refused_untouched() {
+    let dir = tempdir();
+    let dir = dir.path();
+    let source = first_files(dir, 2, 300);
+    let delta = dir.join("delta");
+    run(dir, &source, &delta, "delta", "full");
+    let upgrade = concat!(
+        r#"{"protocol":{"minReaderVersion":3,"minWriterVersion":7,"#,
+        r#""readerFeatures":["deletionVectors"],"writerFeatures":["deletionVectors"]}}"#,
+        "\n",
+        r#"{"commitInfo":{"operation":"SET TBLPROPERTIES","engineInfo":"another-writer"}}"#,
+        "\n"
+    );
+    std::fs::write(delta.join("_delta_log/00000000000000000001.json"), upgrade).unwrap();
+    land_file(dir, "2026-11-03", 10, 200, &[]);
+    let before = walk(&delta);
+    let out = on_delta(dir, &source, &delta)
+        .args(["run", "--mode", "incremental"])
+        .output();
+    assert_exit(&out, 2);
+    let said = stderr(&out);
+    assert!(
+        said.contains("reader version 3 and writer version 7") && said.contains("target.url"),
+        "{said}"
+    );
+    let after: Vec<String> = walk(&delta)
+        .into_iter()
+        .filter(|p| !p.contains("/_lakeload/"))
+        .collect();
+    let before: Vec<String> = before
+        .into_iter()
+        .filter(|p| !p.contains("/_lakeload/"))
+        .collect();
+    assert_eq!(after, before, "nothing written to the table");
 }
