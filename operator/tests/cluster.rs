@@ -268,7 +268,11 @@ async fn shared() -> &'static Shared {
 /// The operator's container log, for failure messages.
 fn operator_logs(cluster: &Cluster) -> String {
     let mut text = String::new();
-    for entry in walk(&cluster.dir.join("pod-logs")) {
+    let logs = cluster.dir.join("pod-logs");
+    if !logs.is_dir() {
+        return text;
+    }
+    for entry in lakeload_testkit::files_under(&logs) {
         if entry.to_string_lossy().contains("lakeload-operator") {
             let log = std::fs::read_to_string(&entry).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
@@ -277,19 +281,6 @@ fn operator_logs(cluster: &Cluster) -> String {
         }
     }
     text
-}
-
-fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(walk(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
 }
 
 /// A namespace of the test's own with the `aws` Secret, and a bucket with sources.

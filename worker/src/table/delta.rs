@@ -188,7 +188,11 @@ impl DeltaTable {
             return;
         };
         match self.write_checkpoint(version, &actions).await {
-            Ok(()) => self.run().checkpointed = Some(version),
+            Ok(()) => {
+                let mut run = self.run();
+                run.checkpointed = Some(version);
+                run.tail.retain(|(v, _)| *v > version);
+            }
             Err(e) => tracing::warn!(
                 "version {version} is committed, but its checkpoint could not be written ({e}); \
                  readers replay the log's commits instead"

@@ -444,17 +444,12 @@ fn every_version_of_a_delta_table_equals_the_parquet_table_of_the_same_runs() {
     assert_eq!(out.trim(), report["v3"]["rows"].to_string());
 }
 
+/// Every file under `dir`, as path strings.
 fn walk(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path_str(&path));
-        }
-    }
-    out
+    lakeload_testkit::files_under(dir)
+        .iter()
+        .map(|p| path_str(p))
+        .collect()
 }
 
 /// A run killed at each point of its commit — after writing a data file, before its log

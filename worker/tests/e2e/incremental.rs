@@ -190,7 +190,7 @@ fn crash_then_recover(place_for: impl Fn(usize) -> Place) {
         assert_exit(&out, 0);
     }
     let root = staging.path().join("batch");
-    let mut files: Vec<(String, Vec<u8>)> = walk(&root)
+    let mut files: Vec<(String, Vec<u8>)> = lakeload_testkit::files_under(&root)
         .into_iter()
         .map(|p| {
             (
@@ -244,19 +244,6 @@ fn crash_then_recover(place_for: impl Fn(usize) -> Place) {
             "{mode} killed at {pause:?}/{delay:?}: rows differ"
         );
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 #[test]
