@@ -5,8 +5,11 @@ use crate::config::Config;
 
 /// How `run.memory_limit` is shared out. Reading buffers rows up to half of it (the rest of
 /// the process — decoders, batches in flight, polars — lives in the other half); merging
-/// takes one unit per concurrent date, each a quarter of its share, because a unit's merge
-/// holds its rows, their key tables, the kept rows' columns and the encoded object at once.
+/// takes one unit per concurrent date (see [`unit_limit`]), because a unit's merge holds its
+/// rows, their key tables and the kept rows' columns at once (the encoded object goes to a
+/// scratch file). Measured at `512MiB`, two units merging at a time: late data peaked at
+/// 416–461 MiB with units of 32 MiB, 552–559 MiB with 48 MiB ones; mostly distinct keys at
+/// 435–466 and 569–595 MiB; within the bound of 640 MiB.
 pub(crate) fn ingest_budget(config: &Config) -> u64 {
     config.run.memory_limit / 2
 }
@@ -20,13 +23,30 @@ pub fn reader_threads(config: &Config) -> usize {
     config.run.threads.clamp(1, fit)
 }
 
+/// Dates merged at once: `run.threads`, but no more than the cores (more would only hold
+/// more units in memory, not merge faster) and no more than 8.
 pub(crate) fn merge_concurrency(config: &Config) -> usize {
-    config.run.threads.clamp(1, 8)
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    config.run.threads.min(cores).clamp(1, 8)
 }
 
+/// The largest merge unit, in bytes of rows: half of each concurrent date's share once
+/// [`PROCESS_BYTES`] are set aside, or a quarter of the whole share, whichever is larger.
 pub(crate) fn unit_limit(config: &Config) -> usize {
-    (config.run.memory_limit as usize / 2 / merge_concurrency(config) / 4).max(4 << 10)
+    unit_bytes(config.run.memory_limit, merge_concurrency(config))
 }
+
+fn unit_bytes(memory_limit: u64, threads: usize) -> usize {
+    let half = memory_limit as usize / 2;
+    let quarter_of_share = half / threads / 4;
+    let half_of_rest = half.saturating_sub(PROCESS_BYTES) / threads / 2;
+    quarter_of_share.max(half_of_rest).max(4 << 10)
+}
+
+/// What the process holds besides rows whatever the limit (polars, the readers' buffers,
+/// thread stacks). At `256MiB`, 20 files read by 16 threads peaked at 299–345 MiB with units
+/// of half the whole share, over the bound of 320 MiB; with a quarter, at 295–312 MiB.
+const PROCESS_BYTES: usize = 64 << 20;
 
 /// Rows an encoder holds before it writes a row group short of [`crate::table`]'s row count:
 /// a share of the budget beside the merge units (two dates encode at once by default).
@@ -34,10 +54,12 @@ pub(crate) fn row_group_bytes(config: &Config) -> usize {
     (config.run.memory_limit / 32) as usize
 }
 
-/// The unit limit for one date of `date_bytes` (`spilled` if some are on disk), when the run
-/// holds `total_bytes` and merges on `threads`.
+/// The unit limit for one date of `date_bytes` (`spilled` if some are on disk cut by key hash,
+/// see [`crate::spill`]), when the run holds `total_bytes` and merges on `threads`. A date
+/// spilled whole (it fitted one unit) counts as one in memory: its rows come back in arrival
+/// order.
 ///
-/// Spilled rows come back in key-hash order, so merging and encoding them in lineage order
+/// Rows spilled cut by hash come back in key-hash order, so merging and encoding them in lineage order
 /// visits them scattered: a unit small enough to stay in the cache is much faster (late data
 /// at 512 MiB: 7.5 s with 32 MiB units, 6.4 s with 4 MiB ones), but no smaller than a
 /// level-0 hash bucket of the date, since a bucket cut again is written and read once more.
@@ -82,6 +104,17 @@ mod tests {
     use super::*;
 
     const MIB: u64 = 1 << 20;
+
+    /// Above a few hundred MiB a unit is half of a date's share of what rows may hold; below,
+    /// where the process's own memory weighs more, a quarter of the share.
+    #[test]
+    fn units_take_half_a_share_once_the_process_is_set_aside() {
+        assert_eq!(unit_bytes(512 * MIB, 2), (48 * MIB) as usize);
+        assert_eq!(unit_bytes(256 * MIB, 2), (16 * MIB) as usize);
+        assert_eq!(unit_bytes(128 * MIB, 2), (8 * MIB) as usize);
+        assert_eq!(unit_bytes(256 * MIB, 8), (4 * MIB) as usize);
+        assert_eq!(unit_bytes(8 << 30, 2), (1008 * MIB) as usize);
+    }
 
     /// Many similar dates keep the budget's units; one date that dominates the run is cut
     /// finer, never below the floor and never above the budget's unit.

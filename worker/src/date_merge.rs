@@ -120,14 +120,16 @@ impl DateMerge<'_> {
                 rows.add(slice.rows(&mut files)?);
                 drop(slice);
                 if rows.memory_bytes() > 2 * self.unit_limit {
-                    rows.spill(self.spill).map_err(|e| {
+                    rows.spill(self.spill, self.unit_limit).map_err(|e| {
                         Error::Other(format!("cannot spill rows to disk (run.spill_dir): {e}"))
                     })?;
                 }
             }
             drop(memory);
         }
-        let units = rows.into_units(self.unit_limit, self.spill.clone(), self.threads);
+        let units = rows
+            .into_units(self.unit_limit, self.spill.clone(), self.threads)
+            .map_err(|e| Error::Other(format!("cannot cut spilled rows into units (run.spill_dir): {e}")))?;
         self.merge_units(units, &files, encoder)
     }
 

@@ -71,6 +71,8 @@ const COMPACTED_BLOCK_BYTES: usize = 32 << 20;
 pub struct DateRouter {
     budget: usize,
     threads: usize,
+    /// A date no larger than this spills whole (the merge's unit limit, see [`DateRows::spill`]).
+    whole_spill: usize,
     dates: BTreeMap<i32, DateRows>,
     bytes_in_memory: usize,
     spill: Arc<SpillDir>,
@@ -84,10 +86,17 @@ pub struct DateRouter {
 }
 
 impl DateRouter {
-    pub fn new(budget: u64, threads: usize, spill: Arc<SpillDir>, compactor: Compactor) -> Self {
+    pub fn new(
+        budget: u64,
+        threads: usize,
+        whole_spill: usize,
+        spill: Arc<SpillDir>,
+        compactor: Compactor,
+    ) -> Self {
         DateRouter {
             budget: budget as usize,
             threads,
+            whole_spill,
             dates: BTreeMap::new(),
             bytes_in_memory: 0,
             spill,
@@ -180,7 +189,11 @@ impl DateRouter {
                 if self.bytes_in_memory <= target {
                     break;
                 }
-                let freed = self.dates.get_mut(&date).expect("listed").spill(&self.spill)?;
+                let freed = self
+                    .dates
+                    .get_mut(&date)
+                    .expect("listed")
+                    .spill(&self.spill, self.whole_spill)?;
                 self.bytes_in_memory -= freed;
             }
             tracing::debug!(
@@ -249,7 +262,7 @@ mod tests {
             order: Order::Arrival,
             files,
         };
-        DateRouter::new(budget, 2, SpillDir::new(None), compactor)
+        DateRouter::new(budget, 2, 0, SpillDir::new(None), compactor)
     }
 
     /// Rows `ids` of date `date`, one per line from `first_line`.
@@ -268,7 +281,7 @@ mod tests {
     }
 
     fn rows_of(rows: DateRows) -> Vec<(String, u64)> {
-        let mut units = rows.into_units(usize::MAX, SpillDir::new(None), 1);
+        let mut units = rows.into_units(usize::MAX, SpillDir::new(None), 1).unwrap();
         let mut out = Vec::new();
         while let Some(unit) = units.next_unit().unwrap() {
             for b in &unit.load().unwrap() {

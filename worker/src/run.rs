@@ -273,6 +273,7 @@ async fn execute(
     let mut router = DateRouter::new(
         ingest_budget(config),
         config.run.threads,
+        unit_limit(config),
         spill.clone(),
         compactor,
     );
@@ -442,8 +443,13 @@ async fn merge_and_write(
     let mut merges = futures::stream::iter(dates)
         .map(|date| {
             let rows = router.take(date);
-            let unit_limit =
-                date_unit_limit(unit_limit, rows.bytes(), rows.spilled(), total_bytes, concurrency);
+            let unit_limit = date_unit_limit(
+                unit_limit,
+                rows.bytes(),
+                rows.spilled_by_bucket(),
+                total_bytes,
+                concurrency,
+            );
             let (keys, table, spill, memory) = (keys.clone(), table.clone(), spill.clone(), memory.clone());
             let files = FileTable::new(work.shared_files.clone());
             // Each write is conditional on the version the run merged with or found; only

@@ -2,9 +2,13 @@
 //! memory limit. A date that alone is larger than the limit is cut by key hash into 256
 //! buckets (and those again, as often as needed), neighbouring buckets grouped into units:
 //! rows with equal keys have equal hashes, so each unit is merged on its own and the date's
-//! memory stays bounded whatever the input size or skew. A spilled date's file holds, per
-//! spill, each bucket's rows in pieces of about 32 KiB (one piece for a small date), written
-//! in one pass over the date's blocks; a unit is read back from it in few large reads.
+//! memory stays bounded whatever the input size or skew.
+//!
+//! A date spills into a file of its own. While the whole date still fits one unit, its blocks
+//! are written as they are, in arrival order: read back, the date is one unit whose rows lie
+//! in about the order the encoder visits them. A larger date's spills are cut by bucket: the
+//! file holds, per spill, each bucket's rows in pieces of about 32 KiB, written in one pass
+//! over the date's blocks, and a unit is read back from it in few large reads.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -172,13 +176,8 @@ impl<'a> PartWriter<'a> {
         parts: usize,
         bytes: usize,
     ) -> std::io::Result<Self> {
-        let handle = OpenOptions::new().create(true).append(true).open(&file.0)?;
         Ok(PartWriter {
-            out: PieceWriter {
-                spill,
-                out: BufWriter::with_capacity(1 << 20, handle),
-                offset: len,
-            },
+            out: PieceWriter::open(spill, file, len)?,
             staged: (0..parts).map(|_| RowBlock::default()).collect(),
             // A part's expected share, with room for chance: a small spill stages no more
             // than it holds.
@@ -218,12 +217,27 @@ impl<'a> PartWriter<'a> {
                 self.out.write(stage, part)?;
             }
         }
-        self.out.out.flush()?;
-        Ok(self.out.offset)
+        self.out.finish()
     }
 }
 
-impl PieceWriter<'_> {
+impl<'a> PieceWriter<'a> {
+    /// Opens `file` (`len` bytes long) to append pieces.
+    fn open(spill: &'a SpillDir, file: &SpillPath, len: u64) -> std::io::Result<Self> {
+        let handle = OpenOptions::new().create(true).append(true).open(&file.0)?;
+        Ok(PieceWriter {
+            spill,
+            out: BufWriter::with_capacity(1 << 20, handle),
+            offset: len,
+        })
+    }
+
+    /// Writes what is buffered; returns the file's length.
+    fn finish(mut self) -> std::io::Result<u64> {
+        self.out.flush()?;
+        Ok(self.offset)
+    }
+
     fn write(&mut self, block: &RowBlock, part: &mut SpillPart) -> std::io::Result<()> {
         let n = block.write_to(&mut self.out)?;
         part.blocks.push(Piece {
@@ -304,11 +318,13 @@ impl Slice {
     }
 }
 
-/// What a date spilled: its file and, per level-0 bucket, where that bucket's rows lie in it.
+/// What a date spilled: its file; the blocks spilled whole while the date fitted one unit;
+/// and, per level-0 bucket, where that bucket's rows lie in it.
 #[derive(Debug)]
 struct DateSpill {
     file: Arc<SpillPath>,
     len: u64,
+    whole: SpillPart,
     parts: Vec<SpillPart>,
 }
 
@@ -362,18 +378,35 @@ impl DateRows {
         }
     }
 
-    /// Moves the in-memory rows to this date's spill file, cut by level-0 bucket (see
+    /// Moves the in-memory rows to this date's spill file: block by block as they are while
+    /// the date's rows, in memory and spilled, are no more than `whole_up_to` bytes (the
+    /// merge's unit limit: read back, the date is one unit), else cut by level-0 bucket (see
     /// [`PartWriter`]). Returns the memory freed.
-    pub fn spill(&mut self, spill: &SpillDir) -> std::io::Result<usize> {
+    pub fn spill(&mut self, spill: &SpillDir, whole_up_to: usize) -> std::io::Result<usize> {
         if self.memory.is_empty() {
             return Ok(0);
         }
+        let whole = self.bytes() <= whole_up_to as u64;
         if self.spilled.is_none() {
             let file = Arc::new(SpillPath(spill.new_path("date")?));
             let parts = (0..BUCKETS).map(|_| SpillPart::new(&file)).collect();
-            self.spilled = Some(DateSpill { file, len: 0, parts });
+            let whole = SpillPart::new(&file);
+            self.spilled = Some(DateSpill {
+                file,
+                len: 0,
+                whole,
+                parts,
+            });
         }
         let date = self.spilled.as_mut().expect("created above");
+        if whole {
+            let mut out = PieceWriter::open(spill, &date.file, date.len)?;
+            for block in std::mem::take(&mut self.memory) {
+                out.write(&block, &mut date.whole)?;
+            }
+            date.len = out.finish()?;
+            return Ok(std::mem::take(&mut self.memory_bytes));
+        }
         let mut out = PartWriter::open(spill, &date.file, date.len, BUCKETS, self.memory_bytes)?;
         for block in std::mem::take(&mut self.memory) {
             // Dropped once written: memory goes down as the spill goes on.
@@ -383,17 +416,30 @@ impl DateRows {
         Ok(std::mem::take(&mut self.memory_bytes))
     }
 
+    /// Whether some rows on disk are cut by key hash (the date outgrew one unit), so that
+    /// they come back in hash order.
+    pub fn spilled_by_bucket(&self) -> bool {
+        self.spilled
+            .as_ref()
+            .is_some_and(|s| s.parts.iter().any(|p| p.bytes > 0))
+    }
+
     /// The date's rows as merge units of about `limit` bytes at most, in a fixed order. Rows
     /// held only in memory and too many for one unit are cut into their units at once, each
     /// block read once, on `threads` threads.
-    pub fn into_units(mut self, limit: usize, spill: Arc<SpillDir>, threads: usize) -> Units {
+    pub fn into_units(
+        mut self,
+        limit: usize,
+        spill: Arc<SpillDir>,
+        threads: usize,
+    ) -> std::io::Result<Units> {
         if self.spilled.is_none() && self.memory_bytes > limit {
             let blocks = std::mem::take(&mut self.memory);
-            return Units {
+            return Ok(Units {
                 limit,
                 spill,
                 stack: cut_in_memory(blocks, limit, threads).into_iter().rev().collect(),
-            };
+            });
         }
         self.memory_bytes = 0;
         let memory: Vec<Slice> = std::mem::take(&mut self.memory)
@@ -412,14 +458,16 @@ impl DateRows {
         };
         match self.spilled.take() {
             None => units.stack.push(first),
-            Some(DateSpill { parts: files, .. }) => {
-                let total = first.bytes() + files.iter().map(|f| f.bytes).sum::<u64>();
+            Some(DateSpill { parts, whole, .. }) => {
+                let total = first.bytes() + whole.bytes + parts.iter().map(|f| f.bytes).sum::<u64>();
                 if total <= limit as u64 {
+                    let files = parts.into_iter().chain([whole]).filter(|p| p.bytes > 0).collect();
                     units.stack.push(Pending { files, ..first });
                 } else {
-                    // The spill file is already cut by level-0 bucket: pair each bucket's part
-                    // with the in-memory rows of that bucket.
-                    let mut buckets: Vec<Pending> = files
+                    // The cut spills are already cut by level-0 bucket, and what was spilled
+                    // whole (before the date grew past one unit) is cut now: pair each
+                    // bucket's parts with the in-memory rows of that bucket.
+                    let mut buckets: Vec<Pending> = parts
                         .into_iter()
                         .map(|file| Pending {
                             level: 1,
@@ -427,6 +475,14 @@ impl DateRows {
                             files: vec![file],
                         })
                         .collect();
+                    if whole.bytes > 0 {
+                        for (bucket, part) in buckets.iter_mut().zip(units.cut_parts(vec![whole], 0)?) {
+                            bucket.files.push(part);
+                        }
+                    }
+                    for bucket in &mut buckets {
+                        bucket.files.retain(|p| p.bytes > 0);
+                    }
                     for slice in first.memory {
                         for (bucket, piece) in buckets.iter_mut().zip(slice.split(0)) {
                             bucket.memory.extend(piece);
@@ -436,7 +492,7 @@ impl DateRows {
                 }
             }
         }
-        units
+        Ok(units)
     }
 }
 
@@ -640,16 +696,7 @@ impl Units {
             }
         }
         if !pending.files.is_empty() {
-            // The spilled rows of every bucket into one new file, read back by offset.
-            let file = Arc::new(SpillPath(self.spill.new_path("split")?));
-            let mut outputs: Vec<SpillPart> = (0..BUCKETS).map(|_| SpillPart::new(&file)).collect();
-            let bytes = pending.files.iter().map(|f| f.bytes as usize).sum();
-            let mut out = PartWriter::open(&self.spill, &file, 0, BUCKETS, bytes)?;
-            for part in pending.files {
-                part.for_each(|block| out.add(&block, |h| bucket(h, level), &mut outputs))?;
-            }
-            out.finish(&mut outputs)?;
-            for (child, part) in children.iter_mut().zip(outputs) {
+            for (child, part) in children.iter_mut().zip(self.cut_parts(pending.files, level)?) {
                 if part.bytes > 0 {
                     child.files.push(part);
                 }
@@ -657,6 +704,20 @@ impl Units {
         }
         self.push_grouped(children);
         Ok(())
+    }
+
+    /// The rows of spilled `parts`, cut by their hash bucket at `level` into one new file: a
+    /// part per bucket (empty where the bucket has no rows), read back by offset.
+    fn cut_parts(&self, parts: Vec<SpillPart>, level: u32) -> std::io::Result<Vec<SpillPart>> {
+        let file = Arc::new(SpillPath(self.spill.new_path("split")?));
+        let mut outputs: Vec<SpillPart> = (0..BUCKETS).map(|_| SpillPart::new(&file)).collect();
+        let bytes = parts.iter().map(|f| f.bytes as usize).sum();
+        let mut out = PartWriter::open(&self.spill, &file, 0, BUCKETS, bytes)?;
+        for part in parts {
+            part.for_each(|block| out.add(&block, |h| bucket(h, level), &mut outputs))?;
+        }
+        out.finish(&mut outputs)?;
+        Ok(outputs)
     }
 
     /// Queues sibling sub-partitions (bucket order), neighbours put together while they fit
@@ -731,7 +792,7 @@ mod tests {
         let mut rows = DateRows::default();
         rows.add(block(hashes[..12_000].iter().copied()));
         rows.add(block(hashes[12_000..].iter().copied()));
-        rows.spill(&spill).unwrap();
+        rows.spill(&spill, 0).unwrap();
         let date = rows.spilled.as_ref().unwrap();
         let pieces: Vec<usize> = date
             .parts
@@ -744,7 +805,7 @@ mod tests {
             pieces.iter().all(|&n| n > 2),
             "several pieces per part: {pieces:?}"
         );
-        let mut units = rows.into_units(usize::MAX, spill.clone(), 1);
+        let mut units = rows.into_units(usize::MAX, spill.clone(), 1).unwrap();
         let blocks = units.next_unit().unwrap().unwrap().load().unwrap();
         assert!(units.next_unit().unwrap().is_none());
         let back: Vec<(u64, u64, String)> = blocks
@@ -780,8 +841,48 @@ mod tests {
         }
     }
 
+    /// A date spilled while it fits one unit is written whole: read back, it is one unit
+    /// with its rows in the order they came.
+    #[test]
+    fn a_date_that_fits_one_unit_spills_whole_and_comes_back_in_order() {
+        let spill = SpillDir::new(None);
+        let hashes: Vec<u64> = (0..3000u64)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
+        let mut rows = DateRows::default();
+        rows.add(block(hashes[..1000].iter().copied()));
+        rows.spill(&spill, usize::MAX).unwrap();
+        rows.add(block(hashes[1000..2000].iter().copied()));
+        rows.spill(&spill, usize::MAX).unwrap();
+        rows.add(block(hashes[2000..].iter().copied()));
+        assert!(rows.spilled() && !rows.spilled_by_bucket());
+        let mut units = rows.into_units(usize::MAX, spill.clone(), 1).unwrap();
+        let blocks = units.next_unit().unwrap().unwrap().load().unwrap();
+        assert!(units.next_unit().unwrap().is_none(), "one unit");
+        let back: Vec<u64> = blocks
+            .iter()
+            .flat_map(|b| (0..b.len()).map(|r| b.hash(r)))
+            .collect();
+        let mut expected = hashes[2000..].to_vec();
+        expected.extend_from_slice(&hashes[..2000]);
+        assert_eq!(
+            back, expected,
+            "the rows in memory, then the spilled ones as they came"
+        );
+    }
+
+    /// How a date's rows were held before its merge: `Memory` only, spilled `Whole` (it fitted
+    /// one unit), spilled `Cut` by bucket, or spilled whole and then, grown, cut.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Held {
+        Memory,
+        Whole,
+        Cut,
+        WholeThenCut,
+    }
+
     /// Every row comes back exactly once, equal hashes in the same unit, each unit within
-    /// the limit, whether the rows stayed in memory, spilled, or both.
+    /// the limit, whether the rows stayed in memory, spilled whole, cut, or both.
     #[test]
     fn units_hold_every_row_once_within_the_limit() {
         let spill = SpillDir::new(None);
@@ -791,33 +892,49 @@ mod tests {
             .chain(std::iter::repeat_n(7u64 << 60, 300))
             .collect();
         let one_block_bytes = block(hashes.iter().copied()).heap_bytes();
-        for (spill_first, limit) in [
-            (false, usize::MAX),
-            (false, 4096),
-            (true, usize::MAX),
-            (true, 4096),
-        ] {
-            let mut rows = DateRows::default();
-            rows.add(block(hashes[..2000].iter().copied()));
-            if spill_first {
-                rows.spill(&spill).unwrap();
-            }
-            rows.add(block(hashes[2000..].iter().copied()));
-            let units = drain(rows.into_units(limit, spill.clone(), 2));
-            let mut all: Vec<u64> = units.iter().flatten().copied().collect();
-            all.sort();
-            let mut expected = hashes.clone();
-            expected.sort();
-            assert_eq!(all, expected, "spill {spill_first}, limit {limit}");
-            if limit == usize::MAX {
-                assert_eq!(units.len(), 1);
-            } else {
-                assert!(units.len() > 16, "cut deeper than one level: {}", units.len());
-                let repeated = units.iter().filter(|u| u.contains(&(7u64 << 60))).count();
-                assert_eq!(repeated, 1, "equal hashes stay together");
-                assert!(one_block_bytes > 4096);
+        for held in [Held::Memory, Held::Whole, Held::Cut, Held::WholeThenCut] {
+            for limit in [usize::MAX, 4096] {
+                let mut rows = DateRows::default();
+                rows.add(block(hashes[..1500].iter().copied()));
+                if held != Held::Memory {
+                    let whole_up_to = if held == Held::Cut { 0 } else { usize::MAX };
+                    rows.spill(&spill, whole_up_to).unwrap();
+                }
+                rows.add(block(hashes[1500..3000].iter().copied()));
+                if held == Held::WholeThenCut {
+                    rows.spill(&spill, 0).unwrap();
+                }
+                assert_eq!(
+                    rows.spilled_by_bucket(),
+                    matches!(held, Held::Cut | Held::WholeThenCut)
+                );
+                rows.add(block(hashes[3000..].iter().copied()));
+                check_units(
+                    rows.into_units(limit, spill.clone(), 2).unwrap(),
+                    &hashes,
+                    limit,
+                    one_block_bytes,
+                    held,
+                );
             }
         }
         assert!(spill.bytes_written() > 0);
+    }
+
+    fn check_units(units: Units, hashes: &[u64], limit: usize, one_block_bytes: usize, held: Held) {
+        let units = drain(units);
+        let mut all: Vec<u64> = units.iter().flatten().copied().collect();
+        all.sort();
+        let mut expected = hashes.to_vec();
+        expected.sort();
+        assert_eq!(all, expected, "{held:?}, limit {limit}");
+        if limit == usize::MAX {
+            assert_eq!(units.len(), 1);
+        } else {
+            assert!(units.len() > 16, "cut deeper than one level: {}", units.len());
+            let repeated = units.iter().filter(|u| u.contains(&(7u64 << 60))).count();
+            assert_eq!(repeated, 1, "equal hashes stay together");
+            assert!(one_block_bytes > 4096);
+        }
     }
 }
