@@ -28,6 +28,9 @@ pub(crate) async fn ingest(
     interactive: bool,
 ) -> Result<Vec<FileCounts>> {
     let per_file = read_all(config, target, run_id, files, router, stats, interactive).await?;
+    router
+        .finish_reading()
+        .map_err(|e| Error::Other(format!("cannot spill rows to disk (run.spill_dir): {e}")))?;
     for (meta, counts) in files.iter().zip(&per_file) {
         stats.files.push(ManifestEntry {
             key: meta.key.clone(),
