@@ -120,16 +120,15 @@ impl DateMerge<'_> {
                 rows.add(slice.rows(&mut files)?);
                 drop(slice);
                 if rows.memory_bytes() > 2 * self.unit_limit {
-                    rows.spill(self.spill, self.unit_limit).map_err(|e| {
-                        Error::Other(format!("cannot spill rows to disk (run.spill_dir): {e}"))
-                    })?;
+                    rows.spill(self.spill, self.unit_limit)
+                        .map_err(Error::scratch("cannot spill rows to disk"))?;
                 }
             }
             drop(memory);
         }
         let units = rows
             .into_units(self.unit_limit, self.spill.clone(), self.threads)
-            .map_err(|e| Error::Other(format!("cannot cut spilled rows into units (run.spill_dir): {e}")))?;
+            .map_err(Error::scratch("cannot cut spilled rows into units"))?;
         self.merge_units(units, &files, encoder)
     }
 
@@ -217,9 +216,7 @@ impl DateMerge<'_> {
                                 let (kept, counts) = self.merge_unit(blocks, files);
                                 Ok((index, kept, counts, memory))
                             }
-                            Err(e) => Err(Error::Other(format!(
-                                "cannot read back spilled rows (run.spill_dir): {e}"
-                            ))),
+                            Err(e) => Err(Error::scratch("cannot read back spilled rows")(e)),
                         };
                         let failed = outcome.is_err();
                         if sender.send(outcome).is_err() || failed {

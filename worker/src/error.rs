@@ -86,6 +86,12 @@ impl Error {
     pub fn other(message: impl std::fmt::Display) -> Self {
         Error::Other(message.to_string())
     }
+
+    /// An I/O failure on the run's scratch disk as an error that says `what` failed (e.g.
+    /// "cannot spill rows to disk") and names `run.spill_dir`, the setting that moves the disk.
+    pub fn scratch(what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+        move |e| Error::Other(format!("{what} (run.spill_dir): {e}"))
+    }
 }
 
 impl From<polars::error::PolarsError> for Error {

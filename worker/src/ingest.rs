@@ -30,7 +30,7 @@ pub(crate) async fn ingest(
     let per_file = read_all(config, target, run_id, files, router, stats, interactive).await?;
     router
         .finish_reading()
-        .map_err(|e| Error::Other(format!("cannot spill rows to disk (run.spill_dir): {e}")))?;
+        .map_err(Error::scratch("cannot spill rows to disk"))?;
     for (meta, counts) in files.iter().zip(&per_file) {
         stats.files.push(ManifestEntry {
             key: meta.key.clone(),
@@ -198,13 +198,10 @@ async fn read_all(
                         stats
                             .rejects
                             .add(&files[file as usize].key, &rejects)
-                            .map_err(|e| {
-                                Error::Other(format!("cannot spill rejects to disk (run.spill_dir): {e}"))
-                            })?;
+                            .map_err(Error::scratch("cannot spill rejects to disk"))?;
                     }
-                    tokio::task::block_in_place(|| router.push(blocks)).map_err(|e| {
-                        Error::Other(format!("cannot spill rows to disk (run.spill_dir): {e}"))
-                    })?;
+                    tokio::task::block_in_place(|| router.push(blocks))
+                        .map_err(Error::scratch("cannot spill rows to disk"))?;
                 }
                 Ingested::Done { file, lines } => {
                     gate.file_done(files[file as usize].size, lines);

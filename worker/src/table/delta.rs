@@ -575,7 +575,7 @@ impl Table for DeltaTable {
         let url = self.storage.url(&live.path);
         let (file, path) = scratch
             .create_file("stored")
-            .map_err(|e| Error::Other(format!("cannot create a scratch file (run.spill_dir): {e}")))?;
+            .map_err(Error::scratch("cannot create a scratch file"))?;
         if crate::storage::get_to_file(&self.storage, &live.path, file)
             .await?
             .is_none()

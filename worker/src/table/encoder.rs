@@ -124,7 +124,7 @@ impl ParquetEncoder {
         let delta = leave_out.is_some();
         let (file, path) = scratch
             .create_file("object")
-            .map_err(|e| Error::Other(format!("cannot create a scratch file (run.spill_dir): {e}")))?;
+            .map_err(Error::scratch("cannot create a scratch file"))?;
         let sink = SharedFile(Arc::new(std::sync::Mutex::new(
             std::io::BufWriter::with_capacity(1 << 20, file),
         )));
@@ -254,8 +254,7 @@ impl DateEncoder for ParquetEncoder {
             stats,
             ..
         } = *self;
-        std::io::Write::flush(&mut sink)
-            .map_err(|e| Error::Other(format!("cannot write a scratch file (run.spill_dir): {e}")))?;
+        std::io::Write::flush(&mut sink).map_err(Error::scratch("cannot write a scratch file"))?;
         Ok(EncodedObject {
             file,
             size,

@@ -80,7 +80,7 @@ impl Table for ParquetTable {
         let url = self.storage.url(&key);
         let (file, path) = scratch
             .create_file("stored")
-            .map_err(|e| Error::Other(format!("cannot create a scratch file (run.spill_dir): {e}")))?;
+            .map_err(Error::scratch("cannot create a scratch file"))?;
         let Some(meta) = crate::storage::get_to_file(&self.storage, &key, file).await? else {
             return Ok((None, Seen::Absent));
         };

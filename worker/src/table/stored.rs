@@ -37,8 +37,7 @@ pub(super) struct StoredParquet {
 impl StoredParquet {
     /// The stored object copied to scratch file `path`, as `url` names it.
     pub(super) fn open(path: tempfile::TempPath, schema: Arc<SchemaConfig>, url: String) -> Result<Self> {
-        let file = std::fs::File::open(&path)
-            .map_err(|e| Error::Other(format!("cannot read a scratch file (run.spill_dir): {e}")))?;
+        let file = std::fs::File::open(&path).map_err(Error::scratch("cannot read a scratch file"))?;
         let (rows, bytes) = ParquetReader::new(file)
             .get_metadata()
             .map(|meta| {
@@ -83,8 +82,7 @@ impl StoredRows for StoredParquet {
         if !self.has_more() {
             return Ok(None);
         }
-        let file = std::fs::File::open(&self.path)
-            .map_err(|e| Error::Other(format!("cannot read a scratch file (run.spill_dir): {e}")))?;
+        let file = std::fs::File::open(&self.path).map_err(Error::scratch("cannot read a scratch file"))?;
         let take = (max_bytes / self.bytes_per_row).clamp(1, ROW_GROUP_ROWS);
         let columns = ParquetReader::new(file)
             .with_slice(Some((self.next, take)))
