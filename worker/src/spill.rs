@@ -477,11 +477,10 @@ impl DateRows {
                         .collect();
                     if whole.bytes > 0 {
                         for (bucket, part) in buckets.iter_mut().zip(units.cut_parts(vec![whole], 0)?) {
-                            bucket.files.push(part);
+                            if part.bytes > 0 {
+                                bucket.files.push(part);
+                            }
                         }
-                    }
-                    for bucket in &mut buckets {
-                        bucket.files.retain(|p| p.bytes > 0);
                     }
                     for slice in first.memory {
                         for (bucket, piece) in buckets.iter_mut().zip(slice.split(0)) {

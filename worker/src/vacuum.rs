@@ -63,7 +63,7 @@ pub async fn vacuum(config: &Config, retain: Duration, dry_run: bool) -> Result<
     let lease = Duration::from_secs(config.lock.lease_seconds);
     let lock = TableLock::acquire(storage.clone(), &run_id, lease).await?;
     let outcome = async {
-        let (snapshot, ..) = load_snapshot(&storage).await?;
+        let snapshot = load_snapshot(&storage).await?.snapshot;
         let cutoff = Utc::now() - chrono::Duration::from_std(retain).unwrap_or(chrono::TimeDelta::MAX);
         // Every file a commit added is live or a tombstone (tombstones are kept for good).
         let ever_added =

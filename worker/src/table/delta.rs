@@ -259,7 +259,7 @@ impl DeltaTable {
             let run = self.run();
             let mut then = Snapshot::default();
             let mut as_of = State::default();
-            for (version, actions) in commits.iter().filter(|(v, _)| *v <= to) {
+            for (version, actions) in &commits {
                 apply_recorded_run(&mut as_of, actions)?;
                 then.apply(*version, actions.clone())?;
             }
@@ -422,12 +422,21 @@ pub async fn log_commits(storage: &DynStorage) -> Result<Vec<(u64, Vec<Action>)>
     read_commits(storage, versions).await
 }
 
+/// A table's log as [`load_snapshot`] read it.
+pub struct LoadedLog {
+    /// The current version's snapshot.
+    pub snapshot: Snapshot,
+    /// The commits after the checkpoint it started from (every commit without one), oldest
+    /// first.
+    pub tail: Vec<(u64, Vec<Action>)>,
+    /// The version of the checkpoint it started from.
+    pub checkpointed: Option<u64>,
+}
+
 /// The table's current snapshot: its latest checkpoint, if any, and the commits after it,
-/// which are returned too (oldest first). A checkpoint that cannot be read is passed over
-/// for the commits it covers.
-/// Also returns the version of the checkpoint it started from.
-#[allow(clippy::type_complexity)]
-pub async fn load_snapshot(storage: &DynStorage) -> Result<(Snapshot, Vec<(u64, Vec<Action>)>, Option<u64>)> {
+/// which are returned too. A checkpoint that cannot be read is passed over for the commits it
+/// covers.
+pub async fn load_snapshot(storage: &DynStorage) -> Result<LoadedLog> {
     let listing = storage.list(&format!("{LOG_DIR}/")).await?;
     let mut versions: Vec<u64> = listing.iter().filter_map(|o| version_of_key(&o.key)).collect();
     versions.sort_unstable();
@@ -445,7 +454,11 @@ pub async fn load_snapshot(storage: &DynStorage) -> Result<(Snapshot, Vec<(u64, 
                 storage.url(LOG_DIR)
             )));
         }
-        return Ok((Snapshot::default(), Vec::new(), None));
+        return Ok(LoadedLog {
+            snapshot: Snapshot::default(),
+            tail: Vec::new(),
+            checkpointed: None,
+        });
     };
     // The latest checkpoint that reads whole (a damaged one is passed over for the one
     // before it, as Delta readers do); none: every commit is replayed.
@@ -471,7 +484,11 @@ pub async fn load_snapshot(storage: &DynStorage) -> Result<(Snapshot, Vec<(u64, 
     for (version, actions) in &tail {
         snapshot.apply(*version, actions.clone())?;
     }
-    Ok((snapshot, tail, checkpointed))
+    Ok(LoadedLog {
+        snapshot,
+        tail,
+        checkpointed,
+    })
 }
 
 /// The commits `versions` of the log, in that order.
@@ -630,7 +647,11 @@ impl Table for DeltaTable {
     }
 
     async fn begin(&self, run_id: &str) -> Result<()> {
-        let (snapshot, tail, checkpointed) = load_snapshot(&self.storage).await?;
+        let LoadedLog {
+            snapshot,
+            tail,
+            checkpointed,
+        } = load_snapshot(&self.storage).await?;
         if let Some(protocol) = &snapshot.protocol
             && (protocol.min_reader_version > 1 || protocol.min_writer_version > 2)
         {
