@@ -89,7 +89,7 @@ impl Survey {
             }
             if owned.contains(&object.key) {
                 survey.owned.push(object);
-            } else if table.date_of_key(&object.key).is_some() {
+            } else if table.is_place(&object.key) {
                 survey.in_the_way.push(object);
             } else {
                 survey.foreign.push(object);
@@ -109,15 +109,22 @@ pub fn some_keys<'a>(keys: impl IntoIterator<Item = &'a str>, shown: usize) -> S
     text
 }
 
-/// The refusal to touch objects in the way: names them and the setting.
-pub fn in_the_way_error(table_url: &str, objects: &[ObjectMeta]) -> Error {
+/// The refusal to touch objects in the way: names them, who wrote them when the table knows
+/// (`last_writer`), and the setting.
+pub fn in_the_way_error(table_url: &str, objects: &[ObjectMeta], last_writer: Option<String>) -> Error {
+    let whose = match last_writer {
+        Some(writer) => format!(
+            "are files of the table's current version that lakeload did not write (the table's \
+             last writer is {writer})"
+        ),
+        None => "sit where this table stores its dates, but the table did not write them".into(),
+    };
     Error::Config(format!(
-        "{} object(s) under {table_url} sit where this table stores its dates, but the table did \
-         not write them: {}. lakeload changes only objects its table wrote, so nothing was \
-         written. Set target.existing_objects = adopt to take them in as the table's own (an \
-         incremental run merges their rows; they must be lakeload Parquet files with the \
-         table's columns), or target.existing_objects = replace to overwrite them with this \
-         run's rows, or move them away",
+        "{} object(s) under {table_url} {whose}: {}. lakeload changes only objects its table \
+         wrote, so nothing was written. Set target.existing_objects = adopt to take them in as \
+         the table's own (an incremental run merges their rows; they must be Parquet files \
+         with the table's columns), or target.existing_objects = replace to overwrite them \
+         with this run's rows, or point target.url elsewhere",
         objects.len(),
         some_keys(objects.iter().map(|o| o.key.as_str()), 5)
     ))
@@ -164,7 +171,7 @@ impl Claims {
             let listing = storage.list("").await?;
             let places: Vec<ObjectMeta> = listing
                 .iter()
-                .filter(|o| table.date_of_key(&o.key).is_some())
+                .filter(|o| table.is_place(&o.key))
                 .cloned()
                 .collect();
             let survey = Survey::of(listing, &claims.owned, table);
@@ -202,7 +209,11 @@ impl Claims {
         let survey = Survey::of(found, &self.owned, table);
         if !survey.in_the_way.is_empty() {
             if policy == ExistingObjects::Refuse {
-                return Err(in_the_way_error(table_url, &survey.in_the_way));
+                return Err(in_the_way_error(
+                    table_url,
+                    &survey.in_the_way,
+                    table.last_writer(),
+                ));
             }
             tracing::warn!(
                 "target.existing_objects = {}: taking in {} object(s) the table did not write: {}",

@@ -58,8 +58,7 @@ pub struct Preview {
 
 pub async fn preview(config: &Config) -> Result<Preview> {
     let target = Target::open(config).await?;
-    let loaded = target.state.load().await?;
-    target.table.begin("plan").await?;
+    let loaded = crate::run::load_state(&target, "plan").await?;
     let settings = TableSettings::of(config);
     crate::run::check_settings(config, &target, &loaded.state, &settings)?;
     let listing = target.list_sources(config).await?;

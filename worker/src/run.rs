@@ -251,16 +251,7 @@ async fn execute(
     interactive: bool,
     stats: &mut RunStats,
 ) -> Result<()> {
-    let mut loaded = target.state.load().await?;
-    target.table.begin(run_id).await?;
-    if let Some(state) = target.table.state_from_log(&loaded.state).await? {
-        tracing::warn!(
-            "the state caught up with version {} of the table's log (a run stopped between \
-             its table commit and its state commit)",
-            state.table_version.map_or("-".into(), |v| v.to_string())
-        );
-        loaded.state = state;
-    }
+    let loaded = load_state(target, run_id).await?;
     let settings = TableSettings::of(config);
     check_settings(config, target, &loaded.state, &settings)?;
     let mut work = plan_work(config, target, &loaded).await?;
@@ -289,11 +280,9 @@ async fn execute(
     .await?;
     check_reject_ratio(config, target, run_id, stats, true)?;
     crate::faults::pause_point("after_read").await;
-    let keys: Vec<String> = router
-        .dates_largest_first()
-        .into_iter()
-        .map(|d| target.table.key_for(d))
-        .collect();
+    let dates = router.dates_largest_first();
+    target.table.check_write(config.run.mode, &dates)?;
+    let keys: Vec<String> = dates.iter().map(|d| target.table.key_for(*d)).collect();
     if config.run.mode == Mode::Incremental {
         let policy = config.target.existing_objects;
         work.claims
@@ -345,6 +334,23 @@ async fn execute(
         .await?;
     stats.table_changed = true;
     Ok(())
+}
+
+/// The state a run starts from, the table's log read (`Table::begin`): the stored state,
+/// caught up with the log when a run stopped between its table commit and its state commit.
+/// `plan` starts from the same, so it says what a run would do.
+pub(crate) async fn load_state(target: &Target, run_id: &str) -> Result<Loaded> {
+    let mut loaded = target.state.load().await?;
+    target.table.begin(run_id).await?;
+    if let Some(state) = target.table.state_from_log(&loaded.state).await? {
+        tracing::warn!(
+            "the state caught up with version {} of the table's log (a run stopped between \
+             its table commit and its state commit)",
+            state.table_version.map_or("-".into(), |v| v.to_string())
+        );
+        loaded.state = state;
+    }
+    Ok(loaded)
 }
 
 /// An incremental run must merge under the settings the table was built with (SPEC §3).

@@ -158,6 +158,8 @@ mod tests {
             modification_time: 0,
             data_change: true,
             stats: None,
+            tags: None,
+            other: BTreeMap::new(),
         })
     }
 

@@ -29,13 +29,18 @@ use crate::storage::{DynStorage, ObjectMeta, PutCondition, StorageError};
 /// names lakeload and the table, the version counts lakeload's commits to it (runs and
 /// rollbacks), so a reader can tell which run a version is and whether one was applied.
 fn next_txn(snapshot: &Snapshot, table_id: &str, now_ms: i64) -> Txn {
-    let app_id = format!("lakeload-{table_id}");
+    let app_id = txn_app_id(table_id);
     let version = snapshot.txns.get(&app_id).map_or(0, |v| v + 1);
     Txn {
         app_id,
         version,
         last_updated: Some(now_ms),
     }
+}
+
+/// lakeload's application id in the transactions of the table `table_id`.
+fn txn_app_id(table_id: &str) -> String {
+    format!("lakeload-{table_id}")
 }
 
 pub struct DeltaTable {
@@ -48,6 +53,9 @@ pub struct DeltaTable {
 #[derive(Default)]
 struct DeltaRun {
     run_id: Option<String>,
+    /// This attempt of the run: a retried pod keeps its run id, so the run id alone would
+    /// name the files an earlier, killed attempt already wrote (create-if-absent then fails).
+    attempt: String,
     snapshot: Snapshot,
     /// The commits after the latest checkpoint (every commit without one), oldest first.
     tail: Vec<(u64, Vec<Action>)>,
@@ -61,7 +69,10 @@ impl DeltaTable {
         DeltaTable {
             storage,
             schema,
-            run: Mutex::new(DeltaRun::default()),
+            run: Mutex::new(DeltaRun {
+                attempt: new_attempt(),
+                ..DeltaRun::default()
+            }),
         }
     }
 
@@ -97,7 +108,7 @@ impl DeltaTable {
         let mut actions = Vec::new();
         let metadata = match &run.snapshot.metadata {
             Some(existing) if run.snapshot.protocol.is_some() => Metadata {
-                schema_string: schema_string(&self.schema),
+                schema_string: kept_schema(&existing.schema_string, &schema_string(&self.schema)),
                 partition_columns: vec![self.partition_name().to_string()],
                 ..existing.clone()
             },
@@ -106,6 +117,7 @@ impl DeltaTable {
                 Metadata {
                     id: table_id(run_id),
                     name: None,
+                    description: None,
                     format: Format {
                         provider: "parquet".into(),
                         options: BTreeMap::new(),
@@ -114,6 +126,7 @@ impl DeltaTable {
                     partition_columns: vec![self.partition_name().to_string()],
                     configuration: BTreeMap::new(),
                     created_time: Some(now_ms),
+                    other: BTreeMap::new(),
                 }
             }
         };
@@ -160,6 +173,15 @@ impl DeltaTable {
 }
 
 impl DeltaTable {
+    /// Whether lakeload committed to this table (its transaction id is in the log).
+    fn lakeload_committed(&self) -> bool {
+        let run = self.run();
+        let Some(metadata) = &run.snapshot.metadata else {
+            return false;
+        };
+        run.snapshot.txns.contains_key(&txn_app_id(&metadata.id))
+    }
+
     /// Takes in the commit of `version` just made, and writes the checkpoint when one is due.
     /// The version is committed whatever happens here: a checkpoint that cannot be written
     /// only leaves readers more commits to replay, so it is a warning, not a failed run.
@@ -391,12 +413,11 @@ pub fn partitions_of(snapshot: &Snapshot, column: &str) -> BTreeMap<String, Part
         .values()
         .filter_map(|add| {
             let day = add.partition_values.get(column)?.clone()?;
-            let run_id = add
+            let name = add
                 .path
                 .rsplit_once('/')
-                .map_or(add.path.as_str(), |(_, name)| name)
-                .trim_end_matches(".snappy.parquet")
-                .to_string();
+                .map_or(add.path.as_str(), |(_, name)| name);
+            let run_id = run_of_data_file(name).to_string();
             Some((
                 day,
                 PartitionRecord {
@@ -511,6 +532,111 @@ async fn read_commits(
     Ok(commits)
 }
 
+/// The table's schema after a lakeload commit: the table's own, as another writer may have
+/// left it (column comments and other field metadata, field order), with the columns of
+/// lakeload's schema it lacks added at the end. The same string when nothing is missing.
+fn kept_schema(table: &str, ours: &str) -> String {
+    let (Ok(mut table_schema), Ok(ours_schema)) = (
+        serde_json::from_str::<serde_json::Value>(table),
+        serde_json::from_str::<serde_json::Value>(ours),
+    ) else {
+        return ours.to_string();
+    };
+    let Some(fields) = table_schema["fields"].as_array_mut() else {
+        return ours.to_string();
+    };
+    let missing: Vec<serde_json::Value> = ours_schema["fields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| !fields.iter().any(|t| t["name"] == f["name"]))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return table.to_string();
+    }
+    fields.extend(missing);
+    table_schema.to_string()
+}
+
+/// Whether the table forbids removing files (`delta.appendOnly`, which writer version 2 makes
+/// every writer honour).
+fn is_append_only(metadata: &Metadata) -> bool {
+    metadata
+        .configuration
+        .get("delta.appendOnly")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// Refuses a table whose columns lakeload cannot keep: a column with `delta.invariants` (a
+/// check every writer of protocol 2 must enforce; lakeload enforces none), or a column
+/// lakeload's schema does not name (another writer added it; lakeload's files would lose it).
+fn check_columns(metadata: &Metadata, schema: &SchemaConfig, url: &str) -> Result<()> {
+    let table_schema: serde_json::Value = serde_json::from_str(&metadata.schema_string).map_err(|e| {
+        Error::Other(format!(
+            "the Delta table at {url} has an unreadable schemaString: {e}"
+        ))
+    })?;
+    let known: Vec<serde_json::Value> = serde_json::from_str::<serde_json::Value>(&schema_string(schema))
+        .ok()
+        .and_then(|s| s["fields"].as_array().cloned())
+        .unwrap_or_default();
+    let known: std::collections::BTreeSet<&str> = known.iter().filter_map(|f| f["name"].as_str()).collect();
+    for field in table_schema["fields"].as_array().into_iter().flatten() {
+        let name = field["name"].as_str().unwrap_or_default();
+        if field["metadata"].get("delta.invariants").is_some() {
+            return Err(Error::Config(format!(
+                "column {name} of the Delta table at {url} has an invariant (delta.invariants), \
+                 which every writer must check; lakeload checks none, so it does not write this \
+                 table. Nothing was written. Drop the invariant, or point target.url elsewhere"
+            )));
+        }
+        if !known.contains(name) {
+            return Err(Error::Config(format!(
+                "the Delta table at {url} has a column lakeload's schema does not name: {name} \
+                 (another writer added it). lakeload writes only its schema's columns, so the \
+                 dates it rewrites would lose the column's values; nothing was written. Remove \
+                 the column with the engine that added it, or point target.url elsewhere"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The name of a data file an attempt of run `run_id` writes: unique to the attempt, the run
+/// readable in it.
+fn data_file_name(run_id: &str, attempt: &str) -> String {
+    format!("{run_id}.{attempt}.snappy.parquet")
+}
+
+/// The run that wrote a data file named `name` ([`data_file_name`]; tables written before
+/// attempts named files have `<run id>.snappy.parquet`).
+fn run_of_data_file(name: &str) -> &str {
+    let stem = name.trim_end_matches(".snappy.parquet");
+    match stem.rsplit_once('.') {
+        Some((run_id, attempt)) if is_attempt(attempt) => run_id,
+        _ => stem,
+    }
+}
+
+const ATTEMPT_LEN: usize = 8;
+
+fn is_attempt(s: &str) -> bool {
+    s.len() == ATTEMPT_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A new attempt id: 8 hex digits from the clock, the process and the process's random
+/// state, so two attempts of one run (a pod and its retry) never share one.
+fn new_attempt() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_i64(Utc::now().timestamp_nanos_opt().unwrap_or_default());
+    h.write_u32(std::process::id());
+    format!("{:08x}", h.finish() as u32)
+}
+
 /// The rows a file holds, from its stats.
 pub fn rows_of(add: &Add) -> Option<i64> {
     let stats: serde_json::Value = serde_json::from_str(add.stats.as_deref()?).ok()?;
@@ -545,9 +671,10 @@ impl Table for DeltaTable {
         let run = self.run();
         let run_id = run.run_id.as_deref().unwrap_or("next-run");
         format!(
-            "{}={}/{run_id}.snappy.parquet",
+            "{}={}/{}",
             self.partition_name(),
-            format_days(date)
+            format_days(date),
+            data_file_name(run_id, &run.attempt)
         )
     }
 
@@ -563,6 +690,19 @@ impl Table for DeltaTable {
         let day = folder.strip_prefix(self.partition_name())?.strip_prefix('=')?;
         let day = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
         (name.ends_with(".parquet") && !name.contains('/')).then(|| days_since_epoch(day))
+    }
+
+    fn is_place(&self, key: &str) -> bool {
+        self.run().snapshot.files.contains_key(key)
+    }
+
+    fn last_writer(&self) -> Option<String> {
+        let run = self.run();
+        let version = run.snapshot.version?;
+        Some(match &run.snapshot.last_writer {
+            Some(engine) => format!("{engine}, at version {version}"),
+            None => format!("an engine its log does not name, at version {version}"),
+        })
     }
 
     fn places_prefix(&self) -> String {
@@ -638,6 +778,8 @@ impl Table for DeltaTable {
             modification_time: Utc::now().timestamp_millis(),
             data_change: true,
             stats: Some(stats),
+            tags: None,
+            other: BTreeMap::new(),
         });
         Ok(body.size)
     }
@@ -667,6 +809,7 @@ impl Table for DeltaTable {
         }
         *self.run() = DeltaRun {
             run_id: Some(run_id.to_string()),
+            attempt: new_attempt(),
             snapshot,
             tail,
             checkpointed,
@@ -702,6 +845,11 @@ impl Table for DeltaTable {
         if state.table_version.is_some_and(|v| v >= latest) {
             return Ok(None);
         }
+        if state.table_version.is_none() && !self.lakeload_committed() {
+            // A table lakeload never wrote: nothing in its log is lakeload's own, and its live
+            // files are in the way (`target.existing_objects`), not adopted.
+            return Ok(None);
+        }
         let since = state.table_version.map_or(0, |v| v + 1);
         // Commits the checkpoint covered are read now: the state is behind it.
         let before_tail = read_commits(&self.storage, since..tail_start).await?;
@@ -715,6 +863,33 @@ impl Table for DeltaTable {
         out.unconfirmed.retain(|k| !live.contains(k.as_str()));
         out.table_version = Some(latest);
         Ok(Some(out))
+    }
+
+    fn check_write(&self, mode: Mode, dates: &[i32]) -> Result<()> {
+        let run = self.run();
+        let Some(metadata) = &run.snapshot.metadata else {
+            return Ok(());
+        };
+        let url = self.storage.root();
+        check_columns(metadata, &self.schema, &url.to_string())?;
+        let removes = match mode {
+            Mode::Full => !run.snapshot.files.is_empty(),
+            Mode::Incremental => dates.iter().any(|date| {
+                run.snapshot
+                    .files_of(self.partition_name(), &format_days(*date))
+                    .next()
+                    .is_some()
+            }),
+        };
+        if removes && is_append_only(metadata) {
+            return Err(Error::Config(format!(
+                "the Delta table at {url} is append-only (delta.appendOnly = true): its files may \
+                 not be removed, and this {mode} run would replace files of dates it already \
+                 holds. Nothing was written. Unset the property (ALTER TABLE … SET TBLPROPERTIES \
+                 ('delta.appendOnly' = 'false')) if lakeload should maintain the table"
+            )));
+        }
+        Ok(())
     }
 
     fn drops_by_record(&self, key: &str) -> bool {
@@ -746,5 +921,47 @@ impl Table for DeltaTable {
             ))),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_files_name_their_attempt_and_their_run() {
+        let (a, b) = (new_attempt(), new_attempt());
+        assert!(is_attempt(&a) && is_attempt(&b));
+        let first = data_file_name("etlrun-nightly-7f3a", &a);
+        assert_eq!(run_of_data_file(&first), "etlrun-nightly-7f3a");
+        // Run ids may hold dots; files written before attempts had none.
+        assert_eq!(run_of_data_file(&data_file_name("v1.2", &b)), "v1.2");
+        assert_eq!(
+            run_of_data_file("20240101T000000Z-abc123.snappy.parquet"),
+            "20240101T000000Z-abc123"
+        );
+    }
+
+    #[test]
+    fn the_table_keeps_its_schema_and_gains_only_missing_columns() {
+        let field = |name: &str, meta: serde_json::Value| serde_json::json!({ "name": name, "type": "string", "nullable": true, "metadata": meta });
+        let ours = serde_json::json!({ "type": "struct", "fields": [field("a", serde_json::json!({})), field("b", serde_json::json!({}))] })
+            .to_string();
+        // Another writer commented a column: its schema stays, byte for byte.
+        let commented = serde_json::json!({ "type": "struct", "fields": [field("b", serde_json::json!({ "comment": "the b" })), field("a", serde_json::json!({}))] })
+            .to_string();
+        assert_eq!(kept_schema(&commented, &ours), commented);
+        // A table without lakeload's column b gets it at the end.
+        let only_a = serde_json::json!({ "type": "struct", "fields": [field("a", serde_json::json!({ "comment": "x" }))] })
+            .to_string();
+        let kept: serde_json::Value = serde_json::from_str(&kept_schema(&only_a, &ours)).unwrap();
+        let names: Vec<&str> = kept["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(kept["fields"][0]["metadata"]["comment"], "x");
     }
 }

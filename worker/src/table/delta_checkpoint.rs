@@ -428,6 +428,8 @@ mod tests {
             modification_time: 1_700_000_000_000,
             data_change: true,
             stats: Some(r#"{"numRecords":3}"#.into()),
+            tags: None,
+            other: BTreeMap::new(),
         }
     }
 
@@ -442,6 +444,7 @@ mod tests {
             Action::Metadata(Metadata {
                 id: "id-1".into(),
                 name: None,
+                description: None,
                 format: Format {
                     provider: "parquet".into(),
                     options: BTreeMap::new(),
@@ -450,6 +453,7 @@ mod tests {
                 partition_columns: vec!["day".into()],
                 configuration: BTreeMap::from([("k".to_string(), "v".to_string())]),
                 created_time: Some(5),
+                other: BTreeMap::new(),
             }),
             Action::Add(add("day=2024-01-01/a.parquet", Some("2024-01-01"))),
             Action::Add(add("day=2024-01-02/b.parquet", Some("2024-01-02"))),

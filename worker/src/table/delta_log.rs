@@ -67,6 +67,8 @@ pub struct Metadata {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     pub format: Format,
     pub schema_string: String,
     pub partition_columns: Vec<String>,
@@ -74,6 +76,9 @@ pub struct Metadata {
     pub configuration: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_time: Option<i64>,
+    /// Fields lakeload does not know, kept as another writer left them.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
 }
 
 /// A data file joining the table. Partition values are strings (`YYYY-MM-DD` for dates);
@@ -90,6 +95,12 @@ pub struct Add {
     /// A JSON string: `numRecords`, `minValues`, `maxValues`, `nullCount`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<String>,
+    /// Another writer's labels of the file, kept when lakeload adds it back (a rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, Option<String>>>,
+    /// Fields lakeload does not know, kept as another writer left them.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
 }
 
 /// A data file leaving the table (it stays on storage until vacuumed).
@@ -223,6 +234,8 @@ pub struct Snapshot {
     /// Files removed from the table and not added back, by path: older versions read them
     /// until vacuum deletes them.
     pub tombstones: BTreeMap<String, Remove>,
+    /// The `engineInfo` of the latest commit replayed that names one (checkpoints name none).
+    pub last_writer: Option<String>,
 }
 
 impl Snapshot {
@@ -259,7 +272,11 @@ impl Snapshot {
                 Action::Txn(t) => {
                     self.txns.insert(t.app_id, t.version);
                 }
-                Action::CommitInfo(_) => {}
+                Action::CommitInfo(info) => {
+                    if let Some(engine) = info["engineInfo"].as_str() {
+                        self.last_writer = Some(engine.to_string());
+                    }
+                }
             }
         }
         self.version = Some(version);
@@ -311,6 +328,8 @@ mod tests {
             modification_time: 1,
             data_change: true,
             stats: Some(r#"{"numRecords":3}"#.into()),
+            tags: None,
+            other: BTreeMap::new(),
         }
     }
 
@@ -336,6 +355,7 @@ mod tests {
         let meta = Metadata {
             id: "t".into(),
             name: None,
+            description: None,
             format: Format {
                 provider: "parquet".into(),
                 options: BTreeMap::new(),
@@ -344,6 +364,7 @@ mod tests {
             partition_columns: vec!["day".into()],
             configuration: BTreeMap::new(),
             created_time: Some(5),
+            other: BTreeMap::new(),
         };
         let first = vec![
             Action::Protocol(Protocol::lakeload()),

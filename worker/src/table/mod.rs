@@ -69,6 +69,20 @@ pub trait Table: Send + Sync {
     /// would (`key_for(date) == key`).
     fn date_of_key(&self, key: &str) -> Option<i32>;
 
+    /// Whether `key` is where the table's current version stores a date's rows, so that an
+    /// object there the table did not write is in its way. For a format that stores each date
+    /// at one key, any object at such a key; a format with a log needs the log to name the
+    /// object live (a file only older versions, or another writer's history, read is not).
+    fn is_place(&self, key: &str) -> bool {
+        self.date_of_key(key).is_some()
+    }
+
+    /// Who wrote the table's current version, when the format records it (a Delta log's
+    /// `commitInfo.engineInfo`): named when objects are in the way.
+    fn last_writer(&self) -> Option<String> {
+        None
+    }
+
     /// The key prefix under which every date's object lies (`year=`, `c7=`): listing it finds
     /// the table's places without walking everything else under the root.
     fn places_prefix(&self) -> String;
@@ -98,6 +112,13 @@ pub trait Table: Send + Sync {
     /// Reads what the format keeps beside the data (a Delta log) before `run_id` plans its
     /// writes. Called under the lock, once per run.
     async fn begin(&self, _run_id: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// Refuses, before anything is written, a run the table's own rules forbid (a Delta
+    /// table's `delta.appendOnly`, column invariants, columns lakeload would drop). `dates`
+    /// are the dates the run writes. Called after [`Table::begin`].
+    fn check_write(&self, _mode: crate::config::Mode, _dates: &[i32]) -> Result<()> {
         Ok(())
     }
 

@@ -44,7 +44,7 @@ fn run_at(
 /// Runs a Python script with the test venv (deltalake, pyarrow); returns its stdout. The
 /// script ends with `os._exit` once its output is flushed: deltalake 1.6.6 sometimes aborts
 /// the interpreter while it shuts down ("terminate called without an active exception").
-fn python(script: &str, args: &[String]) -> String {
+pub(crate) fn python(script: &str, args: &[String]) -> String {
     let script = format!("{script}\nimport os, sys\nsys.stdout.flush()\nos._exit(0)\n");
     let out = std::process::Command::new(lakeload_testkit::python())
         .arg("-c")
@@ -56,7 +56,7 @@ fn python(script: &str, args: &[String]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
@@ -70,7 +70,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// The first `files` source files of `rows` lines each in `dir/src`, two a day.
-fn first_files(dir: &Path, files: usize, rows: usize) -> std::path::PathBuf {
+pub(crate) fn first_files(dir: &Path, files: usize, rows: usize) -> std::path::PathBuf {
     let (files, rows) = (files.to_string(), rows.to_string());
     generated_source(
         dir,
@@ -81,7 +81,7 @@ fn first_files(dir: &Path, files: usize, rows: usize) -> std::path::PathBuf {
 
 /// Adds one source file of `rows` lines to `dir/src`, landing on `day`, numbered
 /// `first_file` (also its seed unless `more` sets one), with `more` generator options.
-fn land_file(dir: &Path, day: &str, first_file: usize, rows: usize, more: &[&str]) {
+pub(crate) fn land_file(dir: &Path, day: &str, first_file: usize, rows: usize, more: &[&str]) {
     let (first, rows) = (first_file.to_string(), rows.to_string());
     let mut args = vec![
         "--files",
@@ -510,10 +510,33 @@ fn a_run_stopped_at_any_point_of_its_commit_converges() {
 /// Rows of the Delta table at `version` (latest when `None`) equal the Parquet table in
 /// `oracle`, as a reader sees them.
 fn delta_equals(delta: &Path, version: Option<u64>, oracle: &Path) -> bool {
+    delta_at_equals(&path_str(delta), None, version, oracle)
+}
+
+/// deltalake's storage options for a table on the test S3 server.
+pub fn s3_options(s3: &S3Server) -> serde_json::Value {
+    serde_json::json!({
+        "AWS_ENDPOINT_URL": s3.endpoint,
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+    })
+}
+
+/// [`delta_equals`] for a table at a path or URL, read with deltalake's storage `options`.
+pub fn delta_at_equals(
+    delta: &str,
+    options: Option<&serde_json::Value>,
+    version: Option<u64>,
+    oracle: &Path,
+) -> bool {
     let script = r#"
 import glob, sys, pyarrow as pa, pyarrow.parquet as pq
 from deltalake import DeltaTable
-dt = DeltaTable(sys.argv[1], version=None if sys.argv[2] == "latest" else int(sys.argv[2]))
+import json
+dt = DeltaTable(sys.argv[1], version=None if sys.argv[2] == "latest" else int(sys.argv[2]),
+                storage_options=json.loads(sys.argv[4]) or None)
 def rows(t):
     out = []
     for r in t.select([c for c in t.column_names if c not in ("year", "month", "day")]).to_pylist():
@@ -527,9 +550,10 @@ print(rows(dt.to_pyarrow_table()) == rows(oracle))
     let out = python(
         script,
         &[
-            path_str(delta),
+            delta.to_string(),
             version.map_or("latest".into(), |v| v.to_string()),
             path_str(oracle),
+            options.map_or("null".into(), |o| o.to_string()),
         ],
     );
     out.trim() == "True"
@@ -906,13 +930,7 @@ fn on_s3_every_version_reads_back_equal_to_the_parquet_table() {
         .collect();
     assert_eq!(listed, runs, "one version per run, newest first");
 
-    let options = serde_json::json!({
-        "AWS_ENDPOINT_URL": s3.endpoint,
-        "AWS_ALLOW_HTTP": "true",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-    });
+    let options = s3_options(s3);
     let report: serde_json::Value = serde_json::from_str(&python(
         COMPARE,
         &[
@@ -1044,4 +1062,278 @@ fn a_table_upgraded_by_another_writer_is_refused_untouched() {
         .filter(|p| !p.contains("/_lakeload/"))
         .collect();
     assert_eq!(after, before, "nothing written to the table");
+}
+
+/// Writes the rows of the `parquet` table at `oracle` as a new Delta table at `foreign` with
+/// delta-rs (`write_deltalake`, partitioned like lakeload's), twice, so its log holds a
+/// version 0 whose files the current version 1 no longer reads.
+fn write_foreign_delta(oracle: &Path, foreign: &Path) {
+    let script = r#"
+import glob, sys, pyarrow as pa, pyarrow.parquet as pq
+from deltalake import write_deltalake
+files = [f for f in glob.glob(sys.argv[1] + "/**/*.parquet", recursive=True) if "_lakeload" not in f]
+t = pa.concat_tables([pq.read_table(f, partitioning=None) for f in files])
+t = t.set_column(t.schema.get_field_index("_source_modified"), "_source_modified",
+                 t["_source_modified"].cast(pa.timestamp("us", tz="UTC")))
+for _ in range(2):
+    write_deltalake(sys.argv[2], t, partition_by=["c7"], mode="overwrite")
+"#;
+    python(script, &[path_str(oracle), path_str(foreign)]);
+}
+
+/// A Delta table lakeload did not write (delta-rs made it) is not adopted silently: `plan`
+/// and `run` both find its live files in the way, and the run stops (exit 2) naming delta-rs
+/// as the table's last writer, with nothing written to the table. With
+/// `target.existing_objects = adopt` an incremental run merges their rows (the table then
+/// equals lakeload's own of the same source files) and a full run replaces them in a new
+/// version; no file delta-rs wrote is deleted from storage, the older version's included.
+#[test]
+fn a_delta_table_lakeload_did_not_write_is_refused_unless_adopted() {
+    let dir = tempdir();
+    let dir = dir.path();
+    let source = first_files(dir, 3, 400);
+    let (oracle, foreign) = (dir.join("oracle"), dir.join("foreign"));
+    run(dir, &source, &oracle, "parquet", "full");
+    write_foreign_delta(&oracle, &foreign);
+    let theirs = walk(&foreign);
+
+    for mode in ["full", "incremental"] {
+        let plan = on_delta(dir, &source, &foreign)
+            .args(["plan", "--mode", mode, "--json"])
+            .output();
+        assert_exit(&plan, 0);
+        let plan: serde_json::Value = serde_json::from_str(&stdout(&plan)).unwrap();
+        let in_the_way = plan["objects_in_the_way"].as_array().unwrap();
+        assert!(
+            !in_the_way.is_empty() && plan["objects_to_delete"].as_array().unwrap().is_empty(),
+            "{mode}: plan finds delta-rs' files in the way, deletes none: {plan}"
+        );
+        let refused = on_delta(dir, &source, &foreign)
+            .args(["run", "--mode", mode])
+            .output();
+        assert_exit(&refused, 2);
+        let said = stderr(&refused);
+        assert!(
+            said.contains("delta-rs") && said.contains("target.existing_objects"),
+            "{mode}: {said}"
+        );
+        // Beside the data: lakeload's folder (the run's summary) and the local store's
+        // guards of its conditional writes.
+        let data: Vec<String> = walk(&foreign)
+            .into_iter()
+            .filter(|p| !p.contains("/_lakeload/") && !p.contains("/.lakeload-tmp-cas/"))
+            .collect();
+        assert_eq!(data, theirs, "{mode}: nothing written to the table");
+        assert!(!foreign.join("_lakeload/state.json").exists(), "{mode}");
+    }
+
+    let adopted = on_delta(dir, &source, &foreign)
+        .env("LAKELOAD_TARGET_EXISTING_OBJECTS", "adopt")
+        .args(["run", "--mode", "incremental", "--json"])
+        .output();
+    assert_exit(&adopted, 0);
+    assert_eq!(summary_json(&adopted)["table_version"], 2);
+    assert!(
+        delta_equals(&foreign, None, &oracle),
+        "adopted rows merged with the same files' rows equal lakeload's own table"
+    );
+    // lakeload's own now: the next run needs no setting, and a full one replaces every row.
+    land_file(dir, "2026-11-03", 10, 300, &[]);
+    run(dir, &source, &foreign, "delta", "full");
+    run(dir, &source, &oracle, "parquet", "full");
+    assert!(delta_equals(&foreign, None, &oracle));
+    let now = walk(&foreign);
+    for file in &theirs {
+        assert!(now.contains(file), "{file} (delta-rs' history) is kept");
+    }
+}
+
+/// The commits of the log at `delta`, oldest first, as lines of JSON actions.
+fn log_commits(delta: &Path) -> Vec<Vec<serde_json::Value>> {
+    let mut keys: Vec<String> = walk(&delta.join("_delta_log"))
+        .into_iter()
+        .filter(|p| p.ends_with(".json"))
+        .collect();
+    keys.sort();
+    keys.iter()
+        .map(|k| {
+            std::fs::read_to_string(k)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+/// Commits, as another engine would, the table's latest `metaData` changed by `edit`.
+fn commit_metadata_as_spark(delta: &Path, operation: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let commits = log_commits(delta);
+    let mut metadata = commits
+        .iter()
+        .flatten()
+        .filter_map(|a| a.get("metaData").cloned())
+        .next_back()
+        .unwrap();
+    edit(&mut metadata);
+    let info = serde_json::json!({ "commitInfo": {
+        "timestamp": 1_700_000_000_000i64,
+        "operation": operation,
+        "engineInfo": "Apache-Spark/3.5.3 Delta-Lake/3.3.2",
+    }});
+    let body = format!("{}\n{info}\n", serde_json::json!({ "metaData": metadata }));
+    let key = delta.join(format!("_delta_log/{:020}.json", commits.len()));
+    std::fs::write(key, body).unwrap();
+}
+
+/// Gives the schema field `column` of a `metaData` action the metadata `key` = `value`.
+fn set_field_metadata(metadata: &mut serde_json::Value, column: &str, key: &str, value: serde_json::Value) {
+    let mut schema: serde_json::Value =
+        serde_json::from_str(metadata["schemaString"].as_str().unwrap()).unwrap();
+    for field in schema["fields"].as_array_mut().unwrap() {
+        if field["name"] == column {
+            field["metadata"][key] = value.clone();
+        }
+    }
+    metadata["schemaString"] = schema.to_string().into();
+}
+
+/// The data files and log of the table at `delta` (not lakeload's own folder, nor the local
+/// store's guards of its conditional writes).
+fn table_files(delta: &Path) -> Vec<String> {
+    walk(delta)
+        .into_iter()
+        .filter(|p| !p.contains("/_lakeload/") && !p.contains("/.lakeload-tmp-cas/"))
+        .collect()
+}
+
+/// An incremental run that the table's rules refuse: exit 2 with `reason` in the message, and
+/// the table's files and log as they were.
+fn assert_refused(dir: &Path, source: &Path, delta: &Path, mode: &str, reason: &str) {
+    let before = table_files(delta);
+    let out = on_delta(dir, source, delta)
+        .args(["run", "--mode", mode])
+        .output();
+    assert_exit(&out, 2);
+    let said = stderr(&out);
+    assert!(said.contains(reason), "{mode}: expected {reason:?} in: {said}");
+    assert_eq!(table_files(delta), before, "{mode}: nothing written");
+}
+
+/// What another engine set on a lakeload table stays: the table's description, its
+/// configuration, a column's comment and metaData keys lakeload does not know, as delta-rs
+/// reads them after lakeload's next run. What protocol writer version 2 makes every writer
+/// honour is refused with the reason and nothing written: `delta.appendOnly = true` (set by
+/// delta-rs) when the run would replace files, a column invariant; and so is a column
+/// delta-rs added, which lakeload's files would lose. Once the property is unset, the next
+/// run loads what waited.
+#[test]
+fn another_engines_metadata_is_kept_and_its_rules_are_honoured() {
+    let dir = tempdir();
+    let dir = dir.path();
+    let source = first_files(dir, 3, 400);
+    let (delta, oracle) = (dir.join("delta"), dir.join("oracle"));
+    run(dir, &source, &delta, "delta", "full");
+    run(dir, &source, &oracle, "parquet", "full");
+    commit_metadata_as_spark(&delta, "SET TBLPROPERTIES", |m| {
+        m["description"] = "daily sales, loaded by lakeload".into();
+        m["configuration"]["owner.team"] = "data-platform".into();
+        m["x-engine-extension"] = serde_json::json!({ "kept": true });
+        set_field_metadata(m, "c1", "comment", "the customer".into());
+    });
+    land_file(dir, "2026-11-02", 10, 300, &["--seed", "4"]);
+    run(dir, &source, &delta, "delta", "incremental");
+    run(dir, &source, &oracle, "parquet", "incremental");
+    assert!(delta_equals(&delta, None, &oracle));
+    let seen = python(
+        r#"
+import json, sys
+from deltalake import DeltaTable
+dt = DeltaTable(sys.argv[1])
+m = dt.metadata()
+comment = [f.metadata.get("comment") for f in dt.schema().fields if f.name == "c1"][0]
+print(json.dumps({"description": m.description, "configuration": m.configuration, "comment": comment, "version": dt.version()}))
+"#,
+        &[path_str(&delta)],
+    );
+    let seen: serde_json::Value = serde_json::from_str(&seen).unwrap();
+    assert_eq!(seen["version"], 2, "{seen}");
+    assert_eq!(seen["description"], "daily sales, loaded by lakeload", "{seen}");
+    assert_eq!(seen["configuration"]["owner.team"], "data-platform", "{seen}");
+    assert_eq!(seen["comment"], "the customer", "{seen}");
+    let latest_metadata = log_commits(&delta)
+        .iter()
+        .flatten()
+        .filter_map(|a| a.get("metaData").cloned())
+        .next_back()
+        .unwrap();
+    assert_eq!(latest_metadata["x-engine-extension"]["kept"], true);
+
+    python(
+        r#"
+import sys
+from deltalake import DeltaTable
+DeltaTable(sys.argv[1]).alter.set_table_properties({"delta.appendOnly": "true"})
+"#,
+        &[path_str(&delta)],
+    );
+    land_file(dir, "2026-11-02", 11, 300, &["--seed", "5"]);
+    assert_refused(
+        dir,
+        &source,
+        &delta,
+        "incremental",
+        "append-only (delta.appendOnly = true)",
+    );
+    assert_refused(
+        dir,
+        &source,
+        &delta,
+        "full",
+        "append-only (delta.appendOnly = true)",
+    );
+    python(
+        r#"
+import sys
+from deltalake import DeltaTable
+DeltaTable(sys.argv[1]).alter.set_table_properties({"delta.appendOnly": "false"})
+"#,
+        &[path_str(&delta)],
+    );
+    run(dir, &source, &delta, "delta", "incremental");
+    run(dir, &source, &oracle, "parquet", "incremental");
+    assert!(delta_equals(&delta, None, &oracle), "the waiting file loaded");
+
+    land_file(dir, "2026-11-03", 12, 300, &["--seed", "6"]);
+    commit_metadata_as_spark(&delta, "ADD CONSTRAINT", |m| {
+        let invariant = serde_json::json!({ "expression": { "expression": "c1 IS NOT NULL" } });
+        set_field_metadata(m, "c1", "delta.invariants", invariant.to_string().into());
+    });
+    assert_refused(
+        dir,
+        &source,
+        &delta,
+        "incremental",
+        "invariant (delta.invariants)",
+    );
+    commit_metadata_as_spark(&delta, "DROP CONSTRAINT", |m| {
+        let mut schema: serde_json::Value =
+            serde_json::from_str(m["schemaString"].as_str().unwrap()).unwrap();
+        for field in schema["fields"].as_array_mut().unwrap() {
+            field["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("delta.invariants");
+        }
+        m["schemaString"] = schema.to_string().into();
+    });
+    python(
+        r#"
+import sys
+from deltalake import DeltaTable, Field
+DeltaTable(sys.argv[1]).alter.add_columns([Field("note", "string", nullable=True)])
+"#,
+        &[path_str(&delta)],
+    );
+    assert_refused(dir, &source, &delta, "incremental", "schema does not name: note");
 }

@@ -11,4 +11,5 @@ mod image;
 mod incremental;
 mod ownership;
 mod property;
+mod retry;
 mod storage;
