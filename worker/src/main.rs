@@ -77,9 +77,13 @@ enum Command {
     /// Delete the files of a `target.format = delta` table that no version within the
     /// retention reads any more.
     Vacuum {
-        /// Keep files removed more recently than this (s, m, h or d).
-        #[arg(long, default_value = "168h")]
-        retain: String,
+        /// Keep files removed more recently than this (s, m, h or d). Default: the table's
+        /// delta.deletedFileRetentionDuration, 7 days unless it sets one.
+        #[arg(long)]
+        retain: Option<String>,
+        /// Allow a --retain shorter than the table's retention.
+        #[arg(long)]
+        force: bool,
         /// List what would be deleted; delete nothing.
         #[arg(long)]
         dry_run: bool,
@@ -287,6 +291,7 @@ async fn dispatch(cli: Cli) -> i32 {
         }
         Command::Vacuum {
             retain,
+            force,
             dry_run,
             json,
         } => {
@@ -294,12 +299,13 @@ async fn dispatch(cli: Cli) -> i32 {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
-            let retain = match lakeload::vacuum::parse_retention(retain) {
-                Ok(r) => r,
-                Err(why) => return fail(&lakeload::error::Error::Config(format!("--retain {why}"))),
+            let retain = match retain.as_deref().map(lakeload::vacuum::parse_retention) {
+                None => None,
+                Some(Ok(r)) => Some(r),
+                Some(Err(why)) => return fail(&lakeload::error::Error::Config(format!("--retain {why}"))),
             };
             show(
-                lakeload::vacuum::vacuum(&config, retain, *dry_run).await,
+                lakeload::vacuum::vacuum(&config, retain, *force, *dry_run).await,
                 *json,
                 lakeload::vacuum::format_vacuumed,
             )

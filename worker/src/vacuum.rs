@@ -50,7 +50,80 @@ pub fn parse_retention(text: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_secs(seconds))
 }
 
-pub async fn vacuum(config: &Config, retain: Duration, dry_run: bool) -> Result<Vacuumed> {
+/// How long a table keeps removed files when it does not say: Delta's default for
+/// `delta.deletedFileRetentionDuration`.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+
+/// The table property that sets the retention.
+pub const RETENTION_PROPERTY: &str = "delta.deletedFileRetentionDuration";
+
+/// A Delta interval (`interval 1 week`, `interval 168 hours`, `30 days`, `1 day 12 hours`) as
+/// a duration.
+pub fn parse_interval(text: &str) -> std::result::Result<Duration, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let body = lower.strip_prefix("interval").unwrap_or(&lower);
+    let words: Vec<&str> = body.split_whitespace().collect();
+    if words.is_empty() || words.len() % 2 != 0 {
+        return Err(format!("{text:?}: expected e.g. `interval 7 days`"));
+    }
+    let mut total = Duration::ZERO;
+    for pair in words.chunks(2) {
+        let n: u64 = pair[0]
+            .parse()
+            .map_err(|_| format!("{text:?}: {:?} is not a whole number", pair[0]))?;
+        let unit_seconds: f64 = match pair[1].trim_end_matches('s') {
+            "microsecond" => 1e-6,
+            "millisecond" => 1e-3,
+            "second" => 1.0,
+            "minute" => 60.0,
+            "hour" => 3600.0,
+            "day" => 86_400.0,
+            "week" => 7.0 * 86_400.0,
+            other => return Err(format!("{text:?}: unknown unit {other:?}")),
+        };
+        total += Duration::from_secs_f64(n as f64 * unit_seconds);
+    }
+    Ok(total)
+}
+
+/// The retention the table sets (`delta.deletedFileRetentionDuration`), or Delta's default.
+fn table_retention(snapshot: &Snapshot, table_url: &str) -> Result<Duration> {
+    let property = snapshot
+        .metadata
+        .as_ref()
+        .and_then(|m| m.configuration.get(RETENTION_PROPERTY));
+    match property {
+        None => Ok(DEFAULT_RETENTION),
+        Some(value) => parse_interval(value).map_err(|why| {
+            Error::Config(format!(
+                "the Delta table at {table_url} sets {RETENTION_PROPERTY} = {why}; fix the \
+                 property, or pass --retain"
+            ))
+        }),
+    }
+}
+
+/// The retention a vacuum uses: `asked` (`--retain`), else the table's. Shorter than the
+/// table's only with `force`: readers of versions within the table's retention would lose
+/// their files.
+fn chosen_retention(asked: Option<Duration>, table: Duration, force: bool) -> Result<Duration> {
+    let hours = |d: Duration| d.as_secs_f64() / 3600.0;
+    match asked {
+        None => Ok(table),
+        Some(asked) if asked < table && !force => Err(Error::Config(format!(
+            "--retain {}h is shorter than the table's retention of {}h ({RETENTION_PROPERTY}, \
+             7 days unless the table sets it): readers of older versions within it would lose \
+             their files. Pass --force to delete them anyway",
+            hours(asked),
+            hours(table)
+        ))),
+        Some(asked) => Ok(asked),
+    }
+}
+
+/// Vacuums the table: `retain` (`--retain`) overrides the table's retention, and must not be
+/// shorter unless `force`.
+pub async fn vacuum(config: &Config, retain: Option<Duration>, force: bool, dry_run: bool) -> Result<Vacuumed> {
     if config.target.format != TableFormat::Delta {
         return Err(Error::Config(
             "target.format = parquet replaces each date's object in place and keeps no old \
@@ -64,6 +137,11 @@ pub async fn vacuum(config: &Config, retain: Duration, dry_run: bool) -> Result<
     let lock = TableLock::acquire(storage.clone(), &run_id, lease).await?;
     let outcome = async {
         let snapshot = load_snapshot(&storage).await?.snapshot;
+        let retain = chosen_retention(
+            retain,
+            table_retention(&snapshot, &storage.root().to_string())?,
+            force,
+        )?;
         let cutoff = Utc::now() - chrono::Duration::from_std(retain).unwrap_or(chrono::TimeDelta::MAX);
         // Every file a commit added is live or a tombstone (tombstones are kept for good).
         let ever_added =
@@ -72,11 +150,9 @@ pub async fn vacuum(config: &Config, retain: Duration, dry_run: bool) -> Result<
         let listing = storage.list("").await?;
         // Files of runs that stopped or lost the race before their commit: announced in the
         // state (so the table's own), added by no commit.
-        let announced = JsonStateStore::new(storage.clone())
-            .load()
-            .await?
-            .state
-            .unconfirmed;
+        let states = JsonStateStore::new(storage.clone());
+        let loaded = states.load().await?;
+        let announced = &loaded.state.unconfirmed;
         for object in &listing {
             if announced.contains(&object.key) && !ever_added(&object.key) && object.last_modified < cutoff {
                 deletable.push(object.key.clone());
@@ -104,6 +180,15 @@ pub async fn vacuum(config: &Config, retain: Duration, dry_run: bool) -> Result<
             out.bytes += size;
             out.deleted.push(path);
         }
+        // The announcements of files now gone: nothing is left for them to name.
+        let gone: std::collections::BTreeSet<&str> = out.deleted.iter().map(String::as_str).collect();
+        if !dry_run && announced.iter().any(|k| gone.contains(k.as_str())) {
+            let mut state = loaded.state.clone();
+            state.unconfirmed.retain(|k| !gone.contains(k.as_str()));
+            state.updated_at = Some(Utc::now());
+            lock.fenced(&states.url(), states.commit(&state, loaded.etag.as_deref()))
+                .await?;
+        }
         Ok(out)
     }
     .await;
@@ -120,8 +205,8 @@ fn deletable_files(snapshot: &Snapshot, cutoff: DateTime<Utc>) -> (Vec<String>, 
     let mut deletable = Vec::new();
     let mut kept = snapshot.files.len();
     for (path, removed) in &snapshot.tombstones {
-        // A remove without a time is as old as can be.
-        if removed.deletion_timestamp.unwrap_or(0) < cutoff_ms {
+        // A remove without a time (neither its own nor its commit's) is of unknown age: kept.
+        if removed.deletion_timestamp.is_some_and(|at| at < cutoff_ms) {
             deletable.push(path.clone());
         } else {
             kept += 1;
@@ -195,6 +280,23 @@ mod tests {
             "b was removed within the retention; c and d are live"
         );
         assert_eq!(kept, 3);
+    }
+
+    #[test]
+    fn the_table_property_sets_the_retention_and_shorter_needs_force() {
+        let week = Duration::from_secs(7 * 86_400);
+        assert_eq!(parse_interval("interval 1 week"), Ok(week));
+        assert_eq!(parse_interval("INTERVAL 168 HOURS"), Ok(week));
+        assert_eq!(parse_interval("6 days 24 hours"), Ok(week));
+        assert_eq!(parse_interval("interval 30 minutes"), Ok(Duration::from_secs(1800)));
+        assert!(parse_interval("interval 7").is_err());
+        assert!(parse_interval("interval 7 fortnights").is_err());
+        assert_eq!(chosen_retention(None, week, false).unwrap(), week);
+        let day = Duration::from_secs(86_400);
+        let refused = chosen_retention(Some(day), week, false).unwrap_err().to_string();
+        assert!(refused.contains("--force") && refused.contains(RETENTION_PROPERTY), "{refused}");
+        assert_eq!(chosen_retention(Some(day), week, true).unwrap(), day);
+        assert_eq!(chosen_retention(Some(2 * week), week, false).unwrap(), 2 * week);
     }
 
     #[test]

@@ -238,10 +238,32 @@ impl DeltaTable {
             Ok(_) | Err(StorageError::PreconditionFailed { .. }) => {}
             Err(e) => return Err(e.into()),
         }
+        // The pointer only moves forward: a slow writer of an older checkpoint must not send
+        // readers back to it. Written only if it is still what was read.
+        let (current, condition) = match self.storage.get(LAST_CHECKPOINT_KEY).await? {
+            None => (None, Some(PutCondition::IfAbsent)),
+            Some((body, meta)) => {
+                let pointed: Option<u64> = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["version"].as_u64());
+                // A store without versions: written as it is.
+                (pointed, meta.etag.map(PutCondition::IfMatch))
+            }
+        };
+        if current.is_some_and(|v| v >= version) {
+            return Ok(());
+        }
         let pointer = delta_checkpoint::last_checkpoint(version, actions.len(), size);
-        self.storage
-            .put(LAST_CHECKPOINT_KEY, bytes::Bytes::from(pointer))
-            .await?;
+        let pointer = bytes::Bytes::from(pointer);
+        let written = match condition {
+            Some(condition) => self.storage.put_if(LAST_CHECKPOINT_KEY, pointer, condition).await.map(drop),
+            None => self.storage.put(LAST_CHECKPOINT_KEY, pointer).await,
+        };
+        match written {
+            // Another writer moved it meanwhile (to its own, as new or newer): leave it.
+            Ok(_) | Err(StorageError::PreconditionFailed { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
         tracing::info!("wrote the checkpoint of version {version}");
         Ok(())
     }
@@ -940,6 +962,25 @@ mod tests {
             run_of_data_file("20240101T000000Z-abc123.snappy.parquet"),
             "20240101T000000Z-abc123"
         );
+    }
+
+    /// `_last_checkpoint` moves forward only: a writer finishing an older checkpoint late
+    /// leaves the newer pointer.
+    #[tokio::test]
+    async fn the_checkpoint_pointer_never_moves_backwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: DynStorage = Arc::new(crate::storage::LocalStorage::new(dir.path().to_path_buf()));
+        let table = DeltaTable::new(storage.clone(), Arc::new(crate::merge::tests::schema()));
+        let actions = vec![Action::Protocol(Protocol::lakeload())];
+        let pointed = || async {
+            let (body, _) = storage.get(LAST_CHECKPOINT_KEY).await.unwrap().unwrap();
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()["version"].as_u64()
+        };
+        table.write_checkpoint(200, &actions).await.unwrap();
+        table.write_checkpoint(100, &actions).await.unwrap();
+        assert_eq!(pointed().await, Some(200));
+        table.write_checkpoint(300, &actions).await.unwrap();
+        assert_eq!(pointed().await, Some(300));
     }
 
     #[test]

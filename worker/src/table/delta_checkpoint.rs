@@ -144,7 +144,14 @@ pub fn actions_of(snapshot: &Snapshot) -> Vec<Action> {
             last_updated: None,
         })
     }));
-    actions.extend(snapshot.files.values().cloned().map(Action::Add));
+    // A checkpoint reconciles the log; it changes no data, as PROTOCOL.md requires of its
+    // adds.
+    actions.extend(snapshot.files.values().map(|add| {
+        Action::Add(super::delta_log::Add {
+            data_change: false,
+            ..add.clone()
+        })
+    }));
     actions.extend(snapshot.tombstones.values().cloned().map(Action::Remove));
     actions
 }
@@ -484,7 +491,12 @@ mod tests {
         assert_eq!(actions.len(), 2 + 1 + 3 + 1);
         let bytes = encode(&actions).unwrap();
         let back = decode(1, bytes).unwrap();
-        assert_eq!(back, snapshot);
+        // The same snapshot, its adds marked as changing no data.
+        let mut expected = snapshot.clone();
+        for add in expected.files.values_mut() {
+            add.data_change = false;
+        }
+        assert_eq!(back, expected);
         assert_eq!(back.tombstones.len(), 1);
     }
 

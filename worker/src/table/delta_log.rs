@@ -250,7 +250,7 @@ impl Snapshot {
                 commit_key(expected)
             )));
         }
-        self.apply_checkpoint(version, actions);
+        self.apply_checkpoint(version, dated_removes(actions));
         Ok(())
     }
 
@@ -288,6 +288,23 @@ impl Snapshot {
             .values()
             .filter(move |a| a.partition_values.get(column).and_then(|v| v.as_deref()) == Some(value))
     }
+}
+
+/// A commit's actions, each `remove` without a `deletionTimestamp` dated at the commit (its
+/// `commitInfo.timestamp`): undated, vacuum could not tell how long ago it left the table.
+fn dated_removes(mut actions: Vec<Action>) -> Vec<Action> {
+    let committed_at = actions.iter().find_map(|a| match a {
+        Action::CommitInfo(info) => info["timestamp"].as_i64(),
+        _ => None,
+    });
+    for action in &mut actions {
+        if let Action::Remove(remove) = action
+            && remove.deletion_timestamp.is_none()
+        {
+            remove.deletion_timestamp = committed_at;
+        }
+    }
+    actions
 }
 
 /// The table's schema as Delta states it (Spark's JSON struct type): schema columns (date
@@ -412,6 +429,32 @@ mod tests {
             .map(|a| a.path.as_str())
             .collect();
         assert_eq!(day1, ["day=2024-01-01/c.parquet"]);
+    }
+
+    /// A remove another writer left undated is dated at its commit; its own date wins.
+    #[test]
+    fn undated_removes_are_dated_at_their_commit() {
+        let undated = |path: &str| Remove {
+            deletion_timestamp: None,
+            ..Remove::of(&add(path, "2024-01-01"), 0)
+        };
+        let mut snapshot = Snapshot::default();
+        let first = vec![
+            Action::Add(add("a", "2024-01-01")),
+            Action::Add(add("b", "2024-01-01")),
+            Action::Add(add("c", "2024-01-01")),
+        ];
+        snapshot.apply(0, first).unwrap();
+        let second = vec![
+            Action::CommitInfo(serde_json::json!({ "timestamp": 42, "engineInfo": "other/1.0" })),
+            Action::Remove(undated("a")),
+            Action::Remove(Remove::of(&add("b", "2024-01-01"), 7)),
+        ];
+        snapshot.apply(1, second).unwrap();
+        snapshot.apply(2, vec![Action::Remove(undated("c"))]).unwrap();
+        let at = |p: &str| snapshot.tombstones[p].deletion_timestamp;
+        assert_eq!((at("a"), at("b"), at("c")), (Some(42), Some(7), None));
+        assert_eq!(snapshot.last_writer.as_deref(), Some("other/1.0"));
     }
 
     /// A gap in the versions is an error, not a snapshot missing a commit.

@@ -420,8 +420,16 @@ fn every_version_of_a_delta_table_equals_the_parquet_table_of_the_same_runs() {
         assert_exit(&out, 0);
         serde_json::from_str(&stdout(&out)).unwrap()
     };
-    assert_eq!(vacuum(&["--retain", "168h"])["deleted"], serde_json::json!([]));
-    let dry = vacuum(&["--retain", "0s", "--dry-run"]);
+    // By default, the table's retention (7 days, as it sets none); shorter only with --force.
+    let by_default = vacuum(&[]);
+    assert_eq!(by_default["deleted"], serde_json::json!([]));
+    assert_eq!(by_default["retain_hours"], 168.0);
+    let refused = on_delta(dir, &source, &delta)
+        .args(["vacuum", "--retain", "0s"])
+        .output();
+    assert_exit(&refused, 2);
+    assert!(stderr(&refused).contains("--force"), "{}", stderr(&refused));
+    let dry = vacuum(&["--retain", "0s", "--force", "--dry-run"]);
     let listed: Vec<String> = serde_json::from_value(dry["deleted"].clone()).unwrap();
     assert_eq!(listed, replaced, "what a dry run lists");
     assert_eq!(
@@ -429,7 +437,7 @@ fn every_version_of_a_delta_table_equals_the_parquet_table_of_the_same_runs() {
         live.len() + replaced.len() + 1,
         "a dry run deletes nothing"
     );
-    let done = vacuum(&["--retain", "0s"]);
+    let done = vacuum(&["--retain", "0s", "--force"]);
     assert_eq!(done["deleted"], dry["deleted"]);
     let mut left = live.clone();
     left.push(foreign.to_string());
@@ -672,11 +680,23 @@ fn a_run_that_loses_the_race_for_its_version_changes_nothing() {
         !losers().is_empty(),
         "the losing run wrote its files before its commit"
     );
+    let announced = || -> Vec<String> {
+        let state = std::fs::read(delta.join("_lakeload/state.json")).unwrap();
+        let state: serde_json::Value = serde_json::from_slice(&state).unwrap();
+        // An empty list is left out of the state.
+        serde_json::from_value(state["unconfirmed"].clone()).unwrap_or_default()
+    };
+    assert!(!announced().is_empty(), "the losing run announced its files");
     let out = on_delta(dir, &source, &delta)
-        .args(["vacuum", "--retain", "0s", "--json"])
+        .args(["vacuum", "--retain", "0s", "--force", "--json"])
         .output();
     assert_exit(&out, 0);
     assert_eq!(losers(), Vec::<String>::new(), "{}", stdout(&out));
+    assert_eq!(
+        announced(),
+        Vec::<String>::new(),
+        "vacuum prunes the announcements of the files it deleted"
+    );
 }
 
 /// Snapshot isolation: a reader polling the table while an incremental run rewrites 30 dates
@@ -1336,4 +1356,43 @@ DeltaTable(sys.argv[1]).alter.add_columns([Field("note", "string", nullable=True
         &[path_str(&delta)],
     );
     assert_refused(dir, &source, &delta, "incremental", "schema does not name: note");
+}
+
+/// `vacuum` without `--retain` keeps files for the table's own
+/// `delta.deletedFileRetentionDuration` (set here by delta-rs to zero hours): the files the
+/// incremental run replaced go, the live ones stay and the table reads whole.
+#[test]
+fn vacuum_keeps_files_for_the_tables_own_retention() {
+    let dir = tempdir();
+    let dir = dir.path();
+    let source = first_files(dir, 3, 300);
+    let (delta, oracle) = (dir.join("delta"), dir.join("oracle"));
+    run(dir, &source, &delta, "delta", "full");
+    land_file(dir, "2026-11-02", 10, 300, &["--seed", "4"]);
+    run(dir, &source, &delta, "delta", "incremental");
+    run(dir, &source, &oracle, "parquet", "full");
+    let vacuum = |args: &[&str]| -> serde_json::Value {
+        let out = on_delta(dir, &source, &delta)
+            .args(["vacuum", "--json"])
+            .args(args)
+            .output();
+        assert_exit(&out, 0);
+        serde_json::from_str(&stdout(&out)).unwrap()
+    };
+    assert_eq!(vacuum(&[])["deleted"], serde_json::json!([]), "7 days by default");
+    python(
+        r#"
+import sys
+from deltalake import DeltaTable
+DeltaTable(sys.argv[1]).alter.set_table_properties({"delta.deletedFileRetentionDuration": "interval 0 hours"})
+"#,
+        &[path_str(&delta)],
+    );
+    let done = vacuum(&[]);
+    assert_eq!(done["retain_hours"], 0.0, "{done}");
+    assert!(
+        !done["deleted"].as_array().unwrap().is_empty(),
+        "the replaced files go: {done}"
+    );
+    assert!(delta_equals(&delta, None, &oracle), "the current version reads whole");
 }
