@@ -63,7 +63,7 @@ pub fn parse_interval(text: &str) -> std::result::Result<Duration, String> {
     let lower = text.trim().to_ascii_lowercase();
     let body = lower.strip_prefix("interval").unwrap_or(&lower);
     let words: Vec<&str> = body.split_whitespace().collect();
-    if words.is_empty() || words.len() % 2 != 0 {
+    if words.is_empty() || !words.len().is_multiple_of(2) {
         return Err(format!("{text:?}: expected e.g. `interval 7 days`"));
     }
     let mut total = Duration::ZERO;
@@ -123,7 +123,12 @@ fn chosen_retention(asked: Option<Duration>, table: Duration, force: bool) -> Re
 
 /// Vacuums the table: `retain` (`--retain`) overrides the table's retention, and must not be
 /// shorter unless `force`.
-pub async fn vacuum(config: &Config, retain: Option<Duration>, force: bool, dry_run: bool) -> Result<Vacuumed> {
+pub async fn vacuum(
+    config: &Config,
+    retain: Option<Duration>,
+    force: bool,
+    dry_run: bool,
+) -> Result<Vacuumed> {
     if config.target.format != TableFormat::Delta {
         return Err(Error::Config(
             "target.format = parquet replaces each date's object in place and keeps no old \
@@ -288,13 +293,19 @@ mod tests {
         assert_eq!(parse_interval("interval 1 week"), Ok(week));
         assert_eq!(parse_interval("INTERVAL 168 HOURS"), Ok(week));
         assert_eq!(parse_interval("6 days 24 hours"), Ok(week));
-        assert_eq!(parse_interval("interval 30 minutes"), Ok(Duration::from_secs(1800)));
+        assert_eq!(
+            parse_interval("interval 30 minutes"),
+            Ok(Duration::from_secs(1800))
+        );
         assert!(parse_interval("interval 7").is_err());
         assert!(parse_interval("interval 7 fortnights").is_err());
         assert_eq!(chosen_retention(None, week, false).unwrap(), week);
         let day = Duration::from_secs(86_400);
         let refused = chosen_retention(Some(day), week, false).unwrap_err().to_string();
-        assert!(refused.contains("--force") && refused.contains(RETENTION_PROPERTY), "{refused}");
+        assert!(
+            refused.contains("--force") && refused.contains(RETENTION_PROPERTY),
+            "{refused}"
+        );
         assert_eq!(chosen_retention(Some(day), week, true).unwrap(), day);
         assert_eq!(chosen_retention(Some(2 * week), week, false).unwrap(), 2 * week);
     }

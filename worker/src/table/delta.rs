@@ -256,7 +256,11 @@ impl DeltaTable {
         let pointer = delta_checkpoint::last_checkpoint(version, actions.len(), size);
         let pointer = bytes::Bytes::from(pointer);
         let written = match condition {
-            Some(condition) => self.storage.put_if(LAST_CHECKPOINT_KEY, pointer, condition).await.map(drop),
+            Some(condition) => self
+                .storage
+                .put_if(LAST_CHECKPOINT_KEY, pointer, condition)
+                .await
+                .map(drop),
             None => self.storage.put(LAST_CHECKPOINT_KEY, pointer).await,
         };
         match written {
@@ -353,12 +357,12 @@ impl DeltaTable {
         // Every file of the restored version must still be there (vacuum may have taken it).
         for action in &actions {
             if let Action::Add(add) = action
-                && self.storage.head(&add.path).await?.is_none()
+                && self.storage.head(&add.key()).await?.is_none()
             {
                 return Err(Error::Config(format!(
                     "version {to} cannot be restored: its file {} was deleted (by vacuum, once it \
                      was removed for longer than the retention)",
-                    self.storage.url(&add.path)
+                    self.storage.url(&add.key())
                 )));
             }
         }
@@ -435,15 +439,13 @@ pub fn partitions_of(snapshot: &Snapshot, column: &str) -> BTreeMap<String, Part
         .values()
         .filter_map(|add| {
             let day = add.partition_values.get(column)?.clone()?;
-            let name = add
-                .path
-                .rsplit_once('/')
-                .map_or(add.path.as_str(), |(_, name)| name);
+            let key = add.key();
+            let name = key.rsplit_once('/').map_or(key.as_str(), |(_, name)| name);
             let run_id = run_of_data_file(name).to_string();
             Some((
                 day,
                 PartitionRecord {
-                    key: add.path.clone(),
+                    key: key.clone(),
                     rows: rows_of(add).unwrap_or(0).max(0) as u64,
                     bytes: add.size.max(0) as u64,
                     run_id,
@@ -702,7 +704,7 @@ impl Table for DeltaTable {
 
     fn stored_key(&self, date: i32) -> String {
         match self.live_file(date) {
-            Ok(Some(live)) => live.path,
+            Ok(Some(live)) => live.key(),
             _ => self.key_for(date),
         }
     }
@@ -737,9 +739,9 @@ impl Table for DeltaTable {
         Ok(run
             .snapshot
             .files
-            .values()
-            .map(|add| ObjectMeta {
-                key: add.path.clone(),
+            .iter()
+            .map(|(key, add)| ObjectMeta {
+                key: key.clone(),
                 size: add.size.max(0) as u64,
                 etag: None,
                 last_modified: DateTime::from_timestamp_millis(add.modification_time).unwrap_or_default(),
@@ -751,11 +753,12 @@ impl Table for DeltaTable {
         let Some(live) = self.live_file(date)? else {
             return Ok((None, Seen::Absent));
         };
-        let url = self.storage.url(&live.path);
+        let key = live.key();
+        let url = self.storage.url(&key);
         let (file, path) = scratch
             .create_file("stored")
             .map_err(Error::scratch("cannot create a scratch file"))?;
-        if crate::storage::get_to_file(&self.storage, &live.path, file)
+        if crate::storage::get_to_file(&self.storage, &key, file)
             .await?
             .is_none()
         {

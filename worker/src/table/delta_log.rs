@@ -103,6 +103,42 @@ pub struct Add {
     pub other: BTreeMap<String, serde_json::Value>,
 }
 
+impl Add {
+    /// The storage key (relative to the table root) of the file: `path` is a URI, so
+    /// percent-encoded characters are decoded (PROTOCOL.md: "Path to a data file").
+    pub fn key(&self) -> String {
+        key_of_path(&self.path)
+    }
+}
+
+/// A relative path of the log (a URI, RFC 2396) as a storage key: `%XX` decoded.
+pub fn key_of_path(path: &str) -> String {
+    if !path.contains('%') {
+        return path.to_string();
+    }
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| path.to_string())
+}
+
 /// A data file leaving the table (it stays on storage until vacuumed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -227,11 +263,11 @@ pub struct Snapshot {
     pub version: Option<u64>,
     pub protocol: Option<Protocol>,
     pub metadata: Option<Metadata>,
-    /// Live data files by path.
+    /// Live data files by storage key (their path decoded, see [`Add::key`]).
     pub files: BTreeMap<String, Add>,
     /// Latest transaction version per application id.
     pub txns: BTreeMap<String, i64>,
-    /// Files removed from the table and not added back, by path: older versions read them
+    /// Files removed from the table and not added back, by storage key: older versions read them
     /// until vacuum deletes them.
     pub tombstones: BTreeMap<String, Remove>,
     /// The `engineInfo` of the latest commit replayed that names one (checkpoints name none).
@@ -262,12 +298,14 @@ impl Snapshot {
                 Action::Protocol(p) => self.protocol = Some(p),
                 Action::Metadata(m) => self.metadata = Some(m),
                 Action::Add(a) => {
-                    self.tombstones.remove(&a.path);
-                    self.files.insert(a.path.clone(), a);
+                    let key = a.key();
+                    self.tombstones.remove(&key);
+                    self.files.insert(key, a);
                 }
                 Action::Remove(r) => {
-                    self.files.remove(&r.path);
-                    self.tombstones.insert(r.path.clone(), r);
+                    let key = key_of_path(&r.path);
+                    self.files.remove(&key);
+                    self.tombstones.insert(key, r);
                 }
                 Action::Txn(t) => {
                     self.txns.insert(t.app_id, t.version);
@@ -429,6 +467,33 @@ mod tests {
             .map(|a| a.path.as_str())
             .collect();
         assert_eq!(day1, ["day=2024-01-01/c.parquet"]);
+    }
+
+    /// Paths are URIs: their storage keys are decoded; a remove names a file by its path
+    /// as the add wrote it.
+    #[test]
+    fn paths_are_decoded_into_storage_keys() {
+        assert_eq!(
+            key_of_path("c7=2024-01-01/part-0.parquet"),
+            "c7=2024-01-01/part-0.parquet"
+        );
+        assert_eq!(
+            key_of_path("region=north%20east/a%3Ab.parquet"),
+            "region=north east/a:b.parquet"
+        );
+        assert_eq!(key_of_path("100%/x%2"), "100%/x%2", "a lone percent sign stays");
+        let mut snapshot = Snapshot::default();
+        snapshot
+            .apply(
+                0,
+                vec![Action::Add(add("day=2024-01-01/a%20b.parquet", "2024-01-01"))],
+            )
+            .unwrap();
+        assert!(snapshot.files.contains_key("day=2024-01-01/a b.parquet"));
+        let remove = Remove::of(&add("day=2024-01-01/a%20b.parquet", "2024-01-01"), 1);
+        snapshot.apply(1, vec![Action::Remove(remove)]).unwrap();
+        assert!(snapshot.files.is_empty());
+        assert!(snapshot.tombstones.contains_key("day=2024-01-01/a b.parquet"));
     }
 
     /// A remove another writer left undated is dated at its commit; its own date wins.

@@ -1394,5 +1394,8 @@ DeltaTable(sys.argv[1]).alter.set_table_properties({"delta.deletedFileRetentionD
         !done["deleted"].as_array().unwrap().is_empty(),
         "the replaced files go: {done}"
     );
-    assert!(delta_equals(&delta, None, &oracle), "the current version reads whole");
+    assert!(
+        delta_equals(&delta, None, &oracle),
+        "the current version reads whole"
+    );
 }
