@@ -223,6 +223,11 @@ impl<'a> TableCommit<'a> {
         for date in dates_emptied {
             state.partitions.remove(date);
         }
+        // A format with a log records what its current version holds, other writers'
+        // commits let go first included.
+        if let Some(current) = self.target.table.current_partitions() {
+            state.partitions = current;
+        }
         // Announced writes are confirmed by the partition records (a full run also deleted
         // every owned object it did not write).
         let recorded: BTreeSet<&str> = state.partitions.values().map(|p| p.key.as_str()).collect();

@@ -58,6 +58,11 @@ pub enum Error {
     #[error("the run lost its lock on the table: {0}; it wrote nothing more")]
     LockLost(String),
 
+    /// Another writer committed to the table first, and its commit touched what this run
+    /// read or replaces: nothing of the run was committed.
+    #[error("{0}")]
+    Conflict(String),
+
     /// SIGINT or SIGTERM arrived.
     #[error("interrupted by {0}")]
     Interrupted(&'static str),
@@ -77,9 +82,11 @@ impl Error {
             Error::TooManyRejects { .. } => exit_code::TOO_MANY_REJECTS,
             Error::BadInput { diagnosis, .. } if diagnosis.config_error => exit_code::USAGE,
             Error::BadInput { .. } => exit_code::TOO_MANY_REJECTS,
-            Error::LockLost(_) | Error::Interrupted(_) | Error::Storage(_) | Error::Other(_) => {
-                exit_code::FAILURE
-            }
+            Error::LockLost(_)
+            | Error::Conflict(_)
+            | Error::Interrupted(_)
+            | Error::Storage(_)
+            | Error::Other(_) => exit_code::FAILURE,
         }
     }
 

@@ -5,12 +5,13 @@
 //! (`_delta_log/<version>.json`, created only if absent): readers see the table before the run
 //! or after it, never between. Replaced files stay on storage for older versions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
 use super::delta_checkpoint::{self, LAST_CHECKPOINT_KEY, checkpoint_key, checkpoint_version_of_key};
+use super::delta_conflict::{self, ReadSet};
 use super::delta_log::{
     Action, Add, Format, LOG_DIR, Metadata, Protocol, Remove, Snapshot, Txn, commit_key, decode_commit,
     encode_commit, schema_string, version_of_key,
@@ -917,35 +918,134 @@ impl Table for DeltaTable {
         Ok(())
     }
 
+    fn current_partitions(&self) -> Option<BTreeMap<String, PartitionRecord>> {
+        Some(partitions_of(&self.run().snapshot, self.partition_name()))
+    }
+
     fn drops_by_record(&self, key: &str) -> bool {
         self.run().snapshot.files.contains_key(key)
     }
 
     async fn commit(&self, mode: Mode, run_id: &str, files: &[FileRecord]) -> Result<Option<u64>> {
-        let version = self.run().snapshot.version.map_or(0, |v| v + 1);
-        let actions = self.actions(mode, run_id, files, Utc::now());
-        let changes = |a: &Action| !matches!(a, Action::Txn(_) | Action::CommitInfo(_));
-        if !actions.iter().any(changes) {
-            // Nothing new (an incremental run with no new file): no empty version.
-            return Ok(None);
-        }
-        let body = encode_commit(&actions)?;
-        let key = commit_key(version);
-        match self
-            .storage
-            .put_if(&key, bytes::Bytes::from(body), PutCondition::IfAbsent)
-            .await
-        {
-            Ok(_) => {
-                self.committed(version, actions);
-                Ok(Some(version))
+        // What the run read and replaces, as of the version it merged with: another writer's
+        // commit is checked against it when it takes the version first.
+        let read = self.read_set(mode);
+        for _ in 0..MAX_COMMIT_ATTEMPTS {
+            let version = self.run().snapshot.version.map_or(0, |v| v + 1);
+            let actions = self.actions(mode, run_id, files, Utc::now());
+            let changes = |a: &Action| !matches!(a, Action::Txn(_) | Action::CommitInfo(_));
+            if !actions.iter().any(changes) {
+                // Nothing new (an incremental run with no new file): no empty version.
+                return Ok(None);
             }
-            Err(StorageError::PreconditionFailed { url }) => Err(Error::LockLost(format!(
-                "another writer committed version {version} of the Delta table first ({url}); \
-                 this run's files are not part of the table"
-            ))),
-            Err(e) => Err(e.into()),
+            let body = encode_commit(&actions)?;
+            match self
+                .storage
+                .put_if(
+                    &commit_key(version),
+                    bytes::Bytes::from(body),
+                    PutCondition::IfAbsent,
+                )
+                .await
+            {
+                Ok(_) => {
+                    self.committed(version, actions);
+                    return Ok(Some(version));
+                }
+                Err(StorageError::PreconditionFailed { .. }) => self.take_in_winners(version, &read).await?,
+                Err(e) => return Err(e.into()),
+            }
         }
+        Err(Error::Conflict(format!(
+            "other writers kept committing to the Delta table at {} first ({MAX_COMMIT_ATTEMPTS} \
+             versions in a row); nothing of this run was committed, its files are left for \
+             vacuum. Run it again",
+            self.storage.root()
+        )))
+    }
+}
+
+/// Versions a run tries before giving up on a table other writers keep committing to.
+const MAX_COMMIT_ATTEMPTS: usize = 20;
+
+impl DeltaTable {
+    /// What this run read and replaces (see `delta_conflict`).
+    fn read_set(&self, mode: Mode) -> ReadSet {
+        let run = self.run();
+        let column = self.partition_name().to_string();
+        let dates: BTreeSet<String> = run
+            .written
+            .iter()
+            .filter_map(|a| a.partition_values.get(&column).cloned().flatten())
+            .collect();
+        let files = run
+            .snapshot
+            .files
+            .iter()
+            .filter(|(_, add)| {
+                mode == Mode::Full
+                    || add
+                        .partition_values
+                        .get(&column)
+                        .and_then(|d| d.as_ref())
+                        .is_some_and(|d| dates.contains(d))
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        let app_id = run
+            .snapshot
+            .metadata
+            .as_ref()
+            .map_or(String::new(), |m| txn_app_id(&m.id));
+        ReadSet {
+            mode,
+            column,
+            dates,
+            files,
+            app_id,
+        }
+    }
+
+    /// Another writer took `version` first: reads its commits (and any after), and takes
+    /// them into the run's snapshot when none touches what the run read or replaces, so the
+    /// run commits at the next version; otherwise fails naming the commit.
+    async fn take_in_winners(&self, version: u64, read: &ReadSet) -> Result<()> {
+        let mut versions: Vec<u64> = self
+            .storage
+            .list(&format!("{LOG_DIR}/"))
+            .await?
+            .iter()
+            .filter_map(|o| version_of_key(&o.key))
+            .filter(|v| *v >= version)
+            .collect();
+        versions.sort_unstable();
+        if versions.first() != Some(&version) {
+            versions.insert(0, version);
+        }
+        let winners = read_commits(&self.storage, versions).await?;
+        for (theirs, actions) in &winners {
+            if let Some(reason) = delta_conflict::conflict(read, actions) {
+                return Err(Error::Conflict(format!(
+                    "version {theirs} of the Delta table at {} was committed first by {}, which \
+                     {reason}; nothing of this run was committed (its files are left for \
+                     vacuum), and the table is as that writer left it. Run again: the next run \
+                     starts from it",
+                    self.storage.root(),
+                    delta_conflict::describe(actions)
+                )));
+            }
+        }
+        let mut run = self.run();
+        for (theirs, actions) in winners {
+            tracing::info!(
+                "version {theirs} was taken by {}; it touched nothing this run read or replaces, \
+                 so the run commits after it",
+                delta_conflict::describe(&actions)
+            );
+            run.snapshot.apply(theirs, actions.clone())?;
+            run.tail.push((theirs, actions));
+        }
+        Ok(())
     }
 }
 

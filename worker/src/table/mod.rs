@@ -7,6 +7,7 @@
 
 pub mod delta;
 pub mod delta_checkpoint;
+mod delta_conflict;
 pub mod delta_log;
 mod encoder;
 mod frame;
@@ -145,6 +146,15 @@ pub trait Table: Send + Sync {
     /// What a format does once its commit landed, outside the commit's fenced write (a Delta
     /// checkpoint when one is due). Best effort: the commit stands whatever happens here.
     async fn after_commit(&self) {}
+
+    /// The state's partition records as the table's current version has them, for a format
+    /// whose log is the truth about its files (Delta: other writers' commits that a run let
+    /// go first included); `None` for a format whose state is that truth.
+    fn current_partitions(
+        &self,
+    ) -> Option<std::collections::BTreeMap<String, crate::state::PartitionRecord>> {
+        None
+    }
 
     /// Whether `key` is the format's own bookkeeping beside the data (a Delta log).
     fn is_bookkeeping(&self, _key: &str) -> bool {

@@ -626,11 +626,12 @@ fn a_rollback_restores_a_version_and_the_next_run_loads_what_came_after() {
     assert!(delta_equals(&delta, None, &at_version_1));
 }
 
-/// Another writer commits the version a run was about to take: the run fails saying so, and
-/// the table is exactly what the other writer left (its files never join it); the state is
-/// not committed, so the next run loads the same files.
+/// Another writer commits the version a run was about to take, and its commit removes the
+/// files the run replaces (a `DELETE`): the run fails naming that commit, and the table is
+/// exactly what the other writer left (the run's files never join it); the state is not
+/// committed, so the next run loads the same files.
 #[test]
-fn a_run_that_loses_the_race_for_its_version_changes_nothing() {
+fn a_run_that_loses_the_race_to_a_conflicting_commit_changes_nothing() {
     let dir = tempdir();
     let dir = dir.path();
     let source = first_files(dir, 2, 500);
@@ -643,13 +644,27 @@ fn a_run_that_loses_the_race_for_its_version_changes_nothing() {
             .args(["run", "--mode", "incremental"]),
     );
     paused.wait_for("lakeload-test-paused-at", std::time::Duration::from_secs(60));
-    // Another Delta writer takes version 1 meanwhile (a commit that changes no file).
-    let theirs = b"{\"commitInfo\":{\"operation\":\"OPTIMIZE\",\"engineInfo\":\"another-writer\"}}\n";
-    std::fs::write(delta.join("_delta_log/00000000000000000001.json"), theirs).unwrap();
+    // Another Delta writer takes version 1 meanwhile: it deletes every file of version 0.
+    let mut theirs = String::from(
+        "{\"commitInfo\":{\"timestamp\":1,\"operation\":\"DELETE\",\"engineInfo\":\"another-writer\"}}\n",
+    );
+    for action in log_commits(&delta).concat() {
+        if let Some(add) = action.get("add") {
+            let remove = serde_json::json!({ "remove": { "path": add["path"], "deletionTimestamp": 1, "dataChange": true } });
+            theirs += &format!("{remove}\n");
+        }
+    }
+    let theirs = theirs.into_bytes();
+    std::fs::write(delta.join("_delta_log/00000000000000000001.json"), &theirs).unwrap();
     paused.signal("CONT");
     let (code, _, stderr) = paused.finish();
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("another writer committed version 1"), "{stderr}");
+    assert!(
+        stderr.contains("version 1 of the Delta table")
+            && stderr.contains("DELETE by another-writer")
+            && stderr.contains("which this run read or replaces"),
+        "{stderr}"
+    );
     assert_eq!(
         std::fs::read(delta.join("_delta_log/00000000000000000001.json")).unwrap(),
         theirs,
@@ -664,6 +679,7 @@ fn a_run_that_loses_the_race_for_its_version_changes_nothing() {
         versions[0]["files_added"], 0,
         "the failed run's files are not in the table"
     );
+    assert_eq!(versions.len(), 2, "no version of the run");
     // The next run loads the new file.
     let next = run(dir, &source, &delta, "delta", "incremental");
     assert_eq!(next["files"].as_array().unwrap().len(), 1, "{next}");
@@ -1399,3 +1415,80 @@ DeltaTable(sys.argv[1]).alter.set_table_properties({"delta.deletedFileRetentionD
         "the current version reads whole"
     );
 }
+
+/// Another engine (delta-rs) appends rows of a new date, and another commits a version that
+/// changes no file, while an incremental run is about to commit: neither touches what the run
+/// read or replaces, so the run commits after them. The table holds the `parquet` table of
+/// the same runs plus delta-rs' rows, and the next run keeps them.
+#[test]
+fn a_run_that_loses_the_race_to_commits_it_does_not_conflict_with_commits_after_them() {
+    let dir = tempdir();
+    let dir = dir.path();
+    let source = first_files(dir, 2, 500);
+    let (delta, oracle) = (dir.join("delta"), dir.join("oracle"));
+    run(dir, &source, &delta, "delta", "full");
+    run(dir, &source, &oracle, "parquet", "full");
+    land_file(dir, "2026-11-01", 10, 500, &["--seed", "5"]);
+    let mut paused = Running::spawn(
+        on_delta(dir, &source, &delta)
+            .env("LAKELOAD_TEST_PAUSE_AT", "before_table_commit:1:stop")
+            .args(["run", "--mode", "incremental", "--json"]),
+    );
+    paused.wait_for("lakeload-test-paused-at", std::time::Duration::from_secs(60));
+    let appended = python(APPEND_OTHER_DATE, &[path_str(&oracle), path_str(&delta)]);
+    let empty =
+        "{\"commitInfo\":{\"timestamp\":1,\"operation\":\"SET TAGS\",\"engineInfo\":\"another-writer\"}}\n";
+    std::fs::write(delta.join("_delta_log/00000000000000000002.json"), empty).unwrap();
+    paused.signal("CONT");
+    let (code, stdout, stderr) = paused.finish();
+    assert_eq!(code, Some(0), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        summary["table_version"], 3,
+        "after delta-rs' 1 and the other 2: {stderr}"
+    );
+    run(dir, &source, &oracle, "parquet", "incremental");
+    let holds = || {
+        python(
+            OTHER_DATE_EQUALS,
+            &[path_str(&delta), path_str(&oracle), appended.trim().to_string()],
+        )
+    };
+    assert_eq!(holds().trim(), "True", "the oracle plus delta-rs' rows");
+    land_file(dir, "2026-11-02", 11, 500, &["--seed", "6"]);
+    run(dir, &source, &delta, "delta", "incremental");
+    run(dir, &source, &oracle, "parquet", "incremental");
+    assert_eq!(holds().trim(), "True", "the next run keeps delta-rs' rows");
+}
+
+/// delta-rs appends 50 rows of the `parquet` table at argv[1], moved to 2030-01-01, to the
+/// Delta table at argv[2]; prints how many.
+const APPEND_OTHER_DATE: &str = r#"
+import datetime, glob, sys, pyarrow as pa, pyarrow.parquet as pq
+from deltalake import write_deltalake
+files = sorted(f for f in glob.glob(sys.argv[1] + "/**/*.parquet", recursive=True) if "_lakeload" not in f)
+t = pq.read_table(files[0], partitioning=None).slice(0, 50)
+t = t.set_column(t.schema.get_field_index("_source_modified"), "_source_modified",
+                 t["_source_modified"].cast(pa.timestamp("us", tz="UTC")))
+t = t.set_column(t.schema.get_field_index("c7"), "c7", pa.array([datetime.date(2030, 1, 1)] * t.num_rows))
+write_deltalake(sys.argv[2], t, mode="append")
+print(t.num_rows)
+"#;
+
+/// Whether the Delta table at argv[1] holds the rows of the `parquet` table at argv[2] outside
+/// 2030-01-01, and argv[3] rows on that date.
+const OTHER_DATE_EQUALS: &str = r#"
+import datetime, glob, sys, pyarrow as pa, pyarrow.parquet as pq, pyarrow.compute as pc
+from deltalake import DeltaTable
+def rows(t):
+    out = []
+    for r in t.to_pylist():
+        r["_source_modified"] = r["_source_modified"].replace(tzinfo=None)
+        out.append(tuple(sorted((k, str(v)) for k, v in r.items())))
+    return sorted(out)
+dt = DeltaTable(sys.argv[1]).to_pyarrow_table()
+other = pc.equal(dt["c7"], pa.scalar(datetime.date(2030, 1, 1)))
+files = [f for f in glob.glob(sys.argv[2] + "/**/*.parquet", recursive=True) if "_lakeload" not in f]
+oracle = pa.concat_tables([pq.read_table(f, partitioning=None) for f in files])
+print(rows(dt.filter(pc.invert(other))) == rows(oracle) and dt.filter(other).num_rows == int(sys.argv[3]))
+"#;
