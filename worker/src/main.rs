@@ -71,6 +71,10 @@ enum Command {
     Rollback {
         #[arg(long)]
         to_version: u64,
+        /// Roll back even when source files loaded since are gone from the source (their
+        /// rows leave the table for good).
+        #[arg(long)]
+        allow_missing: bool,
         #[arg(long)]
         json: bool,
     },
@@ -278,13 +282,17 @@ async fn dispatch(cli: Cli) -> i32 {
                 lakeload::history::format_history(versions)
             })
         }
-        Command::Rollback { to_version, json } => {
+        Command::Rollback {
+            to_version,
+            allow_missing,
+            json,
+        } => {
             let config = match load_config(&cli, None) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
             show(
-                lakeload::rollback::rollback(&config, *to_version).await,
+                lakeload::rollback::rollback(&config, *to_version, *allow_missing).await,
                 *json,
                 lakeload::rollback::format_restored,
             )

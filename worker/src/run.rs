@@ -74,7 +74,10 @@ impl Target {
                 TableFormat::Parquet => {
                     Arc::new(ParquetTable::new(storage.clone(), config.target.layout, schema))
                 }
-                TableFormat::Delta => Arc::new(DeltaTable::new(storage.clone(), schema)),
+                TableFormat::Delta => Arc::new(
+                    DeltaTable::new(storage.clone(), schema)
+                        .recording_settings(serde_json::to_value(TableSettings::of(config)).ok()),
+                ),
             },
             state: Arc::new(JsonStateStore::new(storage.clone())),
             storage,

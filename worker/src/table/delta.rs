@@ -47,6 +47,9 @@ fn txn_app_id(table_id: &str) -> String {
 pub struct DeltaTable {
     storage: DynStorage,
     schema: Arc<SchemaConfig>,
+    /// The settings the run builds the table with, as the state records them: each commit
+    /// records them too, so a rollback restores those of its version.
+    settings: Option<serde_json::Value>,
     run: Mutex<DeltaRun>,
 }
 
@@ -70,11 +73,25 @@ impl DeltaTable {
         DeltaTable {
             storage,
             schema,
+            settings: None,
             run: Mutex::new(DeltaRun {
                 attempt: new_attempt(),
                 ..DeltaRun::default()
             }),
         }
+    }
+
+    /// Records `settings` (the state's form of them) in each commit.
+    pub fn recording_settings(mut self, settings: Option<serde_json::Value>) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Whether any commit still in the snapshot added `key` (a live file or a tombstone):
+    /// the log knows it, so it is no orphan.
+    pub fn recorded_in_log(&self, key: &str) -> bool {
+        let run = self.run();
+        run.snapshot.files.contains_key(key) || run.snapshot.tombstones.contains_key(key)
     }
 
     fn partition_name(&self) -> &str {
@@ -165,6 +182,7 @@ impl DeltaTable {
                 "mode": mode.to_string(),
                 "rowsWritten": rows,
                 "datesWritten": run.written.len(),
+                "settings": self.settings,
                 // The source files processed, so the state can be rebuilt from the log.
                 "files": files,
             },
@@ -281,15 +299,24 @@ pub struct Restored {
     pub version: u64,
     pub files_added: usize,
     pub files_removed: usize,
+    /// Source files loaded after the restored version that the source no longer has (a
+    /// rollback with `--allow-missing`): their rows left the table.
+    pub missing_sources: Vec<String>,
     /// The state as of the restored version: the source files then loaded, its partitions.
     #[serde(skip)]
     pub state: State,
 }
 
+/// A rollback ready to commit: its actions, and what it restores.
+pub struct PreparedRestore {
+    actions: Vec<Action>,
+    pub restored: Restored,
+}
+
 impl DeltaTable {
-    /// Commits a new version whose files are those of version `to` (read after
-    /// [`Table::begin`]), and returns the state as of `to` with the new version.
-    pub async fn restore(&self, to: u64, run_id: &str) -> Result<Restored> {
+    /// The new version whose files, metadata and recorded settings are those of version `to`
+    /// (read after [`Table::begin`]), with the state as of `to`; nothing is written yet.
+    pub async fn prepare_restore(&self, to: u64, run_id: &str) -> Result<PreparedRestore> {
         let latest = self
             .run()
             .snapshot
@@ -304,7 +331,7 @@ impl DeltaTable {
         // Version `to` as its commits left it (every commit is kept; checkpoints only spare
         // replaying them).
         let commits = read_commits(&self.storage, 0..=to).await?;
-        let (actions, version, restored) = {
+        let (actions, _, restored) = {
             let run = self.run();
             let mut then = Snapshot::default();
             let mut as_of = State::default();
@@ -330,6 +357,20 @@ impl DeltaTable {
                     added += 1;
                 }
             }
+            // Version `to`'s metadata (schema, properties), when it has changed since.
+            if let Some(metadata) = &then.metadata
+                && run.snapshot.metadata.as_ref() != Some(metadata)
+            {
+                actions.insert(0, Action::Metadata(metadata.clone()));
+            }
+            if removed > 0 && run.snapshot.metadata.as_ref().is_some_and(is_append_only) {
+                return Err(Error::Config(format!(
+                    "the Delta table at {} is append-only (delta.appendOnly = true): rolling \
+                     back to version {to} would remove {removed} file(s). Nothing was written. \
+                     Unset the property if the table may be rolled back",
+                    self.storage.root()
+                )));
+            }
             let version = latest + 1;
             let table_id = run.snapshot.metadata.as_ref().map_or("", |m| m.id.as_str());
             actions.push(Action::Txn(next_txn(&run.snapshot, table_id, now_ms)));
@@ -338,12 +379,19 @@ impl DeltaTable {
                 "operation": "RESTORE",
                 "operationParameters": { "version": to },
                 "engineInfo": format!("lakeload/{}", env!("CARGO_PKG_VERSION")),
-                "lakeload": { "runId": run_id, "mode": "rollback", "restoredVersion": to, "files": &files },
+                "lakeload": {
+                    "runId": run_id,
+                    "mode": "rollback",
+                    "restoredVersion": to,
+                    "files": &files,
+                    "settings": &as_of.settings,
+                },
             })));
             let state = State {
                 files,
                 partitions: partitions_of(&then, self.partition_name()),
                 table_version: Some(version),
+                settings: as_of.settings,
                 ..State::default()
             };
             let restored = Restored {
@@ -351,6 +399,7 @@ impl DeltaTable {
                 version,
                 files_added: added,
                 files_removed: removed,
+                missing_sources: Vec::new(),
                 state,
             };
             (actions, version, restored)
@@ -367,6 +416,13 @@ impl DeltaTable {
                 )));
             }
         }
+        Ok(PreparedRestore { actions, restored })
+    }
+
+    /// Commits a prepared rollback.
+    pub async fn commit_restore(&self, prepared: PreparedRestore) -> Result<Restored> {
+        let PreparedRestore { actions, restored } = prepared;
+        let version = restored.version;
         let key = commit_key(version);
         match self
             .storage
@@ -396,6 +452,8 @@ pub struct RecordedRun {
     /// A full run (or a rollback): the files it records are all the table's.
     pub replaces_all: bool,
     pub files: Vec<FileRecord>,
+    /// The settings the run built the table with (commits before lakeload recorded them: none).
+    pub settings: Option<serde_json::Value>,
 }
 
 /// The run a commit records, if lakeload made it.
@@ -414,6 +472,7 @@ pub fn recorded_run(actions: &[Action]) -> Result<Option<RecordedRun>> {
                 run_id: run_id.to_string(),
                 replaces_all: mode != "incremental",
                 files,
+                settings: Some(info["lakeload"]["settings"].clone()).filter(|s| !s.is_null()),
             }));
         }
     }
@@ -429,6 +488,9 @@ fn apply_recorded_run(state: &mut State, actions: &[Action]) -> Result<()> {
         }
         state.upsert(recorded.files);
         state.last_run_id = Some(recorded.run_id);
+        if let Some(settings) = recorded.settings.and_then(|s| serde_json::from_value(s).ok()) {
+            state.settings = Some(settings);
+        }
     }
     Ok(())
 }
@@ -922,8 +984,10 @@ impl Table for DeltaTable {
         Some(partitions_of(&self.run().snapshot, self.partition_name()))
     }
 
+    /// Live files are dropped by the commit; files only older versions read (tombstones) are
+    /// kept for them until vacuum: neither is deleted by a run.
     fn drops_by_record(&self, key: &str) -> bool {
-        self.run().snapshot.files.contains_key(key)
+        self.recorded_in_log(key)
     }
 
     async fn commit(&self, mode: Mode, run_id: &str, files: &[FileRecord]) -> Result<Option<u64>> {

@@ -1492,3 +1492,66 @@ files = [f for f in glob.glob(sys.argv[2] + "/**/*.parquet", recursive=True) if 
 oracle = pa.concat_tables([pq.read_table(f, partitioning=None) for f in files])
 print(rows(dt.filter(pc.invert(other))) == rows(oracle) and dt.filter(other).num_rows == int(sys.argv[3]))
 "#;
+
+/// `rollback --to-version N` tells the truth about N: the table gets N's metadata back (a
+/// description another engine set later is gone), the state gets the settings N was built
+/// with (an incremental run under them is accepted, under the later ones refused), and source
+/// files loaded after N that are gone from the source are named and refused (nothing
+/// written) unless `--allow-missing`, which reports them.
+#[test]
+fn a_rollback_restores_the_versions_metadata_and_settings_and_names_lost_sources() {
+    let dir = tempdir();
+    let dir = dir.path();
+    let source = first_files(dir, 3, 300);
+    let delta = dir.join("delta");
+    run(dir, &source, &delta, "delta", "full");
+    let rekeyed = || on_delta(dir, &source, &delta).env("LAKELOAD_SCHEMA_KEY", "c1,c7");
+    let out = rekeyed().args(["run", "--mode", "full"]).output();
+    assert_exit(&out, 0);
+    commit_metadata_as_spark(&delta, "SET TBLPROPERTIES", |m| {
+        m["description"] = "set after version 0".into();
+    });
+    land_file(dir, "2026-11-02", 10, 300, &["--seed", "4"]);
+    let out = rekeyed().args(["run", "--mode", "incremental"]).output();
+    assert_exit(&out, 0);
+    let landed = lakeload_testkit::files_under(&source)
+        .into_iter()
+        .find(|p| path_str(p).contains("000010"))
+        .unwrap();
+    std::fs::remove_file(&landed).unwrap();
+
+    let rollback = |more: &[&str]| {
+        on_delta(dir, &source, &delta)
+            .args(["rollback", "--to-version", "0", "--json"])
+            .args(more)
+            .output()
+    };
+    let before = table_files(&delta);
+    let refused = rollback(&[]);
+    assert_exit(&refused, 2);
+    let said = stderr(&refused);
+    assert!(
+        said.contains("000010") && said.contains("--allow-missing"),
+        "{said}"
+    );
+    assert_eq!(table_files(&delta), before, "nothing written");
+
+    let done = rollback(&["--allow-missing"]);
+    assert_exit(&done, 0);
+    let done: serde_json::Value = serde_json::from_str(&stdout(&done)).unwrap();
+    let missing: Vec<String> = serde_json::from_value(done["missing_sources"].clone()).unwrap();
+    assert!(missing.len() == 1 && missing[0].contains("000010"), "{done}");
+    let description = python(
+        "import sys\nfrom deltalake import DeltaTable\nprint(DeltaTable(sys.argv[1]).metadata().description)",
+        &[path_str(&delta)],
+    );
+    assert_eq!(description.trim(), "None", "version 0's metadata is back");
+    let oracle = dir.join("oracle");
+    run(dir, &source, &oracle, "parquet", "full");
+    assert!(delta_equals(&delta, None, &oracle), "version 0's rows");
+
+    let refused = rekeyed().args(["run", "--mode", "incremental"]).output();
+    assert_exit(&refused, 2);
+    assert!(stderr(&refused).contains("schema.key"), "{}", stderr(&refused));
+    run(dir, &source, &delta, "delta", "incremental");
+}
