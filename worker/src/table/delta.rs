@@ -17,6 +17,7 @@ use super::delta_log::{
     encode_commit, schema_string, version_of_key,
 };
 use super::encoder::ParquetEncoder;
+use super::run_files;
 use super::stored::StoredParquet;
 use super::{DateEncoder, EncodedObject, Seen, StoredRows, Table, fenced};
 use crate::config::{Mode, SchemaConfig};
@@ -120,7 +121,13 @@ impl DeltaTable {
 
     /// The actions of this run's commit: the new files, the live files they replace (a full
     /// run replaces every live file), and on a new table its protocol and metadata.
-    fn actions(&self, mode: Mode, run_id: &str, files: &[FileRecord], now: DateTime<Utc>) -> Vec<Action> {
+    fn actions(
+        &self,
+        mode: Mode,
+        run_id: &str,
+        files: &run_files::Digest,
+        now: DateTime<Utc>,
+    ) -> Vec<Action> {
         let run = self.run();
         let now_ms = now.timestamp_millis();
         let mut actions = Vec::new();
@@ -183,7 +190,8 @@ impl DeltaTable {
                 "rowsWritten": rows,
                 "datesWritten": run.written.len(),
                 "settings": self.settings,
-                // The source files processed, so the state can be rebuilt from the log.
+                // The source files processed (their list's digest), so the state can be
+                // rebuilt from the log.
                 "files": files,
             },
         })));
@@ -331,15 +339,16 @@ impl DeltaTable {
         // Version `to` as its commits left it (every commit is kept; checkpoints only spare
         // replaying them).
         let commits = read_commits(&self.storage, 0..=to).await?;
+        let mut as_of = State::default();
+        replay_runs(&self.storage, &mut as_of, &commits).await?;
+        let digest = run_files::write(&self.storage, &as_of.files).await?;
+        let mut then = Snapshot::default();
+        for (version, actions) in commits {
+            then.apply(version, actions)?;
+        }
         let (actions, _, restored) = {
             let run = self.run();
-            let mut then = Snapshot::default();
-            let mut as_of = State::default();
-            for (version, actions) in &commits {
-                apply_recorded_run(&mut as_of, actions)?;
-                then.apply(*version, actions.clone())?;
-            }
-            let files = as_of.files;
+            let files = std::mem::take(&mut as_of.files);
             let now = Utc::now();
             let now_ms = now.timestamp_millis();
             let mut actions = Vec::new();
@@ -383,7 +392,7 @@ impl DeltaTable {
                     "runId": run_id,
                     "mode": "rollback",
                     "restoredVersion": to,
-                    "files": &files,
+                    "files": &digest,
                     "settings": &as_of.settings,
                 },
             })));
@@ -451,9 +460,16 @@ pub struct RecordedRun {
     pub run_id: String,
     /// A full run (or a rollback): the files it records are all the table's.
     pub replaces_all: bool,
-    pub files: Vec<FileRecord>,
+    pub files: RecordedFiles,
     /// The settings the run built the table with (commits before lakeload recorded them: none).
     pub settings: Option<serde_json::Value>,
+}
+
+/// The source files a commit records: a digest of their list (see `run_files`), or the list
+/// itself in commits of lakeload versions before the digest.
+pub enum RecordedFiles {
+    Listed(run_files::Digest),
+    Inline(Vec<FileRecord>),
 }
 
 /// The run a commit records, if lakeload made it.
@@ -462,11 +478,16 @@ pub fn recorded_run(actions: &[Action]) -> Result<Option<RecordedRun>> {
         if let Action::CommitInfo(info) = action
             && let Some(run_id) = info["lakeload"]["runId"].as_str()
         {
-            let files = serde_json::from_value(info["lakeload"]["files"].clone()).map_err(|e| {
+            let recorded = &info["lakeload"]["files"];
+            let badly = |e: serde_json::Error| {
                 Error::Other(format!(
                     "a Delta commit of run {run_id} records its files badly: {e}"
                 ))
-            })?;
+            };
+            let files = match recorded.is_array() {
+                true => RecordedFiles::Inline(serde_json::from_value(recorded.clone()).map_err(badly)?),
+                false => RecordedFiles::Listed(serde_json::from_value(recorded.clone()).map_err(badly)?),
+            };
             let mode = info["lakeload"]["mode"].as_str().unwrap_or_default();
             return Ok(Some(RecordedRun {
                 run_id: run_id.to_string(),
@@ -479,14 +500,27 @@ pub fn recorded_run(actions: &[Action]) -> Result<Option<RecordedRun>> {
     Ok(None)
 }
 
-/// Applies to `state`'s processed files what a commit records of its run, if lakeload made
-/// it: a full run or a rollback replaces them, an incremental run adds to them.
-fn apply_recorded_run(state: &mut State, actions: &[Action]) -> Result<()> {
-    if let Some(recorded) = recorded_run(actions)? {
+/// Applies to `state` what lakeload's commits among `commits` (in order) record of their runs:
+/// a full run or a rollback replaces the processed files, an incremental run adds to them; the
+/// latest settings recorded are the table's. Only the file lists from the last full run on are
+/// read: the ones before it were replaced.
+async fn replay_runs(storage: &DynStorage, state: &mut State, commits: &[(u64, Vec<Action>)]) -> Result<()> {
+    let mut runs = Vec::new();
+    for (_, actions) in commits {
+        runs.extend(recorded_run(actions)?);
+    }
+    let from = runs.iter().rposition(|r| r.replaces_all).unwrap_or(0);
+    for (i, recorded) in runs.into_iter().enumerate() {
         if recorded.replaces_all {
             state.files.clear();
         }
-        state.upsert(recorded.files);
+        if i >= from {
+            let files = match recorded.files {
+                RecordedFiles::Inline(files) => files,
+                RecordedFiles::Listed(digest) => run_files::read(storage, &digest).await?,
+            };
+            state.upsert(files);
+        }
         state.last_run_id = Some(recorded.run_id);
         if let Some(settings) = recorded.settings.and_then(|s| serde_json::from_value(s).ok()) {
             state.settings = Some(settings);
@@ -940,12 +974,11 @@ impl Table for DeltaTable {
         }
         let since = state.table_version.map_or(0, |v| v + 1);
         // Commits the checkpoint covered are read now: the state is behind it.
-        let before_tail = read_commits(&self.storage, since..tail_start).await?;
-        let run = self.run();
+        let mut commits = read_commits(&self.storage, since..tail_start).await?;
+        commits.extend(self.run().tail.iter().filter(|(v, _)| *v >= since).cloned());
         let mut out = state.clone();
-        for (_, actions) in before_tail.iter().chain(&run.tail).filter(|(v, _)| *v >= since) {
-            apply_recorded_run(&mut out, actions)?;
-        }
+        replay_runs(&self.storage, &mut out, &commits).await?;
+        let run = self.run();
         out.partitions = partitions_of(&run.snapshot, self.partition_name());
         let live: std::collections::BTreeSet<&str> = run.snapshot.files.keys().map(String::as_str).collect();
         out.unconfirmed.retain(|k| !live.contains(k.as_str()));
@@ -994,9 +1027,10 @@ impl Table for DeltaTable {
         // What the run read and replaces, as of the version it merged with: another writer's
         // commit is checked against it when it takes the version first.
         let read = self.read_set(mode);
+        let files = run_files::write(&self.storage, files).await?;
         for _ in 0..MAX_COMMIT_ATTEMPTS {
             let version = self.run().snapshot.version.map_or(0, |v| v + 1);
-            let actions = self.actions(mode, run_id, files, Utc::now());
+            let actions = self.actions(mode, run_id, &files, Utc::now());
             let changes = |a: &Action| !matches!(a, Action::Txn(_) | Action::CommitInfo(_));
             if !actions.iter().any(changes) {
                 // Nothing new (an incremental run with no new file): no empty version.

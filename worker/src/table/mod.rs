@@ -12,6 +12,7 @@ pub mod delta_log;
 mod encoder;
 mod frame;
 mod parquet;
+mod run_files;
 mod stats;
 mod stored;
 

@@ -1304,6 +1304,18 @@ print(json.dumps({"description": m.description, "configuration": m.configuration
         .next_back()
         .unwrap();
     assert_eq!(latest_metadata["x-engine-extension"]["kept"], true);
+    // lakeload's commit names its run's file list by a digest; the list lies beside the log.
+    let info = log_commits(&delta)
+        .concat()
+        .into_iter()
+        .filter_map(|a| a.get("commitInfo").cloned())
+        .filter(|i| i.get("lakeload").is_some())
+        .next_back()
+        .unwrap();
+    let listed = &info["lakeload"]["files"];
+    assert_eq!(listed["count"], 1, "the incremental run's one file: {info}");
+    assert_eq!(listed["sha256"].as_str().map(str::len), Some(64), "{info}");
+    assert!(delta.join(listed["path"].as_str().unwrap()).is_file(), "{info}");
 
     python(
         r#"
