@@ -1309,8 +1309,7 @@ print(json.dumps({"description": m.description, "configuration": m.configuration
         .concat()
         .into_iter()
         .filter_map(|a| a.get("commitInfo").cloned())
-        .filter(|i| i.get("lakeload").is_some())
-        .next_back()
+        .rfind(|i| i.get("lakeload").is_some())
         .unwrap();
     let listed = &info["lakeload"]["files"];
     assert_eq!(listed["count"], 1, "the incremental run's one file: {info}");
