@@ -4,6 +4,8 @@
 #
 #   tests/spark/run.sh TABLE VERSION=ROWS [VERSION=ROWS ...] [--date-columns c6,c7] [--timestamp-columns _source_modified]
 #   e.g. tests/spark/run.sh /tmp/t 0=18587 1=27945
+# or runs Spark SQL statements in order, as another engine sharing the table (sql.py):
+#   tests/spark/run.sh --sql 'DELETE FROM delta.`/tmp/t` WHERE c1 = "x"' 'OPTIMIZE delta.`/tmp/t`'
 #
 # Installs what it needs once, idempotently, under $LAKELOAD_SPARK_HOME
 # (default $HOME/.cache/lakeload/spark):
@@ -27,8 +29,13 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 die() { echo "tests/spark: $*" >&2; exit 1; }
 
 if [ $# -lt 2 ]; then
-    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
+fi
+script=read_delta.py
+if [ "$1" = --sql ]; then
+    script=sql.py
+    shift
 fi
 
 now() { date +%s.%N; }
@@ -119,10 +126,14 @@ step "install steps took $(elapsed "$total_start") s"
 export SPARK_LOCAL_IP=127.0.0.1
 t=$(now)
 set +e
-LAKELOAD_SPARK_JARS=$jars "$VENV/bin/python" "$HERE/read_delta.py" "$@"
+LAKELOAD_SPARK_JARS=$jars "$VENV/bin/python" "$HERE/$script" "$@"
 rc=$?
 set -e
-step "read took $(elapsed "$t") s"
+step "$script took $(elapsed "$t") s"
+if [ "$script" = sql.py ]; then
+    [ "$rc" = 0 ] || die "FAILED: Spark SQL (exit $rc, see above)"
+    exit 0
+fi
 if [ "$rc" != 0 ]; then
     die "FAILED: Spark $PYSPARK_VERSION + Delta $DELTA_VERSION read of $1 did not match (exit $rc, see above)"
 fi
