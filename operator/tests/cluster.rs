@@ -1471,3 +1471,78 @@ async fn a_delta_etlrun_records_the_table_version_it_committed() {
         .collect();
     assert_eq!(versions, [(1, "incremental"), (0, "full")]);
 }
+
+/// A Delta EtlRun whose pod is SIGKILLed (as the OOM killer does) right after writing a date,
+/// before its commit, ends `Succeeded` through the Job's own retry: the retry runs under the
+/// same run id but as a new attempt, so its files never collide with the killed attempt's
+/// (which no version reads), and it commits version 1. The table holds what a local full
+/// run over the same files gives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delta_etlrun_killed_after_writing_a_date_succeeds_on_the_jobs_retry() {
+    let (ref setup, ns, bucket, _) = fresh("delta-retry", 200).await;
+    let delta = json!({"target": {"format": "delta"}});
+    create_run(setup, &ns, "first", &bucket, delta.clone()).await;
+    let first = wait_run(setup, &ns, "first", Duration::from_secs(180), finished).await;
+    assert_eq!(first.status.unwrap().table_version, Some(0));
+
+    setup.s3.put(
+        &bucket,
+        "src/part-9.gz",
+        &gzip(&lakeload_testkit::sample_lines(9, 150, 50, 4)),
+    );
+    let mut incremental = delta.clone();
+    merge(
+        &mut incremental,
+        json!({
+            "mode": "incremental",
+            "backoffLimit": 2,
+            "settings": {PAUSE_SETTING: "after_date_write:1:sleep60000"},
+        }),
+    );
+    let run = create_run(setup, &ns, "killed", &bucket, incremental).await;
+    let first_pod = wait_paused(setup, &ns, &run).await;
+    kill_container(setup.cluster, &first_pod);
+
+    let done = wait_run(setup, &ns, "killed", Duration::from_secs(240), finished).await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    assert_eq!(status.table_version, Some(1), "{status:?}");
+    assert_eq!(status.rows_read, Some(150), "{status:?}");
+    let attempts = job_pods(setup, &ns, &run).await;
+    assert_eq!(attempts.len(), 2, "one retry");
+    assert_eq!(exit_code(&attempts[0]), Some(137));
+    assert_eq!(exit_code(&attempts[1]), Some(0));
+
+    let table = format!("s3://{bucket}/table");
+    let worker = PathBuf::from(env!("CARGO_BIN_EXE_lakeload-operator"))
+        .parent()
+        .unwrap()
+        .join("lakeload");
+    let out = Command::new(worker)
+        .args(["status", "--json"])
+        .envs(setup.s3.env())
+        .env("LAKELOAD_SOURCE_URL", "s3://unused/x")
+        .env("LAKELOAD_TARGET_URL", &table)
+        .env("LAKELOAD_TARGET_FORMAT", "delta")
+        .env("LAKELOAD_AWS_FORCE_PATH_STYLE", "true")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows: BTreeMap<String, u64> = status["dates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["date"].as_str().unwrap().to_string(),
+                d["rows"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        reference_rows(setup.s3, &bucket),
+        "the table a full local run over the same files gives"
+    );
+}
