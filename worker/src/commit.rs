@@ -18,8 +18,13 @@
 //! Every write goes through the lock ([`TableLock::fenced`] / [`TableLock::bounded`]); the
 //! conditions themselves are the storage's conditional writes (`storage`), used by the table
 //! format (`table`) and the state store (`state`).
+//!
+//! The maintenance commands (`rollback`, `vacuum`) take the same path: [`under_lock`] holds the
+//! table's lock around their work and releases it whatever happens, and [`commit_state`] is
+//! the one state write of every command (fenced, compare-and-swap on the state loaded).
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use chrono::Utc;
 
@@ -31,9 +36,37 @@ use crate::ownership::{Claims, Owned};
 use crate::reader::FileCounts;
 use crate::run::Target;
 use crate::settings::TableSettings;
-use crate::state::{FileRecord, Loaded, PartitionRecord, STATE_VERSION, State, StoreCheck};
-use crate::storage::ObjectMeta;
+use crate::state::{FileRecord, Loaded, PartitionRecord, STATE_VERSION, State, StateStore, StoreCheck};
+use crate::storage::{DynStorage, ObjectMeta};
 use crate::table::{EncodedObject, Seen};
+
+/// Runs `work` holding the table's lock under `run_id` (taken first, released after, whatever
+/// `work` returns): the shape of every command that changes the table.
+pub async fn under_lock<T>(
+    storage: &DynStorage,
+    run_id: &str,
+    lease: Duration,
+    work: impl AsyncFnOnce(&TableLock) -> Result<T>,
+) -> Result<T> {
+    let lock = TableLock::acquire(storage.clone(), run_id, lease).await?;
+    let outcome = work(&lock).await;
+    if let Err(e) = lock.release().await {
+        tracing::error!("could not release the lock: {e}; remove it with `lakeload unlock`");
+    }
+    outcome
+}
+
+/// Commits `state` under the lock, only if the stored state is still the one loaded with ETag
+/// `expected` (`None`: none existed): the one state write of runs, rollbacks and vacuums.
+/// Returns the new ETag.
+pub async fn commit_state(
+    lock: &TableLock,
+    states: &dyn StateStore,
+    state: &State,
+    expected: Option<&str>,
+) -> Result<String> {
+    lock.fenced(&states.url(), states.commit(state, expected)).await
+}
 
 /// What the state records about the table besides its files: how it was built and what
 /// its store guarantees.
@@ -105,14 +138,13 @@ impl<'a> TableCommit<'a> {
         state.unconfirmed.dedup();
         state.version = STATE_VERSION;
         state.updated_at = Some(Utc::now());
-        let url = self.target.state.url();
-        let etag = self
-            .lock
-            .fenced(
-                &url,
-                self.target.state.commit(&state, self.loaded.etag.as_deref()),
-            )
-            .await?;
+        let etag = commit_state(
+            self.lock,
+            self.target.state.as_ref(),
+            &state,
+            self.loaded.etag.as_deref(),
+        )
+        .await?;
         tracing::debug!(
             "run {} announced {announced} new object(s) in the state",
             self.run_id
@@ -242,13 +274,13 @@ impl<'a> TableCommit<'a> {
         state.updated_at = Some(Utc::now());
         state.last_run_id = Some(run_id.to_string());
         crate::faults::pause_point("before_state_commit").await;
-        let url = self.target.state.url();
-        self.lock
-            .fenced(
-                &url,
-                self.target.state.commit(&state, self.loaded.etag.as_deref()),
-            )
-            .await?;
+        commit_state(
+            self.lock,
+            self.target.state.as_ref(),
+            &state,
+            self.loaded.etag.as_deref(),
+        )
+        .await?;
         Ok(())
     }
 }

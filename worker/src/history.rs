@@ -7,8 +7,8 @@ use serde::Serialize;
 use crate::config::{Config, TableFormat};
 use crate::error::{Error, Result};
 use crate::report::thousands;
-use crate::table::delta::{log_commits, rows_of};
-use crate::table::delta_log::Action;
+use crate::table::delta::log::Action;
+use crate::table::delta::replay::{log_commits, rows_of};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TableVersion {

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use crate::commit::{commit_state, under_lock};
 use crate::config::{Config, TableFormat};
 use crate::error::{Error, Result};
-use crate::lock::TableLock;
 use crate::ownership::some_keys;
 use crate::settings::TableSettings;
 use crate::state::{JsonStateStore, STATE_VERSION, State, StateStore};
@@ -31,8 +31,7 @@ pub async fn rollback(config: &Config, to_version: u64, allow_missing: bool) -> 
     let source = crate::storage::open(&config.source.url, &config.aws).await?;
     let run_id = format!("rollback-{}", crate::run::new_run_id(Utc::now()));
     let lease = Duration::from_secs(config.lock.lease_seconds);
-    let lock = TableLock::acquire(storage.clone(), &run_id, lease).await?;
-    let outcome = async {
+    under_lock(&storage, &run_id, lease, async |lock| {
         let states = JsonStateStore::new(storage.clone());
         let loaded = states.load().await?;
         let settings = serde_json::to_value(TableSettings::of(config)).ok();
@@ -68,16 +67,11 @@ pub async fn rollback(config: &Config, to_version: u64, allow_missing: bool) -> 
         state.version = STATE_VERSION;
         state.updated_at = Some(Utc::now());
         state.last_run_id = Some(run_id.clone());
-        lock.fenced(&states.url(), states.commit(&state, loaded.etag.as_deref()))
-            .await?;
+        commit_state(lock, &states, &state, loaded.etag.as_deref()).await?;
         restored.missing_sources = missing;
         Ok(restored)
-    }
-    .await;
-    if let Err(e) = lock.release().await {
-        tracing::error!("could not release the lock: {e}; remove it with `lakeload unlock`");
-    }
-    outcome
+    })
+    .await
 }
 
 /// The source files the table holds now that it will not hold once rolled back (loaded after

@@ -13,12 +13,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::commit::{commit_state, under_lock};
 use crate::config::{Config, TableFormat};
 use crate::error::{Error, Result};
-use crate::lock::TableLock;
 use crate::state::{JsonStateStore, StateStore};
-use crate::table::delta::load_snapshot;
-use crate::table::delta_log::Snapshot;
+use crate::table::delta::log::Snapshot;
+use crate::table::delta::replay::load_snapshot;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Vacuumed {
@@ -139,8 +139,7 @@ pub async fn vacuum(
     let storage = crate::storage::open(&config.target.url, &config.aws).await?;
     let run_id = format!("vacuum-{}", crate::run::new_run_id(Utc::now()));
     let lease = Duration::from_secs(config.lock.lease_seconds);
-    let lock = TableLock::acquire(storage.clone(), &run_id, lease).await?;
-    let outcome = async {
+    under_lock(&storage, &run_id, lease, async |lock| {
         let snapshot = load_snapshot(&storage).await?.snapshot;
         let retain = chosen_retention(
             retain,
@@ -191,16 +190,11 @@ pub async fn vacuum(
             let mut state = loaded.state.clone();
             state.unconfirmed.retain(|k| !gone.contains(k.as_str()));
             state.updated_at = Some(Utc::now());
-            lock.fenced(&states.url(), states.commit(&state, loaded.etag.as_deref()))
-                .await?;
+            commit_state(lock, &states, &state, loaded.etag.as_deref()).await?;
         }
         Ok(out)
-    }
-    .await;
-    if let Err(e) = lock.release().await {
-        tracing::error!("could not release the lock: {e}; remove it with `lakeload unlock`");
-    }
-    outcome
+    })
+    .await
 }
 
 /// The files the table removed before `cutoff` and did not add back, and how many files it
@@ -238,7 +232,7 @@ pub fn format_vacuumed(v: &Vacuumed) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::delta_log::{Action, Add, Remove};
+    use crate::table::delta::log::{Action, Add, Remove};
 
     fn add(path: &str) -> Action {
         Action::Add(Add {

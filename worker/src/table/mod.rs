@@ -1,18 +1,14 @@
 //! The table behind the [`Table`] trait, one format per module, so another format is a new
 //! module, not a rewrite. `parquet`: one snappy Parquet object per date (SPEC §3). `delta`:
-//! a Delta Lake table, one data file per date and version, committed through `delta_log`.
+//! a Delta Lake table, one data file per date and version, committed through its log (`delta/`).
 //! Beside the formats: `stored` streams a stored date back a slice at a time, `encoder`
 //! builds a date's object from merge units, `stats` gathers a file's column statistics, and
 //! `frame` converts rows to and from the table's columns.
 
 pub mod delta;
-pub mod delta_checkpoint;
-mod delta_conflict;
-pub mod delta_log;
 mod encoder;
 mod frame;
 mod parquet;
-mod run_files;
 mod stats;
 mod stored;
 

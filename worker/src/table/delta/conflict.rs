@@ -18,7 +18,7 @@
 
 use std::collections::BTreeSet;
 
-use super::delta_log::{Action, key_of_path};
+use super::log::{Action, key_of_path};
 use crate::config::Mode;
 
 /// What a lakeload commit read and replaces.
@@ -95,7 +95,7 @@ pub fn describe(actions: &[Action]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::delta_log::{Add, Metadata, Protocol, Remove, Txn};
+    use crate::table::delta::log::{Add, Metadata, Protocol, Remove, Txn};
     use std::collections::BTreeMap;
 
     fn add(path: &str, day: &str, data_change: bool) -> Add {
@@ -180,7 +180,7 @@ mod tests {
             id: "t".into(),
             name: None,
             description: None,
-            format: crate::table::delta_log::Format {
+            format: crate::table::delta::log::Format {
                 provider: "parquet".into(),
                 options: BTreeMap::new(),
             },

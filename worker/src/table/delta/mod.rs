@@ -1,23 +1,43 @@
 //! The `delta` format: a Delta Lake table (protocol reader 1 / writer 2) partitioned by the
-//! partition column. Each run writes its dates as new files, uniquely named by the run
-//! (`<column>=YYYY-MM-DD/<run id>.snappy.parquet`, the partition column left out of the file
-//! as Delta readers expect), then makes them the table's current version with one log commit
-//! (`_delta_log/<version>.json`, created only if absent): readers see the table before the run
-//! or after it, never between. Replaced files stay on storage for older versions.
+//! partition column. Each run writes its dates as new files, named by the run's attempt
+//! (`<column>=YYYY-MM-DD/<run id>.<attempt>.snappy.parquet`, the partition column left out of
+//! the file as Delta readers expect; `files`), then makes them the table's current version with
+//! one log commit (`_delta_log/<version>.json`, created only if absent): readers see the table
+//! before the run or after it, never between. Replaced files stay on storage for older
+//! versions.
+//!
+//! - `log`: the actions of a commit and the snapshot replaying them leaves;
+//! - `replay`: reading the log (checkpoint, then commits) and lakeload's recorded runs;
+//! - `checkpoint`: writing and reading checkpoints;
+//! - `conflict`: another writer's commit against what a run read and replaces;
+//! - `rules`: what a table another engine shares asks of lakeload;
+//! - `restore`: a rollback's new version;
+//! - `run_files`: a run's list of source files, named in its commit by a digest.
+
+mod checkpoint;
+mod conflict;
+mod files;
+pub mod log;
+pub mod replay;
+pub mod restore;
+mod rules;
+mod run_files;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
-use super::delta_checkpoint::{self, LAST_CHECKPOINT_KEY, checkpoint_key, checkpoint_version_of_key};
-use super::delta_conflict::{self, ReadSet};
-use super::delta_log::{
-    Action, Add, Format, LOG_DIR, Metadata, Protocol, Remove, Snapshot, Txn, commit_key, decode_commit,
-    encode_commit, schema_string, version_of_key,
+use self::checkpoint::{LAST_CHECKPOINT_KEY, checkpoint_key};
+use self::conflict::ReadSet;
+use self::files::{data_file_name, new_attempt};
+use self::log::{
+    Action, Add, Format, LOG_DIR, Metadata, Protocol, Remove, Snapshot, Txn, commit_key, encode_commit,
+    schema_string, version_of_key,
 };
+use self::replay::{LoadedLog, load_snapshot, partitions_of, read_commits, replay_runs, rows_of};
+use self::rules::{check_columns, is_append_only, kept_schema};
 use super::encoder::ParquetEncoder;
-use super::run_files;
 use super::stored::StoredParquet;
 use super::{DateEncoder, EncodedObject, Seen, StoredRows, Table, fenced};
 use crate::config::{Mode, SchemaConfig};
@@ -27,10 +47,12 @@ use crate::spill::SpillDir;
 use crate::state::{FileRecord, PartitionRecord, State};
 use crate::storage::{DynStorage, ObjectMeta, PutCondition, StorageError};
 
+pub use self::restore::Restored;
+
 /// lakeload's transaction in its next commit to the table `table_id`: the application id
 /// names lakeload and the table, the version counts lakeload's commits to it (runs and
 /// rollbacks), so a reader can tell which run a version is and whether one was applied.
-fn next_txn(snapshot: &Snapshot, table_id: &str, now_ms: i64) -> Txn {
+pub(super) fn next_txn(snapshot: &Snapshot, table_id: &str, now_ms: i64) -> Txn {
     let app_id = txn_app_id(table_id);
     let version = snapshot.txns.get(&app_id).map_or(0, |v| v + 1);
     Txn {
@@ -222,7 +244,7 @@ impl DeltaTable {
     }
 
     /// Writes the checkpoint of the current version when one is due (see
-    /// [`delta_checkpoint::is_due`]). Called after the commit, outside its fenced write: the
+    /// [`checkpoint::is_due`]). Called after the commit, outside its fenced write: the
     /// version is committed whatever happens here, and a checkpoint that cannot be written
     /// only leaves readers more commits to replay, so failing is a warning, not a failed run.
     pub async fn checkpoint_if_due(&self) {
@@ -230,8 +252,8 @@ impl DeltaTable {
             let run = self.run();
             run.snapshot
                 .version
-                .filter(|v| delta_checkpoint::is_due(*v, run.checkpointed))
-                .map(|v| (v, delta_checkpoint::actions_of(&run.snapshot)))
+                .filter(|v| checkpoint::is_due(*v, run.checkpointed))
+                .map(|v| (v, checkpoint::actions_of(&run.snapshot)))
         };
         let Some((version, actions)) = due else {
             return;
@@ -250,7 +272,7 @@ impl DeltaTable {
     }
 
     async fn write_checkpoint(&self, version: u64, actions: &[Action]) -> Result<()> {
-        let body = delta_checkpoint::encode(actions)?;
+        let body = checkpoint::encode(actions)?;
         let size = body.len();
         match self
             .storage
@@ -280,7 +302,7 @@ impl DeltaTable {
         if current.is_some_and(|v| v >= version) {
             return Ok(());
         }
-        let pointer = delta_checkpoint::last_checkpoint(version, actions.len(), size);
+        let pointer = checkpoint::last_checkpoint(version, actions.len(), size);
         let pointer = bytes::Bytes::from(pointer);
         let written = match condition {
             Some(condition) => self
@@ -298,470 +320,6 @@ impl DeltaTable {
         tracing::info!("wrote the checkpoint of version {version}");
         Ok(())
     }
-}
-
-/// What a rollback committed.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Restored {
-    pub restored_version: u64,
-    pub version: u64,
-    pub files_added: usize,
-    pub files_removed: usize,
-    /// Source files loaded after the restored version that the source no longer has (a
-    /// rollback with `--allow-missing`): their rows left the table.
-    pub missing_sources: Vec<String>,
-    /// The state as of the restored version: the source files then loaded, its partitions.
-    #[serde(skip)]
-    pub state: State,
-}
-
-/// A rollback ready to commit: its actions, and what it restores.
-pub struct PreparedRestore {
-    actions: Vec<Action>,
-    pub restored: Restored,
-}
-
-impl DeltaTable {
-    /// The new version whose files, metadata and recorded settings are those of version `to`
-    /// (read after [`Table::begin`]), with the state as of `to`; nothing is written yet.
-    pub async fn prepare_restore(&self, to: u64, run_id: &str) -> Result<PreparedRestore> {
-        let latest = self
-            .run()
-            .snapshot
-            .version
-            .ok_or_else(|| Error::Config("the Delta table has no versions yet".into()))?;
-        if to >= latest {
-            return Err(Error::Config(format!(
-                "--to-version {to}: the table's versions are 0 to {latest} ({latest} is the current \
-                 one); roll back to an earlier one"
-            )));
-        }
-        // Version `to` as its commits left it (every commit is kept; checkpoints only spare
-        // replaying them).
-        let commits = read_commits(&self.storage, 0..=to).await?;
-        let mut as_of = State::default();
-        replay_runs(&self.storage, &mut as_of, &commits).await?;
-        let digest = run_files::write(&self.storage, &as_of.files).await?;
-        let mut then = Snapshot::default();
-        for (version, actions) in commits {
-            then.apply(version, actions)?;
-        }
-        let (actions, _, restored) = {
-            let run = self.run();
-            let files = std::mem::take(&mut as_of.files);
-            let now = Utc::now();
-            let now_ms = now.timestamp_millis();
-            let mut actions = Vec::new();
-            let mut removed = 0;
-            for (path, live) in &run.snapshot.files {
-                if !then.files.contains_key(path) {
-                    actions.push(Action::Remove(Remove::of(live, now_ms)));
-                    removed += 1;
-                }
-            }
-            let mut added = 0;
-            for (path, old) in &then.files {
-                if !run.snapshot.files.contains_key(path) {
-                    actions.push(Action::Add(old.clone()));
-                    added += 1;
-                }
-            }
-            // Version `to`'s metadata (schema, properties), when it has changed since.
-            if let Some(metadata) = &then.metadata
-                && run.snapshot.metadata.as_ref() != Some(metadata)
-            {
-                actions.insert(0, Action::Metadata(metadata.clone()));
-            }
-            if removed > 0 && run.snapshot.metadata.as_ref().is_some_and(is_append_only) {
-                return Err(Error::Config(format!(
-                    "the Delta table at {} is append-only (delta.appendOnly = true): rolling \
-                     back to version {to} would remove {removed} file(s). Nothing was written. \
-                     Unset the property if the table may be rolled back",
-                    self.storage.root()
-                )));
-            }
-            let version = latest + 1;
-            let table_id = run.snapshot.metadata.as_ref().map_or("", |m| m.id.as_str());
-            actions.push(Action::Txn(next_txn(&run.snapshot, table_id, now_ms)));
-            actions.push(Action::CommitInfo(serde_json::json!({
-                "timestamp": now_ms,
-                "operation": "RESTORE",
-                "operationParameters": { "version": to },
-                "engineInfo": format!("lakeload/{}", env!("CARGO_PKG_VERSION")),
-                "lakeload": {
-                    "runId": run_id,
-                    "mode": "rollback",
-                    "restoredVersion": to,
-                    "files": &digest,
-                    "settings": &as_of.settings,
-                },
-            })));
-            let state = State {
-                files,
-                partitions: partitions_of(&then, self.partition_name()),
-                table_version: Some(version),
-                settings: as_of.settings,
-                ..State::default()
-            };
-            let restored = Restored {
-                restored_version: to,
-                version,
-                files_added: added,
-                files_removed: removed,
-                missing_sources: Vec::new(),
-                state,
-            };
-            (actions, version, restored)
-        };
-        // Every file of the restored version must still be there (vacuum may have taken it).
-        for action in &actions {
-            if let Action::Add(add) = action
-                && self.storage.head(&add.key()).await?.is_none()
-            {
-                return Err(Error::Config(format!(
-                    "version {to} cannot be restored: its file {} was deleted (by vacuum, once it \
-                     was removed for longer than the retention)",
-                    self.storage.url(&add.key())
-                )));
-            }
-        }
-        Ok(PreparedRestore { actions, restored })
-    }
-
-    /// Commits a prepared rollback.
-    pub async fn commit_restore(&self, prepared: PreparedRestore) -> Result<Restored> {
-        let PreparedRestore { actions, restored } = prepared;
-        let version = restored.version;
-        let key = commit_key(version);
-        match self
-            .storage
-            .put_if(
-                &key,
-                bytes::Bytes::from(encode_commit(&actions)?),
-                PutCondition::IfAbsent,
-            )
-            .await
-        {
-            Ok(_) => {
-                self.committed(version, actions);
-                Ok(restored)
-            }
-            Err(StorageError::PreconditionFailed { url }) => Err(Error::LockLost(format!(
-                "another writer committed version {version} of the Delta table first ({url}); \
-                 nothing was rolled back"
-            ))),
-            Err(e) => Err(e.into()),
-        }
-    }
-}
-
-/// What a lakeload commit records of its run (its `commitInfo`).
-pub struct RecordedRun {
-    pub run_id: String,
-    /// A full run (or a rollback): the files it records are all the table's.
-    pub replaces_all: bool,
-    pub files: RecordedFiles,
-    /// The settings the run built the table with (commits before lakeload recorded them: none).
-    pub settings: Option<serde_json::Value>,
-}
-
-/// The source files a commit records: a digest of their list (see `run_files`), or the list
-/// itself in commits of lakeload versions before the digest.
-pub enum RecordedFiles {
-    Listed(run_files::Digest),
-    Inline(Vec<FileRecord>),
-}
-
-/// The run a commit records, if lakeload made it.
-pub fn recorded_run(actions: &[Action]) -> Result<Option<RecordedRun>> {
-    for action in actions {
-        if let Action::CommitInfo(info) = action
-            && let Some(run_id) = info["lakeload"]["runId"].as_str()
-        {
-            let recorded = &info["lakeload"]["files"];
-            let badly = |e: serde_json::Error| {
-                Error::Other(format!(
-                    "a Delta commit of run {run_id} records its files badly: {e}"
-                ))
-            };
-            let files = match recorded.is_array() {
-                true => RecordedFiles::Inline(serde_json::from_value(recorded.clone()).map_err(badly)?),
-                false => RecordedFiles::Listed(serde_json::from_value(recorded.clone()).map_err(badly)?),
-            };
-            let mode = info["lakeload"]["mode"].as_str().unwrap_or_default();
-            return Ok(Some(RecordedRun {
-                run_id: run_id.to_string(),
-                replaces_all: mode != "incremental",
-                files,
-                settings: Some(info["lakeload"]["settings"].clone()).filter(|s| !s.is_null()),
-            }));
-        }
-    }
-    Ok(None)
-}
-
-/// Applies to `state` what lakeload's commits among `commits` (in order) record of their runs:
-/// a full run or a rollback replaces the processed files, an incremental run adds to them; the
-/// latest settings recorded are the table's. Only the file lists from the last full run on are
-/// read: the ones before it were replaced.
-async fn replay_runs(storage: &DynStorage, state: &mut State, commits: &[(u64, Vec<Action>)]) -> Result<()> {
-    let mut runs = Vec::new();
-    for (_, actions) in commits {
-        runs.extend(recorded_run(actions)?);
-    }
-    let from = runs.iter().rposition(|r| r.replaces_all).unwrap_or(0);
-    for (i, recorded) in runs.into_iter().enumerate() {
-        if recorded.replaces_all {
-            state.files.clear();
-        }
-        if i >= from {
-            let files = match recorded.files {
-                RecordedFiles::Inline(files) => files,
-                RecordedFiles::Listed(digest) => run_files::read(storage, &digest).await?,
-            };
-            state.upsert(files);
-        }
-        state.last_run_id = Some(recorded.run_id);
-        if let Some(settings) = recorded.settings.and_then(|s| serde_json::from_value(s).ok()) {
-            state.settings = Some(settings);
-        }
-    }
-    Ok(())
-}
-
-/// The state's partition records of a snapshot: one per live file.
-pub fn partitions_of(snapshot: &Snapshot, column: &str) -> BTreeMap<String, PartitionRecord> {
-    snapshot
-        .files
-        .values()
-        .filter_map(|add| {
-            let day = add.partition_values.get(column)?.clone()?;
-            let key = add.key();
-            let name = key.rsplit_once('/').map_or(key.as_str(), |(_, name)| name);
-            let run_id = run_of_data_file(name).to_string();
-            Some((
-                day,
-                PartitionRecord {
-                    key: key.clone(),
-                    rows: rows_of(add).unwrap_or(0).max(0) as u64,
-                    bytes: add.size.max(0) as u64,
-                    run_id,
-                },
-            ))
-        })
-        .collect()
-}
-
-/// Every commit of the Delta log under `storage`'s root, oldest first (none: no table yet).
-pub async fn log_commits(storage: &DynStorage) -> Result<Vec<(u64, Vec<Action>)>> {
-    let mut versions: Vec<u64> = storage
-        .list(&format!("{LOG_DIR}/"))
-        .await?
-        .iter()
-        .filter_map(|o| version_of_key(&o.key))
-        .collect();
-    versions.sort_unstable();
-    read_commits(storage, versions).await
-}
-
-/// A table's log as [`load_snapshot`] read it.
-pub struct LoadedLog {
-    /// The current version's snapshot.
-    pub snapshot: Snapshot,
-    /// The commits after the checkpoint it started from (every commit without one), oldest
-    /// first.
-    pub tail: Vec<(u64, Vec<Action>)>,
-    /// The version of the checkpoint it started from.
-    pub checkpointed: Option<u64>,
-}
-
-/// The table's current snapshot: its latest checkpoint, if any, and the commits after it,
-/// which are returned too. A checkpoint that cannot be read is passed over for the commits it
-/// covers.
-pub async fn load_snapshot(storage: &DynStorage) -> Result<LoadedLog> {
-    let listing = storage.list(&format!("{LOG_DIR}/")).await?;
-    let mut versions: Vec<u64> = listing.iter().filter_map(|o| version_of_key(&o.key)).collect();
-    versions.sort_unstable();
-    let mut checkpoints: Vec<u64> = listing
-        .iter()
-        .filter_map(|o| checkpoint_version_of_key(&o.key))
-        .collect();
-    checkpoints.sort_unstable();
-    let Some(&latest) = versions.last() else {
-        if let Some(version) = checkpoints.last() {
-            // Commits are never deleted before their checkpoint's: a log listed half-way.
-            return Err(Error::Other(format!(
-                "{} has a checkpoint of version {version} but no commit; run again once the \
-                 storage lists the log whole",
-                storage.url(LOG_DIR)
-            )));
-        }
-        return Ok(LoadedLog {
-            snapshot: Snapshot::default(),
-            tail: Vec::new(),
-            checkpointed: None,
-        });
-    };
-    // The latest checkpoint that reads whole (a damaged one is passed over for the one
-    // before it, as Delta readers do); none: every commit is replayed.
-    let mut snapshot = Snapshot::default();
-    let mut checkpointed = None;
-    for &version in checkpoints.iter().rev().filter(|v| **v <= latest) {
-        let key = checkpoint_key(version);
-        let read = match storage.get(&key).await? {
-            Some((bytes, _)) => delta_checkpoint::decode(version, bytes.to_vec()),
-            None => Err(Error::Other(format!("{} vanished", storage.url(&key)))),
-        };
-        match read {
-            Ok(from_checkpoint) => {
-                snapshot = from_checkpoint;
-                checkpointed = Some(version);
-                break;
-            }
-            Err(e) => tracing::warn!("{e}; trying an earlier checkpoint or the commits"),
-        }
-    }
-    let since = snapshot.version.map_or(0, |v| v + 1);
-    let tail = read_commits(storage, versions.into_iter().filter(|v| *v >= since)).await?;
-    for (version, actions) in &tail {
-        snapshot.apply(*version, actions.clone())?;
-    }
-    Ok(LoadedLog {
-        snapshot,
-        tail,
-        checkpointed,
-    })
-}
-
-/// The commits `versions` of the log, in that order.
-async fn read_commits(
-    storage: &DynStorage,
-    versions: impl IntoIterator<Item = u64>,
-) -> Result<Vec<(u64, Vec<Action>)>> {
-    let mut commits = Vec::new();
-    for version in versions {
-        let key = commit_key(version);
-        let Some((bytes, _)) = storage.get(&key).await? else {
-            return Err(Error::Other(format!(
-                "{} is missing from the Delta log (another tool deleted old commits, or it \
-                 vanished while the log was read)",
-                storage.url(&key)
-            )));
-        };
-        commits.push((version, decode_commit(version, &bytes)?));
-    }
-    Ok(commits)
-}
-
-/// The table's schema after a lakeload commit: the table's own, as another writer may have
-/// left it (column comments and other field metadata, field order), with the columns of
-/// lakeload's schema it lacks added at the end. The same string when nothing is missing.
-fn kept_schema(table: &str, ours: &str) -> String {
-    let (Ok(mut table_schema), Ok(ours_schema)) = (
-        serde_json::from_str::<serde_json::Value>(table),
-        serde_json::from_str::<serde_json::Value>(ours),
-    ) else {
-        return ours.to_string();
-    };
-    let Some(fields) = table_schema["fields"].as_array_mut() else {
-        return ours.to_string();
-    };
-    let missing: Vec<serde_json::Value> = ours_schema["fields"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|f| !fields.iter().any(|t| t["name"] == f["name"]))
-        .cloned()
-        .collect();
-    if missing.is_empty() {
-        return table.to_string();
-    }
-    fields.extend(missing);
-    table_schema.to_string()
-}
-
-/// Whether the table forbids removing files (`delta.appendOnly`, which writer version 2 makes
-/// every writer honour).
-fn is_append_only(metadata: &Metadata) -> bool {
-    metadata
-        .configuration
-        .get("delta.appendOnly")
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
-}
-
-/// Refuses a table whose columns lakeload cannot keep: a column with `delta.invariants` (a
-/// check every writer of protocol 2 must enforce; lakeload enforces none), or a column
-/// lakeload's schema does not name (another writer added it; lakeload's files would lose it).
-fn check_columns(metadata: &Metadata, schema: &SchemaConfig, url: &str) -> Result<()> {
-    let table_schema: serde_json::Value = serde_json::from_str(&metadata.schema_string).map_err(|e| {
-        Error::Other(format!(
-            "the Delta table at {url} has an unreadable schemaString: {e}"
-        ))
-    })?;
-    let known: Vec<serde_json::Value> = serde_json::from_str::<serde_json::Value>(&schema_string(schema))
-        .ok()
-        .and_then(|s| s["fields"].as_array().cloned())
-        .unwrap_or_default();
-    let known: std::collections::BTreeSet<&str> = known.iter().filter_map(|f| f["name"].as_str()).collect();
-    for field in table_schema["fields"].as_array().into_iter().flatten() {
-        let name = field["name"].as_str().unwrap_or_default();
-        if field["metadata"].get("delta.invariants").is_some() {
-            return Err(Error::Config(format!(
-                "column {name} of the Delta table at {url} has an invariant (delta.invariants), \
-                 which every writer must check; lakeload checks none, so it does not write this \
-                 table. Nothing was written. Drop the invariant, or point target.url elsewhere"
-            )));
-        }
-        if !known.contains(name) {
-            return Err(Error::Config(format!(
-                "the Delta table at {url} has a column lakeload's schema does not name: {name} \
-                 (another writer added it). lakeload writes only its schema's columns, so the \
-                 dates it rewrites would lose the column's values; nothing was written. Remove \
-                 the column with the engine that added it, or point target.url elsewhere"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The name of a data file an attempt of run `run_id` writes: unique to the attempt, the run
-/// readable in it.
-fn data_file_name(run_id: &str, attempt: &str) -> String {
-    format!("{run_id}.{attempt}.snappy.parquet")
-}
-
-/// The run that wrote a data file named `name` ([`data_file_name`]; tables written before
-/// attempts named files have `<run id>.snappy.parquet`).
-fn run_of_data_file(name: &str) -> &str {
-    let stem = name.trim_end_matches(".snappy.parquet");
-    match stem.rsplit_once('.') {
-        Some((run_id, attempt)) if is_attempt(attempt) => run_id,
-        _ => stem,
-    }
-}
-
-const ATTEMPT_LEN: usize = 8;
-
-fn is_attempt(s: &str) -> bool {
-    s.len() == ATTEMPT_LEN
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// A new attempt id: 8 hex digits from the clock, the process and the process's random
-/// state, so two attempts of one run (a pod and its retry) never share one.
-fn new_attempt() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_i64(Utc::now().timestamp_nanos_opt().unwrap_or_default());
-    h.write_u32(std::process::id());
-    format!("{:08x}", h.finish() as u32)
-}
-
-/// The rows a file holds, from its stats.
-pub fn rows_of(add: &Add) -> Option<i64> {
-    let stats: serde_json::Value = serde_json::from_str(add.stats.as_deref()?).ok()?;
-    stats["numRecords"].as_i64()
 }
 
 /// A table id in the shape Delta readers expect (a GUID), unique enough: from the run that
@@ -1067,7 +625,7 @@ impl Table for DeltaTable {
 const MAX_COMMIT_ATTEMPTS: usize = 20;
 
 impl DeltaTable {
-    /// What this run read and replaces (see `delta_conflict`).
+    /// What this run read and replaces (see `conflict`).
     fn read_set(&self, mode: Mode) -> ReadSet {
         let run = self.run();
         let column = self.partition_name().to_string();
@@ -1122,14 +680,14 @@ impl DeltaTable {
         }
         let winners = read_commits(&self.storage, versions).await?;
         for (theirs, actions) in &winners {
-            if let Some(reason) = delta_conflict::conflict(read, actions) {
+            if let Some(reason) = conflict::conflict(read, actions) {
                 return Err(Error::Conflict(format!(
                     "version {theirs} of the Delta table at {} was committed first by {}, which \
                      {reason}; nothing of this run was committed (its files are left for \
                      vacuum), and the table is as that writer left it. Run again: the next run \
                      starts from it",
                     self.storage.root(),
-                    delta_conflict::describe(actions)
+                    conflict::describe(actions)
                 )));
             }
         }
@@ -1138,7 +696,7 @@ impl DeltaTable {
             tracing::info!(
                 "version {theirs} was taken by {}; it touched nothing this run read or replaces, \
                  so the run commits after it",
-                delta_conflict::describe(&actions)
+                conflict::describe(&actions)
             );
             run.snapshot.apply(theirs, actions.clone())?;
             run.tail.push((theirs, actions));
@@ -1150,20 +708,6 @@ impl DeltaTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn data_files_name_their_attempt_and_their_run() {
-        let (a, b) = (new_attempt(), new_attempt());
-        assert!(is_attempt(&a) && is_attempt(&b));
-        let first = data_file_name("etlrun-nightly-7f3a", &a);
-        assert_eq!(run_of_data_file(&first), "etlrun-nightly-7f3a");
-        // Run ids may hold dots; files written before attempts had none.
-        assert_eq!(run_of_data_file(&data_file_name("v1.2", &b)), "v1.2");
-        assert_eq!(
-            run_of_data_file("20240101T000000Z-abc123.snappy.parquet"),
-            "20240101T000000Z-abc123"
-        );
-    }
 
     /// `_last_checkpoint` moves forward only: a writer finishing an older checkpoint late
     /// leaves the newer pointer.
@@ -1182,28 +726,5 @@ mod tests {
         assert_eq!(pointed().await, Some(200));
         table.write_checkpoint(300, &actions).await.unwrap();
         assert_eq!(pointed().await, Some(300));
-    }
-
-    #[test]
-    fn the_table_keeps_its_schema_and_gains_only_missing_columns() {
-        let field = |name: &str, meta: serde_json::Value| serde_json::json!({ "name": name, "type": "string", "nullable": true, "metadata": meta });
-        let ours = serde_json::json!({ "type": "struct", "fields": [field("a", serde_json::json!({})), field("b", serde_json::json!({}))] })
-            .to_string();
-        // Another writer commented a column: its schema stays, byte for byte.
-        let commented = serde_json::json!({ "type": "struct", "fields": [field("b", serde_json::json!({ "comment": "the b" })), field("a", serde_json::json!({}))] })
-            .to_string();
-        assert_eq!(kept_schema(&commented, &ours), commented);
-        // A table without lakeload's column b gets it at the end.
-        let only_a = serde_json::json!({ "type": "struct", "fields": [field("a", serde_json::json!({ "comment": "x" }))] })
-            .to_string();
-        let kept: serde_json::Value = serde_json::from_str(&kept_schema(&only_a, &ours)).unwrap();
-        let names: Vec<&str> = kept["fields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["name"].as_str().unwrap())
-            .collect();
-        assert_eq!(names, ["a", "b"]);
-        assert_eq!(kept["fields"][0]["metadata"]["comment"], "x");
     }
 }

@@ -22,7 +22,7 @@ use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::{SchemaDescriptor, Type};
 use serde_json::Value;
 
-use super::delta_log::{Action, LOG_DIR, Snapshot, version_named};
+use super::log::{Action, LOG_DIR, Snapshot, version_named};
 use crate::error::{Error, Result};
 
 /// Versions between checkpoints, as Delta writers do by default.
@@ -138,7 +138,7 @@ pub fn actions_of(snapshot: &Snapshot) -> Vec<Action> {
     actions.extend(snapshot.protocol.clone().map(Action::Protocol));
     actions.extend(snapshot.metadata.clone().map(Action::Metadata));
     actions.extend(snapshot.txns.iter().map(|(app_id, version)| {
-        Action::Txn(super::delta_log::Txn {
+        Action::Txn(super::log::Txn {
             app_id: app_id.clone(),
             version: *version,
             last_updated: None,
@@ -147,7 +147,7 @@ pub fn actions_of(snapshot: &Snapshot) -> Vec<Action> {
     // A checkpoint reconciles the log; it changes no data, as PROTOCOL.md requires of its
     // adds.
     actions.extend(snapshot.files.values().map(|add| {
-        Action::Add(super::delta_log::Add {
+        Action::Add(super::log::Add {
             data_change: false,
             ..add.clone()
         })
@@ -425,7 +425,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::table::delta_log::{Add, Format, Metadata, Protocol, Remove, Txn};
+    use crate::table::delta::log::{Add, Format, Metadata, Protocol, Remove, Txn};
 
     fn add(path: &str, day: Option<&str>) -> Add {
         Add {

@@ -1,0 +1,221 @@
+//! Reading the log: the current snapshot (from the latest checkpoint that reads whole, then
+//! the commits after it), the commits themselves, and what lakeload's commits record of their
+//! runs, replayed into the state.
+
+use std::collections::BTreeMap;
+
+use super::checkpoint::{self, checkpoint_key, checkpoint_version_of_key};
+use super::files::run_of_data_file;
+use super::log::{Action, Add, LOG_DIR, Snapshot, commit_key, decode_commit, version_of_key};
+use super::run_files;
+use crate::error::{Error, Result};
+use crate::state::{FileRecord, PartitionRecord, State};
+use crate::storage::DynStorage;
+
+/// What a lakeload commit records of its run (its `commitInfo`).
+pub struct RecordedRun {
+    pub run_id: String,
+    /// A full run (or a rollback): the files it records are all the table's.
+    pub replaces_all: bool,
+    pub files: RecordedFiles,
+    /// The settings the run built the table with (commits before lakeload recorded them: none).
+    pub settings: Option<serde_json::Value>,
+}
+
+/// The source files a commit records: a digest of their list (see `run_files`), or the list
+/// itself in commits of lakeload versions before the digest.
+pub enum RecordedFiles {
+    Listed(run_files::Digest),
+    Inline(Vec<FileRecord>),
+}
+
+/// The run a commit records, if lakeload made it.
+pub fn recorded_run(actions: &[Action]) -> Result<Option<RecordedRun>> {
+    for action in actions {
+        if let Action::CommitInfo(info) = action
+            && let Some(run_id) = info["lakeload"]["runId"].as_str()
+        {
+            let recorded = &info["lakeload"]["files"];
+            let badly = |e: serde_json::Error| {
+                Error::Other(format!(
+                    "a Delta commit of run {run_id} records its files badly: {e}"
+                ))
+            };
+            let files = match recorded.is_array() {
+                true => RecordedFiles::Inline(serde_json::from_value(recorded.clone()).map_err(badly)?),
+                false => RecordedFiles::Listed(serde_json::from_value(recorded.clone()).map_err(badly)?),
+            };
+            let mode = info["lakeload"]["mode"].as_str().unwrap_or_default();
+            return Ok(Some(RecordedRun {
+                run_id: run_id.to_string(),
+                replaces_all: mode != "incremental",
+                files,
+                settings: Some(info["lakeload"]["settings"].clone()).filter(|s| !s.is_null()),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Applies to `state` what lakeload's commits among `commits` (in order) record of their runs:
+/// a full run or a rollback replaces the processed files, an incremental run adds to them; the
+/// latest settings recorded are the table's. Only the file lists from the last full run on are
+/// read: the ones before it were replaced.
+pub(super) async fn replay_runs(
+    storage: &DynStorage,
+    state: &mut State,
+    commits: &[(u64, Vec<Action>)],
+) -> Result<()> {
+    let mut runs = Vec::new();
+    for (_, actions) in commits {
+        runs.extend(recorded_run(actions)?);
+    }
+    let from = runs.iter().rposition(|r| r.replaces_all).unwrap_or(0);
+    for (i, recorded) in runs.into_iter().enumerate() {
+        if recorded.replaces_all {
+            state.files.clear();
+        }
+        if i >= from {
+            let files = match recorded.files {
+                RecordedFiles::Inline(files) => files,
+                RecordedFiles::Listed(digest) => run_files::read(storage, &digest).await?,
+            };
+            state.upsert(files);
+        }
+        state.last_run_id = Some(recorded.run_id);
+        if let Some(settings) = recorded.settings.and_then(|s| serde_json::from_value(s).ok()) {
+            state.settings = Some(settings);
+        }
+    }
+    Ok(())
+}
+
+/// The state's partition records of a snapshot: one per live file.
+pub fn partitions_of(snapshot: &Snapshot, column: &str) -> BTreeMap<String, PartitionRecord> {
+    snapshot
+        .files
+        .values()
+        .filter_map(|add| {
+            let day = add.partition_values.get(column)?.clone()?;
+            let key = add.key();
+            let name = key.rsplit_once('/').map_or(key.as_str(), |(_, name)| name);
+            let run_id = run_of_data_file(name).to_string();
+            Some((
+                day,
+                PartitionRecord {
+                    key: key.clone(),
+                    rows: rows_of(add).unwrap_or(0).max(0) as u64,
+                    bytes: add.size.max(0) as u64,
+                    run_id,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Every commit of the Delta log under `storage`'s root, oldest first (none: no table yet).
+pub async fn log_commits(storage: &DynStorage) -> Result<Vec<(u64, Vec<Action>)>> {
+    let mut versions: Vec<u64> = storage
+        .list(&format!("{LOG_DIR}/"))
+        .await?
+        .iter()
+        .filter_map(|o| version_of_key(&o.key))
+        .collect();
+    versions.sort_unstable();
+    read_commits(storage, versions).await
+}
+
+/// A table's log as [`load_snapshot`] read it.
+pub struct LoadedLog {
+    /// The current version's snapshot.
+    pub snapshot: Snapshot,
+    /// The commits after the checkpoint it started from (every commit without one), oldest
+    /// first.
+    pub tail: Vec<(u64, Vec<Action>)>,
+    /// The version of the checkpoint it started from.
+    pub checkpointed: Option<u64>,
+}
+
+/// The table's current snapshot: its latest checkpoint, if any, and the commits after it,
+/// which are returned too. A checkpoint that cannot be read is passed over for the commits it
+/// covers.
+pub async fn load_snapshot(storage: &DynStorage) -> Result<LoadedLog> {
+    let listing = storage.list(&format!("{LOG_DIR}/")).await?;
+    let mut versions: Vec<u64> = listing.iter().filter_map(|o| version_of_key(&o.key)).collect();
+    versions.sort_unstable();
+    let mut checkpoints: Vec<u64> = listing
+        .iter()
+        .filter_map(|o| checkpoint_version_of_key(&o.key))
+        .collect();
+    checkpoints.sort_unstable();
+    let Some(&latest) = versions.last() else {
+        if let Some(version) = checkpoints.last() {
+            // Commits are never deleted before their checkpoint's: a log listed half-way.
+            return Err(Error::Other(format!(
+                "{} has a checkpoint of version {version} but no commit; run again once the \
+                 storage lists the log whole",
+                storage.url(LOG_DIR)
+            )));
+        }
+        return Ok(LoadedLog {
+            snapshot: Snapshot::default(),
+            tail: Vec::new(),
+            checkpointed: None,
+        });
+    };
+    // The latest checkpoint that reads whole (a damaged one is passed over for the one
+    // before it, as Delta readers do); none: every commit is replayed.
+    let mut snapshot = Snapshot::default();
+    let mut checkpointed = None;
+    for &version in checkpoints.iter().rev().filter(|v| **v <= latest) {
+        let key = checkpoint_key(version);
+        let read = match storage.get(&key).await? {
+            Some((bytes, _)) => checkpoint::decode(version, bytes.to_vec()),
+            None => Err(Error::Other(format!("{} vanished", storage.url(&key)))),
+        };
+        match read {
+            Ok(from_checkpoint) => {
+                snapshot = from_checkpoint;
+                checkpointed = Some(version);
+                break;
+            }
+            Err(e) => tracing::warn!("{e}; trying an earlier checkpoint or the commits"),
+        }
+    }
+    let since = snapshot.version.map_or(0, |v| v + 1);
+    let tail = read_commits(storage, versions.into_iter().filter(|v| *v >= since)).await?;
+    for (version, actions) in &tail {
+        snapshot.apply(*version, actions.clone())?;
+    }
+    Ok(LoadedLog {
+        snapshot,
+        tail,
+        checkpointed,
+    })
+}
+
+/// The commits `versions` of the log, in that order.
+pub(super) async fn read_commits(
+    storage: &DynStorage,
+    versions: impl IntoIterator<Item = u64>,
+) -> Result<Vec<(u64, Vec<Action>)>> {
+    let mut commits = Vec::new();
+    for version in versions {
+        let key = commit_key(version);
+        let Some((bytes, _)) = storage.get(&key).await? else {
+            return Err(Error::Other(format!(
+                "{} is missing from the Delta log (another tool deleted old commits, or it \
+                 vanished while the log was read)",
+                storage.url(&key)
+            )));
+        };
+        commits.push((version, decode_commit(version, &bytes)?));
+    }
+    Ok(commits)
+}
+
+/// The rows a file holds, from its stats.
+pub fn rows_of(add: &Add) -> Option<i64> {
+    let stats: serde_json::Value = serde_json::from_str(add.stats.as_deref()?).ok()?;
+    stats["numRecords"].as_i64()
+}

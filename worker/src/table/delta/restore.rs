@@ -1,0 +1,168 @@
+//! `rollback`'s table step: a new version whose files, metadata and recorded settings are an
+//! older version's (a Delta `RESTORE`), prepared first (so the caller can check what it would
+//! lose) and then committed.
+
+use chrono::Utc;
+
+use super::log::{Action, Remove, Snapshot, commit_key, encode_commit};
+use super::replay::{partitions_of, read_commits, replay_runs};
+use super::rules::is_append_only;
+use super::{DeltaTable, next_txn, run_files};
+use crate::error::{Error, Result};
+use crate::state::State;
+use crate::storage::{PutCondition, StorageError};
+
+/// What a rollback committed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Restored {
+    pub restored_version: u64,
+    pub version: u64,
+    pub files_added: usize,
+    pub files_removed: usize,
+    /// Source files loaded after the restored version that the source no longer has (a
+    /// rollback with `--allow-missing`): their rows left the table.
+    pub missing_sources: Vec<String>,
+    /// The state as of the restored version: the source files then loaded, its partitions.
+    #[serde(skip)]
+    pub state: State,
+}
+
+/// A rollback ready to commit: its actions, and what it restores.
+pub struct PreparedRestore {
+    actions: Vec<Action>,
+    pub restored: Restored,
+}
+
+impl DeltaTable {
+    /// The new version whose files, metadata and recorded settings are those of version `to`
+    /// (read after [`Table::begin`]), with the state as of `to`; nothing is written yet.
+    pub async fn prepare_restore(&self, to: u64, run_id: &str) -> Result<PreparedRestore> {
+        let latest = self
+            .run()
+            .snapshot
+            .version
+            .ok_or_else(|| Error::Config("the Delta table has no versions yet".into()))?;
+        if to >= latest {
+            return Err(Error::Config(format!(
+                "--to-version {to}: the table's versions are 0 to {latest} ({latest} is the current \
+                 one); roll back to an earlier one"
+            )));
+        }
+        // Version `to` as its commits left it (every commit is kept; checkpoints only spare
+        // replaying them).
+        let commits = read_commits(&self.storage, 0..=to).await?;
+        let mut as_of = State::default();
+        replay_runs(&self.storage, &mut as_of, &commits).await?;
+        let digest = run_files::write(&self.storage, &as_of.files).await?;
+        let mut then = Snapshot::default();
+        for (version, actions) in commits {
+            then.apply(version, actions)?;
+        }
+        let (actions, _, restored) = {
+            let run = self.run();
+            let files = std::mem::take(&mut as_of.files);
+            let now = Utc::now();
+            let now_ms = now.timestamp_millis();
+            let mut actions = Vec::new();
+            let mut removed = 0;
+            for (path, live) in &run.snapshot.files {
+                if !then.files.contains_key(path) {
+                    actions.push(Action::Remove(Remove::of(live, now_ms)));
+                    removed += 1;
+                }
+            }
+            let mut added = 0;
+            for (path, old) in &then.files {
+                if !run.snapshot.files.contains_key(path) {
+                    actions.push(Action::Add(old.clone()));
+                    added += 1;
+                }
+            }
+            // Version `to`'s metadata (schema, properties), when it has changed since.
+            if let Some(metadata) = &then.metadata
+                && run.snapshot.metadata.as_ref() != Some(metadata)
+            {
+                actions.insert(0, Action::Metadata(metadata.clone()));
+            }
+            if removed > 0 && run.snapshot.metadata.as_ref().is_some_and(is_append_only) {
+                return Err(Error::Config(format!(
+                    "the Delta table at {} is append-only (delta.appendOnly = true): rolling \
+                     back to version {to} would remove {removed} file(s). Nothing was written. \
+                     Unset the property if the table may be rolled back",
+                    self.storage.root()
+                )));
+            }
+            let version = latest + 1;
+            let table_id = run.snapshot.metadata.as_ref().map_or("", |m| m.id.as_str());
+            actions.push(Action::Txn(next_txn(&run.snapshot, table_id, now_ms)));
+            actions.push(Action::CommitInfo(serde_json::json!({
+                "timestamp": now_ms,
+                "operation": "RESTORE",
+                "operationParameters": { "version": to },
+                "engineInfo": format!("lakeload/{}", env!("CARGO_PKG_VERSION")),
+                "lakeload": {
+                    "runId": run_id,
+                    "mode": "rollback",
+                    "restoredVersion": to,
+                    "files": &digest,
+                    "settings": &as_of.settings,
+                },
+            })));
+            let state = State {
+                files,
+                partitions: partitions_of(&then, self.partition_name()),
+                table_version: Some(version),
+                settings: as_of.settings,
+                ..State::default()
+            };
+            let restored = Restored {
+                restored_version: to,
+                version,
+                files_added: added,
+                files_removed: removed,
+                missing_sources: Vec::new(),
+                state,
+            };
+            (actions, version, restored)
+        };
+        // Every file of the restored version must still be there (vacuum may have taken it).
+        for action in &actions {
+            if let Action::Add(add) = action
+                && self.storage.head(&add.key()).await?.is_none()
+            {
+                return Err(Error::Config(format!(
+                    "version {to} cannot be restored: its file {} was deleted (by vacuum, once it \
+                     was removed for longer than the retention)",
+                    self.storage.url(&add.key())
+                )));
+            }
+        }
+        Ok(PreparedRestore { actions, restored })
+    }
+
+    /// Commits a prepared rollback.
+    pub async fn commit_restore(&self, prepared: PreparedRestore) -> Result<Restored> {
+        let PreparedRestore { actions, restored } = prepared;
+        let version = restored.version;
+        let key = commit_key(version);
+        match self
+            .storage
+            .put_if(
+                &key,
+                bytes::Bytes::from(encode_commit(&actions)?),
+                PutCondition::IfAbsent,
+            )
+            .await
+        {
+            Ok(_) => {
+                self.committed(version, actions);
+                Ok(restored)
+            }
+            Err(StorageError::PreconditionFailed { url }) => Err(Error::LockLost(format!(
+                "another writer committed version {version} of the Delta table first ({url}); \
+                 nothing was rolled back"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
