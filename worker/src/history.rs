@@ -8,7 +8,7 @@ use crate::config::{Config, TableFormat};
 use crate::error::{Error, Result};
 use crate::report::thousands;
 use crate::table::delta::log::Action;
-use crate::table::delta::replay::{log_commits, rows_of};
+use crate::table::delta::replay::{log_versions, read_commit, rows_of};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TableVersion {
@@ -24,8 +24,10 @@ pub struct TableVersion {
     pub files_removed: usize,
 }
 
-/// The table's versions, newest first.
-pub async fn history(config: &Config) -> Result<Vec<TableVersion>> {
+/// The table's versions, newest first; the newest `limit` of them when given. Commits are read
+/// one at a time, newest first, and only what describes each is kept: years of versions (and
+/// commits of other writers with thousands of files each) cost one commit's memory.
+pub async fn history(config: &Config, limit: Option<usize>) -> Result<Vec<TableVersion>> {
     if config.target.format != TableFormat::Delta {
         return Err(Error::Config(
             "target.format = parquet replaces each date's object in place and keeps no versions; \
@@ -35,13 +37,12 @@ pub async fn history(config: &Config) -> Result<Vec<TableVersion>> {
         ));
     }
     let storage = crate::storage::open(&config.target.url, &config.aws).await?;
-    let mut versions: Vec<TableVersion> = log_commits(&storage)
-        .await?
-        .into_iter()
-        .map(|(version, actions)| describe(version, &actions))
-        .collect();
-    versions.reverse();
-    Ok(versions)
+    let versions = log_versions(&storage).await?;
+    let mut described = Vec::new();
+    for version in versions.into_iter().rev().take(limit.unwrap_or(usize::MAX)) {
+        described.push(describe(version, &read_commit(&storage, version).await?));
+    }
+    Ok(described)
 }
 
 fn describe(version: u64, actions: &[Action]) -> TableVersion {

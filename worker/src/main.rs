@@ -63,6 +63,9 @@ enum Command {
     },
     /// List the versions of a `target.format = delta` table, newest first.
     History {
+        /// Only the newest N versions.
+        #[arg(long)]
+        limit: Option<usize>,
         #[arg(long)]
         json: bool,
     },
@@ -273,14 +276,16 @@ async fn dispatch(cli: Cli) -> i32 {
                 lakeload::preview::format_preview,
             )
         }
-        Command::History { json } => {
+        Command::History { limit, json } => {
             let config = match load_config(&cli, None) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
-            show(lakeload::history::history(&config).await, *json, |versions| {
-                lakeload::history::format_history(versions)
-            })
+            show(
+                lakeload::history::history(&config, *limit).await,
+                *json,
+                |versions| lakeload::history::format_history(versions),
+            )
         }
         Command::Rollback {
             to_version,

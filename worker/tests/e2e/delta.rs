@@ -965,6 +965,21 @@ fn on_s3_every_version_reads_back_equal_to_the_parquet_table() {
         .map(|v| v["run_id"].as_str().unwrap())
         .collect();
     assert_eq!(listed, runs, "one version per run, newest first");
+    let newest = Lakeload::new(dir)
+        .envs(env.clone())
+        .env("LAKELOAD_SOURCE_URL", &source)
+        .env("LAKELOAD_TARGET_URL", &delta)
+        .env("LAKELOAD_TARGET_FORMAT", "delta")
+        .args(["history", "--limit", "1", "--json"])
+        .output();
+    assert_exit(&newest, 0);
+    let newest: Vec<serde_json::Value> = serde_json::from_str(&stdout(&newest)).unwrap();
+    assert_eq!(newest.len(), 1);
+    assert_eq!(
+        newest[0]["run_id"],
+        runs[runs.len() - 1].as_str(),
+        "the newest version only"
+    );
 
     let options = s3_options(s3);
     let report: serde_json::Value = serde_json::from_str(&python(

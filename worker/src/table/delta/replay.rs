@@ -113,8 +113,9 @@ pub fn partitions_of(snapshot: &Snapshot, column: &str) -> BTreeMap<String, Part
         .collect()
 }
 
-/// Every commit of the Delta log under `storage`'s root, oldest first (none: no table yet).
-pub async fn log_commits(storage: &DynStorage) -> Result<Vec<(u64, Vec<Action>)>> {
+/// The versions of the Delta log under `storage`'s root that have a commit, oldest first
+/// (none: no table yet).
+pub async fn log_versions(storage: &DynStorage) -> Result<Vec<u64>> {
     let mut versions: Vec<u64> = storage
         .list(&format!("{LOG_DIR}/"))
         .await?
@@ -122,7 +123,7 @@ pub async fn log_commits(storage: &DynStorage) -> Result<Vec<(u64, Vec<Action>)>
         .filter_map(|o| version_of_key(&o.key))
         .collect();
     versions.sort_unstable();
-    read_commits(storage, versions).await
+    Ok(versions)
 }
 
 /// A table's log as [`load_snapshot`] read it.
@@ -201,17 +202,22 @@ pub(super) async fn read_commits(
 ) -> Result<Vec<(u64, Vec<Action>)>> {
     let mut commits = Vec::new();
     for version in versions {
-        let key = commit_key(version);
-        let Some((bytes, _)) = storage.get(&key).await? else {
-            return Err(Error::Other(format!(
-                "{} is missing from the Delta log (another tool deleted old commits, or it \
-                 vanished while the log was read)",
-                storage.url(&key)
-            )));
-        };
-        commits.push((version, decode_commit(version, &bytes)?));
+        commits.push((version, read_commit(storage, version).await?));
     }
     Ok(commits)
+}
+
+/// The actions of commit `version`.
+pub async fn read_commit(storage: &DynStorage, version: u64) -> Result<Vec<Action>> {
+    let key = commit_key(version);
+    let Some((bytes, _)) = storage.get(&key).await? else {
+        return Err(Error::Other(format!(
+            "{} is missing from the Delta log (another tool deleted old commits, or it \
+             vanished while the log was read)",
+            storage.url(&key)
+        )));
+    };
+    decode_commit(version, &bytes)
 }
 
 /// The rows a file holds, from its stats.
