@@ -55,6 +55,11 @@ pub struct State {
     /// The version of a `delta`-format table this state matches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_version: Option<u64>,
+    /// The newest version of a Delta table's log whose removed files a vacuum has deleted
+    /// (every remove up to it was past the retention): the next vacuum reads the commits after
+    /// it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vacuumed_through: Option<u64>,
 }
 
 /// What a run found when it checked the table's store (see `store_check`).

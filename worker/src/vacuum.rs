@@ -18,7 +18,10 @@ use crate::config::{Config, TableFormat};
 use crate::error::{Error, Result};
 use crate::state::{JsonStateStore, StateStore};
 use crate::table::delta::log::Snapshot;
-use crate::table::delta::replay::load_snapshot;
+use crate::table::delta::replay::{load_snapshot, removed_before};
+#[cfg(test)]
+use crate::table::delta::retention::parse_interval;
+use crate::table::delta::retention::{self, RETENTION_PROPERTY};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Vacuumed {
@@ -50,57 +53,14 @@ pub fn parse_retention(text: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_secs(seconds))
 }
 
-/// How long a table keeps removed files when it does not say: Delta's default for
-/// `delta.deletedFileRetentionDuration`.
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 86_400);
-
-/// The table property that sets the retention.
-pub const RETENTION_PROPERTY: &str = "delta.deletedFileRetentionDuration";
-
-/// A Delta interval (`interval 1 week`, `interval 168 hours`, `30 days`, `1 day 12 hours`) as
-/// a duration.
-pub fn parse_interval(text: &str) -> std::result::Result<Duration, String> {
-    let lower = text.trim().to_ascii_lowercase();
-    let body = lower.strip_prefix("interval").unwrap_or(&lower);
-    let words: Vec<&str> = body.split_whitespace().collect();
-    if words.is_empty() || !words.len().is_multiple_of(2) {
-        return Err(format!("{text:?}: expected e.g. `interval 7 days`"));
-    }
-    let mut total = Duration::ZERO;
-    for pair in words.chunks(2) {
-        let n: u64 = pair[0]
-            .parse()
-            .map_err(|_| format!("{text:?}: {:?} is not a whole number", pair[0]))?;
-        let unit_seconds: f64 = match pair[1].trim_end_matches('s') {
-            "microsecond" => 1e-6,
-            "millisecond" => 1e-3,
-            "second" => 1.0,
-            "minute" => 60.0,
-            "hour" => 3600.0,
-            "day" => 86_400.0,
-            "week" => 7.0 * 86_400.0,
-            other => return Err(format!("{text:?}: unknown unit {other:?}")),
-        };
-        total += Duration::from_secs_f64(n as f64 * unit_seconds);
-    }
-    Ok(total)
-}
-
 /// The retention the table sets (`delta.deletedFileRetentionDuration`), or Delta's default.
 fn table_retention(snapshot: &Snapshot, table_url: &str) -> Result<Duration> {
-    let property = snapshot
-        .metadata
-        .as_ref()
-        .and_then(|m| m.configuration.get(RETENTION_PROPERTY));
-    match property {
-        None => Ok(DEFAULT_RETENTION),
-        Some(value) => parse_interval(value).map_err(|why| {
-            Error::Config(format!(
-                "the Delta table at {table_url} sets {RETENTION_PROPERTY} = {why}; fix the \
-                 property, or pass --retain"
-            ))
-        }),
-    }
+    retention::of(snapshot.metadata.as_ref()).map_err(|why| {
+        Error::Config(format!(
+            "the Delta table at {table_url} sets {RETENTION_PROPERTY} = {why}; fix the \
+             property, or pass --retain"
+        ))
+    })
 }
 
 /// The retention a vacuum uses: `asked` (`--retain`), else the table's. Shorter than the
@@ -147,15 +107,24 @@ pub async fn vacuum(
             force,
         )?;
         let cutoff = Utc::now() - chrono::Duration::from_std(retain).unwrap_or(chrono::TimeDelta::MAX);
-        // Every file a commit added is live or a tombstone (tombstones are kept for good).
+        // A file a commit added is live, or removed: a tombstone within the retention, or
+        // past it (found in the commits after the last vacuum).
         let ever_added =
             |key: &str| snapshot.files.contains_key(key) || snapshot.tombstones.contains_key(key);
         let (mut deletable, kept) = deletable_files(&snapshot, cutoff);
+        let states = JsonStateStore::new(storage.clone());
+        let loaded = states.load().await?;
+        let (expired, covered) = removed_before(
+            &storage,
+            &snapshot,
+            loaded.state.vacuumed_through,
+            cutoff.timestamp_millis(),
+        )
+        .await?;
+        deletable.extend(expired);
         let listing = storage.list("").await?;
         // Files of runs that stopped or lost the race before their commit: announced in the
         // state (so the table's own), added by no commit.
-        let states = JsonStateStore::new(storage.clone());
-        let loaded = states.load().await?;
         let announced = &loaded.state.unconfirmed;
         for object in &listing {
             if announced.contains(&object.key) && !ever_added(&object.key) && object.last_modified < cutoff {
@@ -163,6 +132,7 @@ pub async fn vacuum(
             }
         }
         deletable.sort();
+        deletable.dedup();
         let present: BTreeMap<String, u64> = listing.into_iter().map(|o| (o.key, o.size)).collect();
         let mut out = Vacuumed {
             table_url: storage.root().to_string(),
@@ -185,10 +155,14 @@ pub async fn vacuum(
             out.deleted.push(path);
         }
         // The announcements of files now gone: nothing is left for them to name.
+        // And the log is covered up to `covered`: the next vacuum reads only what follows.
         let gone: std::collections::BTreeSet<&str> = out.deleted.iter().map(String::as_str).collect();
-        if !dry_run && announced.iter().any(|k| gone.contains(k.as_str())) {
+        let pruned = announced.iter().any(|k| gone.contains(k.as_str()));
+        // A table without a state (lost) gets none from vacuum: the next run rebuilds it.
+        if !dry_run && loaded.etag.is_some() && (pruned || covered != loaded.state.vacuumed_through) {
             let mut state = loaded.state.clone();
             state.unconfirmed.retain(|k| !gone.contains(k.as_str()));
+            state.vacuumed_through = covered;
             state.updated_at = Some(Utc::now());
             commit_state(lock, &states, &state, loaded.etag.as_deref()).await?;
         }

@@ -320,6 +320,13 @@ impl Snapshot {
         self.version = Some(version);
     }
 
+    /// Drops the tombstones of files removed before `cutoff_ms` (milliseconds since the
+    /// epoch): no version within the retention reads them. One of unknown age stays.
+    pub fn expire_tombstones(&mut self, cutoff_ms: i64) {
+        self.tombstones
+            .retain(|_, removed| removed.deletion_timestamp.is_none_or(|at| at >= cutoff_ms));
+    }
+
     /// The live files of one partition value.
     pub fn files_of<'s>(&'s self, column: &'s str, value: &'s str) -> impl Iterator<Item = &'s Add> + 's {
         self.files
@@ -330,7 +337,7 @@ impl Snapshot {
 
 /// A commit's actions, each `remove` without a `deletionTimestamp` dated at the commit (its
 /// `commitInfo.timestamp`): undated, vacuum could not tell how long ago it left the table.
-fn dated_removes(mut actions: Vec<Action>) -> Vec<Action> {
+pub fn dated_removes(mut actions: Vec<Action>) -> Vec<Action> {
     let committed_at = actions.iter().find_map(|a| match a {
         Action::CommitInfo(info) => info["timestamp"].as_i64(),
         _ => None,

@@ -12,6 +12,7 @@
 //! - `conflict`: another writer's commit against what a run read and replaces;
 //! - `rules`: what a table another engine shares asks of lakeload;
 //! - `restore`: a rollback's new version;
+//! - `retention`: how long removed files stay (`delta.deletedFileRetentionDuration`);
 //! - `run_files`: a run's list of source files, named in its commit by a digest.
 
 mod checkpoint;
@@ -20,6 +21,7 @@ mod files;
 pub mod log;
 pub mod replay;
 pub mod restore;
+pub mod retention;
 mod rules;
 mod run_files;
 

@@ -2,11 +2,14 @@
 //! the commits after it), the commits themselves, and what lakeload's commits record of their
 //! runs, replayed into the state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::checkpoint::{self, checkpoint_key, checkpoint_version_of_key};
 use super::files::run_of_data_file;
-use super::log::{Action, Add, LOG_DIR, Snapshot, commit_key, decode_commit, version_of_key};
+use super::log::{
+    Action, Add, LOG_DIR, Snapshot, commit_key, dated_removes, decode_commit, key_of_path, version_of_key,
+};
+use super::retention;
 use super::run_files;
 use crate::error::{Error, Result};
 use crate::state::{FileRecord, PartitionRecord, State};
@@ -188,6 +191,14 @@ pub async fn load_snapshot(storage: &DynStorage) -> Result<LoadedLog> {
     for (version, actions) in &tail {
         snapshot.apply(*version, actions.clone())?;
     }
+    // Tombstones past the table's retention: no version within it reads their files (vacuum
+    // finds them in the commits), so neither memory nor the next checkpoint carries them.
+    let retention = retention::of(snapshot.metadata.as_ref()).unwrap_or_else(|why| {
+        tracing::warn!("{why}; keeping removed files for 7 days");
+        retention::DEFAULT_RETENTION
+    });
+    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::TimeDelta::MAX);
+    snapshot.expire_tombstones(cutoff.timestamp_millis());
     Ok(LoadedLog {
         snapshot,
         tail,
@@ -224,4 +235,113 @@ pub async fn read_commit(storage: &DynStorage, version: u64) -> Result<Vec<Actio
 pub fn rows_of(add: &Add) -> Option<i64> {
     let stats: serde_json::Value = serde_json::from_str(add.stats.as_deref()?).ok()?;
     stats["numRecords"].as_i64()
+}
+
+/// What the commits after version `after` (all, when `None`) removed before `cutoff_ms` and
+/// no version reads any more (not live in `snapshot`, not removed again since the cutoff), and
+/// the newest version all of whose removes are before the cutoff: a vacuum that deletes them
+/// has covered the log up to it, and the next one starts after it. Commits are read one at a
+/// time; expired tombstones are no longer in the snapshot, so this is how vacuum finds their
+/// files.
+pub async fn removed_before(
+    storage: &DynStorage,
+    snapshot: &Snapshot,
+    after: Option<u64>,
+    cutoff_ms: i64,
+) -> Result<(BTreeSet<String>, Option<u64>)> {
+    let mut latest_remove: BTreeMap<String, Option<i64>> = BTreeMap::new();
+    let mut covered = after;
+    let mut all_expired = true;
+    for version in log_versions(storage).await? {
+        if after.is_some_and(|a| version <= a) {
+            continue;
+        }
+        for action in dated_removes(read_commit(storage, version).await?) {
+            if let Action::Remove(remove) = action {
+                let at = remove.deletion_timestamp;
+                all_expired &= at.is_some_and(|t| t < cutoff_ms);
+                latest_remove.insert(key_of_path(&remove.path), at);
+            }
+        }
+        if all_expired {
+            covered = Some(version);
+        }
+    }
+    let gone = latest_remove
+        .into_iter()
+        .filter(|(key, at)| at.is_some_and(|t| t < cutoff_ms) && !snapshot.files.contains_key(key))
+        .map(|(key, _)| key)
+        .collect();
+    Ok((gone, covered))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::delta::log::{Remove, encode_commit};
+    use std::sync::Arc;
+
+    fn add(path: &str) -> Action {
+        Action::Add(Add {
+            path: path.into(),
+            partition_values: BTreeMap::from([("day".to_string(), Some("2024-01-01".to_string()))]),
+            size: 1,
+            modification_time: 0,
+            data_change: true,
+            stats: None,
+            tags: None,
+            other: BTreeMap::new(),
+        })
+    }
+
+    fn remove(path: &str, at: i64) -> Action {
+        Action::Remove(Remove {
+            path: path.into(),
+            deletion_timestamp: Some(at),
+            data_change: true,
+            extended_file_metadata: None,
+            partition_values: None,
+            size: None,
+        })
+    }
+
+    /// Tombstones past the retention (7 days here) leave the loaded snapshot; vacuum finds
+    /// their files in the commits instead, and covers the log up to the last commit whose
+    /// removes are all past its cutoff.
+    #[tokio::test]
+    async fn expired_tombstones_leave_the_snapshot_and_are_found_in_the_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: DynStorage = Arc::new(crate::storage::LocalStorage::new(dir.path().to_path_buf()));
+        let now = chrono::Utc::now().timestamp_millis();
+        let long_ago = now - 30 * 86_400_000;
+        let commits = [
+            vec![add("day=2024-01-01/a.parquet"), add("day=2024-01-01/b.parquet")],
+            vec![
+                remove("day=2024-01-01/a.parquet", long_ago),
+                add("day=2024-01-01/c.parquet"),
+            ],
+            vec![remove("day=2024-01-01/b.parquet", now)],
+        ];
+        for (version, actions) in commits.iter().enumerate() {
+            let body = bytes::Bytes::from(encode_commit(actions).unwrap());
+            storage.put(&commit_key(version as u64), body).await.unwrap();
+        }
+        let snapshot = load_snapshot(&storage).await.unwrap().snapshot;
+        let tombstones: Vec<&str> = snapshot.tombstones.keys().map(String::as_str).collect();
+        assert_eq!(
+            tombstones,
+            ["day=2024-01-01/b.parquet"],
+            "a's tombstone is past the retention"
+        );
+
+        let cutoff = now - 86_400_000;
+        let (gone, covered) = removed_before(&storage, &snapshot, None, cutoff).await.unwrap();
+        assert_eq!(gone.into_iter().collect::<Vec<_>>(), ["day=2024-01-01/a.parquet"]);
+        assert_eq!(covered, Some(1), "version 2 removed a file within the cutoff");
+        let (gone, covered) = removed_before(&storage, &snapshot, Some(1), cutoff)
+            .await
+            .unwrap();
+        assert!(gone.is_empty());
+        assert_eq!(covered, Some(1));
+    }
 }
