@@ -3,7 +3,8 @@
 # the bench venv (DuckDB, Polars, matplotlib, moto) once, then runs bench/bench.py with the
 # arguments given: `bench/run.sh` prints the tables, `bench/run.sh --update-readme` also rewrites
 # the README's Performance section and bench/performance.png, `bench/run.sh --tiny` checks
-# everything still works in seconds (CI).
+# everything still works in seconds (CI); `bench/run.sh --history [--tiny]` measures commands on
+# years of Delta history (bench/history.py).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -18,4 +19,9 @@ if ! { [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && cmp -s "$requirements" "$
   cp "$requirements" "$stamp"
 fi
 cargo build --release -p lakeload
+# `--history`: the memory of lakeload's commands on years of Delta history (bench/history.py).
+if [ "${1:-}" = --history ]; then
+  shift
+  LAKELOAD_BENCH_VENV="$venv" exec "$venv/bin/python" "$root/bench/history.py" "$@"
+fi
 exec "$venv/bin/python" "$root/bench/bench.py" "$@"

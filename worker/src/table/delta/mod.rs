@@ -37,7 +37,7 @@ use self::log::{
     Action, Add, Format, LOG_DIR, Metadata, Protocol, Remove, Snapshot, Txn, commit_key, encode_commit,
     schema_string, version_of_key,
 };
-use self::replay::{LoadedLog, load_snapshot, partitions_of, read_commits, replay_runs, rows_of};
+use self::replay::{LoadedLog, load_snapshot, partitions_of, read_commit, read_commits, recorded_run, replay_runs, rows_of};
 use self::rules::{check_columns, is_append_only, kept_schema};
 use super::encoder::ParquetEncoder;
 use super::stored::StoredParquet;
@@ -533,11 +533,17 @@ impl Table for DeltaTable {
             return Ok(None);
         }
         let since = state.table_version.map_or(0, |v| v + 1);
-        // Commits the checkpoint covered are read now: the state is behind it.
-        let mut commits = read_commits(&self.storage, since..tail_start).await?;
-        commits.extend(self.run().tail.iter().filter(|(v, _)| *v >= since).cloned());
+        // Commits the checkpoint covered are read now, one at a time (only what they record
+        // of their runs is kept): the state is behind it.
+        let mut runs = Vec::new();
+        for version in since..tail_start {
+            runs.extend(recorded_run(&read_commit(&self.storage, version).await?)?);
+        }
+        for (_, actions) in self.run().tail.iter().filter(|(v, _)| *v >= since) {
+            runs.extend(recorded_run(actions)?);
+        }
         let mut out = state.clone();
-        replay_runs(&self.storage, &mut out, &commits).await?;
+        replay_runs(&self.storage, &mut out, runs).await?;
         let run = self.run();
         out.partitions = partitions_of(&run.snapshot, self.partition_name());
         let live: std::collections::BTreeSet<&str> = run.snapshot.files.keys().map(String::as_str).collect();

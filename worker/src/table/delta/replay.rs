@@ -60,19 +60,12 @@ pub fn recorded_run(actions: &[Action]) -> Result<Option<RecordedRun>> {
     Ok(None)
 }
 
-/// Applies to `state` what lakeload's commits among `commits` (in order) record of their runs:
+/// Applies to `state` what lakeload's commits (in order) record of their runs (`runs`, from
+/// [`recorded_run`]):
 /// a full run or a rollback replaces the processed files, an incremental run adds to them; the
 /// latest settings recorded are the table's. Only the file lists from the last full run on are
 /// read: the ones before it were replaced.
-pub(super) async fn replay_runs(
-    storage: &DynStorage,
-    state: &mut State,
-    commits: &[(u64, Vec<Action>)],
-) -> Result<()> {
-    let mut runs = Vec::new();
-    for (_, actions) in commits {
-        runs.extend(recorded_run(actions)?);
-    }
+pub(super) async fn replay_runs(storage: &DynStorage, state: &mut State, runs: Vec<RecordedRun>) -> Result<()> {
     let from = runs.iter().rposition(|r| r.replaces_all).unwrap_or(0);
     for (i, recorded) in runs.into_iter().enumerate() {
         if recorded.replaces_all {

@@ -5,7 +5,7 @@
 use chrono::Utc;
 
 use super::log::{Action, Remove, Snapshot, commit_key, encode_commit};
-use super::replay::{partitions_of, read_commits, replay_runs};
+use super::replay::{partitions_of, read_commit, recorded_run, replay_runs};
 use super::rules::is_append_only;
 use super::{DeltaTable, next_txn, run_files};
 use crate::error::{Error, Result};
@@ -49,15 +49,20 @@ impl DeltaTable {
             )));
         }
         // Version `to` as its commits left it (every commit is kept; checkpoints only spare
-        // replaying them).
-        let commits = read_commits(&self.storage, 0..=to).await?;
-        let mut as_of = State::default();
-        replay_runs(&self.storage, &mut as_of, &commits).await?;
-        let digest = run_files::write(&self.storage, &as_of.files).await?;
+        // replaying them), read one at a time: its live files and metadata (no tombstones:
+        // a restore adds and removes only live files), and what lakeload's commits record of
+        // their runs.
         let mut then = Snapshot::default();
-        for (version, actions) in commits {
+        let mut runs = Vec::new();
+        for version in 0..=to {
+            let actions = read_commit(&self.storage, version).await?;
+            runs.extend(recorded_run(&actions)?);
             then.apply(version, actions)?;
+            then.tombstones.clear();
         }
+        let mut as_of = State::default();
+        replay_runs(&self.storage, &mut as_of, runs).await?;
+        let digest = run_files::write(&self.storage, &as_of.files).await?;
         let (actions, _, restored) = {
             let run = self.run();
             let files = std::mem::take(&mut as_of.files);
