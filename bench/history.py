@@ -4,7 +4,8 @@ Builds a synthetic lakeload Delta table as years of daily full runs leave it: VE
 each replacing DATES files (one per date) and naming, by its digest, the list of FILES source
 files its run processed (written beside the log as lakeload writes it; one list shared by all
 versions, which changes nothing in memory: a command reads at most the lists from the last
-full run on), and a checkpoint at the latest version written by delta-rs. Then runs, each in a
+full run on), and a checkpoint every 100 versions' latest (written by delta-rs), so up to 99
+commits follow it as on a table lakeload's runs keep. Then runs, each in a
 fresh child with `run.memory_limit = LIMIT`, and prints its wall time and peak RSS:
 
 - `history --json` (every version, newest first),
@@ -95,9 +96,16 @@ def build(table, versions, files, dates):
         os.makedirs(os.path.dirname(name), exist_ok=True)
         open(name, "wb").close()
     venv_python = os.path.join(os.environ.get("LAKELOAD_BENCH_VENV", ""), "bin", "python")
+    # The latest checkpoint where lakeload's runs would have written it (every 100 versions),
+    # so commands replay up to 99 commits after it, as on a real table.
     subprocess.run([venv_python if os.path.exists(venv_python) else sys.executable, "-c",
-                    "import sys\nfrom deltalake import DeltaTable\nDeltaTable(sys.argv[1]).create_checkpoint()",
-                    table], check=True)
+                    "import sys\nfrom deltalake import DeltaTable\n"
+                    "DeltaTable(sys.argv[1], version=int(sys.argv[2])).create_checkpoint()",
+                    table, str(checkpoint_version(versions))], check=True)
+
+
+def checkpoint_version(versions):
+    return (versions - 1) // 100 * 100
 
 
 def main():
@@ -123,7 +131,7 @@ def main():
         env = {**os.environ, "LAKELOAD_SOURCE_URL": source, "LAKELOAD_TARGET_URL": table,
                "LAKELOAD_TARGET_FORMAT": "delta", "LAKELOAD_RUN_MEMORY_LIMIT": args.memory_limit}
         print(f"table: {args.versions} versions x {args.dates} dates, file lists of {args.files:,} source "
-              f"files, log {log_bytes / 2**20:.0f} MiB, checkpoint at version {args.versions - 1}; "
+              f"files, log {log_bytes / 2**20:.0f} MiB, checkpoint at version {checkpoint_version(args.versions)}; "
               f"run.memory_limit = {args.memory_limit}\n")
         print("| command | seconds | peak RSS (MiB) |\n|---|---|---|")
         commands = [

@@ -37,7 +37,9 @@ use self::log::{
     Action, Add, Format, LOG_DIR, Metadata, Protocol, Remove, Snapshot, Txn, commit_key, encode_commit,
     schema_string, version_of_key,
 };
-use self::replay::{LoadedLog, load_snapshot, partitions_of, read_commit, read_commits, recorded_run, replay_runs, rows_of};
+use self::replay::{
+    LoadedLog, load_snapshot, partitions_of, read_commit, read_commits, recorded_run, replay_runs, rows_of,
+};
 use self::rules::{check_columns, is_append_only, kept_schema};
 use super::encoder::ParquetEncoder;
 use super::stored::StoredParquet;
@@ -86,8 +88,6 @@ struct DeltaRun {
     /// name the files an earlier, killed attempt already wrote (create-if-absent then fails).
     attempt: String,
     snapshot: Snapshot,
-    /// The commits after the latest checkpoint (every commit without one), oldest first.
-    tail: Vec<(u64, Vec<Action>)>,
     /// The version of the latest checkpoint (read, or written by this run).
     checkpointed: Option<u64>,
     written: Vec<Add>,
@@ -237,12 +237,9 @@ impl DeltaTable {
     /// The version is committed whatever happens here: a checkpoint that cannot be written
     /// only leaves readers more commits to replay, so it is a warning, not a failed run.
     fn committed(&self, version: u64, actions: Vec<Action>) {
-        let mut run = self.run();
-        if let Err(e) = run.snapshot.apply(version, actions.clone()) {
+        if let Err(e) = self.run().snapshot.apply(version, actions) {
             tracing::warn!("{e}");
-            return;
         }
-        run.tail.push((version, actions));
     }
 
     /// Writes the checkpoint of the current version when one is due (see
@@ -262,9 +259,7 @@ impl DeltaTable {
         };
         match self.write_checkpoint(version, &actions).await {
             Ok(()) => {
-                let mut run = self.run();
-                run.checkpointed = Some(version);
-                run.tail.retain(|(v, _)| *v > version);
+                self.run().checkpointed = Some(version);
             }
             Err(e) => tracing::warn!(
                 "version {version} is committed, but its checkpoint could not be written ({e}); \
@@ -473,7 +468,6 @@ impl Table for DeltaTable {
     async fn begin(&self, run_id: &str) -> Result<()> {
         let LoadedLog {
             snapshot,
-            tail,
             checkpointed,
         } = load_snapshot(&self.storage).await?;
         if let Some(protocol) = &snapshot.protocol
@@ -493,7 +487,6 @@ impl Table for DeltaTable {
             run_id: Some(run_id.to_string()),
             attempt: new_attempt(),
             snapshot,
-            tail,
             checkpointed,
             written: Vec::new(),
         };
@@ -517,12 +510,8 @@ impl Table for DeltaTable {
     }
 
     async fn state_from_log(&self, state: &State) -> Result<Option<State>> {
-        let (latest, tail_start) = {
-            let run = self.run();
-            let Some(latest) = run.snapshot.version else {
-                return Ok(None);
-            };
-            (latest, run.tail.first().map_or(latest + 1, |(v, _)| *v))
+        let Some(latest) = self.run().snapshot.version else {
+            return Ok(None);
         };
         if state.table_version.is_some_and(|v| v >= latest) {
             return Ok(None);
@@ -533,14 +522,11 @@ impl Table for DeltaTable {
             return Ok(None);
         }
         let since = state.table_version.map_or(0, |v| v + 1);
-        // Commits the checkpoint covered are read now, one at a time (only what they record
-        // of their runs is kept): the state is behind it.
+        // The commits since the state's version, read one at a time: only what they record
+        // of their runs is kept.
         let mut runs = Vec::new();
-        for version in since..tail_start {
+        for version in since..=latest {
             runs.extend(recorded_run(&read_commit(&self.storage, version).await?)?);
-        }
-        for (_, actions) in self.run().tail.iter().filter(|(v, _)| *v >= since) {
-            runs.extend(recorded_run(actions)?);
         }
         let mut out = state.clone();
         replay_runs(&self.storage, &mut out, runs).await?;
@@ -706,8 +692,7 @@ impl DeltaTable {
                  so the run commits after it",
                 conflict::describe(&actions)
             );
-            run.snapshot.apply(theirs, actions.clone())?;
-            run.tail.push((theirs, actions));
+            run.snapshot.apply(theirs, actions)?;
         }
         Ok(())
     }

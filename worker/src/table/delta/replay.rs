@@ -65,7 +65,11 @@ pub fn recorded_run(actions: &[Action]) -> Result<Option<RecordedRun>> {
 /// a full run or a rollback replaces the processed files, an incremental run adds to them; the
 /// latest settings recorded are the table's. Only the file lists from the last full run on are
 /// read: the ones before it were replaced.
-pub(super) async fn replay_runs(storage: &DynStorage, state: &mut State, runs: Vec<RecordedRun>) -> Result<()> {
+pub(super) async fn replay_runs(
+    storage: &DynStorage,
+    state: &mut State,
+    runs: Vec<RecordedRun>,
+) -> Result<()> {
     let from = runs.iter().rposition(|r| r.replaces_all).unwrap_or(0);
     for (i, recorded) in runs.into_iter().enumerate() {
         if recorded.replaces_all {
@@ -126,16 +130,13 @@ pub async fn log_versions(storage: &DynStorage) -> Result<Vec<u64>> {
 pub struct LoadedLog {
     /// The current version's snapshot.
     pub snapshot: Snapshot,
-    /// The commits after the checkpoint it started from (every commit without one), oldest
-    /// first.
-    pub tail: Vec<(u64, Vec<Action>)>,
     /// The version of the checkpoint it started from.
     pub checkpointed: Option<u64>,
 }
 
 /// The table's current snapshot: its latest checkpoint, if any, and the commits after it,
-/// which are returned too. A checkpoint that cannot be read is passed over for the commits it
-/// covers.
+/// read and applied one at a time (none is kept). A checkpoint that cannot be read is passed
+/// over for the commits it covers.
 pub async fn load_snapshot(storage: &DynStorage) -> Result<LoadedLog> {
     let listing = storage.list(&format!("{LOG_DIR}/")).await?;
     let mut versions: Vec<u64> = listing.iter().filter_map(|o| version_of_key(&o.key)).collect();
@@ -156,7 +157,6 @@ pub async fn load_snapshot(storage: &DynStorage) -> Result<LoadedLog> {
         }
         return Ok(LoadedLog {
             snapshot: Snapshot::default(),
-            tail: Vec::new(),
             checkpointed: None,
         });
     };
@@ -180,9 +180,8 @@ pub async fn load_snapshot(storage: &DynStorage) -> Result<LoadedLog> {
         }
     }
     let since = snapshot.version.map_or(0, |v| v + 1);
-    let tail = read_commits(storage, versions.into_iter().filter(|v| *v >= since)).await?;
-    for (version, actions) in &tail {
-        snapshot.apply(*version, actions.clone())?;
+    for version in versions.into_iter().filter(|v| *v >= since) {
+        snapshot.apply(version, read_commit(storage, version).await?)?;
     }
     // Tombstones past the table's retention: no version within it reads their files (vacuum
     // finds them in the commits), so neither memory nor the next checkpoint carries them.
@@ -194,7 +193,6 @@ pub async fn load_snapshot(storage: &DynStorage) -> Result<LoadedLog> {
     snapshot.expire_tombstones(cutoff.timestamp_millis());
     Ok(LoadedLog {
         snapshot,
-        tail,
         checkpointed,
     })
 }
