@@ -495,22 +495,30 @@ fn exit_code(pod: &Pod) -> Option<i32> {
         .map(|t| t.exit_code)
 }
 
-/// Rows per date of a table, from `lakeload status --json` run on this host.
-fn rows_by_date(s3: &S3Server, table: &str) -> BTreeMap<String, u64> {
+/// `lakeload ARGS` run on this host (the binary the image was built from) on the table at
+/// `target` in the test S3, with `env` added (source, format): its stdout; it must succeed.
+fn on_host(s3: &S3Server, target: &str, env: &[(&str, &str)], args: &[&str]) -> Vec<u8> {
     let worker = PathBuf::from(env!("CARGO_BIN_EXE_lakeload-operator"))
         .parent()
         .unwrap()
         .join("lakeload");
     let out = Command::new(worker)
-        .args(["status", "--json"])
+        .args(args)
         .envs(s3.env())
         .env("LAKELOAD_SOURCE_URL", "s3://unused/x")
-        .env("LAKELOAD_TARGET_URL", table)
+        .env("LAKELOAD_TARGET_URL", target)
         .env("LAKELOAD_AWS_FORCE_PATH_STYLE", "true")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    out.stdout
+}
+
+/// Rows per date of a table in `format`, from `lakeload status --json` run on this host.
+fn rows_by_date(s3: &S3Server, table: &str, format: &str) -> BTreeMap<String, u64> {
+    let out = on_host(s3, table, &[("LAKELOAD_TARGET_FORMAT", format)], &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out).unwrap();
     status["dates"]
         .as_array()
         .unwrap()
@@ -526,20 +534,15 @@ fn rows_by_date(s3: &S3Server, table: &str) -> BTreeMap<String, u64> {
 
 /// The same full load run on this host with the binary the image was built from.
 fn reference_rows(s3: &S3Server, bucket: &str) -> BTreeMap<String, u64> {
-    let worker = PathBuf::from(env!("CARGO_BIN_EXE_lakeload-operator"))
-        .parent()
-        .unwrap()
-        .join("lakeload");
-    let out = Command::new(worker)
-        .args(["run", "--mode", "full"])
-        .envs(s3.env())
-        .env("LAKELOAD_SOURCE_URL", format!("s3://{bucket}/src"))
-        .env("LAKELOAD_TARGET_URL", format!("s3://{bucket}/reference"))
-        .env("LAKELOAD_AWS_FORCE_PATH_STYLE", "true")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    rows_by_date(s3, &format!("s3://{bucket}/reference"))
+    let reference = format!("s3://{bucket}/reference");
+    let source = format!("s3://{bucket}/src");
+    on_host(
+        s3,
+        &reference,
+        &[("LAKELOAD_SOURCE_URL", &source)],
+        &["run", "--mode", "full"],
+    );
+    rows_by_date(s3, &reference, "parquet")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -554,7 +557,7 @@ async fn an_etlrun_runs_the_worker_image_to_succeeded() {
     assert_eq!(status.rows_read, Some(lines as u64));
     assert_eq!(status.manifest_total, Some(3));
     assert_eq!(
-        rows_by_date(setup.s3, &format!("s3://{bucket}/table")),
+        rows_by_date(setup.s3, &format!("s3://{bucket}/table"), "parquet"),
         reference_rows(setup.s3, &bucket),
         "the table the pod wrote is the one a local run writes"
     );
@@ -749,7 +752,7 @@ async fn the_charts_cronjob_creates_runs_that_succeed() {
         Some(setup.cron_lines as u64),
         "the first scheduled run loads every file"
     );
-    assert!(!rows_by_date(setup.s3, &format!("s3://{}/table", setup.cron_bucket)).is_empty());
+    assert!(!rows_by_date(setup.s3, &format!("s3://{}/table", setup.cron_bucket), "parquet").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -947,7 +950,7 @@ async fn a_run_whose_credentials_only_the_worker_has_succeeds_with_its_full_stat
     assert_eq!(status.exit_code, Some(0));
     assert!(status.run_id.is_some() && status.started_at.is_some() && status.finished_at.is_some());
     assert_eq!(
-        rows_by_date(setup.s3, &format!("s3://{bucket}/table")),
+        rows_by_date(setup.s3, &format!("s3://{bucket}/table"), "parquet"),
         reference_rows(setup.s3, &bucket)
     );
     let pod = &job_pods(setup, &ns, &run).await[0];
@@ -1140,7 +1143,7 @@ async fn a_leader_killed_mid_run_never_lets_a_second_job_write_the_table() {
     assert_eq!(first_done.status.unwrap().rows_read, Some(lines as u64));
     assert_eq!(most, 1, "at most one live Job for the table at any sample");
     assert_eq!(
-        rows_by_date(setup.s3, &format!("s3://{bucket}/table")),
+        rows_by_date(setup.s3, &format!("s3://{bucket}/table"), "parquet"),
         reference_rows(setup.s3, &bucket)
     );
     let new_leader = leases
@@ -1396,7 +1399,7 @@ async fn kueue_admits_one_worker_at_a_time_within_its_quota() {
     );
     for table in ["table", "table-two"] {
         assert_eq!(
-            rows_by_date(setup.s3, &format!("s3://{bucket}/{table}")),
+            rows_by_date(setup.s3, &format!("s3://{bucket}/{table}"), "parquet"),
             reference_rows(setup.s3, &bucket),
             "{table}"
         );
@@ -1450,21 +1453,13 @@ async fn a_delta_etlrun_records_the_table_version_it_committed() {
     assert_eq!(status.table_version, Some(1), "{status:?}");
 
     // The table's log, read on this host: one version per run, full then incremental.
-    let worker = PathBuf::from(env!("CARGO_BIN_EXE_lakeload-operator"))
-        .parent()
-        .unwrap()
-        .join("lakeload");
-    let out = Command::new(worker)
-        .args(["history", "--json"])
-        .envs(setup.s3.env())
-        .env("LAKELOAD_SOURCE_URL", "s3://unused/x")
-        .env("LAKELOAD_TARGET_URL", format!("s3://{bucket}/table"))
-        .env("LAKELOAD_TARGET_FORMAT", "delta")
-        .env("LAKELOAD_AWS_FORCE_PATH_STYLE", "true")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let history: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let out = on_host(
+        setup.s3,
+        &format!("s3://{bucket}/table"),
+        &[("LAKELOAD_TARGET_FORMAT", "delta")],
+        &["history", "--json"],
+    );
+    let history: Vec<serde_json::Value> = serde_json::from_slice(&out).unwrap();
     let versions: Vec<(u64, &str)> = history
         .iter()
         .map(|v| (v["version"].as_u64().unwrap(), v["mode"].as_str().unwrap()))
@@ -1513,33 +1508,7 @@ async fn a_delta_etlrun_killed_after_writing_a_date_succeeds_on_the_jobs_retry()
     assert_eq!(exit_code(&attempts[0]), Some(137));
     assert_eq!(exit_code(&attempts[1]), Some(0));
 
-    let table = format!("s3://{bucket}/table");
-    let worker = PathBuf::from(env!("CARGO_BIN_EXE_lakeload-operator"))
-        .parent()
-        .unwrap()
-        .join("lakeload");
-    let out = Command::new(worker)
-        .args(["status", "--json"])
-        .envs(setup.s3.env())
-        .env("LAKELOAD_SOURCE_URL", "s3://unused/x")
-        .env("LAKELOAD_TARGET_URL", &table)
-        .env("LAKELOAD_TARGET_FORMAT", "delta")
-        .env("LAKELOAD_AWS_FORCE_PATH_STYLE", "true")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rows: BTreeMap<String, u64> = status["dates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["date"].as_str().unwrap().to_string(),
-                d["rows"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let rows = rows_by_date(setup.s3, &format!("s3://{bucket}/table"), "delta");
     assert_eq!(
         rows,
         reference_rows(setup.s3, &bucket),

@@ -177,28 +177,12 @@ def main():
     if not os.path.isdir(os.path.join(args.table, "_delta_log")):
         print(f"{args.table} is not a Delta table: it has no _delta_log folder", file=sys.stderr)
         sys.exit(1)
-    from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
 
-    jars = os.environ.get("LAKELOAD_SPARK_JARS", "")
+    from session import delta_session
+
     t0 = time.monotonic()
-    builder = (
-        SparkSession.builder.appName("lakeload-delta-read")
-        .master(os.environ.get("LAKELOAD_SPARK_MASTER", "local[2]"))
-        .config("spark.jars", jars)
-        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.databricks.delta.snapshotPartitions", "2")
-        .config("spark.driver.memory", "1g")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-    )
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = delta_session("lakeload-delta-read")
     startup = time.monotonic() - t0
 
     mismatches = []

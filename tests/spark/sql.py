@@ -20,25 +20,9 @@ def main():
     if not statements:
         print(__doc__, file=sys.stderr)
         sys.exit(2)
-    from pyspark.sql import SparkSession
+    from session import delta_session
 
-    spark = (
-        SparkSession.builder.appName("lakeload-delta-sql")
-        .master(os.environ.get("LAKELOAD_SPARK_MASTER", "local[2]"))
-        .config("spark.jars", os.environ.get("LAKELOAD_SPARK_JARS", ""))
-        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.databricks.delta.snapshotPartitions", "2")
-        .config("spark.driver.memory", "1g")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = delta_session("lakeload-delta-sql")
     for statement in statements:
         try:
             rows = [r.asDict(recursive=True) for r in spark.sql(statement).collect()]
