@@ -517,7 +517,12 @@ fn on_host(s3: &S3Server, target: &str, env: &[(&str, &str)], args: &[&str]) -> 
 
 /// Rows per date of a table in `format`, from `lakeload status --json` run on this host.
 fn rows_by_date(s3: &S3Server, table: &str, format: &str) -> BTreeMap<String, u64> {
-    let out = on_host(s3, table, &[("LAKELOAD_TARGET_FORMAT", format)], &["status", "--json"]);
+    let out = on_host(
+        s3,
+        table,
+        &[("LAKELOAD_TARGET_FORMAT", format)],
+        &["status", "--json"],
+    );
     let status: serde_json::Value = serde_json::from_slice(&out).unwrap();
     status["dates"]
         .as_array()

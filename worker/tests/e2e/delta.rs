@@ -1455,66 +1455,102 @@ DeltaTable(sys.argv[1]).alter.set_table_properties({"delta.deletedFileRetentionD
 /// Another engine (delta-rs) appends rows of a new date, and another commits a version that
 /// changes no file, while an incremental run is about to commit: neither touches what the run
 /// read or replaces, so the run commits after them. The table holds the `parquet` table of
-/// the same runs plus delta-rs' rows, and the next run keeps them.
+/// the same runs plus delta-rs' rows, and the next run keeps them. Local disk and S3 (moto).
 #[test]
 fn a_run_that_loses_the_race_to_commits_it_does_not_conflict_with_commits_after_them() {
-    let dir = tempdir();
-    let dir = dir.path();
-    let source = first_files(dir, 2, 500);
-    let (delta, oracle) = (dir.join("delta"), dir.join("oracle"));
-    run(dir, &source, &delta, "delta", "full");
-    run(dir, &source, &oracle, "parquet", "full");
-    land_file(dir, "2026-11-01", 10, 500, &["--seed", "5"]);
-    let mut paused = Running::spawn(
-        on_delta(dir, &source, &delta)
-            .env("LAKELOAD_TEST_PAUSE_AT", "before_table_commit:1:stop")
-            .args(["run", "--mode", "incremental", "--json"]),
-    );
-    paused.wait_for("lakeload-test-paused-at", std::time::Duration::from_secs(60));
-    let appended = python(APPEND_OTHER_DATE, &[path_str(&oracle), path_str(&delta)]);
-    let empty =
-        "{\"commitInfo\":{\"timestamp\":1,\"operation\":\"SET TAGS\",\"engineInfo\":\"another-writer\"}}\n";
-    std::fs::write(delta.join("_delta_log/00000000000000000002.json"), empty).unwrap();
-    paused.signal("CONT");
-    let (code, stdout, stderr) = paused.finish();
-    assert_eq!(code, Some(0), "{stderr}");
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    assert_eq!(
-        summary["table_version"], 3,
-        "after delta-rs' 1 and the other 2: {stderr}"
-    );
-    run(dir, &source, &oracle, "parquet", "incremental");
-    let holds = || {
-        python(
-            OTHER_DATE_EQUALS,
-            &[path_str(&delta), path_str(&oracle), appended.trim().to_string()],
-        )
-    };
-    assert_eq!(holds().trim(), "True", "the oracle plus delta-rs' rows");
-    land_file(dir, "2026-11-02", 11, 500, &["--seed", "6"]);
-    run(dir, &source, &delta, "delta", "incremental");
-    run(dir, &source, &oracle, "parquet", "incremental");
-    assert_eq!(holds().trim(), "True", "the next run keeps delta-rs' rows");
+    let s3 = S3Server::shared();
+    for on_s3 in [false, true] {
+        let dir = tempdir();
+        let dir = dir.path();
+        let source = first_files(dir, 2, 500);
+        let oracle = dir.join("oracle");
+        let bucket = s3.bucket("delta-race");
+        let (delta, env, options) = match on_s3 {
+            true => (format!("s3://{bucket}/t"), s3.env(), Some(s3_options(s3))),
+            false => (path_str(&dir.join("delta")), Vec::new(), None),
+        };
+        let options_arg = options.as_ref().map_or("null".into(), |o| o.to_string());
+        run_at(dir, &source, &delta, &env, "delta", "full");
+        run(dir, &source, &oracle, "parquet", "full");
+        land_file(dir, "2026-11-01", 10, 500, &["--seed", "5"]);
+        let mut paused = Running::spawn(
+            Lakeload::new(dir)
+                .envs(env.clone())
+                .env("LAKELOAD_SOURCE_URL", &source)
+                .env("LAKELOAD_TARGET_URL", &delta)
+                .env("LAKELOAD_TARGET_FORMAT", "delta")
+                .env("LAKELOAD_TEST_PAUSE_AT", "before_table_commit:1:stop")
+                .args(["run", "--mode", "incremental", "--json"]),
+        );
+        paused.wait_for("lakeload-test-paused-at", std::time::Duration::from_secs(60));
+        let appended = python(
+            APPEND_OTHER_DATE,
+            &[path_str(&oracle), delta.clone(), options_arg.clone()],
+        );
+        let empty = "{\"commitInfo\":{\"timestamp\":1,\"operation\":\"SET TAGS\",\"engineInfo\":\"another-writer\"}}\n";
+        let second = "_delta_log/00000000000000000002.json";
+        match on_s3 {
+            true => s3.put(&bucket, &format!("t/{second}"), empty.as_bytes()),
+            false => std::fs::write(dir.join("delta").join(second), empty).unwrap(),
+        }
+        paused.signal("CONT");
+        let (code, stdout, stderr) = paused.finish();
+        assert_eq!(code, Some(0), "on S3: {on_s3}: {stderr}");
+        let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(
+            summary["table_version"], 3,
+            "after delta-rs' 1 and the other 2 (on S3: {on_s3}): {stderr}"
+        );
+        run(dir, &source, &oracle, "parquet", "incremental");
+        let holds = || {
+            python(
+                OTHER_DATE_EQUALS,
+                &[
+                    delta.clone(),
+                    path_str(&oracle),
+                    appended.trim().to_string(),
+                    options_arg.clone(),
+                ],
+            )
+        };
+        assert_eq!(
+            holds().trim(),
+            "True",
+            "the oracle plus delta-rs' rows (on S3: {on_s3})"
+        );
+        land_file(dir, "2026-11-02", 11, 500, &["--seed", "6"]);
+        run_at(dir, &source, &delta, &env, "delta", "incremental");
+        run(dir, &source, &oracle, "parquet", "incremental");
+        assert_eq!(
+            holds().trim(),
+            "True",
+            "the next run keeps delta-rs' rows (on S3: {on_s3})"
+        );
+    }
 }
 
 /// delta-rs appends 50 rows of the `parquet` table at argv[1], moved to 2030-01-01, to the
-/// Delta table at argv[2]; prints how many.
+/// Delta table at argv[2] (storage options argv[3], JSON; on S3 it commits with conditional
+/// puts, as lakeload does); prints how many.
 const APPEND_OTHER_DATE: &str = r#"
-import datetime, glob, sys, pyarrow as pa, pyarrow.parquet as pq
+import datetime, glob, json, sys, pyarrow as pa, pyarrow.parquet as pq
 from deltalake import write_deltalake
+options = json.loads(sys.argv[3])
+if options:
+    options = {**options, "conditional_put": "etag"}
 files = sorted(f for f in glob.glob(sys.argv[1] + "/**/*.parquet", recursive=True) if "_lakeload" not in f)
 t = pq.read_table(files[0], partitioning=None).slice(0, 50)
 t = t.set_column(t.schema.get_field_index("_source_modified"), "_source_modified",
                  t["_source_modified"].cast(pa.timestamp("us", tz="UTC")))
 t = t.set_column(t.schema.get_field_index("c7"), "c7", pa.array([datetime.date(2030, 1, 1)] * t.num_rows))
-write_deltalake(sys.argv[2], t, mode="append")
+write_deltalake(sys.argv[2], t, mode="append", storage_options=options or None)
 print(t.num_rows)
 "#;
 
-/// Whether the Delta table at argv[1] holds the rows of the `parquet` table at argv[2] outside
-/// 2030-01-01, and argv[3] rows on that date.
+/// Whether the Delta table at argv[1] (storage options argv[4], JSON) holds the rows of the
+/// `parquet` table at argv[2] outside 2030-01-01, and argv[3] rows on that date.
 const OTHER_DATE_EQUALS: &str = r#"
-import datetime, glob, sys, pyarrow as pa, pyarrow.parquet as pq, pyarrow.compute as pc
+import datetime, glob, json, sys, pyarrow as pa, pyarrow.parquet as pq, pyarrow.compute as pc
 from deltalake import DeltaTable
 def rows(t):
     out = []
@@ -1522,7 +1558,7 @@ def rows(t):
         r["_source_modified"] = r["_source_modified"].replace(tzinfo=None)
         out.append(tuple(sorted((k, str(v)) for k, v in r.items())))
     return sorted(out)
-dt = DeltaTable(sys.argv[1]).to_pyarrow_table()
+dt = DeltaTable(sys.argv[1], storage_options=json.loads(sys.argv[4]) or None).to_pyarrow_table()
 other = pc.equal(dt["c7"], pa.scalar(datetime.date(2030, 1, 1)))
 files = [f for f in glob.glob(sys.argv[2] + "/**/*.parquet", recursive=True) if "_lakeload" not in f]
 oracle = pa.concat_tables([pq.read_table(f, partitioning=None) for f in files])
