@@ -35,10 +35,11 @@ use self::conflict::ReadSet;
 use self::files::{data_file_name, new_attempt};
 use self::log::{
     Action, Add, Format, LOG_DIR, Metadata, Protocol, Remove, Snapshot, Txn, commit_key, encode_commit,
-    schema_string, version_of_key,
+    schema_string,
 };
 use self::replay::{
-    LoadedLog, load_snapshot, partitions_of, read_commit, read_commits, recorded_run, replay_runs, rows_of,
+    LoadedLog, load_snapshot, log_versions, partitions_of, read_commit, read_commits, recorded_run,
+    replay_runs, rows_of,
 };
 use self::rules::{check_columns, is_append_only, kept_schema};
 use super::encoder::ParquetEncoder;
@@ -91,6 +92,35 @@ struct DeltaRun {
     /// The version of the latest checkpoint (read, or written by this run).
     checkpointed: Option<u64>,
     written: Vec<Add>,
+}
+
+impl DeltaRun {
+    /// The dates (`YYYY-MM-DD` values of the partition `column`) of the files the run wrote.
+    fn written_dates(&self, column: &str) -> BTreeSet<String> {
+        self.written
+            .iter()
+            .filter_map(|a| a.partition_values.get(column).cloned().flatten())
+            .collect()
+    }
+
+    /// The live files (by key) the run's commit removes: every one for a full run, those of
+    /// the dates it wrote otherwise. They are also what the run read or replaces, against
+    /// which another writer's commit is checked.
+    fn replaced<'a>(
+        &'a self,
+        mode: Mode,
+        column: &'a str,
+        dates: &'a BTreeSet<String>,
+    ) -> impl Iterator<Item = (&'a String, &'a Add)> + 'a {
+        self.snapshot.files.iter().filter(move |(_, add)| {
+            mode == Mode::Full
+                || add
+                    .partition_values
+                    .get(column)
+                    .and_then(|d| d.as_ref())
+                    .is_some_and(|d| dates.contains(d))
+        })
+    }
 }
 
 impl DeltaTable {
@@ -183,19 +213,9 @@ impl DeltaTable {
         if run.snapshot.metadata.as_ref() != Some(&metadata) {
             actions.push(Action::Metadata(metadata));
         }
-        let written_days: std::collections::BTreeSet<&str> = run
-            .written
-            .iter()
-            .filter_map(|a| a.partition_values.get(self.partition_name())?.as_deref())
-            .collect();
-        for live in run.snapshot.files.values() {
-            let day = live
-                .partition_values
-                .get(self.partition_name())
-                .and_then(|v| v.as_deref());
-            if mode == Mode::Full || day.is_some_and(|d| written_days.contains(d)) {
-                actions.push(Action::Remove(Remove::of(live, now_ms)));
-            }
+        let dates = run.written_dates(self.partition_name());
+        for (_, live) in run.replaced(mode, self.partition_name(), &dates) {
+            actions.push(Action::Remove(Remove::of(live, now_ms)));
         }
         actions.extend(run.written.iter().cloned().map(Action::Add));
         actions.push(Action::Txn(next_txn(&run.snapshot, &table_id, now_ms)));
@@ -233,12 +253,25 @@ impl DeltaTable {
         run.snapshot.txns.contains_key(&txn_app_id(&metadata.id))
     }
 
-    /// Takes in the commit of `version` just made, and writes the checkpoint when one is due.
-    /// The version is committed whatever happens here: a checkpoint that cannot be written
-    /// only leaves readers more commits to replay, so it is a warning, not a failed run.
-    fn committed(&self, version: u64, actions: Vec<Action>) {
-        if let Err(e) = self.run().snapshot.apply(version, actions) {
-            tracing::warn!("{e}");
+    /// Writes `actions` as commit `version`, created only if absent, and takes them into the
+    /// run's snapshot: the one log write of runs and rollbacks. `false`: another writer
+    /// committed that version first, and nothing was written.
+    async fn put_commit(&self, version: u64, actions: Vec<Action>) -> Result<bool> {
+        let body = bytes::Bytes::from(encode_commit(&actions)?);
+        match self
+            .storage
+            .put_if(&commit_key(version), body, PutCondition::IfAbsent)
+            .await
+        {
+            Ok(_) => {
+                // The version is committed whatever the snapshot makes of it.
+                if let Err(e) = self.run().snapshot.apply(version, actions) {
+                    tracing::warn!("{e}");
+                }
+                Ok(true)
+            }
+            Err(StorageError::PreconditionFailed { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -588,23 +621,10 @@ impl Table for DeltaTable {
                 // Nothing new (an incremental run with no new file): no empty version.
                 return Ok(None);
             }
-            let body = encode_commit(&actions)?;
-            match self
-                .storage
-                .put_if(
-                    &commit_key(version),
-                    bytes::Bytes::from(body),
-                    PutCondition::IfAbsent,
-                )
-                .await
-            {
-                Ok(_) => {
-                    self.committed(version, actions);
-                    return Ok(Some(version));
-                }
-                Err(StorageError::PreconditionFailed { .. }) => self.take_in_winners(version, &read).await?,
-                Err(e) => return Err(e.into()),
+            if self.put_commit(version, actions).await? {
+                return Ok(Some(version));
             }
+            self.take_in_winners(version, &read).await?;
         }
         Err(Error::Conflict(format!(
             "other writers kept committing to the Delta table at {} first ({MAX_COMMIT_ATTEMPTS} \
@@ -623,23 +643,9 @@ impl DeltaTable {
     fn read_set(&self, mode: Mode) -> ReadSet {
         let run = self.run();
         let column = self.partition_name().to_string();
-        let dates: BTreeSet<String> = run
-            .written
-            .iter()
-            .filter_map(|a| a.partition_values.get(&column).cloned().flatten())
-            .collect();
+        let dates = run.written_dates(&column);
         let files = run
-            .snapshot
-            .files
-            .iter()
-            .filter(|(_, add)| {
-                mode == Mode::Full
-                    || add
-                        .partition_values
-                        .get(&column)
-                        .and_then(|d| d.as_ref())
-                        .is_some_and(|d| dates.contains(d))
-            })
+            .replaced(mode, &column, &dates)
             .map(|(key, _)| key.clone())
             .collect();
         let app_id = run
@@ -660,15 +666,11 @@ impl DeltaTable {
     /// them into the run's snapshot when none touches what the run read or replaces, so the
     /// run commits at the next version; otherwise fails naming the commit.
     async fn take_in_winners(&self, version: u64, read: &ReadSet) -> Result<()> {
-        let mut versions: Vec<u64> = self
-            .storage
-            .list(&format!("{LOG_DIR}/"))
+        let mut versions: Vec<u64> = log_versions(&self.storage)
             .await?
-            .iter()
-            .filter_map(|o| version_of_key(&o.key))
+            .into_iter()
             .filter(|v| *v >= version)
             .collect();
-        versions.sort_unstable();
         if versions.first() != Some(&version) {
             versions.insert(0, version);
         }

@@ -4,13 +4,12 @@
 
 use chrono::Utc;
 
-use super::log::{Action, Remove, Snapshot, commit_key, encode_commit};
+use super::log::{Action, Remove, Snapshot, commit_key};
 use super::replay::{partitions_of, read_commit, recorded_run, replay_runs};
 use super::rules::is_append_only;
 use super::{DeltaTable, next_txn, run_files};
 use crate::error::{Error, Result};
 use crate::state::State;
-use crate::storage::{PutCondition, StorageError};
 
 /// What a rollback committed.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -149,25 +148,13 @@ impl DeltaTable {
     pub async fn commit_restore(&self, prepared: PreparedRestore) -> Result<Restored> {
         let PreparedRestore { actions, restored } = prepared;
         let version = restored.version;
-        let key = commit_key(version);
-        match self
-            .storage
-            .put_if(
-                &key,
-                bytes::Bytes::from(encode_commit(&actions)?),
-                PutCondition::IfAbsent,
-            )
-            .await
-        {
-            Ok(_) => {
-                self.committed(version, actions);
-                Ok(restored)
-            }
-            Err(StorageError::PreconditionFailed { url }) => Err(Error::LockLost(format!(
-                "another writer committed version {version} of the Delta table first ({url}); \
-                 nothing was rolled back"
-            ))),
-            Err(e) => Err(e.into()),
+        if self.put_commit(version, actions).await? {
+            return Ok(restored);
         }
+        Err(Error::LockLost(format!(
+            "another writer committed version {version} of the Delta table first ({}); \
+             nothing was rolled back",
+            self.storage.url(&commit_key(version))
+        )))
     }
 }
