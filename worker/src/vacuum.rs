@@ -19,8 +19,6 @@ use crate::error::{Error, Result};
 use crate::state::{JsonStateStore, StateStore};
 use crate::table::delta::log::Snapshot;
 use crate::table::delta::replay::{load_snapshot, removed_before};
-#[cfg(test)]
-use crate::table::delta::retention::parse_interval;
 use crate::table::delta::retention::{self, RETENTION_PROPERTY};
 
 #[derive(Debug, Clone, Serialize)]
@@ -206,31 +204,8 @@ pub fn format_vacuumed(v: &Vacuumed) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::delta::log::{Action, Add, Remove};
-
-    fn add(path: &str) -> Action {
-        Action::Add(Add {
-            path: path.into(),
-            partition_values: BTreeMap::new(),
-            size: 1,
-            modification_time: 0,
-            data_change: true,
-            stats: None,
-            tags: None,
-            other: BTreeMap::new(),
-        })
-    }
-
-    fn remove(path: &str, at: i64) -> Action {
-        Action::Remove(Remove {
-            path: path.into(),
-            deletion_timestamp: Some(at),
-            data_change: true,
-            extended_file_metadata: None,
-            partition_values: None,
-            size: None,
-        })
-    }
+    use crate::table::delta::log::fixtures::{add, remove};
+    use crate::table::delta::retention::parse_interval;
 
     #[test]
     fn only_files_removed_before_the_retention_go() {

@@ -19,6 +19,12 @@ fn run(dir: &Path, source: &Path, target: &Path, format: &str, mode: &str) -> se
     run_at(dir, source, &path_str(target), &[], format, mode)
 }
 
+/// The same run (`mode`) on the local Delta table `delta` and on its `parquet` oracle.
+fn run_both(dir: &Path, source: &Path, delta: &Path, oracle: &Path, mode: &str) {
+    run(dir, source, delta, "delta", mode);
+    run(dir, source, oracle, "parquet", mode);
+}
+
 /// The worker on `source` (a local folder) and the table at `target` (a path or an s3:// URL,
 /// with `env` pointing at its server): one run's summary.
 fn run_at(
@@ -478,8 +484,7 @@ fn a_run_stopped_at_any_point_of_its_commit_converges() {
         let dir = dir.path();
         let source = first_files(dir, 4, 1000);
         let (delta, parquet) = (dir.join("delta"), dir.join("parquet"));
-        run(dir, &source, &delta, "delta", "full");
-        run(dir, &source, &parquet, "parquet", "full");
+        run_both(dir, &source, &delta, &parquet, "full");
         land_file(dir, "2026-11-02", 10, 1000, &["--seed", "9"]);
         kill_run_at(dir, &source, &delta, point);
 
@@ -576,10 +581,7 @@ fn a_rollback_restores_a_version_and_the_next_run_loads_what_came_after() {
     let dir = dir.path();
     let source = first_files(dir, 4, 1000);
     let (delta, parquet) = (dir.join("delta"), dir.join("parquet"));
-    let both = |mode: &str| {
-        run(dir, &source, &delta, "delta", mode);
-        run(dir, &source, &parquet, "parquet", mode);
-    };
+    let both = |mode: &str| run_both(dir, &source, &delta, &parquet, mode);
     both("full");
     land_file(dir, "2026-11-02", 10, 1000, &["--seed", "3"]);
     both("incremental");
@@ -833,12 +835,10 @@ fn after_a_hundred_versions_readers_and_lakeload_start_from_the_checkpoint() {
     let source = first_files(dir, 2, 200);
     let (delta, parquet) = (dir.join("delta"), dir.join("parquet"));
     let add_file = |n: usize| small_file(dir, n);
-    run(dir, &source, &delta, "delta", "full");
-    run(dir, &source, &parquet, "parquet", "full");
+    run_both(dir, &source, &delta, &parquet, "full");
     for n in 1..100 {
         add_file(n);
-        run(dir, &source, &delta, "delta", "incremental");
-        run(dir, &source, &parquet, "parquet", "incremental");
+        run_both(dir, &source, &delta, &parquet, "incremental");
     }
     let log = delta.join("_delta_log");
     let checkpoint = log.join("00000000000000000100.checkpoint.parquet");
@@ -1284,8 +1284,7 @@ fn another_engines_metadata_is_kept_and_its_rules_are_honoured() {
     let dir = dir.path();
     let source = first_files(dir, 3, 400);
     let (delta, oracle) = (dir.join("delta"), dir.join("oracle"));
-    run(dir, &source, &delta, "delta", "full");
-    run(dir, &source, &oracle, "parquet", "full");
+    run_both(dir, &source, &delta, &oracle, "full");
     commit_metadata_as_spark(&delta, "SET TBLPROPERTIES", |m| {
         m["description"] = "daily sales, loaded by lakeload".into();
         m["configuration"]["owner.team"] = "data-platform".into();
@@ -1293,8 +1292,7 @@ fn another_engines_metadata_is_kept_and_its_rules_are_honoured() {
         set_field_metadata(m, "c1", "comment", "the customer".into());
     });
     land_file(dir, "2026-11-02", 10, 300, &["--seed", "4"]);
-    run(dir, &source, &delta, "delta", "incremental");
-    run(dir, &source, &oracle, "parquet", "incremental");
+    run_both(dir, &source, &delta, &oracle, "incremental");
     assert!(delta_equals(&delta, None, &oracle));
     let seen = python(
         r#"
@@ -1362,8 +1360,7 @@ DeltaTable(sys.argv[1]).alter.set_table_properties({"delta.appendOnly": "false"}
 "#,
         &[path_str(&delta)],
     );
-    run(dir, &source, &delta, "delta", "incremental");
-    run(dir, &source, &oracle, "parquet", "incremental");
+    run_both(dir, &source, &delta, &oracle, "incremental");
     assert!(delta_equals(&delta, None, &oracle), "the waiting file loaded");
 
     land_file(dir, "2026-11-03", 12, 300, &["--seed", "6"]);
@@ -1691,8 +1688,7 @@ fn spark_maintains_the_table_between_and_during_lakeload_runs() {
     let dir = dir.path();
     let source = first_files(dir, 4, 600);
     let (delta, oracle) = (dir.join("delta"), dir.join("oracle"));
-    run(dir, &source, &delta, "delta", "full");
-    run(dir, &source, &oracle, "parquet", "full");
+    run_both(dir, &source, &delta, &oracle, "full");
     let t = format!("delta.`{}`", path_str(&delta));
     let insert = |date: &str, rows: usize| {
         format!(
@@ -1740,8 +1736,7 @@ print(json.dumps({"c1": t["c1"][0].as_py(), "c7": str(t["c7"][0].as_py()), "file
     assert!(seen["deleted"].as_u64().unwrap() >= 1, "{seen}");
 
     land_file(dir, "2026-11-01", 10, 600, &["--seed", "4"]);
-    run(dir, &source, &delta, "delta", "incremental");
-    run(dir, &source, &oracle, "parquet", "incremental");
+    run_both(dir, &source, &delta, &oracle, "incremental");
     let seen = equals(20);
     assert!(
         seen["equal"] == true && seen["spark_ok"] == true,

@@ -378,6 +378,37 @@ pub fn schema_string(schema: &SchemaConfig) -> String {
     serde_json::json!({ "type": "struct", "fields": fields }).to_string()
 }
 
+/// Actions for other modules' tests: a file added (no partition values, no stats) and a
+/// file removed at a time.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    pub(crate) fn add(path: &str) -> Action {
+        Action::Add(Add {
+            path: path.into(),
+            partition_values: BTreeMap::new(),
+            size: 1,
+            modification_time: 0,
+            data_change: true,
+            stats: None,
+            tags: None,
+            other: BTreeMap::new(),
+        })
+    }
+
+    pub(crate) fn remove(path: &str, at: i64) -> Action {
+        Action::Remove(Remove {
+            path: path.into(),
+            deletion_timestamp: Some(at),
+            data_change: true,
+            extended_file_metadata: None,
+            partition_values: None,
+            size: None,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

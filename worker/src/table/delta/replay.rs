@@ -269,32 +269,9 @@ pub async fn removed_before(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::delta::log::{Remove, encode_commit};
+    use crate::table::delta::log::encode_commit;
+    use crate::table::delta::log::fixtures::{add, remove};
     use std::sync::Arc;
-
-    fn add(path: &str) -> Action {
-        Action::Add(Add {
-            path: path.into(),
-            partition_values: BTreeMap::from([("day".to_string(), Some("2024-01-01".to_string()))]),
-            size: 1,
-            modification_time: 0,
-            data_change: true,
-            stats: None,
-            tags: None,
-            other: BTreeMap::new(),
-        })
-    }
-
-    fn remove(path: &str, at: i64) -> Action {
-        Action::Remove(Remove {
-            path: path.into(),
-            deletion_timestamp: Some(at),
-            data_change: true,
-            extended_file_metadata: None,
-            partition_values: None,
-            size: None,
-        })
-    }
 
     /// Tombstones past the retention (7 days here) leave the loaded snapshot; vacuum finds
     /// their files in the commits instead, and covers the log up to the last commit whose
