@@ -349,13 +349,19 @@ fn helm_upgrade(cluster: &Cluster, sets: &[&str]) -> std::process::Output {
 }
 
 /// SIGKILLs a container through containerd, as the OOM killer or a node fault would.
+/// The id of the pod's first container, once the kubelet has reported it.
+fn container_id(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .container_id
+        .clone()
+}
+
 fn kill_container(cluster: &Cluster, pod: &Pod) {
-    let id = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|c| c[0].container_id.clone())
-        .expect("a running container");
+    let id = container_id(pod).expect("a running container");
     let kill = Command::new("ctr")
         .args(["--address"])
         .arg(cluster.dir.join("containerd/containerd.sock"))
@@ -459,12 +465,15 @@ async fn create_paused_run(
     (run, pod)
 }
 
-/// Waits until the run's first worker pod has paused at its test hook; returns that pod.
+/// Waits until the run's first worker pod has paused at its test hook and its status names
+/// its running container (the kubelet reports it a moment after the log shows the pause);
+/// returns that pod.
 async fn wait_paused(setup: &Setup, ns: &str, run: &EtlRun) -> Pod {
     let pods: Api<Pod> = Api::namespaced(setup.admin.clone(), ns);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Some(pod) = job_pods(setup, ns, run).await.first()
+            && container_id(pod).is_some()
             && pods
                 .logs(&pod.name_any(), &LogParams::default())
                 .await
@@ -614,16 +623,7 @@ async fn a_config_error_is_not_retried_and_a_killed_worker_is() {
     )
     .await;
     let pods: Api<Pod> = Api::namespaced(setup.admin.clone(), &ns);
-    let container = first
-        .status
-        .as_ref()
-        .unwrap()
-        .container_statuses
-        .as_ref()
-        .unwrap()[0]
-        .container_id
-        .clone()
-        .unwrap();
+    let container = container_id(&first).unwrap();
     assert!(container.starts_with("containerd://"));
     kill_container(setup.cluster, &first);
 
