@@ -6,6 +6,8 @@
 #   e.g. tests/spark/run.sh /tmp/t 0=18587 1=27945
 # or runs Spark SQL statements in order, as another engine sharing the table (sql.py):
 #   tests/spark/run.sh --sql 'DELETE FROM delta.`/tmp/t` WHERE c1 = "x"' 'OPTIMIZE delta.`/tmp/t`'
+# A table on an S3-compatible server is named s3a://bucket/path, with LAKELOAD_SPARK_S3_ENDPOINT
+# (http://127.0.0.1:PORT) and AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY set.
 #
 # Installs what it needs once, idempotently, under $LAKELOAD_SPARK_HOME
 # (default $HOME/.cache/lakeload/spark):
@@ -118,6 +120,13 @@ if [ "$have_jars" = 0 ]; then
     step "delta jars fetched in $(elapsed "$t") s"
 else
     step "delta jars cached ($JARS_DIR)"
+fi
+# Hadoop's S3A (the hadoop-aws of the Hadoop 3.3.4 pyspark ships, and the AWS SDK bundle it was
+# built with, 280 MB): only for a table on S3 (LAKELOAD_SPARK_S3_ENDPOINT, see session.py).
+if [ -n "${LAKELOAD_SPARK_S3_ENDPOINT:-}" ]; then
+    t=$(now)
+    jars=$jars,$(fetch_jar org/apache/hadoop hadoop-aws 3.3.4),$(fetch_jar com/amazonaws aws-java-sdk-bundle 1.12.262)
+    step "S3A jars ready in $(elapsed "$t") s"
 fi
 step "install steps took $(elapsed "$total_start") s"
 

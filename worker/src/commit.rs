@@ -214,7 +214,6 @@ impl<'a> TableCommit<'a> {
             .await?;
         if let Some(version) = version {
             tracing::info!("run {} committed version {version} of the table", self.run_id);
-            self.target.table.after_commit().await;
         }
         crate::faults::pause_point("after_table_commit").await;
         Ok(version)

@@ -53,7 +53,6 @@ pub async fn rollback(config: &Config, to_version: u64, allow_missing: bool) -> 
         }
         let root = storage.root().to_string();
         let mut restored = lock.fenced(&root, table.commit_restore(prepared)).await?;
-        table.checkpoint_if_due().await;
         // The state as of the restored version: its files, partitions and settings (the
         // current ones when version N's commit recorded none), and what describes the store.
         let mut state = restored.state.clone();

@@ -471,7 +471,7 @@ async fn merge_and_write(
                     true => table.read_date(date, &spill).await?,
                     false => (None, place.seen),
                 };
-                let encoder = table.encoder(&spill, group_bytes)?;
+                let encoder = table.encoder(date, &spill, group_bytes).await?;
                 let merged = tokio::task::spawn_blocking(move || {
                     let started = std::time::Instant::now();
                     let merge = DateMerge {

@@ -6,6 +6,7 @@ use polars::prelude::*;
 
 use super::LINEAGE_MODIFIED;
 use super::StoredSlice;
+use super::added::CarriedValues;
 use super::frame::{frame, frame_schema};
 use super::stats::FileStats;
 use crate::block::RowBlock;
@@ -79,6 +80,9 @@ pub struct ParquetEncoder {
     /// Whether `_source_modified` is written as a UTC-adjusted timestamp (Delta's `timestamp`)
     /// rather than a local one.
     utc_lineage: bool,
+    /// Columns another engine added to the table, and the date's stored values of them
+    /// (`added`): written after lakeload's columns.
+    added: Option<CarriedValues>,
 }
 
 /// The scratch file behind a handle the encoder keeps, so it can flush (and hear of a full
@@ -98,21 +102,23 @@ impl std::io::Write for SharedFile {
 impl ParquetEncoder {
     /// An encoder of a `parquet` table's object: every column of the table.
     pub fn new(schema: Arc<SchemaConfig>, scratch: &SpillDir, group_bytes: usize) -> Result<Self> {
-        Self::open(schema, scratch, group_bytes, None)
+        Self::open(schema, scratch, group_bytes, None, None)
     }
 
     /// An encoder of a Delta data file: the table's columns but the partition column `leave_out`
     /// (its value is in the log and the file's path); gathers the file's column statistics as
     /// rows are added (its `add` carries them); stores `_source_modified` as a UTC-adjusted
     /// timestamp, as Delta's `timestamp` type requires (a `parquet` table keeps the local form
-    /// it always had).
+    /// it always had); writes the columns another engine added to the table after lakeload's,
+    /// with the values `added` carries.
     pub fn for_delta(
         schema: Arc<SchemaConfig>,
         scratch: &SpillDir,
         group_bytes: usize,
         leave_out: String,
+        added: Option<CarriedValues>,
     ) -> Result<Self> {
-        Self::open(schema, scratch, group_bytes, Some(leave_out))
+        Self::open(schema, scratch, group_bytes, Some(leave_out), added)
     }
 
     fn open(
@@ -120,6 +126,7 @@ impl ParquetEncoder {
         scratch: &SpillDir,
         group_bytes: usize,
         leave_out: Option<String>,
+        added: Option<CarriedValues>,
     ) -> Result<Self> {
         let delta = leave_out.is_some();
         let (file, path) = scratch
@@ -137,6 +144,9 @@ impl ParquetEncoder {
                 LINEAGE_MODIFIED,
                 DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)),
             );
+        }
+        if let Some(added) = &added {
+            columns.extend(added.columns().fields());
         }
         // The Arrow schema hint in the footer names strings `large_string` rather than polars'
         // own `string_view`: pyarrow (and pandas through it) then reads the columns as strings
@@ -160,6 +170,7 @@ impl ParquetEncoder {
             rows: 0,
             stats: delta.then(FileStats::default),
             utc_lineage: delta,
+            added,
         })
     }
 }
@@ -168,6 +179,9 @@ impl ParquetEncoder {
     /// Adds `frame`'s rows. A frame of a small merge unit waits for more, to make a row group
     /// of at least [`MIN_GROUP_ROWS`] (or `group_bytes`); larger frames are written at once.
     fn write(&mut self, mut frame: DataFrame) -> Result<()> {
+        if let Some(added) = &self.added {
+            added.attach(&mut frame)?;
+        }
         if let Some(column) = &self.leave_out {
             frame = frame.drop(column)?;
         }

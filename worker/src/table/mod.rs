@@ -5,6 +5,7 @@
 //! builds a date's object from merge units, `stats` gathers a file's column statistics, and
 //! `frame` converts rows to and from the table's columns.
 
+mod added;
 pub mod delta;
 mod encoder;
 mod frame;
@@ -94,9 +95,15 @@ pub trait Table: Send + Sync {
     /// first, so it is never held in memory whole.
     async fn read_date(&self, date: i32, scratch: &SpillDir) -> Result<(Option<Box<dyn StoredRows>>, Seen)>;
 
-    /// A new encoder for one date's object, writing to a scratch file under `scratch`, holding
-    /// up to about `group_bytes` of rows before it writes them.
-    fn encoder(&self, scratch: &SpillDir, group_bytes: usize) -> Result<Box<dyn DateEncoder>>;
+    /// A new encoder for `date`'s object, writing to a scratch file under `scratch`, holding
+    /// up to about `group_bytes` of rows before it writes them. A format whose table may hold
+    /// columns another engine added reads the date's stored values of them here (`added`).
+    async fn encoder(
+        &self,
+        date: i32,
+        scratch: &SpillDir,
+        group_bytes: usize,
+    ) -> Result<Box<dyn DateEncoder>>;
 
     /// Replaces the date's object with `body` (from [`DateEncoder::finish`]), in one write, if
     /// it is still the version `seen`; otherwise fails with [`Error::LockLost`]. Returns the
@@ -127,8 +134,8 @@ pub trait Table: Send + Sync {
     }
 
     /// Makes the run's writes the table's current version at once, after every date is
-    /// written (a Delta log commit). Returns the version committed; `None` for a format
-    /// whose writes are live as they land.
+    /// written (a Delta log commit, with its post-commit work: a checkpoint when due). Returns
+    /// the version committed; `None` for a format whose writes are live as they land.
     /// `files` are the source files the run processed: a format with a log records them in
     /// the commit, so the state can be rebuilt from it ([`Table::state_from_log`]).
     async fn commit(
@@ -139,10 +146,6 @@ pub trait Table: Send + Sync {
     ) -> Result<Option<u64>> {
         Ok(None)
     }
-
-    /// What a format does once its commit landed, outside the commit's fenced write (a Delta
-    /// checkpoint when one is due). Best effort: the commit stands whatever happens here.
-    async fn after_commit(&self) {}
 
     /// The state's partition records as the table's current version has them, for a format
     /// whose log is the truth about its files (Delta: other writers' commits that a run let

@@ -88,7 +88,12 @@ impl Table for ParquetTable {
         Ok((Some(Box::new(stored)), Seen::of(meta.etag)))
     }
 
-    fn encoder(&self, scratch: &SpillDir, group_bytes: usize) -> Result<Box<dyn DateEncoder>> {
+    async fn encoder(
+        &self,
+        _date: i32,
+        scratch: &SpillDir,
+        group_bytes: usize,
+    ) -> Result<Box<dyn DateEncoder>> {
         Ok(Box::new(ParquetEncoder::new(
             self.schema.clone(),
             scratch,

@@ -1275,9 +1275,10 @@ fn assert_refused(dir: &Path, source: &Path, delta: &Path, mode: &str, reason: &
 /// configuration, a column's comment and metaData keys lakeload does not know, as delta-rs
 /// reads them after lakeload's next run. What protocol writer version 2 makes every writer
 /// honour is refused with the reason and nothing written: `delta.appendOnly = true` (set by
-/// delta-rs) when the run would replace files, a column invariant; and so is a column
-/// delta-rs added, which lakeload's files would lose. Once the property is unset, the next
-/// run loads what waited.
+/// delta-rs) when the run would replace files, a column invariant. Once the property is unset,
+/// the next run loads what waited. A column delta-rs added and back-filled keeps its values
+/// through an incremental and a full run (rows of new lines get null); one of a type lakeload
+/// cannot carry is refused by name.
 #[test]
 fn another_engines_metadata_is_kept_and_its_rules_are_honoured() {
     let dir = tempdir();
@@ -1386,15 +1387,89 @@ DeltaTable(sys.argv[1]).alter.set_table_properties({"delta.appendOnly": "false"}
         }
         m["schemaString"] = schema.to_string().into();
     });
+    // A column delta-rs adds and back-fills survives lakeload's runs, incremental and full.
+    let backfilled = python(
+        r#"
+import sys
+from deltalake import DeltaTable, Field
+dt = DeltaTable(sys.argv[1])
+dt.alter.add_columns([Field("note", "string", nullable=True)])
+dt.update(updates={"note": "concat('n-', c1)"})
+print(DeltaTable(sys.argv[1]).version())
+"#,
+        &[path_str(&delta)],
+    );
+    let backfilled: u64 = backfilled.trim().parse().unwrap();
+    run_both(dir, &source, &delta, &oracle, "incremental");
+    let seen = added_column_kept(&delta, backfilled, &oracle);
+    assert!(seen["equal"] == true && seen["wrong"] == 0, "{seen}");
+    assert!(
+        seen["nulls"].as_u64() > Some(0) && seen["kept"].as_u64() > Some(0),
+        "{seen}"
+    );
+    land_file(dir, "2026-11-04", 13, 300, &["--seed", "7"]);
+    run_both(dir, &source, &delta, &oracle, "full");
+    let after_full = added_column_kept(&delta, backfilled, &oracle);
+    assert!(
+        after_full["equal"] == true && after_full["wrong"] == 0,
+        "{after_full}"
+    );
+    assert!(
+        after_full["kept"].as_u64() > Some(0),
+        "a full run keeps the values of the rows it rebuilds from the same lines: {after_full}"
+    );
+    // A column lakeload cannot carry (a nested type) is refused by name.
     python(
         r#"
 import sys
 from deltalake import DeltaTable, Field
-DeltaTable(sys.argv[1]).alter.add_columns([Field("note", "string", nullable=True)])
+from deltalake.schema import ArrayType
+DeltaTable(sys.argv[1]).alter.add_columns([Field("labels", ArrayType("string"), nullable=True)])
 "#,
         &[path_str(&delta)],
     );
-    assert_refused(dir, &source, &delta, "incremental", "schema does not name: note");
+    land_file(dir, "2026-11-05", 14, 300, &["--seed", "8"]);
+    assert_refused(
+        dir,
+        &source,
+        &delta,
+        "incremental",
+        "schema does not name: labels",
+    );
+}
+
+/// Whether the Delta table at argv[1] holds, in lakeload's columns, exactly the `parquet` table
+/// at argv[3], and in the column `note` another engine added and back-filled at version
+/// argv[2], for each row the value its source line (and date) had then, or null for a row of
+/// a line that had none; with how many rows hold a value and how many are null.
+const ADDED_COLUMN_KEPT: &str = r#"
+import glob, json, sys, pyarrow as pa, pyarrow.parquet as pq
+from deltalake import DeltaTable
+def line(r):
+    return (r["_source_file"], r["_source_line"], r["_source_modified"].replace(tzinfo=None), r["c7"])
+then = {line(r): r["note"] for r in DeltaTable(sys.argv[1], version=int(sys.argv[2])).to_pyarrow_table().to_pylist()}
+now = DeltaTable(sys.argv[1]).to_pyarrow_table().to_pylist()
+wrong = [r for r in now if r["note"] != then.get(line(r))]
+def rows(rs):
+    out = []
+    for r in rs:
+        r = {k: v for k, v in r.items() if k != "note"}
+        r["_source_modified"] = r["_source_modified"].replace(tzinfo=None)
+        out.append(tuple(sorted((k, str(v)) for k, v in r.items())))
+    return sorted(out)
+files = [f for f in glob.glob(sys.argv[3] + "/**/*.parquet", recursive=True) if "_lakeload" not in f]
+oracle = pa.concat_tables([pq.read_table(f, partitioning=None) for f in files]).to_pylist()
+kept = sum(1 for r in now if r["note"] is not None)
+print(json.dumps({"equal": rows(now) == rows(oracle), "wrong": len(wrong), "first_wrong": str(wrong[:1]),
+                  "kept": kept, "nulls": len(now) - kept}))
+"#;
+
+fn added_column_kept(delta: &Path, backfilled: u64, oracle: &Path) -> serde_json::Value {
+    let out = python(
+        ADDED_COLUMN_KEPT,
+        &[path_str(delta), backfilled.to_string(), path_str(oracle)],
+    );
+    serde_json::from_str(out.trim()).unwrap()
 }
 
 /// `vacuum` without `--retain` keeps files for the table's own
@@ -1628,10 +1703,26 @@ fn a_rollback_restores_the_versions_metadata_and_settings_and_names_lost_sources
 /// Runs Spark SQL statements (pyspark 3.5.3 + delta-spark 3.3.2, `tests/spark/run.sh --sql`)
 /// in one session; returns each statement's rows.
 fn spark_sql(statements: &[String]) -> Vec<serde_json::Value> {
+    spark_sql_with(&[], statements)
+}
+
+/// [`spark_sql`] with Spark pointed at the test S3 server: tables named `s3a://bucket/path`.
+fn spark_sql_on_s3(s3: &S3Server, statements: &[String]) -> Vec<serde_json::Value> {
+    let env = [
+        ("LAKELOAD_SPARK_S3_ENDPOINT", s3.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    spark_sql_with(&env, statements)
+}
+
+fn spark_sql_with(env: &[(&str, &str)], statements: &[String]) -> Vec<serde_json::Value> {
     let out = std::process::Command::new("bash")
         .arg(lakeload_testkit::workspace().join("tests/spark/run.sh"))
         .arg("--sql")
         .args(statements)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(
@@ -1679,8 +1770,8 @@ print(json.dumps({"equal": ours == expected, "ours": len(ours), "expected": len(
 /// run (paused before its commit) a blind append to another date lets the run commit after it,
 /// and a `DELETE` of the dates the run rewrites fails it naming Spark, the table as Spark left
 /// it. `delta.appendOnly` set by Spark lets a run that only adds dates through and refuses one
-/// that replaces files; a column Spark added is refused by name. Ignored in a plain
-/// `cargo test` (Spark); `tests/run-all.sh` runs it.
+/// that replaces files; a column Spark added and back-filled keeps its values through the
+/// next run. Ignored in a plain `cargo test` (Spark); `tests/run-all.sh` runs it.
 #[test]
 #[ignore = "needs Spark: run by tests/run-all.sh (cargo test --release -p lakeload --test e2e -- --ignored spark)"]
 fn spark_maintains_the_table_between_and_during_lakeload_runs() {
@@ -1798,10 +1889,146 @@ print(json.dumps({"c1": t["c1"][0].as_py(), "c7": str(t["c7"][0].as_py()), "file
         "append-only (delta.appendOnly = true)",
     );
 
-    // A column Spark added is refused by name.
+    // A column Spark added and back-filled survives lakeload's next run: rows kept hold
+    // their values, rows of new lines null.
     spark_sql(&[
         format!("ALTER TABLE {t} SET TBLPROPERTIES ('delta.appendOnly' = 'false')"),
         format!("ALTER TABLE {t} ADD COLUMNS (note STRING)"),
+        format!("UPDATE {t} SET note = concat('n-', c1) WHERE c7 < DATE'2030-01-01'"),
     ]);
-    assert_refused(dir, &source, &delta, "incremental", "schema does not name: note");
+    let backfilled = python(
+        "import sys\nfrom deltalake import DeltaTable\nprint(DeltaTable(sys.argv[1]).version())",
+        &[path_str(&delta)],
+    );
+    run(dir, &source, &delta, "delta", "incremental");
+    run(dir, &source, &oracle, "parquet", "incremental");
+    let seen = python(
+        SPARK_ADDED_COLUMN_KEPT,
+        &[path_str(&delta), backfilled.trim().to_string()],
+    );
+    let seen: serde_json::Value = serde_json::from_str(seen.trim()).unwrap();
+    assert!(
+        seen["wrong"] == 0 && seen["kept"].as_u64() > Some(0) && seen["nulls"].as_u64() > Some(0),
+        "{seen}"
+    );
+}
+
+/// In the Delta table at argv[1], every row's `note` (added and back-filled by Spark at
+/// version argv[2]) is the value its source line and date had then, or null.
+const SPARK_ADDED_COLUMN_KEPT: &str = r#"
+import json, sys
+from deltalake import DeltaTable
+def line(r):
+    return (r["_source_file"], r["_source_line"], r["_source_modified"].replace(tzinfo=None), r["c7"])
+then = {line(r): r["note"] for r in DeltaTable(sys.argv[1], version=int(sys.argv[2])).to_pyarrow_table().to_pylist()}
+now = DeltaTable(sys.argv[1]).to_pyarrow_table().to_pylist()
+kept = sum(1 for r in now if r["note"] is not None)
+print(json.dumps({"wrong": sum(1 for r in now if r["note"] != then.get(line(r))), "kept": kept, "nulls": len(now) - kept}))
+"#;
+
+/// In the Delta table at argv[1] (deltalake storage options argv[2]): lakeload's columns hold
+/// exactly the `parquet` table at argv[3] less the row Spark deleted (c1 = argv[5] on c7 =
+/// argv[6], loaded from a file named in argv[7]), and the column `note` Spark added and
+/// back-filled at version argv[4] holds, for each row, the value its source line and date had
+/// then, or null.
+const S3_SHARED_KEPT: &str = r#"
+import glob, json, sys, pyarrow as pa, pyarrow.parquet as pq
+from deltalake import DeltaTable
+opts = json.loads(sys.argv[2])
+def line(r):
+    return (r["_source_file"], r["_source_line"], r["_source_modified"].replace(tzinfo=None), r["c7"])
+then = {line(r): r["note"] for r in DeltaTable(sys.argv[1], version=int(sys.argv[4]), storage_options=opts).to_pyarrow_table().to_pylist()}
+now = DeltaTable(sys.argv[1], storage_options=opts).to_pyarrow_table().to_pylist()
+files = [f for f in glob.glob(sys.argv[3] + "/**/*.parquet", recursive=True) if "_lakeload" not in f]
+oracle = pa.concat_tables([pq.read_table(f, partitioning=None) for f in files]).to_pylist()
+old = json.loads(sys.argv[7])
+def is_deleted(r):
+    return r["c1"] == sys.argv[5] and str(r["c7"]) == sys.argv[6] and r["_source_file"] in old
+def rows(rs):
+    out = []
+    for r in rs:
+        r = {k: v for k, v in r.items() if k != "note"}
+        r["_source_modified"] = r["_source_modified"].replace(tzinfo=None)
+        out.append(tuple(sorted((k, str(v)) for k, v in r.items())))
+    return sorted(out)
+kept = sum(1 for r in now if r["note"] is not None)
+print(json.dumps({"equal": rows(now) == rows([r for r in oracle if not is_deleted(r)]),
+                  "deleted": sum(1 for r in oracle if is_deleted(r)),
+                  "wrong": sum(1 for r in now if r["note"] != then.get(line(r))),
+                  "kept": kept, "nulls": len(now) - kept}))
+"#;
+
+/// Spark maintains a lakeload table on S3 (moto, through Hadoop's S3A) between lakeload runs,
+/// as on local disk: a GDPR `DELETE` of one customer's row, an `OPTIMIZE`, `ALTER TABLE ADD
+/// COLUMNS` with a back-fill. lakeload's next incremental run keeps all of it: the deleted row
+/// stays deleted, the added column keeps its values on the rows kept and is null on new ones,
+/// and lakeload's columns equal the `parquet` table of the same runs less the deleted row.
+/// Ignored in a plain `cargo test` (Spark); `tests/run-all.sh` runs it.
+#[test]
+#[ignore = "needs Spark: run by tests/run-all.sh (cargo test --release -p lakeload --test e2e -- --ignored spark)"]
+fn spark_maintains_a_table_on_s3_between_lakeload_runs() {
+    let s3 = S3Server::shared();
+    let env = s3.env();
+    let bucket = s3.bucket("spark-shared");
+    let delta = format!("s3://{bucket}/tables/sales");
+    let dir = tempdir();
+    let dir = dir.path();
+    let source = first_files(dir, 3, 500);
+    let oracle = dir.join("oracle");
+    run_at(dir, &source, &delta, &env, "delta", "full");
+    run(dir, &source, &oracle, "parquet", "full");
+    let picked = python(
+        r#"
+import glob, json, sys, pyarrow.parquet as pq
+f = sorted(f for f in glob.glob(sys.argv[1] + "/**/*.parquet", recursive=True) if "_lakeload" not in f)[0]
+t = pq.read_table(f, partitioning=None)
+print(json.dumps({"c1": t["c1"][0].as_py(), "c7": str(t["c7"][0].as_py())}))
+"#,
+        &[path_str(&oracle)],
+    );
+    let picked: serde_json::Value = serde_json::from_str(picked.trim()).unwrap();
+    let (c1, c7) = (picked["c1"].as_str().unwrap(), picked["c7"].as_str().unwrap());
+    let first_files: Vec<String> = lakeload_testkit::files_under(&source)
+        .iter()
+        .map(|p| p.strip_prefix(&source).unwrap().to_string_lossy().into_owned())
+        .collect();
+    let t = format!("delta.`s3a://{bucket}/tables/sales`");
+    spark_sql_on_s3(
+        s3,
+        &[
+            format!("DELETE FROM {t} WHERE c1 = '{c1}' AND c7 = DATE'{c7}'"),
+            format!("OPTIMIZE {t}"),
+            format!("ALTER TABLE {t} ADD COLUMNS (note STRING)"),
+            format!("UPDATE {t} SET note = concat('n-', c1)"),
+        ],
+    );
+    let options = s3_options(s3).to_string();
+    let backfilled = python(
+        "import json, sys\nfrom deltalake import DeltaTable\nprint(DeltaTable(sys.argv[1], storage_options=json.loads(sys.argv[2])).version())",
+        &[delta.clone(), options.clone()],
+    );
+    land_file(dir, "2026-11-02", 10, 500, &["--seed", "4"]);
+    run_at(dir, &source, &delta, &env, "delta", "incremental");
+    run(dir, &source, &oracle, "parquet", "incremental");
+    let seen = python(
+        S3_SHARED_KEPT,
+        &[
+            delta.clone(),
+            options,
+            path_str(&oracle),
+            backfilled.trim().to_string(),
+            c1.to_string(),
+            c7.to_string(),
+            serde_json::to_string(&first_files).unwrap(),
+        ],
+    );
+    let seen: serde_json::Value = serde_json::from_str(seen.trim()).unwrap();
+    assert!(
+        seen["equal"] == true && seen["deleted"].as_u64() >= Some(1),
+        "{seen}"
+    );
+    assert!(
+        seen["wrong"] == 0 && seen["kept"].as_u64() > Some(0) && seen["nulls"].as_u64() > Some(0),
+        "{seen}"
+    );
 }

@@ -33,6 +33,8 @@ pub struct ReadSet {
     pub files: BTreeSet<String>,
     /// lakeload's transaction id on the table.
     pub app_id: String,
+    /// What reads it, in messages: "run", "rollback".
+    pub what: &'static str,
 }
 
 /// Why another writer's commit conflicts with the run, if it does.
@@ -118,6 +120,7 @@ mod tests {
             dates: BTreeSet::from(["2024-01-02".to_string()]),
             files: BTreeSet::from(["day=2024-01-02/ours.parquet".to_string()]),
             app_id: "lakeload-t".into(),
+            what: "run",
         }
     }
 

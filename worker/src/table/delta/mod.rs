@@ -24,6 +24,7 @@ pub mod restore;
 pub mod retention;
 mod rules;
 mod run_files;
+mod transaction;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -38,10 +39,11 @@ use self::log::{
     schema_string,
 };
 use self::replay::{
-    LoadedLog, load_snapshot, log_versions, partitions_of, read_commit, read_commits, recorded_run,
-    replay_runs, rows_of,
+    LoadedLog, load_snapshot, partitions_of, read_commit, recorded_run, replay_runs, rows_of,
 };
 use self::rules::{check_columns, is_append_only, kept_schema};
+use self::transaction::Transaction;
+use super::added::{AddedColumns, CarriedValues};
 use super::encoder::ParquetEncoder;
 use super::stored::StoredParquet;
 use super::{DateEncoder, EncodedObject, Seen, StoredRows, Table, fenced};
@@ -91,6 +93,8 @@ struct DeltaRun {
     snapshot: Snapshot,
     /// The version of the latest checkpoint (read, or written by this run).
     checkpointed: Option<u64>,
+    /// Columns of the table's schema that lakeload's lacks (another engine added them).
+    added: AddedColumns,
     written: Vec<Add>,
 }
 
@@ -173,18 +177,13 @@ impl DeltaTable {
         Ok(first)
     }
 
-    /// The actions of this run's commit: the new files, the live files they replace (a full
-    /// run replaces every live file), and on a new table its protocol and metadata.
-    fn actions(
-        &self,
-        mode: Mode,
-        run_id: &str,
-        files: &run_files::Digest,
-        now: DateTime<Utc>,
-    ) -> Vec<Action> {
+    /// This run's commit, staged: the new files, the live files they replace (a full run
+    /// replaces every live file), the table's metadata (kept as other writers left it, with
+    /// lakeload's missing columns added), and on a new table its protocol.
+    fn transaction(&self, mode: Mode, run_id: &str, files: &run_files::Digest) -> Transaction {
         let run = self.run();
-        let now_ms = now.timestamp_millis();
-        let mut actions = Vec::new();
+        let now_ms = Utc::now().timestamp_millis();
+        let mut protocol = None;
         let metadata = match &run.snapshot.metadata {
             Some(existing) if run.snapshot.protocol.is_some() => Metadata {
                 schema_string: kept_schema(&existing.schema_string, &schema_string(&self.schema)),
@@ -192,7 +191,7 @@ impl DeltaTable {
                 ..existing.clone()
             },
             _ => {
-                actions.push(Action::Protocol(Protocol::lakeload()));
+                protocol = Some(Protocol::lakeload());
                 Metadata {
                     id: table_id(run_id),
                     name: None,
@@ -209,25 +208,14 @@ impl DeltaTable {
                 }
             }
         };
-        let table_id = metadata.id.clone();
-        if run.snapshot.metadata.as_ref() != Some(&metadata) {
-            actions.push(Action::Metadata(metadata));
-        }
-        let dates = run.written_dates(self.partition_name());
-        for (_, live) in run.replaced(mode, self.partition_name(), &dates) {
-            actions.push(Action::Remove(Remove::of(live, now_ms)));
-        }
-        actions.extend(run.written.iter().cloned().map(Action::Add));
-        actions.push(Action::Txn(next_txn(&run.snapshot, &table_id, now_ms)));
         let rows: i64 = run.written.iter().filter_map(rows_of).sum();
-        actions.push(Action::CommitInfo(serde_json::json!({
-            "timestamp": now_ms,
+        let commit_info = serde_json::json!({
             "operation": "WRITE",
             "operationParameters": {
                 "mode": if mode == Mode::Full { "Overwrite" } else { "Append" },
                 "partitionBy": serde_json::to_string(&[self.partition_name()]).unwrap_or_default(),
             },
-            "engineInfo": format!("lakeload/{}", env!("CARGO_PKG_VERSION")),
+            "engineInfo": engine_info(),
             "lakeload": {
                 "runId": run_id,
                 "mode": mode.to_string(),
@@ -238,12 +226,102 @@ impl DeltaTable {
                 // rebuilt from the log.
                 "files": files,
             },
-        })));
-        actions
+        });
+        let mut transaction = Transaction::new(metadata.id.clone(), self.read_set(&run, mode), commit_info);
+        if let Some(protocol) = protocol {
+            transaction.set_protocol(protocol);
+        }
+        if run.snapshot.metadata.as_ref() != Some(&metadata) {
+            transaction.set_metadata(metadata);
+        }
+        let dates = run.written_dates(self.partition_name());
+        for (_, live) in run.replaced(mode, self.partition_name(), &dates) {
+            transaction.remove(Remove::of(live, now_ms));
+        }
+        for add in &run.written {
+            transaction.add(add.clone());
+        }
+        transaction
+    }
+
+    /// What this run read and replaces (see `conflict`).
+    fn read_set(&self, run: &DeltaRun, mode: Mode) -> ReadSet {
+        let column = self.partition_name().to_string();
+        let dates = run.written_dates(&column);
+        let files = run
+            .replaced(mode, &column, &dates)
+            .map(|(key, _)| key.clone())
+            .collect();
+        let app_id = run
+            .snapshot
+            .metadata
+            .as_ref()
+            .map_or(String::new(), |m| txn_app_id(&m.id));
+        ReadSet {
+            mode,
+            column,
+            dates,
+            files,
+            app_id,
+            what: "run",
+        }
     }
 }
 
+/// What lakeload's commits name as their engine.
+fn engine_info() -> String {
+    format!("lakeload/{}", env!("CARGO_PKG_VERSION"))
+}
+
 impl DeltaTable {
+    /// Copies live file `key` to a scratch file; returns it and the file's URL.
+    async fn fetch(&self, key: &str, scratch: &SpillDir) -> Result<(tempfile::TempPath, String)> {
+        let url = self.storage.url(key);
+        let (file, path) = scratch
+            .create_file("stored")
+            .map_err(Error::scratch("cannot create a scratch file"))?;
+        if crate::storage::get_to_file(&self.storage, key, file)
+            .await?
+            .is_none()
+        {
+            return Err(Error::Other(format!(
+                "{url} is in the Delta table's current version but missing from storage"
+            )));
+        }
+        Ok((path, url))
+    }
+
+    /// The values of the `added` columns in `date`'s live files, by source line (see
+    /// `table::added`). Read for every run that writes the date, full runs too.
+    async fn carried_values(
+        &self,
+        date: i32,
+        added: &AddedColumns,
+        scratch: &SpillDir,
+    ) -> Result<CarriedValues> {
+        let keys: Vec<String> = {
+            let run = self.run();
+            let day = format_days(date);
+            run.snapshot
+                .files_of(self.partition_name(), &day)
+                .map(Add::key)
+                .collect()
+        };
+        let mut copies = Vec::with_capacity(keys.len());
+        for key in &keys {
+            copies.push(self.fetch(key, scratch).await?);
+        }
+        let stored: Vec<(&std::path::Path, String)> =
+            copies.iter().map(|(path, url)| (&**path, url.clone())).collect();
+        let carried = CarriedValues::read(added, &stored)?;
+        tracing::debug!(
+            "{}: {} byte(s) of added columns' values carried",
+            format_days(date),
+            carried.memory_bytes()
+        );
+        Ok(carried)
+    }
+
     /// Whether lakeload committed to this table (its transaction id is in the log).
     fn lakeload_committed(&self) -> bool {
         let run = self.run();
@@ -276,10 +354,10 @@ impl DeltaTable {
     }
 
     /// Writes the checkpoint of the current version when one is due (see
-    /// [`checkpoint::is_due`]). Called after the commit, outside its fenced write: the
-    /// version is committed whatever happens here, and a checkpoint that cannot be written
-    /// only leaves readers more commits to replay, so failing is a warning, not a failed run.
-    pub async fn checkpoint_if_due(&self) {
+    /// [`checkpoint::is_due`]): a transaction's post-commit work. The version is committed
+    /// whatever happens here, and a checkpoint that cannot be written only leaves readers more
+    /// commits to replay, so failing is a warning, not a failed run.
+    async fn checkpoint_if_due(&self) {
         let due = {
             let run = self.run();
             run.snapshot
@@ -438,31 +516,30 @@ impl Table for DeltaTable {
         let Some(live) = self.live_file(date)? else {
             return Ok((None, Seen::Absent));
         };
-        let key = live.key();
-        let url = self.storage.url(&key);
-        let (file, path) = scratch
-            .create_file("stored")
-            .map_err(Error::scratch("cannot create a scratch file"))?;
-        if crate::storage::get_to_file(&self.storage, &key, file)
-            .await?
-            .is_none()
-        {
-            return Err(Error::Other(format!(
-                "{url} is in the Delta table's current version but missing from storage"
-            )));
-        }
+        let (path, url) = self.fetch(&live.key(), scratch).await?;
         let stored = StoredParquet::open(path, self.schema.clone(), url)?
             .with_partition(self.partition_name().to_string(), date);
         // The new file has a name of its own: nothing to overwrite.
         Ok((Some(Box::new(stored)), Seen::Absent))
     }
 
-    fn encoder(&self, scratch: &SpillDir, group_bytes: usize) -> Result<Box<dyn DateEncoder>> {
+    async fn encoder(
+        &self,
+        date: i32,
+        scratch: &SpillDir,
+        group_bytes: usize,
+    ) -> Result<Box<dyn DateEncoder>> {
+        let added = self.run().added.clone();
+        let carried = match added.is_empty() {
+            true => None,
+            false => Some(self.carried_values(date, &added, scratch).await?),
+        };
         Ok(Box::new(ParquetEncoder::for_delta(
             self.schema.clone(),
             scratch,
             group_bytes,
             self.partition_name().to_string(),
+            carried,
         )?))
     }
 
@@ -516,18 +593,22 @@ impl Table for DeltaTable {
                 protocol.min_writer_version
             )));
         }
+        let added = match &snapshot.metadata {
+            Some(metadata) => {
+                AddedColumns::of_delta_schema(&metadata.schema_string, &schema_string(&self.schema))
+                    .map_err(|e| Error::Other(format!("the Delta table at {}: {e}", self.storage.root())))?
+            }
+            None => AddedColumns::default(),
+        };
         *self.run() = DeltaRun {
             run_id: Some(run_id.to_string()),
             attempt: new_attempt(),
             snapshot,
             checkpointed,
+            added,
             written: Vec::new(),
         };
         Ok(())
-    }
-
-    async fn after_commit(&self) {
-        self.checkpoint_if_due().await;
     }
 
     fn is_bookkeeping(&self, key: &str) -> bool {
@@ -577,7 +658,7 @@ impl Table for DeltaTable {
             return Ok(());
         };
         let url = self.storage.root();
-        check_columns(metadata, &self.schema, &url.to_string())?;
+        check_columns(metadata, &run.added, &url.to_string())?;
         let removes = match mode {
             Mode::Full => !run.snapshot.files.is_empty(),
             Mode::Incremental => dates.iter().any(|date| {
@@ -609,94 +690,13 @@ impl Table for DeltaTable {
     }
 
     async fn commit(&self, mode: Mode, run_id: &str, files: &[FileRecord]) -> Result<Option<u64>> {
-        // What the run read and replaces, as of the version it merged with: another writer's
-        // commit is checked against it when it takes the version first.
-        let read = self.read_set(mode);
         let files = run_files::write(&self.storage, files).await?;
-        for _ in 0..MAX_COMMIT_ATTEMPTS {
-            let version = self.run().snapshot.version.map_or(0, |v| v + 1);
-            let actions = self.actions(mode, run_id, &files, Utc::now());
-            let changes = |a: &Action| !matches!(a, Action::Txn(_) | Action::CommitInfo(_));
-            if !actions.iter().any(changes) {
-                // Nothing new (an incremental run with no new file): no empty version.
-                return Ok(None);
-            }
-            if self.put_commit(version, actions).await? {
-                return Ok(Some(version));
-            }
-            self.take_in_winners(version, &read).await?;
+        let transaction = self.transaction(mode, run_id, &files);
+        if transaction.is_empty() {
+            // Nothing new (an incremental run with no new file): no empty version.
+            return Ok(None);
         }
-        Err(Error::Conflict(format!(
-            "other writers kept committing to the Delta table at {} first ({MAX_COMMIT_ATTEMPTS} \
-             versions in a row); nothing of this run was committed, its files are left for \
-             vacuum. Run it again",
-            self.storage.root()
-        )))
-    }
-}
-
-/// Versions a run tries before giving up on a table other writers keep committing to.
-const MAX_COMMIT_ATTEMPTS: usize = 20;
-
-impl DeltaTable {
-    /// What this run read and replaces (see `conflict`).
-    fn read_set(&self, mode: Mode) -> ReadSet {
-        let run = self.run();
-        let column = self.partition_name().to_string();
-        let dates = run.written_dates(&column);
-        let files = run
-            .replaced(mode, &column, &dates)
-            .map(|(key, _)| key.clone())
-            .collect();
-        let app_id = run
-            .snapshot
-            .metadata
-            .as_ref()
-            .map_or(String::new(), |m| txn_app_id(&m.id));
-        ReadSet {
-            mode,
-            column,
-            dates,
-            files,
-            app_id,
-        }
-    }
-
-    /// Another writer took `version` first: reads its commits (and any after), and takes
-    /// them into the run's snapshot when none touches what the run read or replaces, so the
-    /// run commits at the next version; otherwise fails naming the commit.
-    async fn take_in_winners(&self, version: u64, read: &ReadSet) -> Result<()> {
-        let mut versions: Vec<u64> = log_versions(&self.storage)
-            .await?
-            .into_iter()
-            .filter(|v| *v >= version)
-            .collect();
-        if versions.first() != Some(&version) {
-            versions.insert(0, version);
-        }
-        let winners = read_commits(&self.storage, versions).await?;
-        for (theirs, actions) in &winners {
-            if let Some(reason) = conflict::conflict(read, actions) {
-                return Err(Error::Conflict(format!(
-                    "version {theirs} of the Delta table at {} was committed first by {}, which \
-                     {reason}; nothing of this run was committed (its files are left for \
-                     vacuum), and the table is as that writer left it. Run again: the next run \
-                     starts from it",
-                    self.storage.root(),
-                    conflict::describe(actions)
-                )));
-            }
-        }
-        let mut run = self.run();
-        for (theirs, actions) in winners {
-            tracing::info!(
-                "version {theirs} was taken by {}; it touched nothing this run read or replaces, \
-                 so the run commits after it",
-                conflict::describe(&actions)
-            );
-            run.snapshot.apply(theirs, actions)?;
-        }
-        Ok(())
+        transaction.commit(self).await.map(Some)
     }
 }
 

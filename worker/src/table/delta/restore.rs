@@ -4,10 +4,13 @@
 
 use chrono::Utc;
 
-use super::log::{Action, Remove, Snapshot, commit_key};
+use super::conflict::ReadSet;
+use super::log::{Remove, Snapshot};
 use super::replay::{partitions_of, read_commit, recorded_run, replay_runs};
 use super::rules::is_append_only;
-use super::{DeltaTable, next_txn, run_files};
+use super::transaction::Transaction;
+use super::{DeltaTable, engine_info, run_files, txn_app_id};
+use crate::config::Mode;
 use crate::error::{Error, Result};
 use crate::state::State;
 
@@ -26,9 +29,9 @@ pub struct Restored {
     pub state: State,
 }
 
-/// A rollback ready to commit: its actions, and what it restores.
+/// A rollback ready to commit: its transaction, and what it restores.
 pub struct PreparedRestore {
-    actions: Vec<Action>,
+    transaction: Transaction,
     pub restored: Restored,
 }
 
@@ -62,31 +65,52 @@ impl DeltaTable {
         let mut as_of = State::default();
         replay_runs(&self.storage, &mut as_of, runs).await?;
         let digest = run_files::write(&self.storage, &as_of.files).await?;
-        let (actions, _, restored) = {
+        let (transaction, adds, restored) = {
             let run = self.run();
             let files = std::mem::take(&mut as_of.files);
-            let now = Utc::now();
-            let now_ms = now.timestamp_millis();
-            let mut actions = Vec::new();
-            let mut removed = 0;
-            for (path, live) in &run.snapshot.files {
-                if !then.files.contains_key(path) {
-                    actions.push(Action::Remove(Remove::of(live, now_ms)));
-                    removed += 1;
-                }
-            }
-            let mut added = 0;
-            for (path, old) in &then.files {
-                if !run.snapshot.files.contains_key(path) {
-                    actions.push(Action::Add(old.clone()));
-                    added += 1;
-                }
-            }
+            let now_ms = Utc::now().timestamp_millis();
+            let table_id = run.snapshot.metadata.as_ref().map_or("", |m| m.id.as_str());
+            // A restore replaces the whole table: any other writer's change to it conflicts.
+            let read = ReadSet {
+                mode: Mode::Full,
+                column: self.partition_name().to_string(),
+                dates: Default::default(),
+                files: run.snapshot.files.keys().cloned().collect(),
+                app_id: txn_app_id(table_id),
+                what: "rollback",
+            };
+            let commit_info = serde_json::json!({
+                "operation": "RESTORE",
+                "operationParameters": { "version": to },
+                "engineInfo": engine_info(),
+                "lakeload": {
+                    "runId": run_id,
+                    "mode": "rollback",
+                    "restoredVersion": to,
+                    "files": &digest,
+                    "settings": &as_of.settings,
+                },
+            });
+            let mut transaction = Transaction::new(table_id.to_string(), read, commit_info);
             // Version `to`'s metadata (schema, properties), when it has changed since.
             if let Some(metadata) = &then.metadata
                 && run.snapshot.metadata.as_ref() != Some(metadata)
             {
-                actions.insert(0, Action::Metadata(metadata.clone()));
+                transaction.set_metadata(metadata.clone());
+            }
+            let mut removed = 0;
+            for (path, live) in &run.snapshot.files {
+                if !then.files.contains_key(path) {
+                    transaction.remove(Remove::of(live, now_ms));
+                    removed += 1;
+                }
+            }
+            let mut adds = Vec::new();
+            for (path, old) in &then.files {
+                if !run.snapshot.files.contains_key(path) {
+                    transaction.add(old.clone());
+                    adds.push(old.key());
+                }
             }
             if removed > 0 && run.snapshot.metadata.as_ref().is_some_and(is_append_only) {
                 return Err(Error::Config(format!(
@@ -96,65 +120,49 @@ impl DeltaTable {
                     self.storage.root()
                 )));
             }
-            let version = latest + 1;
-            let table_id = run.snapshot.metadata.as_ref().map_or("", |m| m.id.as_str());
-            actions.push(Action::Txn(next_txn(&run.snapshot, table_id, now_ms)));
-            actions.push(Action::CommitInfo(serde_json::json!({
-                "timestamp": now_ms,
-                "operation": "RESTORE",
-                "operationParameters": { "version": to },
-                "engineInfo": format!("lakeload/{}", env!("CARGO_PKG_VERSION")),
-                "lakeload": {
-                    "runId": run_id,
-                    "mode": "rollback",
-                    "restoredVersion": to,
-                    "files": &digest,
-                    "settings": &as_of.settings,
-                },
-            })));
             let state = State {
                 files,
                 partitions: partitions_of(&then, self.partition_name()),
-                table_version: Some(version),
                 settings: as_of.settings,
                 ..State::default()
             };
             let restored = Restored {
                 restored_version: to,
-                version,
-                files_added: added,
+                version: latest + 1,
+                files_added: adds.len(),
                 files_removed: removed,
                 missing_sources: Vec::new(),
                 state,
             };
-            (actions, version, restored)
+            (transaction, adds, restored)
         };
         // Every file of the restored version must still be there (vacuum may have taken it).
-        for action in &actions {
-            if let Action::Add(add) = action
-                && self.storage.head(&add.key()).await?.is_none()
-            {
+        for key in &adds {
+            if self.storage.head(key).await?.is_none() {
                 return Err(Error::Config(format!(
                     "version {to} cannot be restored: its file {} was deleted (by vacuum, once it \
                      was removed for longer than the retention)",
-                    self.storage.url(&add.key())
+                    self.storage.url(key)
                 )));
             }
         }
-        Ok(PreparedRestore { actions, restored })
+        Ok(PreparedRestore {
+            transaction,
+            restored,
+        })
     }
 
-    /// Commits a prepared rollback.
+    /// Commits a prepared rollback through the one transaction path: at the next version,
+    /// past other writers' commits that change nothing of the table (a commit that changes
+    /// its files or metadata fails the rollback, nothing of it visible).
     pub async fn commit_restore(&self, prepared: PreparedRestore) -> Result<Restored> {
-        let PreparedRestore { actions, restored } = prepared;
-        let version = restored.version;
-        if self.put_commit(version, actions).await? {
-            return Ok(restored);
-        }
-        Err(Error::LockLost(format!(
-            "another writer committed version {version} of the Delta table first ({}); \
-             nothing was rolled back",
-            self.storage.url(&commit_key(version))
-        )))
+        let PreparedRestore {
+            transaction,
+            mut restored,
+        } = prepared;
+        let version = transaction.commit(self).await?;
+        restored.version = version;
+        restored.state.table_version = Some(version);
+        Ok(restored)
     }
 }

@@ -1,10 +1,10 @@
 //! What a table another engine shares asks of lakeload before it writes: keep the table's
 //! own schema (adding only lakeload's missing columns), honour `delta.appendOnly`, and refuse
-//! columns it cannot keep (invariants, columns its schema does not name).
+//! columns it cannot keep (invariants, added columns of types it does not carry).
 
-use super::log::{Metadata, schema_string};
-use crate::config::SchemaConfig;
+use super::log::Metadata;
 use crate::error::{Error, Result};
+use crate::table::added::AddedColumns;
 
 /// The table's schema after a lakeload commit: the table's own, as another writer may have
 /// left it (column comments and other field metadata, field order), with the columns of
@@ -43,19 +43,15 @@ pub(super) fn is_append_only(metadata: &Metadata) -> bool {
 }
 
 /// Refuses a table whose columns lakeload cannot keep: a column with `delta.invariants` (a
-/// check every writer of protocol 2 must enforce; lakeload enforces none), or a column
-/// lakeload's schema does not name (another writer added it; lakeload's files would lose it).
-pub(super) fn check_columns(metadata: &Metadata, schema: &SchemaConfig, url: &str) -> Result<()> {
+/// check every writer of protocol 2 must enforce; lakeload enforces none), or a column another
+/// writer added that lakeload cannot carry through its rewrites (`added.unsupported`: a type it
+/// does not write, or NOT NULL).
+pub(super) fn check_columns(metadata: &Metadata, added: &AddedColumns, url: &str) -> Result<()> {
     let table_schema: serde_json::Value = serde_json::from_str(&metadata.schema_string).map_err(|e| {
         Error::Other(format!(
             "the Delta table at {url} has an unreadable schemaString: {e}"
         ))
     })?;
-    let known: Vec<serde_json::Value> = serde_json::from_str::<serde_json::Value>(&schema_string(schema))
-        .ok()
-        .and_then(|s| s["fields"].as_array().cloned())
-        .unwrap_or_default();
-    let known: std::collections::BTreeSet<&str> = known.iter().filter_map(|f| f["name"].as_str()).collect();
     for field in table_schema["fields"].as_array().into_iter().flatten() {
         let name = field["name"].as_str().unwrap_or_default();
         if field["metadata"].get("delta.invariants").is_some() {
@@ -65,14 +61,16 @@ pub(super) fn check_columns(metadata: &Metadata, schema: &SchemaConfig, url: &st
                  table. Nothing was written. Drop the invariant, or point target.url elsewhere"
             )));
         }
-        if !known.contains(name) {
-            return Err(Error::Config(format!(
-                "the Delta table at {url} has a column lakeload's schema does not name: {name} \
-                 (another writer added it). lakeload writes only its schema's columns, so the \
-                 dates it rewrites would lose the column's values; nothing was written. Remove \
-                 the column with the engine that added it, or point target.url elsewhere"
-            )));
-        }
+    }
+    if let Some((name, why)) = added.unsupported.first() {
+        return Err(Error::Config(format!(
+            "the Delta table at {url} has a column lakeload's schema does not name: {name} \
+             (another writer added it), and lakeload cannot carry its values through the dates \
+             it rewrites: {why}. lakeload carries added columns of the primitive types string, \
+             long, integer, double, float, boolean, binary, date, timestamp and timestamp_ntz, \
+             nullable. Nothing was written. Change the column with the engine that added it, or \
+             point target.url elsewhere"
+        )));
     }
     Ok(())
 }
