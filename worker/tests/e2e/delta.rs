@@ -1963,7 +1963,8 @@ print(json.dumps({"equal": rows(now) == rows([r for r in oracle if not is_delete
 /// COLUMNS` with a back-fill. lakeload's next incremental run keeps all of it: the deleted row
 /// stays deleted, the added column keeps its values on the rows kept and is null on new ones,
 /// and lakeload's columns equal the `parquet` table of the same runs less the deleted row.
-/// Ignored in a plain `cargo test` (Spark); `tests/run-all.sh` runs it.
+/// During a run paused before its commit, Spark's append to another date goes first and the
+/// run commits after it. Ignored in a plain `cargo test` (Spark); `tests/run-all.sh` runs it.
 #[test]
 #[ignore = "needs Spark: run by tests/run-all.sh (cargo test --release -p lakeload --test e2e -- --ignored spark)"]
 fn spark_maintains_a_table_on_s3_between_lakeload_runs() {
@@ -2031,4 +2032,49 @@ print(json.dumps({"c1": t["c1"][0].as_py(), "c7": str(t["c7"][0].as_py())}))
         seen["wrong"] == 0 && seen["kept"].as_u64() > Some(0) && seen["nulls"].as_u64() > Some(0),
         "{seen}"
     );
+
+    // During a run (paused before its commit): Spark's blind append to another date goes
+    // first, and the run commits after it.
+    land_file(dir, "2026-11-02", 11, 500, &["--seed", "5"]);
+    let mut paused = Running::spawn(
+        Lakeload::new(dir)
+            .envs(env.clone())
+            .env("LAKELOAD_SOURCE_URL", &source)
+            .env("LAKELOAD_TARGET_URL", &delta)
+            .env("LAKELOAD_TARGET_FORMAT", "delta")
+            .env("LAKELOAD_TEST_PAUSE_AT", "before_table_commit:1:stop")
+            .env("LAKELOAD_LOCK_LEASE_SECONDS", "900")
+            .args(["run", "--mode", "incremental"]),
+    );
+    paused.wait_for("lakeload-test-paused-at", std::time::Duration::from_secs(60));
+    spark_sql_on_s3(
+        s3,
+        &[format!(
+            "INSERT INTO {t} SELECT c1, c2, c3, c4, c5, c6, DATE'2030-01-01', c8, _source_file, \
+             _source_line, _source_modified, note FROM {t} LIMIT 7"
+        )],
+    );
+    paused.signal("CONT");
+    let (code, _, stderr) = paused.finish();
+    assert_eq!(code, Some(0), "{stderr}");
+    run(dir, &source, &oracle, "parquet", "incremental");
+    let after = python(
+        r#"
+import datetime, json, sys, pyarrow as pa, pyarrow.compute as pc
+from deltalake import DeltaTable
+dt = DeltaTable(sys.argv[1], storage_options=json.loads(sys.argv[2]))
+t = dt.to_pyarrow_table()
+spark = pc.greater_equal(t["c7"], pa.scalar(datetime.date(2030, 1, 1)))
+files = set(t.filter(pc.invert(spark))["_source_file"].to_pylist())
+print(json.dumps({"spark_rows": t.filter(spark).num_rows, "loaded": any(f.endswith(sys.argv[3]) for f in files), "files": sorted(files)}))
+"#,
+        &[
+            delta.clone(),
+            s3_options(s3).to_string(),
+            "/events-000011.gz".into(),
+        ],
+    );
+    let after: serde_json::Value = serde_json::from_str(after.trim()).unwrap();
+    assert_eq!(after["spark_rows"], 7, "Spark's append kept: {after}");
+    assert_eq!(after["loaded"], true, "the paused run's file is in the table: {after}");
 }
