@@ -38,7 +38,7 @@ use crate::run::Target;
 use crate::settings::TableSettings;
 use crate::state::{FileRecord, Loaded, PartitionRecord, STATE_VERSION, State, StateStore, StoreCheck};
 use crate::storage::{DynStorage, ObjectMeta};
-use crate::table::{EncodedObject, Seen};
+use crate::table::{EncodedObject, Seen, Transaction};
 
 /// Runs `work` holding the table's lock under `run_id` (taken first, released after, whatever
 /// `work` returns): the shape of every command that changes the table.
@@ -103,19 +103,33 @@ pub fn file_records(run_id: &str, files: &[ObjectMeta], per_file: &[FileCounts])
 /// One run's writes to its table, under its lock, from the state it loaded.
 pub struct TableCommit<'a> {
     target: &'a Target,
+    /// The run's transaction on the table (begun with the state loaded).
+    table: &'a dyn Transaction,
     lock: &'a TableLock,
     run_id: &'a str,
     loaded: Loaded,
 }
 
 impl<'a> TableCommit<'a> {
-    pub fn new(target: &'a Target, lock: &'a TableLock, run_id: &'a str, loaded: Loaded) -> Self {
+    pub fn new(
+        target: &'a Target,
+        table: &'a dyn Transaction,
+        lock: &'a TableLock,
+        run_id: &'a str,
+        loaded: Loaded,
+    ) -> Self {
         TableCommit {
             target,
+            table,
             lock,
             run_id,
             loaded,
         }
+    }
+
+    /// The run's transaction on the table.
+    pub fn table(&self) -> &'a dyn Transaction {
+        self.table
     }
 
     /// The state as loaded (and as announced since).
@@ -163,10 +177,10 @@ impl<'a> TableCommit<'a> {
         // A stall here (after the check, before the PUT lands) is what the conditional write
         // in `write_date` guards against.
         crate::faults::pause_point("date_write_checked").await;
-        let url = self.target.storage.url(&self.target.table.key_for(date));
+        let url = self.target.storage.url(&self.table.key_for(date));
         let bytes = self
             .lock
-            .bounded(&url, self.target.table.write_date(date, body, seen))
+            .bounded(&url, self.table.write_date(date, body, seen))
             .await?;
         crate::faults::pause_point("after_date_write").await;
         Ok(bytes)
@@ -182,7 +196,7 @@ impl<'a> TableCommit<'a> {
         written: &BTreeSet<i32>,
         mut deleted: impl FnMut(Deleted),
     ) -> Result<()> {
-        let table = &self.target.table;
+        let table = self.table;
         let written_keys: BTreeSet<String> = written.iter().map(|d| table.key_for(*d)).collect();
         for (key, etag) in claims.unwritten(&written_keys) {
             crate::faults::pause_point("before_delete").await;
@@ -210,7 +224,7 @@ impl<'a> TableCommit<'a> {
         let url = self.target.storage.root().to_string();
         let version = self
             .lock
-            .fenced(&url, self.target.table.commit(mode, self.run_id, files))
+            .fenced(&url, self.table.commit(mode, self.run_id, files))
             .await?;
         if let Some(version) = version {
             tracing::info!("run {} committed version {version} of the table", self.run_id);
@@ -244,7 +258,7 @@ impl<'a> TableCommit<'a> {
         state.upsert(records);
         for (date, rows, bytes) in partitions {
             let record = PartitionRecord {
-                key: self.target.table.key_for(date),
+                key: self.table.key_for(date),
                 rows,
                 bytes,
                 run_id: run_id.to_string(),
@@ -256,7 +270,7 @@ impl<'a> TableCommit<'a> {
         }
         // A format with a log records what its current version holds, other writers'
         // commits let go first included.
-        if let Some(current) = self.target.table.current_partitions() {
+        if let Some(current) = self.table.current_partitions() {
             state.partitions = current;
         }
         // Announced writes are confirmed by the partition records (a full run also deleted

@@ -17,7 +17,7 @@ use crate::config::Mode;
 use crate::error::{Error, Result};
 use crate::state::{Loaded, State};
 use crate::storage::{DynStorage, ObjectMeta};
-use crate::table::{META_DIR, Seen, Table};
+use crate::table::{META_DIR, Seen, Transaction};
 
 /// What to do with objects in the way (`target.existing_objects`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +81,7 @@ pub struct Survey {
 
 impl Survey {
     /// Sorts a listing of the table root (or of part of it).
-    pub fn of(listing: Vec<ObjectMeta>, owned: &Owned, table: &dyn Table) -> Survey {
+    pub fn of(listing: Vec<ObjectMeta>, owned: &Owned, table: &dyn Transaction) -> Survey {
         let mut survey = Survey::default();
         for object in listing {
             if object.key.starts_with(&format!("{META_DIR}/")) || table.is_bookkeeping(&object.key) {
@@ -162,7 +162,7 @@ impl Claims {
         mode: Mode,
         policy: ExistingObjects,
         storage: &DynStorage,
-        table: &dyn Table,
+        table: &dyn Transaction,
         loaded: &Loaded,
     ) -> Result<Claims> {
         let mut claims = Claims::new(Owned::of(&loaded.state));
@@ -202,7 +202,7 @@ impl Claims {
     pub fn take_in(
         &mut self,
         found: Vec<ObjectMeta>,
-        table: &dyn Table,
+        table: &dyn Transaction,
         policy: ExistingObjects,
         table_url: &str,
     ) -> Result<()> {
@@ -245,7 +245,7 @@ impl Claims {
         &mut self,
         keys: impl IntoIterator<Item = String>,
         storage: &DynStorage,
-        table: &dyn Table,
+        table: &dyn Transaction,
         policy: ExistingObjects,
     ) -> Result<()> {
         if self.listed_places {

@@ -58,9 +58,10 @@ pub struct Preview {
 
 pub async fn preview(config: &Config) -> Result<Preview> {
     let target = Target::open(config).await?;
-    let loaded = crate::run::load_state(&target, "plan").await?;
+    let (loaded, table) = crate::run::load_state(&target, "plan").await?;
+    let table = table.as_ref();
     let settings = TableSettings::of(config);
-    crate::run::check_settings(config, &target, &loaded.state, &settings)?;
+    crate::run::check_settings(config, &target, table, &loaded.state, &settings)?;
     let listing = target.list_sources(config).await?;
     let plan = plan(
         config.run.mode,
@@ -114,15 +115,15 @@ pub async fn preview(config: &Config) -> Result<Preview> {
         .sum();
     // Everything under the table root, sorted by whose it is.
     let mut owned = Owned::of(&loaded.state);
-    let history: BTreeSet<String> = target.table.kept_for_history().into_iter().collect();
+    let history: BTreeSet<String> = table.kept_for_history().into_iter().collect();
     for key in &history {
         owned.insert(key.clone());
     }
     let listing = target.storage.list("").await?;
-    let survey = Survey::of(listing, &owned, target.table.as_ref());
+    let survey = Survey::of(listing, &owned, table);
     let keys_to_write: BTreeSet<String> = counts
         .iter()
-        .flat_map(|c| c.dates.iter().map(|d| target.table.key_for(*d)))
+        .flat_map(|c| c.dates.iter().map(|d| table.key_for(*d)))
         .collect();
     let objects_to_delete = match config.run.mode {
         Mode::Full => survey
@@ -130,9 +131,7 @@ pub async fn preview(config: &Config) -> Result<Preview> {
             .iter()
             .map(|o| o.key.clone())
             // A format with versions keeps what it replaces for the versions before.
-            .filter(|k| {
-                !keys_to_write.contains(k) && !history.contains(k) && !target.table.drops_by_record(k)
-            })
+            .filter(|k| !keys_to_write.contains(k) && !history.contains(k) && !table.drops_by_record(k))
             .collect(),
         Mode::Incremental => Vec::new(),
     };
@@ -166,7 +165,7 @@ pub async fn preview(config: &Config) -> Result<Preview> {
         settings_changes,
         memory_limit: config.run.memory_limit,
         memory_limit_chosen: config.run.memory_limit_chosen.clone(),
-        table_version: target.table.version(),
+        table_version: table.version(),
     })
 }
 

@@ -17,7 +17,7 @@ use crate::ownership::some_keys;
 use crate::settings::TableSettings;
 use crate::state::{JsonStateStore, STATE_VERSION, State, StateStore};
 use crate::storage::DynStorage;
-use crate::table::{DeltaTable, Table, delta::Restored};
+use crate::table::{DeltaTable, delta::Restored};
 
 pub async fn rollback(config: &Config, to_version: u64, allow_missing: bool) -> Result<Restored> {
     if config.target.format != TableFormat::Delta {
@@ -35,9 +35,10 @@ pub async fn rollback(config: &Config, to_version: u64, allow_missing: bool) -> 
         let states = JsonStateStore::new(storage.clone());
         let loaded = states.load().await?;
         let settings = serde_json::to_value(TableSettings::of(config)).ok();
-        let table =
-            DeltaTable::new(storage.clone(), Arc::new(config.schema.clone())).recording_settings(settings);
-        table.begin(&run_id).await?;
+        let table = DeltaTable::new(storage.clone(), Arc::new(config.schema.clone()))
+            .recording_settings(settings)
+            .begin_delta(&run_id)
+            .await?;
         let prepared = table.prepare_restore(to_version, &run_id).await?;
         let missing = missing_sources(&source, &loaded.state, &prepared.restored.state).await?;
         if !missing.is_empty() && !allow_missing {

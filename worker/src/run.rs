@@ -27,7 +27,7 @@ use crate::spill::SpillDir;
 use crate::state::{JsonStateStore, Loaded, State, StateStore, StoreCheck};
 use crate::storage::{self, DynStorage, ObjectMeta};
 use crate::summary::{ManifestEntry, RowCounts, RunSummary};
-use crate::table::{DeltaTable, ParquetTable, Table};
+use crate::table::{DeltaTable, ParquetTable, Table, Transaction};
 
 /// A new run id: sortable by start time, unique enough to never collide in one table.
 pub fn new_run_id(now: DateTime<Utc>) -> String {
@@ -254,10 +254,11 @@ async fn execute(
     interactive: bool,
     stats: &mut RunStats,
 ) -> Result<()> {
-    let loaded = load_state(target, run_id).await?;
+    let (loaded, table) = load_state(target, run_id).await?;
+    let table = table.as_ref();
     let settings = TableSettings::of(config);
-    check_settings(config, target, &loaded.state, &settings)?;
-    let mut work = plan_work(config, target, &loaded).await?;
+    check_settings(config, target, table, &loaded.state, &settings)?;
+    let mut work = plan_work(config, target, table, &loaded).await?;
     let spill = SpillDir::new(config.run.spill_dir.clone());
     let compactor = Compactor {
         keys: KeyColumns::new(&config.schema),
@@ -284,32 +285,17 @@ async fn execute(
     check_reject_ratio(config, target, run_id, stats, true)?;
     crate::faults::pause_point("after_read").await;
     let dates = router.dates_largest_first();
-    target.table.check_write(config.run.mode, &dates)?;
-    let keys: Vec<String> = dates.iter().map(|d| target.table.key_for(*d)).collect();
+    table.check_write(config.run.mode, &dates)?;
+    let keys: Vec<String> = dates.iter().map(|d| table.key_for(*d)).collect();
     if config.run.mode == Mode::Incremental {
         let policy = config.target.existing_objects;
         work.claims
-            .check_new_keys(
-                keys.iter().cloned(),
-                &target.storage,
-                target.table.as_ref(),
-                policy,
-            )
+            .check_new_keys(keys.iter().cloned(), &target.storage, table, policy)
             .await?;
     }
-    let mut commit = TableCommit::new(target, lock, run_id, loaded);
+    let mut commit = TableCommit::new(target, table, lock, run_id, loaded);
     commit.announce(&keys).await?;
-    let partitions = merge_and_write(
-        config,
-        target,
-        &commit,
-        &work,
-        &mut router,
-        &spill,
-        stats,
-        interactive,
-    )
-    .await?;
+    let partitions = merge_and_write(config, &commit, &work, &mut router, &spill, stats, interactive).await?;
     if config.run.mode == Mode::Full {
         commit
             .delete_unwritten(&work.claims, &stats.dates_written.clone(), |deleted| {
@@ -339,13 +325,14 @@ async fn execute(
     Ok(())
 }
 
-/// The state a run starts from, the table's log read (`Table::begin`): the stored state,
-/// caught up with the log when a run stopped between its table commit and its state commit.
-/// `plan` starts from the same, so it says what a run would do.
-pub(crate) async fn load_state(target: &Target, run_id: &str) -> Result<Loaded> {
+/// The state a run starts from and its transaction on the table (`Table::begin`, which reads
+/// the table's log): the stored state, caught up with the log when a run stopped between its
+/// table commit and its state commit. `plan` starts from the same, so it says what a run
+/// would do.
+pub(crate) async fn load_state(target: &Target, run_id: &str) -> Result<(Loaded, Arc<dyn Transaction>)> {
     let mut loaded = target.state.load().await?;
-    target.table.begin(run_id).await?;
-    if let Some(state) = target.table.state_from_log(&loaded.state).await? {
+    let table = target.table.begin(run_id).await?;
+    if let Some(state) = table.state_from_log(&loaded.state).await? {
         tracing::warn!(
             "the state caught up with version {} of the table's log (a run stopped between \
              its table commit and its state commit)",
@@ -353,30 +340,33 @@ pub(crate) async fn load_state(target: &Target, run_id: &str) -> Result<Loaded> 
         );
         loaded.state = state;
     }
-    Ok(loaded)
+    Ok((loaded, table))
 }
 
 /// An incremental run must merge under the settings the table was built with (SPEC §3).
 pub(crate) fn check_settings(
     config: &Config,
     target: &Target,
+    table: &dyn Transaction,
     state: &State,
     settings: &TableSettings,
 ) -> Result<()> {
     match config.run.mode {
         Mode::Full => Ok(()),
-        Mode::Incremental => crate::settings::check_incremental(
-            state,
-            settings,
-            target.table.as_ref(),
-            &target.storage.root().to_string(),
-        ),
+        Mode::Incremental => {
+            crate::settings::check_incremental(state, settings, table, &target.storage.root().to_string())
+        }
     }
 }
 
 /// Plan: the source listing against the state (SPEC §4), and the table's objects against
 /// what it owns.
-async fn plan_work(config: &Config, target: &Target, loaded: &Loaded) -> Result<Work> {
+async fn plan_work(
+    config: &Config,
+    target: &Target,
+    table: &dyn Transaction,
+    loaded: &Loaded,
+) -> Result<Work> {
     let state = &loaded.state;
     let mode = config.run.mode;
     let listing = target.list_sources(config).await?;
@@ -393,7 +383,7 @@ async fn plan_work(config: &Config, target: &Target, loaded: &Loaded) -> Result<
         mode,
         config.target.existing_objects,
         &target.storage,
-        target.table.as_ref(),
+        table,
         loaded,
     )
     .await?;
@@ -424,7 +414,6 @@ async fn plan_work(config: &Config, target: &Target, loaded: &Loaded) -> Result<
 #[allow(clippy::too_many_arguments)]
 async fn merge_and_write(
     config: &Config,
-    target: &Target,
     commit: &TableCommit<'_>,
     work: &Work,
     router: &mut DateRouter,
@@ -439,7 +428,7 @@ async fn merge_and_write(
     let keys = Arc::new(KeyColumns::new(&config.schema));
     let order = config.run.order;
     let unit_limit = unit_limit(config);
-    let table = target.table.clone();
+    let table = commit.table();
     let compacted = router.superseded();
     let concurrency = merge_concurrency(config);
     // Four units per thread: one merging, the rest waiting for the encoder or loading.
@@ -459,7 +448,7 @@ async fn merge_and_write(
                 total_bytes,
                 concurrency,
             );
-            let (keys, table, spill, memory) = (keys.clone(), table.clone(), spill.clone(), memory.clone());
+            let (keys, spill, memory) = (keys.clone(), spill.clone(), memory.clone());
             let files = FileTable::new(work.shared_files.clone());
             // Each write is conditional on the version the run merged with or found; only
             // the table's own stored rows are merged (incremental runs).

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, Layout, Order, TableFormat};
 use crate::error::{Error, Result};
 use crate::state::State;
-use crate::table::Table;
+use crate::table::Transaction;
 
 /// The row- and layout-shaping settings of a table, by name (not by index), as the state
 /// records them.
@@ -123,7 +123,7 @@ pub fn changed_settings_error(table_url: &str, changes: &[SettingChange]) -> Err
 pub fn check_incremental(
     state: &State,
     run: &TableSettings,
-    table: &dyn Table,
+    table: &dyn Transaction,
     table_url: &str,
 ) -> Result<()> {
     let changes = match &state.settings {

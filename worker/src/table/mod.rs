@@ -1,9 +1,12 @@
 //! The table behind the [`Table`] trait, one format per module, so another format is a new
-//! module, not a rewrite. `parquet`: one snappy Parquet object per date (SPEC §3). `delta`:
-//! a Delta Lake table, one data file per date and version, committed through its log (`delta/`).
-//! Beside the formats: `stored` streams a stored date back a slice at a time, `encoder`
-//! builds a date's object from merge units, `stats` gathers a file's column statistics, and
-//! `frame` converts rows to and from the table's columns.
+//! module, not a rewrite. A [`Table`] is the table at its place; [`Table::begin`] reads its
+//! current version for one run and returns that run's [`Transaction`], through which the run
+//! reads dates, writes its files and commits. `parquet`: one snappy Parquet object per date
+//! (SPEC §3). `delta`: a Delta Lake table, one data file per date and version, committed
+//! through its log (`delta/`). Beside the formats: `stored` streams a stored date back a slice
+//! at a time, `encoder` builds a date's object from merge units, `stats` gathers a file's
+//! column statistics, `frame` converts rows to and from the table's columns, and `added`
+//! carries columns another engine added through lakeload's rewrites.
 
 mod added;
 pub mod delta;
@@ -13,7 +16,7 @@ mod parquet;
 mod stats;
 mod stored;
 
-pub use delta::DeltaTable;
+pub use delta::{DeltaTable, DeltaTransaction};
 #[cfg(test)]
 pub use encoder::encode;
 pub use encoder::{DateEncoder, EncodedObject};
@@ -21,6 +24,8 @@ pub use encoder::{DateEncoder, EncodedObject};
 pub use frame::decode;
 pub use parquet::{ParquetTable, date_of_file_name};
 pub use stored::{StoredRows, StoredSlice};
+
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::spill::SpillDir;
@@ -52,8 +57,19 @@ impl Seen {
     }
 }
 
+/// A table at its place, in its format: what a command opens before it reads or writes.
 #[async_trait::async_trait]
 pub trait Table: Send + Sync {
+    /// Reads the table's current version (and what the format keeps beside the data, a Delta
+    /// log) for the run `run_id`, called under the lock, once per run: the run's transaction,
+    /// through which it reads the dates, stages and writes its files and commits them.
+    async fn begin(&self, run_id: &str) -> Result<Arc<dyn Transaction>>;
+}
+
+/// One run's transaction on a table: the version it read, the dates it reads from that
+/// version, the files it writes, and its commit. Begun by [`Table::begin`].
+#[async_trait::async_trait]
+pub trait Transaction: Send + Sync {
     /// The object key a date is stored under.
     fn key_for(&self, date: i32) -> String;
 
@@ -114,15 +130,9 @@ pub trait Table: Send + Sync {
     /// store gave no version).
     async fn delete(&self, key: &str, etag: Option<&str>) -> Result<()>;
 
-    /// Reads what the format keeps beside the data (a Delta log) before `run_id` plans its
-    /// writes. Called under the lock, once per run.
-    async fn begin(&self, _run_id: &str) -> Result<()> {
-        Ok(())
-    }
-
     /// Refuses, before anything is written, a run the table's own rules forbid (a Delta
-    /// table's `delta.appendOnly`, column invariants, columns lakeload would drop). `dates`
-    /// are the dates the run writes. Called after [`Table::begin`].
+    /// table's `delta.appendOnly`, column invariants, added columns lakeload cannot carry).
+    /// `dates` are the dates the run writes.
     fn check_write(&self, _mode: crate::config::Mode, _dates: &[i32]) -> Result<()> {
         Ok(())
     }
@@ -161,7 +171,7 @@ pub trait Table: Send + Sync {
         false
     }
 
-    /// The table's current version, once [`Table::begin`] has read it (formats with versions).
+    /// The table's version the transaction began at (formats with versions).
     fn version(&self) -> Option<u64> {
         None
     }

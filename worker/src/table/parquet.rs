@@ -4,14 +4,16 @@ use std::sync::Arc;
 
 use super::encoder::ParquetEncoder;
 use super::stored::StoredParquet;
-use super::{DateEncoder, EncodedObject, Seen, StoredRows, Table, fenced};
+use super::{DateEncoder, EncodedObject, Seen, StoredRows, Table, Transaction, fenced};
 use crate::config::{Layout, SchemaConfig};
 use crate::dates::{days_since_epoch, format_days};
 use crate::error::{Error, Result};
 use crate::spill::SpillDir;
 use crate::storage::{DynStorage, ObjectMeta, PutCondition, StorageError};
 
-/// Parquet files in a `ymd` or `date` layout.
+/// Parquet files in a `ymd` or `date` layout. Each date's object is live as it lands and
+/// nothing is read beside the data, so a run's transaction is the table itself.
+#[derive(Clone)]
 pub struct ParquetTable {
     storage: DynStorage,
     layout: Layout,
@@ -43,6 +45,13 @@ pub fn date_of_file_name(key: &str) -> Option<i32> {
 
 #[async_trait::async_trait]
 impl Table for ParquetTable {
+    async fn begin(&self, _run_id: &str) -> Result<Arc<dyn Transaction>> {
+        Ok(Arc::new(self.clone()))
+    }
+}
+
+#[async_trait::async_trait]
+impl Transaction for ParquetTable {
     fn key_for(&self, date: i32) -> String {
         let day = format_days(date);
         match self.layout {

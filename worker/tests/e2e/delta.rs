@@ -1764,6 +1764,69 @@ print(json.dumps({"equal": ours == expected, "ours": len(ours), "expected": len(
                   "spark_ok": dt.filter(spark).num_rows == int(sys.argv[3])}))
 "#;
 
+/// delta-rs maintains the table beside lakeload between its runs, as Spark does below: two
+/// appends into a new date, a compaction (`optimize.compact`) of them, and a GDPR `delete` of
+/// one customer's row. lakeload's next incremental run keeps all of it: the table equals the
+/// `parquet` oracle of the same runs less the deleted row, plus delta-rs' rows.
+#[test]
+fn delta_rs_maintains_the_table_between_lakeload_runs() {
+    let dir = tempdir();
+    let dir = dir.path();
+    let source = first_files(dir, 3, 400);
+    let (delta, oracle) = (dir.join("delta"), dir.join("oracle"));
+    run_both(dir, &source, &delta, &oracle, "full");
+    let picked = python(
+        r#"
+import glob, json, sys, pyarrow.parquet as pq
+f = sorted(f for f in glob.glob(sys.argv[1] + "/**/*.parquet", recursive=True) if "_lakeload" not in f)[0]
+t = pq.read_table(f, partitioning=None)
+print(json.dumps({"c1": t["c1"][0].as_py(), "c7": str(t["c7"][0].as_py())}))
+"#,
+        &[path_str(&oracle)],
+    );
+    let picked: serde_json::Value = serde_json::from_str(picked.trim()).unwrap();
+    let (c1, c7) = (picked["c1"].as_str().unwrap(), picked["c7"].as_str().unwrap());
+    let first_files: Vec<String> = lakeload_testkit::files_under(&source)
+        .iter()
+        .map(|p| p.strip_prefix(&source).unwrap().to_string_lossy().into_owned())
+        .collect();
+    let versions = python(
+        r#"
+import datetime, sys, pyarrow as pa, pyarrow.compute as pc
+from deltalake import DeltaTable, write_deltalake
+path, c1, c7 = sys.argv[1:4]
+t = DeltaTable(path).to_pyarrow_table().slice(0, 10)
+t = t.set_column(t.schema.get_field_index("c7"), "c7", pa.array([datetime.date(2030, 1, 1)] * 10, pa.date32()))
+write_deltalake(path, t, mode="append")
+write_deltalake(path, t, mode="append")
+compacted = DeltaTable(path).optimize.compact()
+DeltaTable(path).delete(f"c1 = '{c1}' AND c7 = CAST('{c7}' AS DATE)")
+print(compacted["numFilesRemoved"], DeltaTable(path).version())
+"#,
+        &[path_str(&delta), c1.to_string(), c7.to_string()],
+    );
+    let compacted: u64 = versions.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(compacted >= 2, "delta-rs compacted its two appends: {versions}");
+    land_file(dir, "2026-11-02", 10, 400, &["--seed", "4"]);
+    run_both(dir, &source, &delta, &oracle, "incremental");
+    let seen = python(
+        SHARED_EQUALS,
+        &[
+            path_str(&delta),
+            path_str(&oracle),
+            "20".into(),
+            c1.to_string(),
+            c7.to_string(),
+            serde_json::to_string(&first_files).unwrap(),
+        ],
+    );
+    let seen: serde_json::Value = serde_json::from_str(seen.trim()).unwrap();
+    assert!(
+        seen["equal"] == true && seen["spark_ok"] == true && seen["deleted"].as_u64() >= Some(1),
+        "delta-rs' rows, compaction and delete kept: {seen}"
+    );
+}
+
 /// Apache Spark maintains the table beside lakeload, as a platform's other jobs do:
 /// between lakeload runs it appends rows of a new date twice, compacts them (`OPTIMIZE`) and
 /// deletes one customer's row (a GDPR `DELETE`); lakeload's next run keeps all of it. During a
@@ -2076,5 +2139,8 @@ print(json.dumps({"spark_rows": t.filter(spark).num_rows, "loaded": any(f.endswi
     );
     let after: serde_json::Value = serde_json::from_str(after.trim()).unwrap();
     assert_eq!(after["spark_rows"], 7, "Spark's append kept: {after}");
-    assert_eq!(after["loaded"], true, "the paused run's file is in the table: {after}");
+    assert_eq!(
+        after["loaded"], true,
+        "the paused run's file is in the table: {after}"
+    );
 }

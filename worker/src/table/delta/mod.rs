@@ -6,6 +6,12 @@
 //! before the run or after it, never between. Replaced files stay on storage for older
 //! versions.
 //!
+//! [`DeltaTable`] is the table at its place; [`DeltaTable::begin_delta`] reads its log and
+//! returns the run's [`DeltaTransaction`], which holds the snapshot the run began at and the
+//! files it wrote, and commits them.
+//!
+//! - `transaction`: the one path from staged actions to a committed version (lost races,
+//!   post-commit checkpoint);
 //! - `log`: the actions of a commit and the snapshot replaying them leaves;
 //! - `replay`: reading the log (checkpoint, then commits) and lakeload's recorded runs;
 //! - `checkpoint`: writing and reading checkpoints;
@@ -42,11 +48,11 @@ use self::replay::{
     LoadedLog, load_snapshot, partitions_of, read_commit, recorded_run, replay_runs, rows_of,
 };
 use self::rules::{check_columns, is_append_only, kept_schema};
-use self::transaction::Transaction;
+use self::transaction::StagedCommit;
 use super::added::{AddedColumns, CarriedValues};
 use super::encoder::ParquetEncoder;
 use super::stored::StoredParquet;
-use super::{DateEncoder, EncodedObject, Seen, StoredRows, Table, fenced};
+use super::{DateEncoder, EncodedObject, Seen, StoredRows, Table, Transaction, fenced};
 use crate::config::{Mode, SchemaConfig};
 use crate::dates::{days_since_epoch, format_days};
 use crate::error::{Error, Result};
@@ -74,19 +80,91 @@ fn txn_app_id(table_id: &str) -> String {
     format!("lakeload-{table_id}")
 }
 
+/// A Delta table at its place: what [`Table::begin`] reads the log of.
 pub struct DeltaTable {
     storage: DynStorage,
     schema: Arc<SchemaConfig>,
     /// The settings the run builds the table with, as the state records them: each commit
     /// records them too, so a rollback restores those of its version.
     settings: Option<serde_json::Value>,
+}
+
+impl DeltaTable {
+    pub fn new(storage: DynStorage, schema: Arc<SchemaConfig>) -> Self {
+        DeltaTable {
+            storage,
+            schema,
+            settings: None,
+        }
+    }
+
+    /// Records `settings` (the state's form of them) in each commit.
+    pub fn recording_settings(mut self, settings: Option<serde_json::Value>) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// The run `run_id`'s transaction on the table's current version: its snapshot read from
+    /// the log (refused when another writer raised the protocol past what lakeload writes).
+    pub async fn begin_delta(&self, run_id: &str) -> Result<DeltaTransaction> {
+        let LoadedLog {
+            snapshot,
+            checkpointed,
+        } = load_snapshot(&self.storage).await?;
+        if let Some(protocol) = &snapshot.protocol
+            && (protocol.min_reader_version > 1 || protocol.min_writer_version > 2)
+        {
+            return Err(Error::Config(format!(
+                "the Delta table at {} needs reader version {} and writer version {} (another \
+                 writer enabled table features: deletion vectors, column mapping, constraints …); \
+                 lakeload writes only protocol 1/2 tables, and writing this one could undo those \
+                 features for every reader. Point target.url at a table of lakeload's own",
+                self.storage.root(),
+                protocol.min_reader_version,
+                protocol.min_writer_version
+            )));
+        }
+        let added = match &snapshot.metadata {
+            Some(metadata) => {
+                AddedColumns::of_delta_schema(&metadata.schema_string, &schema_string(&self.schema))
+                    .map_err(|e| Error::Other(format!("the Delta table at {}: {e}", self.storage.root())))?
+            }
+            None => AddedColumns::default(),
+        };
+        Ok(DeltaTransaction {
+            storage: self.storage.clone(),
+            schema: self.schema.clone(),
+            settings: self.settings.clone(),
+            run: Mutex::new(DeltaRun {
+                run_id: run_id.to_string(),
+                attempt: new_attempt(),
+                snapshot,
+                checkpointed,
+                added,
+                written: Vec::new(),
+            }),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Table for DeltaTable {
+    async fn begin(&self, run_id: &str) -> Result<Arc<dyn Transaction>> {
+        Ok(Arc::new(self.begin_delta(run_id).await?))
+    }
+}
+
+/// One run's transaction on a Delta table: the snapshot it began at, and the files it wrote.
+pub struct DeltaTransaction {
+    storage: DynStorage,
+    schema: Arc<SchemaConfig>,
+    settings: Option<serde_json::Value>,
     run: Mutex<DeltaRun>,
 }
 
 /// What one run knows of the table and has written to it.
-#[derive(Default)]
 struct DeltaRun {
-    run_id: Option<String>,
+    run_id: String,
     /// This attempt of the run: a retried pod keeps its run id, so the run id alone would
     /// name the files an earlier, killed attempt already wrote (create-if-absent then fails).
     attempt: String,
@@ -127,25 +205,7 @@ impl DeltaRun {
     }
 }
 
-impl DeltaTable {
-    pub fn new(storage: DynStorage, schema: Arc<SchemaConfig>) -> Self {
-        DeltaTable {
-            storage,
-            schema,
-            settings: None,
-            run: Mutex::new(DeltaRun {
-                attempt: new_attempt(),
-                ..DeltaRun::default()
-            }),
-        }
-    }
-
-    /// Records `settings` (the state's form of them) in each commit.
-    pub fn recording_settings(mut self, settings: Option<serde_json::Value>) -> Self {
-        self.settings = settings;
-        self
-    }
-
+impl DeltaTransaction {
     /// Whether any commit still in the snapshot added `key` (a live file or a tombstone):
     /// the log knows it, so it is no orphan.
     pub fn recorded_in_log(&self, key: &str) -> bool {
@@ -180,7 +240,7 @@ impl DeltaTable {
     /// This run's commit, staged: the new files, the live files they replace (a full run
     /// replaces every live file), the table's metadata (kept as other writers left it, with
     /// lakeload's missing columns added), and on a new table its protocol.
-    fn transaction(&self, mode: Mode, run_id: &str, files: &run_files::Digest) -> Transaction {
+    fn staged_commit(&self, mode: Mode, run_id: &str, files: &run_files::Digest) -> StagedCommit {
         let run = self.run();
         let now_ms = Utc::now().timestamp_millis();
         let mut protocol = None;
@@ -227,7 +287,7 @@ impl DeltaTable {
                 "files": files,
             },
         });
-        let mut transaction = Transaction::new(metadata.id.clone(), self.read_set(&run, mode), commit_info);
+        let mut transaction = StagedCommit::new(metadata.id.clone(), self.read_set(&run, mode), commit_info);
         if let Some(protocol) = protocol {
             transaction.set_protocol(protocol);
         }
@@ -273,7 +333,7 @@ fn engine_info() -> String {
     format!("lakeload/{}", env!("CARGO_PKG_VERSION"))
 }
 
-impl DeltaTable {
+impl DeltaTransaction {
     /// Copies live file `key` to a scratch file; returns it and the file's URL.
     async fn fetch(&self, key: &str, scratch: &SpillDir) -> Result<(tempfile::TempPath, String)> {
         let url = self.storage.url(key);
@@ -453,10 +513,10 @@ fn table_id(run_id: &str) -> String {
 }
 
 #[async_trait::async_trait]
-impl Table for DeltaTable {
+impl Transaction for DeltaTransaction {
     fn key_for(&self, date: i32) -> String {
         let run = self.run();
-        let run_id = run.run_id.as_deref().unwrap_or("next-run");
+        let run_id = run.run_id.as_str();
         format!(
             "{}={}/{}",
             self.partition_name(),
@@ -575,42 +635,6 @@ impl Table for DeltaTable {
         Ok(self.storage.delete(key).await?)
     }
 
-    async fn begin(&self, run_id: &str) -> Result<()> {
-        let LoadedLog {
-            snapshot,
-            checkpointed,
-        } = load_snapshot(&self.storage).await?;
-        if let Some(protocol) = &snapshot.protocol
-            && (protocol.min_reader_version > 1 || protocol.min_writer_version > 2)
-        {
-            return Err(Error::Config(format!(
-                "the Delta table at {} needs reader version {} and writer version {} (another \
-                 writer enabled table features: deletion vectors, column mapping, constraints …); \
-                 lakeload writes only protocol 1/2 tables, and writing this one could undo those \
-                 features for every reader. Point target.url at a table of lakeload's own",
-                self.storage.root(),
-                protocol.min_reader_version,
-                protocol.min_writer_version
-            )));
-        }
-        let added = match &snapshot.metadata {
-            Some(metadata) => {
-                AddedColumns::of_delta_schema(&metadata.schema_string, &schema_string(&self.schema))
-                    .map_err(|e| Error::Other(format!("the Delta table at {}: {e}", self.storage.root())))?
-            }
-            None => AddedColumns::default(),
-        };
-        *self.run() = DeltaRun {
-            run_id: Some(run_id.to_string()),
-            attempt: new_attempt(),
-            snapshot,
-            checkpointed,
-            added,
-            written: Vec::new(),
-        };
-        Ok(())
-    }
-
     fn is_bookkeeping(&self, key: &str) -> bool {
         key.starts_with(&format!("{LOG_DIR}/"))
     }
@@ -691,7 +715,7 @@ impl Table for DeltaTable {
 
     async fn commit(&self, mode: Mode, run_id: &str, files: &[FileRecord]) -> Result<Option<u64>> {
         let files = run_files::write(&self.storage, files).await?;
-        let transaction = self.transaction(mode, run_id, &files);
+        let transaction = self.staged_commit(mode, run_id, &files);
         if transaction.is_empty() {
             // Nothing new (an incremental run with no new file): no empty version.
             return Ok(None);
@@ -710,7 +734,10 @@ mod tests {
     async fn the_checkpoint_pointer_never_moves_backwards() {
         let dir = tempfile::tempdir().unwrap();
         let storage: DynStorage = Arc::new(crate::storage::LocalStorage::new(dir.path().to_path_buf()));
-        let table = DeltaTable::new(storage.clone(), Arc::new(crate::merge::tests::schema()));
+        let table = DeltaTable::new(storage.clone(), Arc::new(crate::merge::tests::schema()))
+            .begin_delta("run")
+            .await
+            .unwrap();
         let actions = vec![Action::Protocol(Protocol::lakeload())];
         let pointed = || async {
             let (body, _) = storage.get(LAST_CHECKPOINT_KEY).await.unwrap().unwrap();

@@ -8,8 +8,8 @@ use super::conflict::ReadSet;
 use super::log::{Remove, Snapshot};
 use super::replay::{partitions_of, read_commit, recorded_run, replay_runs};
 use super::rules::is_append_only;
-use super::transaction::Transaction;
-use super::{DeltaTable, engine_info, run_files, txn_app_id};
+use super::transaction::StagedCommit;
+use super::{DeltaTransaction, engine_info, run_files, txn_app_id};
 use crate::config::Mode;
 use crate::error::{Error, Result};
 use crate::state::State;
@@ -31,13 +31,13 @@ pub struct Restored {
 
 /// A rollback ready to commit: its transaction, and what it restores.
 pub struct PreparedRestore {
-    transaction: Transaction,
+    transaction: StagedCommit,
     pub restored: Restored,
 }
 
-impl DeltaTable {
+impl DeltaTransaction {
     /// The new version whose files, metadata and recorded settings are those of version `to`
-    /// (read after [`Table::begin`]), with the state as of `to`; nothing is written yet.
+    /// (as the transaction began), with the state as of `to`; nothing is written yet.
     pub async fn prepare_restore(&self, to: u64, run_id: &str) -> Result<PreparedRestore> {
         let latest = self
             .run()
@@ -91,7 +91,7 @@ impl DeltaTable {
                     "settings": &as_of.settings,
                 },
             });
-            let mut transaction = Transaction::new(table_id.to_string(), read, commit_info);
+            let mut transaction = StagedCommit::new(table_id.to_string(), read, commit_info);
             // Version `to`'s metadata (schema, properties), when it has changed since.
             if let Some(metadata) = &then.metadata
                 && run.snapshot.metadata.as_ref() != Some(metadata)

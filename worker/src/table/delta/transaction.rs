@@ -20,14 +20,14 @@ use chrono::Utc;
 use super::conflict::{self, ReadSet};
 use super::log::{Action, Add, Metadata, Protocol, Remove};
 use super::replay::{log_versions, read_commits};
-use super::{DeltaTable, next_txn};
+use super::{DeltaTransaction, next_txn};
 use crate::error::{Error, Result};
 
 /// Versions a transaction tries before giving up on a table other writers keep committing to.
 const MAX_COMMIT_ATTEMPTS: usize = 20;
 
 /// A staged commit.
-pub(super) struct Transaction {
+pub(super) struct StagedCommit {
     protocol: Option<Protocol>,
     metadata: Option<Metadata>,
     removes: Vec<Remove>,
@@ -39,10 +39,10 @@ pub(super) struct Transaction {
     read: ReadSet,
 }
 
-impl Transaction {
+impl StagedCommit {
     /// A transaction on the table `table_id` that read `read`, recording `commit_info`.
     pub(super) fn new(table_id: String, read: ReadSet, commit_info: serde_json::Value) -> Self {
-        Transaction {
+        StagedCommit {
             protocol: None,
             metadata: None,
             removes: Vec::new(),
@@ -77,7 +77,7 @@ impl Transaction {
     }
 
     /// The commit's actions on top of `table`'s snapshot, committed at `now_ms`.
-    fn actions(&self, table: &DeltaTable, now_ms: i64) -> Vec<Action> {
+    fn actions(&self, table: &DeltaTransaction, now_ms: i64) -> Vec<Action> {
         let txn = next_txn(&table.run().snapshot, &self.table_id, now_ms);
         let mut info = self.commit_info.clone();
         info["timestamp"] = now_ms.into();
@@ -98,7 +98,7 @@ impl Transaction {
 
     /// Commits at the version after `table`'s snapshot, past other writers' commits that do
     /// not conflict; then writes a checkpoint when one is due. Returns the version.
-    pub(super) async fn commit(self, table: &DeltaTable) -> Result<u64> {
+    pub(super) async fn commit(self, table: &DeltaTransaction) -> Result<u64> {
         for _ in 0..MAX_COMMIT_ATTEMPTS {
             let version = table.run().snapshot.version.map_or(0, |v| v + 1);
             let actions = self.actions(table, Utc::now().timestamp_millis());
@@ -119,7 +119,7 @@ impl Transaction {
     /// Another writer took `version` first: reads its commits (and any after), and takes
     /// them into the table's snapshot when none touches what was read, so the transaction
     /// commits at the next version; otherwise fails naming the commit.
-    async fn take_in_winners(&self, table: &DeltaTable, version: u64) -> Result<()> {
+    async fn take_in_winners(&self, table: &DeltaTransaction, version: u64) -> Result<()> {
         let storage = &table.storage;
         let mut versions: Vec<u64> = log_versions(storage)
             .await?
