@@ -490,6 +490,22 @@ async fn wait_paused(setup: &Setup, ns: &str, run: &EtlRun) -> Pod {
     }
 }
 
+/// Why the worker container of `pod` terminated, as the kubelet says (`OOMKilled`, `Error`).
+fn termination_reason(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == "worker")?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()?
+        .reason
+        .clone()
+}
+
 fn exit_code(pod: &Pod) -> Option<i32> {
     pod.status
         .as_ref()?
@@ -1472,13 +1488,14 @@ async fn a_delta_etlrun_records_the_table_version_it_committed() {
     assert_eq!(versions, [(1, "incremental"), (0, "full")]);
 }
 
-/// A Delta EtlRun whose pod is SIGKILLed (as the OOM killer does) right after writing a date,
-/// before its commit, ends `Succeeded` through the Job's own retry: the retry runs under the
-/// same run id but as a new attempt, so its files never collide with the killed attempt's
-/// (which no version reads), and it commits version 1. The table holds what a local full
-/// run over the same files gives.
+/// A Delta EtlRun whose first pod is OOM-killed right after writing a date, before its
+/// commit (it grows past its container's 256 MiB limit there, the kernel's OOM killer ends it,
+/// and the kubelet reports `OOMKilled`), ends `Succeeded` through the Job's own retry: the
+/// retry runs under the same run id but as a new attempt, so its files never collide with the
+/// killed attempt's (which no version reads), and it commits version 1. The table holds what
+/// a local full run over the same files gives.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_delta_etlrun_killed_after_writing_a_date_succeeds_on_the_jobs_retry() {
+async fn a_delta_etlrun_oom_killed_after_writing_a_date_succeeds_on_the_jobs_retry() {
     let (ref setup, ns, bucket, _) = fresh("delta-retry", 200).await;
     let delta = json!({"target": {"format": "delta"}});
     create_run(setup, &ns, "first", &bucket, delta.clone()).await;
@@ -1496,12 +1513,12 @@ async fn a_delta_etlrun_killed_after_writing_a_date_succeeds_on_the_jobs_retry()
         json!({
             "mode": "incremental",
             "backoffLimit": 2,
-            "settings": {PAUSE_SETTING: "after_date_write:1:sleep60000"},
+            "resources": {"limits": {"memory": "256Mi"}},
+            // Only the first attempt grows (a marker in the table's storage): the retry goes on.
+            "settings": {PAUSE_SETTING: "after_date_write:1:grow-once"},
         }),
     );
     let run = create_run(setup, &ns, "killed", &bucket, incremental).await;
-    let first_pod = wait_paused(setup, &ns, &run).await;
-    kill_container(setup.cluster, &first_pod);
 
     let done = wait_run(setup, &ns, "killed", Duration::from_secs(240), finished).await;
     let status = done.status.unwrap();
@@ -1509,7 +1526,18 @@ async fn a_delta_etlrun_killed_after_writing_a_date_succeeds_on_the_jobs_retry()
     assert_eq!(status.table_version, Some(1), "{status:?}");
     assert_eq!(status.rows_read, Some(150), "{status:?}");
     let attempts = job_pods(setup, &ns, &run).await;
-    assert_eq!(attempts.len(), 2, "one retry");
+    assert_eq!(
+        attempts.len(),
+        2,
+        "one retry\n{}",
+        describe_pods(setup, &ns).await
+    );
+    assert_eq!(
+        termination_reason(&attempts[0]).as_deref(),
+        Some("OOMKilled"),
+        "{}",
+        describe_pods(setup, &ns).await
+    );
     assert_eq!(exit_code(&attempts[0]), Some(137));
     assert_eq!(exit_code(&attempts[1]), Some(0));
 

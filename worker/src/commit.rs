@@ -182,7 +182,7 @@ impl<'a> TableCommit<'a> {
             .lock
             .bounded(&url, self.table.write_date(date, body, seen))
             .await?;
-        crate::faults::pause_point("after_date_write").await;
+        crate::faults::pause_point_in("after_date_write", &self.target.storage).await;
         Ok(bytes)
     }
 

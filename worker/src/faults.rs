@@ -3,7 +3,12 @@
 //! - none: wait forever, so the test can SIGKILL the worker exactly there;
 //! - `stop`: stop the whole process (SIGSTOP), as a paused VM or a long GC pause would, until
 //!   the test sends SIGCONT: nothing runs meanwhile, lease renewal included;
-//! - `sleep<ms>`: sleep that long, with everything else (lease renewal) still running.
+//! - `sleep<ms>`: sleep that long, with everything else (lease renewal) still running;
+//! - `grow-once`: allocate and touch memory until the kernel's OOM killer ends the process (a
+//!   container over its memory limit), only the first time any attempt of the table's runs gets
+//!   there: a marker object created-if-absent under `_lakeload/test-faults/` in the table's
+//!   storage says so, so the pod Kubernetes starts again with the same arguments goes on. At a
+//!   point that has no storage at hand, it grows every time.
 //!
 //! Without the variable, `pause_point` does nothing.
 
@@ -20,6 +25,7 @@ enum Action {
     Wait,
     Stop,
     Sleep(std::time::Duration),
+    GrowOnce,
 }
 
 static TARGET: OnceLock<Option<(String, u64, Action)>> = OnceLock::new();
@@ -31,6 +37,7 @@ fn parse(value: &str) -> (String, u64, Action) {
     let n = parts.next().and_then(|n| n.parse().ok()).unwrap_or(1);
     let action = match parts.next() {
         Some("stop") => Action::Stop,
+        Some("grow-once") => Action::GrowOnce,
         Some(a) if a.starts_with("sleep") => a["sleep".len()..]
             .parse()
             .map(|ms| Action::Sleep(std::time::Duration::from_millis(ms)))
@@ -48,6 +55,15 @@ fn target() -> &'static Option<(String, u64, Action)> {
 /// `after_date_write`, `before_delete`, `before_state_commit`,
 /// `multipart_part_uploaded`, `after_read`.
 pub async fn pause_point(point: &str) {
+    act(point, None).await
+}
+
+/// [`pause_point`] at a point where the table's `storage` is at hand (for `grow-once`).
+pub async fn pause_point_in(point: &str, storage: &crate::storage::DynStorage) {
+    act(point, Some(storage)).await
+}
+
+async fn act(point: &str, storage: Option<&crate::storage::DynStorage>) {
     let Some((wanted, n, action)) = target() else {
         return;
     };
@@ -64,6 +80,36 @@ pub async fn pause_point(point: &str) {
             }
         }
         Action::Sleep(d) => tokio::time::sleep(*d).await,
+        Action::GrowOnce => {
+            if let Some(storage) = storage {
+                let marker = format!("{}/test-faults/grown-{point}", crate::table::META_DIR);
+                // A body of this attempt's own: a store that finds the same bytes after a
+                // refused retry takes the write as its own (see `storage`).
+                let body = format!("{:?}", std::time::SystemTime::now());
+                let first = storage
+                    .put_if(&marker, body.into(), crate::storage::PutCondition::IfAbsent)
+                    .await;
+                if first.is_err() {
+                    eprintln!("{MARKER} {point}:{n} grown before ({marker}): going on");
+                    return;
+                }
+            }
+            grow_until_killed().await
+        }
+    }
+}
+
+/// Takes memory 16 MiB at a time, writing every page so the kernel must back it, until the
+/// process is killed.
+async fn grow_until_killed() {
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk = vec![0u8; 16 << 20];
+        for page in chunk.iter_mut().step_by(4096) {
+            *page = 1;
+        }
+        held.push(std::hint::black_box(chunk));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
@@ -85,6 +131,10 @@ mod tests {
                 1,
                 Action::Sleep(std::time::Duration::from_millis(2500))
             )
+        );
+        assert_eq!(
+            parse("after_date_write:1:grow-once"),
+            ("after_date_write".into(), 1, Action::GrowOnce)
         );
     }
 }
