@@ -490,23 +490,8 @@ async fn wait_paused(setup: &Setup, ns: &str, run: &EtlRun) -> Pod {
     }
 }
 
-/// Why the worker container of `pod` terminated, as the kubelet says (`OOMKilled`, `Error`).
-fn termination_reason(pod: &Pod) -> Option<String> {
-    pod.status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .iter()
-        .find(|c| c.name == "worker")?
-        .state
-        .as_ref()?
-        .terminated
-        .as_ref()?
-        .reason
-        .clone()
-}
-
-fn exit_code(pod: &Pod) -> Option<i32> {
+/// How the worker container of `pod` terminated, as the kubelet reports it.
+fn terminated(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStateTerminated> {
     pod.status
         .as_ref()?
         .container_statuses
@@ -517,7 +502,15 @@ fn exit_code(pod: &Pod) -> Option<i32> {
         .as_ref()?
         .terminated
         .as_ref()
-        .map(|t| t.exit_code)
+}
+
+/// Why the worker container of `pod` terminated (`OOMKilled`, `Error`).
+fn termination_reason(pod: &Pod) -> Option<String> {
+    terminated(pod)?.reason.clone()
+}
+
+fn exit_code(pod: &Pod) -> Option<i32> {
+    terminated(pod).map(|t| t.exit_code)
 }
 
 /// `lakeload ARGS` run on this host (the binary the image was built from) on the table at

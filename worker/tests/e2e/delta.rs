@@ -47,6 +47,24 @@ fn run_at(
     summary_json(&out)
 }
 
+/// An incremental `run --json` on the Delta table at `target` (with `env`), stopped (SIGSTOP)
+/// once it reaches its table commit: the test changes the table meanwhile, then resumes it
+/// (SIGCONT). Its lease is long enough for a slow test to do so.
+fn paused_before_commit(dir: &Path, source: &Path, target: &str, env: &[(String, String)]) -> Running {
+    let mut paused = Running::spawn(
+        Lakeload::new(dir)
+            .envs(env.to_vec())
+            .env("LAKELOAD_SOURCE_URL", source)
+            .env("LAKELOAD_TARGET_URL", target)
+            .env("LAKELOAD_TARGET_FORMAT", "delta")
+            .env("LAKELOAD_TEST_PAUSE_AT", "before_table_commit:1:stop")
+            .env("LAKELOAD_LOCK_LEASE_SECONDS", "900")
+            .args(["run", "--mode", "incremental", "--json"]),
+    );
+    paused.wait_for("lakeload-test-paused-at", std::time::Duration::from_secs(60));
+    paused
+}
+
 /// Runs a Python script with the test venv (deltalake, pyarrow); returns its stdout. The
 /// script ends with `os._exit` once its output is flushed: deltalake 1.6.6 sometimes aborts
 /// the interpreter while it shuts down ("terminate called without an active exception").
@@ -1399,9 +1417,8 @@ print(DeltaTable(sys.argv[1]).version())
 "#,
         &[path_str(&delta)],
     );
-    let backfilled: u64 = backfilled.trim().parse().unwrap();
     run_both(dir, &source, &delta, &oracle, "incremental");
-    let seen = added_column_kept(&delta, backfilled, &oracle);
+    let seen = added_column_kept(&path_str(&delta), None, &backfilled, Some(&oracle), None);
     assert!(seen["equal"] == true && seen["wrong"] == 0, "{seen}");
     assert!(
         seen["nulls"].as_u64() > Some(0) && seen["kept"].as_u64() > Some(0),
@@ -1409,7 +1426,7 @@ print(DeltaTable(sys.argv[1]).version())
     );
     land_file(dir, "2026-11-04", 13, 300, &["--seed", "7"]);
     run_both(dir, &source, &delta, &oracle, "full");
-    let after_full = added_column_kept(&delta, backfilled, &oracle);
+    let after_full = added_column_kept(&path_str(&delta), None, &backfilled, Some(&oracle), None);
     assert!(
         after_full["equal"] == true && after_full["wrong"] == 0,
         "{after_full}"
@@ -1438,36 +1455,61 @@ DeltaTable(sys.argv[1]).alter.add_columns([Field("labels", ArrayType("string"), 
     );
 }
 
-/// Whether the Delta table at argv[1] holds, in lakeload's columns, exactly the `parquet` table
-/// at argv[3], and in the column `note` another engine added and back-filled at version
-/// argv[2], for each row the value its source line (and date) had then, or null for a row of
-/// a line that had none; with how many rows hold a value and how many are null.
+/// The column `note` another engine added to the Delta table at argv[1] (deltalake storage
+/// options argv[2], JSON or null) and back-filled at version argv[3]: `wrong` counts the rows
+/// whose value is not the one their source line and date had then (or null for a line that had
+/// none); `kept` and `nulls` count values and nulls. With a `parquet` oracle at argv[4],
+/// `equal` says whether lakeload's columns hold exactly its rows (dates from 2030 on, another
+/// engine's, left aside) less those another engine deleted: argv[5], JSON `{"c1", "c7",
+/// "files"}` (the customer, date and source files loaded then) or null.
 const ADDED_COLUMN_KEPT: &str = r#"
-import glob, json, sys, pyarrow as pa, pyarrow.parquet as pq
+import datetime, glob, json, sys, pyarrow as pa, pyarrow.parquet as pq
 from deltalake import DeltaTable
+opts = json.loads(sys.argv[2]) or None
 def line(r):
     return (r["_source_file"], r["_source_line"], r["_source_modified"].replace(tzinfo=None), r["c7"])
-then = {line(r): r["note"] for r in DeltaTable(sys.argv[1], version=int(sys.argv[2])).to_pyarrow_table().to_pylist()}
-now = DeltaTable(sys.argv[1]).to_pyarrow_table().to_pylist()
-wrong = [r for r in now if r["note"] != then.get(line(r))]
-def rows(rs):
-    out = []
-    for r in rs:
-        r = {k: v for k, v in r.items() if k != "note"}
-        r["_source_modified"] = r["_source_modified"].replace(tzinfo=None)
-        out.append(tuple(sorted((k, str(v)) for k, v in r.items())))
-    return sorted(out)
-files = [f for f in glob.glob(sys.argv[3] + "/**/*.parquet", recursive=True) if "_lakeload" not in f]
-oracle = pa.concat_tables([pq.read_table(f, partitioning=None) for f in files]).to_pylist()
+then = {line(r): r["note"] for r in DeltaTable(sys.argv[1], version=int(sys.argv[3]), storage_options=opts).to_pyarrow_table().to_pylist()}
+now = DeltaTable(sys.argv[1], storage_options=opts).to_pyarrow_table().to_pylist()
 kept = sum(1 for r in now if r["note"] is not None)
-print(json.dumps({"equal": rows(now) == rows(oracle), "wrong": len(wrong), "first_wrong": str(wrong[:1]),
-                  "kept": kept, "nulls": len(now) - kept}))
+seen = {"wrong": sum(1 for r in now if r["note"] != then.get(line(r))), "kept": kept, "nulls": len(now) - kept}
+if sys.argv[4]:
+    gone = json.loads(sys.argv[5])
+    def is_deleted(r):
+        return gone is not None and r["c1"] == gone["c1"] and str(r["c7"]) == gone["c7"] and r["_source_file"] in gone["files"]
+    def rows(rs):
+        out = []
+        for r in rs:
+            r = {k: v for k, v in r.items() if k != "note"}
+            r["_source_modified"] = r["_source_modified"].replace(tzinfo=None)
+            out.append(tuple(sorted((k, str(v)) for k, v in r.items())))
+        return sorted(out)
+    files = [f for f in glob.glob(sys.argv[4] + "/**/*.parquet", recursive=True) if "_lakeload" not in f]
+    oracle = pa.concat_tables([pq.read_table(f, partitioning=None) for f in files]).to_pylist()
+    ours = [r for r in now if r["c7"] < datetime.date(2030, 1, 1)]
+    seen["equal"] = rows(ours) == rows([r for r in oracle if not is_deleted(r)])
+    seen["deleted"] = sum(1 for r in oracle if is_deleted(r))
+print(json.dumps(seen))
 "#;
 
-fn added_column_kept(delta: &Path, backfilled: u64, oracle: &Path) -> serde_json::Value {
+/// [`ADDED_COLUMN_KEPT`] for the table at `delta` (`options`: deltalake's storage options),
+/// back-filled at version `backfilled`, against `oracle` less the `deleted` row when given.
+fn added_column_kept(
+    delta: &str,
+    options: Option<&serde_json::Value>,
+    backfilled: &str,
+    oracle: Option<&Path>,
+    deleted: Option<&PickedRow>,
+) -> serde_json::Value {
+    let deleted = deleted.map(|p| serde_json::json!({"c1": p.c1, "c7": p.c7, "files": p.first_files}));
     let out = python(
         ADDED_COLUMN_KEPT,
-        &[path_str(delta), backfilled.to_string(), path_str(oracle)],
+        &[
+            delta.to_string(),
+            options.map_or("null".into(), |o| o.to_string()),
+            backfilled.trim().to_string(),
+            oracle.map(path_str).unwrap_or_default(),
+            deleted.map_or("null".into(), |d| d.to_string()),
+        ],
     );
     serde_json::from_str(out.trim()).unwrap()
 }
@@ -1545,16 +1587,7 @@ fn a_run_that_loses_the_race_to_commits_it_does_not_conflict_with_commits_after_
         run_at(dir, &source, &delta, &env, "delta", "full");
         run(dir, &source, &oracle, "parquet", "full");
         land_file(dir, "2026-11-01", 10, 500, &["--seed", "5"]);
-        let mut paused = Running::spawn(
-            Lakeload::new(dir)
-                .envs(env.clone())
-                .env("LAKELOAD_SOURCE_URL", &source)
-                .env("LAKELOAD_TARGET_URL", &delta)
-                .env("LAKELOAD_TARGET_FORMAT", "delta")
-                .env("LAKELOAD_TEST_PAUSE_AT", "before_table_commit:1:stop")
-                .args(["run", "--mode", "incremental", "--json"]),
-        );
-        paused.wait_for("lakeload-test-paused-at", std::time::Duration::from_secs(60));
+        let paused = paused_before_commit(dir, &source, &delta, &env);
         let appended = python(
             APPEND_OTHER_DATE,
             &[path_str(&oracle), delta.clone(), options_arg.clone()],
@@ -1764,6 +1797,35 @@ print(json.dumps({"equal": ours == expected, "ours": len(ours), "expected": len(
                   "spark_ok": dt.filter(spark).num_rows == int(sys.argv[3])}))
 "#;
 
+/// One customer's row on one date, for another engine to delete: the first row of the
+/// `parquet` oracle's first object, and the source files loaded so far (those under `source`).
+struct PickedRow {
+    c1: String,
+    c7: String,
+    first_files: Vec<String>,
+}
+
+fn picked_row(oracle: &Path, source: &Path) -> PickedRow {
+    let picked = python(
+        r#"
+import glob, json, sys, pyarrow.parquet as pq
+f = sorted(f for f in glob.glob(sys.argv[1] + "/**/*.parquet", recursive=True) if "_lakeload" not in f)[0]
+t = pq.read_table(f, partitioning=None)
+print(json.dumps({"c1": t["c1"][0].as_py(), "c7": str(t["c7"][0].as_py())}))
+"#,
+        &[path_str(oracle)],
+    );
+    let picked: serde_json::Value = serde_json::from_str(picked.trim()).unwrap();
+    PickedRow {
+        c1: picked["c1"].as_str().unwrap().to_string(),
+        c7: picked["c7"].as_str().unwrap().to_string(),
+        first_files: lakeload_testkit::files_under(source)
+            .iter()
+            .map(|p| p.strip_prefix(source).unwrap().to_string_lossy().into_owned())
+            .collect(),
+    }
+}
+
 /// delta-rs maintains the table beside lakeload between its runs, as Spark does below: two
 /// appends into a new date, a compaction (`optimize.compact`) of them, and a GDPR `delete` of
 /// one customer's row. lakeload's next incremental run keeps all of it: the table equals the
@@ -1775,21 +1837,8 @@ fn delta_rs_maintains_the_table_between_lakeload_runs() {
     let source = first_files(dir, 3, 400);
     let (delta, oracle) = (dir.join("delta"), dir.join("oracle"));
     run_both(dir, &source, &delta, &oracle, "full");
-    let picked = python(
-        r#"
-import glob, json, sys, pyarrow.parquet as pq
-f = sorted(f for f in glob.glob(sys.argv[1] + "/**/*.parquet", recursive=True) if "_lakeload" not in f)[0]
-t = pq.read_table(f, partitioning=None)
-print(json.dumps({"c1": t["c1"][0].as_py(), "c7": str(t["c7"][0].as_py())}))
-"#,
-        &[path_str(&oracle)],
-    );
-    let picked: serde_json::Value = serde_json::from_str(picked.trim()).unwrap();
-    let (c1, c7) = (picked["c1"].as_str().unwrap(), picked["c7"].as_str().unwrap());
-    let first_files: Vec<String> = lakeload_testkit::files_under(&source)
-        .iter()
-        .map(|p| p.strip_prefix(&source).unwrap().to_string_lossy().into_owned())
-        .collect();
+    let picked = picked_row(&oracle, &source);
+    let (c1, c7, first_files) = (picked.c1.as_str(), picked.c7.as_str(), &picked.first_files);
     let versions = python(
         r#"
 import datetime, sys, pyarrow as pa, pyarrow.compute as pc
@@ -1817,7 +1866,7 @@ print(compacted["numFilesRemoved"], DeltaTable(path).version())
             "20".into(),
             c1.to_string(),
             c7.to_string(),
-            serde_json::to_string(&first_files).unwrap(),
+            serde_json::to_string(first_files).unwrap(),
         ],
     );
     let seen: serde_json::Value = serde_json::from_str(seen.trim()).unwrap();
@@ -1851,21 +1900,8 @@ fn spark_maintains_the_table_between_and_during_lakeload_runs() {
         )
     };
     // One customer's row on one date, loaded by the first run, and the files it loaded.
-    let picked = python(
-        r#"
-import glob, json, sys, pyarrow.parquet as pq
-f = sorted(f for f in glob.glob(sys.argv[1] + "/**/*.parquet", recursive=True) if "_lakeload" not in f)[0]
-t = pq.read_table(f, partitioning=None)
-print(json.dumps({"c1": t["c1"][0].as_py(), "c7": str(t["c7"][0].as_py()), "files": sorted(set(t["_source_file"].to_pylist()))}))
-"#,
-        &[path_str(&oracle)],
-    );
-    let picked: serde_json::Value = serde_json::from_str(picked.trim()).unwrap();
-    let all_first_files: Vec<String> = lakeload_testkit::files_under(&source)
-        .iter()
-        .map(|p| p.strip_prefix(&source).unwrap().to_string_lossy().into_owned())
-        .collect();
-    let (c1, c7) = (picked["c1"].as_str().unwrap(), picked["c7"].as_str().unwrap());
+    let picked = picked_row(&oracle, &source);
+    let (c1, c7, all_first_files) = (picked.c1.as_str(), picked.c7.as_str(), &picked.first_files);
     spark_sql(&[
         insert("2030-01-01", 10),
         insert("2030-01-01", 10),
@@ -1881,7 +1917,7 @@ print(json.dumps({"c1": t["c1"][0].as_py(), "c7": str(t["c7"][0].as_py()), "file
                 spark_rows.to_string(),
                 c1.to_string(),
                 c7.to_string(),
-                serde_json::to_string(&all_first_files).unwrap(),
+                serde_json::to_string(all_first_files).unwrap(),
             ],
         );
         serde_json::from_str(out.trim()).unwrap()
@@ -1899,16 +1935,8 @@ print(json.dumps({"c1": t["c1"][0].as_py(), "c7": str(t["c7"][0].as_py()), "file
 
     // During a run: a blind append to another date.
     land_file(dir, "2026-11-02", 11, 600, &["--seed", "5"]);
-    let paused_run = || {
-        Running::spawn(
-            on_delta(dir, &source, &delta)
-                .env("LAKELOAD_TEST_PAUSE_AT", "before_table_commit:1:stop")
-                .env("LAKELOAD_LOCK_LEASE_SECONDS", "900")
-                .args(["run", "--mode", "incremental"]),
-        )
-    };
-    let mut paused = paused_run();
-    paused.wait_for("lakeload-test-paused-at", std::time::Duration::from_secs(60));
+    let paused_run = || paused_before_commit(dir, &source, &path_str(&delta), &[]);
+    let paused = paused_run();
     spark_sql(&[insert("2030-01-02", 5)]);
     paused.signal("CONT");
     let (code, _, stderr) = paused.finish();
@@ -1922,8 +1950,7 @@ print(json.dumps({"c1": t["c1"][0].as_py(), "c7": str(t["c7"][0].as_py()), "file
 
     // During a run: a DELETE of every date the run rewrites.
     land_file(dir, "2026-11-02", 12, 600, &["--seed", "6"]);
-    let mut paused = paused_run();
-    paused.wait_for("lakeload-test-paused-at", std::time::Duration::from_secs(60));
+    let paused = paused_run();
     spark_sql(&[format!("DELETE FROM {t} WHERE c7 < DATE'2030-01-01'")]);
     paused.signal("CONT");
     let (code, _, stderr) = paused.finish();
@@ -1965,61 +1992,12 @@ print(json.dumps({"c1": t["c1"][0].as_py(), "c7": str(t["c7"][0].as_py()), "file
     );
     run(dir, &source, &delta, "delta", "incremental");
     run(dir, &source, &oracle, "parquet", "incremental");
-    let seen = python(
-        SPARK_ADDED_COLUMN_KEPT,
-        &[path_str(&delta), backfilled.trim().to_string()],
-    );
-    let seen: serde_json::Value = serde_json::from_str(seen.trim()).unwrap();
+    let seen = added_column_kept(&path_str(&delta), None, &backfilled, None, None);
     assert!(
         seen["wrong"] == 0 && seen["kept"].as_u64() > Some(0) && seen["nulls"].as_u64() > Some(0),
         "{seen}"
     );
 }
-
-/// In the Delta table at argv[1], every row's `note` (added and back-filled by Spark at
-/// version argv[2]) is the value its source line and date had then, or null.
-const SPARK_ADDED_COLUMN_KEPT: &str = r#"
-import json, sys
-from deltalake import DeltaTable
-def line(r):
-    return (r["_source_file"], r["_source_line"], r["_source_modified"].replace(tzinfo=None), r["c7"])
-then = {line(r): r["note"] for r in DeltaTable(sys.argv[1], version=int(sys.argv[2])).to_pyarrow_table().to_pylist()}
-now = DeltaTable(sys.argv[1]).to_pyarrow_table().to_pylist()
-kept = sum(1 for r in now if r["note"] is not None)
-print(json.dumps({"wrong": sum(1 for r in now if r["note"] != then.get(line(r))), "kept": kept, "nulls": len(now) - kept}))
-"#;
-
-/// In the Delta table at argv[1] (deltalake storage options argv[2]): lakeload's columns hold
-/// exactly the `parquet` table at argv[3] less the row Spark deleted (c1 = argv[5] on c7 =
-/// argv[6], loaded from a file named in argv[7]), and the column `note` Spark added and
-/// back-filled at version argv[4] holds, for each row, the value its source line and date had
-/// then, or null.
-const S3_SHARED_KEPT: &str = r#"
-import glob, json, sys, pyarrow as pa, pyarrow.parquet as pq
-from deltalake import DeltaTable
-opts = json.loads(sys.argv[2])
-def line(r):
-    return (r["_source_file"], r["_source_line"], r["_source_modified"].replace(tzinfo=None), r["c7"])
-then = {line(r): r["note"] for r in DeltaTable(sys.argv[1], version=int(sys.argv[4]), storage_options=opts).to_pyarrow_table().to_pylist()}
-now = DeltaTable(sys.argv[1], storage_options=opts).to_pyarrow_table().to_pylist()
-files = [f for f in glob.glob(sys.argv[3] + "/**/*.parquet", recursive=True) if "_lakeload" not in f]
-oracle = pa.concat_tables([pq.read_table(f, partitioning=None) for f in files]).to_pylist()
-old = json.loads(sys.argv[7])
-def is_deleted(r):
-    return r["c1"] == sys.argv[5] and str(r["c7"]) == sys.argv[6] and r["_source_file"] in old
-def rows(rs):
-    out = []
-    for r in rs:
-        r = {k: v for k, v in r.items() if k != "note"}
-        r["_source_modified"] = r["_source_modified"].replace(tzinfo=None)
-        out.append(tuple(sorted((k, str(v)) for k, v in r.items())))
-    return sorted(out)
-kept = sum(1 for r in now if r["note"] is not None)
-print(json.dumps({"equal": rows(now) == rows([r for r in oracle if not is_deleted(r)]),
-                  "deleted": sum(1 for r in oracle if is_deleted(r)),
-                  "wrong": sum(1 for r in now if r["note"] != then.get(line(r))),
-                  "kept": kept, "nulls": len(now) - kept}))
-"#;
 
 /// Spark maintains a lakeload table on S3 (moto, through Hadoop's S3A) between lakeload runs,
 /// as on local disk: a GDPR `DELETE` of one customer's row, an `OPTIMIZE`, `ALTER TABLE ADD
@@ -2041,21 +2019,8 @@ fn spark_maintains_a_table_on_s3_between_lakeload_runs() {
     let oracle = dir.join("oracle");
     run_at(dir, &source, &delta, &env, "delta", "full");
     run(dir, &source, &oracle, "parquet", "full");
-    let picked = python(
-        r#"
-import glob, json, sys, pyarrow.parquet as pq
-f = sorted(f for f in glob.glob(sys.argv[1] + "/**/*.parquet", recursive=True) if "_lakeload" not in f)[0]
-t = pq.read_table(f, partitioning=None)
-print(json.dumps({"c1": t["c1"][0].as_py(), "c7": str(t["c7"][0].as_py())}))
-"#,
-        &[path_str(&oracle)],
-    );
-    let picked: serde_json::Value = serde_json::from_str(picked.trim()).unwrap();
-    let (c1, c7) = (picked["c1"].as_str().unwrap(), picked["c7"].as_str().unwrap());
-    let first_files: Vec<String> = lakeload_testkit::files_under(&source)
-        .iter()
-        .map(|p| p.strip_prefix(&source).unwrap().to_string_lossy().into_owned())
-        .collect();
+    let picked = picked_row(&oracle, &source);
+    let (c1, c7) = (picked.c1.as_str(), picked.c7.as_str());
     let t = format!("delta.`s3a://{bucket}/tables/sales`");
     spark_sql_on_s3(
         s3,
@@ -2066,27 +2031,20 @@ print(json.dumps({"c1": t["c1"][0].as_py(), "c7": str(t["c7"][0].as_py())}))
             format!("UPDATE {t} SET note = concat('n-', c1)"),
         ],
     );
-    let options = s3_options(s3).to_string();
     let backfilled = python(
         "import json, sys\nfrom deltalake import DeltaTable\nprint(DeltaTable(sys.argv[1], storage_options=json.loads(sys.argv[2])).version())",
-        &[delta.clone(), options.clone()],
+        &[delta.clone(), s3_options(s3).to_string()],
     );
     land_file(dir, "2026-11-02", 10, 500, &["--seed", "4"]);
     run_at(dir, &source, &delta, &env, "delta", "incremental");
     run(dir, &source, &oracle, "parquet", "incremental");
-    let seen = python(
-        S3_SHARED_KEPT,
-        &[
-            delta.clone(),
-            options,
-            path_str(&oracle),
-            backfilled.trim().to_string(),
-            c1.to_string(),
-            c7.to_string(),
-            serde_json::to_string(&first_files).unwrap(),
-        ],
+    let seen = added_column_kept(
+        &delta,
+        Some(&s3_options(s3)),
+        &backfilled,
+        Some(&oracle),
+        Some(&picked),
     );
-    let seen: serde_json::Value = serde_json::from_str(seen.trim()).unwrap();
     assert!(
         seen["equal"] == true && seen["deleted"].as_u64() >= Some(1),
         "{seen}"
@@ -2099,17 +2057,7 @@ print(json.dumps({"c1": t["c1"][0].as_py(), "c7": str(t["c7"][0].as_py())}))
     // During a run (paused before its commit): Spark's blind append to another date goes
     // first, and the run commits after it.
     land_file(dir, "2026-11-02", 11, 500, &["--seed", "5"]);
-    let mut paused = Running::spawn(
-        Lakeload::new(dir)
-            .envs(env.clone())
-            .env("LAKELOAD_SOURCE_URL", &source)
-            .env("LAKELOAD_TARGET_URL", &delta)
-            .env("LAKELOAD_TARGET_FORMAT", "delta")
-            .env("LAKELOAD_TEST_PAUSE_AT", "before_table_commit:1:stop")
-            .env("LAKELOAD_LOCK_LEASE_SECONDS", "900")
-            .args(["run", "--mode", "incremental"]),
-    );
-    paused.wait_for("lakeload-test-paused-at", std::time::Duration::from_secs(60));
+    let paused = paused_before_commit(dir, &source, &delta, &env);
     spark_sql_on_s3(
         s3,
         &[format!(
