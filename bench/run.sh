@@ -4,7 +4,9 @@
 # arguments given: `bench/run.sh` prints the tables, `bench/run.sh --update-readme` also rewrites
 # the README's Performance section and bench/performance.png, `bench/run.sh --tiny` checks
 # everything still works in seconds (CI); `bench/run.sh --history [--tiny]` measures commands on
-# years of Delta history (bench/history.py).
+# years of Delta history (bench/history.py); `bench/run.sh --late [--tiny]` what one more file
+# of late data costs against a full run, beside DuckDB and Polars merging it by hand
+# (bench/late.py).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -23,5 +25,9 @@ cargo build --release -p lakeload
 if [ "${1:-}" = --history ]; then
   shift
   LAKELOAD_BENCH_VENV="$venv" exec "$venv/bin/python" "$root/bench/history.py" "$@"
+fi
+if [ "${1:-}" = --late ]; then
+  shift
+  exec "$venv/bin/python" "$root/bench/late.py" "$@"
 fi
 exec "$venv/bin/python" "$root/bench/bench.py" "$@"

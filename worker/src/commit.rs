@@ -262,6 +262,7 @@ impl<'a> TableCommit<'a> {
                 rows,
                 bytes,
                 run_id: run_id.to_string(),
+                more_keys: Vec::new(),
             };
             state.partitions.insert(format_days(date), record);
         }
@@ -275,7 +276,7 @@ impl<'a> TableCommit<'a> {
         }
         // Announced writes are confirmed by the partition records (a full run also deleted
         // every owned object it did not write).
-        let recorded: BTreeSet<&str> = state.partitions.values().map(|p| p.key.as_str()).collect();
+        let recorded: BTreeSet<&str> = state.partitions.values().flat_map(|p| p.keys()).collect();
         let confirmed: Vec<String> = state
             .unconfirmed
             .iter()

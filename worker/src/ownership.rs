@@ -51,7 +51,10 @@ pub struct Owned(BTreeSet<String>);
 
 impl Owned {
     pub fn of(state: &State) -> Owned {
-        let recorded = state.partitions.values().map(|p| p.key.clone());
+        let recorded = state
+            .partitions
+            .values()
+            .flat_map(|p| p.keys().map(str::to_string));
         Owned(recorded.chain(state.unconfirmed.iter().cloned()).collect())
     }
 
@@ -275,14 +278,18 @@ impl Claims {
         Ok(())
     }
 
-    /// How the object at `key` is written: the version the write is conditional on, and
-    /// whether its stored rows are merged first (incremental runs, the table's own objects).
-    pub fn place(&self, key: &str, merge_stored: bool) -> Place {
-        let seen = match self.present.get(key) {
+    /// How a date stored at `keys` (its first object, then any others) is written: the
+    /// version the write is conditional on (the first object's), and whether its stored rows
+    /// are merged first (incremental runs, the table's own objects: any of them).
+    pub fn place(&self, keys: &[String], merge_stored: bool) -> Place {
+        let seen = match keys.first().and_then(|key| self.present.get(key)) {
             Some(etag) => Seen::of(etag.clone()),
             None => Seen::Absent,
         };
-        let merge = merge_stored && self.owned.contains(key) && !self.replaced.contains(key);
+        let merge = merge_stored
+            && keys
+                .iter()
+                .any(|key| self.owned.contains(key) && !self.replaced.contains(key));
         Place { seen, merge }
     }
 
@@ -356,6 +363,7 @@ mod tests {
             rows: 1,
             bytes: 1,
             run_id: "r".into(),
+            more_keys: Vec::new(),
         };
         state.partitions.insert("2024-01-01".into(), record);
         state.unconfirmed.push(ANNOUNCED.into());
@@ -405,21 +413,24 @@ mod tests {
             seen: Seen::Version(format!("etag-of-{IN_THE_WAY}")),
             merge: true,
         };
-        assert_eq!(adopted.place(IN_THE_WAY, true), expected);
+        assert_eq!(adopted.place(&[IN_THE_WAY.into()], true), expected);
 
         let mut replaced = Claims::new(Owned::of(&state()));
         replaced
             .take_in(found(), &table, ExistingObjects::Replace, "/out")
             .unwrap();
         assert!(
-            !replaced.place(IN_THE_WAY, true).merge,
+            !replaced.place(&[IN_THE_WAY.into()], true).merge,
             "replaced objects are not read"
         );
-        assert!(replaced.place(OWN, true).merge);
+        assert!(replaced.place(&[OWN.into()], true).merge);
         // A date new to the table is written only if nothing is there.
         assert_eq!(
             replaced
-                .place("year=2024/month=02/day=01/2024-02-01.snappy.parquet", true)
+                .place(
+                    &["year=2024/month=02/day=01/2024-02-01.snappy.parquet".into()],
+                    true
+                )
                 .seen,
             Seen::Absent
         );

@@ -454,7 +454,7 @@ async fn merge_and_write(
             // the table's own stored rows are merged (incremental runs).
             let place = work
                 .claims
-                .place(&table.stored_key(date), mode == Mode::Incremental);
+                .place(&table.stored_keys(date), mode == Mode::Incremental);
             async move {
                 let (stored, seen) = match place.merge {
                     true => table.read_date(date, &spill).await?,

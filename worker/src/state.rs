@@ -72,13 +72,26 @@ pub struct StoreCheck {
     pub checked_at: DateTime<Utc>,
 }
 
-/// One date's object in the table.
+/// One date's objects in the table: usually one; a Delta date another engine appended to
+/// holds several. `rows` and `bytes` are of them all.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PartitionRecord {
     pub key: String,
     pub rows: u64,
     pub bytes: u64,
+    /// The run that wrote `key`.
     pub run_id: String,
+    /// The date's other objects, when it has several (a state written before there could be
+    /// several has none: the field is left out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_keys: Vec<String>,
+}
+
+impl PartitionRecord {
+    /// Every object of the date.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.key.as_str()).chain(self.more_keys.iter().map(String::as_str))
+    }
 }
 
 impl State {

@@ -20,6 +20,8 @@ pub struct DateStatus {
     pub date: String,
     pub rows: u64,
     pub bytes: u64,
+    /// Objects holding the date's rows (several when another engine appended to a Delta date).
+    pub files: usize,
     pub run_id: String,
 }
 
@@ -60,6 +62,7 @@ pub async fn status(config: &Config) -> Result<Status> {
             date: date.clone(),
             rows: p.rows,
             bytes: p.bytes,
+            files: p.keys().count(),
             run_id: p.run_id.clone(),
         })
         .collect();
@@ -185,10 +188,14 @@ pub fn format_status(s: &Status) -> String {
         }
         for d in s.dates.iter().skip(s.dates.len().saturating_sub(shown)) {
             out += &format!(
-                "  {}  {:>12} rows  {:>10}\n",
+                "  {}  {:>12} rows  {:>10}{}\n",
                 d.date,
                 thousands(d.rows),
-                bytes(d.bytes)
+                bytes(d.bytes),
+                match d.files {
+                    0 | 1 => String::new(),
+                    n => format!("  in {n} files"),
+                }
             );
         }
     }

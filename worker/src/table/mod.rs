@@ -73,11 +73,12 @@ pub trait Transaction: Send + Sync {
     /// The object key a date is stored under.
     fn key_for(&self, date: i32) -> String;
 
-    /// The key of the object holding a date's stored rows now: where a run reads them from.
-    /// The key it writes the date to ([`Table::key_for`]) unless the format writes each
-    /// version of a date to a new object.
-    fn stored_key(&self, date: i32) -> String {
-        self.key_for(date)
+    /// The keys of the objects holding a date's stored rows now: where a run reads them from.
+    /// The key it writes the date to ([`Transaction::key_for`]) unless the format writes each
+    /// version of a date to a new object; several when a date has several (another engine
+    /// appended to a Delta date). Never empty.
+    fn stored_keys(&self, date: i32) -> Vec<String> {
+        vec![self.key_for(date)]
     }
 
     /// The date whose object this table stores under `key`, if `key` is exactly where it
@@ -106,8 +107,8 @@ pub trait Transaction: Send + Sync {
     /// not (see `ownership`).
     async fn list(&self) -> Result<Vec<ObjectMeta>>;
 
-    /// The rows stored for a date (none if the date has no object), to be decoded a slice at
-    /// a time, and the version read. The object is copied to a scratch file under `scratch`
+    /// The rows stored for a date (none if the date has no object; those of every object when
+    /// it has several), to be decoded a slice at a time, and the version read. The object is copied to a scratch file under `scratch`
     /// first, so it is never held in memory whole.
     async fn read_date(&self, date: i32, scratch: &SpillDir) -> Result<(Option<Box<dyn StoredRows>>, Seen)>;
 

@@ -107,6 +107,33 @@ impl StoredRows for StoredParquet {
     }
 }
 
+/// A date stored in several objects (another engine appended to it), read one after another.
+pub(super) struct StoredChain {
+    parts: std::collections::VecDeque<Box<dyn StoredRows>>,
+}
+
+impl StoredChain {
+    pub(super) fn new(parts: Vec<Box<dyn StoredRows>>) -> Self {
+        StoredChain { parts: parts.into() }
+    }
+}
+
+impl StoredRows for StoredChain {
+    fn next_slice(&mut self, max_bytes: usize) -> Result<Option<StoredSlice>> {
+        while let Some(part) = self.parts.front_mut() {
+            if let Some(slice) = part.next_slice(max_bytes)? {
+                return Ok(Some(slice));
+            }
+            self.parts.pop_front();
+        }
+        Ok(None)
+    }
+
+    fn has_more(&self) -> bool {
+        self.parts.iter().any(|p| p.has_more())
+    }
+}
+
 /// Stored rows in columnar form, as the table holds them: every column of the table, in its
 /// order and types. A date merged whole keeps its stored rows in this form — the merge reads
 /// only their keys and lineage, and the winners are re-encoded straight from these columns —

@@ -1826,6 +1826,69 @@ print(json.dumps({"c1": t["c1"][0].as_py(), "c7": str(t["c7"][0].as_py())}))
     }
 }
 
+/// Another engine appends rows into a date lakeload holds (delta-rs, new keys, with lineage
+/// naming a file of its own): the date has two live files. lakeload's next incremental run,
+/// loading a file with rows of that date, merges every live file of the date, so its new
+/// version holds the oracle's rows plus the other engine's, none lost.
+#[test]
+fn rows_another_engine_appended_into_a_date_survive_the_dates_rewrite() {
+    let dir = tempdir();
+    let dir = dir.path();
+    let source = first_files(dir, 3, 400);
+    let (delta, oracle) = (dir.join("delta"), dir.join("oracle"));
+    run_both(dir, &source, &delta, &oracle, "full");
+    let appended = python(
+        r#"
+import sys, pyarrow as pa, pyarrow.compute as pc
+from deltalake import DeltaTable, write_deltalake
+t = DeltaTable(sys.argv[1]).to_pyarrow_table()
+day = sorted(set(t["c7"].to_pylist()))[-1]
+t = t.filter(pc.equal(t["c7"], pa.scalar(day))).slice(0, 25)
+t = t.set_column(t.schema.get_field_index("c1"), "c1", pa.array([f"X{i:06}" for i in range(t.num_rows)]))
+t = t.set_column(t.schema.get_field_index("_source_file"), "_source_file", pa.array(["delta-rs/insert"] * t.num_rows))
+t = t.set_column(t.schema.get_field_index("_source_line"), "_source_line", pa.array(range(1, t.num_rows + 1), pa.int64()))
+write_deltalake(sys.argv[1], t, mode="append")
+print(day, t.num_rows)
+"#,
+        &[path_str(&delta)],
+    );
+    let (day, rows) = appended.trim().split_once(' ').unwrap();
+    let rows: u64 = rows.parse().unwrap();
+    // A file whose rows land on that date too (the generator's dates span the files' days).
+    land_file(dir, day, 10, 400, &["--seed", "4"]);
+    run_both(dir, &source, &delta, &oracle, "incremental");
+    let seen = python(
+        r#"
+import glob, sys, pyarrow as pa, pyarrow.parquet as pq, pyarrow.compute as pc
+from deltalake import DeltaTable
+def rows(t):
+    out = []
+    for r in t.to_pylist():
+        r["_source_modified"] = r["_source_modified"].replace(tzinfo=None)
+        out.append(tuple(sorted((k, str(v)) for k, v in r.items())))
+    return sorted(out)
+dt = DeltaTable(sys.argv[1]).to_pyarrow_table()
+theirs = pc.equal(dt["_source_file"], "delta-rs/insert")
+files = [f for f in glob.glob(sys.argv[2] + "/**/*.parquet", recursive=True) if "_lakeload" not in f]
+oracle = pa.concat_tables([pq.read_table(f, partitioning=None) for f in files])
+written = sorted({str(d) for d in oracle.filter(pc.equal(oracle["c7"], pa.scalar(sys.argv[3]).cast(pa.date32())))["c7"].to_pylist()})
+print(rows(dt.filter(pc.invert(theirs))) == rows(oracle), dt.filter(theirs).num_rows, len(written))
+"#,
+        &[path_str(&delta), path_str(&oracle), day.to_string()],
+    );
+    let seen: Vec<&str> = seen.split_whitespace().collect();
+    assert_eq!(
+        seen[2], "1",
+        "the new file has rows of {day}, so the run rewrote it"
+    );
+    assert_eq!(seen[0], "True", "lakeload's rows are the oracle's: {seen:?}");
+    assert_eq!(
+        seen[1],
+        rows.to_string(),
+        "the other engine's rows kept: {seen:?}"
+    );
+}
+
 /// delta-rs maintains the table beside lakeload between its runs, as Spark does below: two
 /// appends into a new date, a compaction (`optimize.compact`) of them, and a GDPR `delete` of
 /// one customer's row. lakeload's next incremental run keeps all of it: the table equals the

@@ -51,7 +51,7 @@ use self::rules::{check_columns, is_append_only, kept_schema};
 use self::transaction::StagedCommit;
 use super::added::{AddedColumns, CarriedValues};
 use super::encoder::ParquetEncoder;
-use super::stored::StoredParquet;
+use super::stored::{StoredChain, StoredParquet};
 use super::{DateEncoder, EncodedObject, Seen, StoredRows, Table, Transaction, fenced};
 use crate::config::{Mode, SchemaConfig};
 use crate::dates::{days_since_epoch, format_days};
@@ -221,20 +221,14 @@ impl DeltaTransaction {
         self.run.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The one live file of a date, if any.
-    fn live_file(&self, date: i32) -> Result<Option<Add>> {
+    /// The live files of a date (several when another engine appended to it), by key.
+    fn live_files(&self, date: i32) -> Vec<Add> {
         let run = self.run();
         let day = format_days(date);
-        let mut files = run.snapshot.files_of(self.partition_name(), &day);
-        let first = files.next().cloned();
-        if files.next().is_some() {
-            return Err(Error::Other(format!(
-                "the Delta table at {} holds several files for {day}; lakeload writes one per \
-                 date, so another writer changed the table. Run a full refresh to rebuild it",
-                self.storage.root()
-            )));
-        }
-        Ok(first)
+        run.snapshot
+            .files_of(self.partition_name(), &day)
+            .cloned()
+            .collect()
     }
 
     /// This run's commit, staged: the new files, the live files they replace (a full run
@@ -525,10 +519,11 @@ impl Transaction for DeltaTransaction {
         )
     }
 
-    fn stored_key(&self, date: i32) -> String {
-        match self.live_file(date) {
-            Ok(Some(live)) => live.key(),
-            _ => self.key_for(date),
+    fn stored_keys(&self, date: i32) -> Vec<String> {
+        let live: Vec<String> = self.live_files(date).iter().map(Add::key).collect();
+        match live.is_empty() {
+            true => vec![self.key_for(date)],
+            false => live,
         }
     }
 
@@ -573,14 +568,20 @@ impl Transaction for DeltaTransaction {
     }
 
     async fn read_date(&self, date: i32, scratch: &SpillDir) -> Result<(Option<Box<dyn StoredRows>>, Seen)> {
-        let Some(live) = self.live_file(date)? else {
-            return Ok((None, Seen::Absent));
-        };
-        let (path, url) = self.fetch(&live.key(), scratch).await?;
-        let stored = StoredParquet::open(path, self.schema.clone(), url)?
-            .with_partition(self.partition_name().to_string(), date);
+        let mut parts: Vec<Box<dyn StoredRows>> = Vec::new();
+        for live in self.live_files(date) {
+            let (path, url) = self.fetch(&live.key(), scratch).await?;
+            let stored = StoredParquet::open(path, self.schema.clone(), url)?
+                .with_partition(self.partition_name().to_string(), date);
+            parts.push(Box::new(stored));
+        }
         // The new file has a name of its own: nothing to overwrite.
-        Ok((Some(Box::new(stored)), Seen::Absent))
+        let stored: Option<Box<dyn StoredRows>> = match parts.len() {
+            0 => None,
+            1 => parts.pop(),
+            _ => Some(Box::new(StoredChain::new(parts))),
+        };
+        Ok((stored, Seen::Absent))
     }
 
     async fn encoder(

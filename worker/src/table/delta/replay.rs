@@ -90,27 +90,38 @@ pub(super) async fn replay_runs(
     Ok(())
 }
 
-/// The state's partition records of a snapshot: one per live file.
+/// The state's partition records of a snapshot: one per date, naming each of its live files.
 pub fn partitions_of(snapshot: &Snapshot, column: &str) -> BTreeMap<String, PartitionRecord> {
-    snapshot
-        .files
-        .values()
-        .filter_map(|add| {
-            let day = add.partition_values.get(column)?.clone()?;
-            let key = add.key();
-            let name = key.rsplit_once('/').map_or(key.as_str(), |(_, name)| name);
-            let run_id = run_of_data_file(name).to_string();
-            Some((
-                day,
-                PartitionRecord {
-                    key: key.clone(),
-                    rows: rows_of(add).unwrap_or(0).max(0) as u64,
-                    bytes: add.size.max(0) as u64,
+    let mut partitions: BTreeMap<String, PartitionRecord> = BTreeMap::new();
+    for add in snapshot.files.values() {
+        let Some(day) = add.partition_values.get(column).cloned().flatten() else {
+            continue;
+        };
+        let key = add.key();
+        let rows = rows_of(add).unwrap_or(0).max(0) as u64;
+        let bytes = add.size.max(0) as u64;
+        match partitions.get_mut(&day) {
+            // A date of several files (another engine appended to it): one record of them all.
+            Some(record) => {
+                record.rows += rows;
+                record.bytes += bytes;
+                record.more_keys.push(key);
+            }
+            None => {
+                let name = key.rsplit_once('/').map_or(key.as_str(), |(_, name)| name);
+                let run_id = run_of_data_file(name).to_string();
+                let record = PartitionRecord {
+                    key,
+                    rows,
+                    bytes,
                     run_id,
-                },
-            ))
-        })
-        .collect()
+                    more_keys: Vec::new(),
+                };
+                partitions.insert(day, record);
+            }
+        }
+    }
+    partitions
 }
 
 /// The versions of the Delta log under `storage`'s root that have a commit, oldest first
@@ -272,6 +283,42 @@ mod tests {
     use crate::table::delta::log::encode_commit;
     use crate::table::delta::log::fixtures::{add, remove};
     use std::sync::Arc;
+
+    /// A date of several live files (another engine appended to it) is one partition record
+    /// naming every file, with the rows and bytes of them all: the state owns each of them.
+    #[test]
+    fn a_date_of_several_files_is_one_record_of_them_all() {
+        let with = |path: &str, day: &str, rows: i64| {
+            let Action::Add(mut add) = add(path) else {
+                unreachable!()
+            };
+            add.partition_values = BTreeMap::from([("day".to_string(), Some(day.to_string()))]);
+            add.size = 100;
+            add.stats = Some(format!(r#"{{"numRecords":{rows}}}"#));
+            Action::Add(add)
+        };
+        let mut snapshot = Snapshot::default();
+        snapshot
+            .apply(
+                0,
+                vec![
+                    with("day=2024-01-01/run-1.0000abcd.snappy.parquet", "2024-01-01", 5),
+                    with("day=2024-01-01/part-00000-spark.snappy.parquet", "2024-01-01", 2),
+                    with("day=2024-01-02/run-1.0000abcd.snappy.parquet", "2024-01-02", 3),
+                ],
+            )
+            .unwrap();
+        let partitions = partitions_of(&snapshot, "day");
+        let first = &partitions["2024-01-01"];
+        assert_eq!((first.rows, first.bytes), (7, 200));
+        let keys: Vec<&str> = first.keys().collect();
+        assert_eq!(keys.len(), 2, "{keys:?}");
+        assert!(keys.contains(&"day=2024-01-01/part-00000-spark.snappy.parquet"));
+        assert_eq!(partitions["2024-01-02"].keys().count(), 1);
+        // A record of one file is written as before: no `more_keys`.
+        let json = serde_json::to_value(&partitions["2024-01-02"]).unwrap();
+        assert!(json.get("more_keys").is_none(), "{json}");
+    }
 
     /// Tombstones past the retention (7 days here) leave the loaded snapshot; vacuum finds
     /// their files in the commits instead, and covers the log up to the last commit whose
