@@ -31,6 +31,9 @@ SHAPES = [
     ("updates", "10 M lines over 30 days, 50 k customers (new rows mostly update keys)",
      dict(files=20, rows=500_000, span=30, customers=50_000),
      dict(first_file=20, seed=9)),
+    ("only-new-keys", "16 M lines over 60 days, keys from a space of 2 M customers x 1 M sessions (new rows all new keys)",
+     dict(files=32, rows=500_000, span=60, customers=2_000_000, sessions=1_000_000),
+     dict(first_file=32, seed=9)),
     ("window", "10 M lines, a file a day for 30 days, each the day plus a tail of the 7 before",
      dict(files=30, rows=333_000, files_per_day=1, customers=200_000),
      dict(first_file=30, seed=9)),
@@ -174,6 +177,7 @@ def measure_shape(bench, name, what, table_opts, more_opts, tiny):
             "full_s": full["s"], "inc_s": inc["s"], "inc_rss_mib": inc["rss"],
             "lines": full["summary"]["rows_read"], "new_lines": inc["summary"]["rows_read"],
             "dates": len(inc["summary"]["dates_written"]),
+            "inserted": inc["summary"].get("rows_inserted"), "updated": inc["summary"].get("rows_updated"),
             "table_dates": len(full["summary"]["dates_written"]),
         }
         # The next format starts from the table's files without the new one.
@@ -197,19 +201,19 @@ def share(part, whole):
 
 
 def table(rows):
-    out = ["| shape | format | lines | dates | full run s | +1 file s | share of a full run | dates rewritten | peak MiB |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| shape | tool | lines (+ new) | dates | full run s | +1 file s | share of a full run | dates rewritten | new rows inserted / updating | peak MiB |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for fmt in ("parquet", "delta"):
             m = r[fmt]
             out.append(f"| {r['shape']} | lakeload {fmt} | {m['lines']:,} (+{m['new_lines']:,}) | {m['table_dates']} | "
                        f"{m['full_s']:.2f} | {m['inc_s']:.2f} | {share(m['inc_s'], m['full_s'])} | {m['dates']} | "
-                       f"{m['inc_rss_mib']:.0f} |")
+                       f"{m['inserted']:,} / {m['updated']:,} | {m['inc_rss_mib']:.0f} |")
         for tool in ("duckdb", "polars"):
             m = r[tool]
             inc = f"{m['s']:.2f}" if m["rc"] == 0 else f"failed ({m['err'].strip().splitlines()[-1] if m['err'].strip() else m['rc']})"
             out.append(f"| {r['shape']} | {tool} by hand | | | {m['full_s']:.2f} | {inc} | "
-                       f"{share(m['s'], m['full_s']) if m['rc'] == 0 else '-'} | | {m['rss_mib']:.0f} |")
+                       f"{share(m['s'], m['full_s']) if m['rc'] == 0 else '-'} | | | {m['rss_mib']:.0f} |")
     return "\n".join(out)
 
 

@@ -26,8 +26,11 @@ pub struct GenerateOptions {
     pub bad_ratio: f64,
     /// Numbering of the first file, so later batches do not overwrite earlier ones.
     pub first_file: usize,
-    /// Distinct customers; each has up to 10 sessions a day, so keys per day ≤ 10 × this.
+    /// Distinct customers; each has up to `sessions` sessions a day, so keys per day ≤
+    /// sessions × customers.
     pub customers: u64,
+    /// Sessions per customer and day.
+    pub sessions: u64,
     /// When not 0, landing days wrap around after this many days (1: every row on one date).
     pub days: usize,
     /// Characters of filler added to each line's second field: wide rows.
@@ -50,6 +53,7 @@ impl Default for GenerateOptions {
             bad_ratio: 0.001,
             first_file: 0,
             customers: 20_000,
+            sessions: 10,
             days: 0,
             pad: 0,
             span: 0,
@@ -140,7 +144,7 @@ pub fn generate(options: &GenerateOptions) -> std::io::Result<GenerateReport> {
                     customer: rng.below(options.customers),
                     date,
                     // Few sessions per customer and day: some keys recur by chance, as re-sent rows do.
-                    session: rng.below(10),
+                    session: rng.below(options.sessions.max(1)),
                 };
                 if recent.len() < 4096 {
                     recent.push(key.clone());

@@ -133,10 +133,14 @@ enum Command {
         /// Number of the first file (to add a later batch beside an earlier one).
         #[arg(long, default_value_t = 0)]
         first_file: usize,
-        /// Distinct customers; with 10 sessions each, the number of keys per day. Few
+        /// Distinct customers; with `--sessions` each, the number of keys per day. Few
         /// customers make many duplicates, many make mostly distinct keys.
         #[arg(long, default_value_t = 20_000)]
         customers: u64,
+        /// Sessions per customer and day (the key's third part): 10 makes some keys recur by
+        /// chance across files; a large number makes every new row a new key.
+        #[arg(long, default_value_t = 10)]
+        sessions: u64,
         /// Days the files land on, one after the other (0: `--files` / `--files-per-day`).
         /// `--days 1` puts every row on one date.
         #[arg(long, default_value_t = 0)]
@@ -365,6 +369,7 @@ async fn dispatch(cli: Cli) -> i32 {
             bad_ratio,
             first_file,
             customers,
+            sessions,
             days,
             pad,
             span,
@@ -380,6 +385,7 @@ async fn dispatch(cli: Cli) -> i32 {
                 bad_ratio: *bad_ratio,
                 first_file: *first_file,
                 customers: *customers,
+                sessions: *sessions,
                 days: *days,
                 pad: *pad,
                 span: *span,

@@ -23,11 +23,11 @@ use crate::plan::{Plan, plan};
 use crate::rejects::{RejectsWriter, rejects_key};
 use crate::router::{Compactor, DateRouter};
 use crate::settings::TableSettings;
-use crate::spill::SpillDir;
+use crate::spill::{DateRows, SpillDir};
 use crate::state::{JsonStateStore, Loaded, State, StateStore, StoreCheck};
 use crate::storage::{self, DynStorage, ObjectMeta};
 use crate::summary::{ManifestEntry, RowCounts, RunSummary};
-use crate::table::{DeltaTable, ParquetTable, Table, Transaction};
+use crate::table::{DeltaTable, ParquetTable, StoredRows, Table, Transaction};
 
 /// A new run id: sortable by start time, unique enough to never collide in one table.
 pub fn new_run_id(now: DateTime<Utc>) -> String {
@@ -460,6 +460,12 @@ async fn merge_and_write(
                     true => table.read_date(date, &spill).await?,
                     false => (None, place.seen),
                 };
+                let (rows, stored) = match stored {
+                    Some(stored) if table.appends() && !rows.spilled() => {
+                        append_or_merge(table, date, rows, stored).await?
+                    }
+                    stored => (rows, stored),
+                };
                 let encoder = table.encoder(date, &spill, group_bytes).await?;
                 let merged = tokio::task::spawn_blocking(move || {
                     let started = std::time::Instant::now();
@@ -502,6 +508,41 @@ async fn merge_and_write(
         stats.counts.rows_superseded = merged.superseded;
     }
     Ok(partitions)
+}
+
+/// A date whose stored rows hold none of its new rows' keys gets the new rows as a file of
+/// its own beside the stored ones ([`Transaction::append_to`]): nothing stored is read whole
+/// or written again. Otherwise its stored rows are merged. Only the stored rows' key columns
+/// are read to tell, on a blocking thread. A hash shared by two different keys only sends the
+/// date to the merge.
+async fn append_or_merge(
+    table: &dyn Transaction,
+    date: i32,
+    rows: DateRows,
+    stored: Box<dyn StoredRows>,
+) -> Result<(DateRows, Option<Box<dyn StoredRows>>)> {
+    let (rows, stored, holds) = tokio::task::spawn_blocking(move || {
+        let new: std::collections::HashSet<u64> = rows
+            .blocks()
+            .iter()
+            .flat_map(|block| (0..block.len()).map(move |r| block.hash(r)))
+            .collect();
+        let holds = stored.holds_any(&new);
+        (rows, stored, holds)
+    })
+    .await
+    .map_err(Error::other)?;
+    match holds? {
+        Some(false) => {
+            tracing::debug!(
+                "{}: only new keys, appended beside its stored file(s)",
+                format_days(date)
+            );
+            table.append_to(date);
+            Ok((rows, None))
+        }
+        _ => Ok((rows, Some(stored))),
+    }
 }
 
 /// Writes the rejects, the summary and the log, then releases the lock.

@@ -138,6 +138,17 @@ pub trait Transaction: Send + Sync {
         Ok(())
     }
 
+    /// Whether the format can add a file to a date beside the files it has (Delta): a date
+    /// whose stored rows hold none of the new rows' keys then gets the new rows as a file of
+    /// their own ([`Transaction::append_to`]) instead of being rewritten whole.
+    fn appends(&self) -> bool {
+        false
+    }
+
+    /// The run adds `date`'s new file beside the date's stored files, which stay as they are
+    /// (their rows hold none of the new rows' keys). Only when [`Transaction::appends`].
+    fn append_to(&self, _date: i32) {}
+
     /// Whether the table's current version drops `key` by recording it (the object stays for
     /// older versions until vacuumed) rather than by deleting it.
     fn drops_by_record(&self, _key: &str) -> bool {

@@ -4,6 +4,7 @@ use polars::prelude::*;
 
 use super::encoder::ROW_GROUP_ROWS;
 use super::frame::{Fields, conform, decode_frame};
+use super::{LINEAGE_FILE, LINEAGE_LINE, LINEAGE_MODIFIED};
 use crate::block::RowBlock;
 use crate::config::SchemaConfig;
 use crate::error::{Error, Result};
@@ -17,6 +18,13 @@ pub trait StoredRows: Send {
 
     /// Whether slices remain after those handed out.
     fn has_more(&self) -> bool;
+
+    /// Whether any stored row's key hash (the merge's, [`crate::block::KeyColumns::hash`]) is
+    /// among `hashes`, reading only the columns a key is made of; the slices still to come are
+    /// left as they were. `None` when the stored rows cannot tell (they are then merged).
+    fn holds_any(&self, _hashes: &std::collections::HashSet<u64>) -> Result<Option<bool>> {
+        Ok(None)
+    }
 }
 
 /// A stored object, copied to a scratch file (removed when dropped). Each slice maps the file
@@ -77,7 +85,49 @@ impl StoredParquet {
     }
 }
 
+impl StoredParquet {
+    /// The columns a stored row's key hash is computed from: the key's text columns, every
+    /// date column (keys name dates by their slot), and the lineage the decode needs; less
+    /// the partition column a Delta file leaves out.
+    fn key_columns(&self) -> Vec<String> {
+        let schema = &self.schema;
+        let mut names: Vec<String> = schema
+            .key
+            .iter()
+            .filter(|&&c| schema.date_slot(c).is_none())
+            .chain(schema.date_columns.iter())
+            .map(|&c| schema.columns[c].clone())
+            .filter(|name| self.partition.as_ref().is_none_or(|(p, _)| p != name))
+            .collect();
+        names.extend([LINEAGE_FILE, LINEAGE_LINE, LINEAGE_MODIFIED].map(String::from));
+        names
+    }
+}
+
 impl StoredRows for StoredParquet {
+    fn holds_any(&self, hashes: &std::collections::HashSet<u64>) -> Result<Option<bool>> {
+        let columns = self.key_columns();
+        let mut offset = 0;
+        while offset < self.rows {
+            let file =
+                std::fs::File::open(&self.path).map_err(Error::scratch("cannot read a scratch file"))?;
+            let frame = ParquetReader::new(file)
+                .with_columns(Some(columns.clone()))
+                .with_slice(Some((offset, ROW_GROUP_ROWS)))
+                .finish()
+                .map_err(Error::from)
+                .and_then(|frame| self.with_partition_column(frame))
+                .and_then(|frame| decode_frame(&frame, &self.schema, Fields::Key))
+                .map_err(|e| Error::Other(format!("cannot read table object {}: {e}", self.url)))?;
+            let keys = &frame.rows;
+            if (0..keys.len()).any(|r| hashes.contains(&keys.hash(r))) {
+                return Ok(Some(true));
+            }
+            offset += ROW_GROUP_ROWS;
+        }
+        Ok(Some(false))
+    }
+
     fn next_slice(&mut self, max_bytes: usize) -> Result<Option<StoredSlice>> {
         if !self.has_more() {
             return Ok(None);
@@ -131,6 +181,18 @@ impl StoredRows for StoredChain {
 
     fn has_more(&self) -> bool {
         self.parts.iter().any(|p| p.has_more())
+    }
+
+    fn holds_any(&self, hashes: &std::collections::HashSet<u64>) -> Result<Option<bool>> {
+        let mut any = Some(false);
+        for part in &self.parts {
+            match part.holds_any(hashes)? {
+                Some(true) => return Ok(Some(true)),
+                Some(false) => {}
+                None => any = None,
+            }
+        }
+        Ok(any)
     }
 }
 

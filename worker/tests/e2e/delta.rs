@@ -393,15 +393,16 @@ fn every_version_of_a_delta_table_equals_the_parquet_table_of_the_same_runs() {
     let files = |v: usize| -> Vec<String> {
         serde_json::from_value(report[format!("v{v}")]["files"].clone()).unwrap()
     };
+    let dates = |v: usize| report[format!("v{v}")]["dates"].as_u64().unwrap();
     for v in 0..version {
-        // One file per date.
-        assert_eq!(
-            files(v).len() as u64,
-            report[format!("v{v}")]["dates"].as_u64().unwrap(),
-            "{report}"
-        );
+        // Every date has a file; a date has more only where an incremental run appended new
+        // keys beside its file.
+        assert!(files(v).len() as u64 >= dates(v), "{report}");
     }
-    // An incremental run replaces only the files of the dates it touched...
+    // A full run writes one file per date.
+    assert_eq!(files(0).len() as u64, dates(0), "{report}");
+    assert_eq!(files(3).len() as u64, dates(3), "{report}");
+    // An incremental run replaces (or adds to) only the files of the dates it touched...
     assert!(files(1).iter().any(|f| files(0).contains(f)), "{report}");
     // ...a full run replaces them all.
     assert!(files(3).iter().all(|f| !files(2).contains(f)), "{report}");
@@ -1516,7 +1517,7 @@ fn added_column_kept(
 
 /// `vacuum` without `--retain` keeps files for the table's own
 /// `delta.deletedFileRetentionDuration` (set here by delta-rs to zero hours): the files the
-/// incremental run replaced go, the live ones stay and the table reads whole.
+/// second full run replaced go, the live ones stay and the table reads whole.
 #[test]
 fn vacuum_keeps_files_for_the_tables_own_retention() {
     let dir = tempdir();
@@ -1525,7 +1526,7 @@ fn vacuum_keeps_files_for_the_tables_own_retention() {
     let (delta, oracle) = (dir.join("delta"), dir.join("oracle"));
     run(dir, &source, &delta, "delta", "full");
     land_file(dir, "2026-11-02", 10, 300, &["--seed", "4"]);
-    run(dir, &source, &delta, "delta", "incremental");
+    run(dir, &source, &delta, "delta", "full");
     run(dir, &source, &oracle, "parquet", "full");
     let vacuum = |args: &[&str]| -> serde_json::Value {
         let out = on_delta(dir, &source, &delta)
@@ -1824,6 +1825,99 @@ print(json.dumps({"c1": t["c1"][0].as_py(), "c7": str(t["c7"][0].as_py())}))
             .map(|p| p.strip_prefix(source).unwrap().to_string_lossy().into_owned())
             .collect(),
     }
+}
+
+/// Source lines for `day` whose keys no generated file has (customers `Z…`), `n` of them, with
+/// amount `cents` (so a later file can update them).
+fn new_key_lines(day: &str, n: usize, cents: u32) -> String {
+    (1..=n)
+        .map(|i| {
+            format!(
+                "Z{i:06}|view|P00001|{}.{:02}||{day}T00:00:00Z|{day}|S00000001\n",
+                cents / 100,
+                cents % 100
+            )
+        })
+        .collect()
+}
+
+/// Delta live files of `day`, as deltalake lists them.
+fn live_files_of(delta: &Path, day: &str) -> usize {
+    let out = python(
+        r#"
+import sys
+from deltalake import DeltaTable
+print(sum(1 for f in DeltaTable(sys.argv[1]).file_uris() if f"c7={sys.argv[2]}/" in f))
+"#,
+        &[path_str(delta), day.to_string()],
+    );
+    out.trim().parse().unwrap()
+}
+
+/// A new file whose rows for a date all have keys the date does not hold yet is appended to
+/// the date as a file of its own: the date's file stays live (no remove in the commit), the
+/// table equals the `parquet` table of the same runs, and `status` shows the date in two
+/// files. A later file updating keys of both files sends the date to the merge: one file
+/// again, still equal to the oracle.
+#[test]
+fn new_keys_are_appended_beside_a_dates_file_and_updates_merge_it() {
+    let dir = tempdir();
+    let dir = dir.path();
+    let source = first_files(dir, 3, 400);
+    let (delta, oracle) = (dir.join("delta"), dir.join("oracle"));
+    run_both(dir, &source, &delta, &oracle, "full");
+    let day = "2026-11-01";
+    assert_eq!(live_files_of(&delta, day), 1);
+    std::fs::write(
+        source.join("z-new.gz"),
+        gzip(new_key_lines(day, 30, 100).as_bytes()),
+    )
+    .unwrap();
+    let summary = run(dir, &source, &delta, "delta", "incremental");
+    run(dir, &source, &oracle, "parquet", "incremental");
+    assert_eq!(summary["rows_inserted"], 30, "{summary}");
+    assert_eq!(summary["rows_updated"], 0, "{summary}");
+    assert!(
+        delta_equals(&delta, None, &oracle),
+        "the appended table equals the oracle"
+    );
+    assert_eq!(
+        live_files_of(&delta, day),
+        2,
+        "the new keys went beside the date's file"
+    );
+    let last_commit = log_commits(&delta).pop().unwrap();
+    assert!(
+        !last_commit.iter().any(|a| a.get("remove").is_some()),
+        "nothing removed: {last_commit:?}"
+    );
+    let status = on_delta(dir, &source, &delta).args(["status", "--json"]).output();
+    assert_exit(&status, 0);
+    let status: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+    let dated = status["dates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["date"] == day)
+        .cloned()
+        .unwrap();
+    assert_eq!(dated["files"], 2, "{dated}");
+
+    // Newer rows for the Z keys: the date holds them now, so it is merged whole, both files
+    // into one.
+    std::fs::write(
+        source.join("z-update.gz"),
+        gzip(new_key_lines(day, 30, 999).as_bytes()),
+    )
+    .unwrap();
+    let summary = run(dir, &source, &delta, "delta", "incremental");
+    run(dir, &source, &oracle, "parquet", "incremental");
+    assert_eq!(summary["rows_updated"], 30, "{summary}");
+    assert!(
+        delta_equals(&delta, None, &oracle),
+        "the merged table equals the oracle"
+    );
+    assert_eq!(live_files_of(&delta, day), 1, "the date merged into one file");
 }
 
 /// Another engine appends rows into a date lakeload holds (delta-rs, new keys, with lineage

@@ -142,6 +142,7 @@ impl DeltaTable {
                 checkpointed,
                 added,
                 written: Vec::new(),
+                appended: BTreeSet::new(),
             }),
         })
     }
@@ -174,6 +175,8 @@ struct DeltaRun {
     /// Columns of the table's schema that lakeload's lacks (another engine added them).
     added: AddedColumns,
     written: Vec<Add>,
+    /// Dates (`YYYY-MM-DD`) whose new file goes beside their files rather than replacing them.
+    appended: BTreeSet<String>,
 }
 
 impl DeltaRun {
@@ -185,24 +188,35 @@ impl DeltaRun {
             .collect()
     }
 
-    /// The live files (by key) the run's commit removes: every one for a full run, those of
-    /// the dates it wrote otherwise. They are also what the run read or replaces, against
-    /// which another writer's commit is checked.
-    fn replaced<'a>(
+    /// The live files (by key) the run read: every one for a full run, those of the dates it
+    /// wrote otherwise. Another writer's commit is checked against them.
+    fn read_files<'a>(
         &'a self,
         mode: Mode,
         column: &'a str,
         dates: &'a BTreeSet<String>,
     ) -> impl Iterator<Item = (&'a String, &'a Add)> + 'a {
         self.snapshot.files.iter().filter(move |(_, add)| {
-            mode == Mode::Full
-                || add
-                    .partition_values
-                    .get(column)
-                    .and_then(|d| d.as_ref())
-                    .is_some_and(|d| dates.contains(d))
+            mode == Mode::Full || date_of(add, column).is_some_and(|d| dates.contains(d))
         })
     }
+
+    /// The live files the run's commit removes: those it read, but the files of the dates it
+    /// appended a file to (they stay beside it).
+    fn replaced<'a>(
+        &'a self,
+        mode: Mode,
+        column: &'a str,
+        dates: &'a BTreeSet<String>,
+    ) -> impl Iterator<Item = (&'a String, &'a Add)> + 'a {
+        self.read_files(mode, column, dates)
+            .filter(move |(_, add)| date_of(add, column).is_none_or(|d| !self.appended.contains(d)))
+    }
+}
+
+/// The date (`YYYY-MM-DD`) of a file of the table partitioned by `column`.
+fn date_of<'a>(add: &'a Add, column: &str) -> Option<&'a String> {
+    add.partition_values.get(column).and_then(|d| d.as_ref())
 }
 
 impl DeltaTransaction {
@@ -303,7 +317,7 @@ impl DeltaTransaction {
         let column = self.partition_name().to_string();
         let dates = run.written_dates(&column);
         let files = run
-            .replaced(mode, &column, &dates)
+            .read_files(mode, &column, &dates)
             .map(|(key, _)| key.clone())
             .collect();
         let app_id = run
@@ -590,10 +604,15 @@ impl Transaction for DeltaTransaction {
         scratch: &SpillDir,
         group_bytes: usize,
     ) -> Result<Box<dyn DateEncoder>> {
-        let added = self.run().added.clone();
-        let carried = match added.is_empty() {
-            true => None,
-            false => Some(self.carried_values(date, &added, scratch).await?),
+        let (added, appended) = {
+            let run = self.run();
+            (run.added.clone(), run.appended.contains(&format_days(date)))
+        };
+        let carried = match (added.is_empty(), appended) {
+            (true, _) => None,
+            // The new file of a date appended to holds new lines only: no stored values match.
+            (false, true) => Some(CarriedValues::read(&added, &[])?),
+            (false, false) => Some(self.carried_values(date, &added, scratch).await?),
         };
         Ok(Box::new(ParquetEncoder::for_delta(
             self.schema.clone(),
@@ -706,6 +725,14 @@ impl Transaction for DeltaTransaction {
 
     fn current_partitions(&self) -> Option<BTreeMap<String, PartitionRecord>> {
         Some(partitions_of(&self.run().snapshot, self.partition_name()))
+    }
+
+    fn appends(&self) -> bool {
+        true
+    }
+
+    fn append_to(&self, date: i32) {
+        self.run().appended.insert(format_days(date));
     }
 
     /// Live files are dropped by the commit; files only older versions read (tombstones) are
