@@ -27,7 +27,7 @@ use crate::spill::{DateRows, SpillDir};
 use crate::state::{JsonStateStore, Loaded, State, StateStore, StoreCheck};
 use crate::storage::{self, DynStorage, ObjectMeta};
 use crate::summary::{ManifestEntry, RowCounts, RunSummary};
-use crate::table::{DeltaTable, ParquetTable, StoredRows, Table, Transaction};
+use crate::table::{DeltaTable, ParquetTable, SplitByKeys, StoredRows, Table, Transaction};
 
 /// A new run id: sortable by start time, unique enough to never collide in one table.
 pub fn new_run_id(now: DateTime<Utc>) -> String {
@@ -510,38 +510,46 @@ async fn merge_and_write(
     Ok(partitions)
 }
 
-/// A date whose stored rows hold none of its new rows' keys gets the new rows as a file of
-/// its own beside the stored ones ([`Transaction::append_to`]): nothing stored is read whole
-/// or written again. Otherwise its stored rows are merged. Only the stored rows' key columns
-/// are read to tell, on a blocking thread. A hash shared by two different keys only sends the
-/// date to the merge.
+/// A date's stored files that hold none of its new rows' keys stay as they are
+/// ([`Transaction::keep`]): only the others are read whole and merged with the new rows, into
+/// a file beside the kept ones (no file at all is merged when every file is kept: the new
+/// rows are appended). Only the stored files' key columns are read to tell, on a blocking
+/// thread; a hash shared by two different keys only sends a file to the merge.
 async fn append_or_merge(
     table: &dyn Transaction,
     date: i32,
     rows: DateRows,
     stored: Box<dyn StoredRows>,
 ) -> Result<(DateRows, Option<Box<dyn StoredRows>>)> {
-    let (rows, stored, holds) = tokio::task::spawn_blocking(move || {
+    let (rows, split) = tokio::task::spawn_blocking(move || {
         let new: std::collections::HashSet<u64> = rows
             .blocks()
             .iter()
             .flat_map(|block| (0..block.len()).map(move |r| block.hash(r)))
             .collect();
-        let holds = stored.holds_any(&new);
-        (rows, stored, holds)
+        let split = stored.split_by_keys(&new);
+        (rows, split)
     })
     .await
     .map_err(Error::other)?;
-    match holds? {
-        Some(false) => {
-            tracing::debug!(
-                "{}: only new keys, appended beside its stored file(s)",
-                format_days(date)
-            );
-            table.append_to(date);
-            Ok((rows, None))
+    match split? {
+        SplitByKeys::Unknown(stored) => Ok((rows, Some(stored))),
+        SplitByKeys::Known { untouched, holding } => {
+            if !untouched.is_empty() {
+                tracing::debug!(
+                    "{}: {} stored file(s) hold none of the new keys and stay; {}",
+                    format_days(date),
+                    untouched.len(),
+                    if holding.is_some() {
+                        "the others are merged"
+                    } else {
+                        "the new rows are appended"
+                    }
+                );
+                table.keep(&untouched);
+            }
+            Ok((rows, holding))
         }
-        _ => Ok((rows, Some(stored))),
     }
 }
 

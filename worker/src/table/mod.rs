@@ -23,7 +23,7 @@ pub use encoder::{DateEncoder, EncodedObject};
 #[cfg(test)]
 pub use frame::decode;
 pub use parquet::{ParquetTable, date_of_file_name};
-pub use stored::{StoredRows, StoredSlice};
+pub use stored::{SplitByKeys, StoredRows, StoredSlice};
 
 use std::sync::Arc;
 
@@ -138,16 +138,17 @@ pub trait Transaction: Send + Sync {
         Ok(())
     }
 
-    /// Whether the format can add a file to a date beside the files it has (Delta): a date
-    /// whose stored rows hold none of the new rows' keys then gets the new rows as a file of
-    /// their own ([`Transaction::append_to`]) instead of being rewritten whole.
+    /// Whether the format can add a file to a date beside the files it has (Delta): the
+    /// date's stored files that hold none of the new rows' keys then stay as they are
+    /// ([`Transaction::keep`]), and only the others are merged with the new rows.
     fn appends(&self) -> bool {
         false
     }
 
-    /// The run adds `date`'s new file beside the date's stored files, which stay as they are
-    /// (their rows hold none of the new rows' keys). Only when [`Transaction::appends`].
-    fn append_to(&self, _date: i32) {}
+    /// The run leaves the stored objects `keys` of a date it writes as they are (they hold
+    /// none of its new rows' keys): the date's new object goes beside them. Only when
+    /// [`Transaction::appends`].
+    fn keep(&self, _keys: &[String]) {}
 
     /// Whether the table's current version drops `key` by recording it (the object stays for
     /// older versions until vacuumed) rather than by deleting it.

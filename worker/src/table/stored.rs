@@ -19,12 +19,23 @@ pub trait StoredRows: Send {
     /// Whether slices remain after those handed out.
     fn has_more(&self) -> bool;
 
-    /// Whether any stored row's key hash (the merge's, [`crate::block::KeyColumns::hash`]) is
-    /// among `hashes`, reading only the columns a key is made of; the slices still to come are
-    /// left as they were. `None` when the stored rows cannot tell (they are then merged).
-    fn holds_any(&self, _hashes: &std::collections::HashSet<u64>) -> Result<Option<bool>> {
-        Ok(None)
-    }
+    /// The stored objects by whether any of their rows' key hashes (the merge's,
+    /// [`crate::block::KeyColumns::hash`]) is among `hashes`, reading only the columns a key
+    /// is made of: the keys of those that hold none, which a merge of rows with those keys can
+    /// leave as they are, and the stored rows of the rest, to be merged.
+    fn split_by_keys(self: Box<Self>, hashes: &std::collections::HashSet<u64>) -> Result<SplitByKeys>;
+}
+
+/// Stored objects sorted by whether they hold any of the new rows' keys.
+pub enum SplitByKeys {
+    /// The objects cannot tell (no key, or no key columns to read): merge them all.
+    Unknown(Box<dyn StoredRows>),
+    Known {
+        /// Keys of the objects that hold none of the keys.
+        untouched: Vec<String>,
+        /// The rows of the objects that hold some.
+        holding: Option<Box<dyn StoredRows>>,
+    },
 }
 
 /// A stored object, copied to a scratch file (removed when dropped). Each slice maps the file
@@ -40,6 +51,8 @@ pub(super) struct StoredParquet {
     /// A column the file leaves out, and the date it holds in every row (a Delta table's
     /// partition column).
     partition: Option<(String, i32)>,
+    /// The object's key in the table, when a merge may leave it as it is (a Delta file).
+    key: Option<String>,
 }
 
 impl StoredParquet {
@@ -66,12 +79,19 @@ impl StoredParquet {
             // corrected by each slice decoded.
             bytes_per_row: (bytes / rows.max(1)).max(1),
             partition: None,
+            key: None,
         })
     }
 
     /// The file leaves column `column` out; every row holds `date` there.
     pub(super) fn with_partition(mut self, column: String, date: i32) -> Self {
         self.partition = Some((column, date));
+        self
+    }
+
+    /// The object is the table's file `key`, which a merge may leave as it is.
+    pub(super) fn with_key(mut self, key: String) -> Self {
+        self.key = Some(key);
         self
     }
 
@@ -102,10 +122,9 @@ impl StoredParquet {
         names.extend([LINEAGE_FILE, LINEAGE_LINE, LINEAGE_MODIFIED].map(String::from));
         names
     }
-}
 
-impl StoredRows for StoredParquet {
-    fn holds_any(&self, hashes: &std::collections::HashSet<u64>) -> Result<Option<bool>> {
+    /// Whether any stored row's key hash is among `hashes`, a row group at a time.
+    fn holds_any(&self, hashes: &std::collections::HashSet<u64>) -> Result<bool> {
         let columns = self.key_columns();
         let mut offset = 0;
         while offset < self.rows {
@@ -121,11 +140,29 @@ impl StoredRows for StoredParquet {
                 .map_err(|e| Error::Other(format!("cannot read table object {}: {e}", self.url)))?;
             let keys = &frame.rows;
             if (0..keys.len()).any(|r| hashes.contains(&keys.hash(r))) {
-                return Ok(Some(true));
+                return Ok(true);
             }
             offset += ROW_GROUP_ROWS;
         }
-        Ok(Some(false))
+        Ok(false)
+    }
+}
+
+impl StoredRows for StoredParquet {
+    fn split_by_keys(self: Box<Self>, hashes: &std::collections::HashSet<u64>) -> Result<SplitByKeys> {
+        let Some(key) = self.key.clone() else {
+            return Ok(SplitByKeys::Unknown(self));
+        };
+        Ok(match self.holds_any(hashes)? {
+            false => SplitByKeys::Known {
+                untouched: vec![key],
+                holding: None,
+            },
+            true => SplitByKeys::Known {
+                untouched: Vec::new(),
+                holding: Some(self),
+            },
+        })
     }
 
     fn next_slice(&mut self, max_bytes: usize) -> Result<Option<StoredSlice>> {
@@ -183,16 +220,27 @@ impl StoredRows for StoredChain {
         self.parts.iter().any(|p| p.has_more())
     }
 
-    fn holds_any(&self, hashes: &std::collections::HashSet<u64>) -> Result<Option<bool>> {
-        let mut any = Some(false);
-        for part in &self.parts {
-            match part.holds_any(hashes)? {
-                Some(true) => return Ok(Some(true)),
-                Some(false) => {}
-                None => any = None,
+    fn split_by_keys(self: Box<Self>, hashes: &std::collections::HashSet<u64>) -> Result<SplitByKeys> {
+        let (mut untouched, mut holding) = (Vec::new(), Vec::new());
+        for part in self.parts {
+            match part.split_by_keys(hashes)? {
+                SplitByKeys::Known {
+                    untouched: keys,
+                    holding: rows,
+                } => {
+                    untouched.extend(keys);
+                    holding.extend(rows);
+                }
+                // A part that cannot tell is merged.
+                SplitByKeys::Unknown(rows) => holding.push(rows),
             }
         }
-        Ok(any)
+        let holding: Option<Box<dyn StoredRows>> = match holding.len() {
+            0 => None,
+            1 => holding.pop(),
+            _ => Some(Box::new(StoredChain::new(holding))),
+        };
+        Ok(SplitByKeys::Known { untouched, holding })
     }
 }
 

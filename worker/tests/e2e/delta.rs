@@ -1857,10 +1857,10 @@ print(sum(1 for f in DeltaTable(sys.argv[1]).file_uris() if f"c7={sys.argv[2]}/"
 /// A new file whose rows for a date all have keys the date does not hold yet is appended to
 /// the date as a file of its own: the date's file stays live (no remove in the commit), the
 /// table equals the `parquet` table of the same runs, and `status` shows the date in two
-/// files. A later file updating keys of both files sends the date to the merge: one file
-/// again, still equal to the oracle.
+/// files. A later file updating keys of the appended file rewrites only that file: the
+/// date's first file stays, and the table still equals the oracle.
 #[test]
-fn new_keys_are_appended_beside_a_dates_file_and_updates_merge_it() {
+fn new_keys_are_appended_beside_a_dates_file_and_updates_rewrite_only_their_file() {
     let dir = tempdir();
     let dir = dir.path();
     let source = first_files(dir, 3, 400);
@@ -1903,8 +1903,14 @@ fn new_keys_are_appended_beside_a_dates_file_and_updates_merge_it() {
         .unwrap();
     assert_eq!(dated["files"], 2, "{dated}");
 
-    // Newer rows for the Z keys: the date holds them now, so it is merged whole, both files
-    // into one.
+    // Newer rows for the Z keys: only the appended file holds them, so only it is merged
+    // with them (one file removed, one added); the generated file stays.
+    let generated: Vec<String> = log_commits(&delta)[0]
+        .iter()
+        .filter_map(|a| a["add"]["path"].as_str().map(str::to_string))
+        .filter(|p| p.starts_with(&format!("c7={day}/")))
+        .collect();
+    assert_eq!(generated.len(), 1, "{generated:?}");
     std::fs::write(
         source.join("z-update.gz"),
         gzip(new_key_lines(day, 30, 999).as_bytes()),
@@ -1917,7 +1923,15 @@ fn new_keys_are_appended_beside_a_dates_file_and_updates_merge_it() {
         delta_equals(&delta, None, &oracle),
         "the merged table equals the oracle"
     );
-    assert_eq!(live_files_of(&delta, day), 1, "the date merged into one file");
+    assert_eq!(live_files_of(&delta, day), 2, "{summary}");
+    let last_commit = log_commits(&delta).pop().unwrap();
+    let removed: Vec<&str> = last_commit
+        .iter()
+        .filter_map(|a| a["remove"]["path"].as_str())
+        .filter(|p| p.starts_with(&format!("c7={day}/")))
+        .collect();
+    assert_eq!(removed.len(), 1, "only the appended file: {removed:?}");
+    assert_ne!(removed[0], generated[0], "the generated file stays");
 }
 
 /// Another engine appends rows into a date lakeload holds (delta-rs, new keys, with lineage

@@ -142,7 +142,7 @@ impl DeltaTable {
                 checkpointed,
                 added,
                 written: Vec::new(),
-                appended: BTreeSet::new(),
+                kept: BTreeSet::new(),
             }),
         })
     }
@@ -175,8 +175,9 @@ struct DeltaRun {
     /// Columns of the table's schema that lakeload's lacks (another engine added them).
     added: AddedColumns,
     written: Vec<Add>,
-    /// Dates (`YYYY-MM-DD`) whose new file goes beside their files rather than replacing them.
-    appended: BTreeSet<String>,
+    /// Live files of dates the run writes that stay as they are (they hold none of its new
+    /// rows' keys): the date's new file goes beside them.
+    kept: BTreeSet<String>,
 }
 
 impl DeltaRun {
@@ -201,8 +202,8 @@ impl DeltaRun {
         })
     }
 
-    /// The live files the run's commit removes: those it read, but the files of the dates it
-    /// appended a file to (they stay beside it).
+    /// The live files the run's commit removes: those it read, but the files it keeps (they
+    /// hold none of its new rows' keys).
     fn replaced<'a>(
         &'a self,
         mode: Mode,
@@ -210,7 +211,7 @@ impl DeltaRun {
         dates: &'a BTreeSet<String>,
     ) -> impl Iterator<Item = (&'a String, &'a Add)> + 'a {
         self.read_files(mode, column, dates)
-            .filter(move |(_, add)| date_of(add, column).is_none_or(|d| !self.appended.contains(d)))
+            .filter(move |(key, _)| !self.kept.contains(*key))
     }
 }
 
@@ -586,7 +587,8 @@ impl Transaction for DeltaTransaction {
         for live in self.live_files(date) {
             let (path, url) = self.fetch(&live.key(), scratch).await?;
             let stored = StoredParquet::open(path, self.schema.clone(), url)?
-                .with_partition(self.partition_name().to_string(), date);
+                .with_partition(self.partition_name().to_string(), date)
+                .with_key(live.key());
             parts.push(Box::new(stored));
         }
         // The new file has a name of its own: nothing to overwrite.
@@ -606,11 +608,14 @@ impl Transaction for DeltaTransaction {
     ) -> Result<Box<dyn DateEncoder>> {
         let (added, appended) = {
             let run = self.run();
-            (run.added.clone(), run.appended.contains(&format_days(date)))
+            let day = format_days(date);
+            let mut live = run.snapshot.files_of(self.partition_name(), &day);
+            (run.added.clone(), live.all(|add| run.kept.contains(&add.key())))
         };
         let carried = match (added.is_empty(), appended) {
             (true, _) => None,
-            // The new file of a date appended to holds new lines only: no stored values match.
+            // Every file of the date stays: the new file holds new lines only, which no stored
+            // values match.
             (false, true) => Some(CarriedValues::read(&added, &[])?),
             (false, false) => Some(self.carried_values(date, &added, scratch).await?),
         };
@@ -731,8 +736,8 @@ impl Transaction for DeltaTransaction {
         true
     }
 
-    fn append_to(&self, date: i32) {
-        self.run().appended.insert(format_days(date));
+    fn keep(&self, keys: &[String]) {
+        self.run().kept.extend(keys.iter().cloned());
     }
 
     /// Live files are dropped by the commit; files only older versions read (tombstones) are
