@@ -72,8 +72,8 @@ pub struct StoreCheck {
     pub checked_at: DateTime<Utc>,
 }
 
-/// One date's objects in the table: usually one; a Delta date another engine appended to
-/// holds several. `rows` and `bytes` are of them all.
+/// One date's objects in the table: usually one; a Delta date holds several once new keys
+/// were appended to it or another engine added a file. `rows` and `bytes` are of them all.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PartitionRecord {
     pub key: String,

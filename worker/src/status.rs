@@ -20,7 +20,7 @@ pub struct DateStatus {
     pub date: String,
     pub rows: u64,
     pub bytes: u64,
-    /// Objects holding the date's rows (several when another engine appended to a Delta date).
+    /// Objects holding the date's rows (several for a Delta date appended to).
     pub files: usize,
     pub run_id: String,
 }

@@ -75,8 +75,8 @@ pub trait Transaction: Send + Sync {
 
     /// The keys of the objects holding a date's stored rows now: where a run reads them from.
     /// The key it writes the date to ([`Transaction::key_for`]) unless the format writes each
-    /// version of a date to a new object; several when a date has several (another engine
-    /// appended to a Delta date). Never empty.
+    /// version of a date to a new object; several when a date has several (a Delta date
+    /// appended to, by lakeload or another engine). Never empty.
     fn stored_keys(&self, date: i32) -> Vec<String> {
         vec![self.key_for(date)]
     }

@@ -194,14 +194,19 @@ impl StoredRows for StoredParquet {
     }
 }
 
-/// A date stored in several objects (another engine appended to it), read one after another.
+/// A date stored in several objects (appended to), read one after another.
 pub(super) struct StoredChain {
     parts: std::collections::VecDeque<Box<dyn StoredRows>>,
 }
 
 impl StoredChain {
-    pub(super) fn new(parts: Vec<Box<dyn StoredRows>>) -> Self {
-        StoredChain { parts: parts.into() }
+    /// The stored rows of `parts`: none, the one part, or the parts one after another.
+    pub(super) fn of(mut parts: Vec<Box<dyn StoredRows>>) -> Option<Box<dyn StoredRows>> {
+        match parts.len() {
+            0 => None,
+            1 => parts.pop(),
+            _ => Some(Box::new(StoredChain { parts: parts.into() })),
+        }
     }
 }
 
@@ -235,12 +240,10 @@ impl StoredRows for StoredChain {
                 SplitByKeys::Unknown(rows) => holding.push(rows),
             }
         }
-        let holding: Option<Box<dyn StoredRows>> = match holding.len() {
-            0 => None,
-            1 => holding.pop(),
-            _ => Some(Box::new(StoredChain::new(holding))),
-        };
-        Ok(SplitByKeys::Known { untouched, holding })
+        Ok(SplitByKeys::Known {
+            untouched,
+            holding: StoredChain::of(holding),
+        })
     }
 }
 

@@ -41,8 +41,7 @@ use self::checkpoint::{LAST_CHECKPOINT_KEY, checkpoint_key};
 use self::conflict::ReadSet;
 use self::files::{data_file_name, new_attempt};
 use self::log::{
-    Action, Add, Format, LOG_DIR, Metadata, Protocol, Remove, Snapshot, Txn, commit_key, encode_commit,
-    schema_string,
+    Action, Add, Format, LOG_DIR, Metadata, Protocol, Snapshot, Txn, commit_key, encode_commit, schema_string,
 };
 use self::replay::{
     LoadedLog, load_snapshot, partitions_of, read_commit, recorded_run, replay_runs, rows_of,
@@ -185,7 +184,7 @@ impl DeltaRun {
     fn written_dates(&self, column: &str) -> BTreeSet<String> {
         self.written
             .iter()
-            .filter_map(|a| a.partition_values.get(column).cloned().flatten())
+            .filter_map(|a| date_of(a, column).cloned())
             .collect()
     }
 
@@ -236,7 +235,7 @@ impl DeltaTransaction {
         self.run.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The live files of a date (several when another engine appended to it), by key.
+    /// The live files of a date (several once it was appended to), by key.
     fn live_files(&self, date: i32) -> Vec<Add> {
         let run = self.run();
         let day = format_days(date);
@@ -305,7 +304,7 @@ impl DeltaTransaction {
         }
         let dates = run.written_dates(self.partition_name());
         for (_, live) in run.replaced(mode, self.partition_name(), &dates) {
-            transaction.remove(Remove::of(live, now_ms));
+            transaction.remove(live);
         }
         for add in &run.written {
             transaction.add(add.clone());
@@ -368,17 +367,9 @@ impl DeltaTransaction {
         added: &AddedColumns,
         scratch: &SpillDir,
     ) -> Result<CarriedValues> {
-        let keys: Vec<String> = {
-            let run = self.run();
-            let day = format_days(date);
-            run.snapshot
-                .files_of(self.partition_name(), &day)
-                .map(Add::key)
-                .collect()
-        };
-        let mut copies = Vec::with_capacity(keys.len());
-        for key in &keys {
-            copies.push(self.fetch(key, scratch).await?);
+        let mut copies = Vec::new();
+        for live in self.live_files(date) {
+            copies.push(self.fetch(&live.key(), scratch).await?);
         }
         let stored: Vec<(&std::path::Path, String)> =
             copies.iter().map(|(path, url)| (&**path, url.clone())).collect();
@@ -592,12 +583,7 @@ impl Transaction for DeltaTransaction {
             parts.push(Box::new(stored));
         }
         // The new file has a name of its own: nothing to overwrite.
-        let stored: Option<Box<dyn StoredRows>> = match parts.len() {
-            0 => None,
-            1 => parts.pop(),
-            _ => Some(Box::new(StoredChain::new(parts))),
-        };
-        Ok((stored, Seen::Absent))
+        Ok((StoredChain::of(parts), Seen::Absent))
     }
 
     async fn encoder(
@@ -606,11 +592,13 @@ impl Transaction for DeltaTransaction {
         scratch: &SpillDir,
         group_bytes: usize,
     ) -> Result<Box<dyn DateEncoder>> {
+        let live = self.live_files(date);
         let (added, appended) = {
             let run = self.run();
-            let day = format_days(date);
-            let mut live = run.snapshot.files_of(self.partition_name(), &day);
-            (run.added.clone(), live.all(|add| run.kept.contains(&add.key())))
+            (
+                run.added.clone(),
+                live.iter().all(|add| run.kept.contains(&add.key())),
+            )
         };
         let carried = match (added.is_empty(), appended) {
             (true, _) => None,

@@ -101,7 +101,7 @@ pub fn partitions_of(snapshot: &Snapshot, column: &str) -> BTreeMap<String, Part
         let rows = rows_of(add).unwrap_or(0).max(0) as u64;
         let bytes = add.size.max(0) as u64;
         match partitions.get_mut(&day) {
-            // A date of several files (another engine appended to it): one record of them all.
+            // A date of several files (appended to): one record of them all.
             Some(record) => {
                 record.rows += rows;
                 record.bytes += bytes;
@@ -284,7 +284,7 @@ mod tests {
     use crate::table::delta::log::fixtures::{add, remove};
     use std::sync::Arc;
 
-    /// A date of several live files (another engine appended to it) is one partition record
+    /// A date of several live files (appended to) is one partition record
     /// naming every file, with the rows and bytes of them all: the state owns each of them.
     #[test]
     fn a_date_of_several_files_is_one_record_of_them_all() {

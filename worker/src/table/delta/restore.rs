@@ -2,10 +2,8 @@
 //! older version's (a Delta `RESTORE`), prepared first (so the caller can check what it would
 //! lose) and then committed.
 
-use chrono::Utc;
-
 use super::conflict::ReadSet;
-use super::log::{Remove, Snapshot};
+use super::log::Snapshot;
 use super::replay::{partitions_of, read_commit, recorded_run, replay_runs};
 use super::rules::is_append_only;
 use super::transaction::StagedCommit;
@@ -68,7 +66,6 @@ impl DeltaTransaction {
         let (transaction, adds, restored) = {
             let run = self.run();
             let files = std::mem::take(&mut as_of.files);
-            let now_ms = Utc::now().timestamp_millis();
             let table_id = run.snapshot.metadata.as_ref().map_or("", |m| m.id.as_str());
             // A restore replaces the whole table: any other writer's change to it conflicts.
             let read = ReadSet {
@@ -101,7 +98,7 @@ impl DeltaTransaction {
             let mut removed = 0;
             for (path, live) in &run.snapshot.files {
                 if !then.files.contains_key(path) {
-                    transaction.remove(Remove::of(live, now_ms));
+                    transaction.remove(live);
                     removed += 1;
                 }
             }

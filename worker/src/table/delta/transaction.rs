@@ -30,7 +30,8 @@ const MAX_COMMIT_ATTEMPTS: usize = 20;
 pub(super) struct StagedCommit {
     protocol: Option<Protocol>,
     metadata: Option<Metadata>,
-    removes: Vec<Remove>,
+    /// Live files the commit removes (dated when it is made).
+    removes: Vec<Add>,
     adds: Vec<Add>,
     /// The table's id, which names lakeload's `txn` on it.
     table_id: String,
@@ -63,8 +64,8 @@ impl StagedCommit {
         self.metadata = Some(metadata);
     }
 
-    pub(super) fn remove(&mut self, remove: Remove) {
-        self.removes.push(remove);
+    pub(super) fn remove(&mut self, live: &Add) {
+        self.removes.push(live.clone());
     }
 
     pub(super) fn add(&mut self, add: Add) {
@@ -84,12 +85,11 @@ impl StagedCommit {
         let mut actions = Vec::with_capacity(self.removes.len() + self.adds.len() + 4);
         actions.extend(self.protocol.clone().map(Action::Protocol));
         actions.extend(self.metadata.clone().map(Action::Metadata));
-        actions.extend(self.removes.iter().map(|r| {
-            Action::Remove(Remove {
-                deletion_timestamp: Some(now_ms),
-                ..r.clone()
-            })
-        }));
+        actions.extend(
+            self.removes
+                .iter()
+                .map(|live| Action::Remove(Remove::of(live, now_ms))),
+        );
         actions.extend(self.adds.iter().cloned().map(Action::Add));
         actions.push(Action::Txn(txn));
         actions.push(Action::CommitInfo(info));
