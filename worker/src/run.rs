@@ -76,7 +76,8 @@ impl Target {
                 }
                 TableFormat::Delta => Arc::new(
                     DeltaTable::new(storage.clone(), schema)
-                        .recording_settings(serde_json::to_value(TableSettings::of(config)).ok()),
+                        .recording_settings(serde_json::to_value(TableSettings::of(config)).ok())
+                        .marking_deletes(config.target.deletion_vectors),
                 ),
             },
             state: Arc::new(JsonStateStore::new(storage.clone())),
@@ -513,28 +514,47 @@ async fn merge_and_write(
 /// A date's stored files that hold none of its new rows' keys stay as they are
 /// ([`Transaction::keep`]): only the others are read whole and merged with the new rows, into
 /// a file beside the kept ones (no file at all is merged when every file is kept: the new
-/// rows are appended). Only the stored files' key columns are read to tell, on a blocking
-/// thread; a hash shared by two different keys only sends a file to the merge.
+/// rows are appended). A table that marks deletes ([`Transaction::marks_deletes`]) keeps
+/// those files too: only their rows holding the new keys are merged, and marked deleted where
+/// they are. Only the stored files' key columns are read to tell, on a blocking thread; a hash
+/// shared by two different keys only sends a file (or a row) to the merge.
 async fn append_or_merge(
     table: &dyn Transaction,
     date: i32,
     rows: DateRows,
     stored: Box<dyn StoredRows>,
 ) -> Result<(DateRows, Option<Box<dyn StoredRows>>)> {
+    let mark = table.marks_deletes();
     let (rows, split) = tokio::task::spawn_blocking(move || {
         let new: std::collections::HashSet<u64> = rows
             .blocks()
             .iter()
             .flat_map(|block| (0..block.len()).map(move |r| block.hash(r)))
             .collect();
-        let split = stored.split_by_keys(&new);
+        let split = stored.split_by_keys(&new, mark);
         (rows, split)
     })
     .await
     .map_err(Error::other)?;
     match split? {
         SplitByKeys::Unknown(stored) => Ok((rows, Some(stored))),
-        SplitByKeys::Known { untouched, holding } => {
+        SplitByKeys::Known {
+            untouched,
+            holding,
+            marked,
+        } => {
+            for (key, positions) in &marked {
+                table.mark_deleted(key, positions);
+            }
+            if !marked.is_empty() {
+                tracing::debug!(
+                    "{}: {} stored row(s) in {} file(s) hold new rows' keys: merged with them and \
+                     marked deleted where they are",
+                    format_days(date),
+                    marked.iter().map(|(_, p)| p.len()).sum::<usize>(),
+                    marked.len()
+                );
+            }
             if !untouched.is_empty() {
                 tracing::debug!(
                     "{}: {} stored file(s) hold none of the new keys and stay; {}",

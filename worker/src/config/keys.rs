@@ -70,6 +70,13 @@ pub const KEYS: &[KeySpec] = &[
     ),
     key!(
         "target",
+        "deletion_vectors",
+        Some("false"),
+        "delta only: mark the stored rows new rows supersede deleted (deletion vectors) instead of \
+         rewriting their files; readers must support them (reader 3 / writer 7)"
+    ),
+    key!(
+        "target",
         "existing_objects",
         Some("refuse"),
         "objects where the table stores its dates that it did not write: refuse, adopt or replace"

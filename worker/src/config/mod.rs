@@ -75,6 +75,9 @@ pub struct TargetConfig {
     pub url: Location,
     pub layout: Layout,
     pub format: TableFormat,
+    /// Whether a Delta run marks superseded stored rows deleted (deletion vectors) rather than
+    /// rewriting the files that hold them.
+    pub deletion_vectors: bool,
     /// Objects where the table stores its dates that it did not write.
     pub existing_objects: ExistingObjects,
 }

@@ -203,7 +203,15 @@ impl Config {
                 "delta" => Ok(TableFormat::Delta),
                 _ => Err("expected parquet or delta".into()),
             })?,
+            deletion_vectors: r.bool("target.deletion_vectors")?,
         };
+        if target.deletion_vectors && target.format != TableFormat::Delta {
+            return Err(r.bad(
+                "target.deletion_vectors",
+                "deletion vectors are a Delta Lake feature; set target.format = delta, or \
+                 target.deletion_vectors = false for a parquet table",
+            ));
+        }
         if let Some(why) = crate::location::overlap_error(&source.url, &target.url) {
             return Err(r.bad("target.url", why));
         }

@@ -150,6 +150,18 @@ pub trait Transaction: Send + Sync {
     /// [`Transaction::appends`].
     fn keep(&self, _keys: &[String]) {}
 
+    /// Whether the run marks the stored rows its new rows' keys match deleted where they are
+    /// (Delta deletion vectors), merging only those rows with the new ones, rather than
+    /// merging and replacing the whole files holding them.
+    fn marks_deletes(&self) -> bool {
+        false
+    }
+
+    /// The rows at `positions` of the stored object `key` are merged into the date's new
+    /// object: the object stays, those rows marked deleted. Only when
+    /// [`Transaction::marks_deletes`].
+    fn mark_deleted(&self, _key: &str, _positions: &[u64]) {}
+
     /// Whether the table's current version drops `key` by recording it (the object stays for
     /// older versions until vacuumed) rather than by deleting it.
     fn drops_by_record(&self, _key: &str) -> bool {

@@ -22,8 +22,10 @@ pub trait StoredRows: Send {
     /// The stored objects by whether any of their rows' key hashes (the merge's,
     /// [`crate::block::KeyColumns::hash`]) is among `hashes`, reading only the columns a key
     /// is made of: the keys of those that hold none, which a merge of rows with those keys can
-    /// leave as they are, and the stored rows of the rest, to be merged.
-    fn split_by_keys(self: Box<Self>, hashes: &std::collections::HashSet<u64>) -> Result<SplitByKeys>;
+    /// leave as they are, and the stored rows of the rest, to be merged. With `mark`, an
+    /// object holding some stays too, only the rows holding those keys are merged (they are
+    /// marked deleted where they are, [`SplitByKeys::Known::marked`]).
+    fn split_by_keys(self: Box<Self>, hashes: &std::collections::HashSet<u64>, mark: bool) -> Result<SplitByKeys>;
 }
 
 /// Stored objects sorted by whether they hold any of the new rows' keys.
@@ -33,8 +35,12 @@ pub enum SplitByKeys {
     Known {
         /// Keys of the objects that hold none of the keys.
         untouched: Vec<String>,
-        /// The rows of the objects that hold some.
+        /// The rows to merge: of the objects that hold some, all of them; with `mark`, only
+        /// their rows holding the keys.
         holding: Option<Box<dyn StoredRows>>,
+        /// With `mark`: the objects holding some of the keys, by key, with the positions of
+        /// the rows holding them (physical row indexes, ascending): the rows `holding` reads.
+        marked: Vec<(String, Vec<u64>)>,
     },
 }
 
@@ -53,6 +59,12 @@ pub(super) struct StoredParquet {
     partition: Option<(String, i32)>,
     /// The object's key in the table, when a merge may leave it as it is (a Delta file).
     key: Option<String>,
+    /// Rows the table no longer reads (a Delta file's deletion vector): never handed out.
+    deleted: Option<std::sync::Arc<roaring::RoaringTreemap>>,
+    /// Only these rows are handed out (ascending physical positions), when set, from the
+    /// `only_next`th on.
+    only: Option<Vec<u64>>,
+    only_next: usize,
 }
 
 impl StoredParquet {
@@ -80,7 +92,20 @@ impl StoredParquet {
             bytes_per_row: (bytes / rows.max(1)).max(1),
             partition: None,
             key: None,
+            deleted: None,
+            only: None,
+            only_next: 0,
         })
+    }
+
+    /// Rows at the positions `deleted` are not the table's.
+    pub(super) fn without(mut self, deleted: Option<std::sync::Arc<roaring::RoaringTreemap>>) -> Self {
+        self.deleted = deleted.filter(|d| !d.is_empty());
+        self
+    }
+
+    fn is_deleted(&self, position: u64) -> bool {
+        self.deleted.as_ref().is_some_and(|d| d.contains(position))
     }
 
     /// The file leaves column `column` out; every row holds `date` there.
@@ -123,9 +148,11 @@ impl StoredParquet {
         names
     }
 
-    /// Whether any stored row's key hash is among `hashes`, a row group at a time.
-    fn holds_any(&self, hashes: &std::collections::HashSet<u64>) -> Result<bool> {
+    /// The positions of the stored rows (deleted ones left out) whose key hash is among
+    /// `hashes`, a row group at a time; with `first`, up to the first found.
+    fn positions_holding(&self, hashes: &std::collections::HashSet<u64>, first: bool) -> Result<Vec<u64>> {
         let columns = self.key_columns();
+        let mut found = Vec::new();
         let mut offset = 0;
         while offset < self.rows {
             let file =
@@ -139,58 +166,108 @@ impl StoredParquet {
                 .and_then(|frame| decode_frame(&frame, &self.schema, Fields::Key))
                 .map_err(|e| Error::Other(format!("cannot read table object {}: {e}", self.url)))?;
             let keys = &frame.rows;
-            if (0..keys.len()).any(|r| hashes.contains(&keys.hash(r))) {
-                return Ok(true);
+            for r in 0..keys.len() {
+                let position = (offset + r) as u64;
+                if hashes.contains(&keys.hash(r)) && !self.is_deleted(position) {
+                    found.push(position);
+                    if first {
+                        return Ok(found);
+                    }
+                }
             }
             offset += ROW_GROUP_ROWS;
         }
-        Ok(false)
+        Ok(found)
     }
 }
 
 impl StoredRows for StoredParquet {
-    fn split_by_keys(self: Box<Self>, hashes: &std::collections::HashSet<u64>) -> Result<SplitByKeys> {
+    fn split_by_keys(mut self: Box<Self>, hashes: &std::collections::HashSet<u64>, mark: bool) -> Result<SplitByKeys> {
         let Some(key) = self.key.clone() else {
             return Ok(SplitByKeys::Unknown(self));
         };
-        Ok(match self.holds_any(hashes)? {
-            false => SplitByKeys::Known {
+        let positions = self.positions_holding(hashes, !mark)?;
+        Ok(match (positions.is_empty(), mark) {
+            (true, _) => SplitByKeys::Known {
                 untouched: vec![key],
                 holding: None,
+                marked: Vec::new(),
             },
-            true => SplitByKeys::Known {
+            (false, false) => SplitByKeys::Known {
                 untouched: Vec::new(),
                 holding: Some(self),
+                marked: Vec::new(),
             },
+            (false, true) => {
+                self.only = Some(positions.clone());
+                SplitByKeys::Known {
+                    untouched: Vec::new(),
+                    holding: Some(self),
+                    marked: vec![(key, positions)],
+                }
+            }
         })
     }
 
     fn next_slice(&mut self, max_bytes: usize) -> Result<Option<StoredSlice>> {
-        if !self.has_more() {
-            return Ok(None);
+        while self.has_more() {
+            if let Some(only) = &self.only {
+                // Straight to the next row handed out.
+                self.next = self.next.max(only[self.only_next] as usize);
+            }
+            let file = std::fs::File::open(&self.path).map_err(Error::scratch("cannot read a scratch file"))?;
+            let take = (max_bytes / self.bytes_per_row).clamp(1, ROW_GROUP_ROWS);
+            let first = self.next;
+            let frame = ParquetReader::new(file)
+                .with_slice(Some((first, take)))
+                .finish()
+                .map_err(Error::from)
+                .and_then(|frame| self.kept_rows(frame, first))
+                .and_then(|frame| self.with_partition_column(frame))
+                .and_then(|frame| conform(frame, &self.schema))
+                .map_err(|e| Error::Other(format!("cannot read table object {}: {e}", self.url)))?;
+            self.next += take;
+            if frame.height() == 0 {
+                continue;
+            }
+            self.bytes_per_row = (frame.estimated_size() / frame.height()).max(1);
+            return Ok(Some(StoredSlice {
+                columns: frame,
+                schema: self.schema.clone(),
+                url: self.url.clone(),
+            }));
         }
-        let file = std::fs::File::open(&self.path).map_err(Error::scratch("cannot read a scratch file"))?;
-        let take = (max_bytes / self.bytes_per_row).clamp(1, ROW_GROUP_ROWS);
-        let columns = ParquetReader::new(file)
-            .with_slice(Some((self.next, take)))
-            .finish()
-            .map_err(Error::from)
-            .and_then(|frame| self.with_partition_column(frame))
-            .and_then(|frame| conform(frame, &self.schema))
-            .map_err(|e| Error::Other(format!("cannot read table object {}: {e}", self.url)))?;
-        self.next += take;
-        if columns.height() > 0 {
-            self.bytes_per_row = (columns.estimated_size() / columns.height()).max(1);
-        }
-        Ok(Some(StoredSlice {
-            columns,
-            schema: self.schema.clone(),
-            url: self.url.clone(),
-        }))
+        Ok(None)
     }
 
     fn has_more(&self) -> bool {
-        self.next < self.rows
+        match &self.only {
+            Some(only) => self.only_next < only.len(),
+            None => self.next < self.rows,
+        }
+    }
+}
+
+impl StoredParquet {
+    /// The rows of `frame` (the file's rows from position `first` on) that are handed out:
+    /// not deleted and, when only some are, among them.
+    fn kept_rows(&mut self, frame: DataFrame, first: usize) -> Result<DataFrame> {
+        if self.deleted.is_none() && self.only.is_none() {
+            return Ok(frame);
+        }
+        let positions = first as u64..(first + frame.height()) as u64;
+        let keep: BooleanChunked = match &self.only {
+            Some(only) => {
+                let mut keep = vec![false; frame.height()];
+                while let Some(&p) = only.get(self.only_next).filter(|p| positions.contains(p)) {
+                    keep[(p - positions.start) as usize] = true;
+                    self.only_next += 1;
+                }
+                keep.into_iter().collect()
+            }
+            None => positions.map(|p| !self.is_deleted(p)).collect(),
+        };
+        Ok(frame.filter(&keep)?)
     }
 }
 
@@ -225,16 +302,18 @@ impl StoredRows for StoredChain {
         self.parts.iter().any(|p| p.has_more())
     }
 
-    fn split_by_keys(self: Box<Self>, hashes: &std::collections::HashSet<u64>) -> Result<SplitByKeys> {
-        let (mut untouched, mut holding) = (Vec::new(), Vec::new());
+    fn split_by_keys(self: Box<Self>, hashes: &std::collections::HashSet<u64>, mark: bool) -> Result<SplitByKeys> {
+        let (mut untouched, mut holding, mut marked) = (Vec::new(), Vec::new(), Vec::new());
         for part in self.parts {
-            match part.split_by_keys(hashes)? {
+            match part.split_by_keys(hashes, mark)? {
                 SplitByKeys::Known {
                     untouched: keys,
                     holding: rows,
+                    marked: positions,
                 } => {
                     untouched.extend(keys);
                     holding.extend(rows);
+                    marked.extend(positions);
                 }
                 // A part that cannot tell is merged.
                 SplitByKeys::Unknown(rows) => holding.push(rows),
@@ -243,6 +322,7 @@ impl StoredRows for StoredChain {
         Ok(SplitByKeys::Known {
             untouched,
             holding: StoredChain::of(holding),
+            marked,
         })
     }
 }

@@ -56,7 +56,8 @@ pub fn last_checkpoint(version: u64, actions: usize, size_in_bytes: usize) -> Ve
         .into_bytes()
 }
 
-/// The checkpoint schema, as Spark writes it for a protocol 1/2 table (every field optional).
+/// The checkpoint schema, as Spark writes it (every field optional): a file without a deletion
+/// vector has a null `deletionVector`, and a protocol without features null feature lists.
 const SCHEMA: &str = "
 message spark_schema {
   optional group txn {
@@ -82,6 +83,13 @@ message spark_schema {
         optional binary value (STRING);
       }
     }
+    optional group deletionVector {
+      optional binary storageType (STRING);
+      optional binary pathOrInlineDv (STRING);
+      optional int32 offset;
+      optional int32 sizeInBytes;
+      optional int64 cardinality;
+    }
   }
   optional group remove {
     optional binary path (STRING);
@@ -95,6 +103,13 @@ message spark_schema {
       }
     }
     optional int64 size;
+    optional group deletionVector {
+      optional binary storageType (STRING);
+      optional binary pathOrInlineDv (STRING);
+      optional int32 offset;
+      optional int32 sizeInBytes;
+      optional int64 cardinality;
+    }
   }
   optional group metaData {
     optional binary id (STRING);
@@ -126,6 +141,16 @@ message spark_schema {
   optional group protocol {
     optional int32 minReaderVersion;
     optional int32 minWriterVersion;
+    optional group readerFeatures (LIST) {
+      repeated group list {
+        optional binary element (STRING);
+      }
+    }
+    optional group writerFeatures (LIST) {
+      repeated group list {
+        optional binary element (STRING);
+      }
+    }
   }
 }
 ";
@@ -436,6 +461,7 @@ mod tests {
             data_change: true,
             stats: Some(r#"{"numRecords":3}"#.into()),
             tags: None,
+            deletion_vector: None,
             other: BTreeMap::new(),
         }
     }
@@ -498,6 +524,70 @@ mod tests {
         }
         assert_eq!(back, expected);
         assert_eq!(back.tombstones.len(), 1);
+    }
+
+    /// A table with deletion vectors: its protocol's feature lists and each file's vector
+    /// read back; a file whose vector changed stays live (its old vector's remove is no
+    /// tombstone); a file without a vector has a null `deletionVector`, not an empty struct.
+    #[test]
+    fn a_checkpoint_keeps_deletion_vectors() {
+        let vector = |id: &str, cardinality| crate::table::delta::deletion_vector::DeletionVector {
+            storage_type: "u".into(),
+            path_or_inline_dv: id.into(),
+            offset: Some(1),
+            size_in_bytes: 40,
+            cardinality,
+        };
+        let with = |path: &str, dv| Add {
+            deletion_vector: dv,
+            ..add(path, Some("2024-01-01"))
+        };
+        let mut snapshot = Snapshot::default();
+        snapshot
+            .apply(
+                0,
+                vec![
+                    Action::Protocol(Protocol::with_deletion_vectors()),
+                    Action::Add(with("day=2024-01-01/a.parquet", None)),
+                    Action::Add(with("day=2024-01-01/b.parquet", Some(vector("aaaaaaaaaaaaaaaaaaaa", 1)))),
+                    Action::Add(with("day=2024-01-01/c.parquet", Some(vector("cccccccccccccccccccc", 1)))),
+                ],
+            )
+            .unwrap();
+        let old_b = with("day=2024-01-01/b.parquet", Some(vector("aaaaaaaaaaaaaaaaaaaa", 1)));
+        let old_c = with("day=2024-01-01/c.parquet", Some(vector("cccccccccccccccccccc", 1)));
+        snapshot
+            .apply(
+                1,
+                vec![
+                    // The new vector's add first, its old one's remove after: the file stays.
+                    Action::Add(with("day=2024-01-01/b.parquet", Some(vector("bbbbbbbbbbbbbbbbbbbb", 2)))),
+                    Action::Remove(Remove::of(&old_b, 9)),
+                    Action::Remove(Remove::of(&old_c, 9)),
+                ],
+            )
+            .unwrap();
+        assert_eq!(snapshot.files.len(), 2, "{:?}", snapshot.files.keys());
+        assert_eq!(snapshot.files["day=2024-01-01/b.parquet"].deleted_rows(), 2);
+        assert_eq!(snapshot.files["day=2024-01-01/b.parquet"].live_rows(), Some(1));
+        assert_eq!(snapshot.tombstones.len(), 1, "only c left the table");
+        let bytes = encode(&actions_of(&snapshot)).unwrap();
+        let reader = SerializedFileReader::new(bytes::Bytes::from(bytes.clone())).unwrap();
+        let nulls = reader
+            .get_row_iter(None)
+            .unwrap()
+            .map(|row| row.unwrap().to_json_value())
+            .filter(|row| row["add"]["path"] == "day=2024-01-01/a.parquet")
+            .map(|row| row["add"]["deletionVector"].is_null())
+            .collect::<Vec<_>>();
+        assert_eq!(nulls, [true]);
+        let back = decode(1, bytes).unwrap();
+        let mut expected = snapshot.clone();
+        for add in expected.files.values_mut() {
+            add.data_change = false;
+        }
+        assert_eq!(back, expected);
+        assert!(back.protocol.unwrap().has_deletion_vectors());
     }
 
     #[test]

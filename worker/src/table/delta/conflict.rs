@@ -109,6 +109,7 @@ mod tests {
             data_change,
             stats: None,
             tags: None,
+            deletion_vector: None,
             other: BTreeMap::new(),
         }
     }

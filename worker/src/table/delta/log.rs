@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::deletion_vector::DeletionVector;
 use crate::config::SchemaConfig;
 use crate::error::{Error, Result};
 use crate::table::{LINEAGE_FILE, LINEAGE_LINE, LINEAGE_MODIFIED};
@@ -42,15 +43,96 @@ pub(super) fn version_named(key: &str, suffix: &str) -> Option<u64> {
 pub struct Protocol {
     pub min_reader_version: i32,
     pub min_writer_version: i32,
+    /// The table features a reader must support (reader version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reader_features: Option<Vec<String>>,
+    /// The table features a writer must support (writer version 7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer_features: Option<Vec<String>>,
 }
 
+/// The table feature of deletion vectors.
+pub const DELETION_VECTORS: &str = "deletionVectors";
+
+/// Writer features lakeload honours: the two a protocol 2 table implies (`appendOnly`, column
+/// `invariants`, see `rules`) and deletion vectors.
+pub const WRITER_FEATURES: [&str; 3] = ["appendOnly", "invariants", DELETION_VECTORS];
+
 impl Protocol {
-    /// What lakeload writes: no table features, so every Delta reader can read the table.
+    /// What lakeload writes by default: no table features, so every Delta reader can read the
+    /// table.
     pub fn lakeload() -> Protocol {
         Protocol {
             min_reader_version: 1,
             min_writer_version: 2,
+            reader_features: None,
+            writer_features: None,
         }
+    }
+
+    /// What lakeload writes when it marks superseded rows deleted: reader 3 / writer 7 with
+    /// deletion vectors, and the features protocol 2 implied (a table upgraded keeps them).
+    pub fn with_deletion_vectors() -> Protocol {
+        Protocol {
+            min_reader_version: 3,
+            min_writer_version: 7,
+            reader_features: Some(vec![DELETION_VECTORS.into()]),
+            writer_features: Some(WRITER_FEATURES.map(String::from).to_vec()),
+        }
+    }
+
+    /// This protocol with deletion vectors added: reader 3 / writer 7, the features it has
+    /// kept (and those protocol 2 implied).
+    pub fn adding_deletion_vectors(&self) -> Protocol {
+        let mut protocol = Protocol::with_deletion_vectors();
+        let union = |ours: &mut Option<Vec<String>>, theirs: &Option<Vec<String>>| {
+            let list = ours.get_or_insert_with(Vec::new);
+            for feature in theirs.iter().flatten() {
+                if !list.contains(feature) {
+                    list.push(feature.clone());
+                }
+            }
+        };
+        union(&mut protocol.reader_features, &self.reader_features);
+        union(&mut protocol.writer_features, &self.writer_features);
+        protocol
+    }
+
+    /// Whether a reader must apply deletion vectors to read the table.
+    pub fn has_deletion_vectors(&self) -> bool {
+        self.reader_features
+            .as_ref()
+            .is_some_and(|features| features.iter().any(|f| f == DELETION_VECTORS))
+    }
+
+    /// What of the protocol lakeload cannot honour, in words; `None` when it can write the
+    /// table (protocol 1/2, or table features it knows).
+    pub fn unsupported(&self) -> Option<String> {
+        let reader = match self.min_reader_version {
+            1 => Vec::new(),
+            3 => self
+                .reader_features
+                .iter()
+                .flatten()
+                .filter(|f| *f != DELETION_VECTORS)
+                .cloned()
+                .collect(),
+            v => vec![format!("reader version {v}")],
+        };
+        let writer = match self.min_writer_version {
+            1 | 2 => Vec::new(),
+            7 => self
+                .writer_features
+                .iter()
+                .flatten()
+                .filter(|f| !WRITER_FEATURES.contains(&f.as_str()))
+                .cloned()
+                .collect(),
+            v => vec![format!("writer version {v}")],
+        };
+        let mut missing: Vec<String> = reader.into_iter().chain(writer).collect();
+        missing.dedup();
+        (!missing.is_empty()).then(|| missing.join(", "))
     }
 }
 
@@ -98,12 +180,33 @@ pub struct Add {
     /// Another writer's labels of the file, kept when lakeload adds it back (a rollback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<BTreeMap<String, Option<String>>>,
+    /// The file's rows this version no longer reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_vector: Option<DeletionVector>,
     /// Fields lakeload does not know, kept as another writer left them.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
 }
 
+/// Whether two descriptions of a file's deleted rows are the same vector (or both none).
+pub fn same_vector(a: Option<&DeletionVector>, b: Option<&DeletionVector>) -> bool {
+    a.map(DeletionVector::unique_id) == b.map(DeletionVector::unique_id)
+}
+
 impl Add {
+    /// The rows a reader of the file gets: its physical rows (`numRecords`) less those its
+    /// deletion vector deletes. `None` without stats.
+    pub fn live_rows(&self) -> Option<i64> {
+        let stats: serde_json::Value = serde_json::from_str(self.stats.as_deref()?).ok()?;
+        let physical = stats["numRecords"].as_i64()?;
+        Some(physical - self.deleted_rows())
+    }
+
+    /// Rows its deletion vector deletes.
+    pub fn deleted_rows(&self) -> i64 {
+        self.deletion_vector.as_ref().map_or(0, |dv| dv.cardinality)
+    }
+
     /// The storage key (relative to the table root) of the file: `path` is a URI, so
     /// percent-encoded characters are decoded (PROTOCOL.md: "Path to a data file").
     pub fn key(&self) -> String {
@@ -153,10 +256,14 @@ pub struct Remove {
     pub partition_values: Option<BTreeMap<String, Option<String>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<i64>,
+    /// The vector of the logical file removed (the file with that vector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_vector: Option<DeletionVector>,
 }
 
 impl Remove {
-    /// Removes `add`'s file at `now_ms`, keeping what a reader needs to find it again.
+    /// Removes `add`'s file (with its deletion vector) at `now_ms`, keeping what a reader
+    /// needs to find it again.
     pub fn of(add: &Add, now_ms: i64) -> Remove {
         Remove {
             path: add.path.clone(),
@@ -165,6 +272,7 @@ impl Remove {
             extended_file_metadata: Some(true),
             partition_values: Some(add.partition_values.clone()),
             size: Some(add.size),
+            deletion_vector: add.deletion_vector.clone(),
         }
     }
 }
@@ -304,6 +412,13 @@ impl Snapshot {
                 }
                 Action::Remove(r) => {
                     let key = key_of_path(&r.path);
+                    // The same file with another vector is another logical file: a commit
+                    // that deleted more of its rows removed it with its old vector and added
+                    // it with the new one (in either order); the file itself stays live.
+                    let live = self.files.get(&key);
+                    if live.is_some_and(|add| !same_vector(add.deletion_vector.as_ref(), r.deletion_vector.as_ref())) {
+                        continue;
+                    }
                     self.files.remove(&key);
                     self.tombstones.insert(key, r);
                 }
@@ -393,6 +508,7 @@ pub(crate) mod fixtures {
             data_change: true,
             stats: None,
             tags: None,
+            deletion_vector: None,
             other: BTreeMap::new(),
         })
     }
@@ -405,6 +521,7 @@ pub(crate) mod fixtures {
             extended_file_metadata: None,
             partition_values: None,
             size: None,
+            deletion_vector: None,
         })
     }
 }
@@ -422,6 +539,7 @@ mod tests {
             data_change: true,
             stats: Some(r#"{"numRecords":3}"#.into()),
             tags: None,
+            deletion_vector: None,
             other: BTreeMap::new(),
         }
     }

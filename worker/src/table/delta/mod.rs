@@ -23,6 +23,7 @@
 
 mod checkpoint;
 mod conflict;
+pub mod deletion_vector;
 mod files;
 pub mod log;
 pub mod replay;
@@ -39,10 +40,15 @@ use chrono::{DateTime, Utc};
 
 use self::checkpoint::{LAST_CHECKPOINT_KEY, checkpoint_key};
 use self::conflict::ReadSet;
+use self::deletion_vector::{DeletionVector, DeletionVectorFile, DeletionVectorFiles};
+use roaring::RoaringTreemap;
 use self::files::{data_file_name, new_attempt};
 use self::log::{
     Action, Add, Format, LOG_DIR, Metadata, Protocol, Snapshot, Txn, commit_key, encode_commit, schema_string,
 };
+
+/// The table property that lets writers add deletion vectors.
+const ENABLE_DELETION_VECTORS: &str = "delta.enableDeletionVectors";
 use self::replay::{
     LoadedLog, load_snapshot, partitions_of, read_commit, recorded_run, replay_runs, rows_of,
 };
@@ -86,6 +92,8 @@ pub struct DeltaTable {
     /// The settings the run builds the table with, as the state records them: each commit
     /// records them too, so a rollback restores those of its version.
     settings: Option<serde_json::Value>,
+    /// Whether runs mark superseded rows deleted (`target.deletion_vectors`).
+    deletion_vectors: bool,
 }
 
 impl DeltaTable {
@@ -94,7 +102,15 @@ impl DeltaTable {
             storage,
             schema,
             settings: None,
+            deletion_vectors: false,
         }
+    }
+
+    /// Runs mark the stored rows new rows supersede deleted (deletion vectors) rather than
+    /// rewriting their files; the table gains the feature with the next commit.
+    pub fn marking_deletes(mut self, deletion_vectors: bool) -> Self {
+        self.deletion_vectors = deletion_vectors;
+        self
     }
 
     /// Records `settings` (the state's form of them) in each commit.
@@ -110,17 +126,17 @@ impl DeltaTable {
             snapshot,
             checkpointed,
         } = load_snapshot(&self.storage).await?;
-        if let Some(protocol) = &snapshot.protocol
-            && (protocol.min_reader_version > 1 || protocol.min_writer_version > 2)
-        {
+        if let Some(unsupported) = snapshot.protocol.as_ref().and_then(Protocol::unsupported) {
+            let protocol = snapshot.protocol.as_ref().map_or((0, 0), |p| (p.min_reader_version, p.min_writer_version));
             return Err(Error::Config(format!(
-                "the Delta table at {} needs reader version {} and writer version {} (another \
-                 writer enabled table features: deletion vectors, column mapping, constraints …); \
-                 lakeload writes only protocol 1/2 tables, and writing this one could undo those \
-                 features for every reader. Point target.url at a table of lakeload's own",
+                "the Delta table at {} needs reader version {} and writer version {} with what \
+                 lakeload does not support ({unsupported}: another writer enabled table features \
+                 such as column mapping or constraints); lakeload writes protocol 1/2 tables and \
+                 deletion vectors, and writing this one could undo those features for every \
+                 reader. Point target.url at a table of lakeload's own",
                 self.storage.root(),
-                protocol.min_reader_version,
-                protocol.min_writer_version
+                protocol.0,
+                protocol.1
             )));
         }
         let added = match &snapshot.metadata {
@@ -134,6 +150,8 @@ impl DeltaTable {
             storage: self.storage.clone(),
             schema: self.schema.clone(),
             settings: self.settings.clone(),
+            deletion_vectors: self.deletion_vectors,
+            vector_files: tokio::sync::Mutex::new(DeletionVectorFiles::default()),
             run: Mutex::new(DeltaRun {
                 run_id: run_id.to_string(),
                 attempt: new_attempt(),
@@ -142,6 +160,9 @@ impl DeltaTable {
                 added,
                 written: Vec::new(),
                 kept: BTreeSet::new(),
+                deleted: BTreeMap::new(),
+                marked: BTreeMap::new(),
+                vectors: BTreeMap::new(),
             }),
         })
     }
@@ -159,6 +180,10 @@ pub struct DeltaTransaction {
     storage: DynStorage,
     schema: Arc<SchemaConfig>,
     settings: Option<serde_json::Value>,
+    /// Whether the run marks superseded rows deleted (`target.deletion_vectors`).
+    deletion_vectors: bool,
+    /// Deletion vector files read so far (one file holds a commit's vectors of many dates).
+    vector_files: tokio::sync::Mutex<DeletionVectorFiles>,
     run: Mutex<DeltaRun>,
 }
 
@@ -177,6 +202,13 @@ struct DeltaRun {
     /// Live files of dates the run writes that stay as they are (they hold none of its new
     /// rows' keys): the date's new file goes beside them.
     kept: BTreeSet<String>,
+    /// The rows the deletion vectors of live files the run read delete, by file key.
+    deleted: BTreeMap<String, Arc<RoaringTreemap>>,
+    /// Rows of kept files the run merged into its new files (they held its new rows' keys),
+    /// by file key: the commit marks them deleted.
+    marked: BTreeMap<String, Vec<u64>>,
+    /// The new deletion vectors of the marked files (written just before the commit).
+    vectors: BTreeMap<String, DeletionVector>,
 }
 
 impl DeltaRun {
@@ -211,6 +243,18 @@ impl DeltaRun {
     ) -> impl Iterator<Item = (&'a String, &'a Add)> + 'a {
         self.read_files(mode, column, dates)
             .filter(move |(key, _)| !self.kept.contains(*key))
+    }
+}
+
+/// A file's stats once rows of it are deleted: its `numRecords` stay the physical count, and
+/// its bounds may be wider than the rows a reader gets (`tightBounds: false`).
+fn loose_bounds(stats: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(stats) {
+        Ok(serde_json::Value::Object(mut fields)) => {
+            fields.insert("tightBounds".into(), false.into());
+            serde_json::Value::Object(fields).to_string()
+        }
+        _ => stats.to_string(),
     }
 }
 
@@ -252,7 +296,7 @@ impl DeltaTransaction {
         let run = self.run();
         let now_ms = Utc::now().timestamp_millis();
         let mut protocol = None;
-        let metadata = match &run.snapshot.metadata {
+        let mut metadata = match &run.snapshot.metadata {
             Some(existing) if run.snapshot.protocol.is_some() => Metadata {
                 schema_string: kept_schema(&existing.schema_string, &schema_string(&self.schema)),
                 partition_columns: vec![self.partition_name().to_string()],
@@ -276,6 +320,16 @@ impl DeltaTransaction {
                 }
             }
         };
+        if self.deletion_vectors {
+            // The table gains the feature (and keeps it: lakeload never turns it off).
+            let current = protocol.as_ref().or(run.snapshot.protocol.as_ref());
+            if !current.is_some_and(Protocol::has_deletion_vectors) {
+                protocol = Some(current.map_or_else(Protocol::with_deletion_vectors, Protocol::adding_deletion_vectors));
+            }
+            metadata
+                .configuration
+                .insert(ENABLE_DELETION_VECTORS.into(), "true".into());
+        }
         let rows: i64 = run.written.iter().filter_map(rows_of).sum();
         let commit_info = serde_json::json!({
             "operation": "WRITE",
@@ -309,7 +363,48 @@ impl DeltaTransaction {
         for add in &run.written {
             transaction.add(add.clone());
         }
+        // A file with more rows deleted is another logical file: the old one removed (with
+        // its old vector), the file added back with the new one.
+        for (key, vector) in &run.vectors {
+            if let Some(live) = run.snapshot.files.get(key) {
+                transaction.remove(live);
+                transaction.add(Add {
+                    deletion_vector: Some(vector.clone()),
+                    stats: live.stats.as_deref().map(loose_bounds),
+                    data_change: true,
+                    ..live.clone()
+                });
+            }
+        }
         transaction
+    }
+
+    /// Writes the deletion vectors of the files whose rows the run marked (each the union of
+    /// what the file's vector deleted and the rows marked), as one new file beside the table,
+    /// created only if absent; the commit names them.
+    async fn write_deletion_vectors(&self) -> Result<()> {
+        let (file, vectors) = {
+            let run = self.run();
+            if run.marked.is_empty() {
+                return Ok(());
+            }
+            let mut file = DeletionVectorFile::default();
+            let mut vectors = BTreeMap::new();
+            for (key, positions) in &run.marked {
+                let mut bitmap = run.deleted.get(key).map_or_else(RoaringTreemap::new, |d| (**d).clone());
+                bitmap.extend(positions.iter().copied());
+                vectors.insert(key.clone(), file.push(&bitmap));
+            }
+            (file, vectors)
+        };
+        let key = file.key();
+        match self.storage.put_if(&key, file.into_body(), PutCondition::IfAbsent).await {
+            Ok(_) => {}
+            Err(StorageError::PreconditionFailed { url }) => return Err(fenced(&url)),
+            Err(e) => return Err(e.into()),
+        }
+        self.run().vectors = vectors;
+        Ok(())
     }
 
     /// What this run read and replaces (see `conflict`).
@@ -576,10 +671,20 @@ impl Transaction for DeltaTransaction {
     async fn read_date(&self, date: i32, scratch: &SpillDir) -> Result<(Option<Box<dyn StoredRows>>, Seen)> {
         let mut parts: Vec<Box<dyn StoredRows>> = Vec::new();
         for live in self.live_files(date) {
+            let deleted = match &live.deletion_vector {
+                Some(vector) => {
+                    let mut files = self.vector_files.lock().await;
+                    let bitmap = Arc::new(vector.read(&self.storage, &mut files).await?);
+                    self.run().deleted.insert(live.key(), bitmap.clone());
+                    Some(bitmap)
+                }
+                None => None,
+            };
             let (path, url) = self.fetch(&live.key(), scratch).await?;
             let stored = StoredParquet::open(path, self.schema.clone(), url)?
                 .with_partition(self.partition_name().to_string(), date)
-                .with_key(live.key());
+                .with_key(live.key())
+                .without(deleted);
             parts.push(Box::new(stored));
         }
         // The new file has a name of its own: nothing to overwrite.
@@ -597,7 +702,8 @@ impl Transaction for DeltaTransaction {
             let run = self.run();
             (
                 run.added.clone(),
-                live.iter().all(|add| run.kept.contains(&add.key())),
+                live.iter()
+                    .all(|add| run.kept.contains(&add.key()) && !run.marked.contains_key(&add.key())),
             )
         };
         let carried = match (added.is_empty(), appended) {
@@ -639,6 +745,7 @@ impl Transaction for DeltaTransaction {
             data_change: true,
             stats: Some(stats),
             tags: None,
+            deletion_vector: None,
             other: BTreeMap::new(),
         });
         Ok(body.size)
@@ -728,6 +835,16 @@ impl Transaction for DeltaTransaction {
         self.run().kept.extend(keys.iter().cloned());
     }
 
+    fn marks_deletes(&self) -> bool {
+        self.deletion_vectors
+    }
+
+    fn mark_deleted(&self, key: &str, positions: &[u64]) {
+        let mut run = self.run();
+        run.kept.insert(key.to_string());
+        run.marked.entry(key.to_string()).or_default().extend_from_slice(positions);
+    }
+
     /// Live files are dropped by the commit; files only older versions read (tombstones) are
     /// kept for them until vacuum: neither is deleted by a run.
     fn drops_by_record(&self, key: &str) -> bool {
@@ -736,6 +853,7 @@ impl Transaction for DeltaTransaction {
 
     async fn commit(&self, mode: Mode, run_id: &str, files: &[FileRecord]) -> Result<Option<u64>> {
         let files = run_files::write(&self.storage, files).await?;
+        self.write_deletion_vectors().await?;
         let transaction = self.staged_commit(mode, run_id, &files);
         if transaction.is_empty() {
             // Nothing new (an incremental run with no new file): no empty version.

@@ -233,10 +233,9 @@ pub async fn read_commit(storage: &DynStorage, version: u64) -> Result<Vec<Actio
     decode_commit(version, &bytes)
 }
 
-/// The rows a file holds, from its stats.
+/// The rows a reader of a file gets, from its stats (less its deleted rows).
 pub fn rows_of(add: &Add) -> Option<i64> {
-    let stats: serde_json::Value = serde_json::from_str(add.stats.as_deref()?).ok()?;
-    stats["numRecords"].as_i64()
+    add.live_rows()
 }
 
 /// What the commits after version `after` (all, when `None`) removed before `cutoff_ms` and

@@ -3,7 +3,7 @@
 //! lose) and then committed.
 
 use super::conflict::ReadSet;
-use super::log::Snapshot;
+use super::log::{Snapshot, same_vector};
 use super::replay::{partitions_of, read_commit, recorded_run, replay_runs};
 use super::rules::is_append_only;
 use super::transaction::StagedCommit;
@@ -95,16 +95,21 @@ impl DeltaTransaction {
             {
                 transaction.set_metadata(metadata.clone());
             }
+            // A file is the same logical file only with the same deletion vector: one whose
+            // vector changed since is removed and added back with its vector of then.
+            let same = |a: Option<&super::log::Add>, b: &super::log::Add| {
+                a.is_some_and(|a| same_vector(a.deletion_vector.as_ref(), b.deletion_vector.as_ref()))
+            };
             let mut removed = 0;
             for (path, live) in &run.snapshot.files {
-                if !then.files.contains_key(path) {
+                if !same(then.files.get(path), live) {
                     transaction.remove(live);
                     removed += 1;
                 }
             }
             let mut adds = Vec::new();
             for (path, old) in &then.files {
-                if !run.snapshot.files.contains_key(path) {
+                if !same(run.snapshot.files.get(path), old) {
                     transaction.add(old.clone());
                     adds.push(old.key());
                 }
