@@ -263,6 +263,7 @@ impl<'a> TableCommit<'a> {
                 bytes,
                 run_id: run_id.to_string(),
                 more_keys: Vec::new(),
+                deleted_rows: 0,
             };
             state.partitions.insert(format_days(date), record);
         }

@@ -364,6 +364,7 @@ mod tests {
             bytes: 1,
             run_id: "r".into(),
             more_keys: Vec::new(),
+            deleted_rows: 0,
         };
         state.partitions.insert("2024-01-01".into(), record);
         state.unconfirmed.push(ANNOUNCED.into());

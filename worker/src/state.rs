@@ -85,6 +85,13 @@ pub struct PartitionRecord {
     /// several has none: the field is left out).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub more_keys: Vec<String>,
+    /// Rows of the objects marked deleted (a Delta file's deletion vector), not in `rows`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub deleted_rows: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl PartitionRecord {

@@ -22,6 +22,9 @@ pub struct DateStatus {
     pub bytes: u64,
     /// Objects holding the date's rows (several for a Delta date appended to).
     pub files: usize,
+    /// Rows of those objects marked deleted (Delta deletion vectors): on storage, not read;
+    /// `optimize` drops them.
+    pub deleted_rows: u64,
     pub run_id: String,
 }
 
@@ -63,6 +66,7 @@ pub async fn status(config: &Config) -> Result<Status> {
             rows: p.rows,
             bytes: p.bytes,
             files: p.keys().count(),
+            deleted_rows: p.deleted_rows,
             run_id: p.run_id.clone(),
         })
         .collect();
@@ -188,13 +192,17 @@ pub fn format_status(s: &Status) -> String {
         }
         for d in s.dates.iter().skip(s.dates.len().saturating_sub(shown)) {
             out += &format!(
-                "  {}  {:>12} rows  {:>10}{}\n",
+                "  {}  {:>12} rows  {:>10}{}{}\n",
                 d.date,
                 thousands(d.rows),
                 bytes(d.bytes),
                 match d.files {
                     0 | 1 => String::new(),
                     n => format!("  in {n} files"),
+                },
+                match d.deleted_rows {
+                    0 => String::new(),
+                    n => format!(", {} deleted rows kept in them", thousands(n)),
                 }
             );
         }

@@ -159,6 +159,78 @@ pub async fn recorded_keys(storage: &DynStorage) -> Vec<String> {
         .collect()
 }
 
+/// The rows a Delta reader gets from the table's current version, sorted, read independently
+/// of the worker: the log's commits replayed (no checkpoints: the tests that use this make
+/// fewer than 100 versions; the same file with another deletion vector is another logical
+/// file), each live file's rows less those its deletion vector deletes, the file's partition
+/// value appended to each row. Also returns every data file any commit added.
+pub async fn delta_rows(storage: &DynStorage) -> (Vec<TableRow>, std::collections::BTreeSet<String>) {
+    let mut commits: Vec<String> = storage
+        .list("_delta_log/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| k.ends_with(".json"))
+        .collect();
+    commits.sort();
+    let vector = |action: &serde_json::Value| action.get("deletionVector").filter(|v| !v.is_null()).cloned();
+    let mut live: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let mut ever = std::collections::BTreeSet::new();
+    for key in commits {
+        let (body, _) = storage.get(&key).await.unwrap().unwrap();
+        for line in std::str::from_utf8(&body).unwrap().lines() {
+            let action: serde_json::Value = serde_json::from_str(line).unwrap();
+            if let Some(add) = action.get("add") {
+                let path = add["path"].as_str().unwrap().to_string();
+                ever.insert(path.clone());
+                live.insert(path, add.clone());
+            }
+            if let Some(remove) = action.get("remove") {
+                let path = remove["path"].as_str().unwrap();
+                if live.get(path).is_some_and(|add| vector(add) == vector(remove)) {
+                    live.remove(path);
+                }
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for (path, add) in live {
+        let (bytes, _) = storage.get(&path).await.unwrap().expect("a live file exists");
+        let deleted = match vector(&add) {
+            None => roaring::RoaringTreemap::new(),
+            Some(dv) => {
+                assert_eq!(dv["storageType"], "u", "{dv}");
+                let id = dv["pathOrInlineDv"].as_str().unwrap();
+                let uuid = uuid::Uuid::from_slice(&z85::decode(id).unwrap()).unwrap();
+                let (file, _) = storage
+                    .get(&format!("deletion_vector_{uuid}.bin"))
+                    .await
+                    .unwrap()
+                    .expect("the deletion vector file exists");
+                let at = dv["offset"].as_u64().unwrap() as usize;
+                let size = dv["sizeInBytes"].as_u64().unwrap() as usize;
+                assert_eq!(u32::from_be_bytes(file[at..at + 4].try_into().unwrap()) as usize, size);
+                let bitmap = &file[at + 4..at + 4 + size];
+                assert_eq!(&bitmap[..4], &1681511377u32.to_le_bytes(), "the magic number");
+                let deleted = roaring::RoaringTreemap::deserialize_from(&bitmap[4..]).unwrap();
+                assert_eq!(deleted.len(), dv["cardinality"].as_u64().unwrap());
+                deleted
+            }
+        };
+        let partition = add["partitionValues"].as_object().unwrap().values().next().cloned();
+        let partition = partition.and_then(|v| v.as_str().map(str::to_string));
+        for (position, mut row) in parquet_rows(&bytes).into_iter().enumerate() {
+            if !deleted.contains(position as u64) {
+                row.push(partition.clone());
+                rows.push(row);
+            }
+        }
+    }
+    rows.sort();
+    (rows, ever)
+}
+
 /// All rows of the table's own objects (those its state records), sorted: what the table
 /// holds whatever else lies under its root.
 pub async fn owned_rows(storage: &DynStorage) -> Vec<TableRow> {
@@ -190,7 +262,8 @@ pub fn parquet_rows(bytes: &[u8]) -> Vec<TableRow> {
                     .map(|d| d.map(lakeload::dates::format_days))
                     .collect()
             }
-            DataType::Datetime(TimeUnit::Microseconds, None) => {
+            // A Delta file stores it UTC-adjusted.
+            DataType::Datetime(TimeUnit::Microseconds, _) => {
                 let micros = column.cast(&DataType::Int64).unwrap();
                 micros
                     .i64()

@@ -2263,3 +2263,198 @@ print(json.dumps({"spark_rows": t.filter(spark).num_rows, "loaded": any(f.endswi
         "the paused run's file is in the table: {after}"
     );
 }
+
+/// Reads each version `v` of the Delta table at argv[1] (versions 0 to argv[3] − 1) with the
+/// readers that apply deletion vectors — DuckDB's `delta_scan` (delta-kernel-rs) and Polars'
+/// `scan_delta` with `POLARS_DELTA_READER_FEATURE_DV=1` — and compares it with the Parquet
+/// table in `<argv[2]>/v<v>`; also says whether deltalake's pyarrow reader refuses the table.
+const DV_COMPARE: &str = r#"
+import glob, json, os, sys
+os.environ["POLARS_DELTA_READER_FEATURE_DV"] = "1"
+import pyarrow as pa, pyarrow.parquet as pq
+import polars as pl
+import duckdb, duckdb_extension_delta
+
+table, oracles, versions = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def rows(t):
+    out = []
+    for r in t.select([c for c in t.column_names if c not in ("year", "month", "day")]).to_pylist():
+        r["_source_modified"] = r["_source_modified"].replace(tzinfo=None)
+        out.append(tuple(sorted((k, str(v)) for k, v in r.items())))
+    return sorted(out)
+ext = glob.glob(os.path.join(os.path.dirname(duckdb_extension_delta.__file__), "extensions", "*", "delta.duckdb_extension"))[0]
+con = duckdb.connect()
+con.load_extension(ext)
+report = {}
+for v in range(versions):
+    files = [f for f in glob.glob(f"{oracles}/v{v}/**/*.parquet", recursive=True) if "_lakeload" not in f]
+    oracle = rows(pa.concat_tables([pq.read_table(f, partitioning=None) for f in files]))
+    duck = rows(con.sql(f"select * from delta_scan('{table}', version := {v})").to_arrow_table())
+    polars = rows(pl.scan_delta(table, version=v).collect().to_arrow())
+    report[f"v{v}"] = {"oracle_rows": len(oracle), "duckdb_rows": len(duck),
+                       "duckdb_equal": duck == oracle, "polars_equal": polars == oracle}
+try:
+    from deltalake import DeltaTable
+    DeltaTable(table).to_pyarrow_table()
+    report["deltalake"] = "read"
+except Exception as e:
+    report["deltalake"] = type(e).__name__
+print(json.dumps(report))
+"#;
+
+/// The commit of `version` of the local Delta table `delta`, one JSON value per action.
+fn commit_of(delta: &Path, version: u64) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(delta.join(format!("_delta_log/{version:020}.json")))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `target.deletion_vectors = true`: rows of later files updating stored keys mark the old
+/// rows deleted where they are (deletion vectors) instead of rewriting their files. Each update
+/// run's commit removes no file outright — every remove is the same file added back with a
+/// larger vector — and a second update adds to the vectors the first wrote. New keys are
+/// appended. Every version, read by DuckDB and Polars with deletion vectors, equals the
+/// `parquet` table of the same runs; deltalake's pyarrow reader refuses the table (as the
+/// README says); `status` counts the deleted rows. Turning the setting off, the next update
+/// rewrites the files holding its keys with their deleted rows left out; a rollback to a
+/// version with vectors restores them; both still equal the oracle.
+#[test]
+fn updated_keys_are_marked_deleted_in_place_and_readers_with_deletion_vectors_see_the_oracle() {
+    let dir = tempdir();
+    let dir = dir.path();
+    // Few customers and sessions: later files update many stored keys.
+    let few = ["--customers", "60", "--sessions", "2", "--files-per-day", "2"];
+    let source = generated_source(dir, "src", &[&["--files", "3", "--rows", "600"][..], &few].concat());
+    let (delta, oracle, oracles) = (dir.join("delta"), dir.join("oracle"), dir.join("oracles"));
+    let on = |mode: &str, vectors: &str| -> serde_json::Value {
+        let summary = run_at(
+            dir,
+            &source,
+            &path_str(&delta),
+            &[("LAKELOAD_TARGET_DELETION_VECTORS".into(), vectors.into())],
+            "delta",
+            mode,
+        );
+        run(dir, &source, &oracle, "parquet", mode);
+        summary
+    };
+    let mut version = 0;
+    let snapshot = |version: u64| copy_dir(&oracle, &oracles.join(format!("v{version}")));
+    on("full", "true");
+    snapshot(version);
+    let protocol = commit_of(&delta, 0)[0]["protocol"].clone();
+    assert_eq!(protocol["minReaderVersion"], 3, "{protocol}");
+    assert_eq!(protocol["readerFeatures"], serde_json::json!(["deletionVectors"]));
+    let files_in_status = || -> u64 {
+        let status = on_delta(dir, &source, &delta).args(["status", "--json"]).output();
+        assert_exit(&status, 0);
+        let status: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+        status["dates"].as_array().unwrap().iter().map(|d| d["files"].as_u64().unwrap()).sum()
+    };
+    let live_before = files_in_status();
+
+    // The first update touches a few keys, so the second finds the generated file already
+    // with a vector.
+    for (update, seed, lines) in [(1, "7", 40), (2, "8", 400)] {
+        // Landing on 2026-11-01 (five days after the start, two files a day), as the stored
+        // rows mostly do.
+        land_file(dir, "2026-10-27", 10 + update, lines, &[&["--seed", seed][..], &few].concat());
+        let summary = on("incremental", "true");
+        version += 1;
+        snapshot(version);
+        assert!(summary["rows_updated"].as_u64().unwrap() > 5, "{summary}");
+        let commit = commit_of(&delta, version);
+        let added_back: Vec<(&str, u64)> = commit
+            .iter()
+            .filter_map(|a| Some((a["add"]["path"].as_str()?, a["add"]["deletionVector"]["cardinality"].as_u64()?)))
+            .collect();
+        let removed: Vec<(&str, u64)> = commit
+            .iter()
+            .filter_map(|a| {
+                let old = a["remove"]["deletionVector"]["cardinality"].as_u64().unwrap_or(0);
+                Some((a["remove"]["path"].as_str()?, old))
+            })
+            .collect();
+        assert!(!removed.is_empty(), "update {update} marked rows: {commit:?}");
+        for (path, old) in &removed {
+            let (_, new) = added_back
+                .iter()
+                .find(|(p, _)| p == path)
+                .unwrap_or_else(|| panic!("{path} removed outright: {commit:?}"));
+            assert!(new > old, "{path}: the new vector ({new}) holds the old ({old}) and more");
+        }
+        if update == 2 {
+            assert!(
+                removed.iter().any(|(_, old)| *old > 0),
+                "the second update added to a vector the first wrote: {removed:?}"
+            );
+        }
+    }
+    assert!(files_in_status() > live_before, "each update added a file of its merged rows");
+    // New keys only: appended, nothing marked.
+    std::fs::write(source.join("z-new.gz"), gzip(new_key_lines("2026-11-02", 30, 100).as_bytes())).unwrap();
+    on("incremental", "true");
+    version += 1;
+    snapshot(version);
+    assert!(!commit_of(&delta, version).iter().any(|a| a.get("remove").is_some()));
+
+    let status = on_delta(dir, &source, &delta).args(["status", "--json"]).output();
+    assert_exit(&status, 0);
+    let status: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+    let deleted: u64 = status["dates"].as_array().unwrap().iter().map(|d| d["deleted_rows"].as_u64().unwrap()).sum();
+    assert!(deleted > 40, "status counts the deleted rows: {status}");
+    let rows: u64 = status["dates"].as_array().unwrap().iter().map(|d| d["rows"].as_u64().unwrap()).sum();
+
+    // The setting off: the next update rewrites the files holding its keys, their deleted
+    // rows left out.
+    land_file(dir, "2026-10-27", 12, 400, &[&["--seed", "9"][..], &few].concat());
+    on("incremental", "false");
+    version += 1;
+    snapshot(version);
+    let commit = commit_of(&delta, version);
+    assert!(
+        commit.iter().all(|a| a["add"]["deletionVector"].is_null()),
+        "no new vector: {commit:?}"
+    );
+    assert!(commit.iter().any(|a| !a["remove"]["deletionVector"].is_null()), "a file with a vector was rewritten");
+
+    // Back to version 2 (vectors of both updates), then everything compared.
+    let out = on_delta(dir, &source, &delta).args(["rollback", "--to-version", "2", "--json"]).output();
+    assert_exit(&out, 0);
+    version += 1;
+    copy_dir(&oracles.join("v2"), &oracles.join(format!("v{version}")));
+
+    let report: serde_json::Value = serde_json::from_str(&python(
+        DV_COMPARE,
+        &[path_str(&delta), path_str(&oracles), (version + 1).to_string()],
+    ))
+    .unwrap();
+    for v in 0..=version {
+        let seen = &report[format!("v{v}")];
+        assert_eq!(seen["duckdb_equal"], true, "version {v} as DuckDB reads it: {report}");
+        assert_eq!(seen["polars_equal"], true, "version {v} as Polars reads it: {report}");
+    }
+    assert_eq!(report["v3"]["oracle_rows"], rows, "status counts the rows readers get");
+    assert_eq!(report["deltalake"], "DeltaProtocolError", "{report}");
+}
+
+/// `target.deletion_vectors` is a Delta setting: on a `parquet` table it is refused, naming
+/// the key and the fix, before anything is read or written.
+#[test]
+fn deletion_vectors_on_a_parquet_table_are_refused_with_the_fix() {
+    let dir = tempdir();
+    let dir = dir.path();
+    let source = first_files(dir, 1, 50);
+    let out = Lakeload::new(dir)
+        .env("LAKELOAD_SOURCE_URL", &source)
+        .env("LAKELOAD_TARGET_URL", dir.join("table"))
+        .env("LAKELOAD_TARGET_DELETION_VECTORS", "true")
+        .args(["run"])
+        .output();
+    assert_exit(&out, 2);
+    let err = stderr(&out);
+    assert!(err.contains("target.deletion_vectors") && err.contains("target.format = delta"), "{err}");
+    assert!(!dir.join("table").exists(), "nothing written");
+}

@@ -3,7 +3,10 @@
 //! (column count, date columns in any order, the key with NULLs, a header line, a
 //! `timestamp_format`), the order rule, the layout, files re-delivered with corrected rows
 //! (with and without a new modification time), a memory limit small enough that every run
-//! spills, and other people's objects under the table root (left alone, byte for byte).
+//! spills, other people's objects under the table root (left alone, byte for byte), and the
+//! format: `parquet`, `delta` (dates gain files as new keys are appended, files holding
+//! updated keys are rewritten) and `delta` with deletion vectors (superseded rows marked
+//! deleted in place), read back by the test's own log replay.
 
 use std::sync::OnceLock;
 
@@ -211,6 +214,16 @@ struct Case {
     relayout: bool,
     /// Objects of someone else's under both table roots before the first run.
     foreign: Vec<&'static str>,
+    /// The table's format.
+    format: TableKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum TableKind {
+    Parquet,
+    Delta,
+    /// Delta with `target.deletion_vectors = true`: rows superseded in place.
+    DeltaMarkingDeletes,
 }
 
 /// Other people's objects a table root may hold: nested, at the root, beside the table's own
@@ -241,9 +254,10 @@ fn case() -> impl Strategy<Value = Case> {
             any::<bool>(),
             (any::<bool>(), any::<bool>()),
             prop::sample::subsequence(FOREIGN, 0..=3),
+            prop::sample::select(vec![TableKind::Parquet, TableKind::Delta, TableKind::DeltaMarkingDeletes]),
         )
             .prop_map(
-                |(schema, files, batches, by_name, tiny_memory, (date_layout, relayout), foreign)| {
+                |(schema, files, batches, by_name, tiny_memory, (date_layout, relayout), foreign, format)| {
                     let files = files
                         .into_iter()
                         .enumerate()
@@ -266,8 +280,10 @@ fn case() -> impl Strategy<Value = Case> {
                         by_name,
                         tiny_memory,
                         date_layout,
-                        relayout,
+                        // Layouts are of the `parquet` format.
+                        relayout: relayout && format == TableKind::Parquet,
                         foreign,
+                        format,
                     }
                 },
             )
@@ -286,6 +302,12 @@ fn incremental_equals_full(place: Place, case: Case) {
     }
     if case.date_layout {
         settings.push(("target.layout", "date".into()));
+    }
+    if case.format != TableKind::Parquet {
+        settings.push(("target.format", "delta".into()));
+    }
+    if case.format == TableKind::DeltaMarkingDeletes {
+        settings.push(("target.deletion_vectors", "true".into()));
     }
     runtime().block_on(async {
         for table in ["inc", "full"] {
@@ -319,7 +341,10 @@ fn incremental_equals_full(place: Place, case: Case) {
         check_accounting(&lakeload::run::run(&full, false).await);
         let mut tables = Vec::new();
         for table in ["inc", "full"] {
-            tables.push(checked_rows(&place, table, &case.foreign).await);
+            tables.push(match case.format {
+                TableKind::Parquet => checked_rows(&place, table, &case.foreign).await,
+                _ => checked_delta_rows(&place, table, &case.foreign).await,
+            });
         }
         assert_eq!(tables[0], tables[1], "incremental runs differ from one full run");
         // A full rebuild under the other layout keeps the rows and leaves nothing of the old
@@ -362,6 +387,27 @@ async fn checked_rows(place: &Place, table: &str, foreign: &[&str]) -> Vec<Table
         }
     }
     owned_rows(&storage).await
+}
+
+/// [`checked_rows`] of a Delta table: the rows its current version reads (deletion vectors
+/// applied), after checking the foreign objects and that every Parquet object under the root
+/// that is not foreign is a file some commit added.
+async fn checked_delta_rows(place: &Place, table: &str, foreign: &[&str]) -> Vec<TableRow> {
+    let storage = open_storage(&place.url(table), place.s3()).await;
+    for key in foreign {
+        let (body, _) = storage.get(key).await.unwrap().expect("foreign object kept");
+        assert_eq!(&body[..], format!("{table}:{key}").as_bytes(), "{key} untouched");
+    }
+    let (rows, ever_added) = delta_rows(&storage).await;
+    for object in storage.list("").await.unwrap() {
+        if object.key.ends_with(".parquet")
+            && !foreign.contains(&object.key.as_str())
+            && !object.key.starts_with("_delta_log/")
+        {
+            assert!(ever_added.contains(&object.key), "{} is in no commit", object.key);
+        }
+    }
+    rows
 }
 
 proptest! {

@@ -100,11 +100,13 @@ pub fn partitions_of(snapshot: &Snapshot, column: &str) -> BTreeMap<String, Part
         let key = add.key();
         let rows = rows_of(add).unwrap_or(0).max(0) as u64;
         let bytes = add.size.max(0) as u64;
+        let deleted_rows = add.deleted_rows().max(0) as u64;
         match partitions.get_mut(&day) {
             // A date of several files (appended to): one record of them all.
             Some(record) => {
                 record.rows += rows;
                 record.bytes += bytes;
+                record.deleted_rows += deleted_rows;
                 record.more_keys.push(key);
             }
             None => {
@@ -116,6 +118,7 @@ pub fn partitions_of(snapshot: &Snapshot, column: &str) -> BTreeMap<String, Part
                     bytes,
                     run_id,
                     more_keys: Vec::new(),
+                    deleted_rows,
                 };
                 partitions.insert(day, record);
             }
