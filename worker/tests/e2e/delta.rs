@@ -133,8 +133,14 @@ fn small_file(dir: &Path, n: usize) {
 /// Starts an incremental run on the Delta table, kills it (SIGKILL) once it pauses at
 /// `point`, and frees the lock it held.
 fn kill_run_at(dir: &Path, source: &Path, delta: &Path, point: &str) {
+    kill_run_with(dir, source, delta, point, &[]);
+}
+
+/// [`kill_run_at`], the run with `env` too.
+fn kill_run_with(dir: &Path, source: &Path, delta: &Path, point: &str, env: &[(String, String)]) {
     let mut killed = Running::spawn(
         on_delta(dir, source, delta)
+            .envs(env.to_vec())
             .env("LAKELOAD_TEST_PAUSE_AT", format!("{point}:1"))
             .args(["run", "--mode", "incremental"]),
     );
@@ -486,56 +492,93 @@ fn walk(dir: &Path) -> Vec<String> {
 }
 
 /// A run killed at each point of its commit — after writing a data file, before its log
-/// commit, after it, before its state commit — leaves a table the next incremental run
-/// completes: a run killed before its log commit changed no version and its file is loaded by
-/// the next run; one killed after it is recorded from the log, not loaded again. Either way
-/// the table is the `parquet` table of the same runs at version 1: no row lost or doubled, no
-/// version skipped or repeated.
+/// commit, after writing its deletion vectors, after its log commit, before its state commit —
+/// leaves a table the next incremental run completes: a run killed before its log commit
+/// changed no version and its file is loaded by the next run; one killed after it is recorded
+/// from the log, not loaded again. Either way the table is the `parquet` table of the same runs
+/// at version 1: no row lost or doubled, no version skipped or repeated. With and without
+/// deletion vectors (the landed file updates stored keys, so the run marks rows deleted).
 #[test]
 fn a_run_stopped_at_any_point_of_its_commit_converges() {
-    for (point, committed) in [
-        ("after_date_write", false),
-        ("before_table_commit", false),
-        ("after_table_commit", true),
-        ("before_state_commit", true),
-    ] {
-        let dir = tempdir();
-        let dir = dir.path();
-        let source = first_files(dir, 4, 1000);
-        let (delta, parquet) = (dir.join("delta"), dir.join("parquet"));
-        run_both(dir, &source, &delta, &parquet, "full");
-        land_file(dir, "2026-11-02", 10, 1000, &["--seed", "9"]);
-        kill_run_at(dir, &source, &delta, point);
+    for vectors in [false, true] {
+        let env = [("LAKELOAD_TARGET_DELETION_VECTORS".to_string(), vectors.to_string())];
+        let points: &[(&str, bool)] = match vectors {
+            false => &[
+                ("after_date_write", false),
+                ("before_table_commit", false),
+                ("after_table_commit", true),
+                ("before_state_commit", true),
+            ],
+            true => &[
+                ("after_date_write", false),
+                ("after_vectors_write", false),
+                ("after_table_commit", true),
+            ],
+        };
+        for &(point, committed) in points {
+            let dir = tempdir();
+            let dir = dir.path();
+            let few = ["--customers", "200", "--sessions", "2"];
+            let source = generated_source(dir, "src", &[&["--files", "4", "--rows", "1000", "--files-per-day", "2"][..], &few].concat());
+            let (delta, parquet) = (dir.join("delta"), dir.join("parquet"));
+            let on_both = |mode: &str| {
+                let summary = run_at(dir, &source, &path_str(&delta), &env, "delta", mode);
+                run(dir, &source, &parquet, "parquet", mode);
+                summary
+            };
+            on_both("full");
+            let oracles = dir.join("oracles");
+            copy_dir(&parquet, &oracles.join("v0"));
+            // File 4, landing on 2026-11-01 (two files a day from 2026-10-30).
+            land_file(dir, "2026-10-30", 4, 1000, &[&["--seed", "9", "--files-per-day", "2"][..], &few].concat());
+            kill_run_with(dir, &source, &delta, point, &env);
 
-        let next = run(dir, &source, &delta, "delta", "incremental");
-        let loaded = next["files"].as_array().unwrap().len();
-        assert_eq!(
-            loaded,
-            usize::from(!committed),
-            "killed at {point}: the new file loaded once in all: {next}"
-        );
-        run(dir, &source, &parquet, "parquet", "incremental");
-        let state: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(delta.join("_lakeload/state.json")).unwrap()).unwrap();
-        assert_eq!(
-            state["files"].as_array().unwrap().len(),
-            5,
-            "killed at {point}: every file recorded"
-        );
-        assert_eq!(state["table_version"], 1, "killed at {point}");
-        let commits: Vec<String> = walk(&delta.join("_delta_log"))
-            .into_iter()
-            .filter(|p| p.ends_with(".json"))
-            .collect();
-        assert_eq!(
-            commits.len(),
-            2,
-            "killed at {point}: versions 0 and 1: {commits:?}"
-        );
-        assert!(
-            delta_equals(&delta, Some(1), &parquet),
-            "killed at {point}: version 1 holds the rows of a full and an incremental run"
-        );
+            let next = run_at(dir, &source, &path_str(&delta), &env, "delta", "incremental");
+            let loaded = next["files"].as_array().unwrap().len();
+            assert_eq!(
+                loaded,
+                usize::from(!committed),
+                "killed at {point}: the new file loaded once in all: {next}"
+            );
+            let oracle_run = run(dir, &source, &parquet, "parquet", "incremental");
+            assert!(oracle_run["rows_updated"].as_u64().unwrap() > 50, "{oracle_run}");
+            copy_dir(&parquet, &oracles.join("v1"));
+            let state: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(delta.join("_lakeload/state.json")).unwrap()).unwrap();
+            assert_eq!(
+                state["files"].as_array().unwrap().len(),
+                5,
+                "killed at {point}: every file recorded"
+            );
+            assert_eq!(state["table_version"], 1, "killed at {point}");
+            let commits: Vec<String> = walk(&delta.join("_delta_log"))
+                .into_iter()
+                .filter(|p| p.ends_with(".json"))
+                .collect();
+            assert_eq!(
+                commits.len(),
+                2,
+                "killed at {point}: versions 0 and 1: {commits:?}"
+            );
+            if !vectors {
+                assert!(
+                    delta_equals(&delta, Some(1), &parquet),
+                    "killed at {point}: version 1 holds the rows of a full and an incremental run"
+                );
+                continue;
+            }
+            let marked = commit_of(&delta, 1).iter().filter(|a| !a["add"]["deletionVector"].is_null()).count();
+            assert!(marked > 0, "killed at {point}: the retry marked rows deleted");
+            let report: serde_json::Value = serde_json::from_str(&python(
+                DV_COMPARE,
+                &[path_str(&delta), path_str(&oracles), versions([0, 1])],
+            ))
+            .unwrap();
+            for v in ["v0", "v1"] {
+                assert_eq!(report[v]["duckdb_equal"], true, "killed at {point}, {v}: {report}");
+                assert_eq!(report[v]["polars_equal"], true, "killed at {point}, {v}: {report}");
+            }
+        }
     }
 }
 
@@ -2264,7 +2307,7 @@ print(json.dumps({"spark_rows": t.filter(spark).num_rows, "loaded": any(f.endswi
     );
 }
 
-/// Reads each version `v` of the Delta table at argv[1] (versions 0 to argv[3] − 1) with the
+/// Reads each version `v` of the Delta table at argv[1] (argv[3]: the versions, comma-separated) with the
 /// readers that apply deletion vectors — DuckDB's `delta_scan` (delta-kernel-rs) and Polars'
 /// `scan_delta` with `POLARS_DELTA_READER_FEATURE_DV=1` — and compares it with the Parquet
 /// table in `<argv[2]>/v<v>`; also says whether deltalake's pyarrow reader refuses the table.
@@ -2275,7 +2318,7 @@ import pyarrow as pa, pyarrow.parquet as pq
 import polars as pl
 import duckdb, duckdb_extension_delta
 
-table, oracles, versions = sys.argv[1], sys.argv[2], int(sys.argv[3])
+table, oracles, versions = sys.argv[1], sys.argv[2], [int(v) for v in sys.argv[3].split(",")]
 def rows(t):
     out = []
     for r in t.select([c for c in t.column_names if c not in ("year", "month", "day")]).to_pylist():
@@ -2286,7 +2329,7 @@ ext = glob.glob(os.path.join(os.path.dirname(duckdb_extension_delta.__file__), "
 con = duckdb.connect()
 con.load_extension(ext)
 report = {}
-for v in range(versions):
+for v in versions:
     files = [f for f in glob.glob(f"{oracles}/v{v}/**/*.parquet", recursive=True) if "_lakeload" not in f]
     oracle = rows(pa.concat_tables([pq.read_table(f, partitioning=None) for f in files]))
     duck = rows(con.sql(f"select * from delta_scan('{table}', version := {v})").to_arrow_table())
@@ -2301,6 +2344,11 @@ except Exception as e:
     report["deltalake"] = type(e).__name__
 print(json.dumps(report))
 "#;
+
+/// `versions` as [`DV_COMPARE`] takes them.
+fn versions(versions: impl IntoIterator<Item = u64>) -> String {
+    versions.into_iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",")
+}
 
 /// The commit of `version` of the local Delta table `delta`, one JSON value per action.
 fn commit_of(delta: &Path, version: u64) -> Vec<serde_json::Value> {
@@ -2428,7 +2476,7 @@ fn updated_keys_are_marked_deleted_in_place_and_readers_with_deletion_vectors_se
 
     let report: serde_json::Value = serde_json::from_str(&python(
         DV_COMPARE,
-        &[path_str(&delta), path_str(&oracles), (version + 1).to_string()],
+        &[path_str(&delta), path_str(&oracles), versions(0..=version)],
     ))
     .unwrap();
     for v in 0..=version {

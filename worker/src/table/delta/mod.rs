@@ -404,6 +404,7 @@ impl DeltaTransaction {
             Err(e) => return Err(e.into()),
         }
         self.run().vectors = vectors;
+        crate::faults::pause_point("after_vectors_write").await;
         Ok(())
     }
 
