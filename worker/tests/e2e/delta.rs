@@ -1817,7 +1817,8 @@ fn spark_sql_with(env: &[(&str, &str)], statements: &[String]) -> Vec<serde_json
 
 /// Whether the Delta table at argv[1] holds, outside the dates from 2030 on, the rows of the
 /// `parquet` table at argv[2] less those Spark deleted (c1 = argv[4] on c7 = argv[5], loaded
-/// from a file named in argv[6], a JSON list), and argv[3] rows from 2030 on.
+/// from a file named in argv[6], a JSON list), and argv[3] rows from 2030 on. With argv[7] =
+/// `dv`, the table is read by DuckDB (it has deletion vectors).
 const SHARED_EQUALS: &str = r#"
 import datetime, glob, json, sys, pyarrow as pa, pyarrow.parquet as pq, pyarrow.compute as pc
 from deltalake import DeltaTable
@@ -1827,7 +1828,15 @@ def rows(t):
         r["_source_modified"] = r["_source_modified"].replace(tzinfo=None)
         out.append(tuple(sorted((k, str(v)) for k, v in r.items())))
     return sorted(out)
-dt = DeltaTable(sys.argv[1]).to_pyarrow_table()
+if len(sys.argv) > 7 and sys.argv[7] == "dv":
+    # A table with deletion vectors: read by DuckDB (delta-kernel-rs); deltalake refuses it.
+    import duckdb, duckdb_extension_delta, os
+    ext = glob.glob(os.path.join(os.path.dirname(duckdb_extension_delta.__file__), "extensions", "*", "delta.duckdb_extension"))[0]
+    con = duckdb.connect()
+    con.load_extension(ext)
+    dt = con.sql(f"select * from delta_scan('{sys.argv[1]}')").to_arrow_table()
+else:
+    dt = DeltaTable(sys.argv[1]).to_pyarrow_table()
 spark = pc.greater_equal(dt["c7"], pa.scalar(datetime.date(2030, 1, 1)))
 files = [f for f in glob.glob(sys.argv[2] + "/**/*.parquet", recursive=True) if "_lakeload" not in f]
 oracle = pa.concat_tables([pq.read_table(f, partitioning=None) for f in files])
@@ -2505,4 +2514,123 @@ fn deletion_vectors_on_a_parquet_table_are_refused_with_the_fix() {
     let err = stderr(&out);
     assert!(err.contains("target.deletion_vectors") && err.contains("target.format = delta"), "{err}");
     assert!(!dir.join("table").exists(), "nothing written");
+}
+
+/// Spark and lakeload share a table with deletion vectors, each applying the other's. Spark
+/// turns the feature on and deletes one customer's rows on a date with a vector (no file
+/// rewritten). lakeload's next run, with `target.deletion_vectors = true`, marks the rows its
+/// updates supersede, adding them to Spark's vector; the run after it, without vectors,
+/// rewrites the files holding its updated keys, their deleted rows (Spark's and its own) left
+/// out. After each step DuckDB reads the oracle's rows less Spark's delete, and Spark reads as
+/// many rows as DuckDB.
+#[test]
+#[ignore = "needs Spark: run by tests/run-all.sh (cargo test --release -p lakeload --test e2e -- --ignored spark)"]
+fn spark_and_lakeload_share_a_table_with_deletion_vectors() {
+    let dir = tempdir();
+    let dir = dir.path();
+    let few = ["--customers", "60", "--sessions", "2", "--files-per-day", "2"];
+    let source = generated_source(dir, "src", &[&["--files", "3", "--rows", "600"][..], &few].concat());
+    // Two later files of a few updates each, landing on 2026-11-01 (five days after the start),
+    // moved into the source one run at a time.
+    let later = generated_source(
+        dir,
+        "later",
+        &[&["--files", "2", "--rows", "30", "--start", "2026-10-27", "--first-file", "10", "--seed", "7", "--bad-ratio", "0"][..], &few].concat(),
+    );
+    let (delta, oracle) = (dir.join("delta"), dir.join("oracle"));
+    let on = |mode: &str, vectors: bool| {
+        let env = [("LAKELOAD_TARGET_DELETION_VECTORS".to_string(), vectors.to_string())];
+        let summary = run_at(dir, &source, &path_str(&delta), &env, "delta", mode);
+        run(dir, &source, &oracle, "parquet", mode);
+        summary
+    };
+    on("full", false);
+    // A customer with rows on 2026-11-01 whom neither later file updates.
+    let c1 = python(
+        r#"
+import glob, gzip, sys, pyarrow.parquet as pq
+later = {l.split("|")[0] for f in glob.glob(sys.argv[2] + "/**/*.gz", recursive=True) for l in gzip.open(f, "rt")}
+t = pq.read_table(glob.glob(sys.argv[1] + "/year=2026/month=11/day=01/*.parquet")[0], partitioning=None)
+print(sorted(set(t["c1"].to_pylist()) - later)[0])
+"#,
+        &[path_str(&oracle), path_str(&later)],
+    );
+    let picked = PickedRow {
+        c1: c1.trim().to_string(),
+        c7: "2026-11-01".into(),
+        first_files: lakeload_testkit::files_under(&source)
+            .iter()
+            .map(|p| p.strip_prefix(&source).unwrap().to_string_lossy().into_owned())
+            .collect(),
+    };
+    let t = format!("delta.`{}`", path_str(&delta));
+    spark_sql(&[
+        format!("ALTER TABLE {t} SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')"),
+        format!("DELETE FROM {t} WHERE c1 = '{}' AND c7 = DATE'{}'", picked.c1, picked.c7),
+    ]);
+    let vectors_of = |commit: &[serde_json::Value], action: &str| -> Vec<(String, u64)> {
+        commit
+            .iter()
+            .filter_map(|a| {
+                let dv = &a[action]["deletionVector"];
+                Some((a[action]["path"].as_str()?.to_string(), dv["cardinality"].as_u64()?))
+            })
+            .collect()
+    };
+    let spark_vectors = vectors_of(&log_commits(&delta).pop().unwrap(), "add");
+    assert!(!spark_vectors.is_empty(), "Spark deleted with a vector");
+    let check = |step: &str| {
+        let seen: serde_json::Value = serde_json::from_str(
+            python(
+                SHARED_EQUALS,
+                &[
+                    path_str(&delta),
+                    path_str(&oracle),
+                    "0".into(),
+                    picked.c1.clone(),
+                    picked.c7.clone(),
+                    serde_json::to_string(&picked.first_files).unwrap(),
+                    "dv".into(),
+                ],
+            )
+            .trim(),
+        )
+        .unwrap();
+        assert!(
+            seen["equal"] == true && seen["deleted"].as_u64() >= Some(1),
+            "{step}: DuckDB reads the oracle less Spark's delete: {seen}"
+        );
+        let counted = spark_sql(&[format!("SELECT count(*) AS n FROM {t}")]);
+        assert_eq!(
+            counted[0][0]["n"].as_u64(),
+            seen["ours"].as_u64(),
+            "{step}: Spark reads as many rows as DuckDB"
+        );
+    };
+    check("Spark's delete");
+    let land = |n: usize| {
+        let name = format!("2026/11/01/events-{n:06}.gz");
+        std::fs::create_dir_all(source.join("2026/11/01")).unwrap();
+        std::fs::rename(later.join(&name), source.join(&name)).unwrap();
+    };
+
+    land(10);
+    let summary = on("incremental", true);
+    assert!(summary["rows_updated"].as_u64() > Some(0), "{summary}");
+    let commit = log_commits(&delta).pop().unwrap();
+    let (removed, added) = (vectors_of(&commit, "remove"), vectors_of(&commit, "add"));
+    let grown: Vec<_> = removed
+        .iter()
+        .filter(|(path, old)| added.iter().any(|(p, new)| p == path && new > old))
+        .collect();
+    assert!(!grown.is_empty(), "lakeload added to Spark's vector: {commit:?}");
+    check("a lakeload run marking rows");
+
+    land(11);
+    let summary = on("incremental", false);
+    assert!(summary["rows_updated"].as_u64() > Some(0), "{summary}");
+    let commit = log_commits(&delta).pop().unwrap();
+    assert!(vectors_of(&commit, "add").is_empty(), "no vector written: {commit:?}");
+    assert!(!vectors_of(&commit, "remove").is_empty(), "a file with a vector was rewritten: {commit:?}");
+    check("a lakeload run rewriting files");
 }
