@@ -156,13 +156,13 @@ def measure_shape(bench, name, what, table_opts, more_opts, tiny):
     # into the source (for lakeload, which finds what is new itself).
     bench.generate(f"late-{name}-new", 1, rows, **{**table_opts, **more_opts})
     row = {"shape": what}
-    for fmt in ("parquet", "delta"):
+    for fmt, env in FORMATS:
         out = os.path.join(bench.work, f"late-{name}-{fmt}")
         built = out + "-built"
 
         def full_once():
             shutil.rmtree(out, ignore_errors=True)
-            return bench.lakeload_run(src, out, extra_env={"LAKELOAD_TARGET_FORMAT": fmt})
+            return bench.lakeload_run(src, out, extra_env=env)
 
         full = b.best_of(1 if tiny else RUNS, full_once)
         shutil.copytree(out, built)
@@ -170,7 +170,7 @@ def measure_shape(bench, name, what, table_opts, more_opts, tiny):
 
         def inc_once():
             fresh_copy(built, out)
-            return bench.lakeload_run(src, out, mode="incremental", extra_env={"LAKELOAD_TARGET_FORMAT": fmt})
+            return bench.lakeload_run(src, out, mode="incremental", extra_env=env)
 
         inc = b.best_of(1 if tiny else RUNS, inc_once)
         row[fmt] = {
@@ -196,6 +196,14 @@ def measure_shape(bench, name, what, table_opts, more_opts, tiny):
     return row
 
 
+# lakeload's table formats, with the settings each is run with.
+FORMATS = [
+    ("parquet", {"LAKELOAD_TARGET_FORMAT": "parquet"}),
+    ("delta", {"LAKELOAD_TARGET_FORMAT": "delta"}),
+    ("delta + deletion vectors", {"LAKELOAD_TARGET_FORMAT": "delta", "LAKELOAD_TARGET_DELETION_VECTORS": "true"}),
+]
+
+
 def share(part, whole):
     return f"{part / whole:.2f}" if whole else "-"
 
@@ -204,7 +212,7 @@ def table(rows):
     out = ["| shape | tool | lines (+ new) | dates | full run s | +1 file s | share of a full run | dates rewritten | new rows inserted / updating | peak MiB |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        for fmt in ("parquet", "delta"):
+        for fmt, _ in FORMATS:
             m = r[fmt]
             out.append(f"| {r['shape']} | lakeload {fmt} | {m['lines']:,} (+{m['new_lines']:,}) | {m['table_dates']} | "
                        f"{m['full_s']:.2f} | {m['inc_s']:.2f} | {share(m['inc_s'], m['full_s'])} | {m['dates']} | "
@@ -222,10 +230,13 @@ def main():
     ap.add_argument("--tiny", action="store_true", help="toy sizes: checks the benchmark still works")
     ap.add_argument("--work", help="folder for the generated data (default: the system's temp folder)")
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--shape", action="append", choices=[s[0] for s in SHAPES],
+                    help="only this shape (repeatable; default: every shape)")
     args = ap.parse_args()
     bench = b.Bench(argparse.Namespace(work=args.work, tiny=args.tiny))
+    shapes = [s for s in SHAPES if not args.shape or s[0] in args.shape]
     try:
-        rows = [measure_shape(bench, *shape, args.tiny) for shape in SHAPES]
+        rows = [measure_shape(bench, *shape, args.tiny) for shape in shapes]
     finally:
         shutil.rmtree(bench.work, ignore_errors=True)
     print(f"Late data, one more file ({b.machine()}; best of {1 if args.tiny else RUNS}):\n")

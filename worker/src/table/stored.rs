@@ -25,7 +25,11 @@ pub trait StoredRows: Send {
     /// leave as they are, and the stored rows of the rest, to be merged. With `mark`, an
     /// object holding some stays too, only the rows holding those keys are merged (they are
     /// marked deleted where they are, [`SplitByKeys::Known::marked`]).
-    fn split_by_keys(self: Box<Self>, hashes: &std::collections::HashSet<u64>, mark: bool) -> Result<SplitByKeys>;
+    fn split_by_keys(
+        self: Box<Self>,
+        hashes: &std::collections::HashSet<u64>,
+        mark: bool,
+    ) -> Result<SplitByKeys>;
 }
 
 /// Stored objects sorted by whether they hold any of the new rows' keys.
@@ -182,7 +186,11 @@ impl StoredParquet {
 }
 
 impl StoredRows for StoredParquet {
-    fn split_by_keys(mut self: Box<Self>, hashes: &std::collections::HashSet<u64>, mark: bool) -> Result<SplitByKeys> {
+    fn split_by_keys(
+        mut self: Box<Self>,
+        hashes: &std::collections::HashSet<u64>,
+        mark: bool,
+    ) -> Result<SplitByKeys> {
         let Some(key) = self.key.clone() else {
             return Ok(SplitByKeys::Unknown(self));
         };
@@ -215,7 +223,8 @@ impl StoredRows for StoredParquet {
                 // Straight to the next row handed out.
                 self.next = self.next.max(only[self.only_next] as usize);
             }
-            let file = std::fs::File::open(&self.path).map_err(Error::scratch("cannot read a scratch file"))?;
+            let file =
+                std::fs::File::open(&self.path).map_err(Error::scratch("cannot read a scratch file"))?;
             let take = (max_bytes / self.bytes_per_row).clamp(1, ROW_GROUP_ROWS);
             let first = self.next;
             let frame = ParquetReader::new(file)
@@ -302,7 +311,11 @@ impl StoredRows for StoredChain {
         self.parts.iter().any(|p| p.has_more())
     }
 
-    fn split_by_keys(self: Box<Self>, hashes: &std::collections::HashSet<u64>, mark: bool) -> Result<SplitByKeys> {
+    fn split_by_keys(
+        self: Box<Self>,
+        hashes: &std::collections::HashSet<u64>,
+        mark: bool,
+    ) -> Result<SplitByKeys> {
         let (mut untouched, mut holding, mut marked) = (Vec::new(), Vec::new(), Vec::new());
         for part in self.parts {
             match part.split_by_keys(hashes, mark)? {

@@ -210,7 +210,10 @@ pub async fn delta_rows(storage: &DynStorage) -> (Vec<TableRow>, std::collection
                     .expect("the deletion vector file exists");
                 let at = dv["offset"].as_u64().unwrap() as usize;
                 let size = dv["sizeInBytes"].as_u64().unwrap() as usize;
-                assert_eq!(u32::from_be_bytes(file[at..at + 4].try_into().unwrap()) as usize, size);
+                assert_eq!(
+                    u32::from_be_bytes(file[at..at + 4].try_into().unwrap()) as usize,
+                    size
+                );
                 let bitmap = &file[at + 4..at + 4 + size];
                 assert_eq!(&bitmap[..4], &1681511377u32.to_le_bytes(), "the magic number");
                 let deleted = roaring::RoaringTreemap::deserialize_from(&bitmap[4..]).unwrap();
@@ -218,7 +221,12 @@ pub async fn delta_rows(storage: &DynStorage) -> (Vec<TableRow>, std::collection
                 deleted
             }
         };
-        let partition = add["partitionValues"].as_object().unwrap().values().next().cloned();
+        let partition = add["partitionValues"]
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .cloned();
         let partition = partition.and_then(|v| v.as_str().map(str::to_string));
         for (position, mut row) in parquet_rows(&bytes).into_iter().enumerate() {
             if !deleted.contains(position as u64) {

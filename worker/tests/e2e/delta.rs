@@ -501,7 +501,10 @@ fn walk(dir: &Path) -> Vec<String> {
 #[test]
 fn a_run_stopped_at_any_point_of_its_commit_converges() {
     for vectors in [false, true] {
-        let env = [("LAKELOAD_TARGET_DELETION_VECTORS".to_string(), vectors.to_string())];
+        let env = [(
+            "LAKELOAD_TARGET_DELETION_VECTORS".to_string(),
+            vectors.to_string(),
+        )];
         let points: &[(&str, bool)] = match vectors {
             false => &[
                 ("after_date_write", false),
@@ -519,7 +522,15 @@ fn a_run_stopped_at_any_point_of_its_commit_converges() {
             let dir = tempdir();
             let dir = dir.path();
             let few = ["--customers", "200", "--sessions", "2"];
-            let source = generated_source(dir, "src", &[&["--files", "4", "--rows", "1000", "--files-per-day", "2"][..], &few].concat());
+            let source = generated_source(
+                dir,
+                "src",
+                &[
+                    &["--files", "4", "--rows", "1000", "--files-per-day", "2"][..],
+                    &few,
+                ]
+                .concat(),
+            );
             let (delta, parquet) = (dir.join("delta"), dir.join("parquet"));
             let on_both = |mode: &str| {
                 let summary = run_at(dir, &source, &path_str(&delta), &env, "delta", mode);
@@ -530,7 +541,13 @@ fn a_run_stopped_at_any_point_of_its_commit_converges() {
             let oracles = dir.join("oracles");
             copy_dir(&parquet, &oracles.join("v0"));
             // File 4, landing on 2026-11-01 (two files a day from 2026-10-30).
-            land_file(dir, "2026-10-30", 4, 1000, &[&["--seed", "9", "--files-per-day", "2"][..], &few].concat());
+            land_file(
+                dir,
+                "2026-10-30",
+                4,
+                1000,
+                &[&["--seed", "9", "--files-per-day", "2"][..], &few].concat(),
+            );
             kill_run_with(dir, &source, &delta, point, &env);
 
             let next = run_at(dir, &source, &path_str(&delta), &env, "delta", "incremental");
@@ -567,7 +584,10 @@ fn a_run_stopped_at_any_point_of_its_commit_converges() {
                 );
                 continue;
             }
-            let marked = commit_of(&delta, 1).iter().filter(|a| !a["add"]["deletionVector"].is_null()).count();
+            let marked = commit_of(&delta, 1)
+                .iter()
+                .filter(|a| !a["add"]["deletionVector"].is_null())
+                .count();
             assert!(marked > 0, "killed at {point}: the retry marked rows deleted");
             let report: serde_json::Value = serde_json::from_str(&python(
                 DV_COMPARE,
@@ -575,8 +595,14 @@ fn a_run_stopped_at_any_point_of_its_commit_converges() {
             ))
             .unwrap();
             for v in ["v0", "v1"] {
-                assert_eq!(report[v]["duckdb_equal"], true, "killed at {point}, {v}: {report}");
-                assert_eq!(report[v]["polars_equal"], true, "killed at {point}, {v}: {report}");
+                assert_eq!(
+                    report[v]["duckdb_equal"], true,
+                    "killed at {point}, {v}: {report}"
+                );
+                assert_eq!(
+                    report[v]["polars_equal"], true,
+                    "killed at {point}, {v}: {report}"
+                );
             }
         }
     }
@@ -1137,9 +1163,10 @@ fn spark_reads_every_version_and_the_checkpoint() {
     );
 }
 
-/// A table another writer upgraded past protocol 1/2 (deletion vectors here) is refused with
-/// the versions it needs, and left as it was: a lakeload commit or checkpoint would drop the
-/// features its readers rely on.
+/// A table another writer upgraded with a table feature lakeload does not support (column
+/// mapping here, beside deletion vectors, which it does) is refused with the versions and the
+/// feature it needs, and left as it was: a lakeload commit or checkpoint would drop the features
+/// its readers rely on.
 #[test]
 fn a_table_upgraded_by_another_writer_is_refused_untouched() {
     let dir = tempdir();
@@ -1149,7 +1176,8 @@ fn a_table_upgraded_by_another_writer_is_refused_untouched() {
     run(dir, &source, &delta, "delta", "full");
     let upgrade = concat!(
         r#"{"protocol":{"minReaderVersion":3,"minWriterVersion":7,"#,
-        r#""readerFeatures":["deletionVectors"],"writerFeatures":["deletionVectors"]}}"#,
+        r#""readerFeatures":["deletionVectors","columnMapping"],"#,
+        r#""writerFeatures":["deletionVectors","columnMapping"]}}"#,
         "\n",
         r#"{"commitInfo":{"operation":"SET TBLPROPERTIES","engineInfo":"another-writer"}}"#,
         "\n"
@@ -1163,7 +1191,9 @@ fn a_table_upgraded_by_another_writer_is_refused_untouched() {
     assert_exit(&out, 2);
     let said = stderr(&out);
     assert!(
-        said.contains("reader version 3 and writer version 7") && said.contains("target.url"),
+        said.contains("reader version 3 and writer version 7")
+            && said.contains("columnMapping")
+            && said.contains("target.url"),
         "{said}"
     );
     let after: Vec<String> = walk(&delta)
@@ -2356,7 +2386,11 @@ print(json.dumps(report))
 
 /// `versions` as [`DV_COMPARE`] takes them.
 fn versions(versions: impl IntoIterator<Item = u64>) -> String {
-    versions.into_iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",")
+    versions
+        .into_iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The commit of `version` of the local Delta table `delta`, one JSON value per action.
@@ -2383,7 +2417,11 @@ fn updated_keys_are_marked_deleted_in_place_and_readers_with_deletion_vectors_se
     let dir = dir.path();
     // Few customers and sessions: later files update many stored keys.
     let few = ["--customers", "60", "--sessions", "2", "--files-per-day", "2"];
-    let source = generated_source(dir, "src", &[&["--files", "3", "--rows", "600"][..], &few].concat());
+    let source = generated_source(
+        dir,
+        "src",
+        &[&["--files", "3", "--rows", "600"][..], &few].concat(),
+    );
     let (delta, oracle, oracles) = (dir.join("delta"), dir.join("oracle"), dir.join("oracles"));
     let on = |mode: &str, vectors: &str| -> serde_json::Value {
         let summary = run_at(
@@ -2408,7 +2446,12 @@ fn updated_keys_are_marked_deleted_in_place_and_readers_with_deletion_vectors_se
         let status = on_delta(dir, &source, &delta).args(["status", "--json"]).output();
         assert_exit(&status, 0);
         let status: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
-        status["dates"].as_array().unwrap().iter().map(|d| d["files"].as_u64().unwrap()).sum()
+        status["dates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["files"].as_u64().unwrap())
+            .sum()
     };
     let live_before = files_in_status();
 
@@ -2417,7 +2460,13 @@ fn updated_keys_are_marked_deleted_in_place_and_readers_with_deletion_vectors_se
     for (update, seed, lines) in [(1, "7", 40), (2, "8", 400)] {
         // Landing on 2026-11-01 (five days after the start, two files a day), as the stored
         // rows mostly do.
-        land_file(dir, "2026-10-27", 10 + update, lines, &[&["--seed", seed][..], &few].concat());
+        land_file(
+            dir,
+            "2026-10-27",
+            10 + update,
+            lines,
+            &[&["--seed", seed][..], &few].concat(),
+        );
         let summary = on("incremental", "true");
         version += 1;
         snapshot(version);
@@ -2425,7 +2474,12 @@ fn updated_keys_are_marked_deleted_in_place_and_readers_with_deletion_vectors_se
         let commit = commit_of(&delta, version);
         let added_back: Vec<(&str, u64)> = commit
             .iter()
-            .filter_map(|a| Some((a["add"]["path"].as_str()?, a["add"]["deletionVector"]["cardinality"].as_u64()?)))
+            .filter_map(|a| {
+                Some((
+                    a["add"]["path"].as_str()?,
+                    a["add"]["deletionVector"]["cardinality"].as_u64()?,
+                ))
+            })
             .collect();
         let removed: Vec<(&str, u64)> = commit
             .iter()
@@ -2440,7 +2494,10 @@ fn updated_keys_are_marked_deleted_in_place_and_readers_with_deletion_vectors_se
                 .iter()
                 .find(|(p, _)| p == path)
                 .unwrap_or_else(|| panic!("{path} removed outright: {commit:?}"));
-            assert!(new > old, "{path}: the new vector ({new}) holds the old ({old}) and more");
+            assert!(
+                new > old,
+                "{path}: the new vector ({new}) holds the old ({old}) and more"
+            );
         }
         if update == 2 {
             assert!(
@@ -2449,20 +2506,41 @@ fn updated_keys_are_marked_deleted_in_place_and_readers_with_deletion_vectors_se
             );
         }
     }
-    assert!(files_in_status() > live_before, "each update added a file of its merged rows");
+    assert!(
+        files_in_status() > live_before,
+        "each update added a file of its merged rows"
+    );
     // New keys only: appended, nothing marked.
-    std::fs::write(source.join("z-new.gz"), gzip(new_key_lines("2026-11-02", 30, 100).as_bytes())).unwrap();
+    std::fs::write(
+        source.join("z-new.gz"),
+        gzip(new_key_lines("2026-11-02", 30, 100).as_bytes()),
+    )
+    .unwrap();
     on("incremental", "true");
     version += 1;
     snapshot(version);
-    assert!(!commit_of(&delta, version).iter().any(|a| a.get("remove").is_some()));
+    assert!(
+        !commit_of(&delta, version)
+            .iter()
+            .any(|a| a.get("remove").is_some())
+    );
 
     let status = on_delta(dir, &source, &delta).args(["status", "--json"]).output();
     assert_exit(&status, 0);
     let status: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
-    let deleted: u64 = status["dates"].as_array().unwrap().iter().map(|d| d["deleted_rows"].as_u64().unwrap()).sum();
+    let deleted: u64 = status["dates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["deleted_rows"].as_u64().unwrap())
+        .sum();
     assert!(deleted > 40, "status counts the deleted rows: {status}");
-    let rows: u64 = status["dates"].as_array().unwrap().iter().map(|d| d["rows"].as_u64().unwrap()).sum();
+    let rows: u64 = status["dates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["rows"].as_u64().unwrap())
+        .sum();
 
     // The setting off: the next update rewrites the files holding its keys, their deleted
     // rows left out.
@@ -2475,10 +2553,15 @@ fn updated_keys_are_marked_deleted_in_place_and_readers_with_deletion_vectors_se
         commit.iter().all(|a| a["add"]["deletionVector"].is_null()),
         "no new vector: {commit:?}"
     );
-    assert!(commit.iter().any(|a| !a["remove"]["deletionVector"].is_null()), "a file with a vector was rewritten");
+    assert!(
+        commit.iter().any(|a| !a["remove"]["deletionVector"].is_null()),
+        "a file with a vector was rewritten"
+    );
 
     // Back to version 2 (vectors of both updates), then everything compared.
-    let out = on_delta(dir, &source, &delta).args(["rollback", "--to-version", "2", "--json"]).output();
+    let out = on_delta(dir, &source, &delta)
+        .args(["rollback", "--to-version", "2", "--json"])
+        .output();
     assert_exit(&out, 0);
     version += 1;
     copy_dir(&oracles.join("v2"), &oracles.join(format!("v{version}")));
@@ -2490,11 +2573,50 @@ fn updated_keys_are_marked_deleted_in_place_and_readers_with_deletion_vectors_se
     .unwrap();
     for v in 0..=version {
         let seen = &report[format!("v{v}")];
-        assert_eq!(seen["duckdb_equal"], true, "version {v} as DuckDB reads it: {report}");
-        assert_eq!(seen["polars_equal"], true, "version {v} as Polars reads it: {report}");
+        assert_eq!(
+            seen["duckdb_equal"], true,
+            "version {v} as DuckDB reads it: {report}"
+        );
+        assert_eq!(
+            seen["polars_equal"], true,
+            "version {v} as Polars reads it: {report}"
+        );
     }
-    assert_eq!(report["v3"]["oracle_rows"], rows, "status counts the rows readers get");
+    assert_eq!(
+        report["v3"]["oracle_rows"], rows,
+        "status counts the rows readers get"
+    );
     assert_eq!(report["deltalake"], "DeltaProtocolError", "{report}");
+
+    // Vacuum with no retention deletes the vector files only removed files' vectors name, and
+    // keeps those the live files read: the latest version still reads whole.
+    let vector_files = || -> Vec<String> {
+        walk(&delta)
+            .into_iter()
+            .filter(|p| p.contains("/deletion_vector_"))
+            .collect()
+    };
+    let before = vector_files();
+    let out = on_delta(dir, &source, &delta)
+        .args(["vacuum", "--retain", "0s", "--force", "--json"])
+        .output();
+    assert_exit(&out, 0);
+    let after = vector_files();
+    assert!(
+        after.len() < before.len(),
+        "old vector files deleted: {before:?} → {after:?}"
+    );
+    assert!(!after.is_empty(), "the live files' vectors kept");
+    let report: serde_json::Value = serde_json::from_str(&python(
+        DV_COMPARE,
+        &[path_str(&delta), path_str(&oracles), versions([version])],
+    ))
+    .unwrap();
+    assert_eq!(
+        report[format!("v{version}")]["duckdb_equal"],
+        true,
+        "after vacuum: {report}"
+    );
 }
 
 /// `target.deletion_vectors` is a Delta setting: on a `parquet` table it is refused, naming
@@ -2512,7 +2634,10 @@ fn deletion_vectors_on_a_parquet_table_are_refused_with_the_fix() {
         .output();
     assert_exit(&out, 2);
     let err = stderr(&out);
-    assert!(err.contains("target.deletion_vectors") && err.contains("target.format = delta"), "{err}");
+    assert!(
+        err.contains("target.deletion_vectors") && err.contains("target.format = delta"),
+        "{err}"
+    );
     assert!(!dir.join("table").exists(), "nothing written");
 }
 
@@ -2529,17 +2654,41 @@ fn spark_and_lakeload_share_a_table_with_deletion_vectors() {
     let dir = tempdir();
     let dir = dir.path();
     let few = ["--customers", "60", "--sessions", "2", "--files-per-day", "2"];
-    let source = generated_source(dir, "src", &[&["--files", "3", "--rows", "600"][..], &few].concat());
+    let source = generated_source(
+        dir,
+        "src",
+        &[&["--files", "3", "--rows", "600"][..], &few].concat(),
+    );
     // Two later files of a few updates each, landing on 2026-11-01 (five days after the start),
     // moved into the source one run at a time.
     let later = generated_source(
         dir,
         "later",
-        &[&["--files", "2", "--rows", "30", "--start", "2026-10-27", "--first-file", "10", "--seed", "7", "--bad-ratio", "0"][..], &few].concat(),
+        &[
+            &[
+                "--files",
+                "2",
+                "--rows",
+                "30",
+                "--start",
+                "2026-10-27",
+                "--first-file",
+                "10",
+                "--seed",
+                "7",
+                "--bad-ratio",
+                "0",
+            ][..],
+            &few,
+        ]
+        .concat(),
     );
     let (delta, oracle) = (dir.join("delta"), dir.join("oracle"));
     let on = |mode: &str, vectors: bool| {
-        let env = [("LAKELOAD_TARGET_DELETION_VECTORS".to_string(), vectors.to_string())];
+        let env = [(
+            "LAKELOAD_TARGET_DELETION_VECTORS".to_string(),
+            vectors.to_string(),
+        )];
         let summary = run_at(dir, &source, &path_str(&delta), &env, "delta", mode);
         run(dir, &source, &oracle, "parquet", mode);
         summary
@@ -2566,14 +2715,20 @@ print(sorted(set(t["c1"].to_pylist()) - later)[0])
     let t = format!("delta.`{}`", path_str(&delta));
     spark_sql(&[
         format!("ALTER TABLE {t} SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')"),
-        format!("DELETE FROM {t} WHERE c1 = '{}' AND c7 = DATE'{}'", picked.c1, picked.c7),
+        format!(
+            "DELETE FROM {t} WHERE c1 = '{}' AND c7 = DATE'{}'",
+            picked.c1, picked.c7
+        ),
     ]);
     let vectors_of = |commit: &[serde_json::Value], action: &str| -> Vec<(String, u64)> {
         commit
             .iter()
             .filter_map(|a| {
                 let dv = &a[action]["deletionVector"];
-                Some((a[action]["path"].as_str()?.to_string(), dv["cardinality"].as_u64()?))
+                Some((
+                    a[action]["path"].as_str()?.to_string(),
+                    dv["cardinality"].as_u64()?,
+                ))
             })
             .collect()
     };
@@ -2630,7 +2785,13 @@ print(sorted(set(t["c1"].to_pylist()) - later)[0])
     let summary = on("incremental", false);
     assert!(summary["rows_updated"].as_u64() > Some(0), "{summary}");
     let commit = log_commits(&delta).pop().unwrap();
-    assert!(vectors_of(&commit, "add").is_empty(), "no vector written: {commit:?}");
-    assert!(!vectors_of(&commit, "remove").is_empty(), "a file with a vector was rewritten: {commit:?}");
+    assert!(
+        vectors_of(&commit, "add").is_empty(),
+        "no vector written: {commit:?}"
+    );
+    assert!(
+        !vectors_of(&commit, "remove").is_empty(),
+        "a file with a vector was rewritten: {commit:?}"
+    );
     check("a lakeload run rewriting files");
 }

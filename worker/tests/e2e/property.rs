@@ -254,7 +254,11 @@ fn case() -> impl Strategy<Value = Case> {
             any::<bool>(),
             (any::<bool>(), any::<bool>()),
             prop::sample::subsequence(FOREIGN, 0..=3),
-            prop::sample::select(vec![TableKind::Parquet, TableKind::Delta, TableKind::DeltaMarkingDeletes]),
+            prop::sample::select(vec![
+                TableKind::Parquet,
+                TableKind::Delta,
+                TableKind::DeltaMarkingDeletes,
+            ]),
         )
             .prop_map(
                 |(schema, files, batches, by_name, tiny_memory, (date_layout, relayout), foreign, format)| {

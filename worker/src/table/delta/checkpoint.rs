@@ -549,19 +549,34 @@ mod tests {
                 vec![
                     Action::Protocol(Protocol::with_deletion_vectors()),
                     Action::Add(with("day=2024-01-01/a.parquet", None)),
-                    Action::Add(with("day=2024-01-01/b.parquet", Some(vector("aaaaaaaaaaaaaaaaaaaa", 1)))),
-                    Action::Add(with("day=2024-01-01/c.parquet", Some(vector("cccccccccccccccccccc", 1)))),
+                    Action::Add(with(
+                        "day=2024-01-01/b.parquet",
+                        Some(vector("aaaaaaaaaaaaaaaaaaaa", 1)),
+                    )),
+                    Action::Add(with(
+                        "day=2024-01-01/c.parquet",
+                        Some(vector("cccccccccccccccccccc", 1)),
+                    )),
                 ],
             )
             .unwrap();
-        let old_b = with("day=2024-01-01/b.parquet", Some(vector("aaaaaaaaaaaaaaaaaaaa", 1)));
-        let old_c = with("day=2024-01-01/c.parquet", Some(vector("cccccccccccccccccccc", 1)));
+        let old_b = with(
+            "day=2024-01-01/b.parquet",
+            Some(vector("aaaaaaaaaaaaaaaaaaaa", 1)),
+        );
+        let old_c = with(
+            "day=2024-01-01/c.parquet",
+            Some(vector("cccccccccccccccccccc", 1)),
+        );
         snapshot
             .apply(
                 1,
                 vec![
                     // The new vector's add first, its old one's remove after: the file stays.
-                    Action::Add(with("day=2024-01-01/b.parquet", Some(vector("bbbbbbbbbbbbbbbbbbbb", 2)))),
+                    Action::Add(with(
+                        "day=2024-01-01/b.parquet",
+                        Some(vector("bbbbbbbbbbbbbbbbbbbb", 2)),
+                    )),
                     Action::Remove(Remove::of(&old_b, 9)),
                     Action::Remove(Remove::of(&old_c, 9)),
                 ],

@@ -90,9 +90,14 @@ impl DeletionVector {
     }
 
     /// The vector's row positions, its file read through `files` (each file read once).
-    pub async fn read(&self, storage: &DynStorage, files: &mut DeletionVectorFiles) -> Result<RoaringTreemap> {
+    pub async fn read(
+        &self,
+        storage: &DynStorage,
+        files: &mut DeletionVectorFiles,
+    ) -> Result<RoaringTreemap> {
         let Some(key) = self.file_key()? else {
-            let bytes = z85::decode(&self.path_or_inline_dv).map_err(|e| self.unreadable(&format!("{e:?}")))?;
+            let bytes =
+                z85::decode(&self.path_or_inline_dv).map_err(|e| self.unreadable(&format!("{e:?}")))?;
             let size = (self.size_in_bytes.max(0) as usize).min(bytes.len());
             return self.checked(decode_bitmap(&bytes[..size]));
         };
@@ -166,9 +171,13 @@ pub fn encode_bitmap(bitmap: &RoaringTreemap) -> Vec<u8> {
 }
 
 pub fn decode_bitmap(bytes: &[u8]) -> Result<RoaringTreemap> {
-    let magic = bytes.get(0..4).map(|m| u32::from_le_bytes(m.try_into().unwrap_or_default()));
+    let magic = bytes
+        .get(0..4)
+        .map(|m| u32::from_le_bytes(m.try_into().unwrap_or_default()));
     if magic != Some(MAGIC) {
-        return Err(Error::Other("not a Roaring bitmap array (wrong magic number)".into()));
+        return Err(Error::Other(
+            "not a Roaring bitmap array (wrong magic number)".into(),
+        ));
     }
     RoaringTreemap::deserialize_from(&bytes[4..])
         .map_err(|e| Error::Other(format!("not a Roaring bitmap array: {e}")))
@@ -202,7 +211,8 @@ impl DeletionVectorFile {
         let offset = self.body.len();
         self.body.extend_from_slice(&(vector.len() as u32).to_be_bytes());
         self.body.extend_from_slice(&vector);
-        self.body.extend_from_slice(&crc32fast::hash(&vector).to_be_bytes());
+        self.body
+            .extend_from_slice(&crc32fast::hash(&vector).to_be_bytes());
         DeletionVector {
             storage_type: "u".into(),
             path_or_inline_dv: z85::encode(self.id.as_bytes()),
@@ -257,7 +267,10 @@ mod tests {
         assert_eq!(inline.read(&storage, &mut files).await.unwrap(), first);
 
         let wrong = DeletionVector { cardinality: 5, ..a };
-        assert!(wrong.read(&storage, &mut files).await.is_err(), "a count that does not match is refused");
+        assert!(
+            wrong.read(&storage, &mut files).await.is_err(),
+            "a count that does not match is refused"
+        );
     }
 
     /// The bytes of a known vector, as Delta's reference implementation lays them out: the magic

@@ -416,7 +416,9 @@ impl Snapshot {
                     // that deleted more of its rows removed it with its old vector and added
                     // it with the new one (in either order); the file itself stays live.
                     let live = self.files.get(&key);
-                    if live.is_some_and(|add| !same_vector(add.deletion_vector.as_ref(), r.deletion_vector.as_ref())) {
+                    if live.is_some_and(|add| {
+                        !same_vector(add.deletion_vector.as_ref(), r.deletion_vector.as_ref())
+                    }) {
                         continue;
                     }
                     self.files.remove(&key);

@@ -41,11 +41,11 @@ use chrono::{DateTime, Utc};
 use self::checkpoint::{LAST_CHECKPOINT_KEY, checkpoint_key};
 use self::conflict::ReadSet;
 use self::deletion_vector::{DeletionVector, DeletionVectorFile, DeletionVectorFiles};
-use roaring::RoaringTreemap;
 use self::files::{data_file_name, new_attempt};
 use self::log::{
     Action, Add, Format, LOG_DIR, Metadata, Protocol, Snapshot, Txn, commit_key, encode_commit, schema_string,
 };
+use roaring::RoaringTreemap;
 
 /// The table property that lets writers add deletion vectors.
 const ENABLE_DELETION_VECTORS: &str = "delta.enableDeletionVectors";
@@ -127,7 +127,10 @@ impl DeltaTable {
             checkpointed,
         } = load_snapshot(&self.storage).await?;
         if let Some(unsupported) = snapshot.protocol.as_ref().and_then(Protocol::unsupported) {
-            let protocol = snapshot.protocol.as_ref().map_or((0, 0), |p| (p.min_reader_version, p.min_writer_version));
+            let protocol = snapshot
+                .protocol
+                .as_ref()
+                .map_or((0, 0), |p| (p.min_reader_version, p.min_writer_version));
             return Err(Error::Config(format!(
                 "the Delta table at {} needs reader version {} and writer version {} with what \
                  lakeload does not support ({unsupported}: another writer enabled table features \
@@ -324,7 +327,9 @@ impl DeltaTransaction {
             // The table gains the feature (and keeps it: lakeload never turns it off).
             let current = protocol.as_ref().or(run.snapshot.protocol.as_ref());
             if !current.is_some_and(Protocol::has_deletion_vectors) {
-                protocol = Some(current.map_or_else(Protocol::with_deletion_vectors, Protocol::adding_deletion_vectors));
+                protocol = Some(
+                    current.map_or_else(Protocol::with_deletion_vectors, Protocol::adding_deletion_vectors),
+                );
             }
             metadata
                 .configuration
@@ -391,14 +396,21 @@ impl DeltaTransaction {
             let mut file = DeletionVectorFile::default();
             let mut vectors = BTreeMap::new();
             for (key, positions) in &run.marked {
-                let mut bitmap = run.deleted.get(key).map_or_else(RoaringTreemap::new, |d| (**d).clone());
+                let mut bitmap = run
+                    .deleted
+                    .get(key)
+                    .map_or_else(RoaringTreemap::new, |d| (**d).clone());
                 bitmap.extend(positions.iter().copied());
                 vectors.insert(key.clone(), file.push(&bitmap));
             }
             (file, vectors)
         };
         let key = file.key();
-        match self.storage.put_if(&key, file.into_body(), PutCondition::IfAbsent).await {
+        match self
+            .storage
+            .put_if(&key, file.into_body(), PutCondition::IfAbsent)
+            .await
+        {
             Ok(_) => {}
             Err(StorageError::PreconditionFailed { url }) => return Err(fenced(&url)),
             Err(e) => return Err(e.into()),
@@ -843,7 +855,10 @@ impl Transaction for DeltaTransaction {
     fn mark_deleted(&self, key: &str, positions: &[u64]) {
         let mut run = self.run();
         run.kept.insert(key.to_string());
-        run.marked.entry(key.to_string()).or_default().extend_from_slice(positions);
+        run.marked
+            .entry(key.to_string())
+            .or_default()
+            .extend_from_slice(positions);
     }
 
     /// Live files are dropped by the commit; files only older versions read (tombstones) are

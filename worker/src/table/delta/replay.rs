@@ -246,7 +246,8 @@ pub fn rows_of(add: &Add) -> Option<i64> {
 /// the newest version all of whose removes are before the cutoff: a vacuum that deletes them
 /// has covered the log up to it, and the next one starts after it. Commits are read one at a
 /// time; expired tombstones are no longer in the snapshot, so this is how vacuum finds their
-/// files.
+/// files. Deletion vector files go the same way: those only such removes name (no live file
+/// and no remove within the retention reads them).
 pub async fn removed_before(
     storage: &DynStorage,
     snapshot: &Snapshot,
@@ -254,6 +255,9 @@ pub async fn removed_before(
     cutoff_ms: i64,
 ) -> Result<(BTreeSet<String>, Option<u64>)> {
     let mut latest_remove: BTreeMap<String, Option<i64>> = BTreeMap::new();
+    // Deletion vector files the removes name: whether a remove within the retention (or of
+    // unknown age) still names each, so an older version reads it.
+    let mut vectors: BTreeMap<String, bool> = BTreeMap::new();
     let mut covered = after;
     let mut all_expired = true;
     for version in log_versions(storage).await? {
@@ -263,7 +267,11 @@ pub async fn removed_before(
         for action in dated_removes(read_commit(storage, version).await?) {
             if let Action::Remove(remove) = action {
                 let at = remove.deletion_timestamp;
-                all_expired &= at.is_some_and(|t| t < cutoff_ms);
+                let expired = at.is_some_and(|t| t < cutoff_ms);
+                all_expired &= expired;
+                if let Some(Ok(Some(file))) = remove.deletion_vector.as_ref().map(|dv| dv.file_key()) {
+                    *vectors.entry(file).or_default() |= !expired;
+                }
                 latest_remove.insert(key_of_path(&remove.path), at);
             }
         }
@@ -271,10 +279,30 @@ pub async fn removed_before(
             covered = Some(version);
         }
     }
+    // A vector file a live file or a tombstone within the retention reads stays, whatever
+    // removed an older vector in it.
+    let live_vectors: BTreeSet<String> = snapshot
+        .files
+        .values()
+        .filter_map(|add| add.deletion_vector.as_ref()?.file_key().ok().flatten())
+        .chain(
+            snapshot
+                .tombstones
+                .values()
+                .filter(|remove| remove.deletion_timestamp.is_none_or(|t| t >= cutoff_ms))
+                .filter_map(|remove| remove.deletion_vector.as_ref()?.file_key().ok().flatten()),
+        )
+        .collect();
     let gone = latest_remove
         .into_iter()
         .filter(|(key, at)| at.is_some_and(|t| t < cutoff_ms) && !snapshot.files.contains_key(key))
         .map(|(key, _)| key)
+        .chain(
+            vectors
+                .into_iter()
+                .filter(|(file, still_read)| !still_read && !live_vectors.contains(file))
+                .map(|(file, _)| file),
+        )
         .collect();
     Ok((gone, covered))
 }
