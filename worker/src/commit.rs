@@ -19,7 +19,8 @@
 //! conditions themselves are the storage's conditional writes (`storage`), used by the table
 //! format (`table`) and the state store (`state`).
 //!
-//! The maintenance commands (`rollback`, `vacuum`) take the same path: [`under_lock`] holds the
+//! `optimize` takes the whole path (a compaction writes dates and commits them like a run).
+//! The other maintenance commands (`rollback`, `vacuum`) take the same path: [`under_lock`] holds the
 //! table's lock around their work and releases it whatever happens, and [`commit_state`] is
 //! the one state write of every command (fenced, compare-and-swap on the state loaded).
 
@@ -240,7 +241,7 @@ impl<'a> TableCommit<'a> {
     pub async fn commit_state(
         self,
         mode: Mode,
-        facts: TableFacts,
+        facts: Option<TableFacts>,
         records: Vec<FileRecord>,
         table_version: Option<u64>,
         partitions: Vec<(i32, u64, u64)>,
@@ -253,8 +254,11 @@ impl<'a> TableCommit<'a> {
             Mode::Incremental => self.loaded.state,
         };
         state.table_version = table_version.or(previous_version);
-        state.settings = Some(facts.settings);
-        state.store = Some(facts.store);
+        // A compaction changes neither how the table was built nor its store.
+        if let Some(facts) = facts {
+            state.settings = Some(facts.settings);
+            state.store = Some(facts.store);
+        }
         state.upsert(records);
         for (date, rows, bytes) in partitions {
             let record = PartitionRecord {

@@ -24,6 +24,7 @@ pub mod ingest;
 pub mod lock;
 pub mod memory;
 pub mod merge;
+pub mod optimize;
 pub mod ownership;
 pub mod plan;
 pub mod preview;

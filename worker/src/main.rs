@@ -97,6 +97,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Pack each date's small files of a `target.format = delta` table into one and drop the
+    /// rows deletion vectors mark (a version that changes no data).
+    Optimize {
+        /// List what would be compacted; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a lock left by a crashed run.
     Unlock {
         /// Remove it even if its lease is still live.
@@ -325,6 +334,17 @@ async fn dispatch(cli: Cli) -> i32 {
                 lakeload::vacuum::vacuum(&config, retain, *force, *dry_run).await,
                 *json,
                 lakeload::vacuum::format_vacuumed,
+            )
+        }
+        Command::Optimize { dry_run, json } => {
+            let config = match load_config(&cli, None) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            show(
+                lakeload::optimize::optimize(&config, *dry_run).await,
+                *json,
+                lakeload::optimize::format_optimized,
             )
         }
         Command::Status { json } => {

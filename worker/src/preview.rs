@@ -54,6 +54,10 @@ pub struct Preview {
     pub memory_limit_chosen: String,
     /// The table's current version (`target.format = delta`; none before the first run).
     pub table_version: Option<u64>,
+    /// Dates holding more files or deleted rows than `optimize.auto_max_files` /
+    /// `auto_max_deleted_share` allow now: a run that writes them compacts them after its
+    /// commit; `lakeload optimize` compacts them (and any date of small files) at once.
+    pub dates_to_optimize: Vec<String>,
 }
 
 pub async fn preview(config: &Config) -> Result<Preview> {
@@ -147,7 +151,14 @@ pub async fn preview(config: &Config) -> Result<Preview> {
         Some(recorded) => recorded.changes(&settings),
         None => Vec::new(),
     };
+    let dates_to_optimize = table
+        .stored_files()
+        .iter()
+        .filter(|(_, files)| crate::optimize::due(files, &config.optimize))
+        .map(|(date, _)| format_days(*date))
+        .collect();
     Ok(Preview {
+        dates_to_optimize,
         mode: config.run.mode,
         files_new: plan.count(FileStatus::New),
         files_changed: plan.count(FileStatus::Changed),
@@ -210,6 +221,13 @@ pub fn format_preview(p: &Preview) -> String {
         format!("{status:<9} {:>10}  {}", bytes(f.meta.size), f.meta.key)
     });
     push_some(&mut out, files, 50);
+    if !p.dates_to_optimize.is_empty() {
+        out += &format!(
+            "  to optimize    {} (past optimize.auto_max_files or auto_max_deleted_share: compacted \
+             after a run that writes them, or by `lakeload optimize`)\n",
+            summarize_dates(&p.dates_to_optimize)
+        );
+    }
     if !p.dates_to_write.is_empty() {
         out += &format!("  writes         {}\n", summarize_dates(&p.dates_to_write));
     }

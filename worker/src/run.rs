@@ -315,7 +315,7 @@ async fn execute(
     commit
         .commit_state(
             config.run.mode,
-            facts,
+            Some(facts),
             records,
             table_version,
             partitions,
@@ -323,7 +323,47 @@ async fn execute(
         )
         .await?;
     stats.table_changed = true;
+    auto_optimize(config, target, lock, run_id, &stats.dates_written).await;
     Ok(())
+}
+
+/// After a run's commit, under its lock: the dates it wrote that hold more files or deleted
+/// rows than `optimize.auto_max_files` / `optimize.auto_max_deleted_share` allow are compacted
+/// in a version of their own (`optimize`). The run's rows are committed whatever happens here,
+/// so a compaction that fails (another writer's commit conflicting with it) is a warning: the
+/// next run or `lakeload optimize` tries again.
+async fn auto_optimize(
+    config: &Config,
+    target: &Target,
+    lock: &TableLock,
+    run_id: &str,
+    written: &std::collections::BTreeSet<i32>,
+) {
+    let compacted = async {
+        let (loaded, table) = load_state(target, run_id).await?;
+        let files = table.stored_files();
+        let due = |date: i32| {
+            written.contains(&date)
+                && files
+                    .get(&date)
+                    .is_some_and(|f| crate::optimize::due(f, &config.optimize))
+        };
+        let planned = crate::optimize::plan(&files, config.optimize.target_file_size, Some(&due));
+        crate::optimize::compact(config, target, lock, run_id, loaded, table, planned).await
+    };
+    match compacted.await {
+        Ok(done) if !done.dates.is_empty() => tracing::info!(
+            "optimized {} date(s) past optimize.auto_max_files or auto_max_deleted_share{}",
+            done.dates.len(),
+            done.table_version
+                .map_or(String::new(), |v| format!(": version {v}"))
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            "the run is committed, but optimizing the dates it left with many files or deleted \
+             rows failed ({e}); the next run or `lakeload optimize` tries again"
+        ),
+    }
 }
 
 /// The state a run starts from and its transaction on the table (`Table::begin`, which reads

@@ -229,6 +229,25 @@ pub const KEYS: &[KeySpec] = &[
         Some("false"),
         "true: run even on a store that ignores conditional writes (If-None-Match, If-Match)"
     ),
+    key!(
+        "optimize",
+        "target_file_size",
+        Some("128MiB"),
+        "`lakeload optimize` packs a date's files smaller than this into one, up to this size"
+    ),
+    key!(
+        "optimize",
+        "auto_max_files",
+        Some("16"),
+        "after a run, optimize each date it wrote that holds more files than this (0: never)"
+    ),
+    key!(
+        "optimize",
+        "auto_max_deleted_share",
+        Some("0.2"),
+        "after a run, optimize each date it wrote whose files hold more deleted rows than this \
+         share of their rows (1: never)"
+    ),
     key!("logging", "format", Some("text"), "text or json"),
     key!(
         "logging",

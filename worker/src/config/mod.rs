@@ -139,7 +139,18 @@ pub struct Config {
     pub run: RunConfig,
     pub aws: AwsConfig,
     pub lock: LockConfig,
+    pub optimize: OptimizeConfig,
     pub logging: LoggingConfig,
+}
+
+/// How `lakeload optimize` packs a date's files, and when a run optimizes after itself.
+#[derive(Debug, Clone)]
+pub struct OptimizeConfig {
+    pub target_file_size: u64,
+    /// A run optimizes a date it wrote holding more files than this (0: never).
+    pub auto_max_files: usize,
+    /// … or whose deleted rows pass this share of its rows (1: never).
+    pub auto_max_deleted_share: f64,
 }
 
 #[cfg(test)]

@@ -317,6 +317,24 @@ impl Config {
             })?,
             allow_unsafe_store: r.bool("lock.allow_unsafe_store")?,
         };
+        let optimize = OptimizeConfig {
+            target_file_size: r.parse("optimize.target_file_size", |s| {
+                parse_size(s).and_then(|bytes| match bytes >= 1 << 20 {
+                    true => Ok(bytes),
+                    false => Err("must be at least 1MiB (128MiB suits most tables)".into()),
+                })
+            })?,
+            auto_max_files: r.parse("optimize.auto_max_files", |s| {
+                s.parse::<usize>()
+                    .map_err(|_| "expected a whole number of files, or 0 for never".to_string())
+            })?,
+            auto_max_deleted_share: r.parse("optimize.auto_max_deleted_share", |s| {
+                match s.parse::<f64>() {
+                    Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+                    _ => Err("expected a share above 0 and at most 1 (1: never), e.g. 0.2".into()),
+                }
+            })?,
+        };
         let logging = LoggingConfig {
             format: r.parse("logging.format", |s| match s.to_ascii_lowercase().as_str() {
                 "text" => Ok(LogFormat::Text),
@@ -345,6 +363,7 @@ impl Config {
             run,
             aws,
             lock,
+            optimize,
             logging,
         })
     }

@@ -57,6 +57,17 @@ impl Seen {
     }
 }
 
+/// One stored object of a date, as a compaction weighs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFile {
+    pub key: String,
+    pub bytes: u64,
+    /// Rows a reader gets from it.
+    pub rows: u64,
+    /// Rows it holds that are marked deleted.
+    pub deleted_rows: u64,
+}
+
 /// A table at its place, in its format: what a command opens before it reads or writes.
 #[async_trait::async_trait]
 pub trait Table: Send + Sync {
@@ -149,6 +160,29 @@ pub trait Transaction: Send + Sync {
     /// none of its new rows' keys): the date's new object goes beside them. Only when
     /// [`Transaction::appends`].
     fn keep(&self, _keys: &[String]) {}
+
+    /// The stored objects of each date, with what a compaction weighs (`optimize`); none for a
+    /// format that stores a date in one object.
+    fn stored_files(&self) -> std::collections::BTreeMap<i32, Vec<StoredFile>> {
+        std::collections::BTreeMap::new()
+    }
+
+    /// The rows of the stored objects `keys` of `date` (deleted rows left out), as
+    /// [`Transaction::read_date`] reads all of them; the others stay as they are
+    /// ([`Transaction::keep`]). Only for a format with [`Transaction::stored_files`].
+    async fn read_files(
+        &self,
+        _date: i32,
+        _keys: &[String],
+        _scratch: &SpillDir,
+    ) -> Result<Option<Box<dyn StoredRows>>> {
+        Ok(None)
+    }
+
+    /// The transaction rewrites stored rows without changing them (a compaction): its commit
+    /// says it changes no data, so readers of changes skip it and other writers' commits only
+    /// conflict with it over the files it rewrote.
+    fn rearranges_only(&self) {}
 
     /// Whether the run marks the stored rows its new rows' keys match deleted where they are
     /// (Delta deletion vectors), merging only those rows with the new ones, rather than

@@ -2795,3 +2795,167 @@ print(sorted(set(t["c1"].to_pylist()) - later)[0])
     );
     check("a lakeload run rewriting files");
 }
+
+/// `lakeload optimize` on a table whose dates gained files and deleted rows (deletion vectors,
+/// appended keys; the automatic compaction off): `--dry-run` lists the dates and writes
+/// nothing; `plan` names the dates past the automatic thresholds; `optimize` commits one
+/// version that changes no data (`OPTIMIZE`, every add and remove `dataChange = false`) after
+/// which each compacted date is one file with no deleted rows, the versions before and after
+/// reading the same rows (DuckDB and Polars, every version equal to the oracle). A later run
+/// with the thresholds low compacts the dates it wrote by itself, in a version after its own.
+/// On a `parquet` table `optimize` is refused with the reason.
+#[test]
+fn optimize_packs_each_dates_files_and_drops_deleted_rows() {
+    let dir = tempdir();
+    let dir = dir.path();
+    let few = ["--customers", "60", "--sessions", "2", "--files-per-day", "2"];
+    let source = generated_source(
+        dir,
+        "src",
+        &[&["--files", "3", "--rows", "600"][..], &few].concat(),
+    );
+    let (delta, oracle, oracles) = (dir.join("delta"), dir.join("oracle"), dir.join("oracles"));
+    let manual = [
+        ("LAKELOAD_TARGET_DELETION_VECTORS".to_string(), "true".to_string()),
+        ("LAKELOAD_OPTIMIZE_AUTO_MAX_FILES".into(), "0".into()),
+        ("LAKELOAD_OPTIMIZE_AUTO_MAX_DELETED_SHARE".into(), "1".into()),
+    ];
+    let on = |mode: &str, env: &[(String, String)]| {
+        run_at(dir, &source, &path_str(&delta), env, "delta", mode);
+        run(dir, &source, &oracle, "parquet", mode);
+    };
+    let snapshot = |version: u64| copy_dir(&oracle, &oracles.join(format!("v{version}")));
+    on("full", &manual);
+    snapshot(0);
+    for (n, seed) in [(10, "7"), (11, "8")] {
+        land_file(dir, "2026-10-27", n, 60, &[&["--seed", seed][..], &few].concat());
+        on("incremental", &manual);
+        snapshot(n as u64 - 9);
+    }
+    std::fs::write(
+        source.join("z-new.gz"),
+        gzip(new_key_lines("2026-11-01", 30, 100).as_bytes()),
+    )
+    .unwrap();
+    on("incremental", &manual);
+    snapshot(3);
+    let lakeload = |env: &[(String, String)], args: &[&str]| {
+        let out = on_delta(dir, &source, &delta)
+            .envs(env.to_vec())
+            .args(args)
+            .output();
+        assert_exit(&out, 0);
+        serde_json::from_str::<serde_json::Value>(&stdout(&out)).unwrap()
+    };
+    let status = lakeload(&manual, &["status", "--json"]);
+    let day = |status: &serde_json::Value| {
+        status["dates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["date"] == "2026-11-01")
+            .cloned()
+            .unwrap()
+    };
+    let before = day(&status);
+    assert!(before["files"].as_u64() >= Some(3), "{before}");
+    assert!(before["deleted_rows"].as_u64() > Some(0), "{before}");
+
+    let log_before = walk(&delta.join("_delta_log"));
+    let dry = lakeload(&manual, &["optimize", "--dry-run", "--json"]);
+    let planned = dry["dates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["date"] == "2026-11-01")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        planned["files"].as_array().unwrap().len() as u64,
+        before["files"].as_u64().unwrap(),
+        "{dry}"
+    );
+    assert_eq!(planned["deleted_rows"], before["deleted_rows"], "{dry}");
+    assert_eq!(
+        walk(&delta.join("_delta_log")),
+        log_before,
+        "a dry run writes nothing"
+    );
+    let low = [
+        &manual[..2],
+        &[("LAKELOAD_OPTIMIZE_AUTO_MAX_FILES".to_string(), "1".to_string())],
+    ]
+    .concat();
+    let plan = lakeload(&low, &["plan", "--mode", "incremental", "--json"]);
+    assert!(
+        plan["dates_to_optimize"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d == "2026-11-01"),
+        "{plan}"
+    );
+
+    let done = lakeload(&manual, &["optimize", "--json"]);
+    assert_eq!(done["table_version"], 4, "{done}");
+    copy_dir(&oracles.join("v3"), &oracles.join("v4"));
+    let commit = commit_of(&delta, 4);
+    let info = commit.iter().find_map(|a| a.get("commitInfo")).unwrap();
+    assert_eq!(info["operation"], "OPTIMIZE");
+    let changes: Vec<&serde_json::Value> = commit
+        .iter()
+        .filter_map(|a| a.get("add").or_else(|| a.get("remove")))
+        .collect();
+    assert!(changes.len() >= 4, "{commit:?}");
+    assert!(changes.iter().all(|c| c["dataChange"] == false), "{commit:?}");
+    let after = day(&lakeload(&manual, &["status", "--json"]));
+    assert_eq!(after["files"], 1, "{after}");
+    assert_eq!(after["deleted_rows"], 0, "{after}");
+    assert_eq!(after["rows"], before["rows"], "the same rows");
+    assert_eq!(
+        lakeload(&manual, &["optimize", "--json"])["dates"],
+        serde_json::json!([]),
+        "nothing left to do"
+    );
+
+    // The thresholds low: the next run compacts the dates it wrote after its own version.
+    land_file(dir, "2026-10-27", 12, 60, &[&["--seed", "9"][..], &few].concat());
+    on("incremental", &low);
+    snapshot(5);
+    copy_dir(&oracles.join("v5"), &oracles.join("v6"));
+    let history = stdout(
+        &on_delta(dir, &source, &delta)
+            .args(["history", "--json"])
+            .output(),
+    );
+    let history: Vec<serde_json::Value> = serde_json::from_str(&history).unwrap();
+    assert_eq!(history[0]["version"], 6, "{history:?}");
+    assert_eq!(history[0]["mode"], "optimize", "{history:?}");
+    assert_eq!(history[1]["mode"], "incremental", "{history:?}");
+    assert_eq!(day(&lakeload(&manual, &["status", "--json"]))["files"], 1);
+
+    let report: serde_json::Value = serde_json::from_str(&python(
+        DV_COMPARE,
+        &[path_str(&delta), path_str(&oracles), versions(0..=6)],
+    ))
+    .unwrap();
+    for v in 0..=6 {
+        let seen = &report[format!("v{v}")];
+        assert_eq!(
+            seen["duckdb_equal"], true,
+            "version {v} as DuckDB reads it: {report}"
+        );
+        assert_eq!(
+            seen["polars_equal"], true,
+            "version {v} as Polars reads it: {report}"
+        );
+    }
+
+    let out = Lakeload::new(dir)
+        .env("LAKELOAD_SOURCE_URL", &source)
+        .env("LAKELOAD_TARGET_URL", &oracle)
+        .args(["optimize"])
+        .output();
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("nothing to optimize"), "{}", stderr(&out));
+}

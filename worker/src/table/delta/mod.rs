@@ -166,6 +166,7 @@ impl DeltaTable {
                 deleted: BTreeMap::new(),
                 marked: BTreeMap::new(),
                 vectors: BTreeMap::new(),
+                rearranges_only: false,
             }),
         })
     }
@@ -212,6 +213,8 @@ struct DeltaRun {
     marked: BTreeMap<String, Vec<u64>>,
     /// The new deletion vectors of the marked files (written just before the commit).
     vectors: BTreeMap<String, DeletionVector>,
+    /// The run only rewrites stored rows (a compaction): `dataChange = false`, `OPTIMIZE`.
+    rearranges_only: bool,
 }
 
 impl DeltaRun {
@@ -336,16 +339,24 @@ impl DeltaTransaction {
                 .insert(ENABLE_DELETION_VECTORS.into(), "true".into());
         }
         let rows: i64 = run.written.iter().filter_map(rows_of).sum();
+        let (operation, parameters, recorded_mode) = match run.rearranges_only {
+            true => ("OPTIMIZE", serde_json::json!({}), "optimize".to_string()),
+            false => (
+                "WRITE",
+                serde_json::json!({
+                    "mode": if mode == Mode::Full { "Overwrite" } else { "Append" },
+                    "partitionBy": serde_json::to_string(&[self.partition_name()]).unwrap_or_default(),
+                }),
+                mode.to_string(),
+            ),
+        };
         let commit_info = serde_json::json!({
-            "operation": "WRITE",
-            "operationParameters": {
-                "mode": if mode == Mode::Full { "Overwrite" } else { "Append" },
-                "partitionBy": serde_json::to_string(&[self.partition_name()]).unwrap_or_default(),
-            },
+            "operation": operation,
+            "operationParameters": parameters,
             "engineInfo": engine_info(),
             "lakeload": {
                 "runId": run_id,
-                "mode": mode.to_string(),
+                "mode": recorded_mode,
                 "rowsWritten": rows,
                 "datesWritten": run.written.len(),
                 "settings": self.settings,
@@ -355,6 +366,9 @@ impl DeltaTransaction {
             },
         });
         let mut transaction = StagedCommit::new(metadata.id.clone(), self.read_set(&run, mode), commit_info);
+        if run.rearranges_only {
+            transaction.changing_no_data();
+        }
         if let Some(protocol) = protocol {
             transaction.set_protocol(protocol);
         }
@@ -439,7 +453,7 @@ impl DeltaTransaction {
             dates,
             files,
             app_id,
-            what: "run",
+            what: if run.rearranges_only { "optimize" } else { "run" },
         }
     }
 }
@@ -682,8 +696,23 @@ impl Transaction for DeltaTransaction {
     }
 
     async fn read_date(&self, date: i32, scratch: &SpillDir) -> Result<(Option<Box<dyn StoredRows>>, Seen)> {
+        let keys: Vec<String> = self.live_files(date).iter().map(Add::key).collect();
+        // The new file has a name of its own: nothing to overwrite.
+        Ok((self.read_files(date, &keys, scratch).await?, Seen::Absent))
+    }
+
+    async fn read_files(
+        &self,
+        date: i32,
+        keys: &[String],
+        scratch: &SpillDir,
+    ) -> Result<Option<Box<dyn StoredRows>>> {
         let mut parts: Vec<Box<dyn StoredRows>> = Vec::new();
-        for live in self.live_files(date) {
+        for live in self
+            .live_files(date)
+            .into_iter()
+            .filter(|add| keys.contains(&add.key()))
+        {
             let deleted = match &live.deletion_vector {
                 Some(vector) => {
                     let mut files = self.vector_files.lock().await;
@@ -700,8 +729,28 @@ impl Transaction for DeltaTransaction {
                 .without(deleted);
             parts.push(Box::new(stored));
         }
-        // The new file has a name of its own: nothing to overwrite.
-        Ok((StoredChain::of(parts), Seen::Absent))
+        Ok(StoredChain::of(parts))
+    }
+
+    fn stored_files(&self) -> BTreeMap<i32, Vec<super::StoredFile>> {
+        let run = self.run();
+        let mut dates: BTreeMap<i32, Vec<super::StoredFile>> = BTreeMap::new();
+        for (key, add) in &run.snapshot.files {
+            let Some(date) = self.date_of_key(key) else {
+                continue;
+            };
+            dates.entry(date).or_default().push(super::StoredFile {
+                key: key.clone(),
+                bytes: add.size.max(0) as u64,
+                rows: add.live_rows().unwrap_or(0).max(0) as u64,
+                deleted_rows: add.deleted_rows().max(0) as u64,
+            });
+        }
+        dates
+    }
+
+    fn rearranges_only(&self) {
+        self.run().rearranges_only = true;
     }
 
     async fn encoder(

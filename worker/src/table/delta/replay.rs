@@ -51,7 +51,8 @@ pub fn recorded_run(actions: &[Action]) -> Result<Option<RecordedRun>> {
             let mode = info["lakeload"]["mode"].as_str().unwrap_or_default();
             return Ok(Some(RecordedRun {
                 run_id: run_id.to_string(),
-                replaces_all: mode != "incremental",
+                // An optimize only rearranges rows; its commit records no files.
+                replaces_all: !matches!(mode, "incremental" | "optimize"),
                 files,
                 settings: Some(info["lakeload"]["settings"].clone()).filter(|s| !s.is_null()),
             }));

@@ -38,6 +38,9 @@ pub(super) struct StagedCommit {
     /// `commitInfo` without its timestamp (set when committed).
     commit_info: serde_json::Value,
     read: ReadSet,
+    /// `false` for a commit that only rearranges rows (a compaction): its removes and adds
+    /// say so.
+    data_change: bool,
 }
 
 impl StagedCommit {
@@ -51,7 +54,14 @@ impl StagedCommit {
             table_id,
             commit_info,
             read,
+            data_change: true,
         }
+    }
+
+    /// The commit rewrites rows without changing them (`dataChange = false` on its removes
+    /// and adds, as PROTOCOL.md asks of a compaction).
+    pub(super) fn changing_no_data(&mut self) {
+        self.data_change = false;
     }
 
     /// Sets the table's protocol (a new table).
@@ -85,12 +95,18 @@ impl StagedCommit {
         let mut actions = Vec::with_capacity(self.removes.len() + self.adds.len() + 4);
         actions.extend(self.protocol.clone().map(Action::Protocol));
         actions.extend(self.metadata.clone().map(Action::Metadata));
-        actions.extend(
-            self.removes
-                .iter()
-                .map(|live| Action::Remove(Remove::of(live, now_ms))),
-        );
-        actions.extend(self.adds.iter().cloned().map(Action::Add));
+        actions.extend(self.removes.iter().map(|live| {
+            Action::Remove(Remove {
+                data_change: self.data_change,
+                ..Remove::of(live, now_ms)
+            })
+        }));
+        actions.extend(self.adds.iter().map(|add| {
+            Action::Add(Add {
+                data_change: self.data_change && add.data_change,
+                ..add.clone()
+            })
+        }));
         actions.push(Action::Txn(txn));
         actions.push(Action::CommitInfo(info));
         actions
