@@ -2,9 +2,9 @@
 
 use polars::prelude::*;
 
+use super::LINEAGE_LINE;
 use super::encoder::ROW_GROUP_ROWS;
-use super::frame::{Fields, conform, decode_frame};
-use super::{LINEAGE_FILE, LINEAGE_LINE, LINEAGE_MODIFIED};
+use super::frame::{Fields, conform, decode_frame, key_hashes};
 use crate::block::RowBlock;
 use crate::config::SchemaConfig;
 use crate::error::{Error, Result};
@@ -135,20 +135,21 @@ impl StoredParquet {
 }
 
 impl StoredParquet {
-    /// The columns a stored row's key hash is computed from: the key's text columns, every
-    /// date column (keys name dates by their slot), and the lineage the decode needs; less
-    /// the partition column a Delta file leaves out.
+    /// The columns a stored row's key hash is computed from ([`key_hashes`]), less the
+    /// partition column a Delta file leaves out (put back from the path).
+    /// A key of the partition column alone has no column in the file: a small column is read
+    /// then, for the row count.
     fn key_columns(&self) -> Vec<String> {
         let schema = &self.schema;
         let mut names: Vec<String> = schema
             .key
             .iter()
-            .filter(|&&c| schema.date_slot(c).is_none())
-            .chain(schema.date_columns.iter())
             .map(|&c| schema.columns[c].clone())
             .filter(|name| self.partition.as_ref().is_none_or(|(p, _)| p != name))
             .collect();
-        names.extend([LINEAGE_FILE, LINEAGE_LINE, LINEAGE_MODIFIED].map(String::from));
+        if names.is_empty() {
+            names.push(LINEAGE_LINE.into());
+        }
         names
     }
 
@@ -167,12 +168,11 @@ impl StoredParquet {
                 .finish()
                 .map_err(Error::from)
                 .and_then(|frame| self.with_partition_column(frame))
-                .and_then(|frame| decode_frame(&frame, &self.schema, Fields::Key))
+                .and_then(|frame| key_hashes(&frame, &self.schema))
                 .map_err(|e| Error::Other(format!("cannot read table object {}: {e}", self.url)))?;
-            let keys = &frame.rows;
-            for r in 0..keys.len() {
+            for (r, hash) in frame.iter().enumerate() {
                 let position = (offset + r) as u64;
-                if hashes.contains(&keys.hash(r)) && !self.is_deleted(position) {
+                if hashes.contains(hash) && !self.is_deleted(position) {
                     found.push(position);
                     if first {
                         return Ok(found);
