@@ -501,10 +501,7 @@ fn walk(dir: &Path) -> Vec<String> {
 #[test]
 fn a_run_stopped_at_any_point_of_its_commit_converges() {
     for vectors in [false, true] {
-        let env = [(
-            "LAKELOAD_TARGET_DELETION_VECTORS".to_string(),
-            vectors.to_string(),
-        )];
+        let env = vectors_env(vectors);
         let points: &[(&str, bool)] = match vectors {
             false => &[
                 ("after_date_write", false),
@@ -589,21 +586,7 @@ fn a_run_stopped_at_any_point_of_its_commit_converges() {
                 .filter(|a| !a["add"]["deletionVector"].is_null())
                 .count();
             assert!(marked > 0, "killed at {point}: the retry marked rows deleted");
-            let report: serde_json::Value = serde_json::from_str(&python(
-                DV_COMPARE,
-                &[path_str(&delta), path_str(&oracles), versions([0, 1])],
-            ))
-            .unwrap();
-            for v in ["v0", "v1"] {
-                assert_eq!(
-                    report[v]["duckdb_equal"], true,
-                    "killed at {point}, {v}: {report}"
-                );
-                assert_eq!(
-                    report[v]["polars_equal"], true,
-                    "killed at {point}, {v}: {report}"
-                );
-            }
+            assert_dv_readers_equal(&delta, &oracles, [0, 1], &format!("killed at {point}"));
         }
     }
 }
@@ -2393,6 +2376,61 @@ fn versions(versions: impl IntoIterator<Item = u64>) -> String {
         .join(",")
 }
 
+/// The worker's environment for a Delta run with deletion vectors on or off, and the automatic
+/// compaction off (tests that count files, versions or vectors run `optimize` themselves).
+fn vectors_env(vectors: bool) -> Vec<(String, String)> {
+    vec![
+        ("LAKELOAD_TARGET_DELETION_VECTORS".into(), vectors.to_string()),
+        ("LAKELOAD_OPTIMIZE_AUTO_MAX_FILES".into(), "0".into()),
+        ("LAKELOAD_OPTIMIZE_AUTO_MAX_DELETED_SHARE".into(), "1".into()),
+    ]
+}
+
+/// Reads `versions` of the Delta table `delta` with DuckDB and Polars ([`DV_COMPARE`]), asserts
+/// each equals `<oracles>/v<version>`, and returns the report (`when` names the step).
+fn assert_dv_readers_equal(
+    delta: &Path,
+    oracles: &Path,
+    versions_read: impl IntoIterator<Item = u64>,
+    when: &str,
+) -> serde_json::Value {
+    let versions_read: Vec<u64> = versions_read.into_iter().collect();
+    let report: serde_json::Value = serde_json::from_str(&python(
+        DV_COMPARE,
+        &[
+            path_str(delta),
+            path_str(oracles),
+            versions(versions_read.iter().copied()),
+        ],
+    ))
+    .unwrap();
+    for v in versions_read {
+        let seen = &report[format!("v{v}")];
+        assert_eq!(
+            seen["duckdb_equal"], true,
+            "{when}: version {v} as DuckDB reads it: {report}"
+        );
+        assert_eq!(
+            seen["polars_equal"], true,
+            "{when}: version {v} as Polars reads it: {report}"
+        );
+    }
+    report
+}
+
+/// Generator options for keys that later files update often (60 customers, 2 sessions, two
+/// files a day).
+const FEW_KEYS: [&str; 6] = ["--customers", "60", "--sessions", "2", "--files-per-day", "2"];
+
+/// Three source files of 600 lines over [`FEW_KEYS`], in `dir/src`.
+fn few_keys_source(dir: &Path) -> std::path::PathBuf {
+    generated_source(
+        dir,
+        "src",
+        &[&["--files", "3", "--rows", "600"][..], &FEW_KEYS].concat(),
+    )
+}
+
 /// The commit of `version` of the local Delta table `delta`, one JSON value per action.
 fn commit_of(delta: &Path, version: u64) -> Vec<serde_json::Value> {
     std::fs::read_to_string(delta.join(format!("_delta_log/{version:020}.json")))
@@ -2416,19 +2454,15 @@ fn updated_keys_are_marked_deleted_in_place_and_readers_with_deletion_vectors_se
     let dir = tempdir();
     let dir = dir.path();
     // Few customers and sessions: later files update many stored keys.
-    let few = ["--customers", "60", "--sessions", "2", "--files-per-day", "2"];
-    let source = generated_source(
-        dir,
-        "src",
-        &[&["--files", "3", "--rows", "600"][..], &few].concat(),
-    );
+    let few = FEW_KEYS;
+    let source = few_keys_source(dir);
     let (delta, oracle, oracles) = (dir.join("delta"), dir.join("oracle"), dir.join("oracles"));
     let on = |mode: &str, vectors: &str| -> serde_json::Value {
         let summary = run_at(
             dir,
             &source,
             &path_str(&delta),
-            &[("LAKELOAD_TARGET_DELETION_VECTORS".into(), vectors.into())],
+            &vectors_env(vectors == "true"),
             "delta",
             mode,
         );
@@ -2566,22 +2600,7 @@ fn updated_keys_are_marked_deleted_in_place_and_readers_with_deletion_vectors_se
     version += 1;
     copy_dir(&oracles.join("v2"), &oracles.join(format!("v{version}")));
 
-    let report: serde_json::Value = serde_json::from_str(&python(
-        DV_COMPARE,
-        &[path_str(&delta), path_str(&oracles), versions(0..=version)],
-    ))
-    .unwrap();
-    for v in 0..=version {
-        let seen = &report[format!("v{v}")];
-        assert_eq!(
-            seen["duckdb_equal"], true,
-            "version {v} as DuckDB reads it: {report}"
-        );
-        assert_eq!(
-            seen["polars_equal"], true,
-            "version {v} as Polars reads it: {report}"
-        );
-    }
+    let report = assert_dv_readers_equal(&delta, &oracles, 0..=version, "every version");
     assert_eq!(
         report["v3"]["oracle_rows"], rows,
         "status counts the rows readers get"
@@ -2607,16 +2626,7 @@ fn updated_keys_are_marked_deleted_in_place_and_readers_with_deletion_vectors_se
         "old vector files deleted: {before:?} → {after:?}"
     );
     assert!(!after.is_empty(), "the live files' vectors kept");
-    let report: serde_json::Value = serde_json::from_str(&python(
-        DV_COMPARE,
-        &[path_str(&delta), path_str(&oracles), versions([version])],
-    ))
-    .unwrap();
-    assert_eq!(
-        report[format!("v{version}")]["duckdb_equal"],
-        true,
-        "after vacuum: {report}"
-    );
+    assert_dv_readers_equal(&delta, &oracles, [version], "after vacuum");
 }
 
 /// `target.deletion_vectors` is a Delta setting: on a `parquet` table it is refused, naming
@@ -2653,12 +2663,8 @@ fn deletion_vectors_on_a_parquet_table_are_refused_with_the_fix() {
 fn spark_and_lakeload_share_a_table_with_deletion_vectors() {
     let dir = tempdir();
     let dir = dir.path();
-    let few = ["--customers", "60", "--sessions", "2", "--files-per-day", "2"];
-    let source = generated_source(
-        dir,
-        "src",
-        &[&["--files", "3", "--rows", "600"][..], &few].concat(),
-    );
+    let few = FEW_KEYS;
+    let source = few_keys_source(dir);
     // Two later files of a few updates each, landing on 2026-11-01 (five days after the start),
     // moved into the source one run at a time.
     let later = generated_source(
@@ -2685,11 +2691,14 @@ fn spark_and_lakeload_share_a_table_with_deletion_vectors() {
     );
     let (delta, oracle) = (dir.join("delta"), dir.join("oracle"));
     let on = |mode: &str, vectors: bool| {
-        let env = [(
-            "LAKELOAD_TARGET_DELETION_VECTORS".to_string(),
-            vectors.to_string(),
-        )];
-        let summary = run_at(dir, &source, &path_str(&delta), &env, "delta", mode);
+        let summary = run_at(
+            dir,
+            &source,
+            &path_str(&delta),
+            &vectors_env(vectors),
+            "delta",
+            mode,
+        );
         run(dir, &source, &oracle, "parquet", mode);
         summary
     };
@@ -2808,18 +2817,10 @@ print(sorted(set(t["c1"].to_pylist()) - later)[0])
 fn optimize_packs_each_dates_files_and_drops_deleted_rows() {
     let dir = tempdir();
     let dir = dir.path();
-    let few = ["--customers", "60", "--sessions", "2", "--files-per-day", "2"];
-    let source = generated_source(
-        dir,
-        "src",
-        &[&["--files", "3", "--rows", "600"][..], &few].concat(),
-    );
+    let few = FEW_KEYS;
+    let source = few_keys_source(dir);
     let (delta, oracle, oracles) = (dir.join("delta"), dir.join("oracle"), dir.join("oracles"));
-    let manual = [
-        ("LAKELOAD_TARGET_DELETION_VECTORS".to_string(), "true".to_string()),
-        ("LAKELOAD_OPTIMIZE_AUTO_MAX_FILES".into(), "0".into()),
-        ("LAKELOAD_OPTIMIZE_AUTO_MAX_DELETED_SHARE".into(), "1".into()),
-    ];
+    let manual = vectors_env(true);
     let on = |mode: &str, env: &[(String, String)]| {
         run_at(dir, &source, &path_str(&delta), env, "delta", mode);
         run(dir, &source, &oracle, "parquet", mode);
@@ -2934,22 +2935,7 @@ fn optimize_packs_each_dates_files_and_drops_deleted_rows() {
     assert_eq!(history[1]["mode"], "incremental", "{history:?}");
     assert_eq!(day(&lakeload(&manual, &["status", "--json"]))["files"], 1);
 
-    let report: serde_json::Value = serde_json::from_str(&python(
-        DV_COMPARE,
-        &[path_str(&delta), path_str(&oracles), versions(0..=6)],
-    ))
-    .unwrap();
-    for v in 0..=6 {
-        let seen = &report[format!("v{v}")];
-        assert_eq!(
-            seen["duckdb_equal"], true,
-            "version {v} as DuckDB reads it: {report}"
-        );
-        assert_eq!(
-            seen["polars_equal"], true,
-            "version {v} as Polars reads it: {report}"
-        );
-    }
+    assert_dv_readers_equal(&delta, &oracles, 0..=6, "before and after optimize");
 
     let out = Lakeload::new(dir)
         .env("LAKELOAD_SOURCE_URL", &source)

@@ -6,7 +6,8 @@
 //! spills, other people's objects under the table root (left alone, byte for byte), and the
 //! format: `parquet`, `delta` (dates gain files as new keys are appended, files holding
 //! updated keys are rewritten) and `delta` with deletion vectors (superseded rows marked
-//! deleted in place), read back by the test's own log replay.
+//! deleted in place), read back by the test's own log replay; and for Delta, compaction between
+//! runs: none, `lakeload optimize` after each run, or each run compacting what it wrote.
 
 use std::sync::OnceLock;
 
@@ -216,6 +217,18 @@ struct Case {
     foreign: Vec<&'static str>,
     /// The table's format.
     format: TableKind,
+    /// How a Delta table is compacted between runs.
+    compaction: Compaction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Compaction {
+    /// Never (`optimize.auto_max_files = 0`, `auto_max_deleted_share = 1`).
+    Never,
+    /// `lakeload optimize` after every incremental run.
+    Manual,
+    /// Each run compacts the dates it wrote once they have two files or any deleted row.
+    Auto,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -259,9 +272,20 @@ fn case() -> impl Strategy<Value = Case> {
                 TableKind::Delta,
                 TableKind::DeltaMarkingDeletes,
             ]),
+            prop::sample::select(vec![Compaction::Never, Compaction::Manual, Compaction::Auto]),
         )
             .prop_map(
-                |(schema, files, batches, by_name, tiny_memory, (date_layout, relayout), foreign, format)| {
+                |(
+                    schema,
+                    files,
+                    batches,
+                    by_name,
+                    tiny_memory,
+                    (date_layout, relayout),
+                    foreign,
+                    format,
+                    compaction,
+                )| {
                     let files = files
                         .into_iter()
                         .enumerate()
@@ -288,6 +312,11 @@ fn case() -> impl Strategy<Value = Case> {
                         relayout: relayout && format == TableKind::Parquet,
                         foreign,
                         format,
+                        compaction: if format == TableKind::Parquet {
+                            Compaction::Never
+                        } else {
+                            compaction
+                        },
                     }
                 },
             )
@@ -313,6 +342,12 @@ fn incremental_equals_full(place: Place, case: Case) {
     if case.format == TableKind::DeltaMarkingDeletes {
         settings.push(("target.deletion_vectors", "true".into()));
     }
+    let (max_files, max_deleted) = match case.compaction {
+        Compaction::Auto => ("1", "0.0001"),
+        _ => ("0", "1"),
+    };
+    settings.push(("optimize.auto_max_files", max_files.into()));
+    settings.push(("optimize.auto_max_deleted_share", max_deleted.into()));
     runtime().block_on(async {
         for table in ["inc", "full"] {
             let storage = open_storage(&place.url(table), place.s3()).await;
@@ -340,6 +375,9 @@ fn incremental_equals_full(place: Place, case: Case) {
                 }
             }
             check_accounting(&lakeload::run::run(&incremental, false).await);
+            if case.compaction == Compaction::Manual {
+                lakeload::optimize::optimize(&incremental, false).await.unwrap();
+            }
         }
         let full = place.config_with("full", Mode::Full, order, &settings);
         check_accounting(&lakeload::run::run(&full, false).await);
