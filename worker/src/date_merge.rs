@@ -83,6 +83,9 @@ pub struct MergedDate {
     pub body: EncodedObject,
     pub counts: MergeCounts,
     pub rows: u64,
+    /// Stored rows of files that stay which won over the new rows (file key, position): left
+    /// where they are, not marked deleted.
+    pub stayed: Vec<(String, u64)>,
 }
 
 impl DateMerge<'_> {
@@ -108,6 +111,10 @@ impl DateMerge<'_> {
                 let Some(slice) = stored.next_slice(room)? else {
                     break;
                 };
+                if slice.marked().is_some() {
+                    drop(memory);
+                    return self.merge_marked(rows, slice, stored, files, encoder);
+                }
                 // A date that fits one unit whole is merged with its stored rows left in
                 // their columnar form.
                 let whole = first && !stored.has_more() && !rows.spilled();
@@ -130,6 +137,58 @@ impl DateMerge<'_> {
             .into_units(self.unit_limit, self.spill.clone(), self.threads)
             .map_err(Error::scratch("cannot cut spilled rows into units"))?;
         self.merge_units(units, &files, encoder)
+    }
+
+    /// Merges a date's new rows (all in memory) with the stored rows holding their keys in
+    /// files that stay (marked slices, [`StoredSlice::marked`]: keys and lineage only, a few
+    /// rows per file). The new rows that win are encoded; a stored row that wins stays where it
+    /// is ([`MergedDate::stayed`]), one that loses is to be marked deleted by the caller.
+    fn merge_marked(
+        &self,
+        mut rows: DateRows,
+        first: StoredSlice,
+        mut stored: Box<dyn StoredRows>,
+        mut files: FileTable,
+        mut encoder: Box<dyn DateEncoder>,
+    ) -> Result<MergedDate> {
+        let mut slices = vec![first];
+        while let Some(slice) = stored.next_slice(self.unit_limit)? {
+            slices.push(slice);
+        }
+        let mut blocks = Vec::with_capacity(slices.len() + 1);
+        let mut origins = Vec::with_capacity(slices.len());
+        for slice in &slices {
+            let Some((key, positions)) = slice.marked() else {
+                return Err(Error::Other(
+                    "a date's stored rows to mark came with rows to rewrite; nothing was written".into(),
+                ));
+            };
+            blocks.push(slice.keys(&mut files)?);
+            origins.push((key, positions));
+        }
+        let stored_blocks = blocks.len() as u32;
+        blocks.extend(rows.take_memory());
+        let merger = Merger {
+            keys: self.keys,
+            order: self.order,
+            files: &files,
+        };
+        let (winners, counts) = merger.merge(&blocks);
+        let mut new = Vec::new();
+        let mut stayed = Vec::new();
+        for (block, row) in winners {
+            match origins.get(block as usize).filter(|_| block < stored_blocks) {
+                Some((key, positions)) => stayed.push((key.to_string(), positions[row as usize])),
+                None => new.push((block, row)),
+            }
+        }
+        encoder.add(&blocks, &new, &files)?;
+        Ok(MergedDate {
+            body: encoder.finish()?,
+            counts,
+            rows: new.len() as u64,
+            stayed,
+        })
     }
 
     /// Merges a date's new rows (all in memory) with its stored rows (one slice) as one unit.
@@ -169,6 +228,7 @@ impl DateMerge<'_> {
             body: encoder.finish()?,
             counts,
             rows: take.len() as u64,
+            stayed: Vec::new(),
         })
     }
 
@@ -246,6 +306,7 @@ impl DateMerge<'_> {
             body: encoder.finish()?,
             counts,
             rows,
+            stayed: Vec::new(),
         })
     }
 

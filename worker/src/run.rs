@@ -501,11 +501,11 @@ async fn merge_and_write(
                     true => table.read_date(date, &spill).await?,
                     false => (None, place.seen),
                 };
-                let (rows, stored) = match stored {
+                let (rows, stored, to_mark) = match stored {
                     Some(stored) if table.appends() && !rows.spilled() => {
                         append_or_merge(table, date, rows, stored).await?
                     }
-                    stored => (rows, stored),
+                    stored => (rows, stored, Vec::new()),
                 };
                 let encoder = table.encoder(date, &spill, group_bytes).await?;
                 let merged = tokio::task::spawn_blocking(move || {
@@ -524,6 +524,20 @@ async fn merge_and_write(
                 })
                 .await
                 .map_err(Error::other)??;
+                // The stored rows the new ones superseded are marked deleted; those that won
+                // stay as they are.
+                for (key, positions) in to_mark {
+                    let stayed: std::collections::HashSet<u64> = merged
+                        .stayed
+                        .iter()
+                        .filter(|(k, _)| *k == key)
+                        .map(|(_, p)| *p)
+                        .collect();
+                    let lost: Vec<u64> = positions.into_iter().filter(|p| !stayed.contains(p)).collect();
+                    if !lost.is_empty() {
+                        table.mark_deleted(&key, &lost);
+                    }
+                }
                 let bytes = commit.write_date(date, merged.body, seen).await?;
                 Ok::<_, Error>((date, merged.counts, merged.rows, bytes))
             }
@@ -555,15 +569,18 @@ async fn merge_and_write(
 /// ([`Transaction::keep`]): only the others are read whole and merged with the new rows, into
 /// a file beside the kept ones (no file at all is merged when every file is kept: the new
 /// rows are appended). A table that marks deletes ([`Transaction::marks_deletes`]) keeps
-/// those files too: only their rows holding the new keys are merged, and marked deleted where
-/// they are. Only the stored files' key columns are read to tell, on a blocking thread; a hash
-/// shared by two different keys only sends a file (or a row) to the merge.
+/// those files too: only the keys and lineage of their rows holding the new keys are read and
+/// merged with the new rows; they are returned, by file, and those the merge finds superseded
+/// are marked deleted where they are (the winners among them stay as they are). Only the
+/// stored files' key columns are read to tell, on a blocking thread; a hash shared by two
+/// different keys only sends a file (or a row) to the merge.
+#[allow(clippy::type_complexity)]
 async fn append_or_merge(
     table: &dyn Transaction,
     date: i32,
     rows: DateRows,
     stored: Box<dyn StoredRows>,
-) -> Result<(DateRows, Option<Box<dyn StoredRows>>)> {
+) -> Result<(DateRows, Option<Box<dyn StoredRows>>, Vec<(String, Vec<u64>)>)> {
     let mark = table.marks_deletes();
     let (rows, split) = tokio::task::spawn_blocking(move || {
         let new: std::collections::HashSet<u64> = rows
@@ -577,19 +594,19 @@ async fn append_or_merge(
     .await
     .map_err(Error::other)?;
     match split? {
-        SplitByKeys::Unknown(stored) => Ok((rows, Some(stored))),
+        SplitByKeys::Unknown(stored) => Ok((rows, Some(stored), Vec::new())),
         SplitByKeys::Known {
             untouched,
             holding,
             marked,
         } => {
-            for (key, positions) in &marked {
-                table.mark_deleted(key, positions);
-            }
+            // Files holding rows to mark stay: the date's new file goes beside them.
+            let staying: Vec<String> = marked.iter().map(|(key, _)| key.clone()).collect();
+            table.keep(&staying);
             if !marked.is_empty() {
                 tracing::debug!(
-                    "{}: {} stored row(s) in {} file(s) hold new rows' keys: merged with them and \
-                     marked deleted where they are",
+                    "{}: {} stored row(s) in {} file(s) hold new rows' keys: compared with them, \
+                     those superseded marked deleted where they are",
                     format_days(date),
                     marked.iter().map(|(_, p)| p.len()).sum::<usize>(),
                     marked.len()
@@ -608,7 +625,7 @@ async fn append_or_merge(
                 );
                 table.keep(&untouched);
             }
-            Ok((rows, holding))
+            Ok((rows, holding, marked))
         }
     }
 }

@@ -2,9 +2,9 @@
 
 use polars::prelude::*;
 
-use super::LINEAGE_LINE;
 use super::encoder::ROW_GROUP_ROWS;
 use super::frame::{Fields, conform, decode_frame, key_hashes};
+use super::{LINEAGE_FILE, LINEAGE_LINE, LINEAGE_MODIFIED};
 use crate::block::RowBlock;
 use crate::config::SchemaConfig;
 use crate::error::{Error, Result};
@@ -227,23 +227,37 @@ impl StoredRows for StoredParquet {
                 std::fs::File::open(&self.path).map_err(Error::scratch("cannot read a scratch file"))?;
             let take = (max_bytes / self.bytes_per_row).clamp(1, ROW_GROUP_ROWS);
             let first = self.next;
+            // Rows to be marked are compared, never re-encoded: only what the merge reads.
+            let columns = self.only.is_some().then(|| self.compared_columns());
+            let mut positions = Vec::new();
             let frame = ParquetReader::new(file)
+                .with_columns(columns)
                 .with_slice(Some((first, take)))
                 .finish()
                 .map_err(Error::from)
-                .and_then(|frame| self.kept_rows(frame, first))
+                .and_then(|frame| self.kept_rows(frame, first, &mut positions))
                 .and_then(|frame| self.with_partition_column(frame))
-                .and_then(|frame| conform(frame, &self.schema))
+                .and_then(|frame| match self.only {
+                    Some(_) => Ok(frame),
+                    None => conform(frame, &self.schema),
+                })
                 .map_err(|e| Error::Other(format!("cannot read table object {}: {e}", self.url)))?;
             self.next += take;
             if frame.height() == 0 {
                 continue;
             }
-            self.bytes_per_row = (frame.estimated_size() / frame.height()).max(1);
+            if self.only.is_none() {
+                self.bytes_per_row = (frame.estimated_size() / frame.height()).max(1);
+            }
+            let marked = match (&self.only, &self.key) {
+                (Some(_), Some(key)) => Some((key.clone(), positions)),
+                _ => None,
+            };
             return Ok(Some(StoredSlice {
                 columns: frame,
                 schema: self.schema.clone(),
                 url: self.url.clone(),
+                marked,
             }));
         }
         Ok(None)
@@ -258,23 +272,38 @@ impl StoredRows for StoredParquet {
 }
 
 impl StoredParquet {
+    /// The columns the merge compares stored rows by: the key's text columns, every date
+    /// column and the lineage (less the partition column a Delta file leaves out).
+    fn compared_columns(&self) -> Vec<String> {
+        let schema = &self.schema;
+        let mut names: Vec<String> = (0..schema.columns.len())
+            .filter(|&c| schema.key.contains(&c) || schema.date_slot(c).is_some())
+            .map(|c| schema.columns[c].clone())
+            .filter(|name| self.partition.as_ref().is_none_or(|(p, _)| p != name))
+            .collect();
+        names.extend([LINEAGE_FILE, LINEAGE_LINE, LINEAGE_MODIFIED].map(String::from));
+        names
+    }
+
     /// The rows of `frame` (the file's rows from position `first` on) that are handed out:
-    /// not deleted and, when only some are, among them.
-    fn kept_rows(&mut self, frame: DataFrame, first: usize) -> Result<DataFrame> {
+    /// not deleted and, when only some are, among them (their positions pushed to
+    /// `positions`).
+    fn kept_rows(&mut self, frame: DataFrame, first: usize, positions: &mut Vec<u64>) -> Result<DataFrame> {
         if self.deleted.is_none() && self.only.is_none() {
             return Ok(frame);
         }
-        let positions = first as u64..(first + frame.height()) as u64;
+        let range = first as u64..(first + frame.height()) as u64;
         let keep: BooleanChunked = match &self.only {
             Some(only) => {
                 let mut keep = vec![false; frame.height()];
-                while let Some(&p) = only.get(self.only_next).filter(|p| positions.contains(p)) {
-                    keep[(p - positions.start) as usize] = true;
+                while let Some(&p) = only.get(self.only_next).filter(|p| range.contains(p)) {
+                    keep[(p - range.start) as usize] = true;
+                    positions.push(p);
                     self.only_next += 1;
                 }
                 keep.into_iter().collect()
             }
-            None => positions.map(|p| !self.is_deleted(p)).collect(),
+            None => range.map(|p| !self.is_deleted(p)).collect(),
         };
         Ok(frame.filter(&keep)?)
     }
@@ -348,9 +377,22 @@ pub struct StoredSlice {
     pub(super) columns: DataFrame,
     pub(super) schema: Arc<SchemaConfig>,
     pub(super) url: String,
+    /// For rows of a file that stays (their rows holding new keys are marked deleted where
+    /// they are): the file's key and each row's position in it. Such a slice holds only the
+    /// key's columns, the date columns and the lineage — what the merge compares — since a
+    /// stored row that loses is only marked, and one that wins stays where it is.
+    pub(super) marked: Option<(String, Vec<u64>)>,
 }
 
 impl StoredSlice {
+    /// The file and positions of a slice of rows to be marked deleted (see
+    /// [`StoredSlice::marked`]); `None` for rows read whole.
+    pub fn marked(&self) -> Option<(&str, &[u64])> {
+        self.marked
+            .as_ref()
+            .map(|(key, positions)| (key.as_str(), positions.as_slice()))
+    }
+
     pub fn len(&self) -> usize {
         self.columns.height()
     }
