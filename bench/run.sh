@@ -6,7 +6,9 @@
 # everything still works in seconds (CI); `bench/run.sh --history [--tiny]` measures commands on
 # years of Delta history (bench/history.py); `bench/run.sh --late [--tiny]` what one more file
 # of late data costs against a full run, beside DuckDB and Polars merging it by hand
-# (bench/late.py).
+# (bench/late.py); `bench/run.sh --reads [--tiny]` reader query times after 30 incremental runs,
+# before and after `lakeload optimize` (bench/reads.py; its readers come from the test venv,
+# tests/setup.sh).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -29,5 +31,9 @@ fi
 if [ "${1:-}" = --late ]; then
   shift
   exec "$venv/bin/python" "$root/bench/late.py" "$@"
+fi
+if [ "${1:-}" = --reads ]; then
+  shift
+  exec "$venv/bin/python" "$root/bench/reads.py" "$@"
 fi
 exec "$venv/bin/python" "$root/bench/bench.py" "$@"
