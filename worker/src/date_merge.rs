@@ -89,6 +89,15 @@ pub struct MergedDate {
 }
 
 impl DateMerge<'_> {
+    /// The merge of this date's rows, their lineage file ids named by `files`.
+    fn merger<'m>(&'m self, files: &'m FileTable) -> Merger<'m> {
+        Merger {
+            keys: self.keys,
+            order: self.order,
+            files,
+        }
+    }
+
     /// Merges the date's new rows with its stored rows (if any) and encodes the kept rows.
     /// Runs on a blocking thread.
     pub fn run(
@@ -166,18 +175,14 @@ impl DateMerge<'_> {
             blocks.push(slice.keys(&mut files)?);
             origins.push((key, positions));
         }
-        let stored_blocks = blocks.len() as u32;
         blocks.extend(rows.take_memory());
-        let merger = Merger {
-            keys: self.keys,
-            order: self.order,
-            files: &files,
-        };
+        let merger = self.merger(&files);
         let (winners, counts) = merger.merge(&blocks);
         let mut new = Vec::new();
         let mut stayed = Vec::new();
         for (block, row) in winners {
-            match origins.get(block as usize).filter(|_| block < stored_blocks) {
+            // The stored slices are the first blocks, one origin each.
+            match origins.get(block as usize) {
                 Some((key, positions)) => stayed.push((key.to_string(), positions[row as usize])),
                 None => new.push((block, row)),
             }
@@ -204,11 +209,7 @@ impl DateMerge<'_> {
     ) -> Result<MergedDate> {
         let mut blocks = vec![stored.keys(&mut files)?];
         blocks.extend(rows.take_memory());
-        let merger = Merger {
-            keys: self.keys,
-            order: self.order,
-            files: &files,
-        };
+        let merger = self.merger(&files);
         let (winners, counts) = merger.merge(&blocks);
         // The encoder numbers the stored rows first, then the new rows that win, in `new`.
         let stored_rows = stored.len() as u32;

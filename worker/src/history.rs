@@ -8,7 +8,7 @@ use crate::config::{Config, TableFormat};
 use crate::error::{Error, Result};
 use crate::report::thousands;
 use crate::table::delta::log::Action;
-use crate::table::delta::replay::{log_versions, read_commit, rows_of};
+use crate::table::delta::replay::{log_versions, read_commit};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TableVersion {
@@ -60,7 +60,7 @@ fn describe(version: u64, actions: &[Action]) -> TableVersion {
         match action {
             Action::Add(add) => {
                 out.files_added += 1;
-                out.rows_added += rows_of(add).unwrap_or(0);
+                out.rows_added += add.live_rows().unwrap_or(0);
             }
             Action::Remove(_) => out.files_removed += 1,
             Action::CommitInfo(info) => {

@@ -113,10 +113,11 @@ pub async fn optimize(config: &Config, dry_run: bool) -> Result<Optimized> {
     let lease = Duration::from_secs(config.lock.lease_seconds);
     under_lock(&target.storage, &run_id, lease, async |lock| {
         let (loaded, table) = crate::run::load_state(&target, &run_id).await?;
-        let planned = plan(&table.stored_files(), config.optimize.target_file_size, None);
+        let files = table.stored_files();
+        let planned = plan(&files, config.optimize.target_file_size, None);
         match dry_run {
-            true => Ok(described(&target, &table.stored_files(), &planned, true)),
-            false => compact(config, &target, lock, &run_id, loaded, table, planned).await,
+            true => Ok(described(&target, &files, &planned, true)),
+            false => compact(config, &target, lock, &run_id, loaded, table, &files, planned).await,
         }
     })
     .await
@@ -148,7 +149,10 @@ fn described(
 }
 
 /// Rewrites each planned date's files into one, and commits them (the table, then the state)
-/// under `lock`, from the state `loaded` and the transaction `table` begun with it.
+/// under `lock`, from the state `loaded` and the transaction `table` begun with it; `files`
+/// are the table's files ([`Transaction::stored_files`]), `planned` what [`plan`] chose of
+/// them.
+#[allow(clippy::too_many_arguments)]
 pub async fn compact(
     config: &Config,
     target: &Target,
@@ -156,10 +160,10 @@ pub async fn compact(
     run_id: &str,
     loaded: Loaded,
     table: Arc<dyn Transaction>,
+    files: &BTreeMap<i32, Vec<StoredFile>>,
     planned: Vec<(i32, Vec<StoredFile>)>,
 ) -> Result<Optimized> {
-    let files = table.stored_files();
-    let mut out = described(target, &files, &planned, false);
+    let mut out = described(target, files, &planned, false);
     if planned.is_empty() {
         return Ok(out);
     }

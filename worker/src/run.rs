@@ -349,7 +349,7 @@ async fn auto_optimize(
                     .is_some_and(|f| crate::optimize::due(f, &config.optimize))
         };
         let planned = crate::optimize::plan(&files, config.optimize.target_file_size, Some(&due));
-        crate::optimize::compact(config, target, lock, run_id, loaded, table, planned).await
+        crate::optimize::compact(config, target, lock, run_id, loaded, table, &files, planned).await
     };
     match compacted.await {
         Ok(done) if !done.dates.is_empty() => tracing::info!(

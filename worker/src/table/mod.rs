@@ -191,9 +191,9 @@ pub trait Transaction: Send + Sync {
         false
     }
 
-    /// The rows at `positions` of the stored object `key` are merged into the date's new
-    /// object: the object stays, those rows marked deleted. Only when
-    /// [`Transaction::marks_deletes`].
+    /// The rows at `positions` of the stored object `key` were superseded by the run's new
+    /// rows: the commit marks them deleted (the object itself stays, [`Transaction::keep`]).
+    /// Only when [`Transaction::marks_deletes`].
     fn mark_deleted(&self, _key: &str, _positions: &[u64]) {}
 
     /// Whether the table's current version drops `key` by recording it (the object stays for

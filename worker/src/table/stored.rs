@@ -23,8 +23,9 @@ pub trait StoredRows: Send {
     /// [`crate::block::KeyColumns::hash`]) is among `hashes`, reading only the columns a key
     /// is made of: the keys of those that hold none, which a merge of rows with those keys can
     /// leave as they are, and the stored rows of the rest, to be merged. With `mark`, an
-    /// object holding some stays too, only the rows holding those keys are merged (they are
-    /// marked deleted where they are, [`SplitByKeys::Known::marked`]).
+    /// object holding some stays too: only its rows holding those keys are merged (read as
+    /// keys and lineage, [`StoredSlice::marked`]), and those the merge finds superseded are
+    /// marked deleted where they are ([`SplitByKeys::Known::marked`]).
     fn split_by_keys(
         self: Box<Self>,
         hashes: &std::collections::HashSet<u64>,
@@ -40,7 +41,7 @@ pub enum SplitByKeys {
         /// Keys of the objects that hold none of the keys.
         untouched: Vec<String>,
         /// The rows to merge: of the objects that hold some, all of them; with `mark`, only
-        /// their rows holding the keys.
+        /// their rows holding the keys (keys and lineage only).
         holding: Option<Box<dyn StoredRows>>,
         /// With `mark`: the objects holding some of the keys, by key, with the positions of
         /// the rows holding them (physical row indexes, ascending): the rows `holding` reads.

@@ -21,8 +21,21 @@ fn run(dir: &Path, source: &Path, target: &Path, format: &str, mode: &str) -> se
 
 /// The same run (`mode`) on the local Delta table `delta` and on its `parquet` oracle.
 fn run_both(dir: &Path, source: &Path, delta: &Path, oracle: &Path, mode: &str) {
-    run(dir, source, delta, "delta", mode);
+    run_both_with(dir, source, delta, oracle, mode, &[]);
+}
+
+/// [`run_both`], the Delta run with `env` too: its summary.
+fn run_both_with(
+    dir: &Path,
+    source: &Path,
+    delta: &Path,
+    oracle: &Path,
+    mode: &str,
+    env: &[(String, String)],
+) -> serde_json::Value {
+    let summary = run_at(dir, source, &path_str(delta), env, "delta", mode);
     run(dir, source, oracle, "parquet", mode);
+    summary
 }
 
 /// The worker on `source` (a local folder) and the table at `target` (a path or an s3:// URL,
@@ -529,11 +542,7 @@ fn a_run_stopped_at_any_point_of_its_commit_converges() {
                 .concat(),
             );
             let (delta, parquet) = (dir.join("delta"), dir.join("parquet"));
-            let on_both = |mode: &str| {
-                let summary = run_at(dir, &source, &path_str(&delta), &env, "delta", mode);
-                run(dir, &source, &parquet, "parquet", mode);
-                summary
-            };
+            let on_both = |mode: &str| run_both_with(dir, &source, &delta, &parquet, mode, &env);
             on_both("full");
             let oracles = dir.join("oracles");
             copy_dir(&parquet, &oracles.join("v0"));
@@ -2457,17 +2466,15 @@ fn updated_keys_are_marked_deleted_in_place_and_readers_with_deletion_vectors_se
     let few = FEW_KEYS;
     let source = few_keys_source(dir);
     let (delta, oracle, oracles) = (dir.join("delta"), dir.join("oracle"), dir.join("oracles"));
-    let on = |mode: &str, vectors: &str| -> serde_json::Value {
-        let summary = run_at(
+    let on = |mode: &str, vectors: &str| {
+        run_both_with(
             dir,
             &source,
-            &path_str(&delta),
-            &vectors_env(vectors == "true"),
-            "delta",
+            &delta,
+            &oracle,
             mode,
-        );
-        run(dir, &source, &oracle, "parquet", mode);
-        summary
+            &vectors_env(vectors == "true"),
+        )
     };
     let mut version = 0;
     let snapshot = |version: u64| copy_dir(&oracle, &oracles.join(format!("v{version}")));
@@ -2690,18 +2697,8 @@ fn spark_and_lakeload_share_a_table_with_deletion_vectors() {
         .concat(),
     );
     let (delta, oracle) = (dir.join("delta"), dir.join("oracle"));
-    let on = |mode: &str, vectors: bool| {
-        let summary = run_at(
-            dir,
-            &source,
-            &path_str(&delta),
-            &vectors_env(vectors),
-            "delta",
-            mode,
-        );
-        run(dir, &source, &oracle, "parquet", mode);
-        summary
-    };
+    let on =
+        |mode: &str, vectors: bool| run_both_with(dir, &source, &delta, &oracle, mode, &vectors_env(vectors));
     on("full", false);
     // A customer with rows on 2026-11-01 whom neither later file updates.
     let c1 = python(
@@ -2822,8 +2819,7 @@ fn optimize_packs_each_dates_files_and_drops_deleted_rows() {
     let (delta, oracle, oracles) = (dir.join("delta"), dir.join("oracle"), dir.join("oracles"));
     let manual = vectors_env(true);
     let on = |mode: &str, env: &[(String, String)]| {
-        run_at(dir, &source, &path_str(&delta), env, "delta", mode);
-        run(dir, &source, &oracle, "parquet", mode);
+        run_both_with(dir, &source, &delta, &oracle, mode, env);
     };
     let snapshot = |version: u64| copy_dir(&oracle, &oracles.join(format!("v{version}")));
     on("full", &manual);

@@ -82,6 +82,12 @@ impl DeletionVector {
         }
     }
 
+    /// The key of the vector file `vector` (if any) lies in, when lakeload can tell: what
+    /// `vacuum` weighs (a vector stored inline, or one it cannot locate, names no file).
+    pub fn file_of(vector: Option<&DeletionVector>) -> Option<String> {
+        vector?.file_key().ok().flatten()
+    }
+
     fn unreadable(&self, why: &str) -> Error {
         Error::Other(format!(
             "the deletion vector {} cannot be read: {why}",

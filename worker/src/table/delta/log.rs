@@ -130,8 +130,10 @@ impl Protocol {
                 .collect(),
             v => vec![format!("writer version {v}")],
         };
+        // A feature both reader and writer need is named once.
+        let mut named = std::collections::BTreeSet::new();
         let mut missing: Vec<String> = reader.into_iter().chain(writer).collect();
-        missing.dedup();
+        missing.retain(|feature| named.insert(feature.clone()));
         (!missing.is_empty()).then(|| missing.join(", "))
     }
 }

@@ -49,9 +49,7 @@ use roaring::RoaringTreemap;
 
 /// The table property that lets writers add deletion vectors.
 const ENABLE_DELETION_VECTORS: &str = "delta.enableDeletionVectors";
-use self::replay::{
-    LoadedLog, load_snapshot, partitions_of, read_commit, recorded_run, replay_runs, rows_of,
-};
+use self::replay::{LoadedLog, load_snapshot, partitions_of, read_commit, recorded_run, replay_runs};
 use self::rules::{check_columns, is_append_only, kept_schema};
 use self::transaction::StagedCommit;
 use super::added::{AddedColumns, CarriedValues};
@@ -208,8 +206,8 @@ struct DeltaRun {
     kept: BTreeSet<String>,
     /// The rows the deletion vectors of live files the run read delete, by file key.
     deleted: BTreeMap<String, Arc<RoaringTreemap>>,
-    /// Rows of kept files the run merged into its new files (they held its new rows' keys),
-    /// by file key: the commit marks them deleted.
+    /// Rows of kept files the run's new rows superseded, by file key: the commit marks them
+    /// deleted.
     marked: BTreeMap<String, Vec<u64>>,
     /// The new deletion vectors of the marked files (written just before the commit).
     vectors: BTreeMap<String, DeletionVector>,
@@ -338,7 +336,7 @@ impl DeltaTransaction {
                 .configuration
                 .insert(ENABLE_DELETION_VECTORS.into(), "true".into());
         }
-        let rows: i64 = run.written.iter().filter_map(rows_of).sum();
+        let rows: i64 = run.written.iter().filter_map(Add::live_rows).sum();
         let (operation, parameters, recorded_mode) = match run.rearranges_only {
             true => ("OPTIMIZE", serde_json::json!({}), "optimize".to_string()),
             false => (
@@ -764,14 +762,13 @@ impl Transaction for DeltaTransaction {
             let run = self.run();
             (
                 run.added.clone(),
-                live.iter()
-                    .all(|add| run.kept.contains(&add.key()) && !run.marked.contains_key(&add.key())),
+                live.iter().all(|add| run.kept.contains(&add.key())),
             )
         };
         let carried = match (added.is_empty(), appended) {
             (true, _) => None,
-            // Every file of the date stays: the new file holds new lines only, which no stored
-            // values match.
+            // Every file of the date stays (rows in them are at most marked deleted): the new
+            // file holds new lines only, which no stored values match.
             (false, true) => Some(CarriedValues::read(&added, &[])?),
             (false, false) => Some(self.carried_values(date, &added, scratch).await?),
         };
@@ -902,9 +899,8 @@ impl Transaction for DeltaTransaction {
     }
 
     fn mark_deleted(&self, key: &str, positions: &[u64]) {
-        let mut run = self.run();
-        run.kept.insert(key.to_string());
-        run.marked
+        self.run()
+            .marked
             .entry(key.to_string())
             .or_default()
             .extend_from_slice(positions);

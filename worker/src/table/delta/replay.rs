@@ -5,9 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::checkpoint::{self, checkpoint_key, checkpoint_version_of_key};
+use super::deletion_vector::DeletionVector;
 use super::files::run_of_data_file;
 use super::log::{
-    Action, Add, LOG_DIR, Snapshot, commit_key, dated_removes, decode_commit, key_of_path, version_of_key,
+    Action, LOG_DIR, Snapshot, commit_key, dated_removes, decode_commit, key_of_path, version_of_key,
 };
 use super::retention;
 use super::run_files;
@@ -99,7 +100,7 @@ pub fn partitions_of(snapshot: &Snapshot, column: &str) -> BTreeMap<String, Part
             continue;
         };
         let key = add.key();
-        let rows = rows_of(add).unwrap_or(0).max(0) as u64;
+        let rows = add.live_rows().unwrap_or(0).max(0) as u64;
         let bytes = add.size.max(0) as u64;
         let deleted_rows = add.deleted_rows().max(0) as u64;
         match partitions.get_mut(&day) {
@@ -237,11 +238,6 @@ pub async fn read_commit(storage: &DynStorage, version: u64) -> Result<Vec<Actio
     decode_commit(version, &bytes)
 }
 
-/// The rows a reader of a file gets, from its stats (less its deleted rows).
-pub fn rows_of(add: &Add) -> Option<i64> {
-    add.live_rows()
-}
-
 /// What the commits after version `after` (all, when `None`) removed before `cutoff_ms` and
 /// no version reads any more (not live in `snapshot`, not removed again since the cutoff), and
 /// the newest version all of whose removes are before the cutoff: a vacuum that deletes them
@@ -270,7 +266,7 @@ pub async fn removed_before(
                 let at = remove.deletion_timestamp;
                 let expired = at.is_some_and(|t| t < cutoff_ms);
                 all_expired &= expired;
-                if let Some(Ok(Some(file))) = remove.deletion_vector.as_ref().map(|dv| dv.file_key()) {
+                if let Some(file) = DeletionVector::file_of(remove.deletion_vector.as_ref()) {
                     *vectors.entry(file).or_default() |= !expired;
                 }
                 latest_remove.insert(key_of_path(&remove.path), at);
@@ -285,13 +281,13 @@ pub async fn removed_before(
     let live_vectors: BTreeSet<String> = snapshot
         .files
         .values()
-        .filter_map(|add| add.deletion_vector.as_ref()?.file_key().ok().flatten())
+        .filter_map(|add| DeletionVector::file_of(add.deletion_vector.as_ref()))
         .chain(
             snapshot
                 .tombstones
                 .values()
                 .filter(|remove| remove.deletion_timestamp.is_none_or(|t| t >= cutoff_ms))
-                .filter_map(|remove| remove.deletion_vector.as_ref()?.file_key().ok().flatten()),
+                .filter_map(|remove| DeletionVector::file_of(remove.deletion_vector.as_ref())),
         )
         .collect();
     let gone = latest_remove
