@@ -74,6 +74,10 @@ fi
 step "java: $java_version"
 
 # --- Python venv with pyspark + delta-spark --------------------------------------------------
+# Tests call this script side by side: one installs while the others wait for it (without the
+# lock, a second call removed the venv the first was creating).
+exec 9>"$CACHE/.install.lock"
+flock 9
 VENV=$CACHE/venv-$PYSPARK_VERSION-$DELTA_VERSION
 t=$(now)
 if [ ! -f "$VENV/.installed" ]; then
@@ -128,6 +132,7 @@ if [ -n "${LAKELOAD_SPARK_S3_ENDPOINT:-}" ]; then
     jars=$jars,$(fetch_jar org/apache/hadoop hadoop-aws 3.3.4),$(fetch_jar com/amazonaws aws-java-sdk-bundle 1.12.262)
     step "S3A jars ready in $(elapsed "$t") s"
 fi
+flock -u 9
 step "install steps took $(elapsed "$total_start") s"
 
 # --- Read -----------------------------------------------------------------------------------

@@ -27,7 +27,9 @@ use crate::spill::{DateRows, SpillDir};
 use crate::state::{JsonStateStore, Loaded, State, StateStore, StoreCheck};
 use crate::storage::{self, DynStorage, ObjectMeta};
 use crate::summary::{ManifestEntry, RowCounts, RunSummary};
-use crate::table::{DeltaTable, ParquetTable, SplitByKeys, StoredRows, Table, Transaction};
+use crate::table::{
+    DeltaTable, KeyHashes, NewKeys, ParquetTable, SplitByKeys, StoredRows, Table, Transaction,
+};
 
 /// A new run id: sortable by start time, unique enough to never collide in one table.
 pub fn new_run_id(now: DateTime<Utc>) -> String {
@@ -496,14 +498,20 @@ async fn merge_and_write(
             let place = work
                 .claims
                 .place(&table.stored_keys(date), mode == Mode::Incremental);
+            let schema = &config.schema;
             async move {
                 let (stored, seen) = match place.merge {
+                    // Files whose key statistics rule out every new key are not even read.
+                    true if table.appends() && !rows.spilled() => {
+                        let keys = NewKeys::of(rows.blocks(), schema);
+                        table.read_date_for(date, &keys, &spill).await?
+                    }
                     true => table.read_date(date, &spill).await?,
                     false => (None, place.seen),
                 };
                 let (rows, stored, to_mark) = match stored {
                     Some(stored) if table.appends() && !rows.spilled() => {
-                        append_or_merge(table, date, rows, stored).await?
+                        append_or_merge(table, date, rows, stored, unit_limit / 2).await?
                     }
                     stored => (rows, stored, Vec::new()),
                 };
@@ -573,22 +581,24 @@ async fn merge_and_write(
 /// merged with the new rows; they are returned, by file, and those the merge finds superseded
 /// are marked deleted where they are (the winners among them stay as they are). Only the
 /// stored files' key columns are read to tell, on a blocking thread; a hash shared by two
-/// different keys only sends a file (or a row) to the merge.
+/// different keys only sends a file (or a row) to the merge. Up to `room` bytes of the rows to
+/// mark stay decoded from that read for the merge (see [`StoredRows::split_by_keys`]).
 #[allow(clippy::type_complexity)]
 async fn append_or_merge(
     table: &dyn Transaction,
     date: i32,
     rows: DateRows,
     stored: Box<dyn StoredRows>,
+    mut room: usize,
 ) -> Result<(DateRows, Option<Box<dyn StoredRows>>, Vec<(String, Vec<u64>)>)> {
     let mark = table.marks_deletes();
     let (rows, split) = tokio::task::spawn_blocking(move || {
-        let new: std::collections::HashSet<u64> = rows
+        let new: KeyHashes = rows
             .blocks()
             .iter()
             .flat_map(|block| (0..block.len()).map(move |r| block.hash(r)))
             .collect();
-        let split = stored.split_by_keys(&new, mark);
+        let split = stored.split_by_keys(&new, mark, &mut room);
         (rows, split)
     })
     .await

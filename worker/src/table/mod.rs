@@ -12,6 +12,7 @@ mod added;
 pub mod delta;
 mod encoder;
 mod frame;
+mod new_keys;
 mod parquet;
 mod stats;
 mod stored;
@@ -22,8 +23,9 @@ pub use encoder::encode;
 pub use encoder::{DateEncoder, EncodedObject};
 #[cfg(test)]
 pub use frame::decode;
+pub use new_keys::NewKeys;
 pub use parquet::{ParquetTable, date_of_file_name};
-pub use stored::{SplitByKeys, StoredRows, StoredSlice};
+pub use stored::{KeyHashes, SplitByKeys, StoredRows, StoredSlice};
 
 use std::sync::Arc;
 
@@ -122,6 +124,18 @@ pub trait Transaction: Send + Sync {
     /// it has several), to be decoded a slice at a time, and the version read. The object is copied to a scratch file under `scratch`
     /// first, so it is never held in memory whole.
     async fn read_date(&self, date: i32, scratch: &SpillDir) -> Result<(Option<Box<dyn StoredRows>>, Seen)>;
+
+    /// As [`Transaction::read_date`], for a run whose new rows of the date hold the key values
+    /// `keys`: a format whose files carry key statistics (Delta) leaves the files they show
+    /// hold none of those keys as they are ([`Transaction::keep`]), without reading them.
+    async fn read_date_for(
+        &self,
+        date: i32,
+        _keys: &NewKeys,
+        scratch: &SpillDir,
+    ) -> Result<(Option<Box<dyn StoredRows>>, Seen)> {
+        self.read_date(date, scratch).await
+    }
 
     /// A new encoder for `date`'s object, writing to a scratch file under `scratch`, holding
     /// up to about `group_bytes` of rows before it writes them. A format whose table may hold

@@ -25,13 +25,20 @@ pub trait StoredRows: Send {
     /// leave as they are, and the stored rows of the rest, to be merged. With `mark`, an
     /// object holding some stays too: only its rows holding those keys are merged (read as
     /// keys and lineage, [`StoredSlice::marked`]), and those the merge finds superseded are
-    /// marked deleted where they are ([`SplitByKeys::Known::marked`]).
+    /// marked deleted where they are ([`SplitByKeys::Known::marked`]). Rows to be marked are
+    /// kept decoded from this one read, as the merge compares them, while they fit `room`
+    /// bytes (taken from it); beyond it they are read again when merged.
     fn split_by_keys(
         self: Box<Self>,
-        hashes: &std::collections::HashSet<u64>,
+        hashes: &KeyHashes,
         mark: bool,
+        room: &mut usize,
     ) -> Result<SplitByKeys>;
 }
+
+/// The key hashes of a date's new rows. They are hashes already, so the set hashes them with
+/// foldhash's fast hasher rather than SipHash: the key check probes it once per stored row.
+pub type KeyHashes = std::collections::HashSet<u64, foldhash::fast::FixedState>;
 
 /// Stored objects sorted by whether they hold any of the new rows' keys.
 pub enum SplitByKeys {
@@ -70,6 +77,9 @@ pub(super) struct StoredParquet {
     /// `only_next`th on.
     only: Option<Vec<u64>>,
     only_next: usize,
+    /// The rows handed out (with their positions) when the key check kept them decoded
+    /// ([`StoredRows::split_by_keys`]): served instead of reading `only` again.
+    kept: std::collections::VecDeque<(DataFrame, Vec<u64>)>,
 }
 
 impl StoredParquet {
@@ -100,6 +110,7 @@ impl StoredParquet {
             deleted: None,
             only: None,
             only_next: 0,
+            kept: Default::default(),
         })
     }
 
@@ -155,12 +166,21 @@ impl StoredParquet {
     }
 
     /// The positions of the stored rows (deleted ones left out) whose key hash is among
-    /// `hashes`, a row group at a time; with `first`, up to the first found.
-    fn positions_holding(&self, hashes: &std::collections::HashSet<u64>, first: bool) -> Result<Vec<u64>> {
-        let columns = self.key_columns();
+    /// `hashes`, a row group at a time. Without `mark`, up to the first found: the file is
+    /// merged whole if any. With `mark`, all of them, and the rows found are kept decoded in
+    /// `kept` as the merge will compare them, while they fit `room`: the columns a merge
+    /// compares are read here at once, so the file's keys are decoded once.
+    fn positions_holding(&mut self, hashes: &KeyHashes, mark: bool, room: &mut usize) -> Result<Vec<u64>> {
+        let columns = match mark {
+            true => self.compared_columns(),
+            false => self.key_columns(),
+        };
         let mut found = Vec::new();
+        let mut kept = Some(std::collections::VecDeque::new());
+        let mut taken = 0;
         let mut offset = 0;
         while offset < self.rows {
+            let failed = |e: Error| Error::Other(format!("cannot read table object {}: {e}", self.url));
             let file =
                 std::fs::File::open(&self.path).map_err(Error::scratch("cannot read a scratch file"))?;
             let frame = ParquetReader::new(file)
@@ -169,18 +189,39 @@ impl StoredParquet {
                 .finish()
                 .map_err(Error::from)
                 .and_then(|frame| self.with_partition_column(frame))
-                .and_then(|frame| key_hashes(&frame, &self.schema))
-                .map_err(|e| Error::Other(format!("cannot read table object {}: {e}", self.url)))?;
-            for (r, hash) in frame.iter().enumerate() {
+                .map_err(failed)?;
+            let row_hashes = key_hashes(&frame, &self.schema).map_err(failed)?;
+            let first_found = found.len();
+            for (r, hash) in row_hashes.iter().enumerate() {
                 let position = (offset + r) as u64;
                 if hashes.contains(hash) && !self.is_deleted(position) {
                     found.push(position);
-                    if first {
+                    if !mark {
                         return Ok(found);
                     }
                 }
             }
+            if let Some(rows) = kept.as_mut().filter(|_| found.len() > first_found) {
+                let mut holding = vec![false; frame.height()];
+                for &p in &found[first_found..] {
+                    holding[p as usize - offset] = true;
+                }
+                let frame = frame.filter(&holding.into_iter().collect())?;
+                let bytes = frame.estimated_size();
+                match taken + bytes <= *room {
+                    true => {
+                        taken += bytes;
+                        rows.push_back((frame, found[first_found..].to_vec()));
+                    }
+                    false => kept = None,
+                }
+            }
             offset += ROW_GROUP_ROWS;
+        }
+        // Past the room, none are kept (all are read again) and the room stays for others.
+        if let Some(rows) = kept {
+            *room -= taken;
+            self.kept = rows;
         }
         Ok(found)
     }
@@ -189,13 +230,14 @@ impl StoredParquet {
 impl StoredRows for StoredParquet {
     fn split_by_keys(
         mut self: Box<Self>,
-        hashes: &std::collections::HashSet<u64>,
+        hashes: &KeyHashes,
         mark: bool,
+        room: &mut usize,
     ) -> Result<SplitByKeys> {
         let Some(key) = self.key.clone() else {
             return Ok(SplitByKeys::Unknown(self));
         };
-        let positions = self.positions_holding(hashes, !mark)?;
+        let positions = self.positions_holding(hashes, mark, room)?;
         Ok(match (positions.is_empty(), mark) {
             (true, _) => SplitByKeys::Known {
                 untouched: vec![key],
@@ -208,7 +250,11 @@ impl StoredRows for StoredParquet {
                 marked: Vec::new(),
             },
             (false, true) => {
-                self.only = Some(positions.clone());
+                // Rows the key check kept decoded are all it hands out.
+                self.only = Some(match self.kept.is_empty() {
+                    true => positions.clone(),
+                    false => Vec::new(),
+                });
                 SplitByKeys::Known {
                     untouched: Vec::new(),
                     holding: Some(self),
@@ -219,6 +265,14 @@ impl StoredRows for StoredParquet {
     }
 
     fn next_slice(&mut self, max_bytes: usize) -> Result<Option<StoredSlice>> {
+        if let Some((frame, positions)) = self.kept.pop_front() {
+            return Ok(Some(StoredSlice {
+                columns: frame,
+                schema: self.schema.clone(),
+                url: self.url.clone(),
+                marked: self.key.clone().map(|key| (key, positions)),
+            }));
+        }
         while self.has_more() {
             if let Some(only) = &self.only {
                 // Straight to the next row handed out.
@@ -265,6 +319,9 @@ impl StoredRows for StoredParquet {
     }
 
     fn has_more(&self) -> bool {
+        if !self.kept.is_empty() {
+            return true;
+        }
         match &self.only {
             Some(only) => self.only_next < only.len(),
             None => self.next < self.rows,
@@ -343,12 +400,13 @@ impl StoredRows for StoredChain {
 
     fn split_by_keys(
         self: Box<Self>,
-        hashes: &std::collections::HashSet<u64>,
+        hashes: &KeyHashes,
         mark: bool,
+        room: &mut usize,
     ) -> Result<SplitByKeys> {
         let (mut untouched, mut holding, mut marked) = (Vec::new(), Vec::new(), Vec::new());
         for part in self.parts {
-            match part.split_by_keys(hashes, mark)? {
+            match part.split_by_keys(hashes, mark, room)? {
                 SplitByKeys::Known {
                     untouched: keys,
                     holding: rows,
@@ -426,5 +484,108 @@ impl StoredSlice {
         let mut rows = decoded.rows;
         rows.remap_files(&ids);
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::Lineage;
+    use crate::merge::{FileInfo, FileTable};
+    use crate::table::encode;
+
+    /// A stored file of `rows` rows with ids 0, 1, …, over more than one row group.
+    fn stored_file(rows: usize) -> (tempfile::TempPath, Arc<SchemaConfig>) {
+        let schema = Arc::new(crate::merge::tests::schema());
+        let files = FileTable::new(Arc::from(vec![FileInfo {
+            key: "f.gz".into(),
+            modified_micros: 7,
+        }]));
+        let mut block = RowBlock::new(3, 1);
+        for i in 0..rows {
+            let text = format!("{i}|2024-01-02|v{i}");
+            let id_end = text.find('|').unwrap() as u32;
+            let ends = [id_end, id_end + 11, text.len() as u32];
+            let lineage = Lineage {
+                file: 0,
+                line: i as u64 + 1,
+                generation: 1,
+            };
+            block.push(&text, &ends, &[19724], i as u64, lineage);
+        }
+        let bytes = encode(&block, &schema, &files).unwrap();
+        let path = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+        std::fs::write(&path, &bytes).unwrap();
+        (path, schema)
+    }
+
+    /// What a split hands the merge for the rows to mark: their frames and positions.
+    fn marked_rows(mut rows: Box<dyn StoredRows>) -> (DataFrame, Vec<u64>) {
+        let (mut frame, mut positions) = (None::<DataFrame>, Vec::new());
+        while let Some(slice) = rows.next_slice(1 << 20).unwrap() {
+            let (_, at) = slice.marked().expect("rows to mark say where they are");
+            positions.extend_from_slice(at);
+            frame = Some(match frame {
+                None => slice.columns,
+                Some(f) => f.vstack(&slice.columns).unwrap(),
+            });
+        }
+        (frame.unwrap(), positions)
+    }
+
+    /// The rows to mark that the key check keeps decoded are the rows, columns and positions a
+    /// second read would hand out, deleted rows left out; past its room, the key check keeps
+    /// none and leaves the room as it was.
+    #[test]
+    fn rows_kept_by_the_key_check_equal_rows_read_again() {
+        let rows = ROW_GROUP_ROWS + 1000;
+        let (path, schema) = stored_file(rows);
+        let all = ParquetReader::new(std::fs::File::open(&path).unwrap())
+            .finish()
+            .unwrap();
+        let hashes = key_hashes(&all, &schema).unwrap();
+        // Rows in both row groups hold new keys; one of them is deleted already.
+        let wanted = [3usize, 70_000, ROW_GROUP_ROWS - 1, ROW_GROUP_ROWS, rows - 1];
+        let new: KeyHashes = wanted.iter().map(|&r| hashes[r]).collect();
+        let deleted = Arc::new(roaring::RoaringTreemap::from_iter([70_000u64]));
+        let split = |room: &mut usize| {
+            let copy = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+            std::fs::copy(&path, &copy).unwrap();
+            let stored = StoredParquet::open(copy, schema.clone(), "t".into())
+                .unwrap()
+                .with_key("f.parquet".into())
+                .without(Some(deleted.clone()));
+            match Box::new(stored).split_by_keys(&new, true, room).unwrap() {
+                SplitByKeys::Known {
+                    untouched,
+                    holding: Some(holding),
+                    marked,
+                } => {
+                    assert!(untouched.is_empty());
+                    (marked, marked_rows(holding))
+                }
+                _ => panic!("the file holds new keys"),
+            }
+        };
+        let mut room = usize::MAX;
+        let (kept_marked, kept) = split(&mut room);
+        assert!(room < usize::MAX, "kept rows take room");
+        let mut none = 0;
+        let (read_marked, read) = split(&mut none);
+        assert_eq!(none, 0);
+        let expected: Vec<u64> = [3, ROW_GROUP_ROWS - 1, ROW_GROUP_ROWS, rows - 1]
+            .map(|r| r as u64)
+            .into();
+        assert_eq!(kept_marked, vec![("f.parquet".to_string(), expected.clone())]);
+        assert_eq!(read_marked, kept_marked);
+        assert_eq!(kept.1, expected);
+        assert_eq!(read.1, expected);
+        assert!(kept.0.equals_missing(&read.0), "{:?}\n{:?}", kept.0, read.0);
+        let ids: Vec<Option<&str>> = kept.0.column("id").unwrap().str().unwrap().iter().collect();
+        let expected_ids: Vec<String> = expected.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            ids,
+            expected_ids.iter().map(|s| Some(s.as_str())).collect::<Vec<_>>()
+        );
     }
 }

@@ -2008,6 +2008,70 @@ fn new_keys_are_appended_beside_a_dates_file_and_updates_rewrite_only_their_file
     assert_ne!(removed[0], generated[0], "the generated file stays");
 }
 
+/// Issue 29 (1): a date's file whose key statistics in the log rule out every new key is left
+/// as it is without being read at all: the run succeeds while the file is out of reach, and
+/// the new rows go beside it. A later update of those keys reads only the file holding them.
+#[test]
+fn a_file_whose_key_statistics_rule_out_the_new_keys_is_not_read() {
+    let dir = tempdir();
+    let dir = dir.path();
+    let source = first_files(dir, 3, 400);
+    let (delta, oracle) = (dir.join("delta"), dir.join("oracle"));
+    run_both(dir, &source, &delta, &oracle, "full");
+    let day = "2026-11-01";
+    let generated: Vec<String> = log_commits(&delta)[0]
+        .iter()
+        .filter_map(|a| a["add"]["path"].as_str().map(str::to_string))
+        .filter(|p| p.starts_with(&format!("c7={day}/")))
+        .collect();
+    assert_eq!(generated.len(), 1, "{generated:?}");
+    // Generated customers are C…: the Z keys lie past every file's maximum.
+    let (stored, hidden) = (delta.join(&generated[0]), dir.join("hidden.parquet"));
+    let out_of_reach = || std::fs::rename(&stored, &hidden).unwrap();
+    let back = || std::fs::rename(&hidden, &stored).unwrap();
+    std::fs::write(
+        source.join("z-new.gz"),
+        gzip(new_key_lines(day, 30, 100).as_bytes()),
+    )
+    .unwrap();
+    out_of_reach();
+    let summary = run(dir, &source, &delta, "delta", "incremental");
+    back();
+    assert_eq!(summary["rows_inserted"], 30, "{summary}");
+    run(dir, &source, &oracle, "parquet", "incremental");
+    assert!(delta_equals(&delta, None, &oracle), "the table equals the oracle");
+    assert_eq!(
+        live_files_of(&delta, day),
+        2,
+        "the new keys went beside the date's file"
+    );
+
+    // Newer rows for the Z keys: the generated file is not read again; the appended one is.
+    std::fs::write(
+        source.join("z-update.gz"),
+        gzip(new_key_lines(day, 30, 999).as_bytes()),
+    )
+    .unwrap();
+    out_of_reach();
+    let summary = run(dir, &source, &delta, "delta", "incremental");
+    back();
+    assert_eq!(summary["rows_updated"], 30, "{summary}");
+    run(dir, &source, &oracle, "parquet", "incremental");
+    assert!(delta_equals(&delta, None, &oracle), "the table equals the oracle");
+    let removed: Vec<String> = log_commits(&delta)
+        .pop()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["remove"]["path"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        removed.len(),
+        1,
+        "only the appended file is replaced: {removed:?}"
+    );
+    assert_ne!(removed[0], generated[0]);
+}
+
 /// Another engine appends rows into a date lakeload holds (delta-rs, new keys, with lineage
 /// naming a file of its own): the date has two live files. lakeload's next incremental run,
 /// loading a file with rows of that date, merges every live file of the date, so its new

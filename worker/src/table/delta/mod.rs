@@ -699,6 +699,30 @@ impl Transaction for DeltaTransaction {
         Ok((self.read_files(date, &keys, scratch).await?, Seen::Absent))
     }
 
+    async fn read_date_for(
+        &self,
+        date: i32,
+        keys: &super::NewKeys,
+        scratch: &SpillDir,
+    ) -> Result<(Option<Box<dyn StoredRows>>, Seen)> {
+        let (outside, holding): (Vec<Add>, Vec<Add>) = self.live_files(date).into_iter().partition(|add| {
+            add.stats
+                .as_deref()
+                .and_then(|stats| serde_json::from_str(stats).ok())
+                .is_some_and(|stats| keys.none_within(&stats))
+        });
+        if !outside.is_empty() {
+            tracing::debug!(
+                "{}: {} stored file(s) hold none of the new keys by their statistics: not read",
+                format_days(date),
+                outside.len()
+            );
+            self.keep(&outside.iter().map(Add::key).collect::<Vec<_>>());
+        }
+        let holding: Vec<String> = holding.iter().map(Add::key).collect();
+        Ok((self.read_files(date, &holding, scratch).await?, Seen::Absent))
+    }
+
     async fn read_files(
         &self,
         date: i32,

@@ -1,0 +1,200 @@
+//! A date's new rows' key values, column by column, so that a stored file whose statistics
+//! (a Delta `add`'s `minValues`, `maxValues` and `nullCount`) show it holds none of them is
+//! left as it is without being read at all. Statistics only ever widen a file's true range
+//! (a truncated string minimum is a prefix; lakeload's own maximum is left out when it would
+//! be truncated), so a file they rule out really holds none of the keys.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::block::{NULL_DATE, RowBlock};
+use crate::config::SchemaConfig;
+
+/// The new rows' distinct values of one key column.
+#[derive(Debug)]
+enum Values {
+    Text(BTreeSet<Vec<u8>>),
+    /// Days since the epoch.
+    Date(BTreeSet<i32>),
+}
+
+#[derive(Debug)]
+struct ColumnValues {
+    name: String,
+    values: Values,
+    /// Whether a new row holds NULL there (NULL keys equal NULL keys).
+    null: bool,
+}
+
+/// The new rows' values of each key column but the partition column (every row of a date
+/// holds the same one there, and a Delta file's statistics leave it out).
+#[derive(Debug)]
+pub struct NewKeys {
+    columns: Vec<ColumnValues>,
+}
+
+impl NewKeys {
+    pub fn of(blocks: &[RowBlock], schema: &SchemaConfig) -> NewKeys {
+        let columns = schema
+            .key
+            .iter()
+            .filter(|&&c| c != schema.partition_column)
+            .map(|&c| {
+                let rows = || blocks.iter().flat_map(|b| (0..b.len()).map(move |r| (b, r)));
+                let (values, null) = match schema.date_slot(c) {
+                    Some(slot) => {
+                        let days: Vec<i32> = rows().map(|(b, r)| b.date(r, slot)).collect();
+                        let null = days.contains(&NULL_DATE);
+                        (
+                            Values::Date(days.into_iter().filter(|&d| d != NULL_DATE).collect()),
+                            null,
+                        )
+                    }
+                    None => {
+                        let mut null = false;
+                        let mut texts = BTreeSet::new();
+                        for (b, r) in rows() {
+                            match b.field(r, c) {
+                                Some(v) => {
+                                    texts.insert(v.to_vec());
+                                }
+                                None => null = true,
+                            }
+                        }
+                        (Values::Text(texts), null)
+                    }
+                };
+                ColumnValues {
+                    name: schema.columns[c].clone(),
+                    values,
+                    null,
+                }
+            })
+            .collect();
+        NewKeys { columns }
+    }
+
+    /// Whether a file with these statistics (the JSON of a Delta `add`'s `stats`) holds none
+    /// of the keys: on some key column, no new value lies within the file's bounds, and the
+    /// file holds no NULL there or no new row does. Missing statistics tell nothing.
+    pub fn none_within(&self, stats: &Value) -> bool {
+        self.columns.iter().any(|column| column.none_within(stats))
+    }
+}
+
+impl ColumnValues {
+    fn none_within(&self, stats: &Value) -> bool {
+        let nulls = stats["nullCount"][&self.name].as_i64();
+        if self.null && nulls != Some(0) {
+            return false;
+        }
+        let (min, max) = (&stats["minValues"][&self.name], &stats["maxValues"][&self.name]);
+        let Some(min) = min.as_str() else {
+            // No bounds: only a column of NULLs alone rules out non-NULL values.
+            return !self.null && nulls.is_some() && nulls == stats["numRecords"].as_i64();
+        };
+        let max = max.as_str();
+        match &self.values {
+            Values::Text(values) => {
+                let mut within = values.range(min.as_bytes().to_vec()..);
+                match max {
+                    Some(max) => within.next().is_none_or(|v| v.as_slice() > max.as_bytes()),
+                    None => within.next().is_none(),
+                }
+            }
+            Values::Date(values) => {
+                let (Some(min), Some(max)) = (day(min), max.and_then(day)) else {
+                    return false;
+                };
+                values.range(min..=max).next().is_none()
+            }
+        }
+    }
+}
+
+/// A date as statistics write it (`2024-01-31`) in days since the epoch.
+fn day(text: &str) -> Option<i32> {
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .map(crate::dates::days_since_epoch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::RowBuilder;
+    use crate::config::{Config, RawConfig};
+    use serde_json::json;
+
+    /// `id, day, other, v`, keyed by `(id, day, other)`, `other` a date, `day` the partition.
+    fn schema() -> SchemaConfig {
+        let mut raw = RawConfig::default();
+        raw.set("source.url", "/in");
+        raw.set("target.url", "/out");
+        raw.set("schema.columns", "id,day,other,v");
+        raw.set("schema.date_columns", "day,other");
+        raw.set("schema.partition_column", "day");
+        raw.set("schema.key", "id,day,other");
+        Config::from_raw(&raw).unwrap().schema
+    }
+
+    fn new_keys(rows: &[(Option<&str>, i32)]) -> NewKeys {
+        let schema = schema();
+        let mut block = RowBlock::new(4, 2);
+        for (line, (id, other)) in rows.iter().enumerate() {
+            RowBuilder::new(&schema).push(
+                &mut block,
+                &[*id, Some("2024-01-02"), Some("x"), Some("v")],
+                &[19724, *other],
+                crate::block::Lineage {
+                    file: 0,
+                    line: line as u64,
+                    generation: 1,
+                },
+            );
+        }
+        NewKeys::of(&[block], &schema)
+    }
+
+    fn stats(id: (&str, Option<&str>), other: (&str, &str), id_nulls: i64) -> Value {
+        let mut max = json!({"other": other.1});
+        if let Some(m) = id.1 {
+            max["id"] = json!(m);
+        }
+        json!({"numRecords": 10, "minValues": {"id": id.0, "other": other.0},
+               "maxValues": max, "nullCount": {"id": id_nulls, "other": 0}})
+    }
+
+    /// A file is ruled out only when a key column's new values all lie outside its bounds,
+    /// with NULLs on neither side; a value in between the new ones, an open maximum, a NULL on
+    /// both sides or missing statistics keep it in.
+    #[test]
+    fn a_file_is_ruled_out_only_when_its_bounds_exclude_every_new_key() {
+        let keys = new_keys(&[(Some("a5"), 19000), (Some("z1"), 19000)]);
+        // 2022-01-08 is day 19000: the other date column does not rule anything out here.
+        let year_2022 = ("2022-01-01", "2022-12-31");
+        // Every new id is outside [b, y].
+        assert!(keys.none_within(&stats(("b", Some("y")), year_2022, 0)));
+        // a5 lies within [a, b].
+        assert!(!keys.none_within(&stats(("a", Some("b")), year_2022, 0)));
+        // z1 lies within [c, …) when the maximum was left out.
+        assert!(!keys.none_within(&stats(("c", None), year_2022, 0)));
+        // The ids match but the other date column rules the file out.
+        assert!(keys.none_within(&stats(("a", Some("zz")), ("2024-01-01", "2024-01-31"), 0)));
+        assert!(!keys.none_within(&stats(("a", Some("zz")), year_2022, 0)));
+        // No statistics: read.
+        assert!(!keys.none_within(&json!({"numRecords": 10})));
+        assert!(!keys.none_within(&Value::Null));
+
+        // A NULL id among the new rows can match a file's NULL ids.
+        let with_null = new_keys(&[(None, 19000), (Some("z1"), 19000)]);
+        assert!(!with_null.none_within(&stats(("b", Some("y")), year_2022, 1)));
+        assert!(with_null.none_within(&stats(("b", Some("y")), year_2022, 0)));
+        // ... and a file of NULL ids only, when none of the new ids is NULL, holds none.
+        let nulls_only = json!({"numRecords": 10, "minValues": {}, "maxValues": {},
+                                "nullCount": {"id": 10}});
+        assert!(keys.none_within(&nulls_only));
+        assert!(!with_null.none_within(&nulls_only));
+    }
+}
