@@ -18,8 +18,10 @@ pub struct TableVersion {
     pub run_id: Option<String>,
     pub operation: Option<String>,
     pub mode: Option<String>,
-    /// Rows in the files it added.
+    /// Rows in the files it added (a file added back with another deletion vector adds none).
     pub rows_added: i64,
+    /// Rows of files it kept that it marked deleted (deletion vectors).
+    pub rows_marked_deleted: i64,
     pub files_added: usize,
     pub files_removed: usize,
 }
@@ -53,14 +55,30 @@ fn describe(version: u64, actions: &[Action]) -> TableVersion {
         operation: None,
         mode: None,
         rows_added: 0,
+        rows_marked_deleted: 0,
         files_added: 0,
         files_removed: 0,
     };
+    // A file removed and added back in one commit is the same file with another vector: the
+    // rows it newly deletes were marked, not added.
+    let removed: std::collections::HashMap<&str, i64> = actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Remove(remove) => Some((
+                remove.path.as_str(),
+                remove.deletion_vector.as_ref().map_or(0, |dv| dv.cardinality),
+            )),
+            _ => None,
+        })
+        .collect();
     for action in actions {
         match action {
             Action::Add(add) => {
                 out.files_added += 1;
-                out.rows_added += add.live_rows().unwrap_or(0);
+                match removed.get(add.path.as_str()) {
+                    Some(deleted_before) => out.rows_marked_deleted += add.deleted_rows() - deleted_before,
+                    None => out.rows_added += add.live_rows().unwrap_or(0),
+                }
             }
             Action::Remove(_) => out.files_removed += 1,
             Action::CommitInfo(info) => {
@@ -83,18 +101,19 @@ pub fn format_history(versions: &[TableVersion]) -> String {
         return "no versions yet: the table has not been written\n".into();
     }
     let mut out = format!(
-        "{:>7}  {:<20}  {:<28}  {:<11}  {:>12}  {:>5}  {:>7}\n",
-        "version", "committed (UTC)", "run", "mode", "rows added", "files", "removed"
+        "{:>7}  {:<20}  {:<28}  {:<11}  {:>12}  {:>12}  {:>5}  {:>7}\n",
+        "version", "committed (UTC)", "run", "mode", "rows added", "rows marked", "files", "removed"
     );
     for v in versions {
         out += &format!(
-            "{:>7}  {:<20}  {:<28}  {:<11}  {:>12}  {:>5}  {:>7}\n",
+            "{:>7}  {:<20}  {:<28}  {:<11}  {:>12}  {:>12}  {:>5}  {:>7}\n",
             v.version,
             v.committed_at
                 .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string()),
             v.run_id.as_deref().unwrap_or("(another writer)"),
             v.mode.as_deref().or(v.operation.as_deref()).unwrap_or("-"),
             thousands(v.rows_added.max(0) as u64),
+            thousands(v.rows_marked_deleted.max(0) as u64),
             v.files_added,
             v.files_removed
         );

@@ -2610,6 +2610,25 @@ fn updated_keys_are_marked_deleted_in_place_and_readers_with_deletion_vectors_se
                 "the second update added to a vector the first wrote: {removed:?}"
             );
         }
+        // `history` counts the rows the version marked, and as added only its new file's:
+        // each new row that won (inserted or updating) and nothing of the files added back.
+        let history = on_delta(dir, &source, &delta)
+            .args(["history", "--json"])
+            .output();
+        assert_exit(&history, 0);
+        let history: Vec<serde_json::Value> = serde_json::from_str(&stdout(&history)).unwrap();
+        let marked: u64 = removed
+            .iter()
+            .map(|(path, old)| added_back.iter().find(|(p, _)| p == path).unwrap().1 - old)
+            .sum();
+        assert_eq!(history[0]["version"], version, "{:?}", history[0]);
+        assert_eq!(history[0]["rows_marked_deleted"], marked, "{:?}", history[0]);
+        assert_eq!(
+            history[0]["rows_added"],
+            summary["rows_inserted"].as_u64().unwrap() + summary["rows_updated"].as_u64().unwrap(),
+            "{:?} {summary}",
+            history[0]
+        );
     }
     assert!(
         files_in_status() > live_before,
