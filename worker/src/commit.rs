@@ -282,10 +282,12 @@ impl<'a> TableCommit<'a> {
         // Announced writes are confirmed by the partition records (a full run also deleted
         // every owned object it did not write).
         let recorded: BTreeSet<&str> = state.partitions.values().flat_map(|p| p.keys()).collect();
+        // The run's objects beside its dates' are committed by now, or were never written.
+        let side = self.table.side_keys();
         let confirmed: Vec<String> = state
             .unconfirmed
             .iter()
-            .filter(|k| !recorded.contains(k.as_str()))
+            .filter(|k| !recorded.contains(k.as_str()) && !side.contains(k))
             .cloned()
             .collect();
         state.unconfirmed = confirmed;

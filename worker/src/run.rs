@@ -297,7 +297,7 @@ async fn execute(
             .await?;
     }
     let mut commit = TableCommit::new(target, table, lock, run_id, loaded);
-    commit.announce(&keys).await?;
+    commit.announce(&[keys, table.side_keys()].concat()).await?;
     let partitions = merge_and_write(config, &commit, &work, &mut router, &spill, stats, interactive).await?;
     if config.run.mode == Mode::Full {
         commit

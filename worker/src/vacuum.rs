@@ -107,8 +107,12 @@ pub async fn vacuum(
         let cutoff = Utc::now() - chrono::Duration::from_std(retain).unwrap_or(chrono::TimeDelta::MAX);
         // A file a commit added is live, or removed: a tombstone within the retention, or
         // past it (found in the commits after the last vacuum).
-        let ever_added =
-            |key: &str| snapshot.files.contains_key(key) || snapshot.tombstones.contains_key(key);
+        let vector_files = snapshot.vector_files();
+        let ever_added = |key: &str| {
+            snapshot.files.contains_key(key)
+                || snapshot.tombstones.contains_key(key)
+                || vector_files.contains(key)
+        };
         let (mut deletable, kept) = deletable_files(&snapshot, cutoff);
         let states = JsonStateStore::new(storage.clone());
         let loaded = states.load().await?;
@@ -152,9 +156,19 @@ pub async fn vacuum(
             out.bytes += size;
             out.deleted.push(path);
         }
-        // The announcements of files now gone: nothing is left for them to name.
+        // The announcements of files now gone, or never written (a run that failed before
+        // writing them; under the lock no run is writing): nothing is left for them to name.
         // And the log is covered up to `covered`: the next vacuum reads only what follows.
-        let gone: std::collections::BTreeSet<&str> = out.deleted.iter().map(String::as_str).collect();
+        let never_written = announced
+            .iter()
+            .map(String::as_str)
+            .filter(|k| !present.contains_key(*k));
+        let gone: std::collections::BTreeSet<&str> = out
+            .deleted
+            .iter()
+            .map(String::as_str)
+            .chain(never_written)
+            .collect();
         let pruned = announced.iter().any(|k| gone.contains(k.as_str()));
         // A table without a state (lost) gets none from vacuum: the next run rebuilds it.
         if !dry_run && loaded.etag.is_some() && (pruned || covered != loaded.state.vacuumed_through) {

@@ -175,6 +175,14 @@ pub trait Transaction: Send + Sync {
     /// [`Transaction::appends`].
     fn keep(&self, _keys: &[String]) {}
 
+    /// Objects the run may write beside its dates' files (a Delta commit's deletion vector
+    /// file): announced with them, so that those of a run stopped before its commit are the
+    /// table's to clean up (`vacuum`), and confirmed by its commit (committed, or never
+    /// written).
+    fn side_keys(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The stored objects of each date, with what a compaction weighs (`optimize`); none for a
     /// format that stores a date in one object.
     fn stored_files(&self) -> std::collections::BTreeMap<i32, Vec<StoredFile>> {

@@ -4,25 +4,23 @@
 //! (a truncated string minimum is a prefix; lakeload's own maximum is left out when it would
 //! be truncated), so a file they rule out really holds none of the keys.
 
-use std::collections::BTreeSet;
-
 use serde_json::Value;
 
 use crate::block::{NULL_DATE, RowBlock};
 use crate::config::SchemaConfig;
 
-/// The new rows' distinct values of one key column.
+/// The new rows' distinct values of one key column, sorted.
 #[derive(Debug)]
-enum Values {
-    Text(BTreeSet<Vec<u8>>),
+enum Values<'a> {
+    Text(Vec<&'a [u8]>),
     /// Days since the epoch.
-    Date(BTreeSet<i32>),
+    Date(Vec<i32>),
 }
 
 #[derive(Debug)]
-struct ColumnValues {
+struct ColumnValues<'a> {
     name: String,
-    values: Values,
+    values: Values<'a>,
     /// Whether a new row holds NULL there (NULL keys equal NULL keys).
     null: bool,
 }
@@ -30,12 +28,12 @@ struct ColumnValues {
 /// The new rows' values of each key column but the partition column (every row of a date
 /// holds the same one there, and a Delta file's statistics leave it out).
 #[derive(Debug)]
-pub struct NewKeys {
-    columns: Vec<ColumnValues>,
+pub struct NewKeys<'a> {
+    columns: Vec<ColumnValues<'a>>,
 }
 
-impl NewKeys {
-    pub fn of(blocks: &[RowBlock], schema: &SchemaConfig) -> NewKeys {
+impl<'a> NewKeys<'a> {
+    pub fn of(blocks: &'a [RowBlock], schema: &SchemaConfig) -> NewKeys<'a> {
         let columns = schema
             .key
             .iter()
@@ -44,24 +42,18 @@ impl NewKeys {
                 let rows = || blocks.iter().flat_map(|b| (0..b.len()).map(move |r| (b, r)));
                 let (values, null) = match schema.date_slot(c) {
                     Some(slot) => {
-                        let days: Vec<i32> = rows().map(|(b, r)| b.date(r, slot)).collect();
+                        let mut days: Vec<i32> = rows().map(|(b, r)| b.date(r, slot)).collect();
                         let null = days.contains(&NULL_DATE);
-                        (
-                            Values::Date(days.into_iter().filter(|&d| d != NULL_DATE).collect()),
-                            null,
-                        )
+                        days.retain(|&d| d != NULL_DATE);
+                        days.sort_unstable();
+                        days.dedup();
+                        (Values::Date(days), null)
                     }
                     None => {
-                        let mut null = false;
-                        let mut texts = BTreeSet::new();
-                        for (b, r) in rows() {
-                            match b.field(r, c) {
-                                Some(v) => {
-                                    texts.insert(v.to_vec());
-                                }
-                                None => null = true,
-                            }
-                        }
+                        let mut texts: Vec<&[u8]> = rows().filter_map(|(b, r)| b.field(r, c)).collect();
+                        let null = texts.len() < blocks.iter().map(RowBlock::len).sum();
+                        texts.sort_unstable();
+                        texts.dedup();
                         (Values::Text(texts), null)
                     }
                 };
@@ -83,7 +75,7 @@ impl NewKeys {
     }
 }
 
-impl ColumnValues {
+impl ColumnValues<'_> {
     fn none_within(&self, stats: &Value) -> bool {
         let nulls = stats["nullCount"][&self.name].as_i64();
         if self.null && nulls != Some(0) {
@@ -97,17 +89,20 @@ impl ColumnValues {
         let max = max.as_str();
         match &self.values {
             Values::Text(values) => {
-                let mut within = values.range(min.as_bytes().to_vec()..);
-                match max {
-                    Some(max) => within.next().is_none_or(|v| v.as_slice() > max.as_bytes()),
-                    None => within.next().is_none(),
+                // The first new value at or past the minimum, if any, lies past the maximum.
+                let first = values.partition_point(|v| *v < min.as_bytes());
+                match (values.get(first), max) {
+                    (None, _) => true,
+                    (Some(v), Some(max)) => *v > max.as_bytes(),
+                    (Some(_), None) => false,
                 }
             }
             Values::Date(values) => {
                 let (Some(min), Some(max)) = (day(min), max.and_then(day)) else {
                     return false;
                 };
-                values.range(min..=max).next().is_none()
+                let first = values.partition_point(|&v| v < min);
+                values.get(first).is_none_or(|&v| v > max)
             }
         }
     }
@@ -139,7 +134,7 @@ mod tests {
         Config::from_raw(&raw).unwrap().schema
     }
 
-    fn new_keys(rows: &[(Option<&str>, i32)]) -> NewKeys {
+    fn new_keys(rows: &[(Option<&str>, i32)]) -> NewKeys<'static> {
         let schema = schema();
         let mut block = RowBlock::new(4, 2);
         for (line, (id, other)) in rows.iter().enumerate() {
@@ -154,7 +149,7 @@ mod tests {
                 },
             );
         }
-        NewKeys::of(&[block], &schema)
+        NewKeys::of(Box::leak(Box::new([block])), &schema)
     }
 
     fn stats(id: (&str, Option<&str>), other: (&str, &str), id_nulls: i64) -> Value {

@@ -596,6 +596,29 @@ fn a_run_stopped_at_any_point_of_its_commit_converges() {
                 .count();
             assert!(marked > 0, "killed at {point}: the retry marked rows deleted");
             assert_dv_readers_equal(&delta, &oracles, [0, 1], &format!("killed at {point}"));
+            // The stopped run announced its vector file before writing it: vacuum deletes it
+            // (once past the retention) and keeps the retry's, which version 1 reads.
+            let vector_files = || {
+                std::fs::read_dir(&delta)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.starts_with("deletion_vector_"))
+                    .count()
+            };
+            let stopped_wrote_one = usize::from(point == "after_vectors_write");
+            assert_eq!(vector_files(), 1 + stopped_wrote_one, "killed at {point}");
+            let out = on_delta(dir, &source, &delta)
+                .args(["vacuum", "--retain", "0s", "--force", "--json"])
+                .output();
+            assert_exit(&out, 0);
+            assert_eq!(vector_files(), 1, "killed at {point}: {}", stdout(&out));
+            let state: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(delta.join("_lakeload/state.json")).unwrap()).unwrap();
+            assert!(
+                state["unconfirmed"].as_array().is_none_or(|a| a.is_empty()),
+                "killed at {point}: no announcement left: {state}"
+            );
+            assert_dv_readers_equal(&delta, &oracles, [1], &format!("killed at {point}, vacuumed"));
         }
     }
 }

@@ -198,17 +198,28 @@ pub struct DeletionVectorFile {
 
 impl Default for DeletionVectorFile {
     fn default() -> Self {
-        DeletionVectorFile {
-            id: uuid::Uuid::new_v4(),
-            body: vec![FILE_VERSION],
-        }
+        DeletionVectorFile::new(uuid::Uuid::new_v4())
     }
 }
 
 impl DeletionVectorFile {
+    /// An empty file with id `id`: a run picks its file's id when it begins, so that it can
+    /// announce the file before writing it.
+    pub fn new(id: uuid::Uuid) -> Self {
+        DeletionVectorFile {
+            id,
+            body: vec![FILE_VERSION],
+        }
+    }
+
+    /// The key under the table root (no prefix) of the file with id `id`.
+    pub fn key_of(id: uuid::Uuid) -> String {
+        format!("deletion_vector_{id}.bin")
+    }
+
     /// Its key under the table root (no prefix).
     pub fn key(&self) -> String {
-        format!("deletion_vector_{}.bin", self.id)
+        DeletionVectorFile::key_of(self.id)
     }
 
     /// Appends `bitmap`; returns the descriptor naming it.

@@ -385,6 +385,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The deletion vector files its live files and tombstones name (the table's, beside its
+    /// data files).
+    pub fn vector_files(&self) -> std::collections::BTreeSet<String> {
+        let live = self.files.values().map(|add| add.deletion_vector.as_ref());
+        let removed = self.tombstones.values().map(|r| r.deletion_vector.as_ref());
+        live.chain(removed).filter_map(DeletionVector::file_of).collect()
+    }
+
     /// Applies the next commit. Versions must follow one another: a gap means a commit is
     /// missing (or was being written when the log was listed), and the snapshot would be wrong.
     pub fn apply(&mut self, version: u64, actions: Vec<Action>) -> Result<()> {

@@ -164,6 +164,7 @@ impl DeltaTable {
                 deleted: BTreeMap::new(),
                 marked: BTreeMap::new(),
                 vectors: BTreeMap::new(),
+                vector_file: uuid::Uuid::new_v4(),
                 rearranges_only: false,
             }),
         })
@@ -211,6 +212,8 @@ struct DeltaRun {
     marked: BTreeMap<String, Vec<u64>>,
     /// The new deletion vectors of the marked files (written just before the commit).
     vectors: BTreeMap<String, DeletionVector>,
+    /// The id of the file those vectors go in, picked at the start so the run can announce it.
+    vector_file: uuid::Uuid,
     /// The run only rewrites stored rows (a compaction): `dataChange = false`, `OPTIMIZE`.
     rearranges_only: bool,
 }
@@ -405,7 +408,7 @@ impl DeltaTransaction {
             if run.marked.is_empty() {
                 return Ok(());
             }
-            let mut file = DeletionVectorFile::default();
+            let mut file = DeletionVectorFile::new(run.vector_file);
             let mut vectors = BTreeMap::new();
             for (key, positions) in &run.marked {
                 let mut bitmap = run
@@ -874,7 +877,9 @@ impl Transaction for DeltaTransaction {
         let run = self.run();
         out.partitions = partitions_of(&run.snapshot, self.partition_name());
         let live: std::collections::BTreeSet<&str> = run.snapshot.files.keys().map(String::as_str).collect();
-        out.unconfirmed.retain(|k| !live.contains(k.as_str()));
+        let vectors = run.snapshot.vector_files();
+        out.unconfirmed
+            .retain(|k| !live.contains(k.as_str()) && !vectors.contains(k));
         out.table_version = Some(latest);
         Ok(Some(out))
     }
@@ -916,6 +921,13 @@ impl Transaction for DeltaTransaction {
 
     fn keep(&self, keys: &[String]) {
         self.run().kept.extend(keys.iter().cloned());
+    }
+
+    fn side_keys(&self) -> Vec<String> {
+        match self.deletion_vectors {
+            true => vec![DeletionVectorFile::key_of(self.run().vector_file)],
+            false => Vec::new(),
+        }
     }
 
     fn marks_deletes(&self) -> bool {
