@@ -40,20 +40,45 @@ impl KeyColumns {
     /// output is the same from run to run) and fast on short strings. NULL and empty differ
     /// from every value because each part is length-prefixed.
     pub fn hash<'a>(&self, field: impl Fn(usize) -> Option<&'a [u8]>, date: impl Fn(usize) -> i32) -> u64 {
-        let mut h = foldhash::fast::FixedState::with_seed(0x1a4e_10ad).build_hasher();
+        let mut h = KeyColumns::hasher();
         for part in &self.parts {
             match *part {
-                KeyPart::Text(c) => match field(c) {
-                    Some(v) => {
-                        h.write_u32(v.len() as u32);
-                        h.write(v);
-                    }
-                    None => h.write_u32(u32::MAX),
-                },
-                KeyPart::Date(slot) => h.write_u32(date(slot) as u32),
+                KeyPart::Text(c) => KeyColumns::write_text(&mut h, field(c)),
+                KeyPart::Date(slot) => KeyColumns::write_date(&mut h, date(slot)),
             }
         }
         h.finish()
+    }
+
+    /// The key's parts in hashing order: a text column's index or a date column's slot, for
+    /// hashing many keys a column at a time (one [`KeyColumns::hasher`] per row, each fed
+    /// its parts in this order, finishes to [`KeyColumns::hash`]).
+    pub fn parts(&self) -> impl Iterator<Item = Result<usize, usize>> + '_ {
+        self.parts.iter().map(|part| match *part {
+            KeyPart::Text(c) => Ok(c),
+            KeyPart::Date(slot) => Err(slot),
+        })
+    }
+
+    /// A key's hasher before its first part.
+    pub fn hasher() -> foldhash::fast::FoldHasher<'static> {
+        foldhash::fast::FixedState::with_seed(0x1a4e_10ad).build_hasher()
+    }
+
+    /// Feeds a text part (`None`: NULL) to a key's hasher.
+    pub fn write_text(h: &mut foldhash::fast::FoldHasher, value: Option<&[u8]>) {
+        match value {
+            Some(v) => {
+                h.write_u32(v.len() as u32);
+                h.write(v);
+            }
+            None => h.write_u32(u32::MAX),
+        }
+    }
+
+    /// Feeds a date part (days; [`super::NULL_DATE`] for NULL) to a key's hasher.
+    pub fn write_date(h: &mut foldhash::fast::FoldHasher, days: i32) {
+        h.write_u32(days as u32);
     }
 
     /// Row `r`'s key packed into a fixed array when it fits (each text part length-prefixed,

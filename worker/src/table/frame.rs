@@ -217,49 +217,36 @@ pub(super) fn decode_frame(frame: &DataFrame, schema: &SchemaConfig, fields: Fie
 /// the key's columns alone (no lineage, no other field): what the key check of a stored file
 /// reads. An empty text is NULL, as in a decoded row.
 pub(super) fn key_hashes(frame: &DataFrame, schema: &SchemaConfig) -> Result<Vec<u64>> {
+    // A column at a time, each row's hasher fed its parts in the key's order: no row is
+    // gathered from its columns first.
     let keys = crate::block::KeyColumns::new(schema);
-    let mut texts: Vec<Option<StringChunked>> = vec![None; schema.columns.len()];
-    let mut dates: Vec<Option<Int32Chunked>> = vec![None; schema.date_columns.len()];
-    for &column in &schema.key {
-        let name = &schema.columns[column];
-        match schema.date_slot(column) {
-            None => {
-                texts[column] = Some(
-                    frame
-                        .column(name)?
-                        .cast(&DataType::String)?
-                        .str()?
-                        .rechunk()
-                        .into_owned(),
-                )
+    let mut hashers = vec![crate::block::KeyColumns::hasher(); frame.height()];
+    for part in keys.parts() {
+        match part {
+            Ok(column) => {
+                let values = frame.column(&schema.columns[column])?;
+                let text = match values.dtype() {
+                    DataType::String => values.clone(),
+                    _ => values.cast(&DataType::String)?,
+                };
+                let rows = hashers.iter_mut().zip(text.str()?.iter());
+                for (h, value) in rows {
+                    let value = value.filter(|v| !v.is_empty()).map(str::as_bytes);
+                    crate::block::KeyColumns::write_text(h, value);
+                }
             }
-            Some(slot) => {
+            Err(slot) => {
+                let name = &schema.columns[schema.date_columns[slot]];
                 let days = without_time_zone(frame.column(name)?).cast(&DataType::Int32)?;
-                dates[slot] = Some(days.i32()?.rechunk().into_owned());
+                for (h, day) in hashers.iter_mut().zip(days.i32()?.iter()) {
+                    crate::block::KeyColumns::write_date(h, day.unwrap_or(NULL_DATE));
+                }
             }
         }
     }
-    let texts: Vec<Option<Vec<Option<&str>>>> = texts
-        .iter()
-        .map(|c| c.as_ref().map(|c| c.iter().collect()))
-        .collect();
-    let dates: Vec<Option<Vec<Option<i32>>>> = dates
-        .iter()
-        .map(|c| c.as_ref().map(|c| c.iter().collect()))
-        .collect();
-    Ok((0..frame.height())
-        .map(|r| {
-            keys.hash(
-                |c| {
-                    texts[c]
-                        .as_ref()
-                        .and_then(|v| v[r])
-                        .filter(|v| !v.is_empty())
-                        .map(str::as_bytes)
-                },
-                |slot| dates[slot].as_ref().and_then(|d| d[r]).unwrap_or(NULL_DATE),
-            )
-        })
+    Ok(hashers
+        .into_iter()
+        .map(|h| std::hash::Hasher::finish(&h))
         .collect())
 }
 
