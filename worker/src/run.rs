@@ -480,6 +480,17 @@ async fn merge_and_write(
         4 * concurrency,
     ));
     let total_bytes = router.total_bytes();
+    // An incremental run's date waits on storage between its steps (its stored files read,
+    // its new file written): twice as many dates in flight as merge at once keep the cores
+    // busy meanwhile (one more file into 30 dates of 10 M lines: 0.87 → 0.76 s). A full run's
+    // dates are large and merge back to back. The merges themselves stay bounded by `memory`.
+    let dates_in_flight = match mode {
+        Mode::Incremental => 2 * concurrency,
+        Mode::Full => concurrency,
+    };
+    // Stored rows to mark that a key check keeps decoded for its merge: half a unit per date
+    // merging, shared by the dates in flight.
+    let kept_room = unit_limit * concurrency / (2 * dates_in_flight);
     let group_bytes = row_group_bytes(config);
     let mut merges = futures::stream::iter(dates)
         .map(|date| {
@@ -511,7 +522,7 @@ async fn merge_and_write(
                 };
                 let (rows, stored, to_mark) = match stored {
                     Some(stored) if table.appends() && !rows.spilled() => {
-                        append_or_merge(table, date, rows, stored, unit_limit / 2).await?
+                        append_or_merge(table, date, rows, stored, kept_room).await?
                     }
                     stored => (rows, stored, Vec::new()),
                 };
@@ -550,7 +561,7 @@ async fn merge_and_write(
                 Ok::<_, Error>((date, merged.counts, merged.rows, bytes))
             }
         })
-        .buffer_unordered(concurrency);
+        .buffer_unordered(dates_in_flight);
     let mut merged = MergeCounts {
         superseded: compacted,
         ..MergeCounts::default()
