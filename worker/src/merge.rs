@@ -424,6 +424,23 @@ pub(crate) mod tests {
         Config::from_raw(&raw).unwrap().schema
     }
 
+    /// Rows `first..first + rows` of [`schema`]: id `i`, day 2024-01-02, line `i + 1` of file 0.
+    pub(crate) fn numbered_rows(first: usize, rows: usize) -> RowBlock {
+        let mut block = RowBlock::new(3, 1);
+        for i in first..first + rows {
+            let text = format!("{i}|2024-01-02|v");
+            let id_end = text.find('|').unwrap() as u32;
+            let ends = [id_end, id_end + 11, text.len() as u32];
+            let lineage = Lineage {
+                file: 0,
+                line: i as u64 + 1,
+                generation: 1,
+            };
+            block.push(&text, &ends, &[19724], i as u64, lineage);
+        }
+        block
+    }
+
     fn row(id: Option<&str>, v: &str, file: u32, line: u64, generation: u8) -> RowBlock {
         let mut block = RowBlock::new(3, 1);
         RowBuilder::new(&schema()).push(

@@ -293,7 +293,6 @@ pub fn encode(rows: &RowBlock, schema: &Arc<SchemaConfig>, files: &FileTable) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::block::Lineage;
     use crate::merge::FileInfo;
     use crate::table::decode;
 
@@ -307,18 +306,7 @@ mod tests {
             modified_micros: 7,
         }]));
         let unit = |first: usize, rows: usize| {
-            let mut block = RowBlock::new(3, 1);
-            for i in first..first + rows {
-                let text = format!("{i}|2024-01-02|v");
-                let id_end = text.find('|').unwrap() as u32;
-                let ends = [id_end, id_end + 11, text.len() as u32];
-                let lineage = Lineage {
-                    file: 0,
-                    line: i as u64 + 1,
-                    generation: 1,
-                };
-                block.push(&text, &ends, &[19724], i as u64, lineage);
-            }
+            let block = crate::merge::tests::numbered_rows(first, rows);
             let at: Vec<RowRef> = (0..rows as u32).map(|r| (0, r)).collect();
             (block, at)
         };

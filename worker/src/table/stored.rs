@@ -490,7 +490,6 @@ impl StoredSlice {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::block::Lineage;
     use crate::merge::{FileInfo, FileTable};
     use crate::table::encode;
 
@@ -501,18 +500,7 @@ mod tests {
             key: "f.gz".into(),
             modified_micros: 7,
         }]));
-        let mut block = RowBlock::new(3, 1);
-        for i in 0..rows {
-            let text = format!("{i}|2024-01-02|v{i}");
-            let id_end = text.find('|').unwrap() as u32;
-            let ends = [id_end, id_end + 11, text.len() as u32];
-            let lineage = Lineage {
-                file: 0,
-                line: i as u64 + 1,
-                generation: 1,
-            };
-            block.push(&text, &ends, &[19724], i as u64, lineage);
-        }
+        let block = crate::merge::tests::numbered_rows(0, rows);
         let bytes = encode(&block, &schema, &files).unwrap();
         let path = tempfile::NamedTempFile::new().unwrap().into_temp_path();
         std::fs::write(&path, &bytes).unwrap();
