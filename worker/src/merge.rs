@@ -414,13 +414,18 @@ pub(crate) mod tests {
 
     /// Three columns `id, day, v`, keyed by `(id, day)`; shared by the router's tests.
     pub(crate) fn schema() -> SchemaConfig {
+        schema_of("id,day,v", "day", "day", "id,day")
+    }
+
+    /// The schema of a config with these `schema.*` settings (comma-separated lists).
+    pub(crate) fn schema_of(columns: &str, date_columns: &str, partition: &str, key: &str) -> SchemaConfig {
         let mut raw = RawConfig::default();
         raw.set("source.url", "/in");
         raw.set("target.url", "/out");
-        raw.set("schema.columns", "id,day,v");
-        raw.set("schema.date_columns", "day");
-        raw.set("schema.partition_column", "day");
-        raw.set("schema.key", "id,day");
+        raw.set("schema.columns", columns);
+        raw.set("schema.date_columns", date_columns);
+        raw.set("schema.partition_column", partition);
+        raw.set("schema.key", key);
         Config::from_raw(&raw).unwrap().schema
     }
 

@@ -516,9 +516,12 @@ async fn merge_and_write(
                 .place(&table.stored_keys(date), mode == Mode::Incremental);
             let schema = &config.schema;
             async move {
+                // A format that appends checks which stored files hold the new rows' keys
+                // (only while those rows are in memory): first by the files' key statistics
+                // (those they rule out are not even read), then by the keys themselves.
+                let checks_keys = table.appends() && !rows.spilled();
                 let (stored, seen) = match place.merge {
-                    // Files whose key statistics rule out every new key are not even read.
-                    true if table.appends() && !rows.spilled() => {
+                    true if checks_keys => {
                         let keys = NewKeys::of(rows.blocks(), schema);
                         table.read_date_for(date, &keys, &spill).await?
                     }
@@ -526,7 +529,7 @@ async fn merge_and_write(
                     false => (None, place.seen),
                 };
                 let (rows, stored, to_mark) = match stored {
-                    Some(stored) if table.appends() && !rows.spilled() => {
+                    Some(stored) if checks_keys => {
                         append_or_merge(table, date, rows, stored, kept_room).await?
                     }
                     stored => (rows, stored, Vec::new()),

@@ -271,7 +271,6 @@ pub(super) fn conform(frame: DataFrame, schema: &SchemaConfig) -> Result<DataFra
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, RawConfig};
     use crate::merge::FileInfo;
     use crate::row::{LineOutcome, LineParser, ParsedLine};
     use crate::table::encode;
@@ -282,14 +281,7 @@ mod tests {
     #[test]
     fn rows_read_back_equal_rows_written_whatever_the_date_column_order() {
         for date_columns in ["c2,c4", "c4,c2", "c4,c3,c2"] {
-            let mut raw = RawConfig::default();
-            raw.set("source.url", "/in");
-            raw.set("target.url", "/out");
-            raw.set("schema.columns", "c1,c2,c3,c4");
-            raw.set("schema.date_columns", date_columns);
-            raw.set("schema.partition_column", "c4");
-            raw.set("schema.key", "c1,c4,c2");
-            let schema = Config::from_raw(&raw).unwrap().schema;
+            let schema = crate::merge::tests::schema_of("c1,c2,c3,c4", date_columns, "c4", "c1,c4,c2");
             let parser = LineParser::new(&schema, b'|');
             let line = if date_columns.contains("c3") {
                 "k|2024-01-02|2024-01-03|2024-01-04"

@@ -119,19 +119,11 @@ fn day(text: &str) -> Option<i32> {
 mod tests {
     use super::*;
     use crate::block::RowBuilder;
-    use crate::config::{Config, RawConfig};
     use serde_json::json;
 
     /// `id, day, other, v`, keyed by `(id, day, other)`, `other` a date, `day` the partition.
     fn schema() -> SchemaConfig {
-        let mut raw = RawConfig::default();
-        raw.set("source.url", "/in");
-        raw.set("target.url", "/out");
-        raw.set("schema.columns", "id,day,other,v");
-        raw.set("schema.date_columns", "day,other");
-        raw.set("schema.partition_column", "day");
-        raw.set("schema.key", "id,day,other");
-        Config::from_raw(&raw).unwrap().schema
+        crate::merge::tests::schema_of("id,day,other,v", "day,other", "day", "id,day,other")
     }
 
     fn new_keys(rows: &[(Option<&str>, i32)]) -> NewKeys<'static> {

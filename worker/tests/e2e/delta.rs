@@ -1955,7 +1955,9 @@ print(sum(1 for f in DeltaTable(sys.argv[1]).file_uris() if f"c7={sys.argv[2]}/"
 /// the date as a file of its own: the date's file stays live (no remove in the commit), the
 /// table equals the `parquet` table of the same runs, and `status` shows the date in two
 /// files. A later file updating keys of the appended file rewrites only that file: the
-/// date's first file stays, and the table still equals the oracle.
+/// date's first file stays, and the table still equals the oracle. Issue 29 (1): the first
+/// file's key statistics in the log rule out both files' keys, so neither run reads it at all:
+/// both succeed while it is out of reach.
 #[test]
 fn new_keys_are_appended_beside_a_dates_file_and_updates_rewrite_only_their_file() {
     let dir = tempdir();
@@ -1965,13 +1967,25 @@ fn new_keys_are_appended_beside_a_dates_file_and_updates_rewrite_only_their_file
     run_both(dir, &source, &delta, &oracle, "full");
     let day = "2026-11-01";
     assert_eq!(live_files_of(&delta, day), 1);
-    std::fs::write(
-        source.join("z-new.gz"),
-        gzip(new_key_lines(day, 30, 100).as_bytes()),
-    )
-    .unwrap();
-    let summary = run(dir, &source, &delta, "delta", "incremental");
-    run(dir, &source, &oracle, "parquet", "incremental");
+    let generated: Vec<String> = log_commits(&delta)[0]
+        .iter()
+        .filter_map(|a| a["add"]["path"].as_str().map(str::to_string))
+        .filter(|p| p.starts_with(&format!("c7={day}/")))
+        .collect();
+    assert_eq!(generated.len(), 1, "{generated:?}");
+    // Generated customers are C…: the Z keys lie past every file's maximum. One more file is
+    // loaded while the generated file is out of reach (a run that read it would fail), then
+    // the oracle's run.
+    let (stored, hidden) = (delta.join(&generated[0]), dir.join("hidden.parquet"));
+    let load_without_it = |name: &str, cents: u32| {
+        std::fs::write(source.join(name), gzip(new_key_lines(day, 30, cents).as_bytes())).unwrap();
+        std::fs::rename(&stored, &hidden).unwrap();
+        let summary = run(dir, &source, &delta, "delta", "incremental");
+        std::fs::rename(&hidden, &stored).unwrap();
+        run(dir, &source, &oracle, "parquet", "incremental");
+        summary
+    };
+    let summary = load_without_it("z-new.gz", 100);
     assert_eq!(summary["rows_inserted"], 30, "{summary}");
     assert_eq!(summary["rows_updated"], 0, "{summary}");
     assert!(
@@ -2001,92 +2015,23 @@ fn new_keys_are_appended_beside_a_dates_file_and_updates_rewrite_only_their_file
     assert_eq!(dated["files"], 2, "{dated}");
 
     // Newer rows for the Z keys: only the appended file holds them, so only it is merged
-    // with them (one file removed, one added); the generated file stays.
-    let generated: Vec<String> = log_commits(&delta)[0]
-        .iter()
-        .filter_map(|a| a["add"]["path"].as_str().map(str::to_string))
-        .filter(|p| p.starts_with(&format!("c7={day}/")))
-        .collect();
-    assert_eq!(generated.len(), 1, "{generated:?}");
-    std::fs::write(
-        source.join("z-update.gz"),
-        gzip(new_key_lines(day, 30, 999).as_bytes()),
-    )
-    .unwrap();
-    let summary = run(dir, &source, &delta, "delta", "incremental");
-    run(dir, &source, &oracle, "parquet", "incremental");
+    // with them (one file removed, one added); the generated file stays, unread.
+    let summary = load_without_it("z-update.gz", 999);
     assert_eq!(summary["rows_updated"], 30, "{summary}");
     assert!(
         delta_equals(&delta, None, &oracle),
         "the merged table equals the oracle"
     );
     assert_eq!(live_files_of(&delta, day), 2, "{summary}");
-    let last_commit = log_commits(&delta).pop().unwrap();
-    let removed: Vec<&str> = last_commit
-        .iter()
-        .filter_map(|a| a["remove"]["path"].as_str())
-        .filter(|p| p.starts_with(&format!("c7={day}/")))
-        .collect();
-    assert_eq!(removed.len(), 1, "only the appended file: {removed:?}");
-    assert_ne!(removed[0], generated[0], "the generated file stays");
-}
-
-/// Issue 29 (1): a date's file whose key statistics in the log rule out every new key is left
-/// as it is without being read at all: the run succeeds while the file is out of reach, and
-/// the new rows go beside it. A later update of those keys reads only the file holding them.
-#[test]
-fn a_file_whose_key_statistics_rule_out_the_new_keys_is_not_read() {
-    let dir = tempdir();
-    let dir = dir.path();
-    let source = first_files(dir, 3, 400);
-    let (delta, oracle) = (dir.join("delta"), dir.join("oracle"));
-    run_both(dir, &source, &delta, &oracle, "full");
-    let day = "2026-11-01";
-    let generated: Vec<String> = log_commits(&delta)[0]
-        .iter()
-        .filter_map(|a| a["add"]["path"].as_str().map(str::to_string))
-        .filter(|p| p.starts_with(&format!("c7={day}/")))
-        .collect();
-    assert_eq!(generated.len(), 1, "{generated:?}");
-    // Generated customers are C…: the Z keys lie past every file's maximum.
-    let (stored, hidden) = (delta.join(&generated[0]), dir.join("hidden.parquet"));
-    // One more file loaded while the generated file is out of reach (a run that read it
-    // would fail), then the oracle's run, and the two compared.
-    let load_without_it = |name: &str, cents: u32| {
-        std::fs::write(source.join(name), gzip(new_key_lines(day, 30, cents).as_bytes())).unwrap();
-        std::fs::rename(&stored, &hidden).unwrap();
-        let summary = run(dir, &source, &delta, "delta", "incremental");
-        std::fs::rename(&hidden, &stored).unwrap();
-        run(dir, &source, &oracle, "parquet", "incremental");
-        assert!(
-            delta_equals(&delta, None, &oracle),
-            "{name}: the table equals the oracle"
-        );
-        summary
-    };
-    let summary = load_without_it("z-new.gz", 100);
-    assert_eq!(summary["rows_inserted"], 30, "{summary}");
-    assert_eq!(
-        live_files_of(&delta, day),
-        2,
-        "the new keys went beside the date's file"
-    );
-
-    // Newer rows for the Z keys: the generated file is not read again; the appended one is.
-    let summary = load_without_it("z-update.gz", 999);
-    assert_eq!(summary["rows_updated"], 30, "{summary}");
     let removed: Vec<String> = log_commits(&delta)
         .pop()
         .unwrap()
         .iter()
         .filter_map(|a| a["remove"]["path"].as_str().map(str::to_string))
         .collect();
-    assert_eq!(
-        removed.len(),
-        1,
-        "only the appended file is replaced: {removed:?}"
-    );
-    assert_ne!(removed[0], generated[0]);
+    assert_eq!(removed.len(), 1, "only the appended file: {removed:?}");
+    assert!(removed[0].starts_with(&format!("c7={day}/")), "{removed:?}");
+    assert_ne!(removed[0], generated[0], "the generated file stays");
 }
 
 /// Another engine appends rows into a date lakeload holds (delta-rs, new keys, with lineage
