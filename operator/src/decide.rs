@@ -9,6 +9,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::admit::{Admission, refusal};
 use crate::crd::{EtlRun, EtlRunStatus, MANIFEST_CAP, Phase};
 use crate::job::EXIT_LOCKED;
 
@@ -34,6 +35,7 @@ pub enum JobState {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PodState {
     pub name: String,
+    pub uid: String,
     /// Not yet Succeeded or Failed: it runs, or may still start.
     pub active: bool,
     /// When its deletion was asked for, if it is being deleted (Terminating).
@@ -44,6 +46,9 @@ pub struct PodState {
     pub exit_code: Option<i32>,
     /// The worker's last log lines, when it failed (`FallbackToLogsOnError`).
     pub termination_message: Option<String>,
+    /// Why it ended, when the kubelet says more than an exit code: the pod's reason
+    /// (`Evicted`, `DeadlineExceeded`) or the worker container's (`OOMKilled`), with its message.
+    pub end_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -65,17 +70,19 @@ impl Stuck {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeaseState {
     pub holder: Option<String>,
+    /// `renewTime` as its writer wrote it (our own renewals are timed by it).
     pub renewed: Option<DateTime<Utc>>,
+    /// When this process first saw the Lease as it is now (see `lease_clock`): what expiry
+    /// counts from, whatever the writer's clock said.
+    pub observed: DateTime<Utc>,
     pub duration_seconds: i64,
     pub resource_version: String,
 }
 
 impl LeaseState {
+    /// Whether its holder has not renewed it for a whole duration, by this process's clock.
     pub fn expired(&self, now: DateTime<Utc>) -> bool {
-        match self.renewed {
-            Some(t) => t + Duration::seconds(self.duration_seconds) < now,
-            None => true,
-        }
+        self.observed + Duration::seconds(self.duration_seconds) < now
     }
 }
 
@@ -97,63 +104,8 @@ pub struct Policy {
     pub start_timeout_seconds: i64,
     /// Wait before a run whose worker found the S3 lock taken starts a new Job.
     pub lock_retry_seconds: i64,
-    /// `spec.image` must match one of these (exact, or a prefix ending in `*`).
-    pub allowed_images: Vec<String>,
-    /// `spec.serviceAccountName` must be one of these (exact, or a prefix ending in `*`).
-    pub allowed_service_accounts: Vec<String>,
-    /// `spec.podTemplate.env` may name none of these (exact, or a prefix ending in `*`).
-    pub denied_env: Vec<String>,
-    /// Volume types `spec.podTemplate.volumes` may use (see [`volume_type`]).
-    pub allowed_volume_types: Vec<String>,
-}
-
-/// Variables a run may not set on its worker: the dynamic loader's and C library's (they load
-/// code or data from paths: code outside the allowed image would run with the run's
-/// credentials) and the worker's own settings, which belong in `spec.settings`.
-pub const DEFAULT_DENIED_ENV: &[&str] = &[
-    "LD_*",
-    "LAKELOAD_*",
-    "GCONV_PATH",
-    "GLIBC_TUNABLES",
-    "MALLOC_*",
-    "LOCPATH",
-    "NLSPATH",
-    "HOSTALIASES",
-    "RES_OPTIONS",
-    "LOCALDOMAIN",
-];
-
-/// Volume types a run may mount by default: scratch space, Secrets, ConfigMaps without
-/// `binaryData`, and projected service-account tokens (web identity).
-pub const DEFAULT_VOLUME_TYPES: &[&str] =
-    &["emptyDir", "secret", "configMap", "projectedServiceAccountToken"];
-
-/// A pod volume's type: the name of its source field (`emptyDir`, `hostPath`, `configMap`,
-/// `persistentVolumeClaim`, …); a projected volume of service-account tokens only is
-/// `projectedServiceAccountToken`.
-pub fn volume_type(volume: &k8s_openapi::api::core::v1::Volume) -> String {
-    if let Some(projected) = &volume.projected {
-        let tokens_only = projected.sources.as_ref().is_some_and(|s| {
-            !s.is_empty()
-                && s.iter().all(|p| {
-                    p.service_account_token.is_some()
-                        && p.config_map.is_none()
-                        && p.secret.is_none()
-                        && p.downward_api.is_none()
-                        && p.cluster_trust_bundle.is_none()
-                })
-        });
-        return if tokens_only {
-            "projectedServiceAccountToken"
-        } else {
-            "projected"
-        }
-        .into();
-    }
-    serde_json::to_value(volume)
-        .ok()
-        .and_then(|v| v.as_object()?.keys().find(|k| *k != "name").cloned())
-        .unwrap_or_else(|| "emptyDir".into())
+    /// What runs may ask for (images, accounts, Secrets, env, volumes, network).
+    pub admission: Admission,
 }
 
 impl Default for Policy {
@@ -162,19 +114,9 @@ impl Default for Policy {
             lease_seconds: 60,
             start_timeout_seconds: 300,
             lock_retry_seconds: 60,
-            allowed_images: Vec::new(),
-            allowed_service_accounts: Vec::new(),
-            denied_env: DEFAULT_DENIED_ENV.iter().map(|s| s.to_string()).collect(),
-            allowed_volume_types: DEFAULT_VOLUME_TYPES.iter().map(|s| s.to_string()).collect(),
+            admission: Admission::default(),
         }
     }
-}
-
-fn allowed(value: &str, list: &[String]) -> bool {
-    list.iter().any(|pattern| match pattern.strip_suffix('*') {
-        Some(prefix) => value.starts_with(prefix),
-        None => value == pattern,
-    })
 }
 
 #[derive(Debug, Clone)]
@@ -337,19 +279,34 @@ impl Observed<'_> {
             .filter(|l| l.holder.as_deref() == Some(me.as_str()))
     }
 
-    /// The termination message (last log lines) of the newest pod that left one.
-    fn last_words(&self) -> Option<&str> {
-        self.pods
-            .iter()
-            .rev()
-            .find_map(|p| p.termination_message.as_deref())
+    /// The newest pod of the Job: the attempt whose end ended the Job (a retried pod's
+    /// predecessors say nothing about why the last one died).
+    fn newest_pod(&self) -> Option<&PodState> {
+        self.pods.last()
     }
 
-    /// The last words after `lead`, or where to look when the pods said nothing.
+    /// The newest pod's termination message (its last log lines).
+    fn last_words(&self) -> Option<&str> {
+        self.newest_pod()?.termination_message.as_deref()
+    }
+
+    /// How the newest pod ended (`OOMKilled`, `Evicted: …`) and its last words after `lead`,
+    /// or where to look when it said nothing.
     fn quoted_last_words(&self, lead: &str) -> String {
-        self.last_words()
-            .map(|m| format!("{lead}{}", m.trim()))
-            .unwrap_or_else(|| "; see the Job's pod logs".to_string())
+        let pod = self.newest_pod();
+        let ended = pod.and_then(|p| {
+            let reason = p.end_reason.as_deref()?;
+            let code = p
+                .exit_code
+                .map(|c| format!(", exit code {c}"))
+                .unwrap_or_default();
+            Some(format!("; pod {} ended {reason}{code}", p.name))
+        });
+        let words = self.last_words().map(|m| format!("{lead}{}", m.trim()));
+        match (ended, words) {
+            (None, None) => "; see the Job's pod logs".to_string(),
+            (ended, words) => format!("{}{}", ended.unwrap_or_default(), words.unwrap_or_default()),
+        }
     }
 
     /// Whether a pod of the run may still run. A pod left Terminating for longer than
@@ -589,96 +546,11 @@ fn fail_now(o: &Observed, current: &EtlRunStatus, reason: &'static str, message:
     ]
 }
 
-/// What `spec.podTemplate` may not add to the worker pod: denied variables, volume types the
-/// operator does not allow, ConfigMaps with binary content. The image allow-list would mean
-/// little if a template could load other code into the allowed image.
-fn pod_template_refusal(o: &Observed) -> Option<(&'static str, String)> {
-    let template = o.run.spec.pod_template.as_ref()?;
-    let policy = o.policy;
-    if let Some(var) = template.env.iter().find(|e| allowed(&e.name, &policy.denied_env)) {
-        return Some((
-            "EnvNotAllowed",
-            format!(
-                "spec.podTemplate.env {} is not allowed (denied: {}): loader variables could run \
-                 code outside the allowed image, and worker settings belong in spec.settings; ask \
-                 the operator's admin if it must be set (chart value operator.deniedEnv)",
-                var.name,
-                policy.denied_env.join(", ")
-            ),
-        ));
-    }
-    for volume in &template.volumes {
-        let kind = volume_type(volume);
-        if !policy.allowed_volume_types.contains(&kind) {
-            return Some((
-                "VolumeNotAllowed",
-                format!(
-                    "spec.podTemplate.volumes {} is a {kind} volume, not allowed by the operator \
-                     (allowed: {}); ask its admin to add the type (chart value \
-                     operator.allowedVolumeTypes)",
-                    volume.name,
-                    policy.allowed_volume_types.join(", ")
-                ),
-            ));
-        }
-        if let Some(map) = &volume.config_map
-            && o.binary_config_maps.contains(&map.name)
-        {
-            return Some((
-                "VolumeNotAllowed",
-                format!(
-                    "spec.podTemplate.volumes {} mounts ConfigMap {}, which carries binaryData \
-                     (files a template could load as code); mount text ConfigMaps only",
-                    volume.name, map.name
-                ),
-            ));
-        }
-    }
-    None
-}
-
 /// No Job yet: check what the run asks for, take the Lease if we can, then create the Job.
 fn start(o: &Observed, current: &EtlRunStatus) -> Vec<Action> {
     let me = holder_identity(o.run);
-    let spec = &o.run.spec;
-    let asks = [
-        (
-            "spec.image",
-            spec.image.as_deref(),
-            &o.policy.allowed_images,
-            "ImageNotAllowed",
-            "operator.allowedImages",
-        ),
-        (
-            "spec.serviceAccountName",
-            spec.service_account_name.as_deref(),
-            &o.policy.allowed_service_accounts,
-            "ServiceAccountNotAllowed",
-            "operator.allowedServiceAccounts",
-        ),
-    ];
-    for (field, value, list, reason, chart_value) in asks {
-        if let Some(value) = value
-            && !allowed(value, list)
-        {
-            let listed = if list.is_empty() {
-                "none".to_string()
-            } else {
-                list.join(", ")
-            };
-            return fail_now(
-                o,
-                current,
-                reason,
-                format!(
-                    "{field} {value} is not allowed by the operator (allowed: {listed}); ask its \
-                     admin to add it (chart value {chart_value})"
-                ),
-            );
-        }
-    }
-    if let Some((reason, message)) = pod_template_refusal(o) {
-        return fail_now(o, current, reason, message);
+    if let Some(refusal) = refusal(o.run, &o.policy.admission, &o.binary_config_maps) {
+        return fail_now(o, current, refusal.reason, refusal.message);
     }
     if o.pods_active() {
         // Pods of an earlier Job of this run are still stopping.
@@ -771,7 +643,7 @@ fn start(o: &Observed, current: &EtlRunStatus) -> Vec<Action> {
 fn exit_code(o: &Observed, summary: &SummaryFetch) -> Option<i32> {
     match summary {
         SummaryFetch::Found(s) => Some(s.exit_code),
-        _ => o.pods.iter().rev().find_map(|p| p.exit_code),
+        _ => o.newest_pod().and_then(|p| p.exit_code),
     }
 }
 
@@ -930,8 +802,11 @@ mod tests {
         POLICY.get_or_init(|| Policy {
             start_timeout_seconds: 120,
             lock_retry_seconds: 30,
-            allowed_images: vec!["lakeload:1".into(), "registry.example/lakeload:*".into()],
-            allowed_service_accounts: vec!["etl-*".into()],
+            admission: Admission {
+                images: vec!["lakeload:1".into(), "registry.example/lakeload:*".into()],
+                service_accounts: vec!["etl-*".into()],
+                ..Admission::default()
+            },
             ..Policy::default()
         })
     }
@@ -988,6 +863,7 @@ mod tests {
         LeaseState {
             holder: Some(holder.into()),
             renewed: Some(now() - Duration::seconds(renewed_secs_ago)),
+            observed: now() - Duration::seconds(renewed_secs_ago),
             duration_seconds: 60,
             resource_version: "7".into(),
         }
@@ -1129,6 +1005,27 @@ mod tests {
         assert!(actions.contains(&Action::CreateJob));
     }
 
+    /// Expiry runs on this process's clock from when it saw the renewal: a holder whose clock
+    /// is ten minutes behind still holds the table, and a Lease seen unchanged for a whole
+    /// duration has expired whatever its renewTime says.
+    #[test]
+    fn lease_expiry_follows_when_the_renewal_was_seen_not_the_writers_clock() {
+        let r = run("r", true, None);
+        let behind = LeaseState {
+            renewed: Some(now() - Duration::seconds(600)),
+            observed: now() - Duration::seconds(5),
+            ..lease("ns/other#12345678", 0)
+        };
+        let actions = decide(&observe(&r, None, Some(behind)));
+        assert_eq!(phase_of(&actions), Some((Phase::Pending, "LockedBy".into())));
+        let ahead = LeaseState {
+            renewed: Some(now() + Duration::seconds(600)),
+            observed: now() - Duration::seconds(61),
+            ..lease("ns/other#12345678", 0)
+        };
+        assert!(decide(&observe(&r, None, Some(ahead))).contains(&Action::CreateJob));
+    }
+
     #[test]
     fn our_own_lease_after_a_restart_is_kept_and_the_job_created_once() {
         let r = run("r", true, None);
@@ -1197,6 +1094,49 @@ mod tests {
                 ..
             }
         )));
+    }
+
+    /// The last attempt died without a result (killed for memory): the run says so, not what
+    /// the first attempt said before it.
+    #[test]
+    fn a_pod_that_died_without_a_result_is_reported_by_its_own_end() {
+        let r = run("r", true, running());
+        let mut o = observe(
+            &r,
+            Some(JobState::Failed {
+                message: "Job failed (BackoffLimitExceeded)".into(),
+            }),
+            None,
+        );
+        o.pods = vec![
+            PodState {
+                name: "r-job-first".into(),
+                exit_code: Some(1),
+                termination_message: Some("error: connection reset by peer".into()),
+                ..pod(false)
+            },
+            PodState {
+                name: "r-job-second".into(),
+                exit_code: Some(137),
+                end_reason: Some("OOMKilled".into()),
+                ..pod(false)
+            },
+        ];
+        o.summary = Some(SummaryFetch::Missing);
+        let actions = decide(&o);
+        let s = status_of(&actions);
+        let message = s.message.clone().unwrap_or_default();
+        assert!(
+            message.contains("pod r-job-second ended OOMKilled, exit code 137"),
+            "{message}"
+        );
+        assert!(!message.contains("connection reset"), "{message}");
+        assert_eq!(s.exit_code, Some(137));
+        // Evicted, with the kubelet's words.
+        o.pods[1].end_reason = Some("Evicted: The node was low on resource: memory.".into());
+        o.pods[1].exit_code = None;
+        let message = status_of(&decide(&o)).message.clone().unwrap_or_default();
+        assert!(message.contains("ended Evicted: The node was low"), "{message}");
     }
 
     #[test]
@@ -1506,6 +1446,7 @@ mod tests {
         let lapsed = LeaseState {
             holder: Some("ns/other#12345678".into()),
             renewed: Some(now() - Duration::seconds(600)),
+            observed: now() - Duration::seconds(600),
             duration_seconds: 60,
             resource_version: "9".into(),
         };
@@ -1527,117 +1468,6 @@ mod tests {
         let actions = decide(&o);
         assert!(actions.iter().any(|a| matches!(a, Action::TakeLease { .. })));
         assert!(actions.contains(&Action::CreateJob));
-    }
-
-    #[test]
-    fn pod_templates_cannot_load_code_or_mount_what_is_not_allowed() {
-        use k8s_openapi::api::core::v1::{
-            ConfigMapVolumeSource, EnvVar, HostPathVolumeSource, PersistentVolumeClaimVolumeSource,
-            ProjectedVolumeSource, ServiceAccountTokenProjection, Volume, VolumeProjection,
-        };
-        let refused = |template: crate::crd::WorkerPodTemplate, binary: &[&str], policy: &Policy| {
-            let mut r = run("r", true, None);
-            r.spec.pod_template = Some(template);
-            let mut o = observe(&r, None, None);
-            o.policy = policy;
-            o.binary_config_maps = binary.iter().map(|s| s.to_string()).collect();
-            let actions = decide(&o);
-            match phase_of(&actions) {
-                Some((Phase::Failed, reason)) => {
-                    assert!(!actions.contains(&Action::CreateJob));
-                    Some((reason, status_of(&actions).message.clone().unwrap_or_default()))
-                }
-                _ => {
-                    assert!(actions.contains(&Action::CreateJob), "{actions:?}");
-                    None
-                }
-            }
-        };
-        let env = |name: &str| crate::crd::WorkerPodTemplate {
-            env: vec![EnvVar {
-                name: name.into(),
-                value: Some("x".into()),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        let volume = |v: Volume| crate::crd::WorkerPodTemplate {
-            volumes: vec![v],
-            ..Default::default()
-        };
-        for name in ["LD_PRELOAD", "LD_LIBRARY_PATH", "LAKELOAD_RUN_MODE", "GCONV_PATH"] {
-            let (reason, message) = refused(env(name), &[], policy()).expect(name);
-            assert_eq!(reason, "EnvNotAllowed");
-            assert!(
-                message.contains(name) && message.contains("operator.deniedEnv"),
-                "{message}"
-            );
-        }
-        assert_eq!(refused(env("AWS_CA_BUNDLE"), &[], policy()), None);
-
-        let host_path = Volume {
-            name: "host".into(),
-            host_path: Some(HostPathVolumeSource {
-                path: "/usr/lib".into(),
-                type_: None,
-            }),
-            ..Default::default()
-        };
-        let (reason, message) = refused(volume(host_path), &[], policy()).unwrap();
-        assert_eq!(reason, "VolumeNotAllowed");
-        assert!(
-            message.contains("hostPath") && message.contains("operator.allowedVolumeTypes"),
-            "{message}"
-        );
-        let config_map = Volume {
-            name: "conf".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: "tools".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        assert_eq!(refused(volume(config_map.clone()), &[], policy()), None);
-        let (_, message) = refused(volume(config_map), &["tools"], policy()).unwrap();
-        assert!(message.contains("binaryData"), "{message}");
-        let token = Volume {
-            name: "token".into(),
-            projected: Some(ProjectedVolumeSource {
-                sources: Some(vec![VolumeProjection {
-                    service_account_token: Some(ServiceAccountTokenProjection {
-                        audience: Some("sts.amazonaws.com".into()),
-                        path: "token".into(),
-                        expiration_seconds: None,
-                    }),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        assert_eq!(
-            refused(volume(token), &[], policy()),
-            None,
-            "web identity tokens are fine"
-        );
-        let claim = Volume {
-            name: "data".into(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: "scratch".into(),
-                read_only: None,
-            }),
-            ..Default::default()
-        };
-        assert!(refused(volume(claim.clone()), &[], policy()).is_some());
-        let wider = Policy {
-            allowed_volume_types: vec!["persistentVolumeClaim".into()],
-            ..policy().clone()
-        };
-        assert_eq!(
-            refused(volume(claim), &[], &wider),
-            None,
-            "an admin may allow more types"
-        );
     }
 
     #[test]

@@ -9,8 +9,9 @@ use k8s_openapi::api::batch::v1::{
 };
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, PodSecurityContext, PodSpec,
-    PodTemplateSpec, SeccompProfile, SecretEnvSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector,
+    PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Resource;
@@ -201,14 +202,71 @@ pub fn worker_env(run: &EtlRun) -> Vec<EnvVar> {
         .collect()
 }
 
-pub fn build_job(run: &EtlRun, default_image: &str) -> Job {
+/// Variables a credentials Secret may hand the worker (`spec.credentialsSecret`), and whether
+/// each must be there. Other keys of the Secret never reach the worker: a key such as
+/// `LD_PRELOAD` or `AWS_CONFIG_FILE` would change what code it runs or where its credentials
+/// come from.
+pub const CREDENTIAL_KEYS: [(&str, bool); 4] = [
+    ("AWS_ACCESS_KEY_ID", true),
+    ("AWS_SECRET_ACCESS_KEY", true),
+    ("AWS_SESSION_TOKEN", false),
+    ("AWS_REGION", false),
+];
+
+/// The worker pod's uid (downward API), which the worker writes into its `EtlRunResult`.
+const POD_UID_ENV: &str = "POD_UID";
+
+/// What the operator itself puts into every worker's environment besides the settings: the
+/// pod's uid, the run's credentials (named keys only), and, unless the admin allows AWS config
+/// files, `/dev/null` for both (no profile, no `credential_process`).
+fn operator_env(run: &EtlRun, aws_config_files: bool) -> Vec<EnvVar> {
+    let mut env = vec![EnvVar {
+        name: POD_UID_ENV.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.uid".into(),
+                api_version: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    if !aws_config_files {
+        for name in ["AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"] {
+            env.push(EnvVar {
+                name: name.into(),
+                value: Some("/dev/null".into()),
+                ..Default::default()
+            });
+        }
+    }
+    if let Some(secret) = &run.spec.credentials_secret {
+        env.extend(CREDENTIAL_KEYS.iter().map(|(key, required)| EnvVar {
+            name: key.to_string(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.clone(),
+                    key: key.to_string(),
+                    optional: Some(!required),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }));
+    }
+    env
+}
+
+/// The worker Job of `run`. `aws_config_files`: the admin lets workers read AWS profiles.
+pub fn build_job(run: &EtlRun, default_image: &str, aws_config_files: bool) -> Job {
     let spec = &run.spec;
     let owner = run
         .controller_owner_ref(&())
         .expect("a stored EtlRun has a name and uid");
     let template = spec.pod_template.clone().unwrap_or_default();
-    // The run's extra variables first: where a name repeats, the operator's settings win.
+    // The run's extra variables last: where a name repeats, the operator's win.
     let mut env = worker_env(run);
+    env.extend(operator_env(run, aws_config_files));
     let ours: std::collections::BTreeSet<String> = env.iter().map(|e| e.name.clone()).collect();
     env.extend(template.env.into_iter().filter(|e| !ours.contains(&e.name)));
     let mut volume_mounts = vec![VolumeMount {
@@ -238,17 +296,10 @@ pub fn build_job(run: &EtlRun, default_image: &str) -> Job {
             run.metadata.name.clone().unwrap_or_default(),
             "--etlrun-uid".into(),
             uid(run).to_string(),
+            // Expanded by the kubelet from the variable above.
+            format!("--pod-uid=$({POD_UID_ENV})"),
         ]),
         env: Some(env),
-        env_from: spec.credentials_secret.as_ref().map(|name| {
-            vec![EnvFromSource {
-                secret_ref: Some(SecretEnvSource {
-                    name: name.clone(),
-                    optional: Some(false),
-                }),
-                ..Default::default()
-            }]
-        }),
         resources: spec.resources.clone(),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -358,6 +409,7 @@ pub fn micro_time(t: DateTime<Utc>) -> MicroTime {
 /// The Lease object this run holds.
 pub fn build_lease(
     run: &EtlRun,
+    namespace: &str,
     holder: &str,
     seconds: i64,
     now: DateTime<Utc>,
@@ -366,7 +418,7 @@ pub fn build_lease(
     Lease {
         metadata: ObjectMeta {
             name: Some(lease_name(run)),
-            namespace: run.metadata.namespace.clone(),
+            namespace: Some(namespace.to_string()),
             labels: Some(BTreeMap::from([
                 ("app.kubernetes.io/managed-by".into(), MANAGED_BY.into()),
                 (LABEL_TABLE.into(), table_id(&run.spec.target.url)),
@@ -410,7 +462,7 @@ mod tests {
         for len in [1, 40, 63, 64, 200, 253] {
             let name: String = (0..len).map(|i| if i % 10 == 9 { '-' } else { 'a' }).collect();
             let name = name.trim_end_matches('-').to_string();
-            let job = build_job(&run(&name), "lakeload:1");
+            let job = build_job(&run(&name), "lakeload:1", false);
             let job_name = job.metadata.name.clone().unwrap();
             assert!(is_label_value(&job_name), "{len}: job name {job_name}");
             for (k, v) in job.metadata.labels.clone().unwrap() {
@@ -461,14 +513,14 @@ mod tests {
     #[test]
     fn the_target_format_and_layout_are_passed_to_the_worker() {
         let mut r = run("r");
-        let env = env_of(&build_job(&r, "i"));
+        let env = env_of(&build_job(&r, "i", false));
         assert!(
             !env.contains_key("LAKELOAD_TARGET_FORMAT"),
             "the worker's default"
         );
         r.spec.target.format = Some(crate::crd::TableFormat::Delta);
         r.spec.target.layout = Some(crate::crd::Layout::Date);
-        let env = env_of(&build_job(&r, "i"));
+        let env = env_of(&build_job(&r, "i", false));
         assert_eq!(
             env.get("LAKELOAD_TARGET_FORMAT").map(String::as_str),
             Some("delta")
@@ -482,13 +534,13 @@ mod tests {
     #[test]
     fn the_memory_limit_follows_the_container_limit_unless_set() {
         let mut r = run("r");
-        assert!(!env_of(&build_job(&r, "i")).contains_key("LAKELOAD_RUN_MEMORY_LIMIT"));
+        assert!(!env_of(&build_job(&r, "i", false)).contains_key("LAKELOAD_RUN_MEMORY_LIMIT"));
         r.spec.resources = Some(ResourceRequirements {
             limits: Some(BTreeMap::from([("memory".into(), Quantity("2Gi".into()))])),
             ..Default::default()
         });
         assert_eq!(
-            env_of(&build_job(&r, "i"))
+            env_of(&build_job(&r, "i", false))
                 .get("LAKELOAD_RUN_MEMORY_LIMIT")
                 .map(String::as_str),
             Some("1610612736"),
@@ -496,7 +548,7 @@ mod tests {
         );
         r.spec.settings.insert("run.memory_limit".into(), "1GiB".into());
         assert_eq!(
-            env_of(&build_job(&r, "i"))
+            env_of(&build_job(&r, "i", false))
                 .get("LAKELOAD_RUN_MEMORY_LIMIT")
                 .map(String::as_str),
             Some("1GiB")
@@ -506,11 +558,11 @@ mod tests {
     #[test]
     fn a_queued_run_makes_a_suspended_job_in_its_kueue_queue() {
         let mut r = crate::crd::sample_run("r");
-        let plain = build_job(&r, "lakeload:1");
+        let plain = build_job(&r, "lakeload:1", false);
         assert_eq!(plain.spec.as_ref().unwrap().suspend, None);
         assert!(!plain.metadata.labels.unwrap().contains_key(QUEUE_LABEL));
         r.spec.queue_name = Some("team-a".into());
-        let queued = build_job(&r, "lakeload:1");
+        let queued = build_job(&r, "lakeload:1", false);
         assert_eq!(queued.spec.as_ref().unwrap().suspend, Some(true));
         assert_eq!(queued.metadata.labels.unwrap()[QUEUE_LABEL], "team-a");
     }
@@ -520,9 +572,88 @@ mod tests {
         assert_eq!(table_id("file:///data/t"), table_id("/data/t/"));
         assert_eq!(table_id("s3://lake/events/"), table_id("s3://lake/events"));
         assert_ne!(table_id("s3://lake/events"), table_id("s3://lake/other"));
-        let job = build_job(&crate::crd::sample_run("r"), "lakeload:1");
+        let job = build_job(&crate::crd::sample_run("r"), "lakeload:1", false);
         let pod = job.spec.unwrap().template.spec.unwrap();
         assert_eq!(pod.enable_service_links, Some(false));
+    }
+
+    /// Only the AWS credential variables come from the run's Secret, AWS config files are
+    /// /dev/null unless the admin allows them, and the worker learns its pod's uid.
+    #[test]
+    fn the_worker_gets_named_credential_keys_no_aws_files_and_its_pod_uid() {
+        let mut r = run("r");
+        r.spec.credentials_secret = Some("team-a-aws".into());
+        r.spec.pod_template = Some(WorkerPodTemplate {
+            env: vec![EnvVar {
+                name: "AWS_CONFIG_FILE".into(),
+                value: Some("/etc/evil/config".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let job = build_job(&r, "i", false);
+        let container = &job
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0];
+        assert_eq!(
+            container.env_from, None,
+            "no key of the Secret is taken wholesale"
+        );
+        let from_secret: Vec<(String, String, bool)> = container
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|e| {
+                let s = e.value_from.as_ref()?.secret_key_ref.as_ref()?;
+                Some((e.name.clone(), s.name.clone(), s.optional == Some(true)))
+            })
+            .collect();
+        assert_eq!(
+            from_secret,
+            CREDENTIAL_KEYS
+                .iter()
+                .map(|(k, required)| (k.to_string(), "team-a-aws".to_string(), !required))
+                .collect::<Vec<_>>()
+        );
+        let env = env_of(&job);
+        assert_eq!(env["AWS_CONFIG_FILE"], "/dev/null", "the operator's value wins");
+        assert_eq!(env["AWS_SHARED_CREDENTIALS_FILE"], "/dev/null");
+        let uid = container
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "POD_UID")
+            .unwrap();
+        assert_eq!(
+            uid.value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
+            "metadata.uid"
+        );
+        assert!(
+            container
+                .args
+                .as_ref()
+                .unwrap()
+                .contains(&"--pod-uid=$(POD_UID)".to_string())
+        );
+
+        let allowing = env_of(&build_job(&r, "i", true));
+        assert_eq!(
+            allowing["AWS_CONFIG_FILE"], "/etc/evil/config",
+            "the admin opted in"
+        );
+        assert!(!allowing.contains_key("AWS_SHARED_CREDENTIALS_FILE"));
     }
 
     #[test]
@@ -553,7 +684,7 @@ mod tests {
             ],
             ..Default::default()
         });
-        let job = build_job(&r, "lakeload:1");
+        let job = build_job(&r, "lakeload:1", false);
         let template = job.spec.as_ref().unwrap().template.clone();
         let meta = template.metadata.unwrap();
         let labels = meta.labels.unwrap();

@@ -10,8 +10,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, PostParams};
 
-use crate::controller::{lease_state, to_chrono};
 use crate::job::micro_time;
+use crate::lease_clock::LeaseClock;
+use crate::observe::{lease_state, to_chrono};
 
 #[derive(Debug, Clone)]
 pub struct Election {
@@ -19,6 +20,8 @@ pub struct Election {
     pub name: String,
     pub identity: String,
     pub lease_seconds: i64,
+    /// When this replica saw the leader's Lease change: it expires by this replica's clock.
+    pub seen: std::sync::Arc<LeaseClock>,
 }
 
 enum Attempt {
@@ -58,7 +61,8 @@ impl Election {
             };
         };
         // Judged as the table Leases are: free, expired, or held.
-        let observed = lease_state(&current);
+        let version = current.metadata.resource_version.as_deref().unwrap_or_default();
+        let observed = lease_state(&current, self.seen.observed(&self.name, version, Utc::now()));
         let holder = observed.holder.clone().unwrap_or_default();
         let ours = holder == self.identity;
         if !(ours || observed.holder.is_none() || observed.expired(Utc::now())) {

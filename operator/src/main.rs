@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use lakeload_operator::admit::{Admission, DEFAULT_ALLOWED_ENV, DEFAULT_VOLUME_TYPES};
 use lakeload_operator::controller::{self, Settings};
-use lakeload_operator::decide::{DEFAULT_DENIED_ENV, DEFAULT_VOLUME_TYPES, Policy};
+use lakeload_operator::decide::Policy;
 use lakeload_operator::leader::Election;
 use lakeload_operator::metrics::Metrics;
 
@@ -75,11 +76,45 @@ struct RunArgs {
     /// summary with it. Empty: the namespace's `default` account.
     #[arg(long, env = "LAKELOAD_OPERATOR_WORKER_SERVICE_ACCOUNT")]
     worker_service_account: Option<String>,
-    /// Variable names `spec.podTemplate.env` may not set, comma-separated (`prefix*` allowed).
-    /// Default: the loader's and C library's variables and `LAKELOAD_*`
-    /// (`decide::DEFAULT_DENIED_ENV`).
-    #[arg(long, env = "LAKELOAD_OPERATOR_DENIED_ENV", value_delimiter = ',')]
-    denied_env: Option<Vec<String>>,
+    /// Variables `spec.podTemplate.env` may set besides `admit::DEFAULT_ALLOWED_ENV`,
+    /// comma-separated (`prefix*` allowed, but `AWS_*`, `*_PROXY`, `SSL_*`, `LD_*`,
+    /// `LAKELOAD_*` and `KUBERNETES_*` names pass only when listed in full).
+    #[arg(
+        long,
+        env = "LAKELOAD_OPERATOR_ALLOWED_ENV",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    allowed_env: Vec<String>,
+    /// Secrets an EtlRun may name (`spec.credentialsSecret`, env `secretKeyRef`, `secret`
+    /// volumes), comma-separated exact names. Default: none.
+    #[arg(
+        long,
+        env = "LAKELOAD_OPERATOR_ALLOWED_SECRETS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    allowed_secrets: Vec<String>,
+    /// ConfigMaps an EtlRun may mount, comma-separated exact names. Default: none.
+    #[arg(
+        long,
+        env = "LAKELOAD_OPERATOR_ALLOWED_CONFIG_MAPS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    allowed_config_maps: Vec<String>,
+    /// Let runs set `spec.podTemplate.hostNetwork: true`.
+    #[arg(long, env = "LAKELOAD_OPERATOR_ALLOW_HOST_NETWORK", default_value_t = false)]
+    allow_host_network: bool,
+    /// Let workers read AWS config and credential files (profiles). Off: the operator sets
+    /// `AWS_CONFIG_FILE` and `AWS_SHARED_CREDENTIALS_FILE` to /dev/null in every worker, so
+    /// credentials come from the run's Secret or the pod's identity only.
+    #[arg(
+        long,
+        env = "LAKELOAD_OPERATOR_ALLOW_AWS_CONFIG_FILES",
+        default_value_t = false
+    )]
+    allow_aws_config_files: bool,
     /// Kueue LocalQueue for runs whose spec names none (empty: runs are not queued).
     #[arg(long, env = "LAKELOAD_OPERATOR_DEFAULT_QUEUE_NAME")]
     default_queue_name: Option<String>,
@@ -98,10 +133,13 @@ struct RunArgs {
     /// Elect one leader among the operator's replicas with a Lease.
     #[arg(long, env = "LAKELOAD_OPERATOR_LEADER_ELECT", default_value_t = false)]
     leader_elect: bool,
-    /// Namespace of the leader-election Lease (default: $POD_NAMESPACE, else the watched
-    /// namespace, else `default`).
+    /// Namespace of the leader-election Lease (default: the operator's namespace).
     #[arg(long, env = "LAKELOAD_OPERATOR_LEADER_ELECTION_NAMESPACE")]
     leader_election_namespace: Option<String>,
+    /// Namespace of the table Leases, one per table in the cluster (default: the operator's
+    /// namespace, $POD_NAMESPACE, else the watched namespace, else `default`).
+    #[arg(long, env = "LAKELOAD_OPERATOR_LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
 }
 
 // Parsed once at start: the size of the largest variant costs nothing.
@@ -199,46 +237,57 @@ async fn main() -> ExitCode {
                 args.metrics_shared_port,
             ));
             let namespace = args.namespace.filter(|n| !n.is_empty());
-            let mut allowed_images: Vec<String> = args
-                .allowed_images
-                .into_iter()
-                .filter(|i| !i.trim().is_empty())
-                .collect();
+            let own_namespace = std::env::var("POD_NAMESPACE")
+                .ok()
+                .filter(|n| !n.is_empty())
+                .or(namespace.clone())
+                .unwrap_or_else(|| "default".into());
+            let mut allowed_images = non_empty(args.allowed_images);
             allowed_images.push(args.worker_image.clone());
             let lease_seconds = args.lease_seconds.max(15);
             let worker_service_account = args.worker_service_account.filter(|a| !a.trim().is_empty());
-            let mut allowed_service_accounts: Vec<String> = args
-                .allowed_service_accounts
-                .into_iter()
-                .filter(|a| !a.trim().is_empty())
-                .collect();
+            let mut allowed_service_accounts = non_empty(args.allowed_service_accounts);
             allowed_service_accounts.extend(worker_service_account.clone());
             let settings = Settings {
                 worker_image: args.worker_image,
                 keep_last: args.keep_last,
                 namespace: namespace.clone(),
+                lease_namespace: args
+                    .lease_namespace
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| own_namespace.clone()),
                 default_queue_name: args.default_queue_name.filter(|q| !q.trim().is_empty()),
                 worker_service_account,
                 policy: Policy {
                     lease_seconds,
                     start_timeout_seconds: args.start_timeout_seconds.max(1),
                     lock_retry_seconds: args.lock_retry_seconds.max(1),
-                    allowed_images,
-                    allowed_service_accounts,
-                    denied_env: list_or(args.denied_env, DEFAULT_DENIED_ENV),
-                    allowed_volume_types: list_or(args.allowed_volume_types, DEFAULT_VOLUME_TYPES),
+                    admission: Admission {
+                        images: allowed_images,
+                        service_accounts: allowed_service_accounts,
+                        secrets: non_empty(args.allowed_secrets),
+                        env: DEFAULT_ALLOWED_ENV
+                            .iter()
+                            .map(|s| s.to_string())
+                            .chain(non_empty(args.allowed_env))
+                            .collect(),
+                        volume_types: list_or(args.allowed_volume_types, DEFAULT_VOLUME_TYPES),
+                        config_maps: non_empty(args.allowed_config_maps),
+                        host_network: args.allow_host_network,
+                    },
                 },
+                aws_config_files: args.allow_aws_config_files,
             };
             let code = if args.leader_elect {
                 let election = Election {
                     namespace: args
                         .leader_election_namespace
-                        .or_else(|| std::env::var("POD_NAMESPACE").ok())
-                        .or(namespace)
-                        .unwrap_or_else(|| "default".into()),
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or(own_namespace),
                     name: "lakeload-operator-leader".into(),
                     identity: candidate_identity(),
                     lease_seconds,
+                    seen: Default::default(),
                 };
                 // A standby is Ready too (it can take over); leadership is the `leader` metric.
                 metrics.ready.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -271,13 +320,17 @@ async fn main() -> ExitCode {
 /// A comma-separated setting's entries, or `default` when it was not given.
 fn list_or(given: Option<Vec<String>>, default: &[&str]) -> Vec<String> {
     match given {
-        Some(list) => list
-            .into_iter()
-            .map(|e| e.trim().to_string())
-            .filter(|e| !e.is_empty())
-            .collect(),
+        Some(list) => non_empty(list),
         None => default.iter().map(|e| e.to_string()).collect(),
     }
+}
+
+/// A comma-separated list's entries, trimmed, without empty ones.
+fn non_empty(list: Vec<String>) -> Vec<String> {
+    list.into_iter()
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .collect()
 }
 
 /// SIGTERM (a pod being stopped) or SIGINT.

@@ -9,24 +9,32 @@ use std::time::Duration;
 
 use chrono::Utc;
 use k8s_openapi::api::coordination::v1::Lease;
+use kube::Client;
 use kube::api::{Api, PostParams};
-use kube::{Client, ResourceExt};
 
 use crate::crd::{EtlRun, Phase};
 use crate::decide::{Action, Observed, holder_identity};
 use crate::job::{lease_name, micro_time};
 
-/// Leases to renew: (namespace, Lease name) → holder identity.
-#[derive(Default)]
+/// Leases to renew, all in the operator's namespace: Lease name → holder identity.
 pub struct Renewals {
-    held: Mutex<HashMap<(String, String), String>>,
+    namespace: String,
+    held: Mutex<HashMap<String, String>>,
 }
 
 impl Renewals {
+    /// Renewals of the table Leases in `namespace` (the operator's).
+    pub fn new(namespace: &str) -> Renewals {
+        Renewals {
+            namespace: namespace.to_string(),
+            held: Mutex::default(),
+        }
+    }
+
     /// Records what a reconcile saw and decided: renew while the run guards its table, stop
     /// once it releases the Lease.
     pub fn track(&self, run: &EtlRun, observed: &Observed, actions: &[Action]) {
-        let key = (run.namespace().unwrap_or_default(), lease_name(run));
+        let key = lease_name(run);
         let mut held = self.held.lock().expect("renewals");
         let releasing = actions.iter().any(|a| matches!(a, Action::ReleaseLease { .. }));
         if observed.guarding() && !releasing {
@@ -40,40 +48,36 @@ impl Renewals {
     /// every run that holds its table's Lease is tracked and its Lease renewed at once, so a
     /// Lease that ran short during the failover is not taken over under a Job still running.
     /// Returns how many were adopted.
-    pub async fn adopt(&self, client: &Client, runs: &Api<EtlRun>) -> Result<usize, kube::Error> {
+    pub async fn adopt(&self, client: &Client, runs: &[EtlRun]) -> Result<usize, kube::Error> {
         let mut adopted = 0;
-        let unfinished = runs
-            .list(&Default::default())
-            .await?
-            .items
-            .into_iter()
-            .filter(|r| {
-                !r.status
-                    .as_ref()
-                    .and_then(|s| s.phase)
-                    .is_some_and(Phase::is_finished)
-            });
+        let unfinished = runs.iter().filter(|r| {
+            !r.status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(Phase::is_finished)
+        });
         // Finished runs are left out: they only hold a Lease until their next reconcile
         // releases it, and a long history of them would make start-up slow.
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &self.namespace);
         for run in unfinished {
-            let namespace = run.namespace().unwrap_or_default();
-            let leases: Api<Lease> = Api::namespaced(client.clone(), &namespace);
-            let holder = holder_identity(&run);
-            if renew(&leases, &lease_name(&run), &holder).await? {
-                let key = (namespace, lease_name(&run));
-                self.held.lock().expect("renewals").insert(key, holder);
+            let holder = holder_identity(run);
+            if renew(&leases, &lease_name(run), &holder).await? {
+                self.held
+                    .lock()
+                    .expect("renewals")
+                    .insert(lease_name(run), holder);
                 adopted += 1;
             }
         }
         Ok(adopted)
     }
 
-    fn snapshot(&self) -> Vec<((String, String), String)> {
+    fn snapshot(&self) -> Vec<(String, String)> {
         let held = self.held.lock().expect("renewals");
         held.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
-    fn forget(&self, key: &(String, String), holder: &str) {
+    fn forget(&self, key: &str, holder: &str) {
         let mut held = self.held.lock().expect("renewals");
         if held.get(key).map(String::as_str) == Some(holder) {
             held.remove(key);
@@ -85,12 +89,12 @@ impl Renewals {
         let period = Duration::from_secs((lease_seconds / 3).max(1) as u64);
         loop {
             tokio::time::sleep(period).await;
+            let leases: Api<Lease> = Api::namespaced(client.clone(), &self.namespace);
             for (key, holder) in self.snapshot() {
-                let leases: Api<Lease> = Api::namespaced(client.clone(), &key.0);
-                match renew(&leases, &key.1, &holder).await {
+                match renew(&leases, &key, &holder).await {
                     Ok(true) => {}
                     Ok(false) => self.forget(&key, &holder),
-                    Err(e) => tracing::warn!(lease = %key.1, namespace = %key.0, "cannot renew: {e}"),
+                    Err(e) => tracing::warn!(lease = %key, namespace = %self.namespace, "cannot renew: {e}"),
                 }
             }
         }

@@ -1059,6 +1059,7 @@ async fn one_operator_replica_leads_and_another_takes_over_when_it_stops() {
         name: "lakeload-operator-leader".into(),
         identity: identity.into(),
         lease_seconds: 3,
+        seen: Default::default(),
     };
     let (a, b) = (election("replica-a"), election("replica-b"));
     a.acquire(&admin).await;
@@ -1116,7 +1117,10 @@ async fn a_guarded_tables_lease_is_renewed_whatever_the_reconciles_do() {
     let leases: Api<Lease> = Api::namespaced(admin.clone(), &ns);
     let started = chrono::Utc::now();
     leases
-        .create(&PostParams::default(), &build_lease(&run, &me, 3, started, None))
+        .create(
+            &PostParams::default(),
+            &build_lease(&run, &ns, &me, 3, started, None),
+        )
         .await
         .unwrap();
     let renewed = |lease: &Lease| {
@@ -1134,6 +1138,7 @@ async fn a_guarded_tables_lease_is_renewed_whatever_the_reconciles_do() {
         lease: Some(LeaseState {
             holder: Some(me.clone()),
             renewed: Some(started),
+            observed: started,
             duration_seconds: 3,
             resource_version: String::new(),
         }),
@@ -1144,7 +1149,7 @@ async fn a_guarded_tables_lease_is_renewed_whatever_the_reconciles_do() {
         now: started,
         policy: &policy,
     };
-    let renewals = std::sync::Arc::new(Renewals::default());
+    let renewals = std::sync::Arc::new(Renewals::new(&ns));
     renewals.track(&run, &observed, &[]);
     let timer = tokio::spawn({
         let (renewals, client) = (renewals.clone(), admin.clone());
@@ -1208,7 +1213,7 @@ async fn worker_and_operator_pods_are_admitted_in_a_namespace_enforcing_pod_secu
         .create(&PostParams::default(), &account)
         .await
         .unwrap();
-    let job = lakeload_operator::job::build_job(&run, "localhost/lakeload:dev");
+    let job = lakeload_operator::job::build_job(&run, "localhost/lakeload:dev", false);
     let template = job.spec.unwrap().template;
     let pod = |host_network: bool| {
         let mut spec = template.spec.clone().unwrap();

@@ -22,6 +22,10 @@ pub const RUN_UID_LABEL: &str = "lakeload.io/run-uid";
 /// Label: the `EtlRun`'s name, for `kubectl get etlrunresults -l lakeload.io/run=<name>`
 /// (absent when the name is longer than a label value may be).
 pub const RUN_LABEL: &str = "lakeload.io/run";
+/// Label: the uid of the pod that created the result. The chart's admission policy admits a
+/// result only from the pod it names, and the operator takes only results of its run's current
+/// Job's pods.
+pub const POD_UID_LABEL: &str = "lakeload.io/pod-uid";
 
 /// The summary of one worker attempt for an `EtlRun`, reported by the worker.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -96,6 +100,8 @@ pub struct ManifestEntry {
 pub struct RunOwner {
     pub name: String,
     pub uid: String,
+    /// The reporting pod's uid (`--pod-uid`, from the downward API).
+    pub pod_uid: Option<String>,
 }
 
 impl RunResultSpec {
@@ -155,6 +161,7 @@ impl EtlRunResult {
                 [
                     Some((RUN_UID_LABEL.to_string(), owner.uid.clone())),
                     (owner.name.len() <= 63).then(|| (RUN_LABEL.to_string(), owner.name.clone())),
+                    owner.pod_uid.clone().map(|uid| (POD_UID_LABEL.to_string(), uid)),
                 ]
                 .into_iter()
                 .flatten()
@@ -241,6 +248,7 @@ mod tests {
         let owner = RunOwner {
             name: "nightly".into(),
             uid: "0b7c-uid".into(),
+            pod_uid: Some("pod-1-uid".into()),
         };
         let r = EtlRunResult::for_run(&owner, RunResultSpec::from_summary(&summary(2), None));
         let meta = &r.metadata;
@@ -249,6 +257,7 @@ mod tests {
         let labels = meta.labels.clone().unwrap();
         assert_eq!(labels[RUN_UID_LABEL], "0b7c-uid");
         assert_eq!(labels[RUN_LABEL], "nightly");
+        assert_eq!(labels[POD_UID_LABEL], "pod-1-uid");
         let owner_ref = &meta.owner_references.as_ref().unwrap()[0];
         assert_eq!(
             (owner_ref.kind.as_str(), owner_ref.uid.as_str()),
@@ -264,6 +273,7 @@ mod tests {
         let long = RunOwner {
             name: "x".repeat(200),
             uid: "u".into(),
+            pod_uid: None,
         };
         let r = EtlRunResult::for_run(&long, back.spec);
         assert_eq!(r.metadata.labels.unwrap().len(), 1);

@@ -48,6 +48,10 @@ enum Command {
         /// The uid of the EtlRun named by --etlrun.
         #[arg(long, value_name = "UID", requires = "etlrun")]
         etlrun_uid: Option<String>,
+        /// The uid of the worker's pod, written into its EtlRunResult (the operator accepts
+        /// only results of its run's current pods).
+        #[arg(long, value_name = "UID", requires = "etlrun")]
+        pod_uid: Option<String>,
     },
     /// Show what a run would do; changes nothing and takes no lock.
     Plan {
@@ -238,6 +242,7 @@ async fn dispatch(cli: Cli) -> i32 {
             run_id,
             etlrun,
             etlrun_uid,
+            pod_uid,
         } => {
             let mut config = match load_config(&cli, mode.as_deref()) {
                 Ok(c) => c,
@@ -269,6 +274,7 @@ async fn dispatch(cli: Cli) -> i32 {
                 let owner = lakeload_types::result::RunOwner {
                     name: name.clone(),
                     uid: uid.clone(),
+                    pod_uid: pod_uid.clone().filter(|u| !u.is_empty()),
                 };
                 let _ = lakeload::etlrun_result::report(&owner, summary).await;
             }
