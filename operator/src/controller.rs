@@ -21,7 +21,7 @@ use crate::crd::{EtlRun, Phase};
 use crate::decide::{Action, EventType, FINALIZER, decide, holder_identity};
 use crate::job::{MANAGED_BY, build_job, build_lease, job_name, lease_name};
 use crate::metrics::Metrics;
-use crate::observe::{fetch_summary, observe, to_chrono};
+use crate::observe::{describe_workload, fetch_summary, observe, to_chrono};
 
 pub async fn reconcile(cached: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     ctx.metrics.reconciles.inc();
@@ -41,6 +41,10 @@ pub async fn reconcile(cached: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue
     let mut actions = decide(&observed);
     if actions.contains(&Action::FetchSummary) {
         observed.summary = Some(fetch_summary(&run, &observed.pods, &ctx).await);
+        actions = decide(&observed);
+    }
+    if actions.contains(&Action::FetchWorkload) {
+        observed.workload = Some(describe_workload(&ctx.client, &namespace, &job_name(&run)).await);
         actions = decide(&observed);
     }
     tracing::debug!(run = %name, ?actions, "reconcile");
@@ -156,7 +160,7 @@ pub async fn reconcile(cached: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue
                     other?;
                 }
             },
-            Action::FetchSummary => {}
+            Action::FetchSummary | Action::FetchWorkload => {}
             Action::PatchStatus(mut status) => {
                 status.observed_generation = run.metadata.generation;
                 let before = run.status.as_ref().and_then(|s| s.phase);

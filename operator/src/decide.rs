@@ -104,6 +104,8 @@ pub struct Policy {
     pub start_timeout_seconds: i64,
     /// Wait before a run whose worker found the S3 lock taken starts a new Job.
     pub lock_retry_seconds: i64,
+    /// How long a run's Job may wait for Kueue to admit it (runs may set their own).
+    pub queue_timeout_seconds: i64,
     /// What runs may ask for (images, accounts, Secrets, env, volumes, network).
     pub admission: Admission,
 }
@@ -114,6 +116,7 @@ impl Default for Policy {
             lease_seconds: 60,
             start_timeout_seconds: 300,
             lock_retry_seconds: 60,
+            queue_timeout_seconds: 3600,
             admission: Admission::default(),
         }
     }
@@ -128,6 +131,9 @@ pub struct Observed<'a> {
     pub lease: Option<LeaseState>,
     /// `None` until the edge has fetched it (it does so when `decide` asks).
     pub summary: Option<SummaryFetch>,
+    /// What Kueue says about the Job's Workload (its conditions, or that there is none);
+    /// `None` until the edge has fetched it (when `decide` asks: a queued run timed out).
+    pub workload: Option<String>,
     /// Whether this run is one of the newest `keep_last` finished runs of its target.
     pub among_kept: bool,
     /// ConfigMaps the run's pod template mounts that carry `binaryData` (looked up by the
@@ -167,6 +173,8 @@ pub enum Action {
     DeleteJob,
     /// Fetch the worker's summary, then decide again.
     FetchSummary,
+    /// Describe the Job's Kueue Workload (its conditions), then decide again.
+    FetchWorkload,
     PatchStatus(Box<EtlRunStatus>),
     Event {
         kind: EventType,
@@ -454,14 +462,41 @@ pub fn decide(o: &Observed) -> Vec<Action> {
 
 /// The Job waits in its Kueue queue (or was evicted back into it): the run keeps the table's
 /// Lease (it is next for that table) and shows `Pending`/`Queued`; an eviction is not a failure.
+///
+/// A run not admitted within its `queueTimeoutSeconds` (a stopped, full or mistyped queue)
+/// fails `NotAdmitted`, quoting what Kueue says about its Workload, and frees the table.
 fn queued(o: &Observed, current: &EtlRunStatus) -> Vec<Action> {
     let mut actions = Vec::new();
     o.renew_if_due(&mut actions);
     let queue = o.run.spec.queue_name.as_deref().unwrap_or("the default queue");
-    if current.reason.as_deref() != Some("Queued") {
+    let timeout = o
+        .run
+        .spec
+        .queue_timeout_seconds
+        .unwrap_or(o.policy.queue_timeout_seconds);
+    let since =
+        parse_time(current.queued_at.as_deref()).filter(|_| current.reason.as_deref() == Some("Queued"));
+    if let Some(since) = since
+        && o.now - since >= Duration::seconds(timeout)
+    {
+        let Some(workload) = &o.workload else {
+            return vec![Action::FetchWorkload];
+        };
+        let message = format!(
+            "Kueue did not admit the Job within queueTimeoutSeconds = {timeout} (queue {queue}, \
+             waiting since {}): {workload}",
+            rfc3339(since)
+        );
+        let mut actions = fail_now(o, current, "NotAdmitted", message);
+        actions.push(Action::DeleteJob);
+        actions.push(Action::Requeue(SETTLE));
+        return actions;
+    }
+    if since.is_none() {
         let message = format!("the Job waits for Kueue to admit it (queue {queue})");
         let mut next = current.clone();
         set_phase(&mut next, o.run, Phase::Pending, "Queued", &message, o.now);
+        next.queued_at = Some(rfc3339(o.now));
         actions.push(Action::PatchStatus(Box::new(next)));
         actions.push(Action::Event {
             kind: EventType::Normal,
@@ -469,7 +504,8 @@ fn queued(o: &Observed, current: &EtlRunStatus) -> Vec<Action> {
             message,
         });
     }
-    actions.push(Action::Requeue(secs(o.policy.lease_seconds / 3)));
+    let left = since.map_or(timeout, |since| timeout - (o.now - since).num_seconds());
+    actions.push(Action::Requeue(secs((o.policy.lease_seconds / 3).min(left + 1))));
     actions
 }
 
@@ -818,6 +854,7 @@ mod tests {
             pods: Vec::new(),
             lease,
             summary: None,
+            workload: None,
             among_kept: false,
             binary_config_maps: Vec::new(),
             holder_alive: false,
@@ -1428,6 +1465,54 @@ mod tests {
         assert_eq!(phase_of(&admitted), Some((Phase::Running, "JobRunning".into())));
         let evicted = decide(&observe(&r, Some(JobState::Suspended), Some(lease(&me, 5))));
         assert_eq!(phase_of(&evicted), Some((Phase::Pending, "Queued".into())));
+    }
+
+    #[test]
+    fn a_run_kueue_never_admits_fails_not_admitted_and_frees_the_table() {
+        let mut r = run("r", true, running());
+        r.spec.queue_name = Some("team-x".into());
+        let me = holder_identity(&r);
+        let queued = decide(&observe(&r, Some(JobState::Suspended), Some(lease(&me, 5))));
+        let waiting = status_of(&queued).clone();
+        assert_eq!(waiting.queued_at.as_deref(), Some(rfc3339(now()).as_str()));
+        // Within the timeout (an hour by default): still waiting, looked at again in time.
+        let mut r = run("r", true, Some(waiting.clone()));
+        r.spec.queue_name = Some("team-x".into());
+        let mut o = observe(&r, Some(JobState::Suspended), Some(lease(&me, 5)));
+        o.now = now() + Duration::seconds(3599);
+        let actions = decide(&o);
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::PatchStatus(_))),
+            "{actions:?}"
+        );
+        assert!(actions.contains(&Action::Requeue(secs(2))), "{actions:?}");
+        // Past it: what Kueue says is fetched, then the run fails quoting it.
+        o.now = now() + Duration::seconds(3600);
+        assert_eq!(decide(&o), vec![Action::FetchWorkload]);
+        o.workload = Some(
+            "Workload job-r-1: QuotaReserved=False (Inadmissible: LocalQueue team-x doesn't exist)".into(),
+        );
+        let actions = decide(&o);
+        assert_eq!(phase_of(&actions), Some((Phase::Failed, "NotAdmitted".into())));
+        let message = status_of(&actions).message.clone().unwrap();
+        assert!(
+            message.contains("queueTimeoutSeconds = 3600")
+                && message.contains("LocalQueue team-x doesn't exist"),
+            "{message}"
+        );
+        assert!(actions.contains(&Action::DeleteJob));
+        // Failed, its Job being deleted: the Lease is kept until the Job is gone, then released.
+        let failed = run("r", true, Some(status_of(&actions).clone()));
+        let winding = decide(&observe(&failed, Some(JobState::Deleting), Some(lease(&me, 5))));
+        assert!(!releases(&winding), "{winding:?}");
+        let gone = decide(&observe(&failed, None, Some(lease(&me, 5))));
+        assert!(releases(&gone), "{gone:?}");
+        // A run's own timeout wins over the operator's.
+        let mut short = run("r", true, Some(waiting));
+        short.spec.queue_timeout_seconds = Some(60);
+        let mut o = observe(&short, Some(JobState::Suspended), Some(lease(&me, 5)));
+        o.now = now() + Duration::seconds(61);
+        assert_eq!(decide(&o), vec![Action::FetchWorkload]);
     }
 
     #[test]

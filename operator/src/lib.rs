@@ -10,6 +10,7 @@ pub mod controller;
 pub mod crd;
 pub mod decide;
 pub mod finished;
+pub mod install;
 pub mod job;
 pub mod leader;
 pub mod lease_clock;

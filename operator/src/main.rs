@@ -130,6 +130,10 @@ struct RunArgs {
     /// A run whose worker found the table's S3 lock taken (exit 75) tries again after this.
     #[arg(long, env = "LAKELOAD_OPERATOR_LOCK_RETRY_SECONDS", default_value_t = 60)]
     lock_retry_seconds: i64,
+    /// A run whose Job Kueue has not admitted this long fails `NotAdmitted` and frees its
+    /// table (a run's `spec.queueTimeoutSeconds` wins).
+    #[arg(long, env = "LAKELOAD_OPERATOR_QUEUE_TIMEOUT_SECONDS", default_value_t = 3600)]
+    queue_timeout_seconds: i64,
     /// Elect one leader among the operator's replicas with a Lease.
     #[arg(long, env = "LAKELOAD_OPERATOR_LEADER_ELECT", default_value_t = false)]
     leader_elect: bool,
@@ -148,8 +152,12 @@ struct RunArgs {
 enum Command {
     /// Run the controller (the default).
     Run(RunArgs),
-    /// Print the EtlRun CRD (crds/etlrun.yaml).
-    Crd,
+    /// Print the CRDs (crds/etlrun.yaml); with --apply, create or update them in the cluster
+    /// instead (the chart's upgrade hook).
+    Crd {
+        #[arg(long)]
+        apply: bool,
+    },
     /// Create one EtlRun from a template file (used by the chart's CronJob).
     CreateRun {
         #[arg(long)]
@@ -190,9 +198,27 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or_else(|| Command::Run(cli.run.clone()));
     match command {
-        Command::Crd => {
+        Command::Crd { apply: false } => {
             print!("{}", lakeload_operator::crd::crd_yaml());
             ExitCode::SUCCESS
+        }
+        Command::Crd { apply: true } => {
+            init_logging(&cli.run.log_format);
+            let applied = async {
+                let client = kube::Client::try_default().await?;
+                lakeload_operator::install::apply(&client).await
+            }
+            .await;
+            match applied {
+                Ok(names) => {
+                    println!("applied {}", names.join(", "));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: cannot apply the CRDs: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::CreateRun { template, namespace } => {
             init_logging(&cli.run.log_format);
@@ -230,6 +256,10 @@ async fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            if let Err(e) = lakeload_operator::install::check(&client).await {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
             let metrics = Arc::new(Metrics::default());
             let server = tokio::spawn(lakeload_operator::metrics::serve(
                 args.metrics_addr,
@@ -262,6 +292,7 @@ async fn main() -> ExitCode {
                     lease_seconds,
                     start_timeout_seconds: args.start_timeout_seconds.max(1),
                     lock_retry_seconds: args.lock_retry_seconds.max(1),
+                    queue_timeout_seconds: args.queue_timeout_seconds.max(1),
                     admission: Admission {
                         images: allowed_images,
                         service_accounts: allowed_service_accounts,

@@ -94,6 +94,7 @@ pub async fn observe<'a>(run: &'a EtlRun, ctx: &'a Context) -> Result<(Observed<
         pods: pod_states,
         lease: lease_observed,
         summary: None,
+        workload: None,
         among_kept,
         binary_config_maps,
         holder_alive,
@@ -373,6 +374,65 @@ pub fn result_of_newest_pod(
         }
     }
     (taken.map(|r| r.spec), passed_over)
+}
+
+/// What Kueue says about `job`'s Workload: each condition as `Type=Status (Reason: message)`,
+/// or why there is nothing to say (no Workload: Kueue is not running, or ignores the queue).
+pub async fn describe_workload(client: &Client, namespace: &str, job: &str) -> String {
+    use kube::api::DynamicObject;
+    use kube::discovery::{ApiResource, oneshot};
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let uid = match jobs.get_opt(job).await {
+        Ok(Some(j)) => j.metadata.uid.unwrap_or_default(),
+        Ok(None) => return format!("Job {job} is gone"),
+        Err(e) => return format!("cannot read Job {job}: {e}"),
+    };
+    let resource: ApiResource = match oneshot::group(client, "kueue.x-k8s.io").await {
+        Ok(group) => match group.recommended_kind("Workload") {
+            Some((resource, _)) => resource,
+            None => return "the kueue.x-k8s.io API has no Workload kind".into(),
+        },
+        Err(e) => {
+            return format!("Kueue's API (kueue.x-k8s.io) is not served, so nothing admits the Job: {e}");
+        }
+    };
+    let workloads: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+    let list = match workloads.list(&ListParams::default()).await {
+        Ok(list) => list.items,
+        Err(e) => return format!("cannot list Kueue Workloads: {e}"),
+    };
+    let Some(workload) = list
+        .iter()
+        .find(|w| w.owner_references().iter().any(|o| o.uid == uid))
+    else {
+        return format!(
+            "Kueue made no Workload for Job {job}: is Kueue running, and does it manage this \
+             namespace's Jobs?"
+        );
+    };
+    let conditions = workload.data["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let said: Vec<String> = conditions
+        .iter()
+        .map(|c| {
+            let text = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            format!(
+                "{}={} ({}: {})",
+                text("type"),
+                text("status"),
+                text("reason"),
+                text("message").trim()
+            )
+        })
+        .collect();
+    let said = if said.is_empty() {
+        "no conditions yet".to_string()
+    } else {
+        said.join("; ")
+    };
+    format!("Workload {}: {said}", workload.name_any())
 }
 
 #[cfg(test)]

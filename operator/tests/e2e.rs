@@ -1143,6 +1143,7 @@ async fn a_guarded_tables_lease_is_renewed_whatever_the_reconciles_do() {
             resource_version: String::new(),
         }),
         summary: None,
+        workload: None,
         among_kept: true,
         binary_config_maps: Vec::new(),
         holder_alive: false,
