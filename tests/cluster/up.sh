@@ -7,16 +7,31 @@
 #   tests/cluster/up.sh DIR [IMAGE.tar ...]
 #
 # Runs in the foreground until SIGTERM/SIGINT, then stops every process and container it
-# started and removes DIR (KEEP_CLUSTER_DIR=1 keeps it). Writes DIR/kubeconfig (cluster-admin),
-# DIR/api-port, and DIR/ready once the node is Ready and each IMAGE.tar (docker-archive) is
-# imported into containerd. Logs: DIR/*.log, containers' logs under DIR/pod-logs.
+# started, removes the pod network (bridge, nftables tables, iptables chain) and DIR (KEEP_CLUSTER_DIR=1 keeps
+# DIR). Writes DIR/kubeconfig (cluster-admin, https://127.0.0.1:PORT), DIR/api-port, DIR/host-ip,
+# and DIR/ready once the node is Ready and each IMAGE.tar (docker-archive) is imported into
+# containerd. Logs: DIR/*.log, containers' logs under DIR/pod-logs.
 #
-# Network: every server listens on 127.0.0.1 and pods use the host's network (hostNetwork:
-# true); there is no pod network. The node is called `localhost`, so the API server reaches its
-# kubelet (logs, exec) at 127.0.0.1; it reports the host's address as InternalIP (the kubelet
-# refuses a loopback node IP), where nothing listens.
-# Binaries come from tests/controlplane/build.sh; needs root, containerd, runc, openssl and gcc
-# (the pause image is built here: no registry is reachable).
+# Network: a pod network on a private bridge, `lakeload0` with 10.244.0.1/24 (the reference CNI
+# plugins bridge + host-local: pods get 10.244.0.2-254, default route via 10.244.0.1), kube-proxy
+# (nftables mode) for Service IPs, and kube-network-policies (NFQUEUE, fed by iptables) enforcing
+# NetworkPolicy. The API server listens on every address (0.0.0.0:PORT) and advertises
+# 10.244.0.1, so the `kubernetes` Service (10.0.0.1:443, KUBERNETES_SERVICE_HOST/PORT in every
+# pod) leads to 10.244.0.1:PORT; the host's kubeconfig keeps using 127.0.0.1. DIR/host-ip holds
+# 10.244.0.1: a server the pods must reach (an S3 server) listens there. There is no cluster DNS.
+# Pods with hostNetwork: true still work (they reach the API server on 127.0.0.1:PORT too).
+# kube-network-policies judges the first packet of each new connection of a pod, which the
+# iptables chain LAKELOAD-NETPOL hands it (NFQUEUE 100): pod to pod, and pod to this host (the
+# servers on 10.244.0.1, and the API server, whose Service IP kube-proxy DNATs to
+# 10.244.0.1:PORT), so an egress NetworkPolicy governs the API server and the host's servers
+# too: allow the API server as ipBlock 10.244.0.1/32, TCP port DIR/api-port (the endpoint after
+# the DNAT), not 10.0.0.1:443.
+# One cluster per machine: the bridge, kube-proxy's tables, the chain and NFQUEUE 100 are machine-wide.
+# The node is called `localhost`, so the API server reaches its kubelet (logs, exec) at
+# 127.0.0.1; it reports the host's address as InternalIP (the kubelet refuses a loopback node
+# IP), where nothing listens.
+# Binaries come from tests/controlplane/build.sh; needs root, containerd, runc, openssl, gcc
+# (the pause image is built here: no registry is reachable), iproute2 and nft.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 dir="$1"; shift
@@ -44,6 +59,11 @@ cleanup() {
   # The kubelet first (it would restart containers), then every container, then containerd.
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
     kill -TERM "${pids[$i]}" 2>/dev/null || true
+    # The API server removes its address from the `kubernetes` Service's endpoints as it stops:
+    # with etcd gone first, both hang until killed.
+    if [ "${names[$i]}" = kube-apiserver ]; then
+      for _ in $(seq 100); do kill -0 "${pids[$i]}" 2>/dev/null || break; sleep 0.1; done
+    fi
     if [ "${names[$i]}" = kubelet ]; then
       wait "${pids[$i]}" 2>/dev/null || true
       if [ -S "$sock" ]; then
@@ -58,12 +78,27 @@ cleanup() {
     kill -KILL "$pid" 2>/dev/null || true
   done
   pkill -KILL -f "containerd-shim.*-address $sock" 2>/dev/null || true
-  # Mounts the kubelet and containerd left under DIR (pod volumes, rootfs, shm).
+  # Mounts the kubelet and containerd left under DIR (pod volumes, rootfs, shm, and the pods'
+  # network namespaces: unmounting them frees each pod's veth pair).
   grep -o " $dir/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  if [ "$net_created" = 1 ]; then
+    # kube-proxy and kube-network-policies leave their tables behind when stopped.
+    for table in "inet kube-network-policies" "ip kube-proxy" "ip6 kube-proxy"; do
+      nft delete table $table 2>/dev/null || true
+    done
+    for rule in "INPUT -s $pod_cidr" "FORWARD -s $pod_cidr" "FORWARD -d $pod_cidr"; do
+      while iptables -w -D $rule -j "$netpol_chain" 2>/dev/null; do :; done
+    done
+    iptables -w -F "$netpol_chain" 2>/dev/null && iptables -w -X "$netpol_chain" 2>/dev/null || true
+    ip link delete "$bridge" 2>/dev/null || true
+    for setting in "${restore_sysctls[@]}"; do sysctl -q -w "$setting" >/dev/null 2>&1 || true; done
+  fi
   if [ "${KEEP_CLUSTER_DIR:-0}" != 1 ]; then rm -rf "$dir"; fi
   exit "$rc"
 }
 names=()
+net_created=0
+restore_sysctls=()
 trap cleanup EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
@@ -103,6 +138,42 @@ wait_for() {  # wait_for SECONDS WHAT COMMAND...
 
 etcd_port="$(free_port)"; etcd_peer="$(free_port)"; api_port="$(free_port)"
 kubelet_port="$(free_port)"; kubelet_health="$(free_port)"
+proxy_metrics="$(free_port)"; proxy_health="$(free_port)"; netpol_metrics="$(free_port)"
+
+# --- the pod network's bridge, before the API server advertises its address -----------------
+bridge=lakeload0
+pod_cidr=10.244.0.0/24
+gateway=10.244.0.1
+netpol_chain=LAKELOAD-NETPOL
+if nft list table ip kube-proxy >/dev/null 2>&1; then
+  log "cannot set up the pod network: nftables table 'ip kube-proxy' exists: another test cluster (or kube-proxy) is running, or one was killed without cleaning up (then: nft delete table ip kube-proxy)"
+  exit 1
+fi
+if iptables -w -n -L "$netpol_chain" >/dev/null 2>&1; then
+  log "cannot set up the pod network: iptables chain $netpol_chain exists: another test cluster is running, or one was killed without cleaning up"
+  exit 1
+fi
+if ip link show "$bridge" >/dev/null 2>&1; then
+  log "cannot set up the pod network: $bridge exists: another test cluster is running, or one was killed without cleaning up (then: ip link delete $bridge)"
+  exit 1
+fi
+net_created=1
+ip link add "$bridge" type bridge
+ip addr add "$gateway/24" dev "$bridge"
+ip link set "$bridge" up
+# Pod-to-pod traffic crosses the bridge: br_netfilter hands it to the IP hooks, where
+# kube-network-policies (and kube-proxy, for a pod reaching itself through a Service) see it.
+# Pod-to-host and pod-to-Service traffic is routed by the host and needs ip_forward only for
+# other destinations. Restored on exit if changed.
+for setting in net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1 net.ipv4.ip_forward=1; do
+  key="${setting%=*}"
+  old="$(sysctl -n "$key")"
+  if [ "$old" != "${setting#*=}" ]; then
+    sysctl -q -w "$setting"
+    restore_sysctls+=("$key=$old")
+  fi
+done
+echo "$gateway" >"$dir/host-ip"
 
 # --- credentials: a CA, the API server's serving cert, the service-account key, a token ------
 pki="$dir/pki"; mkdir -p "$pki"
@@ -110,7 +181,9 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=lakeload-test-ca" \
   -keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
 openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" \
   -keyout "$pki/apiserver.key" -out "$pki/apiserver.csr" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n' >"$pki/san.ext"
+# 10.0.0.1: the `kubernetes` Service's ClusterIP; the gateway: the address the API server
+# advertises (the Service's endpoint).
+printf 'subjectAltName=IP:127.0.0.1,IP:10.0.0.1,IP:%s,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n' "$gateway" >"$pki/san.ext"
 openssl x509 -req -in "$pki/apiserver.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
   -days 2 -extfile "$pki/san.ext" -out "$pki/apiserver.crt" 2>/dev/null
 openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
@@ -144,14 +217,14 @@ start etcd "$bin/etcd" --name=default --data-dir="$dir/etcd" \
   --initial-cluster="default=http://127.0.0.1:$etcd_peer" --unsafe-no-fsync
 wait_for 30 etcd bash -c "exec 3<>/dev/tcp/127.0.0.1/$etcd_port"
 start kube-apiserver "$bin/kube-apiserver" \
-  --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
+  --bind-address=0.0.0.0 --advertise-address="$gateway" --secure-port="$api_port" \
   --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
   --client-ca-file="$pki/ca.crt" \
   --etcd-servers="http://127.0.0.1:$etcd_port" \
   --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
   --service-account-issuer=https://kubernetes.default.svc \
   --token-auth-file="$pki/tokens.csv" --authorization-mode=Node,RBAC \
-  --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true --endpoint-reconciler-type=none \
+  --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true --endpoint-reconciler-type=lease \
   --kubelet-preferred-address-types=Hostname
 wait_for 60 kube-apiserver kubectl get --raw /readyz
 
@@ -161,20 +234,34 @@ start kube-controller-manager "$bin/kube-controller-manager" \
   --authorization-kubeconfig="$dir/kubeconfig" --bind-address=127.0.0.1 --secure-port=0 \
   --leader-elect=false --use-service-account-credentials=false \
   --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
-  --controllers=job-controller,cronjob-controller,garbage-collector-controller,ttl-after-finished-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,deployment-controller,replicaset-controller,namespace-controller,pod-garbage-collector-controller,node-lifecycle-controller
+  --controllers=job-controller,cronjob-controller,garbage-collector-controller,ttl-after-finished-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,deployment-controller,replicaset-controller,namespace-controller,pod-garbage-collector-controller,node-lifecycle-controller,endpoints-controller,endpointslice-controller
 start kube-scheduler "$bin/kube-scheduler" \
   --kubeconfig="$dir/kubeconfig" --authentication-kubeconfig="$dir/kubeconfig" \
   --authorization-kubeconfig="$dir/kubeconfig" --bind-address=127.0.0.1 --secure-port=0 \
   --leader-elect=false
 
-# --- containerd: CRI with runc (cgroupfs), a local pause image, no pod network --------------
+# --- containerd: CRI with runc (cgroupfs), a local pause image, the pod network -------------
 mkdir -p "$dir/containerd" "$dir/cni/net.d"
-# A loopback-only network list: the CRI reports its network ready, yet nothing is set up
-# beyond each pod's own lo; every pod of these tests uses the host's network.
-cat >"$dir/cni/net.d/10-lakeload-none.conflist" <<CNI
-{"cniVersion": "0.4.0", "name": "lakeload-none", "plugins": [{"type": "loopback"}]}
+# The bridge exists already (with the gateway address); host-local keeps its leases in DIR.
+# No ipMasq: pods reach only this host and each other (nothing else is reachable anyway).
+cat >"$dir/cni/net.d/10-lakeload.conflist" <<CNI
+{
+  "cniVersion": "1.0.0",
+  "name": "lakeload",
+  "plugins": [
+    {
+      "type": "bridge", "bridge": "$bridge", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "$pod_cidr", "gateway": "$gateway"}]],
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "dataDir": "$dir/cni/ipam"
+      }
+    }
+  ]
+}
 CNI
-cni_bin=/usr/lib/cni; [ -x "$cni_bin/loopback" ] || cni_bin=/opt/cni/bin
+cni_bin="$bin/cni"
 cat >"$dir/containerd/config.toml" <<TOML
 version = 2
 root = "$dir/containerd/root"
@@ -187,6 +274,8 @@ state = "$dir/containerd/state"
   # for -998, Guaranteed pods for -997) and fails "can't get final child's PID from pipe".
   # Clamp it to the current value instead.
   restrict_oom_score_adj = true
+  # Pods' network namespaces are mounted under DIR (not /run/netns): cleanup unmounts them.
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
@@ -201,17 +290,7 @@ start containerd containerd --config "$dir/containerd/config.toml"
 wait_for 30 containerd ctr_ version
 
 # The sandbox image: a static pause binary in an otherwise empty image.
-pause="$dir/pause-image"; mkdir -p "$pause/rootfs"
-gcc -static -O2 -s -o "$pause/rootfs/pause" "$here/pause.c"
-tar -C "$pause/rootfs" -cf "$pause/layer.tar" pause
-layer_sha="$(sha256sum "$pause/layer.tar" | cut -d' ' -f1)"
-cat >"$pause/config.json" <<JSON
-{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/pause"]},"rootfs":{"type":"layers","diff_ids":["sha256:$layer_sha"]}}
-JSON
-config_sha="$(sha256sum "$pause/config.json" | cut -d' ' -f1)"
-mv "$pause/layer.tar" "$pause/$layer_sha.tar"; mv "$pause/config.json" "$pause/$config_sha.json"
-printf '[{"Config":"%s.json","RepoTags":["localhost/pause:dev"],"Layers":["%s.tar"]}]\n' "$config_sha" "$layer_sha" >"$pause/manifest.json"
-tar -C "$pause" -cf "$dir/pause.tar" manifest.json "$config_sha.json" "$layer_sha.tar"
+bash "$here/static-image.sh" "$here/pause.c" localhost/pause:dev "$dir/pause.tar"
 for image in "$dir/pause.tar" "$@"; do
   ctr_ images import --no-unpack=false "$image" >&2 || { log "cannot import $image"; exit 1; }
 done
@@ -250,6 +329,50 @@ node_ready() {
   [ "$(kubectl get node localhost -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]
 }
 wait_for 120 "the node" node_ready
+
+# --- kube-proxy (Service IPs) and kube-network-policies (NetworkPolicy) ---------------------
+# Started once the node exists: kube-proxy waits 30 s for its Node object otherwise.
+# nftables mode: all its rules live in its own tables (ip/ip6 kube-proxy), dropped on exit.
+# NodePorts only on the bridge's address; conntrack-*: leave the host's sysctls as they are.
+start kube-proxy "$bin/kube-proxy" --kubeconfig="$dir/kubeconfig" --hostname-override=localhost \
+  --proxy-mode=nftables --cluster-cidr="$pod_cidr" --nodeport-addresses="$gateway/32" \
+  --metrics-bind-address="127.0.0.1:$proxy_metrics" --healthz-bind-address="127.0.0.1:$proxy_health" \
+  --conntrack-max-per-core=0 --conntrack-tcp-timeout-established=0 --conntrack-tcp-timeout-close-wait=0
+# kube-network-policies only knows the in-cluster configuration (the token and CA under
+# /var/run/secrets/kubernetes.io/serviceaccount, KUBERNETES_SERVICE_HOST/PORT): give it the
+# admin token and the CA in a mount namespace of its own, where DIR/netpol/run is /run.
+sa="$dir/netpol/run/secrets/kubernetes.io/serviceaccount"; mkdir -p "$sa"
+printf '%s' "$token" >"$sa/token"; cp "$pki/ca.crt" "$sa/ca.crt"; printf 'kube-system' >"$sa/namespace"
+# NRI off: containerd 1.6 does not serve it. The DNS workaround is for kernels before 6.12.
+start kube-network-policies env KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT="$api_port" \
+  unshare --mount --propagation private \
+  sh -c 'mount --bind "$1" /run && shift && exec "$@"' sh "$dir/netpol/run" \
+  "$bin/kube-network-policies" --hostname-override=localhost --disable-nri \
+  --netfilter-bug-1766-fix=false --metrics-bind-address="127.0.0.1:$netpol_metrics" \
+  --nfqueue-id=100 --v="${LAKELOAD_NETPOL_VERBOSITY:-0}"
+# kube-network-policies decides on the first packet of each connection, which netfilter hands
+# it through NFQUEUE 100. It installs that hand-off itself as native nftables `queue` rules,
+# which this kernel lacks (CONFIG_NFT_QUEUE unset: "Could not process rule: No such file or
+# directory"; its log repeats "syncing nftables rules" errors, harmless): iptables' NFQUEUE
+# target (xt_NFQUEUE, through nft_compat) does the same, from chain LAKELOAD-NETPOL of the
+# filter table. FORWARD: pod to pod (bridged, seen through br_netfilter), also through a Service
+# IP. INPUT: pod to this host (servers on 10.244.0.1, the API server behind 10.0.0.1 after
+# kube-proxy's DNAT), which upstream does not filter at all (it hooks postrouting only).
+# The enforcer applies the egress policies of the source pod and the ingress policies of the
+# destination pod; a pod no policy selects passes. Fail closed: with the enforcer down, new
+# connections of pods are dropped (up.sh stops when it exits anyway).
+iptables -w -N "$netpol_chain"
+iptables -w -A "$netpol_chain" -m conntrack --ctstate NEW -p tcp -j NFQUEUE --queue-num 100
+iptables -w -A "$netpol_chain" -m conntrack --ctstate NEW -p udp -j NFQUEUE --queue-num 100
+iptables -w -A "$netpol_chain" -m conntrack --ctstate NEW -p sctp -j NFQUEUE --queue-num 100
+iptables -w -I FORWARD 1 -s "$pod_cidr" -j "$netpol_chain"
+iptables -w -I FORWARD 2 -d "$pod_cidr" -j "$netpol_chain"
+iptables -w -I INPUT 1 -s "$pod_cidr" -j "$netpol_chain"
+net_ready() {
+  nft list table ip kube-proxy &&
+    awk '$1 == 100 {found = 1} END {exit !found}' /proc/net/netfilter/nfnetlink_queue
+}
+wait_for 60 "kube-proxy's rules and kube-network-policies' NFQUEUE" net_ready
 touch "$dir/ready"
 log "ready: KUBECONFIG=$dir/kubeconfig"
 while true; do alive; sleep 1; done
