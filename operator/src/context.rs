@@ -31,6 +31,9 @@ pub struct Settings {
     pub worker_service_account: Option<String>,
     /// Workers may read AWS config and credential files (`--allow-aws-config-files`).
     pub aws_config_files: bool,
+    /// Worker settings of every run that does not set them itself (`--worker-settings`), e.g.
+    /// the site's S3 endpoint.
+    pub worker_settings: std::collections::BTreeMap<String, String>,
 }
 
 pub struct Context {

@@ -145,6 +145,13 @@ pub async fn reconcile(cached: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue
                 if queued.spec.service_account_name.is_none() {
                     queued.spec.service_account_name = ctx.settings.worker_service_account.clone();
                 }
+                for (key, value) in &ctx.settings.worker_settings {
+                    queued
+                        .spec
+                        .settings
+                        .entry(key.clone())
+                        .or_insert_with(|| value.clone());
+                }
                 let object = build_job(&queued, &ctx.settings.worker_image, ctx.settings.aws_config_files);
                 match jobs.create(&PostParams::default(), &object).await {
                     // Already there (an operator restart between create and status patch): adopt it.

@@ -103,6 +103,10 @@ struct RunArgs {
         default_value = ""
     )]
     allowed_config_maps: Vec<String>,
+    /// Worker settings for every run that does not set them itself, as a JSON object of
+    /// `section.key` → value (e.g. `{"aws.endpoint_url": "https://minio.example:9000"}`).
+    #[arg(long, env = "LAKELOAD_OPERATOR_WORKER_SETTINGS", default_value = "{}")]
+    worker_settings: String,
     /// Let runs set `spec.podTemplate.hostNetwork: true`.
     #[arg(long, env = "LAKELOAD_OPERATOR_ALLOW_HOST_NETWORK", default_value_t = false)]
     allow_host_network: bool,
@@ -260,6 +264,18 @@ async fn main() -> ExitCode {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
+            let worker_settings: std::collections::BTreeMap<String, String> =
+                match serde_json::from_str(&args.worker_settings) {
+                    Ok(settings) => settings,
+                    Err(e) => {
+                        eprintln!(
+                            "error: --worker-settings (LAKELOAD_OPERATOR_WORKER_SETTINGS; chart value \
+                             workerSettings) must be a JSON object of strings, e.g. \
+                             {{\"aws.endpoint_url\": \"https://minio:9000\"}}: {e}"
+                        );
+                        return ExitCode::from(2);
+                    }
+                };
             let metrics = Arc::new(Metrics::default());
             let server = tokio::spawn(lakeload_operator::metrics::serve(
                 args.metrics_addr,
@@ -308,6 +324,7 @@ async fn main() -> ExitCode {
                     },
                 },
                 aws_config_files: args.allow_aws_config_files,
+                worker_settings,
             };
             let code = if args.leader_elect {
                 let election = Election {

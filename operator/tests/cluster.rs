@@ -2,7 +2,9 @@
 //! podman-built images imported into containerd, the operator installed by `helm install` and
 //! running as a Deployment, worker Jobs run by the real Job controller and kubelet (pod retries,
 //! podFailurePolicy, garbage collection), scheduled runs created by the real CronJob controller.
-//! Pods use the host's network to reach moto and the API server on 127.0.0.1.
+//! The chart runs with its defaults on a real pod network (bridge CNI, kube-proxy, a
+//! NetworkPolicy enforcer): pods reach the API server through the `kubernetes` Service and
+//! moto on the node's pod-network address.
 
 mod common;
 use common::client_for;
@@ -29,8 +31,8 @@ use tokio::sync::OnceCell;
 /// The worker's test hook (`LAKELOAD_TEST_PAUSE_AT`), passed as a run setting.
 const PAUSE_SETTING: &str = "test.pause_at";
 const PAUSE_MARKER: &str = "lakeload-test-paused-at";
-/// The namespace of the helm release (and of its scheduled runs).
-const RELEASE_NS: &str = "lakeload-system";
+/// The namespace of the helm release (and of its scheduled runs): the README's.
+const RELEASE_NS: &str = "lakeload";
 
 /// What the tests of this process share. Clients are not shared: each test has its own tokio
 /// runtime, and a client dies with the runtime it was made in.
@@ -40,6 +42,18 @@ struct Shared {
     /// Bucket of the chart's scheduled runs.
     cron_bucket: String,
     cron_lines: usize,
+    upgrade: Upgrade,
+}
+
+/// What happened while the release was upgraded from the previous chart (see [`shared`]).
+#[derive(Clone)]
+struct Upgrade {
+    /// What the operator said, and its exit code, while the previous chart's CRDs were installed.
+    refusal: String,
+    /// The run created before the upgrade (namespace, name, bucket, lines).
+    before: (String, String, String, usize),
+    /// `spec.queueTimeoutSeconds` of that run as stored under the previous CRDs.
+    timeout_before: Option<i64>,
 }
 
 fn gzip(text: &str) -> Vec<u8> {
@@ -68,6 +82,9 @@ fn s3_settings(s3: &S3Server) -> serde_json::Value {
     })
 }
 
+/// The Secret runs name (the chart allows `lakeload-aws` by default).
+const CREDENTIALS: &str = "lakeload-aws";
+
 async fn create_namespace(admin: &Client, name: &str) {
     let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
     match Api::<Namespace>::all(admin.clone())
@@ -80,7 +97,7 @@ async fn create_namespace(admin: &Client, name: &str) {
     }
     // moto takes any key; the Secret is what a user would create for AWS.
     let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "aws"},
+        "metadata": {"name": CREDENTIALS},
         "stringData": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     }))
     .unwrap();
@@ -128,18 +145,15 @@ async fn bind_worker_account(admin: &Client, ns: &str) {
     }
 }
 
-/// The worker pod's template in these tests: the host's network (moto and the API server
-/// listen on its loopback) and the API server's address there, which a cluster with kube-proxy
-/// would give pods by itself (the worker reports its result through it).
-fn worker_pod(api_port: u16) -> serde_json::Value {
-    json!({
-        "hostNetwork": true,
-        "env": [
-            {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
-            {"name": "KUBERNETES_SERVICE_PORT", "value": api_port.to_string()},
-        ],
-    })
-}
+/// The variables the EKS pod identity webhook would inject for IRSA: the IRSA test's admin
+/// allows them by name (the `AWS_*` family needs that).
+const IRSA_ENV: [&str; 5] = [
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_REGION",
+    "AWS_STS_REGIONAL_ENDPOINTS",
+    "AWS_ENDPOINT_URL_STS",
+];
 
 /// One test's view: the shared set-up and a client of its own.
 struct Setup {
@@ -148,10 +162,12 @@ struct Setup {
     s3: &'static S3Server,
     cron_bucket: String,
     cron_lines: usize,
+    upgrade: Upgrade,
 }
 
-/// The cluster, the S3 server, and the operator installed with `helm install` (once per test
-/// process), its CronJob scheduling a run every minute.
+/// The cluster, the S3 server, and the operator installed with `helm install` of the previous
+/// chart then `helm upgrade` to this one (once per test process), its CronJob scheduling a
+/// run every minute.
 async fn setup() -> Setup {
     let shared = shared().await;
     Setup {
@@ -160,7 +176,36 @@ async fn setup() -> Setup {
         s3: shared.s3,
         cron_bucket: shared.cron_bucket.clone(),
         cron_lines: shared.cron_lines,
+        upgrade: shared.upgrade.clone(),
     }
+}
+
+/// The S3 server the pods reach: moto on the node's pod-network address.
+fn pods_s3(cluster: &Cluster) -> &'static S3Server {
+    static S3: std::sync::OnceLock<S3Server> = std::sync::OnceLock::new();
+    S3.get_or_init(|| S3Server::listening_on(&cluster.host_ip))
+}
+
+/// `helm install` (or `upgrade`) of `chart` as release `lakeload` with `values`; `wait` for
+/// its pods to be ready.
+fn helm(
+    cluster: &Cluster,
+    verb: &str,
+    chart: &std::path::Path,
+    values: &std::path::Path,
+    wait: bool,
+) -> std::process::Output {
+    let mut command = Command::new(lakeload_testkit::helm());
+    command
+        .args([verb, "lakeload"])
+        .arg(chart)
+        .args(["--namespace", RELEASE_NS, "--values"])
+        .arg(values)
+        .env("KUBECONFIG", &cluster.kubeconfig);
+    if wait {
+        command.args(["--wait", "--timeout", "240s"]);
+    }
+    command.output().unwrap()
 }
 
 async fn shared() -> &'static Shared {
@@ -168,7 +213,9 @@ async fn shared() -> &'static Shared {
     SHARED
         .get_or_init(|| async {
             let cluster = tokio::task::spawn_blocking(Cluster::shared).await.unwrap();
-            let s3 = tokio::task::spawn_blocking(S3Server::shared).await.unwrap();
+            let s3 = tokio::task::spawn_blocking(|| pods_s3(Cluster::shared()))
+                .await
+                .unwrap();
             let admin = client_for(&cluster.kubeconfig).await;
             let cron_bucket = s3.bucket("cron");
             let cron_lines = upload_sources(s3, &cron_bucket, 2, 200);
@@ -176,6 +223,8 @@ async fn shared() -> &'static Shared {
 
             let (repository, tag) = OPERATOR_IMAGE.rsplit_once(':').unwrap();
             let (worker_repository, worker_tag) = WORKER_IMAGE.rsplit_once(':').unwrap();
+            // The chart's defaults (the pod network, the kubernetes Service, no host network)
+            // but for the images, which are local, and test-sized timings.
             let values = json!({
                 "image": {
                     "operator": {"repository": repository, "tag": tag},
@@ -183,6 +232,8 @@ async fn shared() -> &'static Shared {
                     "pullPolicy": "Never",
                 },
                 "watchAllNamespaces": true,
+                // The site's S3 endpoint for runs that name none (the README's sample).
+                "workerSettings": {"aws.endpoint_url": s3.endpoint, "aws.force_path_style": "true"},
                 "operator": {
                     // Two replicas, a leader elected: every test here runs through leader
                     // changes (the failover test kills one, a helm upgrade rolls both).
@@ -190,19 +241,17 @@ async fn shared() -> &'static Shared {
                     "leaseSeconds": 15,
                     "startTimeoutSeconds": 20,
                     "lockRetrySeconds": 5,
-                    "hostNetwork": true,
-                    "metricsPort": lakeload_testkit::free_port(),
                     "logFormat": "text",
                     "allowedImages": ["localhost/*"],
                     // An account no namespace binds to the worker Role (a run naming it
                     // cannot report its result).
                     "allowedServiceAccounts": ["unbound"],
-                    // In-cluster config, pointed at the API server on the node's loopback.
-                    "extraEnv": [
-                        {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
-                        {"name": "KUBERNETES_SERVICE_PORT", "value": cluster.api_port.to_string()},
-                        {"name": "RUST_LOG", "value": "info,lakeload_operator=debug"},
-                    ],
+                    // A Secret that does not exist (a run mounting it cannot start).
+                    "allowedSecrets": [CREDENTIALS, "missing-creds"],
+                    // A ConfigMap with binaryData (refused all the same).
+                    "allowedConfigMaps": ["tools"],
+                    "allowedEnv": IRSA_ENV,
+                    "extraEnv": [{"name": "RUST_LOG", "value": "info,lakeload_operator=debug"}],
                 },
                 "schedule": {
                     "enabled": true,
@@ -211,36 +260,57 @@ async fn shared() -> &'static Shared {
                         "mode": "incremental",
                         "source": {"url": format!("s3://{cron_bucket}/src")},
                         "target": {"url": format!("s3://{cron_bucket}/table")},
-                        "credentialsSecret": "aws",
+                        "credentialsSecret": CREDENTIALS,
                         "settings": s3_settings(s3),
-                        "podTemplate": worker_pod(cluster.api_port),
                         "ttlSecondsAfterFinished": 3600,
                     },
                 },
             });
             let values_file = cluster.dir.join("values.json");
             std::fs::write(&values_file, values.to_string()).unwrap();
-            let helm = tokio::task::spawn_blocking(lakeload_testkit::helm).await.unwrap();
-            let install = Command::new(helm)
-                .args(["install", "lakeload"])
-                .arg(lakeload_testkit::workspace().join("charts/lakeload"))
-                .args([
-                    "--namespace",
-                    RELEASE_NS,
-                    "--wait",
-                    "--timeout",
-                    "180s",
-                    "--values",
-                ])
-                .arg(&values_file)
-                .env("KUBECONFIG", &cluster.kubeconfig)
-                .output()
-                .unwrap();
+
+            // The release as the previous chart installed it: its CRDs lack this version's
+            // fields and revision. This operator does not start against them.
+            let previous = lakeload_testkit::previous_chart();
+            let install =
+                tokio::task::block_in_place(|| helm(cluster, "install", &previous, &values_file, false));
             assert!(
                 install.status.success(),
-                "helm install: {}{}\n{}",
+                "helm install (previous chart): {}{}",
                 String::from_utf8_lossy(&install.stdout),
-                String::from_utf8_lossy(&install.stderr),
+                String::from_utf8_lossy(&install.stderr)
+            );
+            let refusal = operator_refusal(cluster).await;
+            let upgrade_ns = format!("upgrade-{}", std::process::id());
+            create_namespace(&admin, &upgrade_ns).await;
+            let bucket = s3.bucket("upgrade");
+            let lines = upload_sources(s3, &bucket, 2, 100);
+            let before: EtlRun = serde_json::from_value(json!({
+                "apiVersion": "lakeload.io/v1alpha1",
+                "kind": "EtlRun",
+                "metadata": {"name": "before-upgrade", "namespace": upgrade_ns},
+                "spec": {
+                    "source": {"url": format!("s3://{bucket}/src")},
+                    "target": {"url": format!("s3://{bucket}/table"), "format": "delta"},
+                    "credentialsSecret": CREDENTIALS,
+                    "settings": s3_settings(s3),
+                    "queueTimeoutSeconds": 600,
+                },
+            }))
+            .unwrap();
+            let stored = Api::<EtlRun>::namespaced(admin.clone(), &upgrade_ns)
+                .create(&PostParams::default(), &before)
+                .await
+                .unwrap();
+
+            let chart = lakeload_testkit::workspace().join("charts/lakeload");
+            let upgrade =
+                tokio::task::block_in_place(|| helm(cluster, "upgrade", &chart, &values_file, true));
+            assert!(
+                upgrade.status.success(),
+                "helm upgrade (this chart): {}{}\n{}",
+                String::from_utf8_lossy(&upgrade.stdout),
+                String::from_utf8_lossy(&upgrade.stderr),
                 operator_logs(cluster)
             );
             let deployments: Api<Deployment> = Api::namespaced(admin.clone(), RELEASE_NS);
@@ -260,9 +330,45 @@ async fn shared() -> &'static Shared {
                 s3,
                 cron_bucket,
                 cron_lines,
+                upgrade: Upgrade {
+                    refusal,
+                    before: (upgrade_ns, "before-upgrade".into(), bucket, lines),
+                    timeout_before: stored.spec.queue_timeout_seconds,
+                },
             }
         })
         .await
+}
+
+/// The last words of an operator container that exited (it refuses older CRDs), read from
+/// the pod's status once one has terminated.
+async fn operator_refusal(cluster: &Cluster) -> String {
+    let admin = client_for(&cluster.kubeconfig).await;
+    let pods: Api<Pod> = Api::namespaced(admin, RELEASE_NS);
+    let selector =
+        ListParams::default().labels("app.kubernetes.io/name=lakeload,app.kubernetes.io/instance=lakeload");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        for pod in pods.list(&selector).await.unwrap().items {
+            let statuses = pod.status.and_then(|s| s.container_statuses).unwrap_or_default();
+            for status in statuses.iter().filter(|c| c.name == "operator") {
+                let ended = status
+                    .last_state
+                    .as_ref()
+                    .and_then(|s| s.terminated.clone())
+                    .or_else(|| status.state.as_ref().and_then(|s| s.terminated.clone()));
+                if let Some(ended) = ended {
+                    return format!("exit {}: {}", ended.exit_code, ended.message.unwrap_or_default());
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no operator container of the previous chart's release ended\n{}",
+            operator_logs(cluster)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// The operator's container log, for failure messages.
@@ -298,9 +404,8 @@ async fn create_run(setup: &Setup, ns: &str, name: &str, bucket: &str, extra: se
         "mode": "full",
         "source": {"url": format!("s3://{bucket}/src")},
         "target": {"url": format!("s3://{bucket}/table")},
-        "credentialsSecret": "aws",
+        "credentialsSecret": CREDENTIALS,
         "settings": s3_settings(setup.s3),
-        "podTemplate": worker_pod(setup.cluster.api_port),
     });
     merge(&mut spec, extra);
     let run: EtlRun = serde_json::from_value(json!({
@@ -588,7 +693,7 @@ async fn an_etlrun_runs_the_worker_image_to_succeeded() {
     assert_eq!(pods.len(), 1);
     assert_eq!(exit_code(&pods[0]), Some(0));
     // The table is free again.
-    let leases: Api<Lease> = Api::namespaced(setup.admin.clone(), &ns);
+    let leases: Api<Lease> = Api::namespaced(setup.admin.clone(), RELEASE_NS);
     assert!(leases.get_opt(&lease_name(&run)).await.unwrap().is_none());
 }
 
@@ -675,7 +780,7 @@ async fn an_image_that_does_not_exist_fails_the_run_with_the_reason() {
         "{message}"
     );
     // The pod is stopped and the table's Lease released.
-    let leases: Api<Lease> = Api::namespaced(setup.admin.clone(), &ns);
+    let leases: Api<Lease> = Api::namespaced(setup.admin.clone(), RELEASE_NS);
     let deadline = Instant::now() + Duration::from_secs(90);
     while leases.get_opt(&lease_name(&run)).await.unwrap().is_some() {
         assert!(Instant::now() < deadline, "the Lease was not released");
@@ -703,7 +808,7 @@ async fn deleting_a_run_collects_its_job_and_pods_and_frees_the_table() {
     let runs: Api<EtlRun> = Api::namespaced(setup.admin.clone(), &ns);
     runs.delete("doomed", &DeleteParams::default()).await.unwrap();
     let jobs: Api<Job> = Api::namespaced(setup.admin.clone(), &ns);
-    let leases: Api<Lease> = Api::namespaced(setup.admin.clone(), &ns);
+    let leases: Api<Lease> = Api::namespaced(setup.admin.clone(), RELEASE_NS);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         // The Lease first: once it is gone, no pod of the run may be running any more (a
@@ -899,7 +1004,7 @@ async fn a_pod_that_cannot_mount_its_volume_fails_the_run_with_the_kubelets_mess
         message.contains("ContainerCreating") && message.contains("missing-creds"),
         "the kubelet's reason is quoted: {message}"
     );
-    let leases: Api<Lease> = Api::namespaced(setup.admin.clone(), &ns);
+    let leases: Api<Lease> = Api::namespaced(setup.admin.clone(), RELEASE_NS);
     let deadline = Instant::now() + Duration::from_secs(90);
     while leases.get_opt(&lease_name(&run)).await.unwrap().is_some() {
         assert!(Instant::now() < deadline, "the Lease was not released");
@@ -913,7 +1018,7 @@ async fn a_run_whose_credentials_only_the_worker_has_succeeds_with_its_full_stat
     // IRSA as EKS's pod identity webhook sets it up: a projected service account token for
     // STS and the variables that point the AWS SDK at it. STS is moto's here. No Secret: the
     // worker's credentials come from AssumeRoleWithWebIdentity, which only its pod can call.
-    let mut template = worker_pod(setup.cluster.api_port);
+    let mut template = json!({"env": []});
     template["env"].as_array_mut().unwrap().extend([
         json!({"name": "AWS_ROLE_ARN", "value": "arn:aws:iam::111122223333:role/lakeload-etl"}),
         json!({"name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"}),
@@ -1107,7 +1212,7 @@ async fn a_leader_killed_mid_run_never_lets_a_second_job_write_the_table() {
         }
     };
     scale(0).await;
-    let table_leases: Api<Lease> = Api::namespaced(setup.admin.clone(), &ns);
+    let table_leases: Api<Lease> = Api::namespaced(setup.admin.clone(), RELEASE_NS);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let lease = table_leases.get(&lease_name(&first)).await.unwrap().spec.unwrap();
@@ -1540,4 +1645,413 @@ async fn a_delta_etlrun_oom_killed_after_writing_a_date_succeeds_on_the_jobs_ret
         reference_rows(setup.s3, &bucket),
         "the table a full local run over the same files gives"
     );
+}
+
+/// The release was installed from the previous chart (0.1.0), whose CRDs lack this version's
+/// fields, then upgraded to this one (see [`shared`]). Before the upgrade this operator
+/// refused to run and named the fix; the upgrade's hook applied the CRDs; the run created
+/// before it ran to completion with its Delta format intact, and new fields are kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn upgrading_from_the_previous_chart_applies_the_crds_and_keeps_every_field() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use lakeload_operator::crd::{CRD_REVISION, CRD_REVISION_ANNOTATION, TableFormat};
+    let setup = setup().await;
+    let upgrade = &setup.upgrade;
+    assert!(
+        upgrade.refusal.starts_with("exit 1") && upgrade.refusal.contains("helm upgrade"),
+        "{}",
+        upgrade.refusal
+    );
+    assert_eq!(
+        upgrade.timeout_before, None,
+        "the previous CRDs prune the field: why the operator refused them"
+    );
+    let crds: Api<CustomResourceDefinition> = Api::all(setup.admin.clone());
+    for name in ["etlruns.lakeload.io", "etlrunresults.lakeload.io"] {
+        let crd = crds.get(name).await.unwrap();
+        assert_eq!(
+            crd.annotations().get(CRD_REVISION_ANNOTATION),
+            Some(&CRD_REVISION.to_string()),
+            "{name} applied by the upgrade hook"
+        );
+    }
+    let (ns, name, bucket, lines) = upgrade.before.clone();
+    let done = wait_run(&setup, &ns, &name, Duration::from_secs(240), finished).await;
+    assert_eq!(done.spec.target.format, Some(TableFormat::Delta));
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    assert_eq!(
+        (status.rows_read, status.table_version),
+        (Some(lines as u64), Some(0))
+    );
+    assert_eq!(
+        rows_by_date(setup.s3, &format!("s3://{bucket}/table"), "delta"),
+        reference_rows(setup.s3, &bucket)
+    );
+    // A run created now keeps every field of this version.
+    let after = create_run(
+        &setup,
+        &ns,
+        "after-upgrade",
+        &bucket,
+        json!({"queueTimeoutSeconds": 900, "target": {"url": format!("s3://{bucket}/table-two"), "format": "delta"}}),
+    )
+    .await;
+    assert_eq!(after.spec.queue_timeout_seconds, Some(900));
+    assert_eq!(after.spec.target.format, Some(TableFormat::Delta));
+}
+
+/// Each way a tenant could run code with a run's credentials, borrow another team's, or
+/// reach the node's network is refused before any Job exists; keys of the credentials
+/// Secret other than the AWS variables never reach the worker.
+#[tokio::test(flavor = "multi_thread")]
+async fn tenants_cannot_borrow_credentials_run_code_or_take_the_node_network() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let (ref setup, ns, bucket, lines) = fresh("tenant", 40).await;
+    // A text ConfigMap whose profile runs a shell for credentials, and another team's keys.
+    let profile: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "aws-profile", "namespace": ns},
+        "data": {"config": "[default]\ncredential_process = sh -c 'cat /proc/self/environ >&2; echo {}'\n"},
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(setup.admin.clone(), &ns)
+        .create(&PostParams::default(), &profile)
+        .await
+        .unwrap();
+    let other_team: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "team-b-aws", "namespace": ns},
+        "stringData": {"AWS_ACCESS_KEY_ID": "b", "AWS_SECRET_ACCESS_KEY": "b"},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(setup.admin.clone(), &ns)
+        .create(&PostParams::default(), &other_team)
+        .await
+        .unwrap();
+    let attacks = [
+        (
+            "process-profile",
+            json!({"podTemplate": {
+                "env": [{"name": "AWS_CONFIG_FILE", "value": "/etc/aws/config"}],
+                "volumes": [{"name": "profile", "configMap": {"name": "aws-profile"}}],
+                "volumeMounts": [{"name": "profile", "mountPath": "/etc/aws"}]}}),
+            "EnvNotAllowed",
+        ),
+        (
+            "profile-mount",
+            json!({"podTemplate": {
+                "volumes": [{"name": "profile", "configMap": {"name": "aws-profile"}}],
+                "volumeMounts": [{"name": "profile", "mountPath": "/etc/aws"}]}}),
+            "VolumeNotAllowed",
+        ),
+        (
+            "other-team",
+            json!({"credentialsSecret": "team-b-aws"}),
+            "SecretNotAllowed",
+        ),
+        (
+            "other-team-key",
+            json!({"podTemplate": {"env": [{"name": "TZ", "valueFrom":
+                {"secretKeyRef": {"name": "team-b-aws", "key": "AWS_SECRET_ACCESS_KEY"}}}]}}),
+            "SecretNotAllowed",
+        ),
+        (
+            "node-network",
+            json!({"podTemplate": {"hostNetwork": true}}),
+            "HostNetworkNotAllowed",
+        ),
+        (
+            "plain-text-key",
+            json!({"credentialsSecret": null, "settings": {"aws.access_key_id": "AKIA", "aws.secret_access_key": "s3cr3t"}}),
+            "SecretInSettings",
+        ),
+    ];
+    for (name, extra, _) in &attacks {
+        create_run(setup, &ns, name, &bucket, extra.clone()).await;
+    }
+    let jobs: Api<Job> = Api::namespaced(setup.admin.clone(), &ns);
+    for (name, _, reason) in &attacks {
+        let done = wait_run(setup, &ns, name, Duration::from_secs(60), finished).await;
+        let status = done.status.clone().unwrap();
+        assert_eq!(
+            (status.phase, status.reason.as_deref()),
+            (Some(Phase::Failed), Some(*reason)),
+            "{name}: {:?}",
+            status.message
+        );
+        assert!(
+            jobs.get_opt(&job_name(&done)).await.unwrap().is_none(),
+            "{name}: no Job"
+        );
+    }
+
+    // A loader variable slipped into the credentials Secret: the run succeeds, and the
+    // variable is nowhere in its worker's environment.
+    let mut keys: Secret = Api::<Secret>::namespaced(setup.admin.clone(), &ns)
+        .get(CREDENTIALS)
+        .await
+        .unwrap();
+    keys.metadata.managed_fields = None;
+    keys.string_data = Some(BTreeMap::from([
+        ("LD_PRELOAD".to_string(), "/tmp/evil.so".to_string()),
+        ("AWS_CONFIG_FILE".to_string(), "/tmp/evil-config".to_string()),
+    ]));
+    Api::<Secret>::namespaced(setup.admin.clone(), &ns)
+        .replace(CREDENTIALS, &PostParams::default(), &keys)
+        .await
+        .unwrap();
+    let run = create_run(setup, &ns, "preload-key", &bucket, json!({})).await;
+    let done = wait_run(setup, &ns, "preload-key", Duration::from_secs(180), finished).await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    assert_eq!(status.rows_read, Some(lines as u64));
+    let pod = &job_pods(setup, &ns, &run).await[0];
+    let container = &pod.spec.as_ref().unwrap().containers[0];
+    assert_eq!(container.env_from, None);
+    let env: BTreeMap<String, Option<String>> = container
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone()))
+        .collect();
+    assert!(!env.contains_key("LD_PRELOAD"), "{env:?}");
+    assert_eq!(env["AWS_CONFIG_FILE"].as_deref(), Some("/dev/null"));
+    assert_eq!(env["AWS_SHARED_CREDENTIALS_FILE"].as_deref(), Some("/dev/null"));
+}
+
+/// A pod running as the worker account writes results for a run it does not belong to: one
+/// claiming the run's own pod is refused by the chart's admission policy; one in its own
+/// name (with another run id and counts) is admitted but never becomes the run's status.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_of_the_worker_account_cannot_forge_another_runs_result() {
+    use lakeload_types::result::{EtlRunResult, POD_UID_LABEL};
+    let (ref setup, ns, bucket, lines) = fresh("forgery", 60).await;
+    let (victim, victim_pod) = create_paused_run(setup, &ns, "victim", &bucket, 25_000, json!({})).await;
+    let decoy_bucket = setup.s3.bucket("decoy");
+    upload_sources(setup.s3, &decoy_bucket, 1, 7);
+    // The forger: the worker image as the worker account, reporting a run of its own making
+    // (a decoy table) to the victim run, once claiming the victim's pod, once in its own name.
+    let forger = |name: &str, pod_uid_arg: &str| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "serviceAccountName": "lakeload-worker",
+                "restartPolicy": "Never",
+                "securityContext": {"runAsNonRoot": true, "runAsUser": 10001},
+                "containers": [{
+                    "name": "forger",
+                    "image": WORKER_IMAGE,
+                    "imagePullPolicy": "Never",
+                    "args": ["run", "--mode", "full", "--run-id", "20200101T000000000Z-forged",
+                             "--etlrun", "victim", "--etlrun-uid", victim.uid().unwrap(), pod_uid_arg],
+                    "env": [
+                        {"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+                        {"name": "LAKELOAD_SOURCE_URL", "value": format!("s3://{decoy_bucket}/src")},
+                        {"name": "LAKELOAD_TARGET_URL", "value": format!("s3://{decoy_bucket}/table")},
+                        {"name": "LAKELOAD_AWS_ENDPOINT_URL", "value": setup.s3.endpoint},
+                        {"name": "LAKELOAD_AWS_REGION", "value": "us-east-1"},
+                        {"name": "LAKELOAD_AWS_FORCE_PATH_STYLE", "value": "true"},
+                        {"name": "AWS_ACCESS_KEY_ID", "value": "testing"},
+                        {"name": "AWS_SECRET_ACCESS_KEY", "value": "testing"},
+                    ],
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                }],
+                "volumes": [{"name": "tmp", "emptyDir": {}}],
+            },
+        }))
+        .unwrap()
+    };
+    let pods: Api<Pod> = Api::namespaced(setup.admin.clone(), &ns);
+    let claimed = format!("--pod-uid={}", victim_pod.uid().unwrap());
+    for pod in [
+        forger("impostor", &claimed),
+        forger("own-name", "--pod-uid=$(POD_UID)"),
+    ] {
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
+    let ended = |name: &'static str| {
+        let pods = pods.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let pod = pods.get(name).await.unwrap();
+                if let Some(t) = terminated(&pod) {
+                    return t.clone();
+                }
+                assert!(Instant::now() < deadline, "forger {name} did not end");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let impostor = ended("impostor").await;
+    let said = impostor.message.unwrap_or_default();
+    assert!(
+        said.contains("could not be reported") && said.contains("lakeload.io/pod-uid"),
+        "the admission policy's refusal reaches the forger: {said}"
+    );
+    ended("own-name").await;
+    let results: Api<EtlRunResult> = Api::namespaced(setup.admin.clone(), &ns);
+    let forged: Vec<EtlRunResult> = results
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|r| r.spec.run_id.ends_with("-forged"))
+        .collect();
+    assert_eq!(forged.len(), 1, "only the result in its own name was admitted");
+    let own = pods.get("own-name").await.unwrap();
+    assert_eq!(forged[0].labels().get(POD_UID_LABEL), own.uid().as_ref());
+
+    // The victim's own pod finishes: its status is its own table's, not the forgery's.
+    let done = wait_run(setup, &ns, "victim", Duration::from_secs(240), finished).await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    assert_eq!(status.rows_read, Some(lines as u64));
+    assert_ne!(status.run_id.as_deref(), Some("20200101T000000000Z-forged"));
+}
+
+/// A run waiting on a queue Kueue will never admit (it does not exist) fails `NotAdmitted`
+/// after its `queueTimeoutSeconds`, quoting what Kueue says, and frees its table.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_kueue_never_admits_fails_not_admitted_and_frees_its_table() {
+    let (ref setup, ns, bucket, _) = fresh("no-queue", 10).await;
+    kueue(setup).await;
+    let run = create_run(
+        setup,
+        &ns,
+        "stranded",
+        &bucket,
+        json!({"queueName": "no-such-queue", "queueTimeoutSeconds": 20}),
+    )
+    .await;
+    let done = wait_run(setup, &ns, "stranded", Duration::from_secs(120), finished).await;
+    let status = done.status.unwrap();
+    assert_eq!(
+        (status.phase, status.reason.as_deref()),
+        (Some(Phase::Failed), Some("NotAdmitted")),
+        "{status:?}"
+    );
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.contains("queueTimeoutSeconds = 20") && message.contains("no-such-queue"),
+        "{message}"
+    );
+    let leases: Api<Lease> = Api::namespaced(setup.admin.clone(), RELEASE_NS);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while leases.get_opt(&lease_name(&run)).await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the Lease was not released");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(job_pods(setup, &ns, &run).await.is_empty(), "no worker ever ran");
+}
+
+/// The chart's NetworkPolicy, rendered with the API server's and moto's addresses and applied
+/// to a namespace of runs: a run against that S3 endpoint succeeds (API server and S3
+/// reachable), a run against another S3 endpoint on the same node cannot connect.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_charts_network_policy_lets_workers_reach_the_api_server_and_s3_only() {
+    let (ref setup, ns, bucket, lines) = fresh("fenced", 30).await;
+    let elsewhere = tokio::task::spawn_blocking(|| S3Server::listening_on(&Cluster::shared().host_ip))
+        .await
+        .unwrap();
+    let other_bucket = elsewhere.bucket("elsewhere");
+    upload_sources(&elsewhere, &other_bucket, 1, 10);
+    let host = &setup.cluster.host_ip;
+    let sets = [
+        "networkPolicy.enabled=true".to_string(),
+        format!("networkPolicy.apiServer[0].cidr={host}/32"),
+        format!("networkPolicy.apiServer[0].port={}", setup.cluster.api_port),
+        format!("networkPolicy.s3[0].cidr={host}/32"),
+        format!("networkPolicy.s3[0].port={}", setup.s3.port()),
+    ];
+    let mut template = Command::new(lakeload_testkit::helm());
+    template
+        .args(["template", "lakeload"])
+        .arg(lakeload_testkit::workspace().join("charts/lakeload"))
+        .args(["--namespace", &ns, "--show-only", "templates/networkpolicy.yaml"]);
+    for set in &sets {
+        template.args(["--set", set]);
+    }
+    let out = tokio::task::block_in_place(|| template.output().unwrap());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let policy: k8s_openapi::api::networking::v1::NetworkPolicy =
+        serde_yaml::from_slice(&out.stdout).unwrap();
+    Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(setup.admin.clone(), &ns)
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+
+    create_run(setup, &ns, "allowed", &bucket, json!({})).await;
+    create_run(
+        setup,
+        &ns,
+        "blocked",
+        &other_bucket,
+        json!({"settings": {"aws.endpoint_url": elsewhere.endpoint}, "backoffLimit": 0}),
+    )
+    .await;
+    let allowed = wait_run(setup, &ns, "allowed", Duration::from_secs(180), finished).await;
+    let status = allowed.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    assert_eq!(status.rows_read, Some(lines as u64));
+    let blocked = wait_run(setup, &ns, "blocked", Duration::from_secs(400), finished).await;
+    let status = blocked.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Failed), "{status:?}");
+    let message = status.message.unwrap_or_default().to_lowercase();
+    assert!(
+        message.contains("timeout") || message.contains("timed out") || message.contains("dispatch failure"),
+        "the worker could not connect: {message}"
+    );
+    // Nothing reached the other endpoint: its table was never written.
+    let (_, listing) = elsewhere.exchange("GET", &format!("/{other_bucket}?list-type=2&prefix=table/"), b"");
+    assert!(!listing.contains("<Key>"), "{listing}");
+}
+
+/// The README's path as written: `kubectl -n lakeload apply -f deploy/etlrun.yaml` against the
+/// chart installed into `lakeload` (its site S3 endpoint in `workerSettings`, as the README
+/// says for S3-compatible stores), the sample's buckets holding gzip files.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_sample_run_succeeds_as_written() {
+    let setup = setup().await;
+    for bucket in ["landing-bucket", "lake-bucket"] {
+        assert_eq!(setup.s3.request("PUT", &format!("/{bucket}"), b""), 200);
+    }
+    let mut lines = 0;
+    for f in 0..3u64 {
+        let text = lakeload_testkit::sample_lines(f + 11, 150, 40, 3);
+        lines += text.lines().count();
+        setup
+            .s3
+            .put("landing-bucket", &format!("events/part-{f}.gz"), &gzip(&text));
+    }
+    let kubectl = tokio::task::spawn_blocking(lakeload_testkit::kubectl)
+        .await
+        .unwrap();
+    let apply = Command::new(&kubectl)
+        .args(["-n", "lakeload", "apply", "-f"])
+        .arg(lakeload_testkit::workspace().join("deploy/etlrun.yaml"))
+        .env("KUBECONFIG", &setup.cluster.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        apply.status.success(),
+        "{}",
+        String::from_utf8_lossy(&apply.stderr)
+    );
+    let done = wait_run(
+        &setup,
+        RELEASE_NS,
+        "events-incremental",
+        Duration::from_secs(240),
+        finished,
+    )
+    .await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    assert_eq!(status.rows_read, Some(lines as u64));
+    assert_eq!(status.table_version, Some(0), "a Delta table, its first commit");
+    let rows: u64 = rows_by_date(setup.s3, "s3://lake-bucket/tables/events", "delta")
+        .values()
+        .sum();
+    assert_eq!(Some(rows), status.rows_inserted);
 }

@@ -12,8 +12,12 @@ use crate::{start_guarded, workspace};
 pub struct Cluster {
     /// Kubeconfig of the cluster admin.
     pub kubeconfig: PathBuf,
-    /// The API server's port on 127.0.0.1 (for pods on the host network).
+    /// The API server's port (on 127.0.0.1 for the host; pods reach it through the
+    /// `kubernetes` Service, which forwards to `host_ip`:`api_port`).
     pub api_port: u16,
+    /// The node's address on the pod network (the bridge's): servers the pods must reach (S3)
+    /// listen there.
+    pub host_ip: String,
     /// Logs of every component (`*.log`) and of every container (`pod-logs/`).
     pub dir: PathBuf,
     _cluster: Child,
@@ -65,9 +69,14 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(240);
         while !dir.join("ready").exists() {
             let up = std::fs::read_to_string(&log).unwrap_or_default();
-            let failed = ["exited;", "not ready after", "cannot import"]
-                .iter()
-                .any(|s| up.contains(s));
+            let failed = [
+                "exited;",
+                "not ready after",
+                "cannot import",
+                "cannot set up the pod network",
+            ]
+            .iter()
+            .any(|s| up.contains(s));
             assert!(
                 !failed && Instant::now() < deadline,
                 "the test cluster did not start; tests/cluster/up.sh said:\n{up}"
@@ -79,9 +88,14 @@ impl Cluster {
             .trim()
             .parse()
             .expect("a port");
+        let host_ip = std::fs::read_to_string(dir.join("host-ip"))
+            .expect("host-ip")
+            .trim()
+            .to_string();
         Cluster {
             kubeconfig: dir.join("kubeconfig"),
             api_port,
+            host_ip,
             dir,
             _cluster: child,
         }

@@ -50,7 +50,9 @@ impl ControlPlane {
         PLANE.get_or_init(ControlPlane::start)
     }
 
-    fn start() -> ControlPlane {
+    /// A control plane of the caller's own (for a test that changes cluster-wide objects,
+    /// such as CRDs, which the shared one's other tests rely on).
+    pub fn start() -> ControlPlane {
         let bin = binaries();
         let dir = tempfile::Builder::new()
             .prefix("lakeload-k8s-")

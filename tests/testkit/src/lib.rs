@@ -55,10 +55,12 @@ pub fn python() -> PathBuf {
     venv_tool("python")
 }
 
-/// A moto S3 server on 127.0.0.1, stopped when the test process exits.
+/// A moto S3 server (on 127.0.0.1 unless started with [`S3Server::listening_on`]), stopped
+/// when the test process exits.
 pub struct S3Server {
     pub endpoint: String,
     port: u16,
+    address: String,
     _child: Child,
 }
 
@@ -90,8 +92,13 @@ pub fn start_guarded(program: &Path, args: &[String], log: &Path) -> Child {
 
 /// Waits (up to a minute) until a server accepts connections on 127.0.0.1:`port`.
 pub fn wait_port(port: u16, what: &str, log: &Path) {
+    wait_port_on("127.0.0.1", port, what, log)
+}
+
+/// Waits (up to a minute) until a server accepts connections on `address`:`port`.
+pub fn wait_port_on(address: &str, port: u16, what: &str, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while TcpStream::connect((address, port)).is_err() {
         assert!(
             Instant::now() < deadline,
             "{what} did not start; see {}",
@@ -193,26 +200,29 @@ const ANY_SIGNATURE: &str = "Authorization: AWS4-HMAC-SHA256 \
 impl S3Server {
     /// The test process's server, started on first use.
     pub fn shared() -> &'static S3Server {
-        SERVER.get_or_init(S3Server::start)
+        SERVER.get_or_init(|| S3Server::listening_on("127.0.0.1"))
     }
 
-    fn start() -> S3Server {
+    /// A server of its own on `address` (a local address: e.g. the test cluster's bridge,
+    /// which its pods reach).
+    pub fn listening_on(address: &str) -> S3Server {
         let moto = venv_tool("moto_server");
         let port = free_port();
         let log = std::env::temp_dir().join(format!("lakeload-moto-{port}.log"));
-        let args = [
-            "-H".to_string(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            port.to_string(),
-        ];
+        let args = ["-H".to_string(), address.into(), "-p".into(), port.to_string()];
         let child = start_guarded(&moto, &args, &log);
-        wait_port(port, "moto_server", &log);
+        wait_port_on(address, port, "moto_server", &log);
         S3Server {
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: format!("http://{address}:{port}"),
             port,
+            address: address.to_string(),
             _child: child,
         }
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Sends one plain HTTP request (moto does not check signatures) and returns the status.
@@ -222,9 +232,10 @@ impl S3Server {
 
     /// Sends one plain HTTP request and returns the status and the body.
     pub fn exchange(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
+        let mut stream = TcpStream::connect((self.address.as_str(), self.port)).expect("connect to moto");
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\n{ANY_SIGNATURE}\r\nConnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}:{}\r\nContent-Length: {}\r\n{ANY_SIGNATURE}\r\nConnection: close\r\n\r\n",
+            self.address,
             self.port,
             body.len()
         );
@@ -275,4 +286,28 @@ impl S3Server {
             ("LAKELOAD_AWS_REGION".into(), "us-east-1".into()),
         ]
     }
+}
+
+/// A file of the previous release's chart (`tests/cluster/previous-chart/lakeload-0.1.0.tgz`,
+/// the chart as released before this version), by its path inside the chart.
+pub fn previous_chart_file(path: &str) -> String {
+    let archive = previous_chart();
+    let out = std::process::Command::new("tar")
+        .arg("-xzOf")
+        .arg(&archive)
+        .arg(format!("lakeload/{path}"))
+        .output()
+        .expect("tar");
+    assert!(
+        out.status.success(),
+        "{} has no lakeload/{path}: {}",
+        archive.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("text")
+}
+
+/// The previous release's chart archive, for `helm install` before an upgrade.
+pub fn previous_chart() -> PathBuf {
+    workspace().join("tests/cluster/previous-chart/lakeload-0.1.0.tgz")
 }
