@@ -33,14 +33,15 @@ pub async fn check(client: &Client) -> Result<(), String> {
         let installed = match api.get_opt(&name).await {
             Ok(Some(installed)) => installed,
             Ok(None) => return Err(format!("the CRD {name} is not installed: {fix}")),
-            // No right to read CRDs (an operator deployed without the chart's ClusterRole):
-            // say so rather than refuse to run.
+            // An operator deployed without this version's ClusterRole (e.g. by an older chart)
+            // cannot tell: it does not guess.
             Err(kube::Error::Api(s)) if s.code == 403 => {
-                tracing::warn!(
-                    "cannot check the CRD {name} ({}); make sure it is current: {fix}",
+                return Err(format!(
+                    "cannot check that the CRD {name} is not older than this operator: its \
+                     service account may not read it (the chart's operator-crds ClusterRole \
+                     grants `get` on its two CRDs; {}); {fix}",
                     s.message
-                );
-                continue;
+                ));
             }
             Err(e) => return Err(format!("cannot read the CRD {name}: {e}")),
         };

@@ -340,25 +340,30 @@ async fn shared() -> &'static Shared {
         .await
 }
 
-/// The last words of an operator container that exited (it refuses older CRDs), read from
-/// the pod's status once one has terminated.
+/// What an operator container that exited said (it refuses older CRDs): its exit code and
+/// log, read once one has terminated.
 async fn operator_refusal(cluster: &Cluster) -> String {
     let admin = client_for(&cluster.kubeconfig).await;
     let pods: Api<Pod> = Api::namespaced(admin, RELEASE_NS);
-    let selector =
-        ListParams::default().labels("app.kubernetes.io/name=lakeload,app.kubernetes.io/instance=lakeload");
+    let selector = ListParams::default().labels("app.kubernetes.io/name=lakeload,app.kubernetes.io/instance=lakeload");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         for pod in pods.list(&selector).await.unwrap().items {
-            let statuses = pod.status.and_then(|s| s.container_statuses).unwrap_or_default();
+            let statuses = pod.status.clone().and_then(|s| s.container_statuses).unwrap_or_default();
             for status in statuses.iter().filter(|c| c.name == "operator") {
-                let ended = status
-                    .last_state
-                    .as_ref()
-                    .and_then(|s| s.terminated.clone())
-                    .or_else(|| status.state.as_ref().and_then(|s| s.terminated.clone()));
+                let (ended, previous) = match (&status.state, &status.last_state) {
+                    (Some(state), _) if state.terminated.is_some() => (state.terminated.clone(), false),
+                    (_, Some(last)) if last.terminated.is_some() => (last.terminated.clone(), true),
+                    _ => (None, false),
+                };
                 if let Some(ended) = ended {
-                    return format!("exit {}: {}", ended.exit_code, ended.message.unwrap_or_default());
+                    let params = LogParams {
+                        previous,
+                        container: Some("operator".into()),
+                        ..LogParams::default()
+                    };
+                    let log = pods.logs(&pod.name_any(), &params).await.unwrap_or_default();
+                    return format!("exit {}: {log}", ended.exit_code);
                 }
             }
         }
@@ -1838,7 +1843,7 @@ async fn a_pod_of_the_worker_account_cannot_forge_another_runs_result() {
                 "restartPolicy": "Never",
                 "securityContext": {"runAsNonRoot": true, "runAsUser": 10001},
                 "containers": [{
-                    "name": "forger",
+                    "name": "worker",
                     "image": WORKER_IMAGE,
                     "imagePullPolicy": "Never",
                     "args": ["run", "--mode", "full", "--run-id", "20200101T000000000Z-forged",
@@ -1877,7 +1882,11 @@ async fn a_pod_of_the_worker_account_cannot_forge_another_runs_result() {
                 if let Some(t) = terminated(&pod) {
                     return t.clone();
                 }
-                assert!(Instant::now() < deadline, "forger {name} did not end");
+                assert!(
+                    Instant::now() < deadline,
+                    "forger {name} did not end: {}",
+                    serde_json::to_string(&pod.status).unwrap()
+                );
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }

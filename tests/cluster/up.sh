@@ -40,11 +40,13 @@ mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
 
 missing=()
-for tool in containerd runc; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for tool in containerd:containerd runc:runc ip:iproute2 iptables:iptables nft:nftables unshare:util-linux; do
+  command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
+done
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc >&2 ||
-    { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc >&2; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2 ||
+    { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2; }
 fi
 bin="$("$here/../controlplane/build.sh" | tail -n 1)"
 # The kubectl built with the control plane, by path: a fresh machine has none on PATH.

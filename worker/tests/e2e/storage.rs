@@ -131,6 +131,23 @@ fn credentials_come_from_a_web_identity_token_and_their_absence_is_said_plainly(
         "no dump of error types: {said}"
     );
 
+    // A profile whose credentials come from a command: the worker is built without the SDK's
+    // `credentials-process`, so the command never runs (in a pod, a tenant's ConfigMap could
+    // otherwise run a shell with the run's identity).
+    let ran = dir.path().join("credential-process-ran");
+    let config = dir.path().join("aws-config");
+    std::fs::write(
+        &config,
+        format!(
+            "[default]\ncredential_process = sh -c 'touch {}; echo {{\"Version\": 1, \"AccessKeyId\": \"a\", \"SecretAccessKey\": \"b\"}}'\n",
+            ran.display()
+        ),
+    )
+    .unwrap();
+    let process = base(dir.path()).env("AWS_CONFIG_FILE", &config).output();
+    assert_ne!(process.status.code(), Some(0), "{}", stderr(&process));
+    assert!(!ran.exists(), "credential_process ran: {}", stderr(&process));
+
     // The role is assumed with the token at STS (moto's here); no key anywhere.
     let token = dir.path().join("token");
     std::fs::write(
