@@ -863,6 +863,12 @@ mod tests {
         }
     }
 
+    fn backoff_exceeded() -> JobState {
+        JobState::Failed {
+            message: "Job failed (BackoffLimitExceeded)".into(),
+        }
+    }
+
     fn pod(active: bool) -> PodState {
         PodState {
             name: "r-job-abcde".into(),
@@ -1138,13 +1144,7 @@ mod tests {
     #[test]
     fn a_pod_that_died_without_a_result_is_reported_by_its_own_end() {
         let r = run("r", true, running());
-        let mut o = observe(
-            &r,
-            Some(JobState::Failed {
-                message: "Job failed (BackoffLimitExceeded)".into(),
-            }),
-            None,
-        );
+        let mut o = observe(&r, Some(backoff_exceeded()), None);
         o.pods = vec![
             PodState {
                 name: "r-job-first".into(),
@@ -1179,13 +1179,7 @@ mod tests {
     #[test]
     fn failures_carry_a_reason() {
         let r = run("r", true, running());
-        let mut o = observe(
-            &r,
-            Some(JobState::Failed {
-                message: "Job failed (BackoffLimitExceeded)".into(),
-            }),
-            None,
-        );
+        let mut o = observe(&r, Some(backoff_exceeded()), None);
         o.summary = Some(summary(1, 65));
         let actions = decide(&o);
         let Some(Action::PatchStatus(s)) = actions.first() else {

@@ -492,8 +492,8 @@ mod tests {
         }
     }
 
-    fn env_of(job: &Job) -> BTreeMap<String, String> {
-        job.spec
+    fn container_of(job: &Job) -> &Container {
+        &job.spec
             .as_ref()
             .unwrap()
             .template
@@ -501,6 +501,10 @@ mod tests {
             .as_ref()
             .unwrap()
             .containers[0]
+    }
+
+    fn env_of(job: &Job) -> BTreeMap<String, String> {
+        container_of(job)
             .env
             .clone()
             .unwrap()
@@ -592,15 +596,7 @@ mod tests {
             ..Default::default()
         });
         let job = build_job(&r, "i", false);
-        let container = &job
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0];
+        let container = container_of(&job);
         assert_eq!(
             container.env_from, None,
             "no key of the Secret is taken wholesale"

@@ -345,11 +345,16 @@ async fn shared() -> &'static Shared {
 async fn operator_refusal(cluster: &Cluster) -> String {
     let admin = client_for(&cluster.kubeconfig).await;
     let pods: Api<Pod> = Api::namespaced(admin, RELEASE_NS);
-    let selector = ListParams::default().labels("app.kubernetes.io/name=lakeload,app.kubernetes.io/instance=lakeload");
+    let selector =
+        ListParams::default().labels("app.kubernetes.io/name=lakeload,app.kubernetes.io/instance=lakeload");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         for pod in pods.list(&selector).await.unwrap().items {
-            let statuses = pod.status.clone().and_then(|s| s.container_statuses).unwrap_or_default();
+            let statuses = pod
+                .status
+                .clone()
+                .and_then(|s| s.container_statuses)
+                .unwrap_or_default();
             for status in statuses.iter().filter(|c| c.name == "operator") {
                 let (ended, previous) = match (&status.state, &status.last_state) {
                     (Some(state), _) if state.terminated.is_some() => (state.terminated.clone(), false),
