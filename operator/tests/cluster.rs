@@ -31,7 +31,7 @@ use tokio::sync::OnceCell;
 /// The worker's test hook (`LAKELOAD_TEST_PAUSE_AT`), passed as a run setting.
 const PAUSE_SETTING: &str = "test.pause_at";
 const PAUSE_MARKER: &str = "lakeload-test-paused-at";
-/// The namespace of the helm release (and of its scheduled runs): the README's.
+/// The namespace of the helm release (and of its scheduled runs).
 const RELEASE_NS: &str = "lakeload";
 
 /// What the tests of this process share. Clients are not shared: each test has its own tokio
@@ -232,8 +232,6 @@ async fn shared() -> &'static Shared {
                     "pullPolicy": "Never",
                 },
                 "watchAllNamespaces": true,
-                // The site's S3 endpoint for runs that name none (the README's sample).
-                "workerSettings": {"aws.endpoint_url": s3.endpoint, "aws.force_path_style": "true"},
                 "operator": {
                     // Two replicas, a leader elected: every test here runs through leader
                     // changes (the failover test kills one, a helm upgrade rolls both).
@@ -2019,53 +2017,4 @@ async fn the_charts_network_policy_lets_workers_reach_the_api_server_and_s3_only
     // Nothing reached the other endpoint: its table was never written.
     let (_, listing) = elsewhere.exchange("GET", &format!("/{other_bucket}?list-type=2&prefix=table/"), b"");
     assert!(!listing.contains("<Key>"), "{listing}");
-}
-
-/// The README's path as written: `kubectl -n lakeload apply -f deploy/etlrun.yaml` against the
-/// chart installed into `lakeload` (its site S3 endpoint in `workerSettings`, as the README
-/// says for S3-compatible stores), the sample's buckets holding gzip files.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_readme_sample_run_succeeds_as_written() {
-    let setup = setup().await;
-    for bucket in ["landing-bucket", "lake-bucket"] {
-        assert_eq!(setup.s3.request("PUT", &format!("/{bucket}"), b""), 200);
-    }
-    let mut lines = 0;
-    for f in 0..3u64 {
-        let text = lakeload_testkit::sample_lines(f + 11, 150, 40, 3);
-        lines += text.lines().count();
-        setup
-            .s3
-            .put("landing-bucket", &format!("events/part-{f}.gz"), &gzip(&text));
-    }
-    let kubectl = tokio::task::spawn_blocking(lakeload_testkit::kubectl)
-        .await
-        .unwrap();
-    let apply = Command::new(&kubectl)
-        .args(["-n", "lakeload", "apply", "-f"])
-        .arg(lakeload_testkit::workspace().join("deploy/etlrun.yaml"))
-        .env("KUBECONFIG", &setup.cluster.kubeconfig)
-        .output()
-        .unwrap();
-    assert!(
-        apply.status.success(),
-        "{}",
-        String::from_utf8_lossy(&apply.stderr)
-    );
-    let done = wait_run(
-        &setup,
-        RELEASE_NS,
-        "events-incremental",
-        Duration::from_secs(240),
-        finished,
-    )
-    .await;
-    let status = done.status.unwrap();
-    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
-    assert_eq!(status.rows_read, Some(lines as u64));
-    assert_eq!(status.table_version, Some(0), "a Delta table, its first commit");
-    let rows: u64 = rows_by_date(setup.s3, "s3://lake-bucket/tables/events", "delta")
-        .values()
-        .sum();
-    assert_eq!(Some(rows), status.rows_inserted);
 }

@@ -56,6 +56,15 @@ impl Cluster {
                 image.display()
             );
         }
+        // One cluster per machine: the previous test binary's may still be stopping.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while std::path::Path::new("/sys/class/net/lakeload0").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "another test cluster's pod network (bridge lakeload0) is still up"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
         let parent = tempfile::Builder::new()
             .prefix("lakeload-cluster-")
             .tempdir()
