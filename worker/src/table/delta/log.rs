@@ -388,8 +388,19 @@ impl Snapshot {
     /// The deletion vector files its live files and tombstones name (the table's, beside its
     /// data files).
     pub fn vector_files(&self) -> std::collections::BTreeSet<String> {
+        self.vector_files_read_since(None)
+    }
+
+    /// The deletion vector files a version still reads: those its live files name, and those of
+    /// tombstones removed at or after `cutoff_ms` (or of unknown age; every tombstone when
+    /// `None`).
+    pub fn vector_files_read_since(&self, cutoff_ms: Option<i64>) -> std::collections::BTreeSet<String> {
         let live = self.files.values().map(|add| add.deletion_vector.as_ref());
-        let removed = self.tombstones.values().map(|r| r.deletion_vector.as_ref());
+        let removed = self
+            .tombstones
+            .values()
+            .filter(|r| cutoff_ms.is_none_or(|c| r.deletion_timestamp.is_none_or(|t| t >= c)))
+            .map(|r| r.deletion_vector.as_ref());
         live.chain(removed).filter_map(DeletionVector::file_of).collect()
     }
 

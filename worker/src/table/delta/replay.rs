@@ -278,18 +278,7 @@ pub async fn removed_before(
     }
     // A vector file a live file or a tombstone within the retention reads stays, whatever
     // removed an older vector in it.
-    let live_vectors: BTreeSet<String> = snapshot
-        .files
-        .values()
-        .filter_map(|add| DeletionVector::file_of(add.deletion_vector.as_ref()))
-        .chain(
-            snapshot
-                .tombstones
-                .values()
-                .filter(|remove| remove.deletion_timestamp.is_none_or(|t| t >= cutoff_ms))
-                .filter_map(|remove| DeletionVector::file_of(remove.deletion_vector.as_ref())),
-        )
-        .collect();
+    let live_vectors = snapshot.vector_files_read_since(Some(cutoff_ms));
     let gone = latest_remove
         .into_iter()
         .filter(|(key, at)| at.is_some_and(|t| t < cutoff_ms) && !snapshot.files.contains_key(key))
