@@ -18,7 +18,7 @@ pub struct Admission {
     /// `spec.serviceAccountName` (the worker service account is always in it).
     pub service_accounts: Vec<String>,
     /// Secrets a run may name: `spec.credentialsSecret`, `secretKeyRef` of its env, `secret`
-    /// volumes. Exact names only: the chart lists none by default.
+    /// volumes. Exact names only (the chart allows `lakeload-aws` by default; none here).
     pub secrets: Vec<String>,
     /// Variables `spec.podTemplate.env` may set: [`DEFAULT_ALLOWED_ENV`] plus the admin's.
     /// Names matching [`GUARDED_ENV`] pass only when listed by their full name.

@@ -197,11 +197,19 @@ pub fn holder_identity(run: &EtlRun) -> String {
     )
 }
 
-/// The Job of the run a holder identity names (see [`holder_identity`]), if it reads as one.
-pub fn holder_job_name(holder: &str) -> Option<String> {
+/// The namespace and Job of the run a holder identity names (see [`holder_identity`]), if it
+/// reads as one.
+pub fn holder_job(holder: &str) -> Option<(String, String)> {
     let (run, uid) = holder.rsplit_once('#')?;
-    let (_, name) = run.split_once('/')?;
-    Some(crate::job::job_name_of(name, uid))
+    let (namespace, name) = run.split_once('/')?;
+    Some((namespace.to_string(), crate::job::job_name_of(name, uid)))
+}
+
+/// The newest of a Job's pods, listed oldest first: the attempt whose end ended the Job (a
+/// retried pod's predecessors say nothing about why the last one died, and their results are
+/// not the run's).
+pub fn newest_pod(pods: &[PodState]) -> Option<&PodState> {
+    pods.last()
 }
 
 /// Sets a condition, keeping its transition time when its status does not change.
@@ -287,21 +295,15 @@ impl Observed<'_> {
             .filter(|l| l.holder.as_deref() == Some(me.as_str()))
     }
 
-    /// The newest pod of the Job: the attempt whose end ended the Job (a retried pod's
-    /// predecessors say nothing about why the last one died).
-    fn newest_pod(&self) -> Option<&PodState> {
-        self.pods.last()
-    }
-
     /// The newest pod's termination message (its last log lines).
     fn last_words(&self) -> Option<&str> {
-        self.newest_pod()?.termination_message.as_deref()
+        newest_pod(&self.pods)?.termination_message.as_deref()
     }
 
     /// How the newest pod ended (`OOMKilled`, `Evicted: …`) and its last words after `lead`,
     /// or where to look when it said nothing.
     fn quoted_last_words(&self, lead: &str) -> String {
-        let pod = self.newest_pod();
+        let pod = newest_pod(&self.pods);
         let ended = pod.and_then(|p| {
             let reason = p.end_reason.as_deref()?;
             let code = p
@@ -679,7 +681,7 @@ fn start(o: &Observed, current: &EtlRunStatus) -> Vec<Action> {
 fn exit_code(o: &Observed, summary: &SummaryFetch) -> Option<i32> {
     match summary {
         SummaryFetch::Found(s) => Some(s.exit_code),
-        _ => o.newest_pod().and_then(|p| p.exit_code),
+        _ => newest_pod(&o.pods).and_then(|p| p.exit_code),
     }
 }
 
@@ -1513,10 +1515,10 @@ mod tests {
     fn a_holder_identity_leads_back_to_its_runs_job() {
         let r = run("nightly-events", true, None);
         assert_eq!(
-            holder_job_name(&holder_identity(&r)),
-            Some(crate::job::job_name(&r))
+            holder_job(&holder_identity(&r)),
+            Some(("ns".to_string(), crate::job::job_name(&r)))
         );
-        assert_eq!(holder_job_name("not an identity"), None);
+        assert_eq!(holder_job("not an identity"), None);
     }
 
     #[test]

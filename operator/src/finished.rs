@@ -12,8 +12,8 @@ use crate::job::table_id;
 
 /// (namespace, table id) → finished runs as (finishedAt, name), ordered oldest first.
 type ByTable = HashMap<(String, String), BTreeSet<(String, String)>>;
-/// (namespace, name) → (namespace, table id, finishedAt): where a run sits in [`ByTable`].
-type Entries = HashMap<(String, String), (String, String, String)>;
+/// (namespace, name) → (table id, finishedAt): where a run sits in [`ByTable`].
+type Entries = HashMap<(String, String), (String, String)>;
 
 #[derive(Default)]
 pub struct FinishedRuns {
@@ -22,6 +22,15 @@ pub struct FinishedRuns {
 
 fn key_of(run: &EtlRun) -> (String, String) {
     (run.namespace().unwrap_or_default(), run.name_any())
+}
+
+/// Takes run `key` out of both maps, if it is there.
+fn remove(by_table: &mut ByTable, entries: &mut Entries, key: &(String, String)) {
+    if let Some((table, at)) = entries.remove(key)
+        && let Some(set) = by_table.get_mut(&(key.0.clone(), table))
+    {
+        set.remove(&(at, key.1.clone()));
+    }
 }
 
 impl FinishedRuns {
@@ -36,11 +45,7 @@ impl FinishedRuns {
             .map(|s| s.finished_at.clone().unwrap_or_default());
         let mut inner = self.inner.lock().expect("finished runs");
         let (by_table, entries) = &mut *inner;
-        if let Some((ns, table, at)) = entries.remove(&key)
-            && let Some(set) = by_table.get_mut(&(ns.clone(), table.clone()))
-        {
-            set.remove(&(at, key.1.clone()));
-        }
+        remove(by_table, entries, &key);
         if let Some(at) = finished_at
             && run.metadata.deletion_timestamp.is_none()
         {
@@ -49,7 +54,7 @@ impl FinishedRuns {
                 .entry((key.0.clone(), table.clone()))
                 .or_default()
                 .insert((at.clone(), key.1.clone()));
-            entries.insert(key.clone(), (key.0, table, at));
+            entries.insert(key, (table, at));
         }
     }
 
@@ -57,11 +62,7 @@ impl FinishedRuns {
     pub fn forget(&self, namespace: &str, name: &str) {
         let mut inner = self.inner.lock().expect("finished runs");
         let (by_table, entries) = &mut *inner;
-        if let Some((ns, table, at)) = entries.remove(&(namespace.to_string(), name.to_string()))
-            && let Some(set) = by_table.get_mut(&(ns, table))
-        {
-            set.remove(&(at, name.to_string()));
-        }
+        remove(by_table, entries, &(namespace.to_string(), name.to_string()));
     }
 
     /// Whether `run` is one of the newest `keep_last` finished runs of its table in its

@@ -15,7 +15,7 @@ use lakeload_types::result::{EtlRunResult, POD_UID_LABEL, RUN_UID_LABEL, RunResu
 use crate::context::{Context, Error, is_status};
 use crate::crd::{EtlRun, Phase};
 use crate::decide::{
-    JobState, LeaseState, Observed, PodState, Stuck, SummaryFetch, holder_identity, holder_job_name,
+    JobState, LeaseState, Observed, PodState, Stuck, SummaryFetch, holder_identity, holder_job, newest_pod,
 };
 use crate::job::{job_name, lease_name};
 
@@ -217,11 +217,11 @@ pub fn pod_state(pod: &Pod) -> PodState {
 /// not ended, or a pod that may run: a Lease whose operator stopped renewing it (a failover) is not taken over
 /// while its worker still runs.
 async fn holder_runs(client: &Client, holder: &str) -> Result<bool, Error> {
-    let (Some(job), Some((namespace, _))) = (holder_job_name(holder), holder.split_once('/')) else {
+    let Some((namespace, job)) = holder_job(holder) else {
         return Ok(false);
     };
-    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     if let Some(j) = jobs.get_opt(&job).await?
         && matches!(job_state(&j), JobState::Active | JobState::Suspended)
     {
@@ -333,7 +333,7 @@ pub fn result_of_newest_pod(
     pods: &[PodState],
     run: &EtlRun,
 ) -> (Option<RunResultSpec>, Vec<(String, String)>) {
-    let newest = pods.last().map(|p| p.uid.as_str()).filter(|u| !u.is_empty());
+    let newest = newest_pod(pods).map(|p| p.uid.as_str()).filter(|u| !u.is_empty());
     let run_uid = run.uid().unwrap_or_default();
     let run_id = crate::job::run_id(run);
     let mut passed_over = Vec::new();

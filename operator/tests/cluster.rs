@@ -10,7 +10,6 @@ mod common;
 use common::client_for;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -23,8 +22,8 @@ use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use kube::{Client, ResourceExt};
 use lakeload_operator::crd::{EtlRun, Phase};
 use lakeload_operator::job::{LABEL_TABLE, job_name, lease_name, table_id};
-use lakeload_testkit::S3Server;
 use lakeload_testkit::cluster::{Cluster, OPERATOR_IMAGE, WORKER_IMAGE};
+use lakeload_testkit::{S3Server, gzip};
 use serde_json::json;
 use tokio::sync::OnceCell;
 
@@ -56,19 +55,13 @@ struct Upgrade {
     timeout_before: Option<i64>,
 }
 
-fn gzip(text: &str) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(text.as_bytes()).unwrap();
-    encoder.finish().unwrap()
-}
-
 /// Uploads `files` source files of `n` lines each; returns the number of lines.
 fn upload_sources(s3: &S3Server, bucket: &str, files: u64, n: usize) -> usize {
     for f in 0..files {
         s3.put(
             bucket,
             &format!("src/part-{f}.gz"),
-            &gzip(&lakeload_testkit::sample_lines(f + 1, n, 50, 4)),
+            &gzip(lakeload_testkit::sample_lines(f + 1, n, 50, 4).as_bytes()),
         );
     }
     files as usize * n
@@ -603,6 +596,16 @@ async fn wait_paused(setup: &Setup, ns: &str, run: &EtlRun) -> Pod {
     }
 }
 
+/// Waits until the table Lease of `run` (in the operator's namespace) is gone.
+async fn wait_lease_released(setup: &Setup, run: &EtlRun, timeout: Duration) {
+    let leases: Api<Lease> = Api::namespaced(setup.admin.clone(), RELEASE_NS);
+    let deadline = Instant::now() + timeout;
+    while leases.get_opt(&lease_name(run)).await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the Lease was not released");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// How the worker container of `pod` terminated, as the kubelet reports it.
 fn terminated(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStateTerminated> {
     pod.status
@@ -788,12 +791,7 @@ async fn an_image_that_does_not_exist_fails_the_run_with_the_reason() {
         "{message}"
     );
     // The pod is stopped and the table's Lease released.
-    let leases: Api<Lease> = Api::namespaced(setup.admin.clone(), RELEASE_NS);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while leases.get_opt(&lease_name(&run)).await.unwrap().is_some() {
-        assert!(Instant::now() < deadline, "the Lease was not released");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_lease_released(setup, &run, Duration::from_secs(90)).await;
     assert!(job_pods(setup, &ns, &run).await.is_empty());
 
     // An image outside the allow-list never gets a pod.
@@ -1012,12 +1010,7 @@ async fn a_pod_that_cannot_mount_its_volume_fails_the_run_with_the_kubelets_mess
         message.contains("ContainerCreating") && message.contains("missing-creds"),
         "the kubelet's reason is quoted: {message}"
     );
-    let leases: Api<Lease> = Api::namespaced(setup.admin.clone(), RELEASE_NS);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while leases.get_opt(&lease_name(&run)).await.unwrap().is_some() {
-        assert!(Instant::now() < deadline, "the Lease was not released");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_lease_released(setup, &run, Duration::from_secs(90)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1568,7 +1561,7 @@ async fn a_delta_etlrun_records_the_table_version_it_committed() {
     setup.s3.put(
         &bucket,
         "src/part-9.gz",
-        &gzip(&lakeload_testkit::sample_lines(9, 150, 50, 4)),
+        &gzip(lakeload_testkit::sample_lines(9, 150, 50, 4).as_bytes()),
     );
     let mut incremental = delta.clone();
     merge(&mut incremental, json!({"mode": "incremental"}));
@@ -1611,7 +1604,7 @@ async fn a_delta_etlrun_oom_killed_after_writing_a_date_succeeds_on_the_jobs_ret
     setup.s3.put(
         &bucket,
         "src/part-9.gz",
-        &gzip(&lakeload_testkit::sample_lines(9, 150, 50, 4)),
+        &gzip(lakeload_testkit::sample_lines(9, 150, 50, 4).as_bytes()),
     );
     let mut incremental = delta.clone();
     merge(
@@ -1948,12 +1941,7 @@ async fn a_run_kueue_never_admits_fails_not_admitted_and_frees_its_table() {
         message.contains("queueTimeoutSeconds = 20") && message.contains("no-such-queue"),
         "{message}"
     );
-    let leases: Api<Lease> = Api::namespaced(setup.admin.clone(), RELEASE_NS);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while leases.get_opt(&lease_name(&run)).await.unwrap().is_some() {
-        assert!(Instant::now() < deadline, "the Lease was not released");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_lease_released(setup, &run, Duration::from_secs(60)).await;
     assert!(job_pods(setup, &ns, &run).await.is_empty(), "no worker ever ran");
 }
 

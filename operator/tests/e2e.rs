@@ -288,12 +288,10 @@ impl Env {
     /// Source files: `files` gzip files under `prefix/` of the test's source bucket.
     fn add_source(&self, prefix: &str, lines: &[&str]) {
         let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        std::io::Write::write_all(&mut gz, text.as_bytes()).unwrap();
         self.s3.put(
             &self.source_bucket,
             &format!("{prefix}/part-{}.gz", lines.len()),
-            &gz.finish().unwrap(),
+            &lakeload_testkit::gzip(text.as_bytes()),
         );
     }
 

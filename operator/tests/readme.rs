@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use kube::api::Api;
 use lakeload_operator::crd::{EtlRun, Phase};
-use lakeload_testkit::S3Server;
 use lakeload_testkit::cluster::Cluster;
+use lakeload_testkit::{S3Server, gzip};
 
 /// The first ```sh block after the line `heading` of the README.
 fn readme_block(heading: &str) -> Vec<String> {
@@ -35,13 +35,6 @@ fn readme_block(heading: &str) -> Vec<String> {
     block.lines().map(str::to_string).collect()
 }
 
-fn gzip(text: &str) -> Vec<u8> {
-    use std::io::Write;
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(text.as_bytes()).unwrap();
-    encoder.finish().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_readme_installs_the_chart_and_runs_the_sample_as_written() {
     let cluster = tokio::task::spawn_blocking(Cluster::shared).await.unwrap();
@@ -57,7 +50,11 @@ async fn the_readme_installs_the_chart_and_runs_the_sample_as_written() {
     for f in 0..3u64 {
         let text = lakeload_testkit::sample_lines(f + 21, 200, 60, 3);
         lines += text.lines().count();
-        s3.put("landing-bucket", &format!("events/part-{f}.gz"), &gzip(&text));
+        s3.put(
+            "landing-bucket",
+            &format!("events/part-{f}.gz"),
+            &gzip(text.as_bytes()),
+        );
     }
 
     // "Install with Helm": the command, and its S3-compatible line taken out of its comment.

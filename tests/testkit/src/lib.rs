@@ -311,3 +311,11 @@ pub fn previous_chart_file(path: &str) -> String {
 pub fn previous_chart() -> PathBuf {
     workspace().join("tests/cluster/previous-chart/lakeload-0.1.0.tgz")
 }
+
+/// `data` as one gzip file (a source file as it lands in the bucket).
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).expect("gzip in memory");
+    encoder.finish().expect("gzip in memory")
+}

@@ -2,13 +2,11 @@
 //! the resulting table back with polars (independently of the worker's own decoder).
 
 use std::collections::BTreeMap;
-use std::io::{Cursor, Write};
+use std::io::Cursor;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use lakeload::config::AwsConfig;
 use lakeload::location::Location;
 use lakeload::storage::{self, DynStorage};
@@ -16,11 +14,7 @@ use polars::prelude::*;
 
 pub use lakeload_testkit::S3Server;
 
-pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = GzEncoder::new(Vec::new(), Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
+pub use lakeload_testkit::gzip;
 
 /// Several gzip members back to back: one valid gzip file.
 pub fn multi_member_gzip(parts: &[&[u8]]) -> Vec<u8> {
