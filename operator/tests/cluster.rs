@@ -1831,6 +1831,8 @@ async fn a_pod_of_the_worker_account_cannot_forge_another_runs_result() {
     upload_sources(setup.s3, &decoy_bucket, 1, 7);
     // The forger: the worker image as the worker account, reporting a run of its own making
     // (a decoy table) to the victim run, once claiming the victim's pod, once in its own name.
+    // Each forger writes a decoy table of its own: on a shared one, the forger that lost the
+    // table's lock would end without a summary, so without a result to be refused.
     let forger = |name: &str, pod_uid_arg: &str| -> Pod {
         serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": ns},
@@ -1842,12 +1844,13 @@ async fn a_pod_of_the_worker_account_cannot_forge_another_runs_result() {
                     "name": "worker",
                     "image": WORKER_IMAGE,
                     "imagePullPolicy": "Never",
+                    "terminationMessagePolicy": "FallbackToLogsOnError",
                     "args": ["run", "--mode", "full", "--run-id", "20200101T000000000Z-forged",
                              "--etlrun", "victim", "--etlrun-uid", victim.uid().unwrap(), pod_uid_arg],
                     "env": [
                         {"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
                         {"name": "LAKELOAD_SOURCE_URL", "value": format!("s3://{decoy_bucket}/src")},
-                        {"name": "LAKELOAD_TARGET_URL", "value": format!("s3://{decoy_bucket}/table")},
+                        {"name": "LAKELOAD_TARGET_URL", "value": format!("s3://{decoy_bucket}/{name}")},
                         {"name": "LAKELOAD_AWS_ENDPOINT_URL", "value": setup.s3.endpoint},
                         {"name": "LAKELOAD_AWS_REGION", "value": "us-east-1"},
                         {"name": "LAKELOAD_AWS_FORCE_PATH_STYLE", "value": "true"},
@@ -1888,10 +1891,11 @@ async fn a_pod_of_the_worker_account_cannot_forge_another_runs_result() {
         }
     };
     let impostor = ended("impostor").await;
-    let said = impostor.message.unwrap_or_default();
+    let said = impostor.message.clone().unwrap_or_default();
     assert!(
         said.contains("could not be reported") && said.contains("lakeload.io/pod-uid"),
-        "the admission policy's refusal reaches the forger: {said}"
+        "the admission policy's refusal reaches the forger (exit {}): {said}",
+        impostor.exit_code
     );
     ended("own-name").await;
     let results: Api<EtlRunResult> = Api::namespaced(setup.admin.clone(), &ns);
