@@ -35,11 +35,11 @@ use crate::error::Result;
 use crate::lock::TableLock;
 use crate::ownership::{Claims, Owned};
 use crate::reader::FileCounts;
-use crate::run::Target;
 use crate::settings::TableSettings;
 use crate::state::{FileRecord, Loaded, PartitionRecord, STATE_VERSION, State, StateStore, StoreCheck};
-use crate::storage::{DynStorage, ObjectMeta};
+use crate::storage::{DynStorage, ObjectMeta, PutCondition};
 use crate::table::{EncodedObject, Seen, Transaction};
+use crate::target::Target;
 
 /// Runs `work` holding the table's lock under `run_id` (taken first, released after, whatever
 /// `work` returns): the shape of every command that changes the table.
@@ -183,7 +183,11 @@ impl<'a> TableCommit<'a> {
             .lock
             .bounded(&url, self.table.write_date(date, body, seen))
             .await?;
-        crate::faults::pause_point_in("after_date_write", &self.target.storage).await;
+        let storage = &self.target.storage;
+        crate::faults::pause_point_in("after_date_write", |key, body| async move {
+            storage.put_if(&key, body, PutCondition::IfAbsent).await.is_ok()
+        })
+        .await;
         Ok(bytes)
     }
 

@@ -5,7 +5,7 @@
 //! with scattered bad lines never trips this; `run.max_reject_ratio` judges it exactly.
 
 use crate::dates::DateParser;
-use crate::row::{Reject, RejectReason};
+use crate::rejects::{Reject, RejectReason};
 
 /// Non-blank lines of a file looked at before its verdict.
 pub const SAMPLE_LINES: u64 = 1000;
@@ -64,7 +64,7 @@ impl std::fmt::Display for Diagnosis {
 
 impl std::error::Error for Diagnosis {}
 
-/// What the schema expects of a line.
+/// What the schema expects of a line (the reader gathers it from the configuration).
 #[derive(Debug, Clone)]
 pub struct Expectation {
     pub columns: Vec<String>,
@@ -76,21 +76,6 @@ pub struct Expectation {
     pub max_reject_ratio: f64,
     /// `source.header` is set: line 1 was skipped.
     pub header: bool,
-}
-
-impl Expectation {
-    pub fn of(config: &crate::Config) -> Expectation {
-        let schema = &config.schema;
-        Expectation {
-            columns: schema.columns.clone(),
-            date_columns: schema.date_columns.clone(),
-            partition_column: schema.partition_column,
-            delimiter: config.source.delimiter,
-            timestamp_format: schema.timestamp_format.clone(),
-            max_reject_ratio: config.run.max_reject_ratio,
-            header: config.source.header,
-        }
-    }
 }
 
 /// Watches the first lines of one file (the reader drops it once it has its verdict).
@@ -353,7 +338,7 @@ mod tests {
             crate::Config::from_raw(&RawConfig::from_ini_str(&ini, Origin::File("t".into())).unwrap())
                 .unwrap();
         let parser = LineParser::new(&config.schema, config.source.delimiter);
-        (parser, Expectation::of(&config))
+        (parser, crate::reader::expectation(&config))
     }
 
     fn sniff(lines: &[String], extra: &str) -> Option<Diagnosis> {

@@ -50,7 +50,7 @@ async fn try_report(owner: &RunOwner, summary: &RunSummary) -> Result<String, St
     let summary_url = format!(
         "{}/{}",
         summary.target_url.trim_end_matches('/'),
-        crate::run::summary_key(&summary.run_id)
+        crate::bookkeeping::summary_key(&summary.run_id)
     );
     let result = EtlRunResult::for_run(owner, RunResultSpec::from_summary(summary, Some(summary_url)));
     let mut attempt = 1;

@@ -55,15 +55,30 @@ fn target() -> &'static Option<(String, u64, Action)> {
 /// `after_date_write`, `before_delete`, `before_state_commit`,
 /// `multipart_part_uploaded`, `after_read`.
 pub async fn pause_point(point: &str) {
-    act(point, None).await
+    act(
+        point,
+        None::<fn(String, bytes::Bytes) -> std::future::Ready<bool>>,
+    )
+    .await
 }
 
-/// [`pause_point`] at a point where the table's `storage` is at hand (for `grow-once`).
-pub async fn pause_point_in(point: &str, storage: &crate::storage::DynStorage) {
-    act(point, Some(storage)).await
+/// [`pause_point`] at a point where the table's storage is at hand (for `grow-once`):
+/// `create_if_absent(key, body)` creates the marker object unless it exists, and says
+/// whether it did. Taking the write as a function keeps this hook below the storage layer
+/// (whose S3 client has a pause point of its own).
+pub async fn pause_point_in<F, Fut>(point: &str, create_if_absent: F)
+where
+    F: FnOnce(String, bytes::Bytes) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    act(point, Some(create_if_absent)).await
 }
 
-async fn act(point: &str, storage: Option<&crate::storage::DynStorage>) {
+async fn act<F, Fut>(point: &str, create_if_absent: Option<F>)
+where
+    F: FnOnce(String, bytes::Bytes) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let Some((wanted, n, action)) = target() else {
         return;
     };
@@ -81,15 +96,12 @@ async fn act(point: &str, storage: Option<&crate::storage::DynStorage>) {
         }
         Action::Sleep(d) => tokio::time::sleep(*d).await,
         Action::GrowOnce => {
-            if let Some(storage) = storage {
-                let marker = format!("{}/test-faults/grown-{point}", crate::table::META_DIR);
+            if let Some(create_if_absent) = create_if_absent {
+                let marker = format!("{}/test-faults/grown-{point}", crate::bookkeeping::META_DIR);
                 // A body of this attempt's own: a store that finds the same bytes after a
                 // refused retry takes the write as its own (see `storage`).
                 let body = format!("{:?}", std::time::SystemTime::now());
-                let first = storage
-                    .put_if(&marker, body.into(), crate::storage::PutCondition::IfAbsent)
-                    .await;
-                if first.is_err() {
+                if !create_if_absent(marker.clone(), body.into()).await {
                     eprintln!("{MARKER} {point}:{n} grown before ({marker}): going on");
                     return;
                 }

@@ -6,16 +6,18 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 
+use crate::bookkeeping::rejects_key;
 use crate::budget::reader_threads;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::reader::{DateBlocks, FileCounts, ReadOptions, read_source};
-use crate::rejects::{RejectGate, rejects_key};
+use crate::rejects::{Reject, RejectGate};
 use crate::router::DateRouter;
-use crate::row::{LineParser, Reject};
-use crate::run::{RunStats, Target};
+use crate::row::LineParser;
+use crate::run_stats::RunStats;
 use crate::storage::ObjectMeta;
 use crate::summary::ManifestEntry;
+use crate::target::Target;
 
 /// Read & clean every file into the router, and count what was read.
 pub(crate) async fn ingest(
@@ -126,7 +128,7 @@ async fn read_all(
     // One batch in flight per reader: the channel's depth follows the budget too.
     let readers = reader_threads(config);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Ingested>(readers);
-    let options = ReadOptions::for_files(config, files.len());
+    let options = ReadOptions::for_files(config, files.len(), readers);
     let readers = {
         let progress = progress.clone();
         let source = target.source.clone();

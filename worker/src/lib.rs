@@ -8,6 +8,7 @@
 //! (write) → [`state`] (commit) → [`summary`]. [`run`] drives it under the table [`lock`].
 
 pub mod block;
+pub mod bookkeeping;
 pub mod budget;
 pub mod commit;
 pub mod config;
@@ -36,6 +37,7 @@ pub mod rollback;
 pub mod router;
 pub mod row;
 pub mod run;
+pub mod run_stats;
 pub mod runlog;
 pub mod secret;
 pub mod settings;
@@ -45,6 +47,7 @@ pub mod status;
 pub mod storage;
 pub mod store_check;
 pub mod table;
+pub mod target;
 pub mod vacuum;
 
 pub use config::Config;

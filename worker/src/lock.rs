@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::storage::{DynStorage, PutCondition, StorageError};
 
-pub const LOCK_KEY: &str = "_lakeload/lock";
+use crate::bookkeeping::LOCK_KEY;
 
 /// Slack for stores whose Last-Modified and Date headers have one-second precision.
 const STORE_CLOCK_SLACK: chrono::Duration = chrono::Duration::seconds(1);

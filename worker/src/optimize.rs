@@ -27,10 +27,10 @@ use crate::dates::format_days;
 use crate::error::{Error, Result};
 use crate::lock::TableLock;
 use crate::merge::FileTable;
-use crate::run::Target;
 use crate::spill::SpillDir;
 use crate::state::Loaded;
 use crate::table::{Seen, StoredFile, Transaction};
+use crate::target::Target;
 
 /// What one date's compaction rewrites.
 #[derive(Debug, Clone, Serialize)]
@@ -109,10 +109,10 @@ pub async fn optimize(config: &Config, dry_run: bool) -> Result<Optimized> {
         ));
     }
     let target = Target::open(config).await?;
-    let run_id = format!("optimize-{}", crate::run::new_run_id(Utc::now()));
+    let run_id = format!("optimize-{}", crate::bookkeeping::new_run_id(Utc::now()));
     let lease = Duration::from_secs(config.lock.lease_seconds);
     under_lock(&target.storage, &run_id, lease, async |lock| {
-        let (loaded, table) = crate::run::load_state(&target, &run_id).await?;
+        let (loaded, table) = target.load_state(&run_id).await?;
         let files = table.stored_files();
         let planned = plan(&files, config.optimize.target_file_size, None);
         match dry_run {

@@ -13,37 +13,12 @@ use std::collections::{BTreeSet, HashMap};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::config::Mode;
+use crate::bookkeeping::META_DIR;
+use crate::config::{ExistingObjects, Mode};
 use crate::error::{Error, Result};
 use crate::state::{Loaded, State};
 use crate::storage::{DynStorage, ObjectMeta};
-use crate::table::{META_DIR, Seen, Transaction};
-
-/// What to do with objects in the way (`target.existing_objects`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExistingObjects {
-    /// Stop before writing anything (exit 2).
-    Refuse,
-    /// Take them in as the table's own: an incremental run merges their rows with the new
-    /// ones (they must be lakeload Parquet files with the table's columns); a full run
-    /// replaces them, or deletes them when their date has no rows.
-    Adopt,
-    /// Overwrite them with this run's rows without reading them; a full run also deletes
-    /// those whose date has no rows.
-    Replace,
-}
-
-impl std::str::FromStr for ExistingObjects {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "refuse" => Ok(ExistingObjects::Refuse),
-            "adopt" => Ok(ExistingObjects::Adopt),
-            "replace" => Ok(ExistingObjects::Replace),
-            _ => Err("expected refuse, adopt or replace".into()),
-        }
-    }
-}
+use crate::table::{Seen, Transaction};
 
 /// The keys (relative to the table root) of every data object the table owns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

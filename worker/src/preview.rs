@@ -17,8 +17,8 @@ use crate::plan::{FileStatus, PlannedFile, plan};
 use crate::reader::{ReadOptions, ReadProgress, read_source};
 use crate::report::{bytes, thousands};
 use crate::row::LineParser;
-use crate::run::Target;
 use crate::settings::{SettingChange, TableSettings};
+use crate::target::Target;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Preview {
@@ -62,7 +62,7 @@ pub struct Preview {
 
 pub async fn preview(config: &Config) -> Result<Preview> {
     let target = Target::open(config).await?;
-    let (loaded, table) = crate::run::load_state(&target, "plan").await?;
+    let (loaded, table) = target.load_state("plan").await?;
     let table = table.as_ref();
     let settings = TableSettings::of(config);
     crate::run::check_settings(config, &target, table, &loaded.state, &settings)?;
@@ -76,7 +76,8 @@ pub async fn preview(config: &Config) -> Result<Preview> {
     let to_read: Vec<PlannedFile> = plan.files.iter().filter(|f| f.process).cloned().collect();
 
     let parser = Arc::new(LineParser::new(&config.schema, config.source.delimiter));
-    let options = ReadOptions::for_files(config, to_read.len());
+    let readers = crate::budget::reader_threads(config);
+    let options = ReadOptions::for_files(config, to_read.len(), readers);
     let counts: Vec<crate::reader::FileCounts> = futures::stream::iter(to_read.iter().enumerate())
         .map(|(id, f)| {
             let (parser, source, meta, options) = (
@@ -99,7 +100,7 @@ pub async fn preview(config: &Config) -> Result<Preview> {
                 .await
             }
         })
-        .buffered(crate::budget::reader_threads(config))
+        .buffered(readers)
         .try_collect()
         .await?;
 

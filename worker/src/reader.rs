@@ -11,7 +11,8 @@ use crate::block::{Lineage, RowBlock};
 use crate::config::Config;
 use crate::diagnose::{Diagnosis, Expectation, Sniffer};
 use crate::error::{Error, Result};
-use crate::row::{LineOutcome, LineParser, ParsedLine, Reject};
+use crate::rejects::Reject;
+use crate::row::{LineOutcome, LineParser, ParsedLine};
 use crate::storage::{DynStorage, ObjectMeta, ResumingReader, StoreReadError};
 
 /// Rows are handed on in batches of this many, so a large file is never held whole.
@@ -125,6 +126,20 @@ impl BatchBuilder {
 /// Bytes decompressed per read; lines are parsed straight out of this buffer.
 const CHUNK_BYTES: usize = 1 << 20;
 
+/// What the schema and source settings expect of a file's first lines.
+pub fn expectation(config: &Config) -> Expectation {
+    let schema = &config.schema;
+    Expectation {
+        columns: schema.columns.clone(),
+        date_columns: schema.date_columns.clone(),
+        partition_column: schema.partition_column,
+        delimiter: config.source.delimiter,
+        timestamp_format: schema.timestamp_format.clone(),
+        max_reject_ratio: config.run.max_reject_ratio,
+        header: config.source.header,
+    }
+}
+
 /// How a file is read.
 #[derive(Debug, Clone)]
 pub struct ReadOptions {
@@ -139,12 +154,13 @@ pub struct ReadOptions {
 }
 
 impl ReadOptions {
-    /// How each of `files` files is read, `run::reader_threads` at a time (runs and `plan` alike).
-    pub fn for_files(config: &Config, files: usize) -> Self {
+    /// How each of `files` files is read, `readers` at a time (the budget's
+    /// `reader_threads`; runs and `plan` alike).
+    pub fn for_files(config: &Config, files: usize, readers: usize) -> Self {
         ReadOptions {
             skip_header: config.source.header,
-            inflate_ahead: files < crate::budget::reader_threads(config),
-            diagnose: Some(Arc::new(Expectation::of(config))),
+            inflate_ahead: files < readers,
+            diagnose: Some(Arc::new(expectation(config))),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! `_lakeload/rejects/<run_id>.jsonl.gz`: one JSON object per rejected line (SPEC §6).
+//! Rejected lines: why a line was rejected (SPEC §2), and the run's rejects file,
+//! `_lakeload/rejects/<run_id>.jsonl.gz`, one JSON object per rejected line (SPEC §6).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -8,7 +9,47 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 
-use crate::row::{Reject, escape_invalid_utf8};
+/// Why a line was rejected (SPEC §2), as written in the rejects file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    FieldCount,
+    Encoding,
+    BadDate,
+    MissingPartition,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::FieldCount => "field_count",
+            RejectReason::Encoding => "encoding",
+            RejectReason::BadDate => "bad_date",
+            RejectReason::MissingPartition => "missing_partition",
+        }
+    }
+}
+
+/// A rejected line, with everything needed to find and fix it.
+#[derive(Debug, Clone)]
+pub struct Reject {
+    pub line: u64,
+    pub reason: RejectReason,
+    pub detail: String,
+    /// The line's bytes, without the line break.
+    pub raw: Vec<u8>,
+}
+
+/// The line's text for the rejects file: valid UTF-8 kept, each invalid byte as `\xNN`.
+pub fn escape_invalid_utf8(raw: &[u8]) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for chunk in raw.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
+    }
+    out
+}
 
 /// One line of the rejects file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,10 +60,6 @@ pub struct RejectRecord {
     pub detail: String,
     /// The line's text; invalid UTF-8 bytes are written as `\xNN`.
     pub raw: String,
-}
-
-pub fn rejects_key(run_id: &str) -> String {
-    format!("_lakeload/rejects/{run_id}.jsonl.gz")
 }
 
 /// Collects rejects, compressed as they arrive into a scratch file (in `run.spill_dir`), so
@@ -175,7 +212,7 @@ mod tests {
         assert!(w.add("f.gz", &[]).is_ok());
         let reject = Reject {
             line: 3,
-            reason: crate::row::RejectReason::FieldCount,
+            reason: RejectReason::FieldCount,
             detail: "expected 8 fields".into(),
             raw: b"a|\xff".to_vec(),
         };
@@ -191,5 +228,10 @@ mod tests {
         assert_eq!((first.line, first.raw.as_str()), (3, "a|\\xFF"));
         assert_eq!(text.lines().count(), 2);
         assert!(RejectsWriter::new(None).finish().unwrap().is_none());
+    }
+
+    #[test]
+    fn invalid_bytes_are_escaped() {
+        assert_eq!(escape_invalid_utf8(b"ok \xc3\xa9 \xff\xfe!"), "ok é \\xFF\\xFE!");
     }
 }

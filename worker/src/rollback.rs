@@ -29,7 +29,7 @@ pub async fn rollback(config: &Config, to_version: u64, allow_missing: bool) -> 
     }
     let storage = crate::storage::open(&config.target.url, &config.aws).await?;
     let source = crate::storage::open(&config.source.url, &config.aws).await?;
-    let run_id = format!("rollback-{}", crate::run::new_run_id(Utc::now()));
+    let run_id = format!("rollback-{}", crate::bookkeeping::new_run_id(Utc::now()));
     let lease = Duration::from_secs(config.lock.lease_seconds);
     under_lock(&storage, &run_id, lease, async |lock| {
         let states = JsonStateStore::new(storage.clone());

@@ -3,36 +3,7 @@
 use crate::block::{KeyColumns, NULL_DATE, field_of, field_span};
 use crate::config::SchemaConfig;
 use crate::dates::DateParser;
-
-/// Why a line was rejected (SPEC §2), as written in the rejects file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectReason {
-    FieldCount,
-    Encoding,
-    BadDate,
-    MissingPartition,
-}
-
-impl RejectReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RejectReason::FieldCount => "field_count",
-            RejectReason::Encoding => "encoding",
-            RejectReason::BadDate => "bad_date",
-            RejectReason::MissingPartition => "missing_partition",
-        }
-    }
-}
-
-/// A rejected line, with everything needed to find and fix it.
-#[derive(Debug, Clone)]
-pub struct Reject {
-    pub line: u64,
-    pub reason: RejectReason,
-    pub detail: String,
-    /// The line's bytes, without the line break.
-    pub raw: Vec<u8>,
-}
+use crate::rejects::{Reject, RejectReason};
 
 pub enum LineOutcome<'a> {
     Blank,
@@ -164,18 +135,6 @@ impl LineParser {
     }
 }
 
-/// The line's text for the rejects file: valid UTF-8 kept, each invalid byte as `\xNN`.
-pub fn escape_invalid_utf8(raw: &[u8]) -> String {
-    let mut out = String::with_capacity(raw.len());
-    for chunk in raw.utf8_chunks() {
-        out.push_str(chunk.valid());
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -260,10 +219,5 @@ pub(crate) mod tests {
             hash(b"|b|c|d|e|2024-01-01|2024-01-02|kh"),
             hash(b"k|b|c|d|e|2024-01-01|2024-01-02|h")
         );
-    }
-
-    #[test]
-    fn invalid_bytes_are_escaped() {
-        assert_eq!(escape_invalid_utf8(b"ok \xc3\xa9 \xff\xfe!"), "ok é \\xFF\\xFE!");
     }
 }

@@ -1,7 +1,6 @@
 //! One run, end to end: lock → plan → read & clean → route by date → merge each date → write →
 //! commit state → summary, log and rejects (SPEC §4–6).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -9,9 +8,10 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
 use crate::block::KeyColumns;
+use crate::bookkeeping::{log_key, rejects_key, summary_key};
 use crate::budget::{date_unit_limit, ingest_budget, merge_concurrency, row_group_bytes, unit_limit};
 use crate::commit::{TableCommit, TableFacts, file_records};
-use crate::config::{Config, Mode, TableFormat};
+use crate::config::{Config, Mode};
 use crate::date_merge::{DateMerge, MergeMemory};
 use crate::dates::format_days;
 use crate::error::{Error, Result, exit_code};
@@ -20,132 +20,15 @@ use crate::lock::TableLock;
 use crate::merge::{FileInfo, FileTable, MergeCounts};
 use crate::ownership::Claims;
 use crate::plan::{Plan, plan};
-use crate::rejects::{RejectsWriter, rejects_key};
 use crate::router::{Compactor, DateRouter};
-use crate::settings::TableSettings;
+use crate::run_stats::RunStats;
+use crate::settings::{SettingChange, TableSettings, changed_settings_error};
 use crate::spill::{DateRows, SpillDir};
-use crate::state::{JsonStateStore, Loaded, State, StateStore, StoreCheck};
-use crate::storage::{self, DynStorage, ObjectMeta};
-use crate::summary::{ManifestEntry, RowCounts, RunSummary};
-use crate::table::{
-    DeltaTable, KeyHashes, NewKeys, ParquetTable, SplitByKeys, StoredRows, Table, Transaction,
-};
-
-/// A new run id: sortable by start time, unique enough to never collide in one table.
-pub fn new_run_id(now: DateTime<Utc>) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(now.timestamp_nanos_opt().unwrap_or_default() as u128);
-    h.write_u32(std::process::id());
-    format!(
-        "{}-{:06x}",
-        now.format("%Y%m%dT%H%M%S%3fZ"),
-        h.finish() & 0xff_ffff
-    )
-}
-
-pub fn summary_key(run_id: &str) -> String {
-    format!("_lakeload/runs/{run_id}.json")
-}
-
-pub fn log_key(run_id: &str) -> String {
-    format!("_lakeload/logs/{run_id}.log")
-}
-
-/// Storage, table and state of one configuration.
-pub struct Target {
-    pub source: DynStorage,
-    pub storage: DynStorage,
-    pub table: Arc<dyn Table>,
-    pub state: Arc<dyn StateStore>,
-}
-
-impl Target {
-    pub async fn open(config: &Config) -> Result<Target> {
-        let source = storage::open(&config.source.url, &config.aws).await?;
-        let storage = storage::open(&config.target.url, &config.aws).await?;
-        Ok(Target::new(config, source, storage))
-    }
-
-    /// A target over given storage (e.g. instrumented in tests).
-    pub fn new(config: &Config, source: DynStorage, storage: DynStorage) -> Target {
-        let schema = Arc::new(config.schema.clone());
-        Target {
-            source,
-            table: match config.target.format {
-                TableFormat::Parquet => {
-                    Arc::new(ParquetTable::new(storage.clone(), config.target.layout, schema))
-                }
-                TableFormat::Delta => Arc::new(
-                    DeltaTable::new(storage.clone(), schema)
-                        .recording_settings(serde_json::to_value(TableSettings::of(config)).ok())
-                        .marking_deletes(config.target.deletion_vectors),
-                ),
-            },
-            state: Arc::new(JsonStateStore::new(storage.clone())),
-            storage,
-        }
-    }
-
-    /// Source files matching `source.pattern`, at any depth. A table root inside the source
-    /// folder is skipped whole: its rejects (`*.jsonl.gz`) and data are never read as source.
-    pub async fn list_sources(&self, config: &Config) -> Result<Vec<ObjectMeta>> {
-        if let crate::location::Location::Local(path) = &config.source.url
-            && !path.is_dir()
-        {
-            return Err(Error::Config(format!(
-                "source.url = {}: no such folder; point it at the folder holding the .gz files",
-                path.display()
-            )));
-        }
-        let table_root = crate::location::relative_under(&config.source.url, &config.target.url)
-            .map(|rel| format!("{rel}/"));
-        let listing = self.source.list("").await?;
-        Ok(listing
-            .into_iter()
-            .filter(|o| {
-                table_root
-                    .as_ref()
-                    .is_none_or(|root| !o.key.starts_with(root.as_str()))
-            })
-            .filter(|o| config.source.pattern.matches(storage::file_name(&o.key)))
-            .collect())
-    }
-}
-
-/// Everything a run learns as it goes; becomes the summary even when the run fails midway.
-pub(crate) struct RunStats {
-    pub(crate) files: Vec<ManifestEntry>,
-    pub(crate) bytes_read: u64,
-    pub(crate) counts: RowCounts,
-    pub(crate) dates_written: BTreeSet<i32>,
-    pub(crate) dates_deleted: BTreeSet<String>,
-    pub(crate) objects_deleted: Vec<String>,
-    pub(crate) bytes_written: u64,
-    pub(crate) bytes_spilled: u64,
-    pub(crate) table_changed: bool,
-    /// The table version the run committed (formats with versions).
-    pub(crate) table_version: Option<u64>,
-    pub(crate) rejects: RejectsWriter,
-}
-
-impl RunStats {
-    fn new(config: &Config) -> Self {
-        RunStats {
-            files: Vec::new(),
-            bytes_read: 0,
-            counts: RowCounts::default(),
-            dates_written: BTreeSet::new(),
-            dates_deleted: BTreeSet::new(),
-            objects_deleted: Vec::new(),
-            bytes_written: 0,
-            bytes_spilled: 0,
-            table_changed: false,
-            table_version: None,
-            rejects: RejectsWriter::new(config.run.spill_dir.clone()),
-        }
-    }
-}
+use crate::state::{Loaded, State, StoreCheck};
+use crate::storage::ObjectMeta;
+use crate::summary::RunSummary;
+use crate::table::{KeyHashes, NewKeys, SplitByKeys, StoredRows, Transaction};
+use crate::target::Target;
 
 /// What `run` returns: the summary (absent when the run never held the lock) and the outcome.
 pub struct RunReport {
@@ -171,7 +54,7 @@ pub async fn run_on(config: &Config, target: &Target, interactive: bool) -> RunR
         .run
         .run_id
         .clone()
-        .unwrap_or_else(|| new_run_id(started_at));
+        .unwrap_or_else(|| crate::bookkeeping::new_run_id(started_at));
     let lease = std::time::Duration::from_secs(config.lock.lease_seconds);
     // Know the store before the first write (the lock is the first).
     let store = match check_store(config, target, &run_id).await {
@@ -257,7 +140,7 @@ async fn execute(
     interactive: bool,
     stats: &mut RunStats,
 ) -> Result<()> {
-    let (loaded, table) = load_state(target, run_id).await?;
+    let (loaded, table) = target.load_state(run_id).await?;
     let table = table.as_ref();
     let settings = TableSettings::of(config);
     check_settings(config, target, table, &loaded.state, &settings)?;
@@ -342,7 +225,7 @@ async fn auto_optimize(
     written: &std::collections::BTreeSet<i32>,
 ) {
     let compacted = async {
-        let (loaded, table) = load_state(target, run_id).await?;
+        let (loaded, table) = target.load_state(run_id).await?;
         let files = table.stored_files();
         let due = |date: i32| {
             written.contains(&date)
@@ -368,37 +251,39 @@ async fn auto_optimize(
     }
 }
 
-/// The state a run starts from and its transaction on the table (`Table::begin`, which reads
-/// the table's log): the stored state, caught up with the log when a run stopped between its
-/// table commit and its state commit. `plan` starts from the same, so it says what a run
-/// would do.
-pub(crate) async fn load_state(target: &Target, run_id: &str) -> Result<(Loaded, Arc<dyn Transaction>)> {
-    let mut loaded = target.state.load().await?;
-    let table = target.table.begin(run_id).await?;
-    if let Some(state) = table.state_from_log(&loaded.state).await? {
-        tracing::warn!(
-            "the state caught up with version {} of the table's log (a run stopped between \
-             its table commit and its state commit)",
-            state.table_version.map_or("-".into(), |v| v.to_string())
-        );
-        loaded.state = state;
-    }
-    Ok((loaded, table))
-}
-
-/// An incremental run must merge under the settings the table was built with (SPEC §3).
+/// An incremental run must merge under the settings the table was built with (SPEC §3): one
+/// whose settings differ from those `state` recorded is refused. A state of an earlier
+/// version records none: the keys of its objects still tell the layout it was built in.
 pub(crate) fn check_settings(
     config: &Config,
     target: &Target,
     table: &dyn Transaction,
     state: &State,
-    settings: &TableSettings,
+    run: &TableSettings,
 ) -> Result<()> {
-    match config.run.mode {
-        Mode::Full => Ok(()),
-        Mode::Incremental => {
-            crate::settings::check_incremental(state, settings, table, &target.storage.root().to_string())
-        }
+    if config.run.mode == Mode::Full {
+        return Ok(());
+    }
+    let changes = match &state.settings {
+        Some(recorded) => recorded.changes(run),
+        None => state
+            .partitions
+            .values()
+            .find(|p| table.date_of_key(&p.key).is_none())
+            .map(|other| SettingChange {
+                key: "target.layout",
+                table: format!("objects such as {}", other.key),
+                run: run.layout.clone(),
+            })
+            .into_iter()
+            .collect(),
+    };
+    match changes.is_empty() {
+        true => Ok(()),
+        false => Err(changed_settings_error(
+            &target.storage.root().to_string(),
+            &changes,
+        )),
     }
 }
 

@@ -6,9 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Layout, Order, TableFormat};
-use crate::error::{Error, Result};
-use crate::state::State;
-use crate::table::Transaction;
+use crate::error::Error;
 
 /// The row- and layout-shaping settings of a table, by name (not by index), as the state
 /// records them.
@@ -115,35 +113,6 @@ pub fn changed_settings_error(table_url: &str, changes: &[SettingChange]) -> Err
          new settings (it removes the table's objects of the old layout), or set these keys back \
          to the table's values"
     ))
-}
-
-/// Refuses an incremental run whose settings differ from those `state` recorded. A state of
-/// an earlier version records none: the keys of its objects still tell the layout it was
-/// built in.
-pub fn check_incremental(
-    state: &State,
-    run: &TableSettings,
-    table: &dyn Transaction,
-    table_url: &str,
-) -> Result<()> {
-    let changes = match &state.settings {
-        Some(recorded) => recorded.changes(run),
-        None => state
-            .partitions
-            .values()
-            .find(|p| table.date_of_key(&p.key).is_none())
-            .map(|other| SettingChange {
-                key: "target.layout",
-                table: format!("objects such as {}", other.key),
-                run: run.layout.clone(),
-            })
-            .into_iter()
-            .collect(),
-    };
-    match changes.is_empty() {
-        true => Ok(()),
-        false => Err(changed_settings_error(table_url, &changes)),
-    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::settings::TableSettings;
 use crate::storage::{DynStorage, PutCondition, StorageError};
-use crate::table::META_DIR;
 
 /// 2: the state records the table's settings, its announced writes and the store check.
 /// A version-1 state (no settings) is read as it is and gains them on its next run.
@@ -142,10 +141,9 @@ pub struct JsonStateStore {
 }
 
 impl JsonStateStore {
-    pub const KEY: &'static str = "_lakeload/state.json";
+    pub const KEY: &'static str = crate::bookkeeping::STATE_KEY;
 
     pub fn new(storage: DynStorage) -> Self {
-        debug_assert!(Self::KEY.starts_with(META_DIR));
         JsonStateStore { storage }
     }
 }

@@ -7,10 +7,10 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::lock::{Holder, LockInfo, current_holder};
 use crate::report::{bytes, thousands};
-use crate::run::Target;
 use crate::settings::TableSettings;
 use crate::state::StoreCheck;
 use crate::summary::RunSummary;
+use crate::target::Target;
 
 /// How many of the latest runs `status` shows.
 pub const RECENT_RUNS: usize = 10;
@@ -73,7 +73,7 @@ pub async fn status(config: &Config) -> Result<Status> {
 
     let mut run_keys: Vec<String> = target
         .storage
-        .list("_lakeload/runs/")
+        .list(crate::bookkeeping::RUNS_DIR)
         .await?
         .into_iter()
         .map(|o| o.key)

@@ -9,17 +9,13 @@
 use bytes::Bytes;
 use chrono::Utc;
 
+use crate::bookkeeping::probe_key;
 use crate::error::{Error, Result};
 use crate::state::StoreCheck;
 use crate::storage::{DynStorage, PutCondition, StorageError};
 
 /// An ETag no object has: a write conditional on it must be refused.
 const STALE_ETAG: &str = "00000000000000000000000000000000";
-
-/// The probe object of one run, under the table's bookkeeping folder.
-pub fn probe_key(run_id: &str) -> String {
-    format!("_lakeload/probe-{run_id}")
-}
 
 /// Which conditional write the store accepted though it must not have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -95,7 +95,7 @@ pub async fn vacuum(
         ));
     }
     let storage = crate::storage::open(&config.target.url, &config.aws).await?;
-    let run_id = format!("vacuum-{}", crate::run::new_run_id(Utc::now()));
+    let run_id = format!("vacuum-{}", crate::bookkeeping::new_run_id(Utc::now()));
     let lease = Duration::from_secs(config.lock.lease_seconds);
     under_lock(&storage, &run_id, lease, async |lock| {
         let snapshot = load_snapshot(&storage).await?.snapshot;

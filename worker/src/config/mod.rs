@@ -16,13 +16,38 @@ mod validate;
 use std::path::PathBuf;
 
 use crate::location::Location;
-pub use crate::ownership::ExistingObjects;
 pub use crate::secret::Secret;
 pub use crate::storage::AwsConfig;
 pub use keys::{KEYS, KeySpec};
 pub use lakeload_types::Mode;
 pub use layers::{Origin, RawConfig, config_path, load_raw};
 pub use validate::{parse_size, validate_run_id};
+
+/// What to do with objects in the way (`target.existing_objects`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExistingObjects {
+    /// Stop before writing anything (exit 2).
+    Refuse,
+    /// Take them in as the table's own: an incremental run merges their rows with the new
+    /// ones (they must be lakeload Parquet files with the table's columns); a full run
+    /// replaces them, or deletes them when their date has no rows.
+    Adopt,
+    /// Overwrite them with this run's rows without reading them; a full run also deletes
+    /// those whose date has no rows.
+    Replace,
+}
+
+impl std::str::FromStr for ExistingObjects {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "refuse" => Ok(ExistingObjects::Refuse),
+            "adopt" => Ok(ExistingObjects::Adopt),
+            "replace" => Ok(ExistingObjects::Replace),
+            _ => Err("expected refuse, adopt or replace".into()),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {

@@ -33,9 +33,6 @@ use crate::error::{Error, Result};
 use crate::spill::SpillDir;
 use crate::storage::ObjectMeta;
 
-/// Bookkeeping lives under this folder of the table root; nothing in it ends in `.parquet`.
-pub const META_DIR: &str = "_lakeload";
-
 pub const LINEAGE_FILE: &str = "_source_file";
 pub const LINEAGE_LINE: &str = "_source_line";
 pub const LINEAGE_MODIFIED: &str = "_source_modified";

@@ -5,7 +5,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use lakeload::config::{Config, Mode, RawConfig};
-use lakeload::run::{RunReport, Target};
+use lakeload::run::RunReport;
+use lakeload::target::Target;
 
 use crate::common::*;
 

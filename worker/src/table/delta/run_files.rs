@@ -29,7 +29,7 @@ pub struct Digest {
 }
 
 fn path_of(sha256: &str) -> String {
-    format!("{}/files/{sha256}.json.gz", crate::table::META_DIR)
+    format!("{}/files/{sha256}.json.gz", crate::bookkeeping::META_DIR)
 }
 
 /// Writes `files` (if not already there) and returns their digest.
