@@ -46,13 +46,10 @@ pub enum Error {
         diagnosis.sampled,
         if diagnosis.config_error { String::new() } else {
             format!(" ({} rejected{})", diagnosis.rejected,
-                diagnosis.reason.map(|r| format!(", mostly {}", r.as_str())).unwrap_or_default())
+                diagnosis.reason.map(|r| format!(", mostly {r}")).unwrap_or_default())
         }
     )]
-    BadInput {
-        file: String,
-        diagnosis: crate::diagnose::Diagnosis,
-    },
+    BadInput { file: String, diagnosis: Diagnosis },
 
     /// The run lost its lock (another run took it over); it stopped writing.
     #[error("the run lost its lock on the table: {0}; it wrote nothing more")]
@@ -114,3 +111,26 @@ impl From<std::io::Error> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why reading a file stopped early: its first lines nearly all failed the same way, as
+/// `read::diagnose` found them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnosis {
+    /// Config error (exit 2: a setting is certainly wrong, e.g. a header) or too many rejects
+    /// (exit 65).
+    pub config_error: bool,
+    /// The reason most sampled lines were rejected for, as the rejects file names it.
+    pub reason: Option<&'static str>,
+    pub rejected: u64,
+    pub sampled: u64,
+    /// The likely cause and the fix.
+    pub cause: String,
+}
+
+impl std::fmt::Display for Diagnosis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.cause)
+    }
+}
+
+impl std::error::Error for Diagnosis {}

@@ -3,52 +3,38 @@
 //! shares with it (the summary, the `EtlRunResult` it reports to, table locations) lives in
 //! the small `lakeload-types` crate.
 //!
-//! Data flows one way: [`config`] → [`plan`] (source listing vs [`state`]) → [`reader`] (read &
-//! clean, [`row`]) → [`router`] (rows by date) → [`merge`] (latest row per key) → [`table`]
-//! (write) → [`state`] (commit) → [`summary`]. [`run`] drives it under the table [`lock`].
+//! Data flows one way: [`config`] → [`plan`] (source listing vs [`state`]) → [`read`] (read &
+//! clean) → [`route`] (rows by date) → [`merge`] (latest row per key) → [`table`] (write) →
+//! [`commit`] (table version and state) → [`summary`]. [`run`] drives it under the table's
+//! lock; [`maintain`] (optimize, rollback, vacuum) and [`inspect`] (status, history, plan) are
+//! the other commands. No two modules import each other, directly or in a circle: a stage uses
+//! the stage it hands rows to ([`route`] → [`merge`] → [`table`]), the [`state`] and the shared
+//! modules: [`block`] (rows column-wise), [`storage`], [`target`], [`bookkeeping`],
+//! [`scratch`], [`dates`], [`error`].
 
 pub mod block;
 pub mod bookkeeping;
-pub mod budget;
 pub mod commit;
 pub mod config;
-pub mod date_merge;
 pub mod dates;
 pub mod demo;
-pub mod diagnose;
 pub mod error;
-pub mod etlrun_result;
 pub mod faults;
-pub mod generate;
-pub mod history;
-pub mod ingest;
-pub mod lock;
-pub mod memory;
+pub mod inspect;
+pub mod maintain;
 pub mod merge;
-pub mod optimize;
-pub mod ownership;
 pub mod plan;
-pub mod preview;
-pub mod progress;
-pub mod reader;
-pub mod rejects;
+pub mod read;
 pub mod report;
-pub mod rollback;
-pub mod router;
-pub mod row;
+pub mod route;
 pub mod run;
-pub mod run_stats;
 pub mod runlog;
+pub mod scratch;
 pub mod secret;
-pub mod settings;
-pub mod spill;
 pub mod state;
-pub mod status;
 pub mod storage;
-pub mod store_check;
 pub mod table;
 pub mod target;
-pub mod vacuum;
 
 pub use config::Config;
 // Shared with the operator (the `lakeload-types` crate).

@@ -276,7 +276,7 @@ async fn dispatch(cli: Cli) -> i32 {
                     uid: uid.clone(),
                     pod_uid: pod_uid.clone().filter(|u| !u.is_empty()),
                 };
-                let _ = lakeload::etlrun_result::report(&owner, summary).await;
+                let _ = lakeload::run::etlrun_result::report(&owner, summary).await;
             }
             match report.result {
                 Ok(()) => exit_code::OK,
@@ -290,9 +290,9 @@ async fn dispatch(cli: Cli) -> i32 {
                 Err(e) => return fail(&e),
             };
             show(
-                lakeload::preview::preview(&config).await,
+                lakeload::inspect::preview::preview(&config).await,
                 *json,
-                lakeload::preview::format_preview,
+                lakeload::inspect::preview::format_preview,
             )
         }
         Command::History { limit, json } => {
@@ -301,9 +301,9 @@ async fn dispatch(cli: Cli) -> i32 {
                 Err(e) => return fail(&e),
             };
             show(
-                lakeload::history::history(&config, *limit).await,
+                lakeload::inspect::history::history(&config, *limit).await,
                 *json,
-                |versions| lakeload::history::format_history(versions),
+                |versions| lakeload::inspect::history::format_history(versions),
             )
         }
         Command::Rollback {
@@ -316,9 +316,9 @@ async fn dispatch(cli: Cli) -> i32 {
                 Err(e) => return fail(&e),
             };
             show(
-                lakeload::rollback::rollback(&config, *to_version, *allow_missing).await,
+                lakeload::maintain::rollback::rollback(&config, *to_version, *allow_missing).await,
                 *json,
-                lakeload::rollback::format_restored,
+                lakeload::maintain::rollback::format_restored,
             )
         }
         Command::Vacuum {
@@ -331,15 +331,15 @@ async fn dispatch(cli: Cli) -> i32 {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
-            let retain = match retain.as_deref().map(lakeload::vacuum::parse_retention) {
+            let retain = match retain.as_deref().map(lakeload::maintain::vacuum::parse_retention) {
                 None => None,
                 Some(Ok(r)) => Some(r),
                 Some(Err(why)) => return fail(&lakeload::error::Error::Config(format!("--retain {why}"))),
             };
             show(
-                lakeload::vacuum::vacuum(&config, retain, *force, *dry_run).await,
+                lakeload::maintain::vacuum::vacuum(&config, retain, *force, *dry_run).await,
                 *json,
-                lakeload::vacuum::format_vacuumed,
+                lakeload::maintain::vacuum::format_vacuumed,
             )
         }
         Command::Optimize { dry_run, json } => {
@@ -348,9 +348,9 @@ async fn dispatch(cli: Cli) -> i32 {
                 Err(e) => return fail(&e),
             };
             show(
-                lakeload::optimize::optimize(&config, *dry_run).await,
+                lakeload::maintain::optimize::optimize(&config, *dry_run).await,
                 *json,
-                lakeload::optimize::format_optimized,
+                lakeload::maintain::optimize::format_optimized,
             )
         }
         Command::Status { json } => {
@@ -359,9 +359,9 @@ async fn dispatch(cli: Cli) -> i32 {
                 Err(e) => return fail(&e),
             };
             show(
-                lakeload::status::status(&config).await,
+                lakeload::inspect::status::status(&config).await,
                 *json,
-                lakeload::status::format_status,
+                lakeload::inspect::status::format_status,
             )
         }
         Command::Unlock { force } => {
@@ -369,7 +369,7 @@ async fn dispatch(cli: Cli) -> i32 {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
-            match lakeload::lock::unlock(&config, *force).await {
+            match lakeload::commit::lock::unlock(&config, *force).await {
                 Ok(message) => {
                     lakeload::outln!("{message}");
                     exit_code::OK
@@ -400,7 +400,7 @@ async fn dispatch(cli: Cli) -> i32 {
             pad,
             span,
         } => {
-            let options = lakeload::generate::GenerateOptions {
+            let options = lakeload::demo::generate::GenerateOptions {
                 dir: dir.clone(),
                 files: *files,
                 rows_per_file: *rows,
@@ -416,7 +416,7 @@ async fn dispatch(cli: Cli) -> i32 {
                 pad: *pad,
                 span: *span,
             };
-            match lakeload::generate::generate(&options) {
+            match lakeload::demo::generate::generate(&options) {
                 Ok(r) => {
                     lakeload::outln!(
                         "wrote {} files, {} lines, {} under {}",

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, TableFormat};
 use crate::error::{Error, Result};
-use crate::settings::TableSettings;
+use crate::state::settings::TableSettings;
 use crate::state::{JsonStateStore, Loaded, StateStore};
 use crate::storage::{self, DynStorage, ObjectMeta};
 use crate::table::{DeltaTable, ParquetTable, Table, Transaction};

@@ -4,10 +4,15 @@
 
 use crate::config::SchemaConfig;
 
+mod files;
 mod keys;
 mod spill_format;
 
+pub use files::{FileInfo, FileTable};
 pub use keys::{INLINE_KEY_BYTES, InlineKey, KeyColumns};
+
+/// A row of a merge's input: (block index, row index).
+pub type RowRef = (u32, u32);
 
 /// A NULL date in [`RowBlock::dates`].
 pub const NULL_DATE: i32 = i32::MIN;

@@ -11,6 +11,7 @@
 mod keys;
 mod layers;
 mod legacy;
+pub mod memory;
 mod validate;
 
 use std::path::PathBuf;

@@ -218,7 +218,7 @@ impl Config {
 
         let memory = r.parse("run.memory_limit", |s| {
             if s.trim().eq_ignore_ascii_case("auto") {
-                return Ok(crate::memory::auto());
+                return Ok(crate::config::memory::auto());
             }
             let bytes = parse_size(s)?;
             // Tiny budgets are allowed (they spill nearly every batch): the tests run the
@@ -226,7 +226,7 @@ impl Config {
             if bytes < 1024 {
                 return Err("must be auto or at least 1KiB (1GiB or more suits most runs)".into());
             }
-            Ok(crate::memory::MemoryBudget {
+            Ok(crate::config::memory::MemoryBudget {
                 bytes,
                 chosen: format!("run.memory_limit = {}", s.trim()),
             })

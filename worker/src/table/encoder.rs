@@ -10,10 +10,10 @@ use super::added::CarriedValues;
 use super::frame::{frame, frame_schema};
 use super::stats::FileStats;
 use crate::block::RowBlock;
+use crate::block::{FileTable, RowRef};
 use crate::config::SchemaConfig;
 use crate::error::{Error, Result};
-use crate::merge::{FileTable, RowRef};
-use crate::spill::SpillDir;
+use crate::scratch::SpillDir;
 
 /// Builds one date's object from its kept rows, added a merge unit at a time.
 pub trait DateEncoder: Send {
@@ -293,7 +293,7 @@ pub fn encode(rows: &RowBlock, schema: &Arc<SchemaConfig>, files: &FileTable) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::merge::FileInfo;
+    use crate::block::FileInfo;
     use crate::table::decode;
 
     /// Small merge units are gathered into row groups of a useful size, in order; a large

@@ -3,10 +3,10 @@
 use polars::prelude::*;
 
 use super::{LINEAGE_FILE, LINEAGE_LINE, LINEAGE_MODIFIED};
+use crate::block::{FileTable, RowRef};
 use crate::block::{Lineage, NULL_DATE, RowBlock, RowBuilder};
 use crate::config::SchemaConfig;
 use crate::error::{Error, Result};
-use crate::merge::{FileTable, RowRef};
 
 /// The table's columns and types.
 pub(super) fn frame_schema(schema: &SchemaConfig) -> Schema {
@@ -271,8 +271,8 @@ pub(super) fn conform(frame: DataFrame, schema: &SchemaConfig) -> Result<DataFra
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::merge::FileInfo;
-    use crate::row::{LineOutcome, LineParser, ParsedLine};
+    use crate::block::FileInfo;
+    use crate::read::row::{LineOutcome, LineParser, ParsedLine};
     use crate::table::encode;
     use std::sync::Arc;
 

@@ -30,7 +30,7 @@ pub use stored::{KeyHashes, SplitByKeys, StoredRows, StoredSlice};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::spill::SpillDir;
+use crate::scratch::SpillDir;
 use crate::storage::ObjectMeta;
 
 pub const LINEAGE_FILE: &str = "_source_file";

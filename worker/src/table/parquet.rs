@@ -8,7 +8,7 @@ use super::{DateEncoder, EncodedObject, Seen, StoredRows, Table, Transaction, fe
 use crate::config::{Layout, SchemaConfig};
 use crate::dates::{days_since_epoch, format_days};
 use crate::error::{Error, Result};
-use crate::spill::SpillDir;
+use crate::scratch::SpillDir;
 use crate::storage::{DynStorage, ObjectMeta, PutCondition, StorageError};
 
 /// Parquet files in a `ymd` or `date` layout. Each date's object is live as it lands and

@@ -5,10 +5,10 @@ use polars::prelude::*;
 use super::encoder::ROW_GROUP_ROWS;
 use super::frame::{Fields, conform, decode_frame, key_hashes};
 use super::{LINEAGE_FILE, LINEAGE_LINE, LINEAGE_MODIFIED};
+use crate::block::FileTable;
 use crate::block::RowBlock;
 use crate::config::SchemaConfig;
 use crate::error::{Error, Result};
-use crate::merge::FileTable;
 
 /// A date's stored rows, decoded a slice at a time so a large date never sits in memory whole.
 pub trait StoredRows: Send {
@@ -490,7 +490,7 @@ impl StoredSlice {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::merge::{FileInfo, FileTable};
+    use crate::block::{FileInfo, FileTable};
     use crate::table::encode;
 
     /// A stored file of `rows` rows with ids 0, 1, …, over more than one row group.

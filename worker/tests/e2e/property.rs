@@ -376,7 +376,9 @@ fn incremental_equals_full(place: Place, case: Case) {
             }
             check_accounting(&lakeload::run::run(&incremental, false).await);
             if case.compaction == Compaction::Manual {
-                lakeload::optimize::optimize(&incremental, false).await.unwrap();
+                lakeload::maintain::optimize::optimize(&incremental, false)
+                    .await
+                    .unwrap();
             }
         }
         let full = place.config_with("full", Mode::Full, order, &settings);

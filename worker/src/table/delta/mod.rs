@@ -59,7 +59,7 @@ use super::{DateEncoder, EncodedObject, Seen, StoredRows, Table, Transaction, fe
 use crate::config::{Mode, SchemaConfig};
 use crate::dates::{days_since_epoch, format_days};
 use crate::error::{Error, Result};
-use crate::spill::SpillDir;
+use crate::scratch::SpillDir;
 use crate::state::{FileRecord, PartitionRecord, State};
 use crate::storage::{DynStorage, ObjectMeta, PutCondition, StorageError};
 

@@ -3,12 +3,12 @@
 
 use serde::Serialize;
 
+use crate::commit::lock::{Holder, LockInfo, current_holder};
 use crate::config::Config;
 use crate::error::Result;
-use crate::lock::{Holder, LockInfo, current_holder};
 use crate::report::{bytes, thousands};
-use crate::settings::TableSettings;
 use crate::state::StoreCheck;
+use crate::state::settings::TableSettings;
 use crate::summary::RunSummary;
 use crate::target::Target;
 

@@ -13,10 +13,10 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::block::RowBlock;
+use crate::scratch::SpillDir;
 
 /// Hash bits that pick a sub-partition at each level: 256 buckets, so a date spilled to 256 ×
 /// the unit limit still needs no second pass (a second pass writes and reads everything
@@ -28,61 +28,6 @@ const MAX_LEVEL: u32 = 64 / BUCKET_BITS - 1;
 
 fn bucket(hash: u64, level: u32) -> usize {
     ((hash >> (64 - BUCKET_BITS * (level + 1))) as usize) & (BUCKETS - 1)
-}
-
-/// The run's spill folder, created on first use under `run.spill_dir` (or the system's
-/// temporary folder) and removed with everything in it when the run ends.
-#[derive(Debug)]
-pub struct SpillDir {
-    parent: Option<PathBuf>,
-    dir: Mutex<Option<tempfile::TempDir>>,
-    next: AtomicU64,
-    written: AtomicU64,
-}
-
-impl SpillDir {
-    pub fn new(parent: Option<PathBuf>) -> Arc<Self> {
-        Arc::new(SpillDir {
-            parent,
-            dir: Mutex::new(None),
-            next: AtomicU64::new(0),
-            written: AtomicU64::new(0),
-        })
-    }
-
-    /// Bytes written to spill files so far.
-    pub fn bytes_written(&self) -> u64 {
-        self.written.load(Ordering::Relaxed)
-    }
-
-    /// A new scratch file in the spill folder, removed when its path is dropped.
-    pub fn create_file(&self, what: &str) -> std::io::Result<(File, tempfile::TempPath)> {
-        let path = self.new_path(what)?;
-        let file = File::create(&path)?;
-        Ok((file, tempfile::TempPath::try_from_path(path)?))
-    }
-
-    /// A new file name in the spill folder.
-    fn new_path(&self, what: &str) -> std::io::Result<PathBuf> {
-        let mut dir = self.dir.lock().unwrap_or_else(|e| e.into_inner());
-        if dir.is_none() {
-            let mut builder = tempfile::Builder::new();
-            builder.prefix("lakeload-spill-");
-            *dir = Some(match &self.parent {
-                Some(parent) => {
-                    std::fs::create_dir_all(parent)?;
-                    builder.tempdir_in(parent)?
-                }
-                None => builder.tempdir()?,
-            });
-        }
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        Ok(dir
-            .as_ref()
-            .expect("just created")
-            .path()
-            .join(format!("{what}-{n}.rows")))
-    }
 }
 
 /// A spill file, removed when the last part that points into it goes.
@@ -248,7 +193,7 @@ impl<'a> PieceWriter<'a> {
         });
         part.bytes += n;
         self.offset += n;
-        self.spill.written.fetch_add(n, Ordering::Relaxed);
+        self.spill.count_written(n);
         Ok(())
     }
 }

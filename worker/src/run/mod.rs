@@ -1,6 +1,10 @@
 //! One run, end to end: lock → plan → read & clean → route by date → merge each date → write →
 //! commit state → summary, log and rejects (SPEC §4–6).
 
+pub mod etlrun_result;
+pub mod ingest;
+pub mod stats;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -8,22 +12,24 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
 use crate::block::KeyColumns;
+use crate::block::{FileInfo, FileTable};
 use crate::bookkeeping::{log_key, rejects_key, summary_key};
-use crate::budget::{date_unit_limit, ingest_budget, merge_concurrency, row_group_bytes, unit_limit};
+use crate::commit::lock::TableLock;
+use crate::commit::ownership::Claims;
 use crate::commit::{TableCommit, TableFacts, file_records};
 use crate::config::{Config, Mode};
-use crate::date_merge::{DateMerge, MergeMemory};
 use crate::dates::format_days;
 use crate::error::{Error, Result, exit_code};
-use crate::ingest::{check_reject_ratio, ingest};
-use crate::lock::TableLock;
-use crate::merge::{FileInfo, FileTable, MergeCounts};
-use crate::ownership::Claims;
+use crate::merge::MergeCounts;
+use crate::merge::date_merge::{DateMerge, MergeMemory};
+use crate::merge::spill::DateRows;
 use crate::plan::{Plan, plan};
-use crate::router::{Compactor, DateRouter};
-use crate::run_stats::RunStats;
-use crate::settings::{SettingChange, TableSettings, changed_settings_error};
-use crate::spill::{DateRows, SpillDir};
+use crate::route::budget::{date_unit_limit, ingest_budget, merge_concurrency, row_group_bytes, unit_limit};
+use crate::route::router::{Compactor, DateRouter};
+use crate::run::ingest::{check_reject_ratio, ingest};
+use crate::run::stats::RunStats;
+use crate::scratch::SpillDir;
+use crate::state::settings::{SettingChange, TableSettings, changed_settings_error};
 use crate::state::{Loaded, State, StoreCheck};
 use crate::storage::ObjectMeta;
 use crate::summary::RunSummary;
@@ -101,7 +107,7 @@ pub async fn run_on(config: &Config, target: &Target, interactive: bool) -> RunR
 async fn check_store(config: &Config, target: &Target, run_id: &str) -> Result<StoreCheck> {
     // Read without the lock: only to learn whether this store was checked before.
     let recorded = target.state.load().await?.state.store;
-    crate::store_check::verify(
+    crate::commit::store_check::verify(
         &target.storage,
         run_id,
         recorded.as_ref(),
@@ -231,10 +237,10 @@ async fn auto_optimize(
             written.contains(&date)
                 && files
                     .get(&date)
-                    .is_some_and(|f| crate::optimize::due(f, &config.optimize))
+                    .is_some_and(|f| crate::maintain::optimize::due(f, &config.optimize))
         };
-        let planned = crate::optimize::plan(&files, config.optimize.target_file_size, Some(&due));
-        crate::optimize::compact(config, target, lock, run_id, loaded, table, &files, planned).await
+        let planned = crate::maintain::optimize::plan(&files, config.optimize.target_file_size, Some(&due));
+        crate::maintain::optimize::compact(config, target, lock, run_id, loaded, table, &files, planned).await
     };
     match compacted.await {
         Ok(done) if !done.dates.is_empty() => tracing::info!(
@@ -352,7 +358,7 @@ async fn merge_and_write(
     let mode = config.run.mode;
     let dates = router.dates_largest_first();
     tracing::info!("merging {} date(s)", dates.len());
-    let date_bar = crate::progress::count_bar(dates.len() as u64, "dates written", interactive);
+    let date_bar = crate::read::progress::count_bar(dates.len() as u64, "dates written", interactive);
     let keys = Arc::new(KeyColumns::new(&config.schema));
     let order = config.run.order;
     let unit_limit = unit_limit(config);

@@ -1,70 +1,14 @@
 //! Merge the rows of one date: keep the latest row per key (SPEC §2), and count what happened.
 
+pub mod date_merge;
+pub mod spill;
+
 use std::cmp::Ordering;
-use std::sync::Arc;
 
 use hashbrown::hash_table::{Entry, HashTable};
 
-use crate::block::{InlineKey, KeyColumns, RowBlock};
+use crate::block::{FileInfo, FileTable, InlineKey, KeyColumns, RowBlock, RowRef};
 use crate::config::Order;
-
-/// A source file as the lineage columns record it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileInfo {
-    pub key: Arc<str>,
-    /// `_source_modified`, microseconds since the Unix epoch (UTC).
-    pub modified_micros: i64,
-}
-
-/// The files rows refer to: the run's source files (shared, read-only), then files named by
-/// rows read back from the table for this date (local to one merge).
-#[derive(Debug, Clone)]
-pub struct FileTable {
-    shared: Arc<[FileInfo]>,
-    local: Vec<FileInfo>,
-}
-
-impl FileTable {
-    pub fn new(shared: Arc<[FileInfo]>) -> Self {
-        FileTable {
-            shared,
-            local: Vec::new(),
-        }
-    }
-
-    /// How many file ids there are.
-    pub fn len(&self) -> usize {
-        self.shared.len() + self.local.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn get(&self, id: u32) -> &FileInfo {
-        let id = id as usize;
-        match self.shared.get(id) {
-            Some(f) => f,
-            None => &self.local[id - self.shared.len()],
-        }
-    }
-
-    /// The id of a file named by a stored row, adding it if new.
-    pub fn intern(&mut self, key: &str, modified_micros: i64) -> u32 {
-        let found = self
-            .local
-            .iter()
-            .position(|f| f.modified_micros == modified_micros && &*f.key == key);
-        let index = found.unwrap_or_else(|| {
-            self.local.push(FileInfo {
-                key: key.into(),
-                modified_micros,
-            });
-            self.local.len() - 1
-        });
-        (self.shared.len() + index) as u32
-    }
-}
 
 /// Counts of one merge, per SPEC §6.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -84,9 +28,6 @@ impl std::ops::AddAssign for MergeCounts {
         self.superseded += o.superseded;
     }
 }
-
-/// A row of a merge's input: (block index, row index).
-pub type RowRef = (u32, u32);
 
 pub struct Merger<'a> {
     pub keys: &'a KeyColumns,
@@ -407,6 +348,8 @@ pub fn distinct_keys(blocks: &[RowBlock]) -> usize {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::sync::Arc;
+
     use crate::block::{Lineage, RowBuilder};
     use crate::config::SchemaConfig;
     use crate::config::{Config, RawConfig};

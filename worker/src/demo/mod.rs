@@ -1,11 +1,13 @@
 //! `lakeload demo`: sample data into a local folder, a full run, new files arriving, an
 //! incremental run, then the table's status, with the commands to read the result.
 
+pub mod generate;
+
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, RawConfig};
+use crate::demo::generate::{GenerateOptions, generate};
 use crate::error::{Error, Result};
-use crate::generate::{GenerateOptions, generate};
 use crate::report::format_summary;
 
 const MARKER: &str = ".lakeload-demo";
@@ -90,8 +92,8 @@ pub async fn demo(dir: &Path, interactive: bool) -> Result<DemoReport> {
     run_step(&config, interactive).await?;
 
     crate::outln!("5. Status\n");
-    let status = crate::status::status(&config).await?;
-    crate::outln!("{}", crate::status::format_status(&status));
+    let status = crate::inspect::status::status(&config).await?;
+    crate::outln!("{}", crate::inspect::status::format_status(&status));
 
     let glob = table.join("**").join("*.parquet");
     crate::outln!("The table is in {}", table.display());

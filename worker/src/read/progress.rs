@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::reader::ReadProgress;
+use crate::read::reader::ReadProgress;
 
 pub struct Progress {
     bar: Option<ProgressBar>,

@@ -1,4 +1,4 @@
-//! One date's merge: its rows come as units (see [`crate::spill`]); each unit's latest rows
+//! One date's merge: its rows come as units (see [`crate::merge::spill`]); each unit's latest rows
 //! per key are kept and encoded, in unit order, into the date's object. A date cut into
 //! several units has them merged on several threads; [`MergeMemory`] caps the bytes of units
 //! in memory at once across every date of the run, so the memory budget holds however the
@@ -8,11 +8,13 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};
 
+use crate::block::{FileTable, RowRef};
 use crate::block::{KeyColumns, RowBlock};
 use crate::config::Order;
 use crate::error::{Error, Result};
-use crate::merge::{FileTable, MergeCounts, Merger, RowRef};
-use crate::spill::{DateRows, SpillDir, Units};
+use crate::merge::spill::{DateRows, Units};
+use crate::merge::{MergeCounts, Merger};
+use crate::scratch::SpillDir;
 use crate::table::{DateEncoder, EncodedObject, StoredRows, StoredSlice};
 
 /// The memory merge units may hold at once, across every date of the run, in bytes of rows,
@@ -73,7 +75,7 @@ pub struct DateMerge<'a> {
     pub memory: &'a MergeMemory,
     /// Threads merging units of this date side by side.
     pub threads: usize,
-    /// Largest unit, in bytes of rows (see [`crate::spill`]).
+    /// Largest unit, in bytes of rows (see [`crate::merge::spill`]).
     pub unit_limit: usize,
     pub spill: &'a Arc<SpillDir>,
 }

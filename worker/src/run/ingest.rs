@@ -7,14 +7,14 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::bookkeeping::rejects_key;
-use crate::budget::reader_threads;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::reader::{DateBlocks, FileCounts, ReadOptions, read_source};
-use crate::rejects::{Reject, RejectGate};
-use crate::router::DateRouter;
-use crate::row::LineParser;
-use crate::run_stats::RunStats;
+use crate::read::reader::{DateBlocks, FileCounts, ReadOptions, read_source};
+use crate::read::rejects::{Reject, RejectGate};
+use crate::read::row::LineParser;
+use crate::route::budget::reader_threads;
+use crate::route::router::DateRouter;
+use crate::run::stats::RunStats;
 use crate::storage::ObjectMeta;
 use crate::summary::ManifestEntry;
 use crate::target::Target;
@@ -120,7 +120,7 @@ async fn read_all(
     interactive: bool,
 ) -> Result<Vec<FileCounts>> {
     let parser = Arc::new(LineParser::new(&config.schema, config.source.delimiter));
-    let progress = crate::progress::Progress::start(
+    let progress = crate::read::progress::Progress::start(
         files.len() as u64,
         files.iter().map(|f| f.size).sum(),
         interactive,

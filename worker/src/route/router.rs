@@ -2,17 +2,19 @@
 //! rows pass the budget, dates are first compacted (the latest row per key kept, the rest
 //! counted as superseded: what the merge would do anyway), and if that does not free enough,
 //! the largest dates go to spill files on local disk, cut by key hash so a date too large for
-//! memory can later be merged piece by piece (see [`crate::spill`]).
+//! memory can later be merged piece by piece (see [`crate::merge::spill`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::block::FileTable;
 use crate::block::KeyColumns;
 use crate::block::RowBlock;
 use crate::config::Order;
-use crate::merge::{FileTable, Merger, distinct_keys};
-use crate::reader::DateBlocks;
-use crate::spill::{DateRows, SpillDir};
+use crate::merge::spill::DateRows;
+use crate::merge::{Merger, distinct_keys};
+use crate::read::reader::DateBlocks;
+use crate::scratch::SpillDir;
 
 /// What the router needs to compact a date: the same rule as the final merge.
 pub struct Compactor {
@@ -261,8 +263,8 @@ impl DateRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block::FileInfo;
     use crate::block::{Lineage, RowBuilder};
-    use crate::merge::FileInfo;
     use crate::merge::tests::schema;
 
     fn router(budget: u64) -> DateRouter {

@@ -9,15 +9,15 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
+use crate::commit::ownership::{Owned, Survey};
 use crate::config::{Config, Mode};
 use crate::dates::format_days;
 use crate::error::Result;
-use crate::ownership::{Owned, Survey};
 use crate::plan::{FileStatus, PlannedFile, plan};
-use crate::reader::{ReadOptions, ReadProgress, read_source};
+use crate::read::reader::{ReadOptions, ReadProgress, read_source};
+use crate::read::row::LineParser;
 use crate::report::{bytes, thousands};
-use crate::row::LineParser;
-use crate::settings::{SettingChange, TableSettings};
+use crate::state::settings::{SettingChange, TableSettings};
 use crate::target::Target;
 
 #[derive(Debug, Clone, Serialize)]
@@ -76,9 +76,9 @@ pub async fn preview(config: &Config) -> Result<Preview> {
     let to_read: Vec<PlannedFile> = plan.files.iter().filter(|f| f.process).cloned().collect();
 
     let parser = Arc::new(LineParser::new(&config.schema, config.source.delimiter));
-    let readers = crate::budget::reader_threads(config);
+    let readers = crate::route::budget::reader_threads(config);
     let options = ReadOptions::for_files(config, to_read.len(), readers);
-    let counts: Vec<crate::reader::FileCounts> = futures::stream::iter(to_read.iter().enumerate())
+    let counts: Vec<crate::read::reader::FileCounts> = futures::stream::iter(to_read.iter().enumerate())
         .map(|(id, f)| {
             let (parser, source, meta, options) = (
                 parser.clone(),
@@ -155,7 +155,7 @@ pub async fn preview(config: &Config) -> Result<Preview> {
     let dates_to_optimize = table
         .stored_files()
         .iter()
-        .filter(|(_, files)| crate::optimize::due(files, &config.optimize))
+        .filter(|(_, files)| crate::maintain::optimize::due(files, &config.optimize))
         .map(|(date, _)| format_days(*date))
         .collect();
     Ok(Preview {

@@ -9,10 +9,10 @@ use flate2::read::MultiGzDecoder;
 
 use crate::block::{Lineage, RowBlock};
 use crate::config::Config;
-use crate::diagnose::{Diagnosis, Expectation, Sniffer};
-use crate::error::{Error, Result};
-use crate::rejects::Reject;
-use crate::row::{LineOutcome, LineParser, ParsedLine};
+use crate::error::{Diagnosis, Error, Result};
+use crate::read::diagnose::{Expectation, Sniffer};
+use crate::read::rejects::Reject;
+use crate::read::row::{LineOutcome, LineParser, ParsedLine};
 use crate::storage::{DynStorage, ObjectMeta, ResumingReader, StoreReadError};
 
 /// Rows are handed on in batches of this many, so a large file is never held whole.
@@ -451,7 +451,7 @@ pub async fn read_source(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::row::tests::parser;
+    use crate::read::row::tests::parser;
     use std::io::Write;
 
     fn gzip(text: &[u8]) -> Vec<u8> {

@@ -15,10 +15,10 @@ pub(crate) fn ingest_budget(config: &Config) -> u64 {
 }
 
 /// Files read at once: `run.threads`, as far as a quarter of the budget holds each reader
-/// ([`crate::reader::READER_BYTES`]) and one batch in flight
-/// ([`crate::reader::BATCH_BYTES`]); at least one.
+/// ([`crate::read::reader::READER_BYTES`]) and one batch in flight
+/// ([`crate::read::reader::BATCH_BYTES`]); at least one.
 pub fn reader_threads(config: &Config) -> usize {
-    let each = crate::reader::READER_BYTES + crate::reader::BATCH_BYTES as u64;
+    let each = crate::read::reader::READER_BYTES + crate::read::reader::BATCH_BYTES as u64;
     let fit = (config.run.memory_limit / 4 / each).max(1) as usize;
     config.run.threads.clamp(1, fit)
 }
@@ -55,7 +55,7 @@ pub(crate) fn row_group_bytes(config: &Config) -> usize {
 }
 
 /// The unit limit for one date of `date_bytes` (`spilled` if some are on disk cut by key hash,
-/// see [`crate::spill`]), when the run holds `total_bytes` and merges on `threads`. A date
+/// see [`crate::merge::spill`]), when the run holds `total_bytes` and merges on `threads`. A date
 /// spilled whole (it fitted one unit) counts as one in memory: its rows come back in arrival
 /// order.
 ///
@@ -77,7 +77,7 @@ pub(crate) fn date_unit_limit(
     threads: usize,
 ) -> usize {
     if spilled {
-        let bucket = date_bytes / crate::spill::BUCKETS as u64;
+        let bucket = date_bytes / crate::merge::spill::BUCKETS as u64;
         return budget_limit.min((bucket + bucket / 4).max(SPILLED_UNIT) as usize);
     }
     let share = total_bytes / threads.max(1) as u64;

@@ -3,7 +3,7 @@
 use crate::block::{KeyColumns, NULL_DATE, field_of, field_span};
 use crate::config::SchemaConfig;
 use crate::dates::DateParser;
-use crate::rejects::{Reject, RejectReason};
+use crate::read::rejects::{Reject, RejectReason};
 
 pub enum LineOutcome<'a> {
     Blank,

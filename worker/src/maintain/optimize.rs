@@ -21,13 +21,13 @@ use std::time::Duration;
 use chrono::Utc;
 use serde::Serialize;
 
+use crate::block::FileTable;
+use crate::commit::lock::TableLock;
 use crate::commit::{TableCommit, under_lock};
 use crate::config::{Config, Mode, OptimizeConfig, TableFormat};
 use crate::dates::format_days;
 use crate::error::{Error, Result};
-use crate::lock::TableLock;
-use crate::merge::FileTable;
-use crate::spill::SpillDir;
+use crate::scratch::SpillDir;
 use crate::state::Loaded;
 use crate::table::{Seen, StoredFile, Transaction};
 use crate::target::Target;
@@ -172,7 +172,7 @@ pub async fn compact(
     let keys: Vec<String> = planned.iter().map(|(date, _)| table.key_for(*date)).collect();
     commit.announce(&keys).await?;
     let spill = Arc::new(SpillDir::new(config.run.spill_dir.clone()));
-    let group_bytes = crate::budget::row_group_bytes(config);
+    let group_bytes = crate::route::budget::row_group_bytes(config);
     // A slice of stored rows at a time, as a merge reads them.
     let slice_bytes = (config.run.memory_limit / 16).max(1 << 20) as usize;
     for (date, chosen) in &planned {

@@ -2,6 +2,8 @@
 //! [`StateStore`] trait. Commits are compare-and-swap on the object's ETag, so a concurrent
 //! writer or a run that lost its lock is detected instead of overwritten.
 
+pub mod settings;
+
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -9,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::settings::TableSettings;
+use crate::state::settings::TableSettings;
 use crate::storage::{DynStorage, PutCondition, StorageError};
 
 /// 2: the state records the table's settings, its announced writes and the store check.

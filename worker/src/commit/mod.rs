@@ -23,19 +23,26 @@
 //! The other maintenance commands (`rollback`, `vacuum`) take the same path: [`under_lock`] holds the
 //! table's lock around their work and releases it whatever happens, and [`commit_state`] is
 //! the one state write of every command (fenced, compare-and-swap on the state loaded).
+//!
+//! What the protocol stands on: the table's [`lock`], what the table owns and may touch
+//! ([`ownership`]), and a check that the store honours conditional writes ([`store_check`]).
+
+pub mod lock;
+pub mod ownership;
+pub mod store_check;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::Utc;
 
+use crate::commit::lock::TableLock;
+use crate::commit::ownership::{Claims, Owned};
 use crate::config::Mode;
 use crate::dates::format_days;
 use crate::error::Result;
-use crate::lock::TableLock;
-use crate::ownership::{Claims, Owned};
-use crate::reader::FileCounts;
-use crate::settings::TableSettings;
+use crate::read::reader::FileCounts;
+use crate::state::settings::TableSettings;
 use crate::state::{FileRecord, Loaded, PartitionRecord, STATE_VERSION, State, StateStore, StoreCheck};
 use crate::storage::{DynStorage, ObjectMeta, PutCondition};
 use crate::table::{EncodedObject, Seen, Transaction};

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use crate::commit::ownership::some_keys;
 use crate::commit::{commit_state, under_lock};
 use crate::config::{Config, TableFormat};
 use crate::error::{Error, Result};
-use crate::ownership::some_keys;
-use crate::settings::TableSettings;
+use crate::state::settings::TableSettings;
 use crate::state::{JsonStateStore, STATE_VERSION, State, StateStore};
 use crate::storage::DynStorage;
 use crate::table::{DeltaTable, delta::Restored};

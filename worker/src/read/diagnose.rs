@@ -5,7 +5,8 @@
 //! with scattered bad lines never trips this; `run.max_reject_ratio` judges it exactly.
 
 use crate::dates::DateParser;
-use crate::rejects::{Reject, RejectReason};
+use crate::error::Diagnosis;
+use crate::read::rejects::{Reject, RejectReason};
 
 /// Non-blank lines of a file looked at before its verdict.
 pub const SAMPLE_LINES: u64 = 1000;
@@ -42,27 +43,6 @@ const DATE_FORMS: &[&str] = &[
     "%b %d %Y",
     "%Y-%m-%d %H:%M:%S%.f",
 ];
-
-/// Why a file's reading stopped early.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Diagnosis {
-    /// Config error (exit 2: a setting is certainly wrong, e.g. a header) or too many rejects
-    /// (exit 65).
-    pub config_error: bool,
-    pub reason: Option<RejectReason>,
-    pub rejected: u64,
-    pub sampled: u64,
-    /// The likely cause and the fix.
-    pub cause: String,
-}
-
-impl std::fmt::Display for Diagnosis {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.cause)
-    }
-}
-
-impl std::error::Error for Diagnosis {}
 
 /// What the schema expects of a line (the reader gathers it from the configuration).
 #[derive(Debug, Clone)]
@@ -140,7 +120,7 @@ impl Sniffer {
             if count as f64 >= NEARLY_ALL * rejected as f64 {
                 return Some(Diagnosis {
                     config_error: false,
-                    reason: Some(top),
+                    reason: Some(top.as_str()),
                     rejected,
                     sampled: self.sampled,
                     cause: self.cause(top, expect),
@@ -166,7 +146,7 @@ impl Sniffer {
         {
             return Some(Diagnosis {
                 config_error: true,
-                reason: Some(first.reason),
+                reason: Some(first.reason.as_str()),
                 rejected,
                 sampled: self.sampled,
                 cause: format!(
@@ -330,7 +310,7 @@ fn header_names(first: &Reject, expect: &Expectation) -> Option<String> {
 mod tests {
     use super::*;
     use crate::config::{Origin, RawConfig};
-    use crate::row::{LineOutcome, LineParser, ParsedLine};
+    use crate::read::row::{LineOutcome, LineParser, ParsedLine};
 
     fn expectation(extra: &str) -> (LineParser, Expectation) {
         let ini = format!("[source]\nurl = /in\n[target]\nurl = /out\n{extra}");
@@ -338,7 +318,7 @@ mod tests {
             crate::Config::from_raw(&RawConfig::from_ini_str(&ini, Origin::File("t".into())).unwrap())
                 .unwrap();
         let parser = LineParser::new(&config.schema, config.source.delimiter);
-        (parser, crate::reader::expectation(&config))
+        (parser, crate::read::reader::expectation(&config))
     }
 
     fn sniff(lines: &[String], extra: &str) -> Option<Diagnosis> {
@@ -367,7 +347,7 @@ mod tests {
     #[test]
     fn a_wrong_delimiter_is_named_with_the_one_that_fits() {
         let d = sniff(&lines(2000, "|", "2024-01-02"), "[source]\ndelimiter = ,\n").unwrap();
-        assert_eq!(d.reason, Some(RejectReason::FieldCount));
+        assert_eq!(d.reason, Some(RejectReason::FieldCount.as_str()));
         assert!(!d.config_error);
         assert_eq!(d.sampled, SAMPLE_LINES);
         assert!(
@@ -383,7 +363,7 @@ mod tests {
     #[test]
     fn a_date_form_the_rule_does_not_read_is_named_with_a_format_that_does() {
         let d = sniff(&lines(500, "|", "31/01/2024 10:00:00"), "").unwrap();
-        assert_eq!(d.reason, Some(RejectReason::BadDate));
+        assert_eq!(d.reason, Some(RejectReason::BadDate.as_str()));
         assert!(d.cause.contains("`31/01/2024 10:00:00`"), "{}", d.cause);
         assert!(
             d.cause

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use crate::config::Config;
-use crate::rejects::RejectsWriter;
+use crate::read::rejects::RejectsWriter;
 use crate::summary::{ManifestEntry, RowCounts};
 
 /// Everything a run learns as it goes; becomes the summary even when the run fails midway.
