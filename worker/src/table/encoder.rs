@@ -48,7 +48,7 @@ pub struct EncodedObject {
     file: tempfile::TempPath,
     pub size: u64,
     pub rows: u64,
-    /// Column statistics, when the encoder was asked for them ([`ParquetEncoder::with_stats`]).
+    /// Column statistics, gathered by an encoder for a Delta table ([`ParquetEncoder::for_delta`]).
     pub stats: Option<FileStats>,
 }
 

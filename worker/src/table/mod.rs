@@ -225,7 +225,7 @@ pub trait Transaction: Send + Sync {
     /// written (a Delta log commit, with its post-commit work: a checkpoint when due). Returns
     /// the version committed; `None` for a format whose writes are live as they land.
     /// `files` are the source files the run processed: a format with a log records them in
-    /// the commit, so the state can be rebuilt from it ([`Table::state_from_log`]).
+    /// the commit, so the state can be rebuilt from it ([`Transaction::state_from_log`]).
     async fn commit(
         &self,
         _mode: crate::config::Mode,
