@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use super::log::{Action, LOG_DIR, Snapshot, version_named};
 use crate::error::{Error, Result};
+use crate::storage::{DynStorage, PutCondition, StorageError};
 
 /// Versions between checkpoints, as Delta writers do by default.
 pub const CHECKPOINT_INTERVAL: u64 = 100;
@@ -34,6 +35,57 @@ pub const LAST_CHECKPOINT_KEY: &str = "_delta_log/_last_checkpoint";
 /// The key of the checkpoint of `version`.
 pub fn checkpoint_key(version: u64) -> String {
     format!("{LOG_DIR}/{version:020}.checkpoint.parquet")
+}
+
+/// Writes the checkpoint of `version` (its snapshot's `actions`), created only if absent,
+/// and moves `_last_checkpoint` to it unless it already points at this version or a newer
+/// one.
+pub async fn write(storage: &DynStorage, version: u64, actions: &[Action]) -> Result<()> {
+    let body = encode(actions)?;
+    let size = body.len();
+    match storage
+        .put_if(
+            &checkpoint_key(version),
+            bytes::Bytes::from(body),
+            PutCondition::IfAbsent,
+        )
+        .await
+    {
+        // Written already (a checkpoint of a version is the same whoever writes it).
+        Ok(_) | Err(StorageError::PreconditionFailed { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    // The pointer only moves forward: a slow writer of an older checkpoint must not send
+    // readers back to it. Written only if it is still what was read.
+    let (current, condition) = match storage.get(LAST_CHECKPOINT_KEY).await? {
+        None => (None, Some(PutCondition::IfAbsent)),
+        Some((body, meta)) => {
+            let pointed: Option<u64> = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["version"].as_u64());
+            // A store without versions: written as it is.
+            (pointed, meta.etag.map(PutCondition::IfMatch))
+        }
+    };
+    if current.is_some_and(|v| v >= version) {
+        return Ok(());
+    }
+    let pointer = last_checkpoint(version, actions.len(), size);
+    let pointer = bytes::Bytes::from(pointer);
+    let written = match condition {
+        Some(condition) => storage
+            .put_if(LAST_CHECKPOINT_KEY, pointer, condition)
+            .await
+            .map(drop),
+        None => storage.put(LAST_CHECKPOINT_KEY, pointer).await,
+    };
+    match written {
+        // Another writer moved it meanwhile (to its own, as new or newer): leave it.
+        Ok(_) | Err(StorageError::PreconditionFailed { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!("wrote the checkpoint of version {version}");
+    Ok(())
 }
 
 /// The version a single-file checkpoint's key names; `None` for anything else (multi-part
@@ -623,5 +675,24 @@ mod tests {
         assert!(!is_due(101, Some(100)) && is_due(200, Some(100)));
         // The run that committed 100 wrote none: the next one does.
         assert!(is_due(101, None) && is_due(205, Some(100)) && !is_due(250, Some(205)));
+    }
+
+    /// `_last_checkpoint` moves forward only: a writer finishing an older checkpoint late
+    /// leaves the newer pointer.
+    #[tokio::test]
+    async fn the_checkpoint_pointer_never_moves_backwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: DynStorage = Arc::new(crate::storage::LocalStorage::new(dir.path().to_path_buf()));
+        let actions = vec![Action::Protocol(Protocol::lakeload())];
+        let pointed = || async {
+            let (body, _) = storage.get(LAST_CHECKPOINT_KEY).await.unwrap().unwrap();
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()["version"].as_u64()
+        };
+        write(&storage, 200, &actions).await.unwrap();
+        write(&storage, 100, &actions).await.unwrap();
+        assert_eq!(pointed().await, Some(200));
+        write(&storage, 300, &actions).await.unwrap();
+        assert_eq!(pointed().await, Some(300));
+        assert!(storage.get(&checkpoint_key(100)).await.unwrap().is_some());
     }
 }

@@ -38,7 +38,6 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
-use self::checkpoint::{LAST_CHECKPOINT_KEY, checkpoint_key};
 use self::conflict::ReadSet;
 use self::deletion_vector::{DeletionVector, DeletionVectorFile, DeletionVectorFiles};
 use self::files::{data_file_name, new_attempt};
@@ -551,7 +550,7 @@ impl DeltaTransaction {
         let Some((version, actions)) = due else {
             return;
         };
-        match self.write_checkpoint(version, &actions).await {
+        match checkpoint::write(&self.storage, version, &actions).await {
             Ok(()) => {
                 self.run().checkpointed = Some(version);
             }
@@ -560,56 +559,6 @@ impl DeltaTransaction {
                  readers replay the log's commits instead"
             ),
         }
-    }
-
-    async fn write_checkpoint(&self, version: u64, actions: &[Action]) -> Result<()> {
-        let body = checkpoint::encode(actions)?;
-        let size = body.len();
-        match self
-            .storage
-            .put_if(
-                &checkpoint_key(version),
-                bytes::Bytes::from(body),
-                PutCondition::IfAbsent,
-            )
-            .await
-        {
-            // Written already (a checkpoint of a version is the same whoever writes it).
-            Ok(_) | Err(StorageError::PreconditionFailed { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-        // The pointer only moves forward: a slow writer of an older checkpoint must not send
-        // readers back to it. Written only if it is still what was read.
-        let (current, condition) = match self.storage.get(LAST_CHECKPOINT_KEY).await? {
-            None => (None, Some(PutCondition::IfAbsent)),
-            Some((body, meta)) => {
-                let pointed: Option<u64> = serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["version"].as_u64());
-                // A store without versions: written as it is.
-                (pointed, meta.etag.map(PutCondition::IfMatch))
-            }
-        };
-        if current.is_some_and(|v| v >= version) {
-            return Ok(());
-        }
-        let pointer = checkpoint::last_checkpoint(version, actions.len(), size);
-        let pointer = bytes::Bytes::from(pointer);
-        let written = match condition {
-            Some(condition) => self
-                .storage
-                .put_if(LAST_CHECKPOINT_KEY, pointer, condition)
-                .await
-                .map(drop),
-            None => self.storage.put(LAST_CHECKPOINT_KEY, pointer).await,
-        };
-        match written {
-            // Another writer moved it meanwhile (to its own, as new or newer): leave it.
-            Ok(_) | Err(StorageError::PreconditionFailed { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-        tracing::info!("wrote the checkpoint of version {version}");
-        Ok(())
     }
 }
 
@@ -957,32 +906,5 @@ impl Transaction for DeltaTransaction {
             return Ok(None);
         }
         transaction.commit(self).await.map(Some)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `_last_checkpoint` moves forward only: a writer finishing an older checkpoint late
-    /// leaves the newer pointer.
-    #[tokio::test]
-    async fn the_checkpoint_pointer_never_moves_backwards() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage: DynStorage = Arc::new(crate::storage::LocalStorage::new(dir.path().to_path_buf()));
-        let table = DeltaTable::new(storage.clone(), Arc::new(crate::merge::tests::schema()))
-            .begin_delta("run")
-            .await
-            .unwrap();
-        let actions = vec![Action::Protocol(Protocol::lakeload())];
-        let pointed = || async {
-            let (body, _) = storage.get(LAST_CHECKPOINT_KEY).await.unwrap().unwrap();
-            serde_json::from_slice::<serde_json::Value>(&body).unwrap()["version"].as_u64()
-        };
-        table.write_checkpoint(200, &actions).await.unwrap();
-        table.write_checkpoint(100, &actions).await.unwrap();
-        assert_eq!(pointed().await, Some(200));
-        table.write_checkpoint(300, &actions).await.unwrap();
-        assert_eq!(pointed().await, Some(300));
     }
 }
