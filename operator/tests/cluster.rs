@@ -156,13 +156,37 @@ struct Setup {
     cron_bucket: String,
     cron_lines: usize,
     upgrade: Upgrade,
+    _operator: OperatorUse,
 }
+
+/// How a test uses the one operator release every test shares, held for the whole test: most
+/// only need it to reconcile; a test that stops or upgrades it has it to itself, so no other
+/// test waits on runs nobody reconciles meanwhile.
+enum OperatorUse {
+    Shared(#[allow(dead_code)] tokio::sync::RwLockReadGuard<'static, ()>),
+    Exclusive(#[allow(dead_code)] tokio::sync::RwLockWriteGuard<'static, ()>),
+}
+
+static OPERATOR: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// The cluster, the S3 server, and the operator installed with `helm install` of the previous
 /// chart then `helm upgrade` to this one (once per test process), its CronJob scheduling a
 /// run every minute.
 async fn setup() -> Setup {
     let shared = shared().await;
+    let operator = OperatorUse::Shared(OPERATOR.read().await);
+    setup_with(shared, operator).await
+}
+
+/// [`setup`] for a test that stops, scales or upgrades the operator: it waits for the tests
+/// running to end, and the others wait for it.
+async fn setup_exclusive() -> Setup {
+    let shared = shared().await;
+    let operator = OperatorUse::Exclusive(OPERATOR.write().await);
+    setup_with(shared, operator).await
+}
+
+async fn setup_with(shared: &'static Shared, operator: OperatorUse) -> Setup {
     Setup {
         admin: client_for(&shared.cluster.kubeconfig).await,
         cluster: shared.cluster,
@@ -170,6 +194,7 @@ async fn setup() -> Setup {
         cron_bucket: shared.cron_bucket.clone(),
         cron_lines: shared.cron_lines,
         upgrade: shared.upgrade.clone(),
+        _operator: operator,
     }
 }
 
@@ -304,18 +329,7 @@ async fn shared() -> &'static Shared {
                 String::from_utf8_lossy(&upgrade.stderr),
                 operator_logs(cluster)
             );
-            let deployments: Api<Deployment> = Api::namespaced(admin.clone(), RELEASE_NS);
-            let ready = deployments
-                .get("lakeload-operator")
-                .await
-                .unwrap()
-                .status
-                .and_then(|s| s.ready_replicas);
-            assert_eq!(
-                ready,
-                Some(2),
-                "both operator replicas are ready, leader and standby"
-            );
+            wait_operator_rolled_out(&admin).await;
             Shared {
                 cluster,
                 s3,
@@ -358,8 +372,17 @@ async fn operator_refusal(cluster: &Cluster) -> String {
                         container: Some("operator".into()),
                         ..LogParams::default()
                     };
+                    // The container may have been started again between the list and the
+                    // log's read (a new, still silent log): then its termination message
+                    // says the same, if it holds the log's end; else look again.
                     let log = pods.logs(&pod.name_any(), &params).await.unwrap_or_default();
-                    return format!("exit {}: {log}", ended.exit_code);
+                    let said = match log.trim().is_empty() {
+                        true => ended.message.clone().unwrap_or_default(),
+                        false => log,
+                    };
+                    if !said.trim().is_empty() {
+                        return format!("exit {}: {said}", ended.exit_code);
+                    }
                 }
             }
         }
@@ -392,7 +415,10 @@ fn operator_logs(cluster: &Cluster) -> String {
 
 /// A namespace of the test's own with the `aws` Secret, and a bucket with sources.
 async fn fresh(name: &str, lines_per_file: usize) -> (Setup, String, String, usize) {
-    let setup = setup().await;
+    fresh_with(setup().await, name, lines_per_file).await
+}
+
+async fn fresh_with(setup: Setup, name: &str, lines_per_file: usize) -> (Setup, String, String, usize) {
     let ns = format!("{name}-{}", std::process::id());
     create_namespace(&setup.admin, &ns).await;
     let bucket = setup.s3.bucket(name);
@@ -790,9 +816,14 @@ async fn an_image_that_does_not_exist_fails_the_run_with_the_reason() {
         message.contains("ErrImagePull") || message.contains("ImagePullBackOff"),
         "{message}"
     );
-    // The pod is stopped and the table's Lease released.
+    // The pod is stopped and the table's Lease released (once the pod has ended; its object
+    // may stay a moment longer, until the Job controller lets it go).
     wait_lease_released(setup, &run, Duration::from_secs(90)).await;
-    assert!(job_pods(setup, &ns, &run).await.is_empty());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !job_pods(setup, &ns, &run).await.is_empty() {
+        assert!(Instant::now() < deadline, "the ghost's pod is removed");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // An image outside the allow-list never gets a pod.
     create_run(
@@ -1135,7 +1166,7 @@ async fn a_worker_that_may_not_report_fails_its_run_saying_which_permission_is_m
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_leader_killed_mid_run_never_lets_a_second_job_write_the_table() {
-    let (ref setup, ns, bucket, lines) = fresh("failover", 200).await;
+    let (ref setup, ns, bucket, lines) = fresh_with(setup_exclusive().await, "failover", 200).await;
     let table = table_id(&format!("s3://{bucket}/table"));
     // Every Job of the table not yet ended, sampled from before the first run starts to after
     // the last ends: never more than one.
@@ -1175,7 +1206,7 @@ async fn a_leader_killed_mid_run_never_lets_a_second_job_write_the_table() {
     // leader's Lease and the table's are 15 s); the second ("eager") waits for it. A new
     // leader lists (and reconciles) "eager" first: it finds the table's Lease expired, nobody
     // having renewed it during the failover, while the holder's worker still runs.
-    let (first, _) = create_paused_run(setup, &ns, "holder", &bucket, 60_000, json!({})).await;
+    let (first, _) = create_paused_run(setup, &ns, "holder", &bucket, 90_000, json!({})).await;
     create_run(setup, &ns, "eager", &bucket, json!({"mode": "incremental"})).await;
     wait_run(setup, &ns, "eager", Duration::from_secs(60), |r| {
         r.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("LockedBy")
@@ -1283,15 +1314,32 @@ async fn a_leader_killed_mid_run_never_lets_a_second_job_write_the_table() {
         String::from_utf8_lossy(&upgrade.stderr),
         operator_logs(setup.cluster)
     );
-    let deployment = Api::<Deployment>::namespaced(setup.admin.clone(), RELEASE_NS)
-        .get("lakeload-operator")
-        .await
-        .unwrap();
-    let status = deployment.status.unwrap();
-    assert_eq!(
-        (status.ready_replicas, status.updated_replicas),
-        (Some(2), Some(2))
-    );
+    wait_operator_rolled_out(&setup.admin).await;
+}
+
+/// Waits until the operator's Deployment has its two replicas updated and ready, and no
+/// other. `helm --wait` returns once the new ReplicaSet is ready, which the Deployment's status
+/// may not show yet (an old pod still counted).
+async fn wait_operator_rolled_out(admin: &Client) {
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), RELEASE_NS);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = deployments
+            .get("lakeload-operator")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        let counts = (status.replicas, status.updated_replicas, status.ready_replicas);
+        if counts == (Some(2), Some(2), Some(2)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "both operator replicas are ready, leader and standby, and no other: (replicas, updated, ready) = {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// The real Kueue controller (tests/kueue/build.sh), started once per test process beside the
@@ -1461,7 +1509,8 @@ async fn kueue_admits_one_worker_at_a_time_within_its_quota() {
         merge(&mut spec, extra);
         spec
     };
-    let (first, _) = create_paused_run(setup, &ns, "first", &bucket, 8_000, queued(json!({}))).await;
+    // Paused long enough for the second run to be seen queued whatever the machine's load.
+    let (first, _) = create_paused_run(setup, &ns, "first", &bucket, 40_000, queued(json!({}))).await;
     let second = create_run(
         setup,
         &ns,
