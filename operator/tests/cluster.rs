@@ -7,7 +7,7 @@
 //! moto on the node's pod-network address.
 
 mod common;
-use common::client_for;
+use common::{client_for, wait_for};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -625,11 +625,10 @@ async fn wait_paused(setup: &Setup, ns: &str, run: &EtlRun) -> Pod {
 /// Waits until the table Lease of `run` (in the operator's namespace) is gone.
 async fn wait_lease_released(setup: &Setup, run: &EtlRun, timeout: Duration) {
     let leases: Api<Lease> = Api::namespaced(setup.admin.clone(), RELEASE_NS);
-    let deadline = Instant::now() + timeout;
-    while leases.get_opt(&lease_name(run)).await.unwrap().is_some() {
-        assert!(Instant::now() < deadline, "the Lease was not released");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_for("the Lease to be released", timeout, || async {
+        leases.get_opt(&lease_name(run)).await.unwrap().is_none()
+    })
+    .await;
 }
 
 /// How the worker container of `pod` terminated, as the kubelet reports it.
@@ -819,11 +818,12 @@ async fn an_image_that_does_not_exist_fails_the_run_with_the_reason() {
     // The pod is stopped and the table's Lease released (once the pod has ended; its object
     // may stay a moment longer, until the Job controller lets it go).
     wait_lease_released(setup, &run, Duration::from_secs(90)).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !job_pods(setup, &ns, &run).await.is_empty() {
-        assert!(Instant::now() < deadline, "the ghost's pod is removed");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_for(
+        "the ghost's pod to be removed",
+        Duration::from_secs(60),
+        || async { job_pods(setup, &ns, &run).await.is_empty() },
+    )
+    .await;
 
     // An image outside the allow-list never gets a pod.
     create_run(

@@ -5,7 +5,7 @@
 //! `deploy/operator.yaml` (no cluster-admin), watching one namespace per test.
 
 mod common;
-use common::client_for;
+use common::{client_for, wait_for};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -80,18 +80,6 @@ async fn install_crd(client: &Client) {
         }
     })
     .await;
-}
-
-async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// An admin client, the CRD installed, and a new namespace `<name>-<pid>` (never deleted: with
