@@ -67,8 +67,38 @@ impl Lakeload {
         self
     }
 
+    /// Runs to the end and returns what it printed; like [`Running::finish`], a worker still
+    /// running after ten minutes fails the test instead of hanging the suite.
     pub fn output(mut self) -> Output {
-        self.cmd.output().expect("run lakeload")
+        use std::process::Stdio;
+        let mut child = self
+            .cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run lakeload");
+        let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                bytes
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().unwrap()));
+        let stderr = drain(Box::new(child.stderr.take().unwrap()));
+        let status = wait_at_most(&mut child, RUN_DEADLINE);
+        let stderr = stderr.join().unwrap();
+        assert!(
+            status.is_some(),
+            "the worker was still running after {RUN_DEADLINE:?}; stderr:\n{}",
+            String::from_utf8_lossy(&stderr)
+        );
+        Output {
+            status: status.unwrap(),
+            stdout: stdout.join().unwrap(),
+            stderr,
+        }
     }
 
     pub fn command(self) -> Command {
@@ -410,9 +440,44 @@ impl Running {
         assert!(status.success(), "kill -{signal}");
     }
 
-    /// Waits for the exit; returns the exit code, stdout and the whole stderr.
+    /// Continues a process a `stop` fault stopped. The worker prints its marker line just
+    /// before it stops itself, so a SIGCONT sent on seeing the line can arrive before the stop
+    /// and be lost, leaving the process stopped for good: wait for the kernel to report it
+    /// stopped first.
+    #[track_caller]
+    pub fn resume(&self) {
+        let stat = format!("/proc/{}/stat", self.pid());
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read_to_string(&stat).unwrap_or_default();
+            // The state is the first field after the command name, which is in parentheses.
+            let state = text.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+            if state == Some('T') {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the worker did not stop at its pause point within 60 s (state {state:?})"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.signal("CONT");
+    }
+
+    /// Waits for the exit; returns the exit code, stdout and the whole stderr. A worker still
+    /// running after ten minutes is killed and the test fails with its stderr, rather than
+    /// holding the suite until CI's time runs out.
     pub fn finish(mut self) -> (Option<i32>, String, String) {
-        let status = self.child.wait().unwrap();
+        let status = wait_at_most(&mut self.child, RUN_DEADLINE);
+        let Some(status) = status else {
+            while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(1)) {
+                self.stderr.push(line);
+            }
+            panic!(
+                "the worker was still running after {RUN_DEADLINE:?}; stderr:\n{}",
+                self.stderr.join("\n")
+            );
+        };
         let stdout = self.stdout.join().unwrap();
         // The reader thread ends at EOF, after the process exits.
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
@@ -420,4 +485,23 @@ impl Running {
         }
         (status.code(), stdout, self.stderr.join("\n"))
     }
+}
+
+/// How long a test lets one worker process run: far beyond any test's run, so that only a
+/// hang reaches it, and far below CI's time, so that a hang fails one test instead of the
+/// whole suite.
+const RUN_DEADLINE: Duration = Duration::from_secs(600);
+
+/// The child's exit status, or None (the child killed) if it is still running after `limit`.
+fn wait_at_most(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("wait for lakeload") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }

@@ -761,7 +761,7 @@ fn a_run_that_loses_the_race_to_a_conflicting_commit_changes_nothing() {
     }
     let theirs = theirs.into_bytes();
     std::fs::write(delta.join("_delta_log/00000000000000000001.json"), &theirs).unwrap();
-    paused.signal("CONT");
+    paused.resume();
     let (code, _, stderr) = paused.finish();
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
@@ -1687,7 +1687,7 @@ fn a_run_that_loses_the_race_to_commits_it_does_not_conflict_with_commits_after_
             true => s3.put(&bucket, &format!("t/{second}"), empty.as_bytes()),
             false => std::fs::write(dir.join("delta").join(second), empty).unwrap(),
         }
-        paused.signal("CONT");
+        paused.resume();
         let (code, stdout, stderr) = paused.finish();
         assert_eq!(code, Some(0), "on S3: {on_s3}: {stderr}");
         let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
@@ -2209,7 +2209,7 @@ fn spark_maintains_the_table_between_and_during_lakeload_runs() {
     let paused_run = || paused_before_commit(dir, &source, &path_str(&delta), &[]);
     let paused = paused_run();
     spark_sql(&[insert("2030-01-02", 5)]);
-    paused.signal("CONT");
+    paused.resume();
     let (code, _, stderr) = paused.finish();
     assert_eq!(code, Some(0), "{stderr}");
     run(dir, &source, &oracle, "parquet", "incremental");
@@ -2223,7 +2223,7 @@ fn spark_maintains_the_table_between_and_during_lakeload_runs() {
     land_file(dir, "2026-11-02", 12, 600, &["--seed", "6"]);
     let paused = paused_run();
     spark_sql(&[format!("DELETE FROM {t} WHERE c7 < DATE'2030-01-01'")]);
-    paused.signal("CONT");
+    paused.resume();
     let (code, _, stderr) = paused.finish();
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
@@ -2336,7 +2336,7 @@ fn spark_maintains_a_table_on_s3_between_lakeload_runs() {
              _source_line, _source_modified, note FROM {t} LIMIT 7"
         )],
     );
-    paused.signal("CONT");
+    paused.resume();
     let (code, _, stderr) = paused.finish();
     assert_eq!(code, Some(0), "{stderr}");
     run(dir, &source, &oracle, "parquet", "incremental");

@@ -121,7 +121,7 @@ fn a_run_paused_past_its_lease_writes_nothing_and_names_the_new_holder() {
         b.wait_for(faults::MARKER, PAUSE_TIMEOUT);
         let before = snapshot(&place, "t");
 
-        a.signal("CONT");
+        a.resume();
         let (code, _, stderr) = a.finish();
         assert_eq!(code, Some(1), "{stderr}");
         assert!(
@@ -202,7 +202,7 @@ fn a_write_stalled_after_the_lease_check_is_abandoned_once_the_lease_has_run_out
         // abandoned rather than sent (had it reached the store, the store would refuse it: the
         // date changed; `conditional_writes_whose_replies_were_lost_are_recognised` and the
         // store check cover that side).
-        a.signal("CONT");
+        a.resume();
         let (code, _, stderr) = a.finish();
         assert_eq!(code, Some(1), "{stderr}");
         assert!(stderr.contains("ran out before its write"), "{stderr}");
