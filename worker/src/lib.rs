@@ -35,6 +35,8 @@ pub mod state;
 pub mod storage;
 pub mod table;
 pub mod target;
+#[cfg(test)]
+mod test_fixtures;
 
 pub use config::Config;
 // Shared with the operator (the `lakeload-types` crate).

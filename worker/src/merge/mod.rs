@@ -346,48 +346,13 @@ pub fn distinct_keys(blocks: &[RowBlock]) -> usize {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use std::sync::Arc;
 
     use crate::block::{Lineage, RowBuilder};
-    use crate::config::SchemaConfig;
-    use crate::config::{Config, RawConfig};
+    use crate::test_fixtures::schema;
     use std::collections::HashMap;
-
-    /// Three columns `id, day, v`, keyed by `(id, day)`; shared by the router's tests.
-    pub(crate) fn schema() -> SchemaConfig {
-        schema_of("id,day,v", "day", "day", "id,day")
-    }
-
-    /// The schema of a config with these `schema.*` settings (comma-separated lists).
-    pub(crate) fn schema_of(columns: &str, date_columns: &str, partition: &str, key: &str) -> SchemaConfig {
-        let mut raw = RawConfig::default();
-        raw.set("source.url", "/in");
-        raw.set("target.url", "/out");
-        raw.set("schema.columns", columns);
-        raw.set("schema.date_columns", date_columns);
-        raw.set("schema.partition_column", partition);
-        raw.set("schema.key", key);
-        Config::from_raw(&raw).unwrap().schema
-    }
-
-    /// Rows `first..first + rows` of [`schema`]: id `i`, day 2024-01-02, line `i + 1` of file 0.
-    pub(crate) fn numbered_rows(first: usize, rows: usize) -> RowBlock {
-        let mut block = RowBlock::new(3, 1);
-        for i in first..first + rows {
-            let text = format!("{i}|2024-01-02|v");
-            let id_end = text.find('|').unwrap() as u32;
-            let ends = [id_end, id_end + 11, text.len() as u32];
-            let lineage = Lineage {
-                file: 0,
-                line: i as u64 + 1,
-                generation: 1,
-            };
-            block.push(&text, &ends, &[19724], i as u64, lineage);
-        }
-        block
-    }
 
     fn row(id: Option<&str>, v: &str, file: u32, line: u64, generation: u8) -> RowBlock {
         let mut block = RowBlock::new(3, 1);

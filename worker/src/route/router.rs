@@ -265,7 +265,7 @@ mod tests {
     use super::*;
     use crate::block::FileInfo;
     use crate::block::{Lineage, RowBuilder};
-    use crate::merge::tests::schema;
+    use crate::test_fixtures::schema;
 
     fn router(budget: u64) -> DateRouter {
         router_spilling_whole_up_to(budget, 0)

@@ -300,13 +300,13 @@ mod tests {
     /// one is cut at the row group size; every row is written once.
     #[test]
     fn small_units_are_gathered_into_row_groups() {
-        let schema = Arc::new(crate::merge::tests::schema());
+        let schema = Arc::new(crate::test_fixtures::schema());
         let files = FileTable::new(std::sync::Arc::from(vec![FileInfo {
             key: "f.gz".into(),
             modified_micros: 7,
         }]));
         let unit = |first: usize, rows: usize| {
-            let block = crate::merge::tests::numbered_rows(first, rows);
+            let block = crate::test_fixtures::numbered_rows(first, rows);
             let at: Vec<RowRef> = (0..rows as u32).map(|r| (0, r)).collect();
             (block, at)
         };

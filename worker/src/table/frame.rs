@@ -281,7 +281,7 @@ mod tests {
     #[test]
     fn rows_read_back_equal_rows_written_whatever_the_date_column_order() {
         for date_columns in ["c2,c4", "c4,c2", "c4,c3,c2"] {
-            let schema = crate::merge::tests::schema_of("c1,c2,c3,c4", date_columns, "c4", "c1,c4,c2");
+            let schema = crate::test_fixtures::schema_of("c1,c2,c3,c4", date_columns, "c4", "c1,c4,c2");
             let parser = LineParser::new(&schema, b'|');
             let line = if date_columns.contains("c3") {
                 "k|2024-01-02|2024-01-03|2024-01-04"

@@ -123,7 +123,7 @@ mod tests {
 
     /// `id, day, other, v`, keyed by `(id, day, other)`, `other` a date, `day` the partition.
     fn schema() -> SchemaConfig {
-        crate::merge::tests::schema_of("id,day,other,v", "day,other", "day", "id,day,other")
+        crate::test_fixtures::schema_of("id,day,other,v", "day,other", "day", "id,day,other")
     }
 
     fn new_keys(rows: &[(Option<&str>, i32)]) -> NewKeys<'static> {

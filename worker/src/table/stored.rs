@@ -495,12 +495,12 @@ mod tests {
 
     /// A stored file of `rows` rows with ids 0, 1, …, over more than one row group.
     fn stored_file(rows: usize) -> (tempfile::TempPath, Arc<SchemaConfig>) {
-        let schema = Arc::new(crate::merge::tests::schema());
+        let schema = Arc::new(crate::test_fixtures::schema());
         let files = FileTable::new(Arc::from(vec![FileInfo {
             key: "f.gz".into(),
             modified_micros: 7,
         }]));
-        let block = crate::merge::tests::numbered_rows(0, rows);
+        let block = crate::test_fixtures::numbered_rows(0, rows);
         let bytes = encode(&block, &schema, &files).unwrap();
         let path = tempfile::NamedTempFile::new().unwrap().into_temp_path();
         std::fs::write(&path, &bytes).unwrap();

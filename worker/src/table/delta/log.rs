@@ -713,7 +713,7 @@ mod tests {
 
     #[test]
     fn the_schema_names_date_and_lineage_types() {
-        let schema = crate::merge::tests::schema();
+        let schema = crate::test_fixtures::schema();
         let parsed: serde_json::Value = serde_json::from_str(&schema_string(&schema)).unwrap();
         let fields = parsed["fields"].as_array().unwrap();
         let types: Vec<(&str, &str)> = fields
