@@ -56,6 +56,10 @@ pub async fn run(config: &Config, interactive: bool) -> RunReport {
 /// Runs the ETL once on already opened storage.
 pub async fn run_on(config: &Config, target: &Target, interactive: bool) -> RunReport {
     let started_at = Utc::now();
+    // Listen before the first write: a SIGTERM that came before the handler would kill the
+    // process outright and leave its lock behind; one that comes while the lock is taken
+    // waits here and stops the run as soon as it starts.
+    let mut shutdown = ShutdownSignals::listen();
     let run_id = config
         .run
         .run_id
@@ -91,7 +95,7 @@ pub async fn run_on(config: &Config, target: &Target, interactive: bool) -> RunR
     let mut stats = RunStats::new(config);
     let result = tokio::select! {
         r = execute(config, target, &lock, &run_id, store, interactive, &mut stats) => r,
-        signal = shutdown_signal() => {
+        signal = shutdown.recv() => {
             tracing::warn!("received {signal}: stopping; the table keeps every date written so far");
             Err(Error::Interrupted(signal))
         }
@@ -116,15 +120,31 @@ async fn check_store(config: &Config, target: &Target, run_id: &str) -> Result<S
     .await
 }
 
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+/// SIGTERM and SIGINT, caught from the moment they are listened for.
+struct ShutdownSignals {
+    /// None when the handlers could not be installed (the signals then keep their default).
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl ShutdownSignals {
+    fn listen() -> ShutdownSignals {
+        use tokio::signal::unix::{SignalKind, signal};
+        let streams = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(term), Ok(int)) => Some((term, int)),
+            _ => None,
+        };
+        ShutdownSignals { streams }
+    }
+
+    /// The name of the first signal received (at once if one came already).
+    async fn recv(&mut self) -> &'static str {
+        let Some((term, int)) = &mut self.streams else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     }
 }
 

@@ -367,12 +367,69 @@ pub fn generated_source(dir: &Path, folder: &str, args: &[&str]) -> std::path::P
     source
 }
 
+/// The lines a child process prints on one pipe, read as they come.
+pub struct Lines {
+    incoming: std::sync::mpsc::Receiver<String>,
+    /// Every line read so far.
+    pub seen: Vec<String>,
+}
+
+impl Lines {
+    pub fn read(pipe: impl std::io::Read + Send + 'static) -> Lines {
+        let (tx, incoming) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Lines {
+            incoming,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits until a line contains `needle`; panics after `timeout` or if the pipe closes
+    /// first.
+    #[track_caller]
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.incoming.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    self.seen.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {needle:?} within {timeout:?}; so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Reads the lines still to come, until the pipe closes or none comes for `quiet`.
+    pub fn rest(&mut self, quiet: Duration) {
+        while let Ok(line) = self.incoming.recv_timeout(quiet) {
+            self.seen.push(line);
+        }
+    }
+
+    pub fn text(&self) -> String {
+        self.seen.join("\n")
+    }
+}
+
 /// A worker process started in the background, its stderr watched line by line.
 pub struct Running {
     child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-    stderr: Vec<String>,
-    stdout: std::thread::JoinHandle<String>,
+    stderr: Lines,
+    /// Taken by [`Running::finish`].
+    stdout: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Running {
@@ -383,14 +440,7 @@ impl Running {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("start lakeload");
-        let (tx, lines) = std::sync::mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let stderr = Lines::read(child.stderr.take().unwrap());
         let mut out = child.stdout.take().unwrap();
         let stdout = std::thread::spawn(move || {
             let mut text = String::new();
@@ -399,9 +449,8 @@ impl Running {
         });
         Running {
             child,
-            lines,
-            stderr: Vec::new(),
-            stdout,
+            stderr,
+            stdout: Some(stdout),
         }
     }
 
@@ -413,23 +462,7 @@ impl Running {
     /// closes stderr first.
     #[track_caller]
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let found = line.contains(needle);
-                    self.stderr.push(line);
-                    if found {
-                        return;
-                    }
-                }
-                Err(_) => panic!(
-                    "no stderr line with {needle:?} within {timeout:?}; stderr so far:\n{}",
-                    self.stderr.join("\n")
-                ),
-            }
-        }
+        self.stderr.wait_for(needle, timeout)
     }
 
     pub fn signal(&self, signal: &str) {
@@ -470,20 +503,27 @@ impl Running {
     pub fn finish(mut self) -> (Option<i32>, String, String) {
         let status = wait_at_most(&mut self.child, RUN_DEADLINE);
         let Some(status) = status else {
-            while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(1)) {
-                self.stderr.push(line);
-            }
+            self.stderr.rest(Duration::from_secs(1));
             panic!(
                 "the worker was still running after {RUN_DEADLINE:?}; stderr:\n{}",
-                self.stderr.join("\n")
+                self.stderr.text()
             );
         };
-        let stdout = self.stdout.join().unwrap();
+        let stdout = self.stdout.take().map(|s| s.join().unwrap()).unwrap_or_default();
         // The reader thread ends at EOF, after the process exits.
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            self.stderr.push(line);
+        self.stderr.rest(Duration::from_secs(5));
+        (status.code(), stdout, self.stderr.text())
+    }
+}
+
+/// A test that fails half way leaves no worker behind: not one stopped at a pause point, nor
+/// one waiting at one while it renews its table's lock.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
-        (status.code(), stdout, self.stderr.join("\n"))
     }
 }
 
@@ -493,7 +533,7 @@ impl Running {
 const RUN_DEADLINE: Duration = Duration::from_secs(600);
 
 /// The child's exit status, or None (the child killed) if it is still running after `limit`.
-fn wait_at_most(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+pub fn wait_at_most(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let deadline = std::time::Instant::now() + limit;
     while std::time::Instant::now() < deadline {
         if let Some(status) = child.try_wait().expect("wait for lakeload") {

@@ -821,7 +821,8 @@ fn a_run_that_loses_the_race_to_a_conflicting_commit_changes_nothing() {
 }
 
 /// Snapshot isolation: a reader polling the table while an incremental run rewrites 30 dates
-/// (its files all written, its commit held back for a while) only ever sees a whole version,
+/// (its files all written, its commit held back until the reader has read the table again)
+/// only ever sees a whole version,
 /// the one before the run or the one after it, never some dates new and some old.
 #[test]
 fn a_reader_sees_whole_versions_while_a_run_rewrites_thirty_dates() {
@@ -868,12 +869,8 @@ for v in (0, 1):
 sys.stdout.flush()
 os._exit(0)
 "#;
-    let mut writer = Running::spawn(
-        on_delta(dir, &source, &delta)
-            .env("LAKELOAD_TEST_PAUSE_AT", "before_table_commit:1:sleep3000")
-            .args(["run", "--mode", "incremental"]),
-    );
-    let poller = std::process::Command::new(lakeload_testkit::python())
+    // The reader reads version 0 before the run starts, then goes on reading.
+    let mut poller = std::process::Command::new(lakeload_testkit::python())
         .arg("-c")
         .arg(reader)
         .args([path_str(&delta), path_str(&stop)])
@@ -881,7 +878,18 @@ os._exit(0)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The run has written every date's file and waits before its commit.
+    let poller_stderr = Lines::read(poller.stderr.take().unwrap());
+    let mut reads = Lines::read(poller.stdout.take().unwrap());
+    let slow = std::time::Duration::from_secs(120);
+    reads.wait_for("read 0 ", slow);
+    // The run writes every date's file and stops before its commit until the reader has
+    // read the table again.
+    let mut writer = Running::spawn(
+        on_delta(dir, &source, &delta)
+            .env("LAKELOAD_TEST_PAUSE_AT", "before_table_commit:1:stop")
+            .env("LAKELOAD_LOCK_LEASE_SECONDS", "900")
+            .args(["run", "--mode", "incremental"]),
+    );
     writer.wait_for("lakeload-test-paused-at", std::time::Duration::from_secs(60));
     let written = walk(&delta)
         .into_iter()
@@ -891,13 +899,26 @@ os._exit(0)
         written, 60,
         "30 dates written twice: the full run's files and the new ones"
     );
+    // Lines queued since are reads done before the hold, perhaps before the run began.
+    reads.rest(std::time::Duration::ZERO);
+    let before_the_hold = reads.seen.len();
+    reads.wait_for("read ", slow);
+    let held = reads.seen[before_the_hold..].join("\n");
+    writer.resume();
     let (code, _, stderr) = writer.finish();
     assert_eq!(code, Some(0), "{stderr}");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    reads.wait_for("read 1 ", slow);
     std::fs::write(&stop, b"").unwrap();
-    let out = poller.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout);
+    reads.wait_for("version 1 ", slow);
+    let status = wait_at_most(&mut poller, slow);
+    let mut poller_stderr = poller_stderr;
+    poller_stderr.rest(std::time::Duration::from_secs(1));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}: {}",
+        poller_stderr.text()
+    );
+    let text = reads.text();
     let version = |v: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("version {v} ")))
@@ -919,8 +940,8 @@ os._exit(0)
         );
     }
     assert!(
-        reads.iter().any(|(v, _)| *v == "0"),
-        "some reads while the run held its commit"
+        held.starts_with("read 0 "),
+        "a read while the run held its commit saw version 0: {held}"
     );
     assert!(reads.iter().any(|(v, _)| *v == "1"), "some reads after: {text}");
 }
