@@ -22,6 +22,7 @@ use crate::decide::{Action, EventType, FINALIZER, decide, holder_identity};
 use crate::job::{MANAGED_BY, build_job, build_lease, job_name, lease_name};
 use crate::metrics::Metrics;
 use crate::observe::{describe_workload, fetch_summary, observe, to_chrono};
+use crate::shutdown::Shutdown;
 
 pub async fn reconcile(cached: Arc<EtlRun>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     ctx.metrics.reconciles.inc();
@@ -267,8 +268,8 @@ pub fn error_policy(run: Arc<EtlRun>, error: &Error, ctx: Arc<Context>) -> Reque
     Requeue::requeue(delay)
 }
 
-/// Runs the controller until SIGTERM/SIGINT.
-pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
+/// Runs the controller until SIGTERM/SIGINT (`shutdown`).
+pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shutdown: Shutdown) {
     let (runs, jobs): (Api<EtlRun>, Api<Job>) = match &settings.namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
@@ -285,8 +286,13 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
     // Adopt (and renew at once) the Leases of runs already guarding their tables before any
     // reconcile may start something new, and index the finished ones; retried until the API
     // answers.
+    let all = ListParams::default();
     loop {
-        let adopted = match runs.list(&ListParams::default()).await {
+        let listed = tokio::select! {
+            listed = runs.list(&all) => listed,
+            _ = shutdown.requested() => return,
+        };
+        let adopted = match listed {
             Ok(list) => {
                 for run in &list.items {
                     ctx.finished.note(run);
@@ -302,7 +308,10 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
             }
             Err(e) => {
                 tracing::warn!("cannot list EtlRuns to adopt their Leases: {e}; retrying");
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = shutdown.requested() => return,
+                }
             }
         }
     }
@@ -321,7 +330,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
             jobs,
             watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}")),
         )
-        .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown.requested_owned())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {

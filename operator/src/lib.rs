@@ -18,3 +18,4 @@ pub mod metrics;
 pub mod observe;
 pub mod renew;
 pub mod schedule;
+pub mod shutdown;

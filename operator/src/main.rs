@@ -11,6 +11,7 @@ use lakeload_operator::controller::{self, Settings};
 use lakeload_operator::decide::Policy;
 use lakeload_operator::leader::Election;
 use lakeload_operator::metrics::Metrics;
+use lakeload_operator::shutdown::Shutdown;
 
 #[derive(Parser)]
 #[command(
@@ -251,6 +252,7 @@ async fn main() -> ExitCode {
         }
         Command::Run(args) => {
             init_logging(&args.log_format);
+            let shutdown = Shutdown::listen();
             let client = match kube::Client::try_default().await {
                 Ok(c) => c,
                 Err(e) => {
@@ -340,12 +342,12 @@ async fn main() -> ExitCode {
                 // A standby is Ready too (it can take over); leadership is the `leader` metric.
                 metrics.ready.store(true, std::sync::atomic::Ordering::SeqCst);
                 tokio::select! {
-                    _ = shutdown_signal() => ExitCode::SUCCESS,
+                    _ = shutdown.requested() => ExitCode::SUCCESS,
                     _ = election.acquire(&client) => {
                         metrics.leader.set(1);
                         let code = tokio::select! {
-                            // Stops on SIGTERM/SIGINT (the controller's own signal handling).
-                            _ = controller::run(client.clone(), settings, metrics.clone()) => ExitCode::SUCCESS,
+                            // Stops on SIGTERM/SIGINT, even one that came during the election.
+                            _ = controller::run(client.clone(), settings, metrics.clone(), shutdown.clone()) => ExitCode::SUCCESS,
                             // Lost: exit, and let the Deployment restart this replica as a follower.
                             _ = election.keep(&client) => ExitCode::FAILURE,
                         };
@@ -356,7 +358,7 @@ async fn main() -> ExitCode {
                     }
                 }
             } else {
-                controller::run(client, settings, metrics).await;
+                controller::run(client, settings, metrics, shutdown).await;
                 ExitCode::SUCCESS
             };
             server.abort();
@@ -379,20 +381,4 @@ fn non_empty(list: Vec<String>) -> Vec<String> {
         .map(|e| e.trim().to_string())
         .filter(|e| !e.is_empty())
         .collect()
-}
-
-/// SIGTERM (a pod being stopped) or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

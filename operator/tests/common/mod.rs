@@ -30,3 +30,32 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A child process the test owns: killed when the test lets go of it, so a test failing half
+/// way leaves no operator replica behind.
+#[allow(dead_code)] // used by e2e.rs only
+pub struct Process(pub std::process::Child);
+
+#[allow(dead_code)]
+impl Process {
+    /// The exit status once the process exits, or None if it still runs after `limit`.
+    pub async fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}

@@ -90,10 +90,25 @@ fn lock_exists(place: &Place, table: &str) -> bool {
     })
 }
 
-/// Waits until a stopped run's lease has certainly ended: 5 s lease, 1 s of store-clock slack,
-/// second-precision Last-Modified.
-fn outlive_lease() {
-    std::thread::sleep(Duration::from_secs(8));
+/// Waits until the lease of the run holding `table`'s lock has ended, as a run taking the
+/// lock over would judge it (the store's clock against the lock's Last-Modified, where the
+/// store gives one).
+fn outlive_lease(place: &Place, table: &str) {
+    runtime().block_on(async {
+        let storage = open_storage(&place.url(table), place.s3()).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match lakeload::commit::lock::current_holder(&storage).await.unwrap() {
+                lakeload::commit::lock::Holder::Held { expired: false, .. } => {}
+                _ => return,
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the stopped run's lease did not end"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
 }
 
 #[test]
@@ -110,14 +125,10 @@ fn a_run_paused_past_its_lease_writes_nothing_and_names_the_new_holder() {
                 .env(faults::ENV, "before_date_write:1:stop"),
         );
         a.wait_for(faults::MARKER, PAUSE_TIMEOUT);
-        outlive_lease();
+        outlive_lease(&place, "t");
 
         // Run B takes the lock over and holds it, sleeping after its read.
-        let mut b = Running::spawn(
-            worker(&place, "t", "run-b")
-                .env("LAKELOAD_LOCK_LEASE_SECONDS", "5")
-                .env(faults::ENV, "after_read:1:sleep8000"),
-        );
+        let mut b = Running::spawn(worker(&place, "t", "run-b").env(faults::ENV, "after_read:1:sleep8000"));
         b.wait_for(faults::MARKER, PAUSE_TIMEOUT);
         let before = snapshot(&place, "t");
 
@@ -189,7 +200,7 @@ fn a_write_stalled_after_the_lease_check_is_abandoned_once_the_lease_has_run_out
                 .env(faults::ENV, "date_write_checked:1:stop"),
         );
         a.wait_for(faults::MARKER, PAUSE_TIMEOUT);
-        outlive_lease();
+        outlive_lease(&place, "t");
         // Run B loads that file and one more to the end, so every date A read has changed.
         // (Had B written the very bytes A was about to, A's PUT would be recognised as its own
         // write whose reply was lost, which is harmless: the object holds what A meant.)
@@ -230,12 +241,12 @@ fn conditional_writes_whose_replies_were_lost_are_recognised() {
     let date = proxy.inject(put(".snappy.parquet", None), Fault::DropReply, 1);
     let state = proxy.inject(put("/_lakeload/state.json", None), Fault::DropReply, 1);
 
-    // A 5 s lease renews every 1.7 s: the pause after the read lets one renewal happen.
+    // A 9 s lease renews every 3 s: the pause after the read lets one renewal happen.
     let (code, stdout, stderr) = Running::spawn(
         worker(&place, "t", "lossy")
             .env("LAKELOAD_AWS_ENDPOINT_URL", &proxy.endpoint)
-            .env("LAKELOAD_LOCK_LEASE_SECONDS", "5")
-            .env(faults::ENV, "after_read:1:sleep3000"),
+            .env("LAKELOAD_LOCK_LEASE_SECONDS", "9")
+            .env(faults::ENV, "after_read:1:sleep4000"),
     )
     .finish();
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
