@@ -119,7 +119,16 @@ impl ControlPlane {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let ok = Command::new("curl")
-                .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+                .args([
+                    "-sk",
+                    "--max-time",
+                    "5",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "-H",
+                ])
                 .arg(format!("Authorization: Bearer {token}"))
                 .arg(format!("{server}/readyz"))
                 .output()

@@ -233,6 +233,10 @@ impl S3Server {
     /// Sends one plain HTTP request and returns the status and the body.
     pub fn exchange(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
         let mut stream = TcpStream::connect((self.address.as_str(), self.port)).expect("connect to moto");
+        // A stalled server fails the test rather than holding it.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .expect("read timeout");
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}:{}\r\nContent-Length: {}\r\n{ANY_SIGNATURE}\r\nConnection: close\r\n\r\n",
             self.address,

@@ -393,6 +393,17 @@ impl Lines {
     /// first.
     #[track_caller]
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) {
+        assert!(
+            self.reaches(needle, timeout),
+            "no line with {needle:?}: the pipe closed; so far:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    /// Whether a line contains `needle` before the pipe closes (the process ended first);
+    /// panics after `timeout`.
+    #[track_caller]
+    pub fn reaches(&mut self, needle: &str, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -401,11 +412,12 @@ impl Lines {
                     let found = line.contains(needle);
                     self.seen.push(line);
                     if found {
-                        return;
+                        return true;
                     }
                 }
-                Err(_) => panic!(
-                    "no line with {needle:?} within {timeout:?}; so far:\n{}",
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return false,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "no line with {needle:?} within {timeout:?}, and the pipe is still open; so far:\n{}",
                     self.seen.join("\n")
                 ),
             }
@@ -463,6 +475,12 @@ impl Running {
     #[track_caller]
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) {
         self.stderr.wait_for(needle, timeout)
+    }
+
+    /// Whether stderr shows `needle` before the worker ends; panics after `timeout`.
+    #[track_caller]
+    pub fn reaches(&mut self, needle: &str, timeout: Duration) -> bool {
+        self.stderr.reaches(needle, timeout)
     }
 
     pub fn signal(&self, signal: &str) {

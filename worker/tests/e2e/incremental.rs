@@ -125,39 +125,22 @@ fn run_and_kill(
         .env("LAKELOAD_SOURCE_URL", place.url("src"))
         .env("LAKELOAD_TARGET_URL", place.url(table))
         .env("LAKELOAD_RUN_MAX_REJECT_RATIO", "1")
-        .args(["run", "--mode", mode])
-        .command();
+        .args(["run", "--mode", mode]);
     if let Some(point) = pause {
-        cmd.env(lakeload::faults::ENV, point);
+        cmd = cmd.env(lakeload::faults::ENV, point);
     }
-    let mut child = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let paused = std::thread::spawn(move || {
-        use std::io::BufRead;
-        std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .any(|l| l.contains(lakeload::faults::MARKER))
-    });
+    // Dropping a `Running` SIGKILLs the worker if it still runs.
+    let mut run = Running::spawn(cmd);
     if let Some(delay) = kill_after {
         std::thread::sleep(delay);
-        let _ = child.kill();
-        child.wait().unwrap();
         return true;
     }
     if pause.is_some() {
-        // The reader thread returns at the marker (then we kill) or at EOF (the run ended).
-        let reached = paused.join().unwrap();
-        let _ = child.kill(); // SIGKILL
-        child.wait().unwrap();
-        return reached;
+        // At the marker (then the kill), or the run ended first.
+        return run.reaches(lakeload::faults::MARKER, Duration::from_secs(300));
     }
-    let status = child.wait().unwrap();
-    assert!(status.success(), "run failed: {status}");
+    let (code, _, stderr) = run.finish();
+    assert_eq!(code, Some(0), "run failed: {stderr}");
     true
 }
 
