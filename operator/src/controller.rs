@@ -330,7 +330,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
             jobs,
             watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}")),
         )
-        .graceful_shutdown_on(shutdown.requested_owned())
+        .graceful_shutdown_on(shutdown.requested())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {

@@ -21,16 +21,13 @@ impl Shutdown {
         Shutdown(shutdown)
     }
 
-    /// Resolves once a stop was asked for (at once if it already was).
-    pub async fn requested(&self) {
+    /// Resolves once a stop was asked for (at once if it already was). The future owns its
+    /// own receiver, so it can outlive `self` (the controller's shutdown trigger does).
+    pub fn requested(&self) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
         let mut asked = self.0.clone();
-        let _ = asked.wait_for(|asked| *asked).await;
-    }
-
-    /// [`requested`](Self::requested) as an owned future, for the controller's shutdown.
-    pub fn requested_owned(&self) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
-        let shutdown = self.clone();
-        async move { shutdown.requested().await }
+        async move {
+            let _ = asked.wait_for(|asked| *asked).await;
+        }
     }
 }
 

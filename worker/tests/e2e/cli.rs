@@ -306,14 +306,11 @@ async fn sigterm_stops_the_run_releases_the_lock_and_uploads_the_log() {
         .spawn()
         .unwrap();
     // Wait until the run holds the lock, then interrupt it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !table.join("_lakeload/lock").exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the run never took the lock"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_until(
+        "the run to take the lock",
+        std::time::Duration::from_secs(30),
+        || table.join("_lakeload/lock").exists(),
+    );
     std::thread::sleep(std::time::Duration::from_millis(200));
     let kill = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

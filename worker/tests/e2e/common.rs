@@ -498,20 +498,15 @@ impl Running {
     #[track_caller]
     pub fn resume(&self) {
         let stat = format!("/proc/{}/stat", self.pid());
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let text = std::fs::read_to_string(&stat).unwrap_or_default();
-            // The state is the first field after the command name, which is in parentheses.
-            let state = text.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
-            if state == Some('T') {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the worker did not stop at its pause point within 60 s (state {state:?})"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(
+            "the worker to stop at its pause point",
+            Duration::from_secs(60),
+            || {
+                let text = std::fs::read_to_string(&stat).unwrap_or_default();
+                // The state is the first field after the command name, which is in parentheses.
+                text.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()) == Some('T')
+            },
+        );
         self.signal("CONT");
     }
 
@@ -542,6 +537,19 @@ impl Drop for Running {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Polls `check` until it holds; fails the test naming `what` after `timeout`.
+#[track_caller]
+pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -94,21 +94,12 @@ fn lock_exists(place: &Place, table: &str) -> bool {
 /// lock over would judge it (the store's clock against the lock's Last-Modified, where the
 /// store gives one).
 fn outlive_lease(place: &Place, table: &str) {
-    runtime().block_on(async {
-        let storage = open_storage(&place.url(table), place.s3()).await;
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            match lakeload::commit::lock::current_holder(&storage).await.unwrap() {
-                lakeload::commit::lock::Holder::Held { expired: false, .. } => {}
-                _ => return,
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the stopped run's lease did not end"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    })
+    use lakeload::commit::lock::{Holder, current_holder};
+    let storage = runtime().block_on(open_storage(&place.url(table), place.s3()));
+    wait_until("the stopped run's lease to end", Duration::from_secs(60), || {
+        let holder = runtime().block_on(current_holder(&storage)).unwrap();
+        !matches!(holder, Holder::Held { expired: false, .. })
+    });
 }
 
 #[test]
